@@ -1,0 +1,69 @@
+"""``poststelle cases``: what is filed where."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from gateway.casenames import InvalidCaseReference, case_folder_name
+from gateway.runtime import ledger_path, open_ledger
+
+app = typer.Typer(help="Case folders and the messages filed in them.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_cases(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+    """List case folders with their message counts."""
+    cfg = get_config(config)
+    if not ledger_path(cfg).exists():
+        rows: list[dict[str, object]] = []
+    else:
+        ledger = open_ledger(cfg, readonly=True)
+        rows = ledger.cases()
+        ledger.close()
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["case_ref", "case_folder", "messages", "last"])
+
+
+@app.command("show")
+def show_case(
+    case: str = typer.Argument(..., help="Case reference as written (e.g. '1 K 1234/25') or its folder name."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show the messages filed under one case, with their verdicts."""
+    cfg = get_config(config)
+    ledger = open_ledger(cfg, readonly=True)
+    folder = case
+    try:
+        candidate = case_folder_name(case)
+        if ledger.messages_of_case(candidate):
+            folder = candidate
+    except InvalidCaseReference:
+        pass
+    msgs = ledger.messages_of_case(folder)
+    ledger.close()
+    if not msgs:
+        fail(f"no messages filed under case {case!r}")
+    rows = []
+    for m in msgs:
+        manifest = {}
+        if m.path and (Path(m.path) / "manifest.json").exists():
+            manifest = json.loads((Path(m.path) / "manifest.json").read_text())
+        rows.append({
+            "id": m.id, "received": m.internaldate, "from": m.from_addr, "subject": m.subject,
+            "verdict": (m.verdict or {}).get("verdict"), "state": m.state, "path": m.path,
+            "files": sorted(manifest.get("files", {})),
+        })
+    if as_json:
+        print_json({"case_reference": msgs[0].case_ref, "case_folder": folder, "messages": rows})
+        return
+    typer.echo(f"Case {msgs[0].case_ref}  (folder {folder})")
+    print_table(rows, ["id", "received", "from", "verdict", "subject"])
+    for r in rows:
+        typer.echo(f"  {r['id']}: {r['path']}")

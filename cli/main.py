@@ -1,0 +1,129 @@
+"""The ``poststelle`` command: daemon, checks and the records office's everyday views."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import typer
+
+from cli import cases, quarantine
+from cli.common import ConfigOption, JsonOption, get_config, print_json, print_table
+from gateway.errors import ConfigError, TransientError
+from gateway.logs import setup_logging
+
+app = typer.Typer(
+    name="poststelle",
+    help="Poststelle: the secure digital mail room for legal correspondence.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(cases.app, name="cases")
+app.add_typer(quarantine.app, name="quarantine")
+
+
+@app.command()
+def run(
+    once: bool = typer.Option(False, "--once", help="Process what is waiting, then exit."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Run the gateway daemon: fetch, verify, route and file every incoming message."""
+    from gateway.daemon import Daemon
+
+    cfg = get_config(config)
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    try:
+        daemon = Daemon(cfg, once=once)
+    except ConfigError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report = daemon.run()
+    if not report.ok:
+        for name, error in sorted(report.failures.items()):
+            typer.echo(f"mailbox {name}: {error}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Validate the config, key material, state directory, credentials and connectivity."""
+    from gateway.fetch import MailboxSession
+    from gateway.unwrap import UnwrapContext
+
+    cfg = get_config(config)
+    results: list[dict[str, str]] = [{"check": "config", "target": str(cfg.path), "result": "ok", "detail": cfg.sha256[:16]}]
+    try:
+        UnwrapContext.from_config(cfg, collect_certificates=False)
+        results.append({"check": "keys", "target": "smime/openpgp", "result": "ok", "detail": ""})
+    except ConfigError as exc:
+        results.append({"check": "keys", "target": f"{exc.file}: {exc.key}", "result": "FAILED", "detail": exc.problem})
+    for d in (cfg.storage.state_dir, cfg.storage.cases_dir):
+        probe = d if d.exists() else d.parent
+        ok = probe.exists() and os.access(probe, os.W_OK)
+        if ok and d.exists():
+            try:
+                with tempfile.NamedTemporaryFile(dir=d):
+                    pass
+            except OSError:
+                ok = False
+        results.append({"check": "storage", "target": str(d), "result": "ok" if ok else "FAILED",
+                        "detail": "" if ok else "not writable"})
+    for mb in cfg.mailboxes:
+        session = MailboxSession(mb)
+        try:
+            session.connect()
+            backlog = len(session.list_uids())
+            results.append({"check": "mailbox", "target": mb.name, "result": "ok",
+                            "detail": f"{mb.security} {mb.host}:{mb.port}, {backlog} waiting in {mb.folder}"})
+        except TransientError as exc:
+            results.append({"check": "mailbox", "target": mb.name, "result": "FAILED", "detail": str(exc)})
+        finally:
+            session.close()
+    if as_json:
+        print_json(results)
+    else:
+        print_table(results, ["check", "target", "result", "detail"])
+    if any(r["result"] != "ok" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Per mailbox: last poll, backlog, last error; the ledger's counts by state."""
+    from gateway.runtime import ledger_path, open_ledger
+
+    cfg = get_config(config)
+    statuses: list[dict[str, object]] = []
+    counts: dict[str, int] = {}
+    if ledger_path(cfg).exists():
+        ledger = open_ledger(cfg, readonly=True)
+        statuses = ledger.statuses()
+        counts = ledger.counts_by_state()
+        ledger.close()
+    known = {str(s["mailbox"]) for s in statuses}
+    statuses += [{"mailbox": mb.name} for mb in cfg.mailboxes if mb.name not in known]
+    if as_json:
+        print_json({"mailboxes": statuses, "messages": counts})
+        return
+    print_table(statuses, ["mailbox", "last_poll", "last_success", "backlog", "last_error"])
+    typer.echo("")
+    typer.echo("messages: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
+
+
+@app.command()
+def demo(
+    workdir: Path | None = typer.Option(None, "--dir", help="Keep the demo's files here (default: a temp dir)."),
+) -> None:
+    """Start a throwaway Dovecot, fill it with sample correspondence, run the gateway once, show the result."""
+    from gateway.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""``poststelle quarantine``: what could not be proven or parsed, and releasing it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from gateway.audit import cli_actor
+from gateway.casenames import InvalidCaseReference
+from gateway.quarantine import ReleaseError, get_entry, list_entries, release
+from gateway.runtime import ledger_path, open_ledger
+
+app = typer.Typer(help="Quarantined messages: list, show, release.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+    """List quarantined messages with their reasons."""
+    cfg = get_config(config)
+    if not ledger_path(cfg).exists():
+        entries = []
+    else:
+        ledger = open_ledger(cfg, readonly=True)
+        entries = list_entries(ledger)
+        ledger.close()
+    rows = [e.to_json() for e in entries]
+    if as_json:
+        print_json(rows)
+    else:
+        for r in rows:
+            r["reasons"] = ", ".join(r["reasons"])
+        print_table(rows, ["id", "received", "from", "reasons", "subject"])
+
+
+@app.command("show")
+def show_cmd(msg_id: str, config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Show one quarantined message: reasons, verdict and files."""
+    cfg = get_config(config)
+    ledger = open_ledger(cfg, readonly=True)
+    try:
+        entry = get_entry(ledger, msg_id)
+    except ReleaseError as exc:
+        fail(str(exc))
+    finally:
+        ledger.close()
+    info = entry.to_json()
+    manifest_path = entry.path / "manifest.json"
+    info["files"] = sorted(json.loads(manifest_path.read_text())["files"]) if manifest_path.exists() else []
+    info["verdict"] = entry.record.verdict
+    if as_json:
+        print_json(info)
+        return
+    for key in ("id", "received", "mailbox", "from", "subject", "reasons", "case_reference", "path", "files"):
+        value = info[key]
+        typer.echo(f"{key:15} {', '.join(value) if isinstance(value, list) else value}")
+
+
+@app.command("release")
+def release_cmd(
+    msg_id: str,
+    case: str | None = typer.Option(None, "--case", help="File under this case reference (default: the route found at intake)."),
+    note: str | None = typer.Option(None, "--note", help="Why it is released (kept in the audit trail)."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Release a quarantined message into a case folder; who released it is recorded."""
+    cfg = get_config(config)
+    actor = cli_actor()
+    ledger = open_ledger(cfg, actor=actor)
+    try:
+        rec = release(cfg, ledger, msg_id, actor=actor, case=case, note=note)
+        assert ledger.audit is not None
+        ledger.audit.export_jsonl(ledger.conn)
+    except (ReleaseError, InvalidCaseReference) as exc:
+        fail(str(exc))
+    finally:
+        ledger.close()
+    if as_json:
+        print_json(rec.to_json())
+    else:
+        typer.echo(f"released {rec.id} into {rec.path}")

@@ -1,0 +1,165 @@
+"""Case folders (and the quarantine store, which has the same entry layout) on disk.
+
+An entry is built completely in ``<root>/.incoming/<entry>/`` (every file fsynced), then
+renamed into place in one step and the parents fsynced (see ``durable.publish_dir``): a
+reader or a crash sees either no entry or a complete one. Entries are never rewritten.
+
+Layout (docs/case-folders.md)::
+
+    <cases_dir>/<case folder>/<received-UTC>_<id>/
+        original.eml        exact fetched bytes
+        decrypted.eml       the opened content, when the message was encrypted or wrapped
+        body.txt, body.html readable parts (UTF-8)
+        attachments/<name>  attachments, names made safe and unique
+        verification.json   the verdict
+        manifest.json       sha256 and size of every file above, message metadata, route
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.durable import fsync_dir, makedirs_durable, publish_dir, write_file
+from gateway.message import Part
+from gateway.safenames import NameAllocator, safe_filename
+
+STAGING = ".incoming"
+RESERVED_NAMES = ("original.eml", "decrypted.eml", "body.txt", "body.html", "manifest.json",
+                  "verification.json", "reason.json", "attachments")
+MANIFEST_SCHEMA = 1
+
+
+def entry_name(received: datetime, msg_id: str) -> str:
+    """``20261125T091500Z_<id>``: sorts by arrival, unique by the ledger id."""
+    return f"{received.strftime('%Y%m%dT%H%M%SZ')}_{msg_id}"
+
+
+@dataclass(frozen=True)
+class EntryFile:
+    relpath: str
+    data: bytes
+
+
+def entry_files(
+    raw: bytes, *, decrypted: bytes | None, parts: Sequence[Part], extra_json: dict[str, Any]
+) -> list[EntryFile]:
+    """The files of one entry, names made safe; ``extra_json`` adds e.g. verification.json."""
+    files = [EntryFile("original.eml", raw)]
+    if decrypted is not None and decrypted != raw:
+        files.append(EntryFile("decrypted.eml", decrypted))
+    alloc = NameAllocator()
+    for part in parts:
+        if part.kind == "text":
+            files.append(EntryFile("body.txt", part.data))
+        elif part.kind == "html":
+            files.append(EntryFile("body.html", part.data))
+        else:
+            name = alloc.allocate(safe_filename(part.filename, fallback=_fallback_name(part.content_type)))
+            files.append(EntryFile(f"attachments/{name}", part.data))
+    for name, obj in extra_json.items():
+        files.append(EntryFile(name, _json_bytes(obj)))
+    return files
+
+
+def _fallback_name(content_type: str) -> str:
+    ext = {"application/pdf": ".pdf", "message/rfc822": ".eml", "text/plain": ".txt",
+           "text/html": ".html", "application/xml": ".xml", "text/xml": ".xml"}.get(content_type, ".bin")
+    return f"attachment{ext}"
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def final_path(root: Path, folder: str | None, name: str) -> Path:
+    return root / folder / name if folder else root / name
+
+
+def write_entry(
+    root: Path, folder: str | None, name: str, files: Sequence[EntryFile], metadata: dict[str, Any]
+) -> tuple[Path, str]:
+    """Write an entry durably and publish it; returns (final path, manifest sha256).
+
+    ``folder`` was produced by ``casenames.case_folder_name`` (or is a reserved name), and
+    every relpath by ``safenames``; the resolved-path check below is a second lock on the
+    door, not the first.
+    """
+    for component in (folder, name):
+        if component is not None and (component in ("", ".", "..") or "/" in component or "\x00" in component):
+            raise ValueError(f"unsafe path component {component!r}")
+    final = final_path(root, folder, name)
+    if not final.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"entry path escapes {root}: {final}")
+    staging_root = root / STAGING
+    makedirs_durable(staging_root)
+    staging = staging_root / name
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(mode=0o750)
+    manifest_files: dict[str, dict[str, Any]] = {}
+    made_attachments = False
+    for f in files:
+        target = staging / f.relpath
+        if target.parent != staging:
+            if not made_attachments:
+                (staging / "attachments").mkdir(mode=0o750)
+                made_attachments = True
+        write_file(target, f.data)
+        manifest_files[f.relpath] = {"sha256": sha256_hex(f.data), "size": len(f.data)}
+    if made_attachments:
+        fsync_dir(staging / "attachments")
+    manifest = {"schema": MANIFEST_SCHEMA, **metadata, "files": manifest_files}
+    manifest_bytes = _json_bytes(manifest)
+    write_file(staging / "manifest.json", manifest_bytes)
+    publish_dir(staging, final)
+    return final, sha256_hex(manifest_bytes)
+
+
+def discard_staging(root: Path, name: str) -> None:
+    """Remove a half-written entry left by a crash (it was never published)."""
+    staging = root / STAGING / name
+    if staging.exists():
+        shutil.rmtree(staging)
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    path: str
+    problem: str
+    expected: str | None = None
+    found: str | None = None
+
+
+def verify_entry(entry: Path) -> list[ManifestProblem]:
+    """Compare every file of an entry with its manifest: missing, altered, or unlisted files."""
+    problems: list[ManifestProblem] = []
+    try:
+        manifest = json.loads((entry / "manifest.json").read_bytes())
+        listed: dict[str, dict[str, Any]] = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [ManifestProblem(str(entry / "manifest.json"), f"unreadable manifest: {exc}")]
+    for rel, meta in listed.items():
+        p = entry / rel
+        try:
+            digest = sha256_hex(p.read_bytes())
+        except OSError:
+            problems.append(ManifestProblem(str(p), "missing", meta.get("sha256"), None))
+            continue
+        if digest != meta.get("sha256"):
+            problems.append(ManifestProblem(str(p), "altered", meta.get("sha256"), digest))
+    for p in entry.rglob("*"):
+        rel = p.relative_to(entry).as_posix()
+        if p.is_file() and rel != "manifest.json" and rel not in listed:
+            problems.append(ManifestProblem(str(p), "unlisted file", None, sha256_hex(p.read_bytes())))
+    return problems

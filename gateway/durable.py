@@ -1,0 +1,82 @@
+"""Durable file-system writes: temp name, fsync, rename, fsync the directory.
+
+Postfix's rule: a message is not accepted until it is on stable storage. Every byte the
+gateway promises to keep goes through these helpers, so that a crash leaves either the
+old state or the complete new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a directory entry (a rename or a new file) itself, not just file contents."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(path: Path, data: bytes, *, mode: int = 0o640) -> None:
+    """Create ``path`` with ``data`` and fsync it; refuses to overwrite anything."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o640, overwrite: bool = False) -> None:
+    """Write ``path`` atomically (temp + fsync + rename + dir fsync).
+
+    With ``overwrite=False`` an existing file is an error: records are never rewritten.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    write_file(tmp, data, mode=mode)
+    if not overwrite and path.exists():
+        tmp.unlink()
+        raise FileExistsError(path)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def makedirs_durable(path: Path, *, mode: int = 0o750) -> None:
+    """Create ``path`` and any missing parents, fsyncing each parent that gained an entry."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)
+
+
+def publish_dir(staging: Path, final: Path) -> None:
+    """Move a fully written staging directory into place, atomically and durably.
+
+    ``os.rename`` of a directory onto a non-existing name is atomic; an existing target
+    makes it fail (nothing is overwritten). Both parents are fsynced afterwards.
+    """
+    fsync_dir(staging)
+    makedirs_durable(final.parent)
+    if final.exists():
+        raise FileExistsError(final)
+    os.rename(staging, final)
+    fsync_dir(final.parent)
+    if staging.parent != final.parent:
+        fsync_dir(staging.parent)

@@ -1,0 +1,39 @@
+"""Errors named by what the caller should do next.
+
+ConfigError stops start-up; TransientError is retried later (blame the server);
+PermanentError is recorded and not retried (blame the message); SecurityError sends
+the message to quarantine and is never retried automatically.
+"""
+
+from __future__ import annotations
+
+
+class PoststelleError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(PoststelleError):
+    """The configuration is unusable; names the file, the key and the problem."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+class TransientError(PoststelleError):
+    """The peer or the machine failed for now; the same work may succeed later."""
+
+
+class PermanentError(PoststelleError):
+    """The work itself is wrong and retrying will not help; record and move on."""
+
+
+class SecurityError(PoststelleError):
+    """A message failed a security check; it goes to quarantine with ``reason``."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -1,0 +1,199 @@
+"""IMAP access for one mailbox: connect, list, fetch by UID, and tidy up afterwards.
+
+Only this module speaks IMAP. It never decides anything about a message; it reports
+what the server holds and carries out the disposal that ``intake`` asks for *after* the
+ledger has committed. Every server or network failure surfaces as ``TransientError``
+(blame the server: retry with backoff); an empty or short FETCH answer is an error,
+never "no mail".
+"""
+
+from __future__ import annotations
+
+import imaplib
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import imapclient
+import imapclient.exceptions
+import structlog
+
+from gateway.config import MailboxConfig
+from gateway.errors import TransientError
+
+log = structlog.get_logger("poststelle.fetch")
+DONE_KEYWORD = "$PoststelleDone"
+IMAP_ERRORS: tuple[type[BaseException], ...] = (
+    imaplib.IMAP4.error,
+    imaplib.IMAP4.abort,
+    imapclient.exceptions.IMAPClientError,
+    OSError,
+    socket.timeout,
+    ssl.SSLError,
+    EOFError,
+)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    uid: int
+    raw: bytes
+    internaldate: datetime
+
+
+def ssl_context(cfg: MailboxConfig) -> ssl.SSLContext:
+    """Certificate and host name verification always on; a private CA may be added."""
+    ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class MailboxSession:
+    """A logged-in IMAP connection with the configured folder selected read-write."""
+
+    def __init__(self, cfg: MailboxConfig) -> None:
+        self.cfg = cfg
+        self.client: imapclient.IMAPClient | None = None
+        self.uidvalidity = 0
+        self.capabilities: set[bytes] = set()
+
+    # -- connection -----------------------------------------------------------------------
+    def connect(self) -> MailboxSession:
+        cfg = self.cfg
+        try:
+            client = imapclient.IMAPClient(
+                cfg.host,
+                port=cfg.port,
+                ssl=cfg.security == "tls",
+                ssl_context=ssl_context(cfg) if cfg.security == "tls" else None,
+                timeout=cfg.timeout,
+            )
+            self.client = client
+            if cfg.security == "starttls":
+                client.starttls(ssl_context(cfg))
+            client.login(cfg.username, cfg.password.reveal())
+            self.capabilities = set(client.capabilities())
+            for folder in (cfg.processed_folder, cfg.quarantine_folder):
+                if not client.folder_exists(folder):
+                    client.create_folder(folder)
+            self.select()
+        except imapclient.exceptions.LoginError as exc:
+            self.close()
+            raise TransientError(f"login failed for {cfg.username}@{cfg.host}: {exc}") from None
+        except IMAP_ERRORS as exc:
+            self.close()
+            raise TransientError(f"cannot connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from None
+        return self
+
+    def select(self) -> None:
+        info = self._c.select_folder(self.cfg.folder)
+        self.uidvalidity = int(info[b"UIDVALIDITY"])
+
+    def __enter__(self) -> MailboxSession:
+        return self.connect() if self.client is None else self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not raise
+            try:
+                client.shutdown()
+            except Exception:  # noqa: BLE001, S110
+                pass
+
+    @property
+    def _c(self) -> imapclient.IMAPClient:
+        if self.client is None:
+            raise TransientError("not connected")
+        return self.client
+
+    def has(self, cap: str) -> bool:
+        return cap.encode() in self.capabilities
+
+    # -- reading --------------------------------------------------------------------------
+    def list_uids(self) -> list[int]:
+        """UIDs still waiting in the folder (those not yet disposed of)."""
+        try:
+            criteria: list[Any] = ["UNKEYWORD", DONE_KEYWORD] if not self._can_remove() else ["ALL"]
+            return sorted(int(u) for u in self._c.search(criteria))
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"SEARCH failed: {type(exc).__name__}: {exc}") from None
+
+    def fetch(self, uids: Sequence[int]) -> Iterator[Fetched]:
+        """BODY.PEEK[] for exactly these UIDs; a missing or empty answer is an error."""
+        if not uids:
+            return
+        try:
+            resp = self._c.fetch(list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"FETCH failed: {type(exc).__name__}: {exc}") from None
+        missing = [u for u in uids if u not in resp]
+        if missing:
+            raise TransientError(f"short FETCH answer: {len(missing)} of {len(uids)} UIDs missing (e.g. {missing[0]})")
+        for uid in uids:
+            item = resp[uid]
+            raw = item.get(b"BODY[]")
+            if not isinstance(raw, bytes) or not raw:
+                raise TransientError(f"empty FETCH answer for UID {uid}")
+            when = item.get(b"INTERNALDATE")
+            internaldate = when.astimezone(UTC) if isinstance(when, datetime) and when.tzinfo else datetime.now(UTC)
+            yield Fetched(uid=uid, raw=raw, internaldate=internaldate)
+
+    # -- disposal -------------------------------------------------------------------------
+    def _can_remove(self) -> bool:
+        return self.has("MOVE") or self.has("UIDPLUS")
+
+    def dispose(self, uids: Sequence[int], folder: str) -> str:
+        """Move ``uids`` to ``folder``: MOVE, else UIDPLUS COPY + UID EXPUNGE, else a keyword.
+
+        Returns the method used (recorded in the audit trail).
+        """
+        if not uids:
+            return "none"
+        c = self._c
+        try:
+            if self.has("MOVE"):
+                c.move(list(uids), folder)
+                return "move"
+            if self.has("UIDPLUS"):
+                c.copy(list(uids), folder)
+                c.add_flags(list(uids), [imapclient.DELETED])
+                c.uid_expunge(list(uids))
+                return "copy-expunge"
+            c.copy(list(uids), folder)
+            c.add_flags(list(uids), [DONE_KEYWORD.encode()])
+            return "keyword"
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"disposing of {len(uids)} messages failed: {type(exc).__name__}: {exc}") from None
+
+    # -- waiting --------------------------------------------------------------------------
+    def wait_for_mail(self, timeout: float) -> None:
+        """IDLE when offered (and enabled), else NOOP + sleep by the caller's poll interval."""
+        c = self._c
+        try:
+            if self.cfg.idle and self.has("IDLE"):
+                c.idle()
+                try:
+                    c.idle_check(timeout=timeout)
+                finally:
+                    c.idle_done()
+            else:
+                c.noop()
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"IDLE/NOOP failed: {type(exc).__name__}: {exc}") from None
+
+    def noop(self) -> None:
+        try:
+            self._c.noop()
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"NOOP failed: {exc}") from None

@@ -1,0 +1,316 @@
+"""Intake of one mailbox: fetch -> ledger -> unwrap/route -> case folder -> tidy the server.
+
+The order is the whole point (Postfix, getmail6):
+
+1. fetch a batch with BODY.PEEK[] (nothing changes on the server);
+2. decide each message's fate in memory (``pipeline.analyse``);
+3. commit the intent to the ledger (state ``processing``, planned path) with the
+   ``fetched`` events;
+4. write each entry durably and publish it with one atomic rename;
+5. commit the final states with their events;
+6. only then MOVE the messages on the server, and record that.
+
+A crash between 3 and 5 is repaired by ``recover``: a published entry is complete (the
+rename is atomic) and its row is finished; an unpublished one is abandoned and the
+message, still in the folder, is fetched again. A crash between 5 and 6 leaves the
+message in the folder with a finished row: it is recognised by its key and only moved.
+The same bytes arriving again (re-delivery, a message moved back, a UIDVALIDITY change)
+are recognised by their sha256 and recorded as a duplicate, not stored twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway.audit import AuditEvent
+from gateway.casefiles import discard_staging, entry_files, entry_name, final_path, sha256_hex, write_entry
+from gateway.config import Config, MailboxConfig
+from gateway.errors import TransientError
+from gateway.fetch import Fetched, MailboxSession
+from gateway.ledger import Ledger, MessageRecord, iso
+from gateway.pipeline import Plan, analyse
+from gateway.unwrap import UnwrapContext
+
+log = structlog.get_logger("poststelle.intake")
+
+
+def new_message_id() -> str:
+    return secrets.token_hex(6)
+
+
+def quarantine_root(config: Config) -> Path:
+    return config.storage.state_dir / "quarantine"
+
+
+@dataclass
+class BatchOutcome:
+    stored: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    moved: int = 0
+
+    def add(self, other: BatchOutcome) -> None:
+        self.stored += other.stored
+        self.quarantined += other.quarantined
+        self.duplicates += other.duplicates
+        self.moved += other.moved
+
+
+class Intake:
+    """Processes one mailbox's folder with one ledger connection."""
+
+    def __init__(
+        self,
+        config: Config,
+        mailbox: MailboxConfig,
+        ledger: Ledger,
+        ctx: UnwrapContext,
+        *,
+        after_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.mb = mailbox
+        self.ledger = ledger
+        self.ctx = ctx
+        self.after_commit = after_commit
+        self.log = log.bind(mailbox=mailbox.name)
+
+    # -- crash recovery -------------------------------------------------------------------
+    def recover(self) -> int:
+        """Finish or abandon every intent this mailbox left in ``processing``."""
+        n = 0
+        for rec in self.ledger.in_state("processing", mailbox=self.mb.name):
+            n += 1
+            assert rec.path is not None
+            final = Path(rec.path)
+            root = quarantine_root(self.config) if rec.target_state == "quarantined" else self.config.storage.cases_dir
+            manifest = final / "manifest.json"
+            if manifest.is_file():
+                rec.state = rec.target_state
+                rec.manifest_sha256 = sha256_hex(manifest.read_bytes())
+                self.ledger.finish([rec], [self._stored_event(rec, recovered=True)])
+                self.log.info("recovered published entry", uid=rec.uid, msg=rec.id, state=rec.state)
+            else:
+                discard_staging(root, final.name)
+                self.ledger.abandon(
+                    [rec],
+                    [AuditEvent("processing-abandoned", message=rec.id,
+                                details={"reason": "interrupted before the entry was complete; will fetch again",
+                                         **self._key(rec)})],
+                )
+                self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
+        if n:
+            self.after_commit()
+        return n
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, session: MailboxSession, *, max_rounds: int = 1000) -> BatchOutcome:
+        """Process everything waiting in the folder; returns what was done."""
+        total = BatchOutcome()
+        self.recover()
+        for _ in range(max_rounds):
+            uids = session.list_uids()
+            self.ledger.set_status(self.mb.name, last_poll=iso(datetime.now(UTC)), backlog=len(uids),
+                                   uidvalidity=session.uidvalidity)
+            self._reconcile(session, uids)
+            if not uids:
+                break
+            known = self.ledger.by_key(self.mb.name, self.mb.folder, session.uidvalidity, uids)
+            finished = [rec for rec in known.values() if rec.state != "processing"]
+            total.moved += self._dispose(session, finished, note="already processed")
+            new = [u for u in uids if u not in known]
+            if not new and not finished:
+                raise TransientError("no progress: messages remain that are in processing elsewhere")
+            for i in range(0, len(new), self.mb.batch_size):
+                total.add(self._batch(session, new[i : i + self.mb.batch_size]))
+        self.ledger.set_status(self.mb.name, last_success=iso(datetime.now(UTC)), backlog=0)
+        return total
+
+    def _reconcile(self, session: MailboxSession, uids: Sequence[int]) -> None:
+        """Rows whose move happened just before a crash: the server no longer has them."""
+        present = set(uids)
+        gone = [r for r in self.ledger.awaiting_server(self.mb.name, self.mb.folder)
+                if r.uidvalidity != session.uidvalidity or r.uid not in present]
+        if gone:
+            self.ledger.mark_server_done(
+                [r.id for r in gone],
+                [AuditEvent("moved", message=r.id, case=r.case_ref,
+                            details={"reconciled": True, "note": "no longer in the folder", **self._key(r)})
+                 for r in gone],
+            )
+
+    def _key(self, rec: MessageRecord) -> dict[str, Any]:
+        return {"mailbox": rec.mailbox, "folder": rec.folder, "uidvalidity": rec.uidvalidity, "uid": rec.uid}
+
+    # -- one batch ------------------------------------------------------------------------
+    def _batch(self, session: MailboxSession, uids: Sequence[int]) -> BatchOutcome:
+        out = BatchOutcome()
+        fetched = list(session.fetch(uids))
+        planned: list[tuple[MessageRecord, Plan, Fetched]] = []
+        duplicates: list[MessageRecord] = []
+        events: list[AuditEvent] = []
+        seen: dict[str, MessageRecord] = {}
+        for f in fetched:
+            rec, plan = self._decide(session, f, seen)
+            events.append(AuditEvent("fetched", message=rec.id, details={
+                **self._key(rec), "sha256": rec.sha256, "size": rec.size, "message_id": rec.message_id,
+                "internaldate": rec.internaldate}))
+            if plan is None:
+                duplicates.append(rec)
+                events.append(AuditEvent("duplicate", message=rec.id, case=rec.case_ref,
+                                         details={"duplicate_of": rec.duplicate_of, "sha256": rec.sha256}))
+            else:
+                planned.append((rec, plan, f))
+            seen[rec.sha256] = rec
+        self.ledger.plan([r for r, _, _ in planned] + duplicates, events)
+        out.duplicates = len(duplicates)
+
+        done: list[MessageRecord] = []
+        events = []
+        try:
+            for rec, plan, f in planned:
+                self._write(rec, plan, f)
+                done.append(rec)
+                events.extend(self._events_for(rec, plan))
+        except OSError as exc:
+            # Disk full or similar: finish what is published, leave the rest to recovery.
+            if done:
+                self.ledger.finish(done, events)
+            raise TransientError(f"writing entries failed: {exc}") from None
+        self.ledger.finish(done, events)
+        self.after_commit()
+        out.stored = sum(1 for r in done if r.state == "stored")
+        out.quarantined = sum(1 for r in done if r.state == "quarantined")
+        out.moved = self._dispose(session, done + duplicates, note=None)
+        return out
+
+    def _decide(self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord]) -> tuple[MessageRecord, Plan | None]:
+        sha = hashlib.sha256(f.raw).hexdigest()
+        msg_id = new_message_id()
+        first = seen.get(sha) or self.ledger.first_by_sha256(sha)
+        base = MessageRecord(
+            id=msg_id, mailbox=self.mb.name, folder=self.mb.folder, uidvalidity=session.uidvalidity,
+            uid=f.uid, sha256=sha, message_id=None, size=len(f.raw), internaldate=iso(f.internaldate),
+            state="processing", target_state="stored",
+        )
+        if first is not None:
+            base.state = base.target_state = "duplicate"
+            base.duplicate_of = first.id
+            base.case_ref, base.case_folder, base.message_id = first.case_ref, first.case_folder, first.message_id
+            base.subject, base.from_addr = first.subject, first.from_addr
+            return base, None
+        plan = analyse(f.raw, self.config, self.ctx, at=f.internaldate)
+        base.message_id = plan.message_id
+        base.subject = plan.subject[:500]
+        base.from_addr = ", ".join(plan.from_addrs)[:500] or None
+        base.target_state = plan.target
+        base.reasons = list(plan.reasons)
+        base.verdict = plan.verdict.to_json()
+        if plan.message_id:
+            earlier = [r for r in self.ledger.by_message_id(plan.message_id) if r.sha256 != sha]
+            if earlier:
+                base.reasons.append(f"same-message-id-as:{earlier[0].id}")
+        name = entry_name(f.internaldate, msg_id)
+        if plan.target == "quarantined":
+            base.path = str(final_path(quarantine_root(self.config), None, name))
+        else:
+            assert plan.route is not None
+            base.path = str(final_path(self.config.storage.cases_dir, plan.route.case_folder, name))
+        if plan.route is not None:
+            base.case_ref, base.case_folder, base.route = plan.route.case_ref, plan.route.case_folder, plan.route.rule
+        return base, plan
+
+    def _write(self, rec: MessageRecord, plan: Plan, f: Fetched) -> None:
+        extra: dict[str, Any] = {"verification.json": plan.verdict.to_json()}
+        if plan.target == "quarantined":
+            extra["reason.json"] = {"reasons": plan.reasons, "warnings": plan.warnings}
+        files = entry_files(f.raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=extra)
+        metadata = manifest_metadata(rec, plan)
+        assert rec.path is not None
+        path = Path(rec.path)
+        if plan.target == "quarantined":
+            root, folder = quarantine_root(self.config), None
+        else:
+            root, folder = self.config.storage.cases_dir, path.parent.name
+        _, manifest_sha = write_entry(root, folder, path.name, files, metadata)
+        rec.state = plan.target
+        rec.manifest_sha256 = manifest_sha
+        self.log.info("quarantined" if rec.state == "quarantined" else "stored", uid=rec.uid, msg=rec.id,
+                      case=rec.case_ref, reasons=rec.reasons)
+
+    def _events_for(self, rec: MessageRecord, plan: Plan) -> list[AuditEvent]:
+        events = [AuditEvent(e.type, message=rec.id, case=rec.case_ref, correspondent=rec.from_addr,
+                             details=dict(e.details)) for e in plan.unwrap_events]
+        events.append(AuditEvent("verdict", message=rec.id, case=rec.case_ref, correspondent=rec.from_addr,
+                                 details=plan.verdict.to_json()))
+        if plan.route is not None:
+            events.append(AuditEvent("routed", message=rec.id, case=rec.case_ref, correspondent=rec.from_addr,
+                                     details={**plan.route.to_json(), "subject": rec.subject}))
+        events.append(self._stored_event(rec))
+        return events
+
+    def _stored_event(self, rec: MessageRecord, *, recovered: bool = False) -> AuditEvent:
+        root = quarantine_root(self.config) if rec.state == "quarantined" else self.config.storage.cases_dir
+        details: dict[str, Any] = {
+            "path": str(Path(rec.path or "").relative_to(root)) if rec.path else None,
+            "manifest_sha256": rec.manifest_sha256,
+        }
+        if rec.state == "quarantined":
+            details["reasons"] = rec.reasons
+        if recovered:
+            details["recovered"] = True
+        return AuditEvent("quarantined" if rec.state == "quarantined" else "stored", message=rec.id,
+                          case=rec.case_ref, correspondent=rec.from_addr, details=details)
+
+    def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
+        """Move finished messages on the server, then record it. Never before the commit."""
+        moved = 0
+        for dest, group in (
+            (self.mb.quarantine_folder, [r for r in recs if r.state == "quarantined"]),
+            (self.mb.processed_folder, [r for r in recs if r.state != "quarantined"]),
+        ):
+            if not group:
+                continue
+            method = session.dispose([r.uid for r in group], dest)
+            details = {"to": dest, "method": method}
+            if note:
+                details["note"] = note
+            self.ledger.mark_server_done(
+                [r.id for r in group],
+                [AuditEvent("moved", message=r.id, case=r.case_ref, details={**details, **self._key(r)})
+                 for r in group],
+            )
+            moved += len(group)
+        self.after_commit()
+        return moved
+
+
+def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "mailbox": rec.mailbox,
+        "folder": rec.folder,
+        "uidvalidity": rec.uidvalidity,
+        "uid": rec.uid,
+        "received": rec.internaldate,
+        "sha256": rec.sha256,
+        "size": rec.size,
+        "message_id": rec.message_id,
+        "subject": plan.subject,
+        "from": plan.from_addrs,
+        "date": plan.date,
+        "case_reference": rec.case_ref,
+        "case_folder": rec.case_folder,
+        "route": plan.route.to_json() if plan.route else None,
+        "state": plan.target,
+        "reasons": rec.reasons,
+        "verdict": plan.verdict.verdict,
+    }
