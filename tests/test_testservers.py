@@ -5,6 +5,7 @@ from __future__ import annotations
 import imaplib
 import os
 import shutil
+import smtplib
 import socket
 import ssl
 import tempfile
@@ -132,6 +133,15 @@ def test_kick_drops_that_users_live_connection_only(dovecot: Dovecot) -> None:
     finally:
         bob.logout()
         alice.shutdown()
+
+
+def test_lmtp_delivers_to_the_local_part_of_the_address(dovecot: Dovecot) -> None:
+    with smtplib.LMTP(dovecot.host, dovecot.lmtp_port) as lmtp:
+        refused = lmtp.sendmail("a@example.test", ["alice@example.test"], message("lmtp"))
+    assert refused == {}
+    with dovecot.client("alice", tls=False) as conn:
+        conn.select_folder("INBOX", readonly=True)
+        assert conn.search(["SUBJECT", "lmtp"])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs mail as another uid")

@@ -168,7 +168,8 @@ class TcpProxy:
         Applies to connections accepted from now on (count includes the greeting). With
         ``live=True`` also arms the live connections, counting from now (log in first, then
         cut in the middle of the next big FETCH). The exact budget reaches the client before
-        the RST. ``drop_after(0)`` disarms new and live connections.
+        the RST. ``drop_after(0)`` disarms new and live connections. Bytes are counted on the
+        wire: behind TLS that is ciphertext, so pick budgets with headroom.
         """
         if server_to_client_bytes < 0:
             raise ValueError("byte count must be >= 0")

@@ -29,6 +29,7 @@ from asn1crypto import core as a_core
 from asn1crypto import x509 as a_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, keywrap
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -59,7 +60,8 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha3_384": hashes.SHA3_384,
     "sha3_512": hashes.SHA3_512,
 }
-_CBC = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32}
+#: CBC content encryption: key length. 3DES is decrypt-only legacy (old OpenSSL default).
+_CBC = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32, "tripledes_3key": 24}
 _GCM = {"aes128_gcm": 16, "aes192_gcm": 24, "aes256_gcm": 32}
 _OID_GCM = {"2.16.840.1.101.3.4.1.6": 16, "2.16.840.1.101.3.4.1.26": 24, "2.16.840.1.101.3.4.1.46": 32}
 _WRAP = {"aes128_wrap": 16, "aes192_wrap": 24, "aes256_wrap": 32}
@@ -434,10 +436,11 @@ def _decrypt(env: Any, ctype: str, keys: Sequence[RecipientKey]) -> Decrypted:
         key_len = _CBC.get(alg_name)
         if key_len is None:
             raise CmsError("decryption-failed-unsupported-algorithm", alg_name)
+        block = 8 if alg_name == "tripledes_3key" else 16
         iv = alg["parameters"].native
-        if not isinstance(iv, bytes) or len(iv) != 16 or len(ciphertext) % 16 or not ciphertext:
+        if not isinstance(iv, bytes) or len(iv) != block or len(ciphertext) % block or not ciphertext:
             raise CmsError("decryption-failed-corrupt", "CBC parameters")
-        enc_name = f"aes-{key_len * 8}-cbc"
+        enc_name = "des-ede3-cbc" if block == 8 else f"aes-{key_len * 8}-cbc"
 
     matched = False
     unsupported: str | None = None
@@ -460,8 +463,9 @@ def _decrypt(env: Any, ctype: str, keys: Sequence[RecipientKey]) -> Decrypted:
                     dec.authenticate_additional_data(aad)
                     plain = dec.update(ciphertext) + dec.finalize()
                 else:
-                    dec = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
-                    plain = _unpad(dec.update(ciphertext) + dec.finalize())
+                    cipher = TripleDES(cek) if block == 8 else algorithms.AES(cek)
+                    dec = Cipher(cipher, modes.CBC(iv)).decryptor()
+                    plain = _unpad(dec.update(ciphertext) + dec.finalize(), block)
             except (InvalidTag, ValueError):
                 continue
             return Decrypted(plain, ctype, enc_name, kt_name, key)
@@ -472,9 +476,9 @@ def _decrypt(env: Any, ctype: str, keys: Sequence[RecipientKey]) -> Decrypted:
     raise CmsError("decryption-failed-corrupt")
 
 
-def _unpad(data: bytes) -> bytes:
+def _unpad(data: bytes, block: int) -> bytes:
     n = data[-1] if data else 0
-    if not 1 <= n <= 16 or data[-n:] != bytes([n]) * n:
+    if not 1 <= n <= block or data[-n:] != bytes([n]) * n:
         raise ValueError("bad padding")
     return data[:-n]
 

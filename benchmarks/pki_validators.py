@@ -1,0 +1,119 @@
+"""Measure: cryptography.x509.verification vs pyhanko-certvalidator for S/MIME signer paths.
+
+Both validate the same test PKI (tests/smime_pki.py) and, when present, the Thunderbird/NSS
+test certificates. Printed: per-validation time (median of N) and the verdict per case, so
+the choice in gateway/unwrap/pki.py can be re-checked on any machine:
+
+    .venv/bin/python benchmarks/pki_validators.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from asn1crypto import crl as a_crl
+from asn1crypto import x509 as a_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import verification as v
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from pyhanko_certvalidator import CertificateValidator, ValidationContext
+from pyhanko_certvalidator.policy_decl import PKIXValidationParams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.smime_pki import NOW, build_pki  # noqa: E402
+
+DER = Encoding.DER
+
+
+def _eku_ok(_policy: v.Policy, _cert: x509.Certificate, ext: x509.ExtendedKeyUsage | None) -> None:
+    if ext is None:
+        return
+    if (ExtendedKeyUsageOID.EMAIL_PROTECTION not in ext
+            and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ext):
+        raise ValueError("EKU without emailProtection")
+
+
+def crypto_validate(root: x509.Certificate, leaf: x509.Certificate,
+                    inters: list[x509.Certificate]) -> str:
+    ee = v.ExtensionPolicy.permit_all().may_be_present(
+        x509.ExtendedKeyUsage, v.Criticality.AGNOSTIC, _eku_ok
+    )
+    ca = v.ExtensionPolicy.webpki_defaults_ca()
+    verifier = (
+        v.PolicyBuilder().store(v.Store([root])).time(NOW)
+        .extension_policies(ca_policy=ca, ee_policy=ee).build_client_verifier()
+    )
+    try:
+        verifier.verify(leaf, inters)
+    except v.VerificationError as exc:
+        return f"rejected ({str(exc)[:50]})"
+    return "ok"
+
+
+def hanko_validate(root: x509.Certificate, leaf: x509.Certificate,
+                   inters: list[x509.Certificate], crls: list[bytes]) -> str:
+    ctx = ValidationContext(
+        trust_roots=[a_x509.Certificate.load(root.public_bytes(DER))],
+        other_certs=[a_x509.Certificate.load(c.public_bytes(DER)) for c in inters],
+        crls=[a_crl.CertificateList.load(c) for c in crls],
+        moment=NOW, allow_fetching=False,
+        revocation_mode="soft-fail" if not crls else "hard-fail",
+        weak_hash_algos={"md2", "md5", "sha1"},
+    )
+    validator = CertificateValidator(
+        a_x509.Certificate.load(leaf.public_bytes(DER)), validation_context=ctx,
+        pkix_params=PKIXValidationParams(user_initial_policy_set=frozenset(["any_policy"])),
+    )
+    try:
+        asyncio.run(validator.async_validate_usage(
+            {"digital_signature"}, {"email_protection"}, extended_optional=True))
+    except Exception as exc:  # noqa: BLE001 - report any rejection
+        return f"rejected ({type(exc).__name__}: {str(exc)[:40]})"
+    return "ok"
+
+
+def timed(fn: Callable[[], str], n: int) -> tuple[str, float]:
+    result = fn()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return result, statistics.median(samples) * 1000
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    pki = build_pki()
+    crls = [pki.crl.public_bytes(DER), pki.root_crl.public_bytes(DER)]
+    inters = [pki.inter.cert]
+    cases = ["sender", "expired", "wrong_eku", "any_eku", "no_sign", "revoked", "pss", "ec",
+             "weak", "sha1cert", "rogue"]
+    print(f"{'case':12} {'cryptography':46} {'ms':>6}   {'pyhanko (+CRLs)':52} {'ms':>6}")
+    for case in cases:
+        leaf = pki[case].cert
+        c_res, c_ms = timed(lambda leaf=leaf: crypto_validate(pki.root.cert, leaf, inters), n)
+        h_res, h_ms = timed(lambda leaf=leaf: hanko_validate(pki.root.cert, leaf, inters, crls),
+                            max(n // 4, 5))
+        print(f"{case:12} {c_res:46} {c_ms:6.3f}   {h_res:52} {h_ms:6.3f}")
+    corpus = Path(__file__).resolve().parents[2] / "shared/interop/thunderbird/mailnews/test/data/smime"
+    if corpus.is_dir():
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
+        root = x509.load_pem_x509_certificate((corpus / "TestCA.pem").read_bytes())
+        bundle = pkcs12.load_pkcs12((corpus / "Alice.p12").read_bytes(), b"nss")
+        assert bundle.cert is not None
+        leaf = bundle.cert.certificate
+        c_res, c_ms = timed(lambda: crypto_validate(root, leaf, []), n)
+        h_res, h_ms = timed(lambda: hanko_validate(root, leaf, [], []), max(n // 4, 5))
+        print(f"{'nss-alice':12} {c_res:46} {c_ms:6.3f}   {h_res:52} {h_ms:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
