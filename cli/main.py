@@ -59,16 +59,8 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
     except ConfigError as exc:
         results.append({"check": "keys", "target": f"{exc.file}: {exc.key}", "result": "FAILED", "detail": exc.problem})
     for d in (cfg.storage.state_dir, cfg.storage.cases_dir):
-        probe = d if d.exists() else d.parent
-        ok = probe.exists() and os.access(probe, os.W_OK)
-        if ok and d.exists():
-            try:
-                with tempfile.NamedTemporaryFile(dir=d):
-                    pass
-            except OSError:
-                ok = False
-        results.append({"check": "storage", "target": str(d), "result": "ok" if ok else "FAILED",
-                        "detail": "" if ok else "not writable"})
+        ok, detail = _writable(d)
+        results.append({"check": "storage", "target": str(d), "result": "ok" if ok else "FAILED", "detail": detail})
     for mb in cfg.mailboxes:
         session = MailboxSession(mb)
         try:
@@ -86,6 +78,22 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
         print_table(results, ["check", "target", "result", "detail"])
     if any(r["result"] != "ok" for r in results):
         raise typer.Exit(1)
+
+
+def _writable(d: Path) -> tuple[bool, str]:
+    """Can the gateway create files there (or create the directory, on first start)?"""
+    probe = d
+    while not probe.exists():
+        probe = probe.parent
+    if probe != d:
+        ok = os.access(probe, os.W_OK | os.X_OK)
+        return ok, "will be created" if ok else f"cannot create (nearest existing: {probe})"
+    try:
+        with tempfile.NamedTemporaryFile(dir=d):
+            pass
+    except OSError as exc:
+        return False, f"not writable: {exc.strerror}"
+    return True, ""
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.errors
+import email.parser
 import email.policy
 import email.utils
 from dataclasses import dataclass, field
@@ -94,6 +95,25 @@ def from_addresses(msg: Message) -> list[str]:
         local, at, domain = addr.rpartition("@")
         out.append(f"{local}@{domain.lower()}" if at else addr)
     return out
+
+
+def headers_only(raw: bytes) -> ParsedMessage:
+    """Best-effort identification of a message that failed parsing, for the record.
+
+    Reads only the header block, leniently; whatever it finds is labelled as coming from
+    a message that was quarantined, never used for routing decisions of stored mail.
+    """
+    try:
+        head = raw[: 256 * 1024]
+        msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+        return ParsedMessage(
+            subject=decode_header_text(_raw_header(msg, "Subject")),
+            from_addrs=from_addresses(msg),
+            message_id=(_header(msg, "Message-ID") or "").strip() or None,
+            date=_header(msg, "Date"),
+        )
+    except Exception:  # noqa: BLE001 - identification is a courtesy, never a failure
+        return ParsedMessage(subject="", from_addrs=[], message_id=None, date=None)
 
 
 def parse_message(raw: bytes, limits: LimitsConfig) -> ParsedMessage:

@@ -17,7 +17,7 @@ import structlog
 
 from gateway.config import Config, PolicyConfig
 from gateway.errors import SecurityError
-from gateway.message import ParsedMessage, Part, from_addresses, parse_message
+from gateway.message import ParsedMessage, Part, from_addresses, headers_only, parse_message
 from gateway.route import RouteDecision, route
 from gateway.unwrap import UnwrapContext, UnwrapEvent, unwrap
 from gateway.verdict import Verdict
@@ -69,7 +69,10 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
     try:
         outer = parse_message(raw, config.limits)
     except SecurityError as exc:
-        return _quarantine([exc.reason], None, warnings=[exc.detail] if exc.detail else [])
+        head = headers_only(raw)
+        return _quarantine([exc.reason], None, warnings=[exc.detail] if exc.detail else [],
+                           subject=head.subject, from_addrs=head.from_addrs, message_id=head.message_id,
+                           date=head.date)
     result = unwrap(raw, ctx, at=at)
     verdict = result.verdict
     subject = result.inner_subject if result.inner_subject is not None else outer.subject

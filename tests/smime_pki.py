@@ -214,7 +214,6 @@ def build_pki() -> TestPKI:
         "ec": _leaf("Ec", "ec@example.org", ec.generate_private_key(ec.SECP256R1()), inter,
                     eku=email_eku),
         "weak": _leaf("Weak", "weak@example.org", _rsa(1024, "weak"), inter, eku=email_eku),
-        "sha1cert": _leaf("Sha1", "sha1@example.org", shared, inter, cert_hash=hashes.SHA1()),
         "rogue": _leaf("Mallory", SENDER, shared, rogue, eku=email_eku),
     }
     crl = _crl(inter, [parties["revoked"].cert])

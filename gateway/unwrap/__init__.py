@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.header import decode_header, make_header
 from email.policy import default as _default_policy
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.unwrap.mimecut import Entity, MimeError, parse_entity, walk
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 LayerKind = Literal["signed", "encrypted"]
 #: Bound on cryptographic layers (triple wrap needs 3); more is an attack or a loop.
 MAX_LAYERS = 8
+_RANK: dict[SignatureStatus, int] = {"valid": 0, "untrusted": 1, "none": 2, "error": 3, "invalid": 4}
+#: Tolerance between the signer's signing time and arrival / the Date header.
+CLOCK_SKEW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -284,12 +288,15 @@ def _combine(
     decisive: LayerOutcome | None = None
     finding: SignatureFinding | None = None
     if covering:
+        # The outermost covering signature is reported; every covering signature must be
+        # valid, and (below) every one must be by the From address: a message signed by
+        # two parties is not "from" either of them alone.
         decisive = covering[0]
         finding = decisive.signature
         covers_whole = True
         for other in covering[1:]:
             st = other.signature.status if other.signature else "error"
-            if st in ("invalid", "error") and finding is not None and finding.status == "valid":
+            if finding is not None and _RANK[st] > _RANK[finding.status]:
                 finding = replace(finding, status=st, signer_certificate=None,
                                   reasons=(*finding.reasons, "inner-signature-" + st))
     elif nested_signed:
@@ -320,11 +327,17 @@ def _combine(
             reasons.extend(from_reasons)
         elif signer is None:
             reasons.append("signer-not-from")
+        elif any(lay.signature is None or _matching_signer(lay.signature, from_addr) is None
+                 for lay in covering[1:]):
+            reasons.append("inner-signer-not-from")
         inner_from = final.header("from") if final is not top else None
         if inner_from is not None and from_addr is not None:
             inner_addr, inner_reasons = single_from(final)
             if inner_reasons or inner_addr is None or not same_address(inner_addr, from_addr):
                 reasons.append("protected-from-mismatch")
+
+    if sig_status == "valid" and covers_whole and finding is not None:
+        reasons.extend(_time_problems(finding.signing_time, top, at))
 
     verified = sig_status == "valid" and covers_whole and not reasons
     if finding is not None and signer is None and finding.signer_emails:
@@ -416,6 +429,31 @@ def _matching_signer(finding: SignatureFinding, from_addr: str | None) -> str | 
         if same_address(email, from_addr):
             return email
     return None
+
+
+def _time_problems(signing_time: datetime | None, top: Entity, at: datetime) -> list[str]:
+    """The signer's claimed time must fit the arrival time and the message Date.
+
+    A signing time after arrival is impossible for an honest sender; one far from the
+    Date header the clerk sees suggests an old signed body under a new envelope
+    (Thunderbird rejects these as well).
+    """
+    if signing_time is None:
+        return []
+    if signing_time.tzinfo is None:
+        signing_time = signing_time.replace(tzinfo=UTC)
+    problems = []
+    if signing_time > at + CLOCK_SKEW:
+        problems.append("signing-time-in-future")
+    date_value = top.header("date")
+    if date_value:
+        try:
+            date = parsedate_to_datetime(date_value)
+        except (TypeError, ValueError, IndexError):
+            date = None
+        if date is not None and date.tzinfo is not None and abs(date - signing_time) > CLOCK_SKEW:
+            problems.append("signing-time-mismatch")
+    return problems
 
 
 def decode_text(value: str) -> str:

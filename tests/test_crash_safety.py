@@ -1,0 +1,94 @@
+"""kill -9 at random moments never loses a message and never files one twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
+
+from gateway.audit import iter_entries, verify_chain
+from gateway.ledger import Ledger
+from gateway.runtime import ledger_path
+from gateway.samples import fake_pdf, letter
+from gateway.testservers.dovecot import Dovecot
+
+MESSAGES = 500
+DUPLICATES = 10
+KILLS = 22
+
+
+def corpus() -> list[bytes]:
+    out = []
+    for i in range(MESSAGES):
+        if i % 50 == 7:  # malformed: goes to quarantine
+            out.append(f"From: x@example.org\r\nMessage-ID: <seq-{i}@crash.test>\r\nSubject: Az. 63-BV-2026-{i:04d}\r\n"
+                       "MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--nope\r\nbroken\r\n".encode())
+        else:
+            out.append(letter(subject=f"Az. 63-BV-2026-{i % 40:04d} Schreiben {i}", message_id=f"<seq-{i}@crash.test>",
+                              attachment=("anlage.pdf", fake_pdf(20_000, seed=i))))
+    return out
+
+
+@pytest.mark.slow
+def test_random_kill_9_during_a_500_message_backlog_leaves_every_message_in_exactly_one_place(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    seed = int(os.environ.get("CRASH_SEED", time.time()))
+    rng = random.Random(seed)
+    print(f"CRASH_SEED={seed}")
+    user = new_user()
+    messages = corpus()
+    dovecot.seed_maildir(user, messages + messages[100 : 100 + DUPLICATES])
+    cfg = write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path, batch_size=7)])
+    env = Env(dovecot, user, tmp_path, cfg)
+    environ = {**os.environ, "POSTSTELLE_CONFIG": str(cfg)}
+
+    # Kill at random moments until at least KILLS of them hit a run with work left to do.
+    effective = 0
+    for _ in range(KILLS * 3):
+        proc = subprocess.Popen([*POSTSTELLE, "run"], cwd=REPO, env=environ,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not env.uids("INBOX"):
+            break
+        effective += 1
+        if effective >= KILLS:
+            break
+    assert effective >= 20, f"only {effective} kills hit a run with a backlog"
+
+    env.cli("run", "--once", check=True, timeout=300)
+
+    assert env.uids("INBOX") == []
+    assert len(env.uids("Poststelle/Processed")) + len(env.uids("Poststelle/Quarantine")) == MESSAGES + DUPLICATES
+    places: Counter[str] = Counter()
+    for entry in env.entries() + env.quarantined():
+        manifest = json.loads((entry / "manifest.json").read_text())
+        places[manifest["message_id"]] += 1
+    assert len(places) == MESSAGES, "every message is somewhere"
+    assert set(places.values()) == {1}, "no message is in two places"
+    assert not any((env.cases_dir / ".incoming").glob("*"))
+    assert not any((env.state_dir / "quarantine" / ".incoming").glob("*"))
+
+    ledger = Ledger(ledger_path(env.config), readonly=True)
+    try:
+        counts = ledger.counts_by_state()
+        assert counts == {"stored": MESSAGES - MESSAGES // 50, "quarantined": MESSAGES // 50, "duplicate": DUPLICATES}
+        events = Counter(e.event for e in iter_entries(ledger.conn))
+        print(f"kills={effective} abandoned={events['processing-abandoned']} "
+              f"recovered={ledger.conn.execute(\"SELECT COUNT(*) FROM audit WHERE details LIKE '%recovered%'\").fetchone()[0]}")
+        n, _, breaks = verify_chain(iter_entries(ledger.conn))
+        assert breaks == []
+        assert n > MESSAGES * 4
+    finally:
+        ledger.close()
