@@ -365,3 +365,62 @@ def openssl_verify(pki: TestPKI, message: bytes, *, crl: bool = True,
         if at is not None:
             args += ["-attime", str(int(at.timestamp()))]
         return openssl(*args, stdin=message).returncode == 0
+
+
+# --- hand-made CMS for attack cases (asn1crypto) ------------------------------------------
+
+def raw_signer_info(party: Party, content: bytes, *, attrs: tuple[str, ...] = (
+        "signing_time", "message_digest", "content_type"), digest: bytes | None = None,
+        content_type: str = "data") -> object:
+    """A SignerInfo with chosen signed attributes, in the given (possibly non-DER) order."""
+    import hashlib
+
+    from asn1crypto import cms as ac
+    from asn1crypto import x509 as ax
+
+    items = []
+    for name in attrs:
+        if name == "content_type":
+            items.append(ac.CMSAttribute({"type": "content_type", "values": [content_type]}))
+        elif name == "message_digest":
+            value = digest if digest is not None else hashlib.sha256(content).digest()
+            items.append(ac.CMSAttribute({"type": "message_digest", "values": [value]}))
+        elif name == "signing_time":
+            items.append(ac.CMSAttribute({"type": "signing_time",
+                                          "values": [ac.Time({"utc_time": NOW})]}))
+    cert = ax.Certificate.load(party.cert.public_bytes(DER))
+    is_ec = isinstance(party.key, ec.EllipticCurvePrivateKey)
+    si = ac.SignerInfo({
+        "version": "v1",
+        "sid": ac.SignerIdentifier({"issuer_and_serial_number": ac.IssuerAndSerialNumber(
+            {"issuer": cert.issuer, "serial_number": cert.serial_number})}),
+        "digest_algorithm": {"algorithm": "sha256"},
+        "signed_attrs": ac.CMSAttributes(items),
+        "signature_algorithm": {"algorithm": "sha256_ecdsa" if is_ec else "rsassa_pkcs1v15"},
+        "signature": b"",
+    })
+    tbs = b"\x31" + si["signed_attrs"].dump()[1:]
+    if is_ec:
+        sig = party.key.sign(tbs, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg, arg-type]
+    else:
+        sig = party.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg, arg-type]
+    si["signature"] = sig
+    return si
+
+
+def raw_signed_data(content: bytes, signer_infos: list[object], *, detached: bool,
+                    certs: list[x509.Certificate], econtent: bytes | None = None) -> bytes:
+    from asn1crypto import cms as ac
+    from asn1crypto import x509 as ax
+
+    encap: dict[str, object] = {"content_type": "data"}
+    if not detached:
+        encap["content"] = econtent if econtent is not None else content
+    sd = ac.SignedData({
+        "version": "v1",
+        "digest_algorithms": [{"algorithm": "sha256"}],
+        "encap_content_info": encap,
+        "certificates": [ax.Certificate.load(c.public_bytes(DER)) for c in certs],
+        "signer_infos": signer_infos,
+    })
+    return ac.ContentInfo({"content_type": "signed_data", "content": sd}).dump()
