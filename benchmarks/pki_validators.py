@@ -26,7 +26,7 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.policy_decl import PKIXValidationParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.smime_pki import NOW, build_pki  # noqa: E402
+from tests.smime_pki import NOW, build_pki
 
 DER = Encoding.DER
 VERBOSE = 40
@@ -104,7 +104,8 @@ def main() -> None:
         h_res, h_ms = timed(lambda leaf=leaf: hanko_validate(pki.root.cert, leaf, inters, crls),
                             max(n // 4, 5))
         print(f"{case:12} {c_res:46} {c_ms:6.3f}   {h_res:52} {h_ms:6.3f}")
-    corpus = Path(__file__).resolve().parents[2] / "shared/interop/thunderbird/mailnews/test/data/smime"
+    interop = Path(__file__).resolve().parents[2] / "shared/interop/thunderbird"
+    corpus = interop / "mailnews/test/data/smime"
     if corpus.is_dir():
         from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -112,7 +113,8 @@ def main() -> None:
         bundle = pkcs12.load_pkcs12((corpus / "Alice.p12").read_bytes(), b"nss")
         assert bundle.key is not None
         spki = bundle.key.public_key().public_numbers()  # type: ignore[union-attr]
-        leaf = next(c.certificate for c in [*bundle.additional_certs, *([bundle.cert] if bundle.cert else [])]
+        every = [*bundle.additional_certs, *([bundle.cert] if bundle.cert else [])]
+        leaf = next(c.certificate for c in every
                     if c.certificate.public_key().public_numbers() == spki)  # type: ignore[union-attr]
         c_res, c_ms = timed(lambda: crypto_validate(root, leaf, []), n)
         h_res, h_ms = timed(lambda: hanko_validate(root, leaf, [], []), max(n // 4, 5))

@@ -55,11 +55,18 @@ def show_case(
         manifest = {}
         if m.path and (Path(m.path) / "manifest.json").exists():
             manifest = json.loads((Path(m.path) / "manifest.json").read_text())
-        rows.append({
-            "id": m.id, "received": m.internaldate, "from": m.from_addr, "subject": m.subject,
-            "verdict": (m.verdict or {}).get("verdict"), "state": m.state, "path": m.path,
-            "files": sorted(manifest.get("files", {})),
-        })
+        rows.append(
+            {
+                "id": m.id,
+                "received": m.internaldate,
+                "from": m.from_addr,
+                "subject": m.subject,
+                "verdict": (m.verdict or {}).get("verdict"),
+                "state": m.state,
+                "path": m.path,
+                "files": sorted(manifest.get("files", {})),
+            }
+        )
     if as_json:
         print_json({"case_reference": msgs[0].case_ref, "case_folder": folder, "messages": rows})
         return

@@ -12,7 +12,9 @@ import typer
 from gateway.config import Config, load_config, resolve_config_path
 from gateway.errors import ConfigError
 
-ConfigOption = typer.Option(None, "--config", "-c", help="Config file (else $POSTSTELLE_CONFIG, else /etc/poststelle/poststelle.toml).")
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="Config file (else $POSTSTELLE_CONFIG, else /etc/poststelle/poststelle.toml)."
+)
 JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 EXIT_CONFIG = 2

@@ -52,7 +52,9 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
     from gateway.unwrap import UnwrapContext
 
     cfg = get_config(config)
-    results: list[dict[str, str]] = [{"check": "config", "target": str(cfg.path), "result": "ok", "detail": cfg.sha256[:16]}]
+    results: list[dict[str, str]] = [
+        {"check": "config", "target": str(cfg.path), "result": "ok", "detail": cfg.sha256[:16]}
+    ]
     try:
         UnwrapContext.from_config(cfg, collect_certificates=False)
         results.append({"check": "keys", "target": "smime/openpgp", "result": "ok", "detail": ""})
@@ -66,8 +68,14 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
         try:
             session.connect()
             backlog = len(session.list_uids())
-            results.append({"check": "mailbox", "target": mb.name, "result": "ok",
-                            "detail": f"{mb.security} {mb.host}:{mb.port}, {backlog} waiting in {mb.folder}"})
+            results.append(
+                {
+                    "check": "mailbox",
+                    "target": mb.name,
+                    "result": "ok",
+                    "detail": f"{mb.security} {mb.host}:{mb.port}, {backlog} waiting in {mb.folder}",
+                }
+            )
         except TransientError as exc:
             results.append({"check": "mailbox", "target": mb.name, "result": "FAILED", "detail": str(exc)})
         finally:

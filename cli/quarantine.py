@@ -61,7 +61,9 @@ def show_cmd(msg_id: str, config: Path | None = ConfigOption, as_json: bool = Js
 @app.command("release")
 def release_cmd(
     msg_id: str,
-    case: str | None = typer.Option(None, "--case", help="File under this case reference (default: the route found at intake)."),
+    case: str | None = typer.Option(
+        None, "--case", help="File under this case reference (default: the route found at intake)."
+    ),
     note: str | None = typer.Option(None, "--note", help="Why it is released (kept in the audit trail)."),
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,

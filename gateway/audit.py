@@ -101,8 +101,17 @@ class AuditEntry:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> AuditEntry:
         return cls(
-            d["seq"], d["at"], d["event"], d["actor"], d.get("message"), d.get("case"),
-            d.get("document"), d.get("correspondent"), d.get("details", {}), d["prev_hash"], d["hash"],
+            d["seq"],
+            d["at"],
+            d["event"],
+            d["actor"],
+            d.get("message"),
+            d.get("case"),
+            d.get("document"),
+            d.get("correspondent"),
+            d.get("details", {}),
+            d["prev_hash"],
+            d["hash"],
         )
 
 
@@ -133,9 +142,7 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         return key
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, pem)
@@ -196,8 +203,19 @@ class AuditTrail:
             conn.execute(
                 "INSERT INTO audit (seq, at, event, actor, message, case_ref, document, correspondent, "
                 "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (seq, at, ev.type, body["actor"], ev.message, ev.case, ev.document, ev.correspondent,
-                 json.dumps(ev.details, sort_keys=True, ensure_ascii=False), prev, h),
+                (
+                    seq,
+                    at,
+                    ev.type,
+                    body["actor"],
+                    ev.message,
+                    ev.case,
+                    ev.document,
+                    ev.correspondent,
+                    json.dumps(ev.details, sort_keys=True, ensure_ascii=False),
+                    prev,
+                    h,
+                ),
             )
             out.append(AuditEntry.from_json({**body, "hash": h}))
             prev = h
@@ -320,15 +338,16 @@ def verify_chain(entries: Iterable[AuditEntry]) -> tuple[int, str, list[ChainBre
     for e in entries:
         n += 1
         if e.seq != expected_seq:
-            breaks.append(ChainBreak("sequence-gap", e.seq, "entry numbers are not consecutive",
-                                     str(expected_seq), str(e.seq)))
+            breaks.append(
+                ChainBreak("sequence-gap", e.seq, "entry numbers are not consecutive", str(expected_seq), str(e.seq))
+            )
         if e.prev_hash != prev:
-            breaks.append(ChainBreak("broken-link", e.seq, "prev_hash does not match the previous entry",
-                                     prev, e.prev_hash))
+            breaks.append(
+                ChainBreak("broken-link", e.seq, "prev_hash does not match the previous entry", prev, e.prev_hash)
+            )
         actual = entry_hash(e.body())
         if actual != e.hash:
-            breaks.append(ChainBreak("altered-entry", e.seq, "entry content does not match its hash",
-                                     e.hash, actual))
+            breaks.append(ChainBreak("altered-entry", e.seq, "entry content does not match its hash", e.hash, actual))
         prev = e.hash
         expected_seq = e.seq + 1
     return n, prev, breaks
@@ -351,7 +370,9 @@ def verify_checkpoints(
     ):
         count += 1
         if public_key is None:
-            breaks.append(ChainBreak("no-public-key", seq, "cannot check checkpoint signatures without the audit public key"))
+            breaks.append(
+                ChainBreak("no-public-key", seq, "cannot check checkpoint signatures without the audit public key")
+            )
             break
         try:
             public_key.verify(base64.b64decode(sig), checkpoint_payload(seq, h, at))
@@ -359,10 +380,16 @@ def verify_checkpoints(
             breaks.append(ChainBreak("bad-checkpoint-signature", seq, f"checkpoint signature invalid (key {kid})"))
             continue
         if seq > last_seq:
-            breaks.append(ChainBreak("truncated", seq, "a signed checkpoint covers entries that are missing",
-                                     str(seq), str(last_seq)))
+            breaks.append(
+                ChainBreak(
+                    "truncated", seq, "a signed checkpoint covers entries that are missing", str(seq), str(last_seq)
+                )
+            )
         elif hashes.get(seq) != h:
-            breaks.append(ChainBreak("checkpoint-mismatch", seq, "chain head differs from the signed checkpoint",
-                                     h, hashes.get(seq)))
+            breaks.append(
+                ChainBreak(
+                    "checkpoint-mismatch", seq, "chain head differs from the signed checkpoint", h, hashes.get(seq)
+                )
+            )
         sealed = max(sealed, seq)
     return count, sealed, breaks

@@ -31,8 +31,16 @@ from gateway.message import Part
 from gateway.safenames import NameAllocator, safe_filename
 
 STAGING = ".incoming"
-RESERVED_NAMES = ("original.eml", "decrypted.eml", "body.txt", "body.html", "manifest.json",
-                  "verification.json", "reason.json", "attachments")
+RESERVED_NAMES = (
+    "original.eml",
+    "decrypted.eml",
+    "body.txt",
+    "body.html",
+    "manifest.json",
+    "verification.json",
+    "reason.json",
+    "attachments",
+)
 MANIFEST_SCHEMA = 1
 
 
@@ -69,8 +77,14 @@ def entry_files(
 
 
 def _fallback_name(content_type: str) -> str:
-    ext = {"application/pdf": ".pdf", "message/rfc822": ".eml", "text/plain": ".txt",
-           "text/html": ".html", "application/xml": ".xml", "text/xml": ".xml"}.get(content_type, ".bin")
+    ext = {
+        "application/pdf": ".pdf",
+        "message/rfc822": ".eml",
+        "text/plain": ".txt",
+        "text/html": ".html",
+        "application/xml": ".xml",
+        "text/xml": ".xml",
+    }.get(content_type, ".bin")
     return f"attachment{ext}"
 
 
@@ -111,10 +125,9 @@ def write_entry(
     made_attachments = False
     for f in files:
         target = staging / f.relpath
-        if target.parent != staging:
-            if not made_attachments:
-                (staging / "attachments").mkdir(mode=0o750)
-                made_attachments = True
+        if target.parent != staging and not made_attachments:
+            (staging / "attachments").mkdir(mode=0o750)
+            made_attachments = True
         write_file(target, f.data)
         manifest_files[f.relpath] = {"sha256": sha256_hex(f.data), "size": len(f.data)}
     if made_attachments:

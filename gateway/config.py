@@ -337,8 +337,7 @@ def _mailbox(r: _Reader, warnings: list[str]) -> MailboxConfig:
         raise r.fail("password_file", "is required (or password)")
     if inline is not None:
         warnings.append(
-            f"{r.file}: {r.key('password')}: password stored in the config file; "
-            "prefer password_file with mode 0600"
+            f"{r.file}: {r.key('password')}: password stored in the config file; prefer password_file with mode 0600"
         )
     password = from_file if from_file is not None else Secret(inline or "")
     folders = {k: r.req_str(k) if k in r.table else None for k in ("folder", "processed_folder", "quarantine_folder")}

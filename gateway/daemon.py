@@ -57,16 +57,28 @@ class Daemon:
 
     def run(self) -> RunReport:
         ledger = open_ledger(self.config)
-        ledger.record_events([AuditEvent("config-loaded", details={
-            "path": str(self.config.path), "sha256": self.config.sha256,
-            "mailboxes": [m.name for m in self.config.mailboxes], "routes": [r.name for r in self.config.routes],
-            "mode": "once" if self.once else "daemon"})])
+        ledger.record_events(
+            [
+                AuditEvent(
+                    "config-loaded",
+                    details={
+                        "path": str(self.config.path),
+                        "sha256": self.config.sha256,
+                        "mailboxes": [m.name for m in self.config.mailboxes],
+                        "routes": [r.name for r in self.config.routes],
+                        "mode": "once" if self.once else "daemon",
+                    },
+                )
+            ]
+        )
         self._export(ledger)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        threads = [threading.Thread(target=self._worker, args=(mb,), name=f"mailbox-{mb.name}", daemon=True)
-                   for mb in self.config.mailboxes]
+        threads = [
+            threading.Thread(target=self._worker, args=(mb,), name=f"mailbox-{mb.name}", daemon=True)
+            for mb in self.config.mailboxes
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -102,8 +114,13 @@ class Daemon:
                         with self._lock:
                             self.report.outcomes.setdefault(mb.name, BatchOutcome()).add(outcome)
                         if outcome.stored or outcome.quarantined or outcome.duplicates:
-                            wlog.info("processed", stored=outcome.stored, quarantined=outcome.quarantined,
-                                      duplicates=outcome.duplicates, moved=outcome.moved)
+                            wlog.info(
+                                "processed",
+                                stored=outcome.stored,
+                                quarantined=outcome.quarantined,
+                                duplicates=outcome.duplicates,
+                                moved=outcome.moved,
+                            )
                         if self.once:
                             with self._lock:
                                 self.report.failures.pop(mb.name, None)

@@ -91,7 +91,7 @@ def run_demo(workdir: Path | None) -> int:
         return 1
     work = Path(workdir or tempfile.mkdtemp(prefix="poststelle-demo-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
+    os.chmod(work, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
     if (work / "state").exists():
         shutil.rmtree(work / "state")
     typer.echo(f"== Poststelle demo in {work}")
@@ -99,7 +99,9 @@ def run_demo(workdir: Path | None) -> int:
         config_path = write_demo_config(work, server)
         corpus = demo_corpus()
         server.append(USER, "INBOX", [m for _, m in corpus])
-        typer.echo(f"== {len(corpus)} messages delivered to the mailbox '{USER}' (IMAPS 127.0.0.1:{server.imaps_port}):")
+        typer.echo(
+            f"== {len(corpus)} messages delivered to the mailbox '{USER}' (IMAPS 127.0.0.1:{server.imaps_port}):"
+        )
         for desc, _ in corpus:
             typer.echo(f"   - {desc}")
         config = load_config(config_path)
@@ -107,8 +109,10 @@ def run_demo(workdir: Path | None) -> int:
         typer.echo("== poststelle run --once")
         report = Daemon(config, once=True).run()
         for name, outcome in report.outcomes.items():
-            typer.echo(f"   mailbox {name}: stored {outcome.stored}, quarantined {outcome.quarantined}, "
-                       f"duplicates {outcome.duplicates}, moved on the server {outcome.moved}")
+            typer.echo(
+                f"   mailbox {name}: stored {outcome.stored}, quarantined {outcome.quarantined}, "
+                f"duplicates {outcome.duplicates}, moved on the server {outcome.moved}"
+            )
         for name, error in report.failures.items():
             typer.echo(f"   mailbox {name} FAILED: {error}")
         typer.echo("== IMAP folders afterwards")

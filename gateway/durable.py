@@ -7,6 +7,7 @@ old state or the complete new one, never a torn file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -39,10 +40,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o640, overwrite: bool 
     With ``overwrite=False`` an existing file is an error: records are never rewritten.
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    except FileNotFoundError:
-        pass
     write_file(tmp, data, mode=mode)
     if not overwrite and path.exists():
         tmp.unlink()

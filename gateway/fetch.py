@@ -9,6 +9,7 @@ never "no mail".
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import socket
 import ssl
@@ -106,10 +107,8 @@ class MailboxSession:
         try:
             client.logout()
         except Exception:  # noqa: BLE001 - closing a broken connection must not raise
-            try:
+            with contextlib.suppress(Exception):
                 client.shutdown()
-            except Exception:  # noqa: BLE001, S110
-                pass
 
     @property
     def _c(self) -> imapclient.IMAPClient:

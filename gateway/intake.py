@@ -102,9 +102,16 @@ class Intake:
                 discard_staging(root, final.name)
                 self.ledger.abandon(
                     [rec],
-                    [AuditEvent("processing-abandoned", message=rec.id,
-                                details={"reason": "interrupted before the entry was complete; will fetch again",
-                                         **self._key(rec)})],
+                    [
+                        AuditEvent(
+                            "processing-abandoned",
+                            message=rec.id,
+                            details={
+                                "reason": "interrupted before the entry was complete; will fetch again",
+                                **self._key(rec),
+                            },
+                        )
+                    ],
                 )
                 self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
         if n:
@@ -118,8 +125,9 @@ class Intake:
         self.recover()
         for _ in range(max_rounds):
             uids = session.list_uids()
-            self.ledger.set_status(self.mb.name, last_poll=iso(datetime.now(UTC)), backlog=len(uids),
-                                   uidvalidity=session.uidvalidity)
+            self.ledger.set_status(
+                self.mb.name, last_poll=iso(datetime.now(UTC)), backlog=len(uids), uidvalidity=session.uidvalidity
+            )
             self._reconcile(session, uids)
             if not uids:
                 break
@@ -137,14 +145,23 @@ class Intake:
     def _reconcile(self, session: MailboxSession, uids: Sequence[int]) -> None:
         """Rows whose move happened just before a crash: the server no longer has them."""
         present = set(uids)
-        gone = [r for r in self.ledger.awaiting_server(self.mb.name, self.mb.folder)
-                if r.uidvalidity != session.uidvalidity or r.uid not in present]
+        gone = [
+            r
+            for r in self.ledger.awaiting_server(self.mb.name, self.mb.folder)
+            if r.uidvalidity != session.uidvalidity or r.uid not in present
+        ]
         if gone:
             self.ledger.mark_server_done(
                 [r.id for r in gone],
-                [AuditEvent("moved", message=r.id, case=r.case_ref,
-                            details={"reconciled": True, "note": "no longer in the folder", **self._key(r)})
-                 for r in gone],
+                [
+                    AuditEvent(
+                        "moved",
+                        message=r.id,
+                        case=r.case_ref,
+                        details={"reconciled": True, "note": "no longer in the folder", **self._key(r)},
+                    )
+                    for r in gone
+                ],
             )
 
     def _key(self, rec: MessageRecord) -> dict[str, Any]:
@@ -160,13 +177,29 @@ class Intake:
         seen: dict[str, MessageRecord] = {}
         for f in fetched:
             rec, plan = self._decide(session, f, seen)
-            events.append(AuditEvent("fetched", message=rec.id, details={
-                **self._key(rec), "sha256": rec.sha256, "size": rec.size, "message_id": rec.message_id,
-                "internaldate": rec.internaldate}))
+            events.append(
+                AuditEvent(
+                    "fetched",
+                    message=rec.id,
+                    details={
+                        **self._key(rec),
+                        "sha256": rec.sha256,
+                        "size": rec.size,
+                        "message_id": rec.message_id,
+                        "internaldate": rec.internaldate,
+                    },
+                )
+            )
             if plan is None:
                 duplicates.append(rec)
-                events.append(AuditEvent("duplicate", message=rec.id, case=rec.case_ref,
-                                         details={"duplicate_of": rec.duplicate_of, "sha256": rec.sha256}))
+                events.append(
+                    AuditEvent(
+                        "duplicate",
+                        message=rec.id,
+                        case=rec.case_ref,
+                        details={"duplicate_of": rec.duplicate_of, "sha256": rec.sha256},
+                    )
+                )
             else:
                 planned.append((rec, plan, f))
             seen[rec.sha256] = rec
@@ -192,14 +225,24 @@ class Intake:
         out.moved = self._dispose(session, done + duplicates, note=None)
         return out
 
-    def _decide(self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord]) -> tuple[MessageRecord, Plan | None]:
+    def _decide(
+        self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord]
+    ) -> tuple[MessageRecord, Plan | None]:
         sha = hashlib.sha256(f.raw).hexdigest()
         msg_id = new_message_id()
         first = seen.get(sha) or self.ledger.first_by_sha256(sha)
         base = MessageRecord(
-            id=msg_id, mailbox=self.mb.name, folder=self.mb.folder, uidvalidity=session.uidvalidity,
-            uid=f.uid, sha256=sha, message_id=None, size=len(f.raw), internaldate=iso(f.internaldate),
-            state="processing", target_state="stored",
+            id=msg_id,
+            mailbox=self.mb.name,
+            folder=self.mb.folder,
+            uidvalidity=session.uidvalidity,
+            uid=f.uid,
+            sha256=sha,
+            message_id=None,
+            size=len(f.raw),
+            internaldate=iso(f.internaldate),
+            state="processing",
+            target_state="stored",
         )
         if first is not None:
             base.state = base.target_state = "duplicate"
@@ -243,17 +286,38 @@ class Intake:
         _, manifest_sha = write_entry(root, folder, path.name, files, metadata)
         rec.state = plan.target
         rec.manifest_sha256 = manifest_sha
-        self.log.info("quarantined" if rec.state == "quarantined" else "stored", uid=rec.uid, msg=rec.id,
-                      case=rec.case_ref, reasons=rec.reasons)
+        self.log.info(
+            "quarantined" if rec.state == "quarantined" else "stored",
+            uid=rec.uid,
+            msg=rec.id,
+            case=rec.case_ref,
+            reasons=rec.reasons,
+        )
 
     def _events_for(self, rec: MessageRecord, plan: Plan) -> list[AuditEvent]:
-        events = [AuditEvent(e.type, message=rec.id, case=rec.case_ref, correspondent=rec.from_addr,
-                             details=dict(e.details)) for e in plan.unwrap_events]
-        events.append(AuditEvent("verdict", message=rec.id, case=rec.case_ref, correspondent=rec.from_addr,
-                                 details=plan.verdict.to_json()))
+        events = [
+            AuditEvent(e.type, message=rec.id, case=rec.case_ref, correspondent=rec.from_addr, details=dict(e.details))
+            for e in plan.unwrap_events
+        ]
+        events.append(
+            AuditEvent(
+                "verdict",
+                message=rec.id,
+                case=rec.case_ref,
+                correspondent=rec.from_addr,
+                details=plan.verdict.to_json(),
+            )
+        )
         if plan.route is not None:
-            events.append(AuditEvent("routed", message=rec.id, case=rec.case_ref, correspondent=rec.from_addr,
-                                     details={**plan.route.to_json(), "subject": rec.subject}))
+            events.append(
+                AuditEvent(
+                    "routed",
+                    message=rec.id,
+                    case=rec.case_ref,
+                    correspondent=rec.from_addr,
+                    details={**plan.route.to_json(), "subject": rec.subject},
+                )
+            )
         events.append(self._stored_event(rec))
         return events
 
@@ -267,8 +331,13 @@ class Intake:
             details["reasons"] = rec.reasons
         if recovered:
             details["recovered"] = True
-        return AuditEvent("quarantined" if rec.state == "quarantined" else "stored", message=rec.id,
-                          case=rec.case_ref, correspondent=rec.from_addr, details=details)
+        return AuditEvent(
+            "quarantined" if rec.state == "quarantined" else "stored",
+            message=rec.id,
+            case=rec.case_ref,
+            correspondent=rec.from_addr,
+            details=details,
+        )
 
     def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
         """Move finished messages on the server, then record it. Never before the commit."""
@@ -285,8 +354,10 @@ class Intake:
                 details["note"] = note
             self.ledger.mark_server_done(
                 [r.id for r in group],
-                [AuditEvent("moved", message=r.id, case=r.case_ref, details={**details, **self._key(r)})
-                 for r in group],
+                [
+                    AuditEvent("moved", message=r.id, case=r.case_ref, details={**details, **self._key(r)})
+                    for r in group
+                ],
             )
             moved += len(group)
         self.after_commit()

@@ -153,11 +153,32 @@ class MessageRecord:
         return dict(self.__dict__)
 
 
-_COLUMNS = (
-    "id mailbox folder uidvalidity uid sha256 message_id size internaldate fetched_at updated_at "
-    "state target_state case_ref case_folder path route reasons verdict duplicate_of "
-    "manifest_sha256 server_done subject from_addr"
-).split()
+_COLUMNS = [
+    "id",
+    "mailbox",
+    "folder",
+    "uidvalidity",
+    "uid",
+    "sha256",
+    "message_id",
+    "size",
+    "internaldate",
+    "fetched_at",
+    "updated_at",
+    "state",
+    "target_state",
+    "case_ref",
+    "case_folder",
+    "path",
+    "route",
+    "reasons",
+    "verdict",
+    "duplicate_of",
+    "manifest_sha256",
+    "server_done",
+    "subject",
+    "from_addr",
+]
 
 
 def _row_values(rec: MessageRecord) -> tuple[Any, ...]:

@@ -161,6 +161,8 @@ def _collect(part: Message, out: ParsedMessage, limits: LimitsConfig, *, depth: 
         if not isinstance(payload, list):
             raise SecurityError("malformed-mime", "multipart without parts")
         for sub in payload:
+            if not isinstance(sub, Message):
+                raise SecurityError("malformed-mime", "multipart part is not a MIME entity")
             _collect(sub, out, limits, depth=depth + 1, counter=counter)
         return
     filename = _filename(part)
@@ -201,7 +203,9 @@ def _payload_bytes(part: Message) -> bytes:
         if isinstance(payload, list) and payload:
             inner = payload[0]
             try:
-                return inner.as_bytes(policy=email.policy.compat32) if isinstance(inner, EmailMessage | Message) else b""
+                return (
+                    inner.as_bytes(policy=email.policy.compat32) if isinstance(inner, EmailMessage | Message) else b""
+                )
             except Exception:  # noqa: BLE001
                 return b""
     try:

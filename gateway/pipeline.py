@@ -60,7 +60,7 @@ def analyse(raw: bytes, config: Config, ctx: UnwrapContext, *, at: datetime) -> 
     """Decide what happens to ``raw``. Never raises."""
     try:
         return _analyse(raw, config, ctx, at)
-    except Exception as exc:  # noqa: BLE001 - fail closed: keep the bytes, record why
+    except Exception as exc:
         log.exception("analysis failed", error=type(exc).__name__)
         return _quarantine([f"processing-error:{type(exc).__name__}"], None)
 
@@ -70,9 +70,15 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
         outer = parse_message(raw, config.limits)
     except SecurityError as exc:
         head = headers_only(raw)
-        return _quarantine([exc.reason], None, warnings=[exc.detail] if exc.detail else [],
-                           subject=head.subject, from_addrs=head.from_addrs, message_id=head.message_id,
-                           date=head.date)
+        return _quarantine(
+            [exc.reason],
+            None,
+            warnings=[exc.detail] if exc.detail else [],
+            subject=head.subject,
+            from_addrs=head.from_addrs,
+            message_id=head.message_id,
+            date=head.date,
+        )
     result = unwrap(raw, ctx, at=at)
     verdict = result.verdict
     subject = result.inner_subject if result.inner_subject is not None else outer.subject

@@ -34,9 +34,14 @@ class QuarantineEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.record.id, "received": self.record.internaldate, "mailbox": self.record.mailbox,
-            "from": self.record.from_addr, "subject": self.record.subject, "reasons": self.reasons,
-            "case_reference": self.record.case_ref, "path": str(self.path),
+            "id": self.record.id,
+            "received": self.record.internaldate,
+            "mailbox": self.record.mailbox,
+            "from": self.record.from_addr,
+            "subject": self.record.subject,
+            "reasons": self.reasons,
+            "case_reference": self.record.case_ref,
+            "path": str(self.path),
         }
 
 
@@ -53,7 +58,9 @@ def get_entry(ledger: Ledger, msg_id: str) -> QuarantineEntry:
     return QuarantineEntry(rec, Path(rec.path or ""), rec.reasons)
 
 
-def release(config: Config, ledger: Ledger, msg_id: str, *, actor: str, case: str | None, note: str | None) -> MessageRecord:
+def release(
+    config: Config, ledger: Ledger, msg_id: str, *, actor: str, case: str | None, note: str | None
+) -> MessageRecord:
     """Move a quarantined message into a case folder (``case`` or the route found at intake)."""
     entry = get_entry(ledger, msg_id)
     rec = entry.record
@@ -62,14 +69,22 @@ def release(config: Config, ledger: Ledger, msg_id: str, *, actor: str, case: st
         folder = case_folder_name(case)
     else:
         case_ref, folder = rec.case_ref, rec.case_folder or config.routing.unassigned
-    files = [EntryFile(p.relative_to(entry.path).as_posix(), p.read_bytes())
-             for p in sorted(entry.path.rglob("*")) if p.is_file() and p.name != "manifest.json"]
+    files = [
+        EntryFile(p.relative_to(entry.path).as_posix(), p.read_bytes())
+        for p in sorted(entry.path.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    ]
     old_manifest = json.loads((entry.path / "manifest.json").read_text(encoding="utf-8"))
     old_manifest.pop("files", None)
     old_manifest.pop("schema", None)
     released = {"by": actor, "at": iso(utcnow()), "quarantine_reasons": rec.reasons, "note": note}
-    metadata = {**old_manifest, "case_reference": case_ref, "case_folder": folder, "state": "released",
-                "released": released}
+    metadata = {
+        **old_manifest,
+        "case_reference": case_ref,
+        "case_folder": folder,
+        "state": "released",
+        "released": released,
+    }
     final = config.storage.cases_dir / folder / entry.path.name
     if final.exists():
         # A crash after publishing but before the commit: the entry is already in place.
@@ -80,10 +95,24 @@ def release(config: Config, ledger: Ledger, msg_id: str, *, actor: str, case: st
     rec.path = str(final)
     rec.case_ref, rec.case_folder = case_ref, folder
     rec.manifest_sha256 = manifest_sha
-    ledger.release(rec, [AuditEvent(
-        "released", message=rec.id, case=case_ref, correspondent=rec.from_addr, actor=actor,
-        details={"path": f"{folder}/{final.name}", "manifest_sha256": manifest_sha,
-                 "quarantine_reasons": released["quarantine_reasons"], "note": note})])
+    ledger.release(
+        rec,
+        [
+            AuditEvent(
+                "released",
+                message=rec.id,
+                case=case_ref,
+                correspondent=rec.from_addr,
+                actor=actor,
+                details={
+                    "path": f"{folder}/{final.name}",
+                    "manifest_sha256": manifest_sha,
+                    "quarantine_reasons": released["quarantine_reasons"],
+                    "note": note,
+                },
+            )
+        ],
+    )
     shutil.rmtree(entry.path)
     return rec
 

@@ -41,9 +41,7 @@ class RouteDecision:
         }
 
 
-def route(
-    subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig], unassigned: str
-) -> RouteDecision:
+def route(subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig], unassigned: str) -> RouteDecision:
     """First matching rule wins; no match (or an unsafe reference) goes to ``unassigned``."""
     text = normalise_for_matching(subject)
     sender = from_addrs[0] if len(from_addrs) == 1 else ""

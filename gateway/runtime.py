@@ -31,8 +31,12 @@ def audit_jsonl_path(config: Config) -> Path:
 
 def prepare_state(config: Config) -> None:
     """Create the state and cases directories (0750) on first start."""
-    for d in (config.storage.state_dir, config.storage.cases_dir, config.storage.state_dir / "quarantine",
-              config.storage.state_dir / "audit"):
+    for d in (
+        config.storage.state_dir,
+        config.storage.cases_dir,
+        config.storage.state_dir / "quarantine",
+        config.storage.state_dir / "audit",
+    ):
         d.mkdir(parents=True, exist_ok=True, mode=0o750)
 
 
@@ -46,8 +50,9 @@ def open_audit(config: Config, *, actor: str, sign: bool = True) -> AuditTrail:
         pub = audit_public_key_path(config)
         if not pub.exists():
             pub.write_bytes(public_key_pem(key))
-    return AuditTrail(key=key, jsonl_path=audit_jsonl_path(config),
-                      checkpoint_every=config.audit.checkpoint_every, actor=actor)
+    return AuditTrail(
+        key=key, jsonl_path=audit_jsonl_path(config), checkpoint_every=config.audit.checkpoint_every, actor=actor
+    )
 
 
 def open_ledger(config: Config, *, actor: str = "daemon", readonly: bool = False) -> Ledger:

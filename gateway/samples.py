@@ -7,10 +7,10 @@ look-alikes and encoded words around real-looking Aktenzeichen.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 
 
 def fake_pdf(size: int, seed: int = 0) -> bytes:
@@ -50,20 +50,41 @@ def demo_corpus() -> list[tuple[str, bytes]]:
     """(description, message) pairs: several cases, noise, an unroutable and a malformed one."""
     pdf = fake_pdf(30_000, seed=1)
     return [
-        ("building permit application", letter(
-            subject="Bauantrag Az.: 63-BV-2026-0147 – Unterlagen", attachment=("Bauantrag.pdf", pdf))),
-        ("reply quoting our reference (en dash, stacked prefixes)", letter(
-            subject="RE: AW: Ihr Zeichen: 63–BV–2026–0147; Unser Zeichen: 32.1-4711/2026",
-            attachment=("Stellungnahme.pdf", pdf))),
-        ("another building permit, encoded subject", letter(
-            subject="Nachreichung Aktenzeichen 63-BV-2026-0212 (Grundriss)", attachment=("Grundriss ÄÖÜ.pdf", pdf))),
-        ("administrative court", letter(
-            sender="poststelle@vg-beispielstadt.example",
-            subject="Verwaltungsgericht: Ladung Az. 1 K 1234/25", attachment=("Ladung.pdf", pdf))),
-        ("hostile attachment name", letter(
-            subject="WG: Az. 1 K 1234/25 Nachtrag", attachment=("../../etc/passwd", b"not really"))),
+        (
+            "building permit application",
+            letter(subject="Bauantrag Az.: 63-BV-2026-0147 – Unterlagen", attachment=("Bauantrag.pdf", pdf)),
+        ),
+        (
+            "reply quoting our reference (en dash, stacked prefixes)",
+            letter(
+                subject="RE: AW: Ihr Zeichen: 63–BV–2026–0147; Unser Zeichen: 32.1-4711/2026",
+                attachment=("Stellungnahme.pdf", pdf),
+            ),
+        ),
+        (
+            "another building permit, encoded subject",
+            letter(
+                subject="Nachreichung Aktenzeichen 63-BV-2026-0212 (Grundriss)", attachment=("Grundriss ÄÖÜ.pdf", pdf)
+            ),
+        ),
+        (
+            "administrative court",
+            letter(
+                sender="poststelle@vg-beispielstadt.example",
+                subject="Verwaltungsgericht: Ladung Az. 1 K 1234/25",
+                attachment=("Ladung.pdf", pdf),
+            ),
+        ),
+        (
+            "hostile attachment name",
+            letter(subject="WG: Az. 1 K 1234/25 Nachtrag", attachment=("../../etc/passwd", b"not really")),
+        ),
         ("no case reference", letter(subject="Einladung zum Sommerfest")),
-        ("malformed MIME", (
-            b"From: unbekannt@example.org\r\nTo: rathaus@stadt.example\r\nSubject: Az. 63-BV-2026-0147\r\n"
-            b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--oops\r\nbroken\r\n")),
+        (
+            "malformed MIME",
+            (
+                b"From: unbekannt@example.org\r\nTo: rathaus@stadt.example\r\nSubject: Az. 63-BV-2026-0147\r\n"
+                b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--oops\r\nbroken\r\n"
+            ),
+        ),
     ]

@@ -33,7 +33,7 @@ def dovecot() -> Iterator[Dovecot]:
     if not dovecot_available():
         pytest.fail("dovecot is not installed: run the README's test command (scripts/test), which installs it")
     root = Path(tempfile.mkdtemp(prefix="pst-dc-"))
-    os.chmod(root, 0o755)
+    os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
     with Dovecot(root, USERS) as server:
         yield server
 
@@ -67,8 +67,9 @@ class Env:
 
     def cli(self, *args: str, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "POSTSTELLE_CONFIG": str(self.config_path)}
-        proc = subprocess.run([*POSTSTELLE, *args], capture_output=True, text=True, env=env, cwd=REPO,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [*POSTSTELLE, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout, check=False
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"poststelle {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -82,7 +83,7 @@ class Env:
         return sorted(p for p in q.glob("*") if p.is_dir() and not p.name.startswith("."))
 
 
-ROUTES = '''
+ROUTES = """
 [[route]]
 name = "reply with our reference"
 subject = '(?i)\\bIhr(?:e)?\\s+(?:Zeichen|Az\\.?|Aktenzeichen)\\s*:?\\s*(?P<case>\\d{2}-[A-Z]{2}-\\d{4}-\\d{3,5})'
@@ -102,7 +103,7 @@ case = "VG {case}"
 name = "anything after Az"
 subject = '(?i)\\bAz\\.?\\s*:?\\s*(?P<case>\\S.{0,200})$'
 case = "{case}"
-'''
+"""
 
 
 def write_config(root: Path, mailboxes: list[dict[str, Any]], *, extra: str = "", routes: str = ROUTES) -> Path:
@@ -130,9 +131,15 @@ def mailbox_entry(dovecot: Dovecot, user: str, root: Path, *, name: str = "ratha
     pw.write_text(dovecot_password(user))
     pw.chmod(0o600)
     entry: dict[str, Any] = {
-        "name": name, "host": "127.0.0.1", "port": dovecot.imaps_port, "security": "tls",
-        "username": user, "password_file": str(pw), "ca_file": str(dovecot.ca_file),
-        "poll_interval": 1, "timeout": 10,
+        "name": name,
+        "host": "127.0.0.1",
+        "port": dovecot.imaps_port,
+        "security": "tls",
+        "username": user,
+        "password_file": str(pw),
+        "ca_file": str(dovecot.ca_file),
+        "poll_interval": 1,
+        "timeout": 10,
     }
     entry.update(over)
     return entry

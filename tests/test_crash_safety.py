@@ -30,11 +30,18 @@ def corpus() -> list[bytes]:
     out = []
     for i in range(MESSAGES):
         if i % 50 == 7:  # malformed: goes to quarantine
-            out.append(f"From: x@example.org\r\nMessage-ID: <seq-{i}@crash.test>\r\nSubject: Az. 63-BV-2026-{i:04d}\r\n"
-                       "MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--nope\r\nbroken\r\n".encode())
+            out.append(
+                f"From: x@example.org\r\nMessage-ID: <seq-{i}@crash.test>\r\nSubject: Az. 63-BV-2026-{i:04d}\r\n"
+                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--nope\r\nbroken\r\n".encode()
+            )
         else:
-            out.append(letter(subject=f"Az. 63-BV-2026-{i % 40:04d} Schreiben {i}", message_id=f"<seq-{i}@crash.test>",
-                              attachment=("anlage.pdf", fake_pdf(20_000, seed=i))))
+            out.append(
+                letter(
+                    subject=f"Az. 63-BV-2026-{i % 40:04d} Schreiben {i}",
+                    message_id=f"<seq-{i}@crash.test>",
+                    attachment=("anlage.pdf", fake_pdf(20_000, seed=i)),
+                )
+            )
     return out
 
 
@@ -55,8 +62,9 @@ def test_random_kill_9_during_a_500_message_backlog_leaves_every_message_in_exac
     # Kill at random moments until at least KILLS of them hit a run with work left to do.
     effective = 0
     for _ in range(KILLS * 3):
-        proc = subprocess.Popen([*POSTSTELLE, "run"], cwd=REPO, env=environ,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*POSTSTELLE, "run"], cwd=REPO, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(0.3, 0.6))
         proc.send_signal(signal.SIGKILL)
         proc.wait()

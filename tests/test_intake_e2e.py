@@ -41,7 +41,9 @@ def test_messages_are_filed_by_case_reference_and_moved_on_the_server(env: Env) 
     assert env.uids("INBOX") == []
     assert len(env.uids("Poststelle/Processed")) == 4
     entry = next(e for e in env.entries() if (e / "attachments" / "Antrag.pdf").exists())
-    assert (entry / "original.eml").read_bytes().startswith(b"From:") or b"Subject:" in (entry / "original.eml").read_bytes()
+    assert (entry / "original.eml").read_bytes().startswith(b"From:") or b"Subject:" in (
+        entry / "original.eml"
+    ).read_bytes()
     manifest = json.loads((entry / "manifest.json").read_text())
     assert manifest["case_reference"] == "63-BV-2026-0147"
     assert manifest["route"]["rule"] == "building permits"
@@ -63,8 +65,10 @@ def test_original_bytes_are_kept_exactly(env: Env) -> None:
 
 
 def test_malformed_message_is_quarantined_on_disk_and_on_the_server(env: Env) -> None:
-    env.append(b"From: x@example.org\r\nSubject: Az. 63-BV-2026-0002\r\nMIME-Version: 1.0\r\n"
-               b"Content-Type: multipart/mixed\r\n\r\n--nope\r\nbroken\r\n")
+    env.append(
+        b"From: x@example.org\r\nSubject: Az. 63-BV-2026-0002\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed\r\n\r\n--nope\r\nbroken\r\n"
+    )
     env.cli("run", "--once", check=True)
     assert env.entries() == []
     (q,) = env.quarantined()
@@ -118,11 +122,13 @@ def test_uidvalidity_change_neither_loses_nor_duplicates(env: Env) -> None:
     assert env.uids("INBOX") == []
 
 
-def test_connection_dropped_mid_batch_loses_and_duplicates_nothing(dovecot: Dovecot, tmp_path: Path,
-                                                                   new_user: Callable[[], str]) -> None:
+def test_connection_dropped_mid_batch_loses_and_duplicates_nothing(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
     user = new_user()
-    messages = [letter(subject=f"Az. 63-BV-2026-{i:04d}", attachment=("x.pdf", fake_pdf(40_000, seed=i)))
-                for i in range(30)]
+    messages = [
+        letter(subject=f"Az. 63-BV-2026-{i:04d}", attachment=("x.pdf", fake_pdf(40_000, seed=i))) for i in range(30)
+    ]
     dovecot.append(user, "INBOX", messages)
     with TcpProxy(dovecot.host, dovecot.imaps_port) as proxy:
         cfg = write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path, port=proxy.port, batch_size=10)])
@@ -149,14 +155,18 @@ def _closed_port() -> int:
     return port
 
 
-def test_unreachable_mailbox_does_not_stop_a_working_one(dovecot: Dovecot, tmp_path: Path,
-                                                         new_user: Callable[[], str]) -> None:
+def test_unreachable_mailbox_does_not_stop_a_working_one(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
     good, dead = new_user(), new_user()
     dovecot.append(good, "INBOX", [letter(subject="Az. 63-BV-2026-0100")])
-    cfg = write_config(tmp_path, [
-        mailbox_entry(dovecot, dead, tmp_path, name="gone", port=_closed_port(), timeout=2),
-        mailbox_entry(dovecot, good, tmp_path, name="rathaus"),
-    ])
+    cfg = write_config(
+        tmp_path,
+        [
+            mailbox_entry(dovecot, dead, tmp_path, name="gone", port=_closed_port(), timeout=2),
+            mailbox_entry(dovecot, good, tmp_path, name="rathaus"),
+        ],
+    )
     env = Env(dovecot, good, tmp_path, cfg)
     proc = env.cli("run", "--once")
     assert proc.returncode == 1
@@ -188,12 +198,13 @@ def test_check_passes_against_a_healthy_mailbox(env: Env) -> None:
 
 
 def test_quarantined_message_can_be_released_into_a_case(env: Env) -> None:
-    env.append(b"From: x@example.org\r\nSubject: Az. 63-BV-2026-0200\r\nMIME-Version: 1.0\r\n"
-               b"Content-Type: multipart/mixed\r\n\r\n--nope\r\nbroken\r\n")
+    env.append(
+        b"From: x@example.org\r\nSubject: Az. 63-BV-2026-0200\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed\r\n\r\n--nope\r\nbroken\r\n"
+    )
     env.cli("run", "--once", check=True)
     (entry,) = json.loads(env.cli("quarantine", "list", "--json", check=True).stdout)
-    env.cli("quarantine", "release", entry["id"], "--case", "63-BV-2026-0200", "--note", "checked by phone",
-            check=True)
+    env.cli("quarantine", "release", entry["id"], "--case", "63-BV-2026-0200", "--note", "checked by phone", check=True)
     assert env.quarantined() == []
     (released,) = env.entries()
     manifest = json.loads((released / "manifest.json").read_text())

@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 LayerKind = Literal["signed", "encrypted"]
 #: Bound on cryptographic layers (triple wrap needs 3); more is an attack or a loop.
 MAX_LAYERS = 8
-_RANK: dict[SignatureStatus, int] = {"valid": 0, "untrusted": 1, "none": 2, "error": 3, "invalid": 4}
+_RANK: dict[SignatureStatus, int] = {
+    "valid": 0, "untrusted": 1, "none": 2, "error": 3, "invalid": 4,
+}
 #: Tolerance between the signer's signing time and arrival / the Date header.
 CLOCK_SKEW = timedelta(hours=1)
 

@@ -63,7 +63,9 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 #: CBC content encryption: key length. 3DES is decrypt-only legacy (old OpenSSL default).
 _CBC = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32, "tripledes_3key": 24}
 _GCM = {"aes128_gcm": 16, "aes192_gcm": 24, "aes256_gcm": 32}
-_OID_GCM = {"2.16.840.1.101.3.4.1.6": 16, "2.16.840.1.101.3.4.1.26": 24, "2.16.840.1.101.3.4.1.46": 32}
+_OID_GCM = {
+    "2.16.840.1.101.3.4.1.6": 16, "2.16.840.1.101.3.4.1.26": 24, "2.16.840.1.101.3.4.1.46": 32,
+}
 _WRAP = {"aes128_wrap": 16, "aes192_wrap": 24, "aes256_wrap": 32}
 #: RFC 5753 / SEC 1 ECDH key-agreement schemes -> KDF hash (cofactor = standard on P-curves).
 _ECDH_KDF = {
@@ -89,14 +91,14 @@ class CmsError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-class _GCMParameters(a_core.Sequence):
+class _GCMParameters(a_core.Sequence):  # type: ignore[misc]
     _fields = [  # noqa: RUF012 - asn1crypto's declaration style
         ("aes_nonce", a_core.OctetString),
         ("aes_icvlen", a_core.Integer, {"default": 12}),
     ]
 
 
-class _EccCmsSharedInfo(a_core.Sequence):
+class _EccCmsSharedInfo(a_core.Sequence):  # type: ignore[misc]
     _fields = [  # noqa: RUF012 - asn1crypto's declaration style
         ("key_info", a_algos.AlgorithmIdentifier),
         ("entity_u_info", a_core.OctetString, {"explicit": 0, "optional": True}),
@@ -326,9 +328,11 @@ def _verify_signature(
         mgf_hash = str(mgf["parameters"]["algorithm"].native)
         if mgf["algorithm"].native != "mgf1" or hash_name not in _HASHES or mgf_hash not in _HASHES:
             raise CmsError("unsupported-algorithm", "PSS parameters")
-        if hash_name != digest_name or params["trailer_field"].native not in (1, "trailer_field_bc"):
+        trailer = params["trailer_field"].native
+        if hash_name != digest_name or trailer not in (1, "trailer_field_bc"):
             raise CmsError("algorithm-mismatch")
-        pss = padding.PSS(mgf=padding.MGF1(_HASHES[mgf_hash]()), salt_length=int(params["salt_length"].native))
+        salt = int(params["salt_length"].native)
+        pss = padding.PSS(mgf=padding.MGF1(_HASHES[mgf_hash]()), salt_length=salt)
         key.verify(signature, tbs, pss, _HASHES[hash_name]())
     elif name == "ecdsa" or name.endswith("_ecdsa"):
         if name.endswith("_ecdsa") and name.rsplit("_", 1)[0] != digest_name:
@@ -459,9 +463,10 @@ def _decrypt(env: Any, ctype: str, keys: Sequence[RecipientKey]) -> Decrypted:
                 continue
             try:
                 if ctype == "authenticated_enveloped_data":
-                    dec = Cipher(algorithms.AES(cek), modes.GCM(nonce, tag, min_tag_length=tag_len)).decryptor()
-                    dec.authenticate_additional_data(aad)
-                    plain = dec.update(ciphertext) + dec.finalize()
+                    gcm = modes.GCM(nonce, tag, min_tag_length=tag_len)
+                    aead = Cipher(algorithms.AES(cek), gcm).decryptor()
+                    aead.authenticate_additional_data(aad)
+                    plain = aead.update(ciphertext) + aead.finalize()
                 else:
                     cipher = TripleDES(cek) if block == 8 else algorithms.AES(cek)
                     dec = Cipher(cipher, modes.CBC(iv)).decryptor()
@@ -498,7 +503,8 @@ def _candidate_ceks(
         kari = ri.chosen
         for rek in list(kari["recipient_encrypted_keys"])[:MAX_ITEMS]:
             for key in keys:
-                if isinstance(key.private_key, ec.EllipticCurvePrivateKey) and key.matches(rek["rid"]):
+                is_ec = isinstance(key.private_key, ec.EllipticCurvePrivateKey)
+                if is_ec and key.matches(rek["rid"]):
                     out.append(_key_agreement(kari, rek, key))
     return out
 
@@ -521,14 +527,18 @@ def _key_transport(kt: Any, key: RecipientKey) -> tuple[str, RecipientKey, bytes
             label = params["p_source_algorithm"]["parameters"].native or None
             if h not in _HASHES or mgf_h not in _HASHES or mgf["algorithm"].native != "mgf1":
                 return ("rsaes-oaep", key, f"oaep-{h}-{mgf_h}")
-            oaep = padding.OAEP(mgf=padding.MGF1(_HASHES[mgf_h]()), algorithm=_HASHES[h](), label=label)
+            oaep = padding.OAEP(
+                mgf=padding.MGF1(_HASHES[mgf_h]()), algorithm=_HASHES[h](), label=label
+            )
             return ("rsaes-oaep", key, priv.decrypt(ek, oaep))
     except ValueError:
         return (name, key, None)
     return (name, key, name)
 
 
-def _key_agreement(kari: Any, rek: Any, key: RecipientKey) -> tuple[str, RecipientKey, bytes | str | None]:
+def _key_agreement(
+    kari: Any, rek: Any, key: RecipientKey
+) -> tuple[str, RecipientKey, bytes | str | None]:
     kea = kari["key_encryption_algorithm"]
     oid = kea["algorithm"].dotted
     kdf_hash = _ECDH_KDF.get(oid)
@@ -541,7 +551,8 @@ def _key_agreement(kari: Any, rek: Any, key: RecipientKey) -> tuple[str, Recipie
         return ("ecdh", key, wrap_name)
     originator = kari["originator"]
     priv = key.private_key
-    assert isinstance(priv, ec.EllipticCurvePrivateKey)
+    if not isinstance(priv, ec.EllipticCurvePrivateKey):
+        return ("ecdh", key, None)
     if originator.name != "originator_key":
         return ("ecdh", key, "originator-not-a-key")
     point = originator.chosen["public_key"].native

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
@@ -192,7 +193,9 @@ class Validator:
             return PathResult(False, ("untrusted-chain",)), None
         except (hv_errors.PathValidationError, hv_errors.ValidationError):
             return PathResult(False, ("untrusted-chain",)), None
-        certs = [x509.load_der_x509_certificate(c.dump()) for c in path.iter_certs(include_root=True)]
+        certs = [
+            x509.load_der_x509_certificate(c.dump()) for c in path.iter_certs(include_root=True)
+        ]
         # iter_certs yields anchor first, leaf last.
         chain = tuple(reversed(certs))
         problems: list[str] = []
@@ -216,7 +219,7 @@ class Validator:
         problems: list[str] = []
         start: datetime | None = None
         end: datetime | None = None
-        for cert, issuer in zip(chain, chain[1:], strict=False):
+        for cert, issuer in itertools.pairwise(chain):
             for crl in self.crls:
                 if crl.issuer != cert.issuer or not _crl_signed_by(crl, issuer):
                     continue

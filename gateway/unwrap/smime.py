@@ -45,7 +45,7 @@ from gateway.unwrap.pki import Validator
 from gateway.verdict import Scheme, SignatureStatus
 
 if TYPE_CHECKING:
-    from gateway.config import SmimeConfig
+    from gateway.config import SmimeConfig, SmimeIdentityConfig
 
 _SIG_PROTOCOLS = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 _MIME_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
@@ -290,10 +290,7 @@ def _read(path: Path, file: str, key: str) -> bytes:
         raise ConfigError(file, key, f"cannot read {path}: {exc.strerror}") from None
 
 
-def _load_identity(ident: object, file: str, key: str) -> cmslib.RecipientKey:
-    from gateway.config import SmimeIdentityConfig
-
-    assert isinstance(ident, SmimeIdentityConfig)
+def _load_identity(ident: SmimeIdentityConfig, file: str, key: str) -> cmslib.RecipientKey:
     password: bytes | None = None
     if ident.password_file is not None:
         password = _read(ident.password_file, file, f"{key}.password_file").rstrip(b"\r\n")
@@ -310,7 +307,8 @@ def _load_identity(ident: object, file: str, key: str) -> cmslib.RecipientKey:
             candidates.insert(0, bundle.cert.certificate)
         where = f"{key}.pkcs12_file"
     else:
-        assert ident.key_file is not None and ident.cert_file is not None
+        if ident.key_file is None or ident.cert_file is None:
+            raise ConfigError(file, f"{key}.key_file", "give key_file and cert_file, or pkcs12_file")
         data = _read(ident.key_file, file, f"{key}.key_file")
         try:
             loader = load_pem_private_key if b"-----BEGIN" in data else load_der_private_key
