@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import subprocess
 import tempfile
+from email.utils import format_datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class Party:
 
 @dataclass
 class TestPKI:
+    __test__ = False
     root: Party
     inter: Party
     rogue_root: Party
@@ -236,7 +238,7 @@ def mime_text(body: str = "Sehr geehrte Damen und Herren,\r\nanbei der Antrag.\r
 def headers(from_: str = SENDER, subject: str = "Antrag 2024-17", extra: str = "") -> bytes:
     return (
         f"From: Alice Example <{from_}>\r\nTo: {RECIPIENT}\r\nSubject: {subject}\r\n"
-        f"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-ID: <t@example.org>\r\n"
+        f"Date: {format_datetime(NOW)}\r\nMessage-ID: <t@example.org>\r\n"
         f"MIME-Version: 1.0\r\n{extra}"
     ).encode()
 
@@ -357,12 +359,15 @@ def openssl_verify(pki: TestPKI, message: bytes, *, crl: bool = True,
     """``openssl cms -verify`` against the test root (+CRL, purpose smimesign)."""
     with tempfile.TemporaryDirectory() as tmp:
         files = pki.write(Path(tmp))
-        args = ["cms", "-verify", "-CAfile", str(files["root"]), "-purpose", "smimesign",
-                "-out", "/dev/null"]
+        cafile = files["root"]
+        args = ["cms", "-verify", "-purpose", "smimesign", "-out", "/dev/null"]
         if crl:
-            both = Path(tmp) / "crls.pem"
-            both.write_bytes(pki.crl.public_bytes(PEM) + pki.root_crl.public_bytes(PEM))
-            args += ["-CRLfile", str(both), "-crl_check_all"]
+            # openssl cms reads CRLs from the CAfile.
+            cafile = Path(tmp) / "ca+crls.pem"
+            cafile.write_bytes(pki.root.cert_pem() + pki.crl.public_bytes(PEM)
+                               + pki.root_crl.public_bytes(PEM))
+            args += ["-crl_check_all"]
+        args += ["-CAfile", str(cafile)]
         if at is not None:
             args += ["-attime", str(int(at.timestamp()))]
         return openssl(*args, stdin=message).returncode == 0
@@ -425,3 +430,18 @@ def raw_signed_data(content: bytes, signer_infos: list[object], *, detached: boo
         "signer_infos": signer_infos,
     })
     return ac.ContentInfo({"content_type": "signed_data", "content": sd}).dump()
+
+
+def make_context(pki: TestPKI, *, identities: tuple[str, ...] = ("recipient",),
+                 crl: bool = True, allow_sha1: bool = False, anchors: bool = True) -> object:
+    """An UnwrapContext with the test PKI loaded directly (no files)."""
+    from gateway.unwrap import UnwrapContext
+    from gateway.unwrap.cms import RecipientKey
+    from gateway.unwrap.smime import SmimeHandler, SmimeMaterial
+
+    keys = tuple(RecipientKey(pki[n].key, pki[n].cert) for n in identities)
+    material = SmimeMaterial(
+        keys=keys, anchors=(pki.root.cert,) if anchors else (),
+        crls=(pki.crl, pki.root_crl) if crl else (), allow_sha1=allow_sha1, configured=True,
+    )
+    return UnwrapContext([SmimeHandler(material)])

@@ -215,7 +215,12 @@ class Validator:
     def _crl_check(
         self, chain: tuple[x509.Certificate, ...], at: datetime
     ) -> tuple[list[str], tuple[datetime, datetime] | None]:
-        """Configured CRLs for every non-anchor certificate of the path (leaf first)."""
+        """Configured CRLs for every non-anchor certificate of the path (leaf first).
+
+        A CRL issued after ``at`` still answers "was it revoked at ``at``?" through the
+        revocation dates (auditors re-check old messages with today's CRLs); a CRL whose
+        nextUpdate lies before ``at`` is stale and makes the path untrusted.
+        """
         problems: list[str] = []
         start: datetime | None = None
         end: datetime | None = None
@@ -223,12 +228,11 @@ class Validator:
             for crl in self.crls:
                 if crl.issuer != cert.issuer or not _crl_signed_by(crl, issuer):
                     continue
-                last = crl.last_update_utc
                 nxt = crl.next_update_utc
-                if last > at or (nxt is not None and nxt < at):
+                if nxt is not None and nxt < at:
                     problems.append("crl-not-current")
                     continue
-                start = last if start is None else max(start, last)
+                start = datetime.min.replace(tzinfo=UTC)
                 if nxt is not None:
                     end = nxt if end is None else min(end, nxt)
                 entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
