@@ -31,7 +31,16 @@ from typing import Any
 import structlog
 
 from gateway.audit import AuditEvent
-from gateway.casefiles import discard_staging, entry_files, entry_name, final_path, sha256_hex, write_entry
+from gateway.casefiles import (
+    StagedEntry,
+    discard_staging,
+    entry_files,
+    entry_name,
+    final_path,
+    publish_entries,
+    sha256_hex,
+    stage_entry,
+)
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
 from gateway.fetch import Fetched, MailboxSession
@@ -209,15 +218,17 @@ class Intake:
         done: list[MessageRecord] = []
         events = []
         try:
-            for rec, plan, f in planned:
-                self._write(rec, plan, f)
-                done.append(rec)
-                events.extend(self._events_for(rec, plan))
+            staged = [self._stage(rec, plan, f) for rec, plan, f in planned]
+            publish_entries(staged)
         except OSError as exc:
-            # Disk full or similar: finish what is published, leave the rest to recovery.
-            if done:
-                self.ledger.finish(done, events)
+            # Disk full or similar: nothing of this batch is finished; recovery finishes
+            # what was published and abandons the rest, which is then fetched again.
             raise TransientError(f"writing entries failed: {exc}") from None
+        for rec, plan, _ in planned:
+            rec.state = plan.target
+            done.append(rec)
+            events.extend(self._events_for(rec, plan))
+            self.log.info(rec.state, uid=rec.uid, msg=rec.id, case=rec.case_ref, reasons=rec.reasons)
         self.ledger.finish(done, events)
         self.after_commit()
         out.stored = sum(1 for r in done if r.state == "stored")
@@ -271,28 +282,20 @@ class Intake:
             base.case_ref, base.case_folder, base.route = plan.route.case_ref, plan.route.case_folder, plan.route.rule
         return base, plan
 
-    def _write(self, rec: MessageRecord, plan: Plan, f: Fetched) -> None:
+    def _stage(self, rec: MessageRecord, plan: Plan, f: Fetched) -> StagedEntry:
         extra: dict[str, Any] = {"verification.json": plan.verdict.to_json()}
         if plan.target == "quarantined":
             extra["reason.json"] = {"reasons": plan.reasons, "warnings": plan.warnings}
         files = entry_files(f.raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=extra)
-        metadata = manifest_metadata(rec, plan)
         assert rec.path is not None
         path = Path(rec.path)
         if plan.target == "quarantined":
             root, folder = quarantine_root(self.config), None
         else:
             root, folder = self.config.storage.cases_dir, path.parent.name
-        _, manifest_sha = write_entry(root, folder, path.name, files, metadata)
-        rec.state = plan.target
-        rec.manifest_sha256 = manifest_sha
-        self.log.info(
-            "quarantined" if rec.state == "quarantined" else "stored",
-            uid=rec.uid,
-            msg=rec.id,
-            case=rec.case_ref,
-            reasons=rec.reasons,
-        )
+        staged = stage_entry(root, folder, path.name, files, manifest_metadata(rec, plan), sync=False)
+        rec.manifest_sha256 = staged.manifest_sha256
+        return staged
 
     def _events_for(self, rec: MessageRecord, plan: Plan) -> list[AuditEvent]:
         events = [

@@ -14,8 +14,8 @@ import datetime as dt
 import functools
 import subprocess
 import tempfile
-from email.utils import format_datetime
 from dataclasses import dataclass, field
+from email.utils import format_datetime
 from pathlib import Path
 
 from cryptography import x509

@@ -208,7 +208,7 @@ def _find_cert(
         issuer = sid.chosen["issuer"]
         serial = sid.chosen["serial_number"].native
         for a_cert, cert in zip(asn_certs, certs, strict=True):
-            if a_cert.serial_number == serial and a_cert.issuer == issuer:
+            if a_cert.serial_number == serial and _same_name(a_cert.issuer, issuer):
                 return cert
     elif sid.name == "subject_key_identifier":
         ski = sid.chosen.native
@@ -216,6 +216,11 @@ def _find_cert(
             if a_cert.key_identifier == ski:
                 return cert
     return None
+
+
+def _same_name(a: Any, b: Any) -> bool:
+    """Byte-equal DER first (the common case, cheap); RFC 5280 name matching otherwise."""
+    return bool(a.dump() == b.dump() or a == b)
 
 
 def _single_attr(attrs: dict[str, list[Any]], name: str) -> Any:
@@ -373,7 +378,7 @@ class RecipientKey:
         if rid.name == "issuer_and_serial_number":
             return bool(
                 rid.chosen["serial_number"].native == self.asn1.serial_number
-                and rid.chosen["issuer"] == self.asn1.issuer
+                and _same_name(rid.chosen["issuer"], self.asn1.issuer)
             )
         if rid.name in ("subject_key_identifier", "r_key_id"):
             ski = rid.chosen.native if rid.name == "subject_key_identifier" else (

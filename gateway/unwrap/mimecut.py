@@ -169,29 +169,57 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes]:
         bnd = boundary.encode("ascii")
     except UnicodeEncodeError:
         raise MimeError("non-ASCII boundary") from None
-    delim = re.compile(rb"(?:\A|\r?\n)--" + re.escape(bnd) + rb"(--)?[ \t]*(?=\r?\n|\Z)")
     parts: list[bytes] = []
     start: int | None = None
     closed = False
-    for m in delim.finditer(body):
+    for delim_start, after, is_close in _delimiters(body, b"--" + bnd):
         if start is not None:
-            parts.append(body[start : m.start()])
+            parts.append(body[start:delim_start])
             if len(parts) > MAX_PARTS:
                 raise MimeError("too many parts")
-        if m.group(1):
+        if is_close:
             closed = True
             break
-        end = m.end()
-        if body.startswith(b"\r\n", end):
-            end += 2
-        elif body.startswith(b"\n", end):
-            end += 1
-        start = end
+        start = after
     if not closed:
         raise MimeError("missing close delimiter")
     if not parts:
         raise MimeError("multipart without parts")
     return parts
+
+
+def _delimiters(body: bytes, marker: bytes) -> Iterator[tuple[int, int, bool]]:
+    """(start incl. the preceding line break, index after the delimiter line, is close).
+
+    A delimiter line is ``--boundary`` at the start of a line, optionally ``--``, then
+    only spaces/tabs up to CRLF, LF or the end (RFC 2046 §5.1.1). bytes.find keeps this
+    linear and fast on large bodies.
+    """
+    n = len(body)
+    pos = 0
+    while True:
+        i = body.find(marker, pos)
+        if i < 0:
+            return
+        pos = i + 1
+        if i == 0:
+            begin = 0
+        elif body[i - 1] == 0x0A:
+            begin = i - 2 if i >= 2 and body[i - 2] == 0x0D else i - 1
+        else:
+            continue
+        k = i + len(marker)
+        is_close = body.startswith(b"--", k)
+        if is_close:
+            k += 2
+        while k < n and body[k] in (0x20, 0x09):
+            k += 1
+        if k == n:
+            yield begin, k, is_close
+        elif body.startswith(b"\r\n", k):
+            yield begin, k + 2, is_close
+        elif body[k] == 0x0A:
+            yield begin, k + 1, is_close
 
 
 def children(entity: Entity) -> list[Entity]:

@@ -1,0 +1,142 @@
+"""Ingest benchmark: N realistic ~50 KB messages from a throwaway Dovecot into case folders.
+
+    .venv/bin/python benchmarks/ingest.py [--n 5000] [--n 20000] [--batch-size 50]
+
+For each N: seeds the INBOX (Maildir drop), times ``poststelle run --once`` until the
+INBOX is empty (durable: fsync + ledger commits + MOVE) and reads the run's peak RSS.
+In the same run it measures a baseline on a fresh copy of the same messages: a bare
+imapclient loop that FETCHes every message and writes it to one file with fsync + rename
+(no parsing, routing, ledger or MOVE), the floor any durable fetcher pays.
+
+Targets (issue 2, 2 cores): >= 400 messages/s end to end; peak RSS <= 150 MB and flat in N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imapclient
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from gateway.durable import fsync_dir, write_file  # noqa: E402
+from gateway.samples import fake_pdf, letter  # noqa: E402
+from gateway.testservers.dovecot import Dovecot  # noqa: E402
+
+SUBJECTS = [
+    "Bauantrag Az.: 63-BV-2026-{n:04d}",
+    "AW: Ihr Zeichen: 63-BV-2026-{n:04d}",
+    "Ladung Az. {k} K {n}/25",
+    "Rundschreiben Nr. {n}",
+]
+
+
+def corpus(n: int) -> list[bytes]:
+    pdf = fake_pdf(36_000, seed=7)  # base64 => ~50 KB messages
+    return [
+        letter(subject=SUBJECTS[i % 4].format(n=i % 500, k=i % 9 + 1), attachment=(f"Anlage-{i}.pdf", pdf))
+        for i in range(n)
+    ]
+
+
+def config_text(root: Path, server: Dovecot, user: str, batch: int) -> str:
+    return f"""
+[storage]
+state_dir = "{root}/state"
+
+[[mailbox]]
+name = "bench"
+host = "127.0.0.1"
+port = {server.imaps_port}
+username = "{user}"
+password = "pw"
+ca_file = "{server.ca_file}"
+batch_size = {batch}
+
+[[route]]
+name = "building"
+subject = '(?i)\\b(?:Az|Zeichen)\\.?\\s*:?\\s*(?P<case>\\d{{2}}-BV-\\d{{4}}-\\d{{3,5}})'
+case = "{{case}}"
+
+[[route]]
+name = "court"
+subject = '(?i)\\bAz\\.?\\s*(?P<case>\\d\\s+K\\s+\\d+/\\d\\d)'
+case = "VG {{case}}"
+
+[logging]
+level = "warning"
+format = "json"
+"""
+
+
+def run_gateway(config: Path) -> tuple[float, int]:
+    """Seconds for ``poststelle run --once`` and its peak RSS in KiB."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--once", "--config", str(config)], cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("gateway run failed")
+    return elapsed, usage.ru_maxrss
+
+
+def baseline(server: Dovecot, user: str, out: Path) -> float:
+    """Fetch all + one durable file per message; nothing else."""
+    out.mkdir()
+    start = time.perf_counter()
+    client = imapclient.IMAPClient(server.host, port=server.imaps_port, ssl=True, ssl_context=server.ssl_context())
+    client.login(user, "pw")
+    client.select_folder("INBOX")
+    uids = client.search(["ALL"])
+    for i in range(0, len(uids), 50):
+        for uid, data in client.fetch(uids[i : i + 50], ["BODY.PEEK[]"]).items():
+            tmp = out / f".{uid}.tmp"
+            write_file(tmp, data[b"BODY[]"])
+            os.rename(tmp, out / f"{uid}.eml")
+        fsync_dir(out)
+    client.logout()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 5000 and 20000)")
+    ap.add_argument("--batch-size", type=int, default=50)
+    args = ap.parse_args()
+    sizes = args.n or [5000, 20000]
+    root = Path(tempfile.mkdtemp(prefix="pst-bench-"))
+    os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
+    users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
+    print(f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'baseline msg/s':>15} {'ratio':>6}")
+    with Dovecot(root / "dovecot", users) as server:
+        for i, n in enumerate(sizes):
+            messages = corpus(n)
+            gw_user, base_user = f"u{2 * i}", f"u{2 * i + 1}"
+            server.seed_maildir(gw_user, messages)
+            server.seed_maildir(base_user, messages)
+            mb = sum(len(m) for m in messages) / n / 1024
+            del messages
+            work = root / f"run{i}"
+            work.mkdir()
+            cfg = work / "poststelle.toml"
+            cfg.write_text(config_text(work, server, gw_user, args.batch_size))
+            elapsed, rss_kib = run_gateway(cfg)
+            left = len(server.folder_uids(gw_user, "INBOX"))
+            if left:
+                raise SystemExit(f"{left} messages left in the INBOX")
+            base = baseline(server, base_user, work / "baseline")
+            rate, brate = n / elapsed, n / base
+            print(f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {rss_kib / 1024:>12.1f} {brate:>15.0f} {rate / brate:>6.2f}"
+                  f"   (avg message {mb:.0f} KB)")
+    print("targets: >= 400 msg/s end to end; peak RSS <= 150 MB and flat in N")
+
+
+if __name__ == "__main__":
+    main()
