@@ -157,6 +157,24 @@ def public_key_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """The audit public key from a PEM file (SubjectPublicKeyInfo) or from the private key itself.
+
+    Auditors hold the public key separately; the gateway can also hand it out from its
+    private key when the ``.pub.pem`` file is missing.
+    """
+    data = path.read_bytes()
+    if b"PRIVATE KEY" in data:
+        private = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 private key")
+        return private.public_key()
+    key = serialization.load_pem_public_key(data)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key")
+    return key
+
+
 def key_id(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -324,6 +342,7 @@ class ChainBreak:
     detail: str
     expected: str | None = None
     found: str | None = None
+    file: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

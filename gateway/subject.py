@@ -179,8 +179,9 @@ def decode_header_text(raw: str | bytes | None) -> str:
     are unfolded, encoded words decoded (see :func:`_decode_encoded_words`), and the result
     is NFC so that the same subject always compares equal to itself.
 
-    The result is the subject *as written*: it may still contain control characters that a
-    hostile sender encoded. Use :func:`normalise_for_matching` before matching or display.
+    The result is the subject *as written*, on one line (CR and LF become spaces, even when
+    encoded); it may still contain other control characters that a hostile sender encoded.
+    Use :func:`normalise_for_matching` before matching or display.
     """
     if raw is None:
         return ""
@@ -191,6 +192,8 @@ def decode_header_text(raw: str | bytes | None) -> str:
     text = _BARE_NEWLINE.sub(" ", text)
     text = _decode_encoded_words(text)
     text = _repair_surrogates(text)  # a codec such as utf-7 can produce lone surrogates
+    # An *encoded* CR or LF would let a sender break lines in logs and in the ledger record.
+    text = _BARE_NEWLINE.sub(" ", text)
     return unicodedata.normalize("NFC", text)
 
 

@@ -243,3 +243,7 @@ def test_normalise_for_matching_is_idempotent(text: str) -> None:
 def test_strip_reply_prefixes_is_idempotent(text: str) -> None:
     once = strip_reply_prefixes(text)
     assert strip_reply_prefixes(once) == once
+
+
+def test_encoded_line_breaks_cannot_split_the_record() -> None:
+    assert decode_header_text("=?utf-8?q?Az=0D=0AX-Injected:_yes?=") == "Az  X-Injected: yes"
