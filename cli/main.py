@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cli import cases, quarantine
+from cli import audit, cases, quarantine
 from cli.common import ConfigOption, JsonOption, get_config, print_json, print_table
 from gateway.errors import ConfigError, TransientError
 from gateway.logs import setup_logging
@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(audit.app, name="audit")
 app.add_typer(cases.app, name="cases")
 app.add_typer(quarantine.app, name="quarantine")
 

@@ -163,7 +163,7 @@ def render_html(
         _integrity(verification),
     ]
     if cases or None in by_case:
-        out.append("<p><b>Contents</b></p><ul class=\"toc\">")
+        out.append('<p><b>Contents</b></p><ul class="toc">')
         for i, case in enumerate(cases, start=1):
             n = len(by_case[case])
             out.append(f'<li><a href="#case-{i}">Case {escape(case)}</a> ({n} item{"s" if n != 1 else ""})</li>')

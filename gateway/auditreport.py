@@ -8,6 +8,7 @@ spreadsheet would run as a formula are prefixed with an apostrophe, HTML is esca
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -74,12 +75,18 @@ def _like(text: str) -> str:
 
 
 def _case_names(case: str) -> list[str]:
-    names = [case]
-    try:
-        names.append(case_folder_name(case))
-    except InvalidCaseReference:
-        pass
-    return list(dict.fromkeys(names))
+    """The reference as given and its folder name (twice the same when it is not valid)."""
+    folder = case
+    with contextlib.suppress(InvalidCaseReference):
+        folder = case_folder_name(case)
+    return [case, folder]
+
+
+_CASE_FILTER = (
+    "(case_ref IN (?,?) OR message IN (SELECT message FROM audit WHERE message IS NOT NULL AND "
+    "(case_ref IN (?,?) OR (event = 'routed' AND json_extract(details, '$.case_folder') IN (?,?)))) "
+    "OR document IN (SELECT document FROM audit WHERE document IS NOT NULL AND case_ref IN (?,?)))"
+)
 
 
 def select_entries(conn: sqlite3.Connection, q: AuditQuery) -> Iterator[AuditEntry]:
@@ -87,14 +94,8 @@ def select_entries(conn: sqlite3.Connection, q: AuditQuery) -> Iterator[AuditEnt
     where: list[str] = []
     args: list[Any] = []
     if q.case is not None:
-        names = _case_names(q.case)
-        marks = ",".join("?" * len(names))
-        where.append(
-            f"(case_ref IN ({marks}) OR message IN (SELECT message FROM audit WHERE message IS NOT NULL AND "
-            f"(case_ref IN ({marks}) OR (event = 'routed' AND json_extract(details, '$.case_folder') IN ({marks})))) "
-            f"OR document IN (SELECT document FROM audit WHERE document IS NOT NULL AND case_ref IN ({marks})))"
-        )
-        args += names * 4
+        where.append(_CASE_FILTER)
+        args += _case_names(q.case) * 4
     if q.message is not None:
         where.append("message = ?")
         args.append(q.message)

@@ -1,0 +1,235 @@
+"""``poststelle audit``: read, prove and hand over the audit trail. Every command only reads.
+
+They work with read-only access to the state directory, so an auditor's account needs no
+write permission (see ``auditverify.open_readonly_ledger``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from gateway.audit import ChainBreak, key_id, load_public_key, public_key_pem
+from gateway.auditreport import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
+from gateway.auditverify import VerifyReport, open_readonly_ledger, verify_state
+from gateway.config import Config
+from gateway.ledger import Ledger
+from gateway.runtime import audit_key_path, audit_public_key_path, ledger_path
+
+app = typer.Typer(help="The audit trail: log, verify, export, public key.", no_args_is_help=True)
+
+CaseOpt = typer.Option(None, "--case", help="Case reference as written (e.g. '1 K 1234/25') or its folder name.")
+MessageOpt = typer.Option(None, "--message", help="Message id (as in case folder names and `cases show`).")
+DocumentOpt = typer.Option(None, "--document", help="Outgoing document id.")
+CorrespondentOpt = typer.Option(None, "--correspondent", help="Sender or recipient address (part of it is enough).")
+SinceOpt = typer.Option(None, "--since", help="From this UTC date or date-time on (2026-11-25, 2026-11-25T14:30).")
+UntilOpt = typer.Option(None, "--until", help="Up to this UTC date (the whole day) or date-time.")
+EventOpt = typer.Option(None, "--event", help="Only this event type (repeatable), e.g. quarantined.")
+
+
+def _query(
+    case: str | None,
+    message: str | None,
+    document: str | None,
+    correspondent: str | None,
+    since: str | None,
+    until: str | None,
+    event: list[str] | None,
+) -> AuditQuery:
+    try:
+        return AuditQuery(
+            case=case,
+            message=message,
+            document=document,
+            correspondent=correspondent,
+            since=parse_time(since) if since else None,
+            until=parse_time(until, end=True) if until else None,
+            events=tuple(event or ()),
+        )
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _open(cfg: Config) -> Ledger | None:
+    if not ledger_path(cfg).exists():
+        return None
+    ledger, note = open_readonly_ledger(ledger_path(cfg))
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    return ledger
+
+
+@app.command("log")
+def log_cmd(
+    case: str | None = CaseOpt,
+    message: str | None = MessageOpt,
+    document: str | None = DocumentOpt,
+    correspondent: str | None = CorrespondentOpt,
+    since: str | None = SinceOpt,
+    until: str | None = UntilOpt,
+    event: list[str] | None = EventOpt,
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show what happened, oldest first: every entry matching the filters."""
+    cfg = get_config(config)
+    q = _query(case, message, document, correspondent, since, until, event)
+    ledger = _open(cfg)
+    entries = [] if ledger is None else list(select_entries(ledger.conn, q))
+    if ledger is not None:
+        ledger.close()
+    if as_json:
+        print_json([e.to_json() for e in entries])
+        return
+    rows = [row_of(e) for e in entries]
+    print_table(rows, ["seq", "at", "event", "actor", "message", "case", "summary"])
+
+
+@app.command("verify")
+def verify_cmd(
+    public_key: Path | None = typer.Option(
+        None, "--public-key", help="Audit public key (PEM) held by the auditor; default: the one in the state dir."
+    ),
+    jsonl: Path | None = typer.Option(
+        None, "--jsonl", help="A JSON-lines copy to compare (e.g. from log storage); default: the gateway's file."
+    ),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Prove the record: chain, checkpoint signatures, JSON-lines copy, every case folder.
+
+    Exit status 1 names at least one break; 0 means everything checked holds together.
+    """
+    cfg = get_config(config)
+    if public_key is not None and not public_key.is_file():
+        fail(f"public key file not found: {public_key}")
+    report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        _print_report(report, public_key or audit_public_key_path(cfg))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_report(r: VerifyReport, key_file: Path) -> None:
+    status = "OK" if r.ok else f"FAILED: {len(r.breaks)} break{'s' if len(r.breaks) != 1 else ''}"
+    typer.echo(f"audit verify: {status}  ({r.seconds:.1f} s)")
+    key = f"key {r.public_key_id} from {key_file}" if r.public_key_id else "no public key"
+    lines = [
+        ("entries", f"{r.entries} (head {r.head_hash[:16]}…)"),
+        ("checkpoints", f"{r.checkpoints} signed, checked with {key}; sealed up to entry {r.sealed_up_to}"),
+        ("case folders", f"{r.case_folders} folders, {r.case_entries} entries checked against their manifests"),
+        ("quarantine", f"{r.quarantine_entries} entries checked against their manifests"),
+        ("ledger", f"{r.ledger_messages} messages compared with the entries and the trail"),
+        ("json-lines", _jsonl_line(r)),
+    ]
+    for label, text in lines:
+        typer.echo(f"  {label:13} {text}")
+    if r.breaks:
+        typer.echo("\nbreaks:")
+        for b in r.breaks:
+            _print_break(b)
+    if r.warnings:
+        typer.echo("\nwarnings:")
+        for w in r.warnings:
+            typer.echo(f"  - {w}")
+
+
+def _jsonl_line(r: VerifyReport) -> str:
+    if r.jsonl_file is None:
+        return "not checked"
+    state = f"lagging {r.jsonl_lagging} entries" if r.jsonl_lagging else "in step"
+    return f"{r.jsonl_lines} lines, {state} ({r.jsonl_file})"
+
+
+def _print_break(b: ChainBreak) -> None:
+    where = f"entry {b.seq}" if b.seq is not None else "-"
+    typer.echo(f"  {where:12} {b.kind}: {b.detail}")
+    if b.file:
+        typer.echo(f"  {'':12} file:     {b.file}")
+    if b.expected is not None or b.found is not None:
+        typer.echo(f"  {'':12} expected: {b.expected if b.expected is not None else '-'}")
+        typer.echo(f"  {'':12} found:    {b.found if b.found is not None else '-'}")
+
+
+@app.command("export")
+def export_cmd(
+    fmt: str = typer.Option(..., "--format", "-f", help="csv, json or html."),
+    output: Path = typer.Option(..., "--output", "-o", help="File to write ('-' for standard output)."),
+    case: str | None = CaseOpt,
+    message: str | None = MessageOpt,
+    document: str | None = DocumentOpt,
+    correspondent: str | None = CorrespondentOpt,
+    since: str | None = SinceOpt,
+    until: str | None = UntilOpt,
+    event: list[str] | None = EventOpt,
+    no_verify: bool = typer.Option(False, "--no-verify", help="HTML: skip the integrity check in the report."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Export the entries matching the filters; html is a report for reviewers without a terminal."""
+    if fmt not in ("csv", "json", "html"):
+        fail(f"unknown format {fmt!r}: use csv, json or html")
+    cfg = get_config(config)
+    q = _query(case, message, document, correspondent, since, until, event)
+    generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    ledger = _open(cfg)
+    try:
+        entries = iter(()) if ledger is None else select_entries(ledger.conn, q)
+        if fmt == "csv":
+            text = export_csv(entries)
+        elif fmt == "json":
+            text = export_json(entries, q, generated_at=generated)
+        else:
+            from gateway.audithtml import render_html
+
+            records = {} if ledger is None else {r.id: r for r in ledger.all_messages()}
+            verification = None if no_verify else verify_state(cfg)
+            text = render_html(entries, records=records, query=q, generated_at=generated, verification=verification)
+    finally:
+        if ledger is not None:
+            ledger.close()
+    _write(output, text)
+
+
+def _write(output: Path, text: str) -> None:
+    """Reports hold personal data: created 0640, never world-readable."""
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}")
+    typer.echo(f"wrote {output}", err=True)
+
+
+@app.command("public-key")
+def public_key_cmd(
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the PEM here (default: print it)."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Export the audit public key (PEM) that auditors use to check checkpoint signatures."""
+    cfg = get_config(config)
+    key = None
+    for path in (audit_public_key_path(cfg), audit_key_path(cfg)):
+        try:
+            key = load_public_key(path)
+            break
+        except (OSError, ValueError):
+            continue
+    if key is None:
+        fail(f"no readable audit key at {audit_public_key_path(cfg)} (the gateway creates it at first start)")
+    pem = public_key_pem(key).decode("ascii")
+    if output is None:
+        sys.stdout.write(pem)
+    else:
+        _write(output, pem)
+    typer.echo(f"audit key id {key_id(key)}", err=True)
