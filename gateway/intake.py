@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,8 @@ class Intake:
         self.ctx = ctx
         self.after_commit = after_commit
         self.log = log.bind(mailbox=mailbox.name)
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
+        self._prefetch: Future[list[Fetched]] | None = None
 
     # -- crash recovery -------------------------------------------------------------------
     def recover(self) -> int:
@@ -146,8 +149,11 @@ class Intake:
             new = [u for u in uids if u not in known]
             if not new and not finished:
                 raise TransientError("no progress: messages remain that are in processing elsewhere")
-            for i in range(0, len(new), self.mb.batch_size):
-                total.add(self._batch(session, new[i : i + self.mb.batch_size]))
+            total.add(
+                self._batches(
+                    session, [new[i : i + self.mb.batch_size] for i in range(0, len(new), self.mb.batch_size)]
+                )
+            )
         self.ledger.set_status(self.mb.name, last_success=iso(datetime.now(UTC)), backlog=0)
         return total
 
@@ -177,9 +183,31 @@ class Intake:
         return {"mailbox": rec.mailbox, "folder": rec.folder, "uidvalidity": rec.uidvalidity, "uid": rec.uid}
 
     # -- one batch ------------------------------------------------------------------------
-    def _batch(self, session: MailboxSession, uids: Sequence[int]) -> BatchOutcome:
+    def _batches(self, session: MailboxSession, batches: list[list[int]]) -> BatchOutcome:
+        """Process batches, fetching batch k+1 while batch k is analysed and written.
+
+        IMAP commands stay strictly sequential on the one connection: the single I/O
+        thread runs the prefetch, and ``_dispose`` waits for it before its MOVE.
+        """
+        total = BatchOutcome()
+        if not batches:
+            return total
+        pending: Future[list[Fetched]] | None = self.io.submit(_fetch_all, session, batches[0])
+        try:
+            for i in range(len(batches)):
+                assert pending is not None
+                fetched = pending.result()
+                pending = self.io.submit(_fetch_all, session, batches[i + 1]) if i + 1 < len(batches) else None
+                self._prefetch = pending
+                total.add(self._batch(session, fetched))
+        finally:
+            self._prefetch = None
+            if pending is not None:
+                wait([pending])  # the connection must be idle before anyone else uses it
+        return total
+
+    def _batch(self, session: MailboxSession, fetched: list[Fetched]) -> BatchOutcome:
         out = BatchOutcome()
-        fetched = list(session.fetch(uids))
         planned: list[tuple[MessageRecord, Plan, Fetched]] = []
         duplicates: list[MessageRecord] = []
         events: list[AuditEvent] = []
@@ -344,6 +372,8 @@ class Intake:
 
     def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
         """Move finished messages on the server, then record it. Never before the commit."""
+        if self._prefetch is not None:
+            wait([self._prefetch])
         moved = 0
         for dest, group in (
             (self.mb.quarantine_folder, [r for r in recs if r.state == "quarantined"]),
@@ -365,6 +395,10 @@ class Intake:
             moved += len(group)
         self.after_commit()
         return moved
+
+
+def _fetch_all(session: MailboxSession, uids: Sequence[int]) -> list[Fetched]:
+    return list(session.fetch(uids))
 
 
 def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
