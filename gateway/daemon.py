@@ -138,6 +138,7 @@ class Daemon:
                 finally:
                     session.close()
         finally:
+            intake.close()
             ledger.close()
 
     def _wait(self, session: MailboxSession, mb: MailboxConfig) -> None:

@@ -95,6 +95,9 @@ class Intake:
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
         self._prefetch: Future[list[Fetched]] | None = None
 
+    def close(self) -> None:
+        self.io.shutdown(wait=True)
+
     # -- crash recovery -------------------------------------------------------------------
     def recover(self) -> int:
         """Finish or abandon every intent this mailbox left in ``processing``."""
