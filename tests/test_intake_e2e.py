@@ -223,3 +223,22 @@ def test_cases_list_and_show_report_what_was_filed(env: Env) -> None:
     shown = json.loads(env.cli("cases", "show", "VG 1 K 1234/25", "--json", check=True).stdout)
     assert len(shown["messages"]) == 2
     assert all(m["verdict"] == "unverified" for m in shown["messages"])
+
+
+def test_tls_certificate_is_verified_by_default(dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]) -> None:
+    user = new_user()
+    entry = mailbox_entry(dovecot, user, tmp_path)
+    del entry["ca_file"]  # the test server's private CA is not in the system store
+    env = Env(dovecot, user, tmp_path, write_config(tmp_path, [entry]))
+    proc = env.cli("check")
+    assert proc.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in proc.stdout or "certificate verify failed" in proc.stdout
+
+
+def test_starttls_mailbox_works(dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]) -> None:
+    user = new_user()
+    dovecot.append(user, "INBOX", [letter(subject="Az. 63-BV-2026-0400")])
+    entry = mailbox_entry(dovecot, user, tmp_path, security="starttls", port=dovecot.imap_port)
+    env = Env(dovecot, user, tmp_path, write_config(tmp_path, [entry]))
+    env.cli("run", "--once", check=True)
+    assert [p.parent.name for p in env.entries()] == ["63-BV-2026-0400"]
