@@ -128,6 +128,16 @@ class MailboxSession:
         except IMAP_ERRORS as exc:
             raise TransientError(f"SEARCH failed: {type(exc).__name__}: {exc}") from None
 
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """RFC822.SIZE per UID, so that batches can be bounded in bytes, not just in count."""
+        if not uids:
+            return {}
+        try:
+            resp = self._c.fetch(list(uids), ["RFC822.SIZE"])
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"FETCH RFC822.SIZE failed: {type(exc).__name__}: {exc}") from None
+        return {int(uid): int(item.get(b"RFC822.SIZE", 0)) for uid, item in resp.items()}
+
     def fetch(self, uids: Sequence[int]) -> Iterator[Fetched]:
         """BODY.PEEK[] for exactly these UIDs; a missing or empty answer is an error."""
         if not uids:

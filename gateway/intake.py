@@ -152,11 +152,7 @@ class Intake:
             new = [u for u in uids if u not in known]
             if not new and not finished:
                 raise TransientError("no progress: messages remain that are in processing elsewhere")
-            total.add(
-                self._batches(
-                    session, [new[i : i + self.mb.batch_size] for i in range(0, len(new), self.mb.batch_size)]
-                )
-            )
+            total.add(self._batches(session, plan_batches(new, session.sizes(new), self.mb.batch_size)))
         self.ledger.set_status(self.mb.name, last_success=iso(datetime.now(UTC)), backlog=0)
         return total
 
@@ -398,6 +394,32 @@ class Intake:
             moved += len(group)
         self.after_commit()
         return moved
+
+
+BATCH_BYTES = 64 * 1024 * 1024
+
+
+def plan_batches(
+    uids: Sequence[int], sizes: dict[int, int], count: int, max_bytes: int = BATCH_BYTES
+) -> list[list[int]]:
+    """Split UIDs into batches of at most ``count`` messages and about ``max_bytes`` bytes.
+
+    Memory stays bounded however large the messages are (a message larger than the bound
+    travels alone); two batches are in memory at a time (one being written, one fetched).
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for uid in uids:
+        n = sizes.get(uid, 0)
+        if current and (len(current) >= count or size + n > max_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(uid)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _fetch_all(session: MailboxSession, uids: Sequence[int]) -> list[Fetched]:
