@@ -107,6 +107,9 @@ def case_folder_name(reference: str) -> str:
     text = _normalise_reference(reference)
     if not text:
         raise InvalidCaseReference("empty")
+    if len(text) > MAX_FOLDER_NAME_BYTES:
+        # Escaping never shortens, so this is already too long; don't scan 10 MB subjects.
+        raise InvalidCaseReference("too-long", f"{len(text)} characters")
     for ch in text:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
             raise InvalidCaseReference("control-character", f"U+{ord(ch):04X}")

@@ -29,9 +29,7 @@ _SEPARATORS = re.compile(r"[/\\]")
 # Characters Windows refuses in file names; '/' and '\\' are handled as path separators.
 _WINDOWS_FORBIDDEN = str.maketrans({ch: "_" for ch in '<>:"|?*'})
 # Slash look-alikes are harmless to the file system but make a name *look* like a path.
-_SLASH_LOOKALIKES = str.maketrans(
-    {ch: "_" for ch in "\u2044\u2215\u2216\u29f5\u29f8\u29f9\ufe68\uff0f\uff3c"}
-)
+_SLASH_LOOKALIKES = str.maketrans({ch: "_" for ch in "\u2044\u2215\u2216\u29f5\u29f8\u29f9\ufe68\uff0f\uff3c"})
 _REMOVED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 _SPACE_RUN = re.compile(r" {2,}")
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}")
@@ -107,9 +105,7 @@ def _fit(stem: str, suffix: str, extension: str, max_bytes: int) -> str:
     return shortened + tail
 
 
-def safe_filename(
-    raw: str | None, *, fallback: str = "attachment", max_bytes: int = DEFAULT_MAX_BYTES
-) -> str:
+def safe_filename(raw: str | None, *, fallback: str = "attachment", max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """Return a single, harmless path component derived from an untrusted attachment name.
 
     The result never contains ``/``, ``\\``, NUL, control or format characters (bidi

@@ -27,9 +27,7 @@ __all__ = ["decode_header_text", "normalise_for_matching", "strip_reply_prefixes
 # One RFC 2047 encoded word. The charset may carry an RFC 2231 language suffix
 # ("utf-8*de"). The encoded text may not contain '?' (RFC 2047 section 2); we tolerate
 # spaces in it because some mailers emit them in Q words, and we match on unfolded text.
-_ENCODED_WORD = re.compile(
-    r"=\?(?P<charset>[^?*\s]+)(?:\*[^?\s]*)?\?(?P<encoding>[bBqQ])\?(?P<text>[^?]*)\?="
-)
+_ENCODED_WORD = re.compile(r"=\?(?P<charset>[^?*\s]+)(?:\*[^?\s]*)?\?(?P<encoding>[bBqQ])\?(?P<text>[^?]*)\?=")
 # Whitespace between two encoded words is not part of the text (RFC 2047 section 6.2).
 _ONLY_WSP = re.compile(r"[ \t\r\n]*")
 # Header folding: a line break followed by white space is removed (RFC 5322 section 2.2.3).
@@ -240,9 +238,11 @@ def normalise_for_matching(text: str) -> str:
 # Reply/forward prefixes in the languages we see: English, German, and Outlook's variants.
 # A counter may follow ("Re[2]:", "AW(3):", "Re^2:"); Outlook in some locales puts a space
 # before the colon ("RE :"); full-width colons survive if the caller did not NFKC first.
+# One prefix per match, looped in Python: a single regex with "(...)+" and white space on
+# both sides of each prefix backtracks quadratically on "Re" followed by many spaces.
 _REPLY_PREFIX = re.compile(
-    r"^(?:[ \t]*(?:re|aw|antw|antwort|wg|fw|fwd)[ \t]*(?:\[\d{1,4}\]|\(\d{1,4}\)|\^\d{1,4})?"
-    r"[ \t]*[:\uff1a])+[ \t]*",
+    r"(?:re|aw|antw|antwort|wg|fw|fwd)[ \t]*"
+    r"(?:(?:\[\d{1,4}\]|\(\d{1,4}\)|\^\d{1,4})[ \t]*)?[:\uff1a]",
     re.IGNORECASE,
 )
 
@@ -252,6 +252,11 @@ def strip_reply_prefixes(text: str) -> str:
 
     Routing and de-duplication want the subject of the correspondence, not how many times it
     bounced between inboxes. Only prefixes followed by a colon are removed, so a subject that
-    merely starts with the letters "Re" or "AW" is left alone.
+    merely starts with the letters "Re" or "AW" is left alone (and returned unchanged).
     """
-    return _REPLY_PREFIX.sub("", text, count=1)
+    rest = text.lstrip(" \t")
+    stripped = False
+    while match := _REPLY_PREFIX.match(rest):
+        rest = rest[match.end() :].lstrip(" \t")
+        stripped = True
+    return rest if stripped else text

@@ -19,9 +19,7 @@ from gateway.casenames import (
 )
 from gateway.subject import decode_header_text, normalise_for_matching
 
-_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL"} | {
-    f"{p}{n}" for p in ("COM", "LPT") for n in "0123456789"
-}
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in "0123456789"}
 
 
 def _normalised(reference: str) -> str:
@@ -203,8 +201,10 @@ def test_reserved_folders_are_recognised() -> None:
 
 # Characters that make names interesting: separators, escapes, dots, look-alikes, controls.
 _TRICKY = st.sampled_from(
-    list(" ./\\%_-:*?\"<>|KkAaZz019äÄßéłǀ\u00a0\u2013\u2215\uff0f\x00\x1f\u200b\u202e\u0301")
-    + ["CON", "nul", "LPT1", "%2F", "%25", "..", "Az. "]
+    [
+        *' ./\\%_-:*?"<>|KkAaZz019äÄßéłǀ\u00a0\u2013\u2215\uff0f\x00\x1f\u200b\u202e\u0301',
+        *["CON", "nul", "LPT1", "%2F", "%25", "..", "Az. "],
+    ]
 )
 _REFERENCES = st.one_of(st.text(), st.lists(_TRICKY, max_size=12).map("".join))
 

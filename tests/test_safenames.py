@@ -210,8 +210,10 @@ def test_suffix_respects_the_byte_cap() -> None:
 # --- properties ------------------------------------------------------------------------------
 
 _TRICKY = st.sampled_from(
-    list(" ./\\:*?\"<>|-_aAzZ09äß€😀\u0301\u00a0\u2215\x00\x1f\u200b\u202e\r\n")
-    + ["CON", "nul", "LPT1", "..", ".pdf", ".tar.gz", "=?utf-8?b?Li4v?=", "=?x?q?=FC?="]
+    [
+        *' ./\\:*?"<>|-_aAzZ09äß€😀\u0301\u00a0\u2215\x00\x1f\u200b\u202e\r\n',
+        *["CON", "nul", "LPT1", "..", ".pdf", ".tar.gz", "=?utf-8?b?Li4v?=", "=?x?q?=FC?="],
+    ]
 )
 _NAMES = st.one_of(st.none(), st.text(), st.lists(_TRICKY, max_size=15).map("".join))
 _CAPS = st.integers(min_value=32, max_value=255)
@@ -236,9 +238,7 @@ def test_short_extensions_survive_shortening(stem: str, extension: str) -> None:
 
 
 @given(st.lists(_NAMES, max_size=30), _CAPS)
-def test_allocated_names_are_safe_and_unique_case_insensitively(
-    wanted: list[str | None], max_bytes: int
-) -> None:
+def test_allocated_names_are_safe_and_unique_case_insensitively(wanted: list[str | None], max_bytes: int) -> None:
     reserved = ["original.eml", "manifest.json"]
     alloc = NameAllocator(reserved, max_bytes=max_bytes)
     names = [alloc.allocate(w) for w in wanted]

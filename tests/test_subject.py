@@ -15,9 +15,7 @@ from gateway.subject import decode_header_text, normalise_for_matching, strip_re
 
 
 def test_plain_subject_passes_through_unchanged() -> None:
-    assert decode_header_text("Az. 1 K 1234/25 Klageerwiderung") == (
-        "Az. 1 K 1234/25 Klageerwiderung"
-    )
+    assert decode_header_text("Az. 1 K 1234/25 Klageerwiderung") == "Az. 1 K 1234/25 Klageerwiderung"
 
 
 def test_missing_header_decodes_to_empty_text() -> None:
@@ -36,9 +34,7 @@ def test_whitespace_between_adjacent_encoded_words_is_dropped() -> None:
 
 
 def test_whitespace_between_encoded_word_and_plain_text_is_kept() -> None:
-    assert decode_header_text("AW: =?utf-8?b?R2VzY2jDpGZ0c3plaWNoZW4=?= 32.1") == (
-        "AW: Geschäftszeichen 32.1"
-    )
+    assert decode_header_text("AW: =?utf-8?b?R2VzY2jDpGZ0c3plaWNoZW4=?= 32.1") == "AW: Geschäftszeichen 32.1"
 
 
 def test_multibyte_character_split_across_encoded_words_is_joined() -> None:
@@ -179,6 +175,18 @@ def test_words_that_merely_start_like_a_prefix_are_kept(subject: str) -> None:
     assert strip_reply_prefixes(subject) == subject
 
 
+@pytest.mark.parametrize(
+    "hostile",
+    ["Re" + " " * 100_000 + "x", "Re:" * 30_000, "=?a?q?" * 20_000, "=?" + "a" * 100_000],
+)
+def test_pathological_subjects_are_handled_in_linear_time(hostile: str) -> None:
+    start = time.monotonic()
+    decode_header_text(hostile)
+    normalise_for_matching(hostile)
+    strip_reply_prefixes(hostile)
+    assert time.monotonic() - start < 2.0
+
+
 def test_demail_receipt_marker_is_not_a_reply_prefix() -> None:
     subject = "*Versandbestätigung* Az. 1 K 1234/25"
     assert strip_reply_prefixes(subject) == subject
@@ -246,4 +254,4 @@ def test_strip_reply_prefixes_is_idempotent(text: str) -> None:
 
 
 def test_encoded_line_breaks_cannot_split_the_record() -> None:
-    assert decode_header_text("=?utf-8?q?Az=0D=0AX-Injected:_yes?=") == "Az  X-Injected: yes"
+    assert decode_header_text("=?utf-8?q?Az=0D=0AX-Injected:_yes?=") == "Az X-Injected: yes"
