@@ -7,6 +7,7 @@ write permission (see ``auditverify.open_readonly_ledger``).
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,7 +59,10 @@ def _query(
 def _open(cfg: Config) -> Ledger | None:
     if not ledger_path(cfg).exists():
         return None
-    ledger, note = open_readonly_ledger(ledger_path(cfg))
+    try:
+        ledger, note = open_readonly_ledger(ledger_path(cfg))
+    except sqlite3.Error as exc:
+        fail(f"cannot read the ledger {ledger_path(cfg)}: {exc}")
     if note:
         typer.echo(f"note: {note}", err=True)
     return ledger
@@ -108,7 +112,10 @@ def verify_cmd(
     cfg = get_config(config)
     if public_key is not None and not public_key.is_file():
         fail(f"public key file not found: {public_key}")
-    report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
+    try:
+        report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
+    except (sqlite3.Error, OSError) as exc:
+        fail(f"cannot read the state directory: {exc}")
     if as_json:
         print_json(report.to_json())
     else:

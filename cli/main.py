@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cli import audit, cases, quarantine
+from cli import audit, cases, inspect, quarantine
 from cli.common import ConfigOption, JsonOption, get_config, print_json, print_table
 from gateway.errors import ConfigError, TransientError
 from gateway.logs import setup_logging
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(audit.app, name="audit")
 app.add_typer(cases.app, name="cases")
 app.add_typer(quarantine.app, name="quarantine")
+app.command("inspect")(inspect.inspect_cmd)
 
 
 @app.command()

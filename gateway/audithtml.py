@@ -213,6 +213,11 @@ def _integrity(v: VerifyReport | None) -> str:
         f"sealed up to entry {v.sealed_up_to}; {v.case_entries} filed item{'s' if v.case_entries != 1 else ''} "
         f"and {v.quarantine_entries} in quarantine compared with their checksums."
     )
+    if v.unsealed:
+        facts += (
+            f" The newest {v.unsealed} entr{'ies are' if v.unsealed != 1 else 'y is'} not yet covered by a signed "
+            "checkpoint (normal until the gateway's next run ends)."
+        )
     if v.ok:
         return (
             '<div class="box ok"><b>Integrity check passed.</b> The record is complete and unaltered as far as '
@@ -245,7 +250,7 @@ def _item(item: Item) -> str:
     if item.sender:
         meta.append(f"from {escape(item.sender)}")
     if item.verdict:
-        meta.append(f"check: {escape(item.verdict)}")
+        meta.append(f"signature check: {escape(item.verdict)}")
     parts = [
         '<div class="item">',
         f"<h3>{label} {escape(when(item.received))}{badge}</h3>",

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +47,9 @@ from gateway.ledger import Ledger, MessageRecord
 from gateway.runtime import audit_jsonl_path, audit_public_key_path, ledger_path
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
+#: An export that started just before a checkpoint's commit may finish just after it without
+#: the checkpointed entries (another mailbox's worker exports them a moment later).
+EXPORT_GRACE = 1.0  # seconds
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
 _MANIFEST_KINDS = {"missing": "file-missing", "altered": "file-altered", "unlisted file": "file-unlisted"}
 
@@ -167,6 +170,7 @@ class DbSnapshot:
     placements: dict[str, Placement] = field(default_factory=dict)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (seq, at)
     messages: list[MessageRecord] = field(default_factory=list)
+    content_hash: Callable[[int], str | None] = lambda seq: None
 
 
 def list_disk_entries(cases_dir: Path, quarantine_dir: Path) -> tuple[list[DiskEntry], int]:
@@ -220,10 +224,14 @@ def scan_jsonl(path: Path) -> JsonlScan:
     return scan
 
 
-def snapshot_db(ledger: Ledger, public_key: Ed25519PublicKey | None, report: VerifyReport) -> DbSnapshot:
-    """One read transaction: chain, checkpoints, placements and ledger rows agree in time."""
+def snapshot_db(
+    ledger: Ledger, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport
+) -> DbSnapshot:
+    """One read transaction: chain, checkpoints, placements, ledger rows and the comparison
+    with the JSON-lines file all see the same moment."""
     snap = DbSnapshot()
     conn = ledger.conn
+    snap.content_hash = lambda seq: _content_hash(conn, seq)
     conn.execute("BEGIN")
     try:
         n, head, breaks = verify_chain(_observe(iter_entries(conn), snap))
@@ -233,9 +241,16 @@ def snapshot_db(ledger: Ledger, public_key: Ed25519PublicKey | None, report: Ver
         report.breaks.extend(cp_breaks)
         snap.checkpoints = [(r[0], r[1]) for r in conn.execute("SELECT seq, at FROM audit_checkpoints ORDER BY seq")]
         snap.messages = list(ledger.all_messages())
+        compare_jsonl(scan, snap, report)
     finally:
         conn.execute("COMMIT")
     return snap
+
+
+def _content_hash(conn: sqlite3.Connection, seq: int) -> str | None:
+    """The hash of what the database entry says now (which differs from its stored hash if edited)."""
+    entry = next(iter_entries(conn, since_seq=seq - 1), None)
+    return entry_hash(entry.body()) if entry is not None and entry.seq == seq else None
 
 
 def _observe(entries: Iterator[AuditEntry], snap: DbSnapshot) -> Iterator[AuditEntry]:
@@ -258,8 +273,8 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
     database does not have (the database lost entries). A file that is a prefix of the
     database is lagging: the exporter runs after each commit and catches up on the next
     start. It is a break ("jsonl-truncated") when the file lacks an entry covered by a
-    checkpoint signed *before* the file was last written, because every export writes all
-    committed entries: lines were removed.
+    checkpoint signed *before* the file was last written (by more than ``EXPORT_GRACE``),
+    because every export writes all committed entries: lines were removed.
     """
     report.jsonl_file = str(scan.path)
     if not scan.exists:
@@ -277,6 +292,7 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
         return
     report.jsonl_lines = len(scan.lines)
     seen: set[int] = set()
+    unknown: list[tuple[int, str | None]] = []
     max_seen = 0
     with open(scan.path, "rb") as f:
         for line in scan.lines:
@@ -286,13 +302,15 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
             else:
                 f.seek(line.offset)
                 raw = f.read(line.length)
-                seq_or_none = _classify_line(raw, line, snap, seen, max_seen, report)
+                seq_or_none = _classify_line(raw, line, snap, seen, max_seen, unknown, report)
                 if seq_or_none is None:
                     continue
                 seq = seq_or_none
             seen.add(seq)
             max_seen = max(max_seen, seq)
-    missing = [s for s in range(1, max_seen + 1) if s not in seen]
+    _report_unknown(unknown, report)
+    top = min(max_seen, max(snap.line_digests, default=0))
+    missing = [s for s in range(1, top + 1) if s not in seen]
     for first, last in _ranges(missing):
         report.breaks.append(
             ChainBreak(
@@ -316,7 +334,13 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
 
 
 def _classify_line(
-    raw: bytes, line: JsonlLine, snap: DbSnapshot, seen: set[int], max_seen: int, report: VerifyReport
+    raw: bytes,
+    line: JsonlLine,
+    snap: DbSnapshot,
+    seen: set[int],
+    max_seen: int,
+    unknown: list[tuple[int, str | None]],
+    report: VerifyReport,
 ) -> int | None:
     """Name what is wrong with a line that is not the next expected entry; its seq if usable."""
     where = f"{line.number}"
@@ -329,25 +353,16 @@ def _classify_line(
         )
         return None
     if seq not in snap.line_digests:
-        found = _recomputed_hash(obj)
-        report.breaks.append(
-            ChainBreak(
-                "jsonl-entry-not-in-ledger",
-                seq,
-                f"line {where} holds entry {seq}, which the ledger does not have (entries lost from the database)",
-                expected=None,
-                found=found,
-                file=_file(report),
-            )
-        )
+        unknown.append((seq, _recomputed_hash(obj)))
         return seq
     if snap.line_digests[seq] != line.digest:
         report.breaks.append(
             ChainBreak(
                 "jsonl-altered-line",
                 seq,
-                f"line {where} differs from ledger entry {seq}",
-                expected=snap.entry_hashes[seq],
+                f"line {where} differs from ledger entry {seq} (expected: hash of the ledger's entry, "
+                "found: hash of the line's content)",
+                expected=snap.content_hash(seq),
                 found=_recomputed_hash(obj),
                 file=_file(report),
             )
@@ -370,6 +385,23 @@ def _classify_line(
     return seq
 
 
+def _report_unknown(unknown: list[tuple[int, str | None]], report: VerifyReport) -> None:
+    """Lines whose entries the database does not have, one break per run of numbers."""
+    found = dict(unknown)
+    for first, last in _ranges(sorted(found)):
+        what = f"entries {first}-{last}" if last != first else f"entry {first}"
+        report.breaks.append(
+            ChainBreak(
+                "jsonl-entry-not-in-ledger",
+                first,
+                f"the JSON-lines file holds {what}, which the ledger does not have (entries lost from the database)",
+                expected=None,
+                found=found[first],
+                file=_file(report),
+            )
+        )
+
+
 def _recomputed_hash(obj: Any) -> str | None:
     """The hash of what the line actually says (not the hash it claims)."""
     try:
@@ -383,7 +415,9 @@ def _file(report: VerifyReport) -> str | None:
 
 
 def _check_lag(scan: JsonlScan, snap: DbSnapshot, max_seen: int, report: VerifyReport) -> None:
-    written_after = [(seq, at) for seq, at in snap.checkpoints if seq > max_seen and _epoch(at) < scan.mtime]
+    written_after = [
+        (seq, at) for seq, at in snap.checkpoints if seq > max_seen and _epoch(at) + EXPORT_GRACE < scan.mtime
+    ]
     if written_after:
         seq, at = written_after[0]
         report.breaks.append(
@@ -480,6 +514,9 @@ def check_entries(
     results = _hash_entries([d.path for d in by_key.values()])
     for key, d in sorted(by_key.items()):
         problems, manifest_sha = results[d.path]
+        if d.area == "quarantine" and not d.path.exists():
+            report.warnings.append(f"{d.path}: left the quarantine during the check (released meanwhile?)")
+            continue
         for p in problems:
             kind = _MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
             report.breaks.append(
@@ -611,12 +648,13 @@ def verify_state(
     if not db.exists():
         report.warnings.append(f"no ledger at {db}: nothing recorded yet")
         snap = DbSnapshot()
+        compare_jsonl(scan, snap, report)  # lines without a ledger: the database was removed
     else:
         ledger, note = open_readonly_ledger(db)
         try:
             if note:
                 report.warnings.append(note)
-            snap = snapshot_db(ledger, public_key, report)
+            snap = snapshot_db(ledger, public_key, scan, report)
         finally:
             ledger.close()
     report.entries, report.head_hash = snap.entries, snap.head_hash
@@ -626,7 +664,6 @@ def verify_state(
             f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
             "(the gateway seals at the end of each run)"
         )
-    compare_jsonl(scan, snap, report)
     check_entries(disk, snap, cases_dir, quarantine_dir, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report
