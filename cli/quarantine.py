@@ -75,6 +75,8 @@ def release_cmd(
     try:
         rec = release(cfg, ledger, msg_id, actor=actor, case=case, note=note)
         assert ledger.audit is not None
+        with ledger.transaction() as conn:
+            ledger.audit.seal(conn)  # a person's decision is sealed at once, not at the next daemon run
         ledger.audit.export_jsonl(ledger.conn)
     except (ReleaseError, InvalidCaseReference) as exc:
         fail(str(exc))

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -65,22 +64,7 @@ def open_readonly_ledger(path: Path) -> tuple[Ledger, str | None]:
     missing from what was checked.
     """
     ledger = Ledger(path, readonly=True)
-    try:
-        ledger.conn.execute("SELECT COUNT(*) FROM audit_checkpoints").fetchone()
-        return ledger, None
-    except sqlite3.OperationalError:
-        ledger.conn.close()
-    conn = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    ledger.conn = conn  # Ledger(readonly=True) knows only mode=ro; see docs/audit.md
-    note = "ledger opened immutable (no write access for SQLite's shared-memory file)"
-    wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        note += (
-            f"; {wal} was NOT read, so the newest entries may be missing from this check: "
-            "verify as a user allowed to write the state directory, or after a clean stop"
-        )
-    return ledger, note
+    return ledger, ledger.readonly_note
 
 
 # -- the report -----------------------------------------------------------------------------------

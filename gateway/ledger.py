@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from gateway.audit import AuditEvent, AuditTrail
 
@@ -201,9 +202,9 @@ class Ledger:
     def __init__(self, path: Path, *, audit: AuditTrail | None = None, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly
+        self.readonly_note: str | None = None
         if readonly:
-            uri = f"file:{path}?mode=ro"
-            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+            self.conn = self._open_readonly(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -215,6 +216,30 @@ class Ledger:
         if not readonly:
             self._migrate()
         self.audit = audit
+
+    def _open_readonly(self, path: Path) -> sqlite3.Connection:
+        """Read-only access, also for a user who cannot write the state directory.
+
+        SQLite in WAL mode must create the ``-shm`` file even to read; when that is not
+        allowed, ``immutable=1`` reads the main file alone, which is complete after a clean
+        stop. ``readonly_note`` then tells the reader what may be missing.
+        """
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        conn = sqlite3.connect(f"file:{quote(str(path))}?immutable=1", uri=True, isolation_level=None)
+        note = "ledger opened immutable (no write access for SQLite's shared-memory file)"
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            note += (
+                f"; {wal} was NOT read, so the newest entries may be missing: "
+                "read as a user allowed to write the state directory, or after a clean stop"
+            )
+        self.readonly_note = note
+        return conn
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self) -> None:
