@@ -16,6 +16,7 @@ import typer
 
 from gateway.config import load_config
 from gateway.daemon import Daemon
+from gateway.demo_pki import build_demo_pki, smime_letters
 from gateway.logs import setup_logging
 from gateway.runtime import open_ledger
 from gateway.samples import demo_corpus
@@ -42,7 +43,7 @@ case = "VG {case}"
 """
 
 
-def write_demo_config(work: Path, server: Dovecot) -> Path:
+def write_demo_config(work: Path, server: Dovecot, smime: str = "") -> Path:
     secret = work / "rathaus.secret"
     secret.write_text(PASSWORD)
     secret.chmod(0o600)
@@ -69,7 +70,8 @@ unassigned = "_unassigned"
 [logging]
 format = "console"
 level = "warning"
-""",
+
+{smime}""",
         encoding="utf-8",
     )
     return config
@@ -96,8 +98,9 @@ def run_demo(workdir: Path | None) -> int:
         shutil.rmtree(work / "state")
     typer.echo(f"== Poststelle demo in {work}")
     with Dovecot(work / "dovecot", {USER: PASSWORD}) as server:
-        config_path = write_demo_config(work, server)
-        corpus = demo_corpus()
+        pki = build_demo_pki(work / "pki")
+        config_path = write_demo_config(work, server, pki.smime_toml())
+        corpus = demo_corpus() + smime_letters(pki)
         server.append(USER, "INBOX", [m for _, m in corpus])
         typer.echo(
             f"== {len(corpus)} messages delivered to the mailbox '{USER}' (IMAPS 127.0.0.1:{server.imaps_port}):"
