@@ -8,7 +8,7 @@ Layout (docs/case-folders.md)::
 
     <cases_dir>/<case folder>/<received-UTC>_<id>/
         original.eml        exact fetched bytes
-        decrypted.eml       the opened content, when the message was encrypted or wrapped
+        content.eml         the opened content (decrypted and/or taken out of its signature wrapper)
         body.txt, body.html readable parts (UTF-8)
         attachments/<name>  attachments, names made safe and unique
         verification.json   the verdict
@@ -34,7 +34,7 @@ from gateway.safenames import NameAllocator, safe_filename
 STAGING = ".incoming"
 RESERVED_NAMES = (
     "original.eml",
-    "decrypted.eml",
+    "content.eml",
     "body.txt",
     "body.html",
     "manifest.json",
@@ -62,7 +62,7 @@ def entry_files(
     """The files of one entry, names made safe; ``extra_json`` adds e.g. verification.json."""
     files = [EntryFile("original.eml", raw)]
     if decrypted is not None and decrypted != raw:
-        files.append(EntryFile("decrypted.eml", decrypted))
+        files.append(EntryFile("content.eml", decrypted))
     alloc = NameAllocator()
     for part in parts:
         if part.kind == "text":

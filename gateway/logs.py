@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO, cast
 
 import structlog
+
+
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time (test runners and daemons swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def setup_logging(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
@@ -28,6 +38,6 @@ def setup_logging(level: str = "info", fmt: Literal["auto", "json", "console"] =
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )

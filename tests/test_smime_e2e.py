@@ -160,9 +160,9 @@ def test_signed_and_encrypted_mail_is_decrypted_verified_routed_by_protected_sub
         assert verdict["signature"]["signer_certificate_sha256"] == sender_sha
         assert verdict["encryption"] == {"status": "decrypted", "scheme": "smime"}
         assert verdict["subject_source"] == "protected"
-        assert (entry / "decrypted.eml").read_bytes() == inner
+        assert (entry / "content.eml").read_bytes() == inner
         manifest = read_json(entry / "manifest.json")
-        assert "decrypted.eml" in manifest["files"] and "verification.json" in manifest["files"]
+        assert "content.eml" in manifest["files"] and "verification.json" in manifest["files"]
         # The ciphertext is what arrived and what is kept as the original.
         assert b"application/pkcs7-mime" in (entry / "original.eml").read_bytes()
     assert read_json(entries["VG 1 K 1234%2F25"] / "manifest.json")["route"]["rule"] == "court"
@@ -214,7 +214,7 @@ def test_message_signed_by_an_untrusted_certificate_is_stored_unverified_with_re
     assert "untrusted-chain" in verdict["reasons"]
     assert verdict["signature"]["status"] == "untrusted"
     assert verdict["encryption"]["status"] == "decrypted"
-    assert (entry / "decrypted.eml").exists()
+    assert (entry / "content.eml").exists()
     assert not list((env.state_dir / "certstore" / "smime").glob("*.der"))  # only verified signers
     trail = list(audit_entries(env))
     verified = next(e for e in trail if e.event == "verified")
@@ -263,7 +263,7 @@ def test_message_encrypted_to_someone_else_is_quarantined_with_its_original_byte
     verdict = read_json(q / "verification.json")
     assert verdict["verdict"] == "quarantined"
     assert verdict["encryption"] == {"status": "failed", "scheme": "smime"}
-    assert not (q / "decrypted.eml").exists()  # nothing partially decrypted is passed on
+    assert not (q / "content.eml").exists()  # nothing partially decrypted is passed on
     assert len(env.uids("Poststelle/Quarantine")) == 1 and env.uids("INBOX") == []
     failed = [e for e in audit_entries(env) if e.event == "decryption-failed"]
     assert len(failed) == 1 and failed[0].details["reason"] == "decryption-failed-no-key"
