@@ -103,6 +103,15 @@ class LayerOutcome:
     ``inner`` is the opened entity (headers + body, CRLF) or None when the layer could
     not be opened; an encrypted layer with ``inner is None`` must carry ``failure``
     (a reason code) and sends the message to quarantine.
+
+    An encrypted layer may carry a ``signature``: the signature was inside the encryption
+    and covers ``inner`` (OpenPGP sign+encrypt in one, RFC 3156 §6.2); it counts like a
+    signed layer directly below this one.
+
+    ``partial`` marks a layer that protects only part of the entity (inline PGP with
+    unprotected text around the armored block): the dispatcher stops there and treats it
+    like a nested part (partially signed / partially encrypted, never merged); ``inner``
+    is then None and a partial encrypted layer is not a decryption failure.
     """
 
     kind: LayerKind
@@ -111,6 +120,7 @@ class LayerOutcome:
     signature: SignatureFinding | None = None
     failure: str | None = None
     events: tuple[UnwrapEvent, ...] = ()
+    partial: bool = False
 
 
 class SchemeHandler(Protocol):
@@ -152,12 +162,15 @@ class UnwrapContext:
         ``collect_certificates=False`` is for read-only use such as ``inspect``.
         """
         from gateway.certstore import CertStore
+        from gateway.unwrap.openpgp import OpenPGPHandler
         from gateway.unwrap.smime import SmimeHandler
 
         store_dir = config.storage.state_dir / "certstore" / "smime"
         store = CertStore(store_dir) if collect_certificates else None
         return cls(
-            [SmimeHandler.from_config(config.smime, config_file=str(config.path))],
+            [SmimeHandler.from_config(config.smime, config_file=str(config.path)),
+             OpenPGPHandler.from_config(config.openpgp, config_file=str(config.path),
+                                        max_output=config.limits.max_message_bytes)],
             certstore=store,
             max_depth=config.limits.max_mime_depth,
             max_parts=config.limits.max_mime_parts,
@@ -218,6 +231,7 @@ def _unwrap(raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:
 
     layers: list[LayerOutcome] = []
     events: list[UnwrapEvent] = []
+    partial: LayerOutcome | None = None
     entity = top
     for _ in range(MAX_LAYERS + 1):
         found = ctx.handler_for(entity)
@@ -227,8 +241,11 @@ def _unwrap(raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:
             return _quarantine(raw, at, "too-many-layers", from_addr, events)
         handler, _kind = found
         outcome = handler.open(entity, at=at)
-        layers.append(outcome)
         events.extend(outcome.events)
+        if outcome.partial:
+            partial = outcome  # like a nested part: reported by _combine, never opened further
+            break
+        layers.append(outcome)
         if outcome.kind == "encrypted" and outcome.inner is None:
             # Never pass partially decrypted content on: quarantine the original bytes.
             return _quarantine(raw, at, outcome.failure or "decryption-failed", from_addr, events,
@@ -240,7 +257,7 @@ def _unwrap(raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:
         except MimeError:
             return _quarantine(raw, at, "malformed-mime", from_addr, events)
 
-    return _combine(raw, top, entity, layers, from_addr, from_reasons, events, ctx, at)
+    return _combine(raw, top, entity, layers, from_addr, from_reasons, events, ctx, at, partial)
 
 
 def _combine(
@@ -253,6 +270,7 @@ def _combine(
     events: list[UnwrapEvent],
     ctx: UnwrapContext,
     at: datetime,
+    partial: LayerOutcome | None = None,
 ) -> UnwrapResult:
     reasons: list[str] = []
 
@@ -272,11 +290,20 @@ def _combine(
                 nested_signed.append((found[0], part))
     except MimeError:
         reasons.append("malformed-mime")
+    if partial is not None and partial.kind == "encrypted":
+        nested_encrypted = True
+    partial_signed = partial if partial is not None and partial.kind == "signed" else None
 
     enc_layers = [i for i, lay in enumerate(layers) if lay.kind == "encrypted"]
     last_enc = enc_layers[-1] if enc_layers else -1
     covering = [lay for lay in layers[last_enc + 1 :] if lay.kind == "signed"]
-    over_ciphertext = [lay for lay in layers[: last_enc + 1] if lay.kind == "signed"]
+    # A signature inside an encryption layer (OpenPGP sign+encrypt in one) covers that
+    # layer's plaintext: for the innermost encryption it covers the content, for an
+    # outer one it covers the ciphertext of the next layer.
+    if enc_layers and layers[last_enc].signature is not None:
+        covering.insert(0, layers[last_enc])
+    over_ciphertext = [lay for lay in layers[: last_enc + 1]
+                       if lay.kind == "signed" or (lay.signature is not None and lay is not layers[last_enc])]
 
     enc_scheme: Scheme | None = layers[last_enc].scheme if enc_layers else None
     enc_status: EncryptionStatus = "decrypted" if enc_layers else "none"
@@ -301,10 +328,13 @@ def _combine(
             if finding is not None and _RANK[st] > _RANK[finding.status]:
                 finding = replace(finding, status=st, signer_certificate=None,
                                   reasons=(*finding.reasons, "inner-signature-" + st))
-    elif nested_signed:
-        handler, part = nested_signed[0]
-        nested = handler.open(part, at=at)
-        events.extend(nested.events)
+    elif nested_signed or partial_signed is not None:
+        if partial_signed is not None:
+            nested = partial_signed  # inline signature with unsigned text around it
+        else:
+            handler, part = nested_signed[0]
+            nested = handler.open(part, at=at)
+            events.extend(nested.events)
         decisive, finding = nested, nested.signature
         reasons.append("partially-signed")
     elif over_ciphertext:
@@ -379,6 +409,7 @@ def _combine(
             "reasons": list(verdict.reasons),
             "signer": signer,
             "signer_certificate_sha256": signature.signer_certificate_sha256,
+            **({"signer_fingerprint": signature.signer_fingerprint} if signature.signer_fingerprint else {}),
             "covers_whole_message": covers_whole,
         }))
     cert_der = finding.signer_certificate if finding is not None else None
