@@ -46,11 +46,12 @@ def corpus(n: int) -> list[bytes]:
     ]
 
 
-def config_text(root: Path, server: Dovecot, user: str, batch: int) -> str:
+def config_text(root: Path, server: Dovecot, user: str, batch: int, workers: int | None = None) -> str:
+    processing = f"[processing]\nanalysis_workers = {workers}\n" if workers is not None else ""
     return f"""
 [storage]
 state_dir = "{root}/state"
-
+{processing}
 [[mailbox]]
 name = "bench"
 host = "127.0.0.1"
@@ -122,6 +123,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 5000 and 20000)")
     ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     args = ap.parse_args()
     sizes = args.n or [5000, 20000]
     root = Path(tempfile.mkdtemp(prefix="pst-bench-"))
@@ -139,7 +141,7 @@ def main() -> None:
             work = root / f"run{i}"
             work.mkdir()
             cfg = work / "poststelle.toml"
-            cfg.write_text(config_text(work, server, gw_user, args.batch_size))
+            cfg.write_text(config_text(work, server, gw_user, args.batch_size, args.workers))
             elapsed, rss_kib = run_gateway(cfg)
             left = len(server.folder_uids(gw_user, "INBOX"))
             if left:

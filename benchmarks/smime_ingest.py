@@ -181,6 +181,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 2000)")
     ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     args = ap.parse_args()
     sizes = args.n or [2000]
     root = Path(tempfile.mkdtemp(prefix="pst-smime-bench-"))
@@ -204,7 +205,7 @@ def main() -> None:
             work = root / f"run{i}"
             work.mkdir()
             cfg = work / "poststelle.toml"
-            cfg.write_text(config_text(work, server, gw_user, args.batch_size) + smime_section(files))
+            cfg.write_text(config_text(work, server, gw_user, args.batch_size, args.workers) + smime_section(files))
             cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             elapsed, rss_kib = run_gateway(cfg)
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)

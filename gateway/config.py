@@ -57,6 +57,24 @@ class LimitsConfig:
     max_mime_parts: int = 500
 
 
+def default_analysis_workers() -> int:
+    """In-process below 4 cores, else up to 4 worker processes.
+
+    Measured on 2 cores with the IMAP server on the same machine: worker processes analyse
+    1.6x faster in isolation but made the whole intake no faster (fetch parsing, writing
+    and Dovecot compete for the same two cores), so they are only worth it on larger hosts.
+    """
+    cores = os.cpu_count() or 1
+    return 0 if cores < 4 else min(cores - 2, 4)
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """How much of the machine the analysis may use (0 = in the mailbox thread)."""
+
+    analysis_workers: int = 0
+
+
 @dataclass(frozen=True)
 class MailboxConfig:
     name: str
@@ -149,6 +167,7 @@ class Config:
     sha256: str
     storage: StorageConfig
     limits: LimitsConfig
+    processing: ProcessingConfig
     mailboxes: tuple[MailboxConfig, ...]
     routes: tuple[RouteConfig, ...]
     routing: RoutingConfig
@@ -478,6 +497,12 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     )
     lr.finish()
 
+    pr = top.sub("processing", top.table_("processing"))
+    processing = ProcessingConfig(
+        analysis_workers=pr.int_("analysis_workers", default_analysis_workers(), minimum=0, maximum=64)
+    )
+    pr.finish()
+
     mailboxes = tuple(_mailbox(r, warnings) for r in _tables(top, "mailbox"))
     names = [m.name for m in mailboxes]
     for i, n in enumerate(names):
@@ -516,6 +541,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         sha256=sha256,
         storage=storage,
         limits=limits,
+        processing=processing,
         mailboxes=mailboxes,
         routes=routes,
         routing=routing,

@@ -16,6 +16,7 @@ from types import FrameType
 
 import structlog
 
+from gateway.analysis import Analyser
 from gateway.audit import AuditEvent
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
@@ -50,6 +51,8 @@ class Daemon:
         self.report = RunReport()
         self._lock = threading.Lock()
         self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
+        # One pool for all mailboxes, started before any worker thread exists.
+        self.analyser = Analyser(config, self.ctx, workers=config.processing.analysis_workers)
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         log.info("stop requested", signal=signum)
@@ -84,6 +87,7 @@ class Daemon:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)
+        self.analyser.close()
         with ledger.transaction() as conn:
             assert ledger.audit is not None
             ledger.audit.seal(conn)
@@ -97,7 +101,9 @@ class Daemon:
 
     def _worker(self, mb: MailboxConfig) -> None:
         ledger = open_ledger(self.config)
-        intake = Intake(self.config, mb, ledger, self.ctx, after_commit=lambda: self._export(ledger))
+        intake = Intake(
+            self.config, mb, ledger, self.ctx, after_commit=lambda: self._export(ledger), analyser=self.analyser
+        )
         wlog = log.bind(mailbox=mb.name)
         backoff = BACKOFF_MIN
         attempts = 0

@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from gateway.analysis import Analyser, PendingPlan
 from gateway.audit import AuditEvent
 from gateway.casefiles import (
     StagedEntry,
@@ -85,6 +86,7 @@ class Intake:
         ctx: UnwrapContext,
         *,
         after_commit: Callable[[], None] = lambda: None,
+        analyser: Analyser | None = None,
     ) -> None:
         self.config = config
         self.mb = mailbox
@@ -92,11 +94,12 @@ class Intake:
         self.ctx = ctx
         self.after_commit = after_commit
         self.log = log.bind(mailbox=mailbox.name)
+        self.analyser = analyser or Analyser(config, ctx, workers=0)
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
         self._prefetch: Future[list[Fetched]] | None = None
 
     def close(self) -> None:
-        self.io.shutdown(wait=True)
+        self.io.shutdown(wait=True)  # the analyser belongs to whoever passed it in
 
     # -- crash recovery -------------------------------------------------------------------
     def recover(self) -> int:
@@ -183,36 +186,61 @@ class Intake:
 
     # -- one batch ------------------------------------------------------------------------
     def _batches(self, session: MailboxSession, batches: list[list[int]]) -> BatchOutcome:
-        """Process batches, fetching batch k+1 while batch k is analysed and written.
+        """Process batches as a pipeline: fetch k+2, analyse k+1, write k, at the same time.
 
         IMAP commands stay strictly sequential on the one connection: the single I/O
-        thread runs the prefetch, and ``_dispose`` waits for it before its MOVE.
+        thread runs the prefetch, and ``_dispose`` waits for it before its MOVE. Analysis
+        runs in the worker processes (``Analyser``); writing and committing stay here, in
+        order, so the ledger sees batches exactly as they were fetched.
         """
         total = BatchOutcome()
         if not batches:
             return total
-        pending: Future[list[Fetched]] | None = self.io.submit(_fetch_all, session, batches[0])
+        seen: dict[str, MessageRecord] = {}
+        fetching: Future[list[Fetched]] | None = self.io.submit(_fetch_all, session, batches[0])
         try:
+            assert fetching is not None
+            current = self._start_analysis(fetching.result())
             for i in range(len(batches)):
-                assert pending is not None
-                fetched = pending.result()
-                pending = self.io.submit(_fetch_all, session, batches[i + 1]) if i + 1 < len(batches) else None
-                self._prefetch = pending
-                total.add(self._batch(session, fetched))
+                fetching = self.io.submit(_fetch_all, session, batches[i + 1]) if i + 1 < len(batches) else None
+                self._prefetch = fetching
+                upcoming = self._start_analysis(fetching.result()) if fetching is not None else None
+                fetching = None
+                # Batch i is written while batch i+1 is analysed in the workers.
+                total.add(self._batch(session, current, seen))
+                if upcoming is not None:
+                    current = upcoming
         finally:
             self._prefetch = None
-            if pending is not None:
-                wait([pending])  # the connection must be idle before anyone else uses it
+            if fetching is not None:
+                wait([fetching])  # the connection must be idle before anyone else uses it
         return total
 
-    def _batch(self, session: MailboxSession, fetched: list[Fetched]) -> BatchOutcome:
+    def _start_analysis(self, fetched: list[Fetched]) -> list[tuple[Fetched, str, PendingPlan | None]]:
+        """Hash each message and start analysing those not known by their bytes."""
+        out: list[tuple[Fetched, str, PendingPlan | None]] = []
+        batch_seen: set[str] = set()
+        for f in fetched:
+            sha = hashlib.sha256(f.raw).hexdigest()
+            pending = None
+            if sha not in batch_seen and self.ledger.first_by_sha256(sha) is None:
+                pending = self.analyser.submit(f.raw, f.internaldate)
+            batch_seen.add(sha)
+            out.append((f, sha, pending))
+        return out
+
+    def _batch(
+        self,
+        session: MailboxSession,
+        work: list[tuple[Fetched, str, PendingPlan | None]],
+        seen: dict[str, MessageRecord],
+    ) -> BatchOutcome:
         out = BatchOutcome()
         planned: list[tuple[MessageRecord, Plan, Fetched]] = []
         duplicates: list[MessageRecord] = []
         events: list[AuditEvent] = []
-        seen: dict[str, MessageRecord] = {}
-        for f in fetched:
-            rec, plan = self._decide(session, f, seen)
+        for f, _sha, pending in work:
+            rec, plan = self._decide(session, f, seen, pending.result() if pending is not None else None)
             events.append(
                 AuditEvent(
                     "fetched",
@@ -264,7 +292,7 @@ class Intake:
         return out
 
     def _decide(
-        self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord]
+        self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord], plan: Plan | None
     ) -> tuple[MessageRecord, Plan | None]:
         sha = hashlib.sha256(f.raw).hexdigest()
         msg_id = new_message_id()
@@ -288,7 +316,8 @@ class Intake:
             base.case_ref, base.case_folder, base.message_id = first.case_ref, first.case_folder, first.message_id
             base.subject, base.from_addr = first.subject, first.from_addr
             return base, None
-        plan = analyse(f.raw, self.config, self.ctx, at=f.internaldate)
+        if plan is None:  # its twin was in flight when this batch started and has since gone
+            plan = analyse(f.raw, self.config, self.ctx, at=f.internaldate)
         base.message_id = plan.message_id
         base.subject = plan.subject[:500]
         base.from_addr = ", ".join(plan.from_addrs)[:500] or None
