@@ -88,6 +88,7 @@ class Daemon:
             while t.is_alive():
                 t.join(timeout=0.5)
         self.analyser.close()
+        self.ctx.close()
         with ledger.transaction() as conn:
             assert ledger.audit is not None
             ledger.audit.seal(conn)

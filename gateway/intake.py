@@ -285,6 +285,7 @@ class Intake:
             events.extend(self._events_for(rec, plan))
             self.log.info(rec.state, uid=rec.uid, msg=rec.id, case=rec.case_ref, reasons=rec.reasons)
         self.ledger.finish(done, events)
+        self._collect_certificates([(rec, plan) for rec, plan, _ in planned])
         self.after_commit()
         out.stored = sum(1 for r in done if r.state == "stored")
         out.quarantined = sum(1 for r in done if r.state == "quarantined")
@@ -352,6 +353,35 @@ class Intake:
         staged = stage_entry(root, folder, path.name, files, manifest_metadata(rec, plan), sync=False)
         rec.manifest_sha256 = staged.manifest_sha256
         return staged
+
+    def _collect_certificates(self, items: Sequence[tuple[MessageRecord, Plan]]) -> None:
+        """Signer certificates of verified, committed messages go to the correspondents' store.
+
+        They are used later to encrypt replies and never become trust anchors.
+        """
+        store = self.ctx.certstore
+        if store is None:
+            return
+        events: list[AuditEvent] = []
+        for rec, plan in items:
+            for der in plan.signer_certificates:
+                if store.path_for(sha256_hex(der)).exists():
+                    continue
+                try:
+                    digest = store.add(der)
+                except (OSError, ValueError) as exc:
+                    self.log.warning("could not store signer certificate", msg=rec.id, error=str(exc))
+                    continue
+                events.append(
+                    AuditEvent(
+                        "certificate-collected",
+                        message=rec.id,
+                        correspondent=rec.from_addr,
+                        details={"sha256": digest, "store": "smime"},
+                    )
+                )
+        if events:
+            self.ledger.record_events(events)
 
     def _events_for(self, rec: MessageRecord, plan: Plan) -> list[AuditEvent]:
         events = [

@@ -41,6 +41,7 @@ class Plan:
     parts: list[Part] = field(default_factory=list)
     decrypted: bytes | None = None
     unwrap_events: tuple[UnwrapEvent, ...] = ()
+    signer_certificates: tuple[bytes, ...] = ()
     warnings: list[str] = field(default_factory=list)
 
 
@@ -111,6 +112,7 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
         return _quarantine(reasons, verdict, parts=content.parts, decrypted=decrypted, **common)
     return Plan(
         target="stored",
+        signer_certificates=result.signer_certificates,
         reasons=list(decision.reasons),
         verdict=verdict,
         parts=content.parts,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -178,19 +179,13 @@ def test_without_smime_config_signed_mail_fails_closed(pki: TestPKI) -> None:
     assert "smime-not-configured" in res.verdict.reasons
 
 
-def test_verified_signer_certificate_lands_in_certstore(pki: TestPKI, tmp_path: Any) -> None:
-    from gateway.certstore import CertStore
-
-    store = CertStore(tmp_path / "store")
-    ctx = make_context(pki)
-    ctx.certstore = store  # type: ignore[attr-defined]
+def test_only_a_verified_signer_certificate_is_handed_back_for_the_certstore(pki: TestPKI, ctx: Any) -> None:
+    """Unwrapping does no I/O: intake stores the certificate after the message is committed."""
     res = run(signed_message(pki["sender"]), ctx)
     sha = res.verdict.signature.signer_certificate_sha256
-    assert sha is not None and store.get(sha) is not None
-    assert [c.serial_number for c in store.for_address("alice@EXAMPLE.org")] == [
-        pki["sender"].cert.serial_number]
-    run(signed_message(pki["rogue"]), ctx)  # untrusted: never stored
-    assert len(list((tmp_path / "store").glob("*.der"))) == 1
+    assert sha is not None
+    assert [hashlib.sha256(der).hexdigest() for der in res.signer_certificates] == [sha]
+    assert run(signed_message(pki["rogue"]), ctx).signer_certificates == ()  # untrusted: never collected
 
 
 def test_signature_over_other_bytes_is_invalid_and_openssl_agrees(pki: TestPKI, ctx: Any) -> None:

@@ -80,6 +80,9 @@ class UnwrapResult:
     inner_subject: str | None
     quarantine_reason: str | None
     events: tuple[UnwrapEvent, ...]
+    #: DER of the signer certificate of a verified message, for the correspondents' store;
+    #: the caller stores it after the message is committed (analysis does no I/O).
+    signer_certificates: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,13 @@ class UnwrapContext:
             max_depth=config.limits.max_mime_depth,
             max_parts=config.limits.max_mime_parts,
         )
+
+    def close(self) -> None:
+        """Release what handlers hold (the OpenPGP handler stops its gpg-agent)."""
+        for handler in self.handlers:
+            close = getattr(handler, "close", None)
+            if callable(close):
+                close()
 
     def handler_for(self, entity: Entity) -> tuple[SchemeHandler, LayerKind] | None:
         for handler in self.handlers:
@@ -413,13 +423,9 @@ def _combine(
             "covers_whole_message": covers_whole,
         }))
     cert_der = finding.signer_certificate if finding is not None else None
-    if verified and ctx.certstore is not None and cert_der:
-        try:
-            ctx.certstore.add(cert_der)
-        except OSError:
-            log.warning("could not store signer certificate", exc_info=True)
+    collect = (cert_der,) if verified and cert_der else ()
     content = final.raw if final is not top else raw
-    return UnwrapResult(verdict, content, inner_subject, None, tuple(events))
+    return UnwrapResult(verdict, content, inner_subject, None, tuple(events), collect)
 
 
 # --- identity ------------------------------------------------------------------------
