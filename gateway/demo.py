@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -134,9 +136,26 @@ def run_demo(workdir: Path | None) -> int:
     n = ledger.conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
     ledger.close()
     typer.echo(f"== audit trail: {n} entries (state dir {config.storage.state_dir}/audit)")
+    cli = [sys.executable, "-m", "cli.main"]
+    typer.echo("== poststelle audit verify")
+    verify = subprocess.run(
+        [*cli, "audit", "verify", "-c", str(config_path)], capture_output=True, text=True, check=False
+    )
+    typer.echo("   " + (verify.stdout.strip() or verify.stderr.strip()).replace("\n", "\n   "))
+    html_report = work / "audit-report.html"
+    html_report.unlink(missing_ok=True)
+    subprocess.run(
+        [*cli, "audit", "export", "--format", "html", "-o", str(html_report), "-c", str(config_path)],
+        capture_output=True,
+        check=False,
+    )
+    if html_report.exists():
+        typer.echo(f"== audit report for reviewers: {html_report} (open it in a browser)")
     typer.echo("")
     typer.echo("Explore further (the demo's Dovecot has stopped; these read the state):")
     typer.echo(f"   .venv/bin/poststelle cases list -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle quarantine list -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle status -c {config_path}")
+    typer.echo(f"   .venv/bin/poststelle audit log -c {config_path}")
+    typer.echo(f"   .venv/bin/poststelle inspect -c {config_path} {config.storage.cases_dir}/*/*/original.eml")
     return 0 if report.ok else 1
