@@ -47,10 +47,11 @@ from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
 from gateway.fetch import Fetched, MailboxSession
 from gateway.ledger import Ledger, MessageRecord, iso
-from gateway.pipeline import Plan, analyse
+from gateway.pipeline import Plan
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
+Work = tuple[Fetched, PendingPlan]
 
 
 def new_message_id() -> str:
@@ -96,7 +97,7 @@ class Intake:
         self.log = log.bind(mailbox=mailbox.name)
         self.analyser = analyser or Analyser(config, ctx, workers=0)
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
-        self._prefetch: Future[list[Fetched]] | None = None
+        self._prefetch: Future[list[Work]] | None = None
 
     def close(self) -> None:
         self.io.shutdown(wait=True)  # the analyser belongs to whoever passed it in
@@ -186,61 +187,49 @@ class Intake:
 
     # -- one batch ------------------------------------------------------------------------
     def _batches(self, session: MailboxSession, batches: list[list[int]]) -> BatchOutcome:
-        """Process batches as a pipeline: fetch k+2, analyse k+1, write k, at the same time.
+        """Process batches as a pipeline: batch k+1 is fetched and analysed while k is written.
 
-        IMAP commands stay strictly sequential on the one connection: the single I/O
-        thread runs the prefetch, and ``_dispose`` waits for it before its MOVE. Analysis
-        runs in the worker processes (``Analyser``); writing and committing stay here, in
-        order, so the ledger sees batches exactly as they were fetched.
+        The I/O thread fetches the next batch and starts its analysis (in the worker
+        processes, or right there in the I/O thread when there are none) while this thread
+        writes, commits and moves the current one. IMAP commands stay strictly sequential
+        on the one connection: ``_dispose`` waits for the prefetch before its MOVE. Writing
+        and committing stay here, in order, so the ledger sees batches as they were fetched.
         """
         total = BatchOutcome()
         if not batches:
             return total
         seen: dict[str, MessageRecord] = {}
-        fetching: Future[list[Fetched]] | None = self.io.submit(_fetch_all, session, batches[0])
+        fetching: Future[list[Work]] | None = self.io.submit(self._fetch_and_analyse, session, batches[0])
         try:
-            assert fetching is not None
-            current = self._start_analysis(fetching.result())
             for i in range(len(batches)):
-                fetching = self.io.submit(_fetch_all, session, batches[i + 1]) if i + 1 < len(batches) else None
+                assert fetching is not None
+                current = fetching.result()
+                fetching = (
+                    self.io.submit(self._fetch_and_analyse, session, batches[i + 1]) if i + 1 < len(batches) else None
+                )
                 self._prefetch = fetching
-                upcoming = self._start_analysis(fetching.result()) if fetching is not None else None
-                fetching = None
-                # Batch i is written while batch i+1 is analysed in the workers.
                 total.add(self._batch(session, current, seen))
-                if upcoming is not None:
-                    current = upcoming
         finally:
             self._prefetch = None
             if fetching is not None:
                 wait([fetching])  # the connection must be idle before anyone else uses it
         return total
 
-    def _start_analysis(self, fetched: list[Fetched]) -> list[tuple[Fetched, str, PendingPlan | None]]:
-        """Hash each message and start analysing those not known by their bytes."""
-        out: list[tuple[Fetched, str, PendingPlan | None]] = []
-        batch_seen: set[str] = set()
-        for f in fetched:
-            sha = hashlib.sha256(f.raw).hexdigest()
-            pending = None
-            if sha not in batch_seen and self.ledger.first_by_sha256(sha) is None:
-                pending = self.analyser.submit(f.raw, f.internaldate)
-            batch_seen.add(sha)
-            out.append((f, sha, pending))
-        return out
+    def _fetch_and_analyse(self, session: MailboxSession, uids: Sequence[int]) -> list[Work]:
+        """On the I/O thread: fetch a batch and start analysing every message in it.
 
-    def _batch(
-        self,
-        session: MailboxSession,
-        work: list[tuple[Fetched, str, PendingPlan | None]],
-        seen: dict[str, MessageRecord],
-    ) -> BatchOutcome:
+        Duplicates are only recognised later, in order, by ``_decide``; analysing one of
+        them is wasted work but never a wrong decision.
+        """
+        return [(f, self.analyser.submit(f.raw, f.internaldate)) for f in session.fetch(uids)]
+
+    def _batch(self, session: MailboxSession, work: list[Work], seen: dict[str, MessageRecord]) -> BatchOutcome:
         out = BatchOutcome()
         planned: list[tuple[MessageRecord, Plan, Fetched]] = []
         duplicates: list[MessageRecord] = []
         events: list[AuditEvent] = []
-        for f, _sha, pending in work:
-            rec, plan = self._decide(session, f, seen, pending.result() if pending is not None else None)
+        for f, pending in work:
+            rec, plan = self._decide(session, f, seen, pending)
             events.append(
                 AuditEvent(
                     "fetched",
@@ -293,7 +282,7 @@ class Intake:
         return out
 
     def _decide(
-        self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord], plan: Plan | None
+        self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord], pending: PendingPlan
     ) -> tuple[MessageRecord, Plan | None]:
         sha = hashlib.sha256(f.raw).hexdigest()
         msg_id = new_message_id()
@@ -317,8 +306,7 @@ class Intake:
             base.case_ref, base.case_folder, base.message_id = first.case_ref, first.case_folder, first.message_id
             base.subject, base.from_addr = first.subject, first.from_addr
             return base, None
-        if plan is None:  # its twin was in flight when this batch started and has since gone
-            plan = analyse(f.raw, self.config, self.ctx, at=f.internaldate)
+        plan = pending.result()
         base.message_id = plan.message_id
         base.subject = plan.subject[:500]
         base.from_addr = ", ".join(plan.from_addrs)[:500] or None
@@ -479,10 +467,6 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def _fetch_all(session: MailboxSession, uids: Sequence[int]) -> list[Fetched]:
-    return list(session.fetch(uids))
 
 
 def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
