@@ -46,6 +46,12 @@ class Fetched:
     internaldate: datetime
 
 
+def chunks(uids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
+    """UID lists short enough for any server's command-line limit (imapclient sends them uncompressed)."""
+    for i in range(0, len(uids), size):
+        yield list(uids[i : i + size])
+
+
 def ssl_context(cfg: MailboxConfig) -> ssl.SSLContext:
     """Certificate and host name verification always on; a private CA may be added."""
     ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
@@ -130,13 +136,14 @@ class MailboxSession:
 
     def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """RFC822.SIZE per UID, so that batches can be bounded in bytes, not just in count."""
-        if not uids:
-            return {}
-        try:
-            resp = self._c.fetch(list(uids), ["RFC822.SIZE"])
-        except IMAP_ERRORS as exc:
-            raise TransientError(f"FETCH RFC822.SIZE failed: {type(exc).__name__}: {exc}") from None
-        return {int(uid): int(item.get(b"RFC822.SIZE", 0)) for uid, item in resp.items()}
+        out: dict[int, int] = {}
+        for chunk in chunks(uids):
+            try:
+                resp = self._c.fetch(chunk, ["RFC822.SIZE"])
+            except IMAP_ERRORS as exc:
+                raise TransientError(f"FETCH RFC822.SIZE failed: {type(exc).__name__}: {exc}") from None
+            out.update({int(uid): int(item.get(b"RFC822.SIZE", 0)) for uid, item in resp.items()})
+        return out
 
     def fetch(self, uids: Sequence[int]) -> Iterator[Fetched]:
         """BODY.PEEK[] for exactly these UIDs; a missing or empty answer is an error."""
@@ -170,18 +177,19 @@ class MailboxSession:
         if not uids:
             return "none"
         c = self._c
+        method = "move" if self.has("MOVE") else "copy-expunge" if self.has("UIDPLUS") else "keyword"
         try:
-            if self.has("MOVE"):
-                c.move(list(uids), folder)
-                return "move"
-            if self.has("UIDPLUS"):
-                c.copy(list(uids), folder)
-                c.add_flags(list(uids), [imapclient.DELETED])
-                c.uid_expunge(list(uids))
-                return "copy-expunge"
-            c.copy(list(uids), folder)
-            c.add_flags(list(uids), [DONE_KEYWORD.encode()])
-            return "keyword"
+            for chunk in chunks(uids):
+                if method == "move":
+                    c.move(chunk, folder)
+                elif method == "copy-expunge":
+                    c.copy(chunk, folder)
+                    c.add_flags(chunk, [imapclient.DELETED])
+                    c.uid_expunge(chunk)
+                else:
+                    c.copy(chunk, folder)
+                    c.add_flags(chunk, [DONE_KEYWORD.encode()])
+            return method
         except IMAP_ERRORS as exc:
             raise TransientError(f"disposing of {len(uids)} messages failed: {type(exc).__name__}: {exc}") from None
 
