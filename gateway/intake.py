@@ -198,7 +198,6 @@ class Intake:
         total = BatchOutcome()
         if not batches:
             return total
-        seen: dict[str, MessageRecord] = {}
         fetching: Future[list[Work]] | None = self.io.submit(self._fetch_and_analyse, session, batches[0])
         try:
             for i in range(len(batches)):
@@ -208,7 +207,9 @@ class Intake:
                     self.io.submit(self._fetch_and_analyse, session, batches[i + 1]) if i + 1 < len(batches) else None
                 )
                 self._prefetch = fetching
-                total.add(self._batch(session, current, seen))
+                # Duplicates within a batch are found in ``seen``; across batches in the ledger,
+                # where the previous batch is committed by now (so memory stays flat in N).
+                total.add(self._batch(session, current, {}))
         finally:
             self._prefetch = None
             if fetching is not None:
