@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.samples import fake_pdf
+from gateway.testservers.certs import ca_certificate
 
 SENDER = "poststelle@vg-beispielstadt.example"
 SENDER_NAME = "Verwaltungsgericht Beispielstadt"
@@ -100,32 +101,7 @@ def _key() -> rsa.RSAPrivateKey:
 def _root(org: str, now: datetime) -> Party:
     key = _key()
     name = _name(org, f"{org} Root CA")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert = ca_certificate(key, name, now - timedelta(days=1), now + timedelta(days=3650))
     return Party(key, cert)
 
 

@@ -94,9 +94,7 @@ class TcpProxy:
         self._accepted = 0
         self._refused = 0
         self._conns: set[_Conn] = set()
-        self._commands: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = (
-            queue.SimpleQueue()
-        )
+        self._commands: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = queue.SimpleQueue()
         self._sel: selectors.DefaultSelector | None = None
         self._listener: socket.socket | None = None
         self._wake_r: socket.socket | None = None
@@ -135,9 +133,7 @@ class TcpProxy:
         self._sel.register(listener, selectors.EVENT_READ)
         self._sel.register(self._wake_r, selectors.EVENT_READ)
         self._stopping = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"TcpProxy:{self.port}->{self.target_port}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"TcpProxy:{self.port}->{self.target_port}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -179,9 +175,7 @@ class TcpProxy:
 
             def arm_live() -> None:
                 for conn in list(self._conns):
-                    conn.cut_at = (
-                        conn.s2c_bytes + server_to_client_bytes if server_to_client_bytes else None
-                    )
+                    conn.cut_at = conn.s2c_bytes + server_to_client_bytes if server_to_client_bytes else None
                     self._update(conn)
 
             self._call(arm_live)
@@ -291,9 +285,7 @@ class TcpProxy:
                 _abort_socket(client)
                 continue
             try:
-                upstream = socket.create_connection(
-                    (self.target_host, self.target_port), timeout=5.0
-                )
+                upstream = socket.create_connection((self.target_host, self.target_port), timeout=5.0)
             except OSError:
                 with self._lock:
                     self._refused += 1
