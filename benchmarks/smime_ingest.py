@@ -193,7 +193,7 @@ def main() -> None:
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(f"S/MIME: RSA-2048 signer and recipient, AES-256-CBC, {DISTINCT} distinct bodies; work dir {root}")
     print(
-        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} "
+        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers MB':>12} "
         f"{'CPU/wall':>8} {'baseline s':>11} {'baseline msg/s':>15} {'ratio':>6}"
     )
     with Dovecot(root / "dovecot", users) as server:
@@ -207,7 +207,7 @@ def main() -> None:
             cfg = work / "poststelle.toml"
             cfg.write_text(config_text(work, server, gw_user, args.batch_size, args.workers) + smime_section(files))
             cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            elapsed, rss_kib = run_gateway(cfg)
+            elapsed, rss_kib, tree_kib = run_gateway(cfg)
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cores = (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / elapsed
             left = len(server.folder_uids(gw_user, "INBOX"))
@@ -217,7 +217,7 @@ def main() -> None:
             base = baseline(server, base_user, work / "baseline", files, cafile)
             rate, brate = n / elapsed, n / base
             print(
-                f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {rss_kib / 1024:>12.1f} {cores:>8.2f} "
+                f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} {cores:>8.2f} "
                 f"{base:>11.1f} {brate:>15.0f} {rate / brate:>6.2f}   (avg message {avg_kb:.0f} KB)",
                 flush=True,
             )

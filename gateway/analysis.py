@@ -1,15 +1,19 @@
 """Run the per-message analysis on all cores.
 
 ``pipeline.analyse`` is CPU-bound Python (MIME cutting, CMS, RSA, routing), so threads
-would take turns on the GIL. Worker processes, started through a fork server before any
-work begins, each build their own ``UnwrapContext`` from the same configuration; the
-messages go in as bytes and the plans come back as values. ``workers = 0`` keeps the
+would take turns on the GIL. Worker processes (spawned: fresh interpreters, safe to start
+from a threaded process) each build their own ``UnwrapContext`` from the same
+configuration; the messages go in as bytes and the plans come back as values. A worker
+whose gateway was killed notices it is orphaned and exits. ``workers = 0`` keeps the
 analysis in the calling thread (tests, ``inspect``, single-core machines).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -26,10 +30,18 @@ _worker_config: Config | None = None
 _worker_ctx: UnwrapContext | None = None
 
 
-def _init_worker(config: Config) -> None:
+def _init_worker(config: Config, parent: int) -> None:
     global _worker_config, _worker_ctx
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     _worker_config = config
     _worker_ctx = UnwrapContext.from_config(config, collect_certificates=False)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A gateway killed with -9 cannot stop its workers; they notice being orphaned and go."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _job(item: tuple[bytes, datetime]) -> Plan:
@@ -83,9 +95,10 @@ class Analyser:
     def _start(self) -> None:
         self.pool = ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("forkserver"),
+            # spawn: fresh interpreters, safe in a threaded process, children of this one
+            mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.config,),
+            initargs=(self.config, os.getpid()),
         )
 
     def submit(self, raw: bytes, at: datetime) -> PendingPlan:
