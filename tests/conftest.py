@@ -149,6 +149,14 @@ def dovecot_password(user: str) -> str:
     return USERS[user]
 
 
+@pytest.fixture(scope="session")
+def pki() -> Any:
+    """The throwaway S/MIME PKI (tests/smime_pki.py), built once per run."""
+    from smime_pki import build_pki
+
+    return build_pki()
+
+
 @pytest.fixture
 def new_user() -> Callable[[], str]:
     def make() -> str:

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.unwrap import UnwrapContext, UnwrapResult, unwrap
+
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
 PEM = serialization.Encoding.PEM
@@ -42,9 +44,7 @@ class Party:
     chain: list[x509.Certificate] = field(default_factory=list)
 
     def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        return self.key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(PEM)
@@ -84,11 +84,13 @@ class TestPKI:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Poststelle Test"),
-        x509.NameAttribute(NameOID.COMMON_NAME, cn),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Poststelle Test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 @functools.cache
@@ -108,9 +110,15 @@ def _ca(name: str, key: rsa.RSAPrivateKey, issuer: Party | None, path_len: int |
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_len), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -151,10 +159,15 @@ def _leaf(
         .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=signing, content_commitment=signing,
-                key_encipherment=isinstance(key, rsa.RSAPrivateKey), data_encipherment=False,
-                key_agreement=isinstance(key, ec.EllipticCurvePrivateKey), key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=signing,
+                content_commitment=signing,
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+                data_encipherment=False,
+                key_agreement=isinstance(key, ec.EllipticCurvePrivateKey),
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -185,10 +198,7 @@ def _crl(issuer: Party, revoked: list[x509.Certificate]) -> x509.CertificateRevo
     )
     for cert in revoked:
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(cert.serial_number)
-            .revocation_date(NOW - 2 * DAY)
-            .build()
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(NOW - 2 * DAY).build()
         )
     return builder.sign(issuer.key, hashes.SHA256())  # type: ignore[arg-type]
 
@@ -204,17 +214,21 @@ def build_pki() -> TestPKI:
         "sender": _leaf("Alice", SENDER, _rsa(2048, "sender"), inter, eku=email_eku),
         "recipient": _leaf("Rathaus", RECIPIENT, _rsa(2048, "recipient"), inter, eku=email_eku),
         "recipient2": _leaf("Rathaus alt", RECIPIENT, _rsa(2048, "recipient2"), inter),
-        "expired": _leaf("Expired", "expired@example.org", shared, inter,
-                         not_before=NOW - 400 * DAY, not_after=NOW - 5 * DAY, eku=email_eku),
-        "wrong_eku": _leaf("Server", "server@example.org", shared, inter,
-                           eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
-        "any_eku": _leaf("Any", "any@example.org", shared, inter,
-                         eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]),
+        "expired": _leaf(
+            "Expired",
+            "expired@example.org",
+            shared,
+            inter,
+            not_before=NOW - 400 * DAY,
+            not_after=NOW - 5 * DAY,
+            eku=email_eku,
+        ),
+        "wrong_eku": _leaf("Server", "server@example.org", shared, inter, eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
+        "any_eku": _leaf("Any", "any@example.org", shared, inter, eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]),
         "no_sign": _leaf("NoSign", "nosign@example.org", shared, inter, signing=False),
         "revoked": _leaf("Revoked", "revoked@example.org", shared, inter, eku=email_eku),
         "pss": _leaf("Pss", "pss@example.org", shared, inter, eku=email_eku, pss=True),
-        "ec": _leaf("Ec", "ec@example.org", ec.generate_private_key(ec.SECP256R1()), inter,
-                    eku=email_eku),
+        "ec": _leaf("Ec", "ec@example.org", ec.generate_private_key(ec.SECP256R1()), inter, eku=email_eku),
         "weak": _leaf("Weak", "weak@example.org", _rsa(1024, "weak"), inter, eku=email_eku),
         "rogue": _leaf("Mallory", SENDER, shared, rogue, eku=email_eku),
     }
@@ -226,8 +240,9 @@ def build_pki() -> TestPKI:
 # --- message builders ---------------------------------------------------------------------
 
 
-def mime_text(body: str = "Sehr geehrte Damen und Herren,\r\nanbei der Antrag.\r\n",
-              subject: str | None = None) -> bytes:
+def mime_text(
+    body: str = "Sehr geehrte Damen und Herren,\r\nanbei der Antrag.\r\n", subject: str | None = None
+) -> bytes:
     """An inner entity (what gets signed/encrypted), CRLF."""
     head = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
     if subject is not None:
@@ -244,13 +259,17 @@ def headers(from_: str = SENDER, subject: str = "Antrag 2024-17", extra: str = "
 
 
 def _hash(name: str) -> hashes.HashAlgorithm:
-    return {"sha256": hashes.SHA256(), "sha1": hashes.SHA1(),  # noqa: S303 - building SHA-1 test cases
-            "sha384": hashes.SHA384(),
-            "sha512": hashes.SHA512()}[name]
+    return {
+        "sha256": hashes.SHA256(),
+        "sha1": hashes.SHA1(),  # noqa: S303 - building SHA-1 test cases
+        "sha384": hashes.SHA384(),
+        "sha512": hashes.SHA512(),
+    }[name]
 
 
-def sign_detached_der(party: Party, data: bytes, *, digest: str = "sha256",
-                      pss: bool = False, certs: bool = True) -> bytes:
+def sign_detached_der(
+    party: Party, data: bytes, *, digest: str = "sha256", pss: bool = False, certs: bool = True
+) -> bytes:
     """A detached SignedData (DER) over ``data`` exactly."""
     opts = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
     if not certs:
@@ -264,8 +283,14 @@ def sign_detached_der(party: Party, data: bytes, *, digest: str = "sha256",
 
 
 def sign_opaque_der(party: Party, data: bytes, *, digest: str = "sha256") -> bytes:
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(
-        party.cert, party.key, _hash(digest)  # type: ignore[arg-type]
+    builder = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(data)
+        .add_signer(
+            party.cert,
+            party.key,
+            _hash(digest),  # type: ignore[arg-type]
+        )
     )
     for extra in party.chain:
         builder = builder.add_certificate(extra)
@@ -276,18 +301,20 @@ def b64(der: bytes) -> bytes:
     return base64.encodebytes(der).replace(b"\n", b"\r\n")
 
 
-def multipart_signed(outer_headers: bytes, inner: bytes, sig_der: bytes,
-                     boundary: str = "sig-boundary-42") -> bytes:
+def multipart_signed(outer_headers: bytes, inner: bytes, sig_der: bytes, boundary: str = "sig-boundary-42") -> bytes:
     return (
         outer_headers
         + f'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
-          f'micalg=sha-256; boundary="{boundary}"\r\n\r\n'.encode()
+        f'micalg=sha-256; boundary="{boundary}"\r\n\r\n'.encode()
         + b"This is an S/MIME signed message.\r\n"
-        + f"--{boundary}\r\n".encode() + inner + f"\r\n--{boundary}\r\n".encode()
+        + f"--{boundary}\r\n".encode()
+        + inner
+        + f"\r\n--{boundary}\r\n".encode()
         + b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
-          b"Content-Transfer-Encoding: base64\r\n"
-          b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
-        + b64(sig_der) + f"\r\n--{boundary}--\r\n".encode()
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n"
+        + b64(sig_der)
+        + f"\r\n--{boundary}--\r\n".encode()
     )
 
 
@@ -295,14 +322,15 @@ def pkcs7_mime(outer_headers: bytes, der: bytes, smime_type: str) -> bytes:
     return (
         outer_headers
         + f"Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m\r\n"
-          "Content-Transfer-Encoding: base64\r\n"
-          "Content-Disposition: attachment; filename=smime.p7m\r\n\r\n".encode()
+        "Content-Transfer-Encoding: base64\r\n"
+        "Content-Disposition: attachment; filename=smime.p7m\r\n\r\n".encode()
         + b64(der)
     )
 
 
-def signed_message(party: Party, inner: bytes | None = None, *, from_: str | None = None,
-                   digest: str = "sha256", pss: bool = False) -> bytes:
+def signed_message(
+    party: Party, inner: bytes | None = None, *, from_: str | None = None, digest: str = "sha256", pss: bool = False
+) -> bytes:
     inner = inner if inner is not None else mime_text()
     sig = sign_detached_der(party, inner, digest=digest, pss=pss)
     return multipart_signed(headers(from_ or party.email or SENDER), inner, sig)
@@ -315,8 +343,7 @@ def encrypt_der(recipients: list[x509.Certificate], inner: bytes) -> bytes:
     return builder.encrypt(DER, [pkcs7.PKCS7Options.Binary])
 
 
-def encrypted_message(recipients: list[x509.Certificate], inner: bytes,
-                      from_: str = SENDER) -> bytes:
+def encrypted_message(recipients: list[x509.Certificate], inner: bytes, from_: str = SENDER) -> bytes:
     return pkcs7_mime(headers(from_), encrypt_der(recipients, inner), "enveloped-data")
 
 
@@ -354,8 +381,7 @@ def openssl_cms(pki: TestPKI, workdir: Path, *args: str, stdin: bytes = b"") -> 
     return res.stdout
 
 
-def openssl_verify(pki: TestPKI, message: bytes, *, crl: bool = True,
-                   at: dt.datetime | None = None) -> bool:
+def openssl_verify(pki: TestPKI, message: bytes, *, crl: bool = True, at: dt.datetime | None = None) -> bool:
     """``openssl cms -verify`` against the test root (+CRL, purpose smimesign)."""
     with tempfile.TemporaryDirectory() as tmp:
         files = pki.write(Path(tmp))
@@ -364,8 +390,7 @@ def openssl_verify(pki: TestPKI, message: bytes, *, crl: bool = True,
         if crl:
             # openssl cms reads CRLs from the CAfile.
             cafile = Path(tmp) / "ca+crls.pem"
-            cafile.write_bytes(pki.root.cert_pem() + pki.crl.public_bytes(PEM)
-                               + pki.root_crl.public_bytes(PEM))
+            cafile.write_bytes(pki.root.cert_pem() + pki.crl.public_bytes(PEM) + pki.root_crl.public_bytes(PEM))
             args += ["-crl_check_all"]
         args += ["-CAfile", str(cafile)]
         if at is not None:
@@ -375,9 +400,15 @@ def openssl_verify(pki: TestPKI, message: bytes, *, crl: bool = True,
 
 # --- hand-made CMS for attack cases (asn1crypto) ------------------------------------------
 
-def raw_signer_info(party: Party, content: bytes, *, attrs: tuple[str, ...] = (
-        "signing_time", "message_digest", "content_type"), digest: bytes | None = None,
-        content_type: str = "data") -> object:
+
+def raw_signer_info(
+    party: Party,
+    content: bytes,
+    *,
+    attrs: tuple[str, ...] = ("signing_time", "message_digest", "content_type"),
+    digest: bytes | None = None,
+    content_type: str = "data",
+) -> object:
     """A SignerInfo with chosen signed attributes, in the given (possibly non-DER) order."""
     import hashlib
 
@@ -392,19 +423,25 @@ def raw_signer_info(party: Party, content: bytes, *, attrs: tuple[str, ...] = (
             value = digest if digest is not None else hashlib.sha256(content).digest()
             items.append(ac.CMSAttribute({"type": "message_digest", "values": [value]}))
         elif name == "signing_time":
-            items.append(ac.CMSAttribute({"type": "signing_time",
-                                          "values": [ac.Time({"utc_time": NOW})]}))
+            items.append(ac.CMSAttribute({"type": "signing_time", "values": [ac.Time({"utc_time": NOW})]}))
     cert = ax.Certificate.load(party.cert.public_bytes(DER))
     is_ec = isinstance(party.key, ec.EllipticCurvePrivateKey)
-    si = ac.SignerInfo({
-        "version": "v1",
-        "sid": ac.SignerIdentifier({"issuer_and_serial_number": ac.IssuerAndSerialNumber(
-            {"issuer": cert.issuer, "serial_number": cert.serial_number})}),
-        "digest_algorithm": {"algorithm": "sha256"},
-        "signed_attrs": ac.CMSAttributes(items),
-        "signature_algorithm": {"algorithm": "sha256_ecdsa" if is_ec else "rsassa_pkcs1v15"},
-        "signature": b"",
-    })
+    si = ac.SignerInfo(
+        {
+            "version": "v1",
+            "sid": ac.SignerIdentifier(
+                {
+                    "issuer_and_serial_number": ac.IssuerAndSerialNumber(
+                        {"issuer": cert.issuer, "serial_number": cert.serial_number}
+                    )
+                }
+            ),
+            "digest_algorithm": {"algorithm": "sha256"},
+            "signed_attrs": ac.CMSAttributes(items),
+            "signature_algorithm": {"algorithm": "sha256_ecdsa" if is_ec else "rsassa_pkcs1v15"},
+            "signature": b"",
+        }
+    )
     tbs = b"\x31" + si["signed_attrs"].dump()[1:]
     if is_ec:
         sig = party.key.sign(tbs, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg, arg-type]
@@ -414,34 +451,56 @@ def raw_signer_info(party: Party, content: bytes, *, attrs: tuple[str, ...] = (
     return si
 
 
-def raw_signed_data(content: bytes, signer_infos: list[object], *, detached: bool,
-                    certs: list[x509.Certificate], econtent: bytes | None = None) -> bytes:
+def raw_signed_data(
+    content: bytes,
+    signer_infos: list[object],
+    *,
+    detached: bool,
+    certs: list[x509.Certificate],
+    econtent: bytes | None = None,
+) -> bytes:
     from asn1crypto import cms as ac
     from asn1crypto import x509 as ax
 
     encap: dict[str, object] = {"content_type": "data"}
     if not detached:
         encap["content"] = econtent if econtent is not None else content
-    sd = ac.SignedData({
-        "version": "v1",
-        "digest_algorithms": [{"algorithm": "sha256"}],
-        "encap_content_info": encap,
-        "certificates": [ax.Certificate.load(c.public_bytes(DER)) for c in certs],
-        "signer_infos": signer_infos,
-    })
+    sd = ac.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [{"algorithm": "sha256"}],
+            "encap_content_info": encap,
+            "certificates": [ax.Certificate.load(c.public_bytes(DER)) for c in certs],
+            "signer_infos": signer_infos,
+        }
+    )
     return ac.ContentInfo({"content_type": "signed_data", "content": sd}).dump()
 
 
-def make_context(pki: TestPKI, *, identities: tuple[str, ...] = ("recipient",),
-                 crl: bool = True, allow_sha1: bool = False, anchors: bool = True) -> object:
+def make_context(
+    pki: TestPKI,
+    *,
+    identities: tuple[str, ...] = ("recipient",),
+    crl: bool = True,
+    allow_sha1: bool = False,
+    anchors: bool = True,
+) -> object:
     """An UnwrapContext with the test PKI loaded directly (no files)."""
-    from gateway.unwrap import UnwrapContext
+
     from gateway.unwrap.cms import RecipientKey
     from gateway.unwrap.smime import SmimeHandler, SmimeMaterial
 
     keys = tuple(RecipientKey(pki[n].key, pki[n].cert) for n in identities)
     material = SmimeMaterial(
-        keys=keys, anchors=(pki.root.cert,) if anchors else (),
-        crls=(pki.crl, pki.root_crl) if crl else (), allow_sha1=allow_sha1, configured=True,
+        keys=keys,
+        anchors=(pki.root.cert,) if anchors else (),
+        crls=(pki.crl, pki.root_crl) if crl else (),
+        allow_sha1=allow_sha1,
+        configured=True,
     )
     return UnwrapContext([SmimeHandler(material)])
+
+
+def run_unwrap(raw: bytes, ctx: UnwrapContext) -> UnwrapResult:
+    """Unwrap as of the PKI's reference time (certificates are valid then)."""
+    return unwrap(raw, ctx, at=NOW)

@@ -6,11 +6,9 @@ from typing import Any
 
 import pytest
 from smime_pki import (
-    NOW,
     SENDER,
     TestPKI,
     body_of,
-    build_pki,
     encrypted_message,
     headers,
     make_context,
@@ -24,13 +22,9 @@ from smime_pki import (
     sign_opaque_der,
     signed_message,
 )
-
-from gateway.unwrap import UnwrapResult, unwrap
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return build_pki()
+from smime_pki import (
+    run_unwrap as run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +32,8 @@ def ctx(pki: TestPKI) -> Any:
     return make_context(pki)
 
 
-def run(raw: bytes, ctx: Any) -> UnwrapResult:
-    return unwrap(raw, ctx, at=NOW)
-
-
 def _detached(pki: TestPKI, inner: bytes, signer_infos: list[object], **kw: Any) -> bytes:
-    der = raw_signed_data(inner, signer_infos, detached=True,
-                          certs=[pki["sender"].cert, pki.inter.cert], **kw)
+    der = raw_signed_data(inner, signer_infos, detached=True, certs=[pki["sender"].cert, pki.inter.cert], **kw)
     return multipart_signed(headers(), inner, der)
 
 
@@ -85,8 +74,9 @@ def test_signed_data_without_signer_info_is_unsigned(pki: TestPKI, ctx: Any) -> 
 
 def test_opaque_signed_data_without_econtent_is_unsigned(pki: TestPKI, ctx: Any) -> None:
     inner = mime_text()
-    der = raw_signed_data(inner, [raw_signer_info(pki["sender"], inner)], detached=True,
-                          certs=[pki["sender"].cert, pki.inter.cert])
+    der = raw_signed_data(
+        inner, [raw_signer_info(pki["sender"], inner)], detached=True, certs=[pki["sender"].cert, pki.inter.cert]
+    )
     raw = pkcs7_mime(headers(), der, "signed-data")
     res = run(raw, ctx)
     assert res.verdict.signature.status == "none"
@@ -95,9 +85,7 @@ def test_opaque_signed_data_without_econtent_is_unsigned(pki: TestPKI, ctx: Any)
 
 
 @pytest.mark.parametrize("missing", ["message_digest", "content_type"])
-def test_missing_mandatory_signed_attribute_is_invalid(
-    pki: TestPKI, ctx: Any, missing: str
-) -> None:
+def test_missing_mandatory_signed_attribute_is_invalid(pki: TestPKI, ctx: Any, missing: str) -> None:
     inner = mime_text()
     attrs = tuple(a for a in ("content_type", "message_digest", "signing_time") if a != missing)
     res = run(_detached(pki, inner, [raw_signer_info(pki["sender"], inner, attrs=attrs)]), ctx)
@@ -108,8 +96,9 @@ def test_missing_mandatory_signed_attribute_is_invalid(
 def test_econtent_inside_a_detached_signature_is_invalid(pki: TestPKI, ctx: Any) -> None:
     inner = mime_text()
     other = mime_text("Überweisen Sie 10.000 EUR.\r\n")
-    der = raw_signed_data(other, [raw_signer_info(pki["sender"], other)], detached=False,
-                          certs=[pki["sender"].cert, pki.inter.cert])
+    der = raw_signed_data(
+        other, [raw_signer_info(pki["sender"], other)], detached=False, certs=[pki["sender"].cert, pki.inter.cert]
+    )
     res = run(multipart_signed(headers(), inner, der), ctx)
     assert res.verdict.signature.status == "invalid"
     assert "econtent-in-detached-signature" in res.verdict.reasons
@@ -117,8 +106,9 @@ def test_econtent_inside_a_detached_signature_is_invalid(pki: TestPKI, ctx: Any)
 
 def test_certificates_in_the_message_never_become_anchors(pki: TestPKI, ctx: Any) -> None:
     inner = mime_text()
-    der = raw_signed_data(inner, [raw_signer_info(pki["rogue"], inner)], detached=True,
-                          certs=[pki["rogue"].cert, pki.rogue_root.cert])
+    der = raw_signed_data(
+        inner, [raw_signer_info(pki["rogue"], inner)], detached=True, certs=[pki["rogue"].cert, pki.rogue_root.cert]
+    )
     res = run(multipart_signed(headers(), inner, der), ctx)
     assert res.verdict.signature.status == "untrusted"
     assert "untrusted-chain" in res.verdict.reasons
@@ -151,9 +141,7 @@ def test_signed_part_nested_in_unsigned_mixed_is_partially_signed(pki: TestPKI, 
     assert res.content == raw
 
 
-def test_text_outside_the_signed_part_after_close_delimiter_is_not_content(
-    pki: TestPKI, ctx: Any
-) -> None:
+def test_text_outside_the_signed_part_after_close_delimiter_is_not_content(pki: TestPKI, ctx: Any) -> None:
     raw = signed_message(pki["sender"]) + b"\r\nUnsigned epilogue: pay now.\r\n"
     res = run(raw, ctx)
     assert res.verdict.verdict == "verified"
@@ -171,10 +159,8 @@ def test_multipart_signed_without_close_delimiter_is_invalid(pki: TestPKI, ctx: 
 def test_deeply_nested_layers_are_bounded(pki: TestPKI, ctx: Any) -> None:
     entity = mime_text()
     for _ in range(10):
-        entity = body_of(pkcs7_mime(headers(), sign_opaque_der(pki["sender"], entity),
-                                    "signed-data"))
-    res = run(headers() + entity.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
-              + entity.split(b"\r\n\r\n", 1)[1], ctx)
+        entity = body_of(pkcs7_mime(headers(), sign_opaque_der(pki["sender"], entity), "signed-data"))
+    res = run(headers() + entity.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + entity.split(b"\r\n\r\n", 1)[1], ctx)
     assert res.verdict.verdict == "quarantined"
     assert res.quarantine_reason == "too-many-layers"
 
@@ -210,8 +196,9 @@ def test_signer_other_than_from_is_not_verified(pki: TestPKI, ctx: Any) -> None:
 def test_display_name_with_signer_address_does_not_count(pki: TestPKI, ctx: Any) -> None:
     inner = mime_text()
     sig = sign_detached_der(pki["sender"], inner)
-    outer = headers().replace(f"From: Alice Example <{SENDER}>".encode(),
-                              f'From: "{SENDER}" <mallory@evil.example>'.encode())
+    outer = headers().replace(
+        f"From: Alice Example <{SENDER}>".encode(), f'From: "{SENDER}" <mallory@evil.example>'.encode()
+    )
     res = run(multipart_signed(outer, inner, sig), ctx)
     assert "signer-not-from" in res.verdict.reasons
 
@@ -229,21 +216,16 @@ def test_domain_compares_case_insensitively_but_local_part_exactly(pki: TestPKI,
         b"From: alice@example.org, mallory@evil.example\r\n",
     ],
 )
-def test_several_from_addresses_are_never_verified(
-    pki: TestPKI, ctx: Any, from_header: bytes
-) -> None:
+def test_several_from_addresses_are_never_verified(pki: TestPKI, ctx: Any, from_header: bytes) -> None:
     inner = mime_text()
     sig = sign_detached_der(pki["sender"], inner)
-    outer = b"\r\n".join(line for line in headers().split(b"\r\n")
-                         if not line.startswith(b"From:"))
+    outer = b"\r\n".join(line for line in headers().split(b"\r\n") if not line.startswith(b"From:"))
     res = run(multipart_signed(from_header + outer, inner, sig), ctx)
     assert res.verdict.verdict == "unverified"
     assert "multiple-from" in res.verdict.reasons
 
 
-def test_protected_from_that_differs_from_outer_from_is_not_verified(
-    pki: TestPKI, ctx: Any
-) -> None:
+def test_protected_from_that_differs_from_outer_from_is_not_verified(pki: TestPKI, ctx: Any) -> None:
     inner = b"From: chef@rathaus.example\r\n" + mime_text()
     res = run(signed_message(pki["sender"], inner), ctx)
     assert "protected-from-mismatch" in res.verdict.reasons

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from smime_pki import (
-    NOW,
     RECIPIENT,
     SENDER,
     TestPKI,
@@ -24,14 +23,12 @@ from smime_pki import (
     sign_opaque_der,
     signed_message,
 )
+from smime_pki import (
+    run_unwrap as run,
+)
 
 from gateway.errors import ConfigError
-from gateway.unwrap import UnwrapContext, UnwrapResult, unwrap
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return build_pki()
+from gateway.unwrap import UnwrapContext
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +36,22 @@ def ctx(pki: TestPKI) -> Any:
     return make_context(pki, identities=("recipient2", "recipient"))
 
 
-def run(raw: bytes, ctx: Any) -> UnwrapResult:
-    return unwrap(raw, ctx, at=NOW)
-
-
 def _openssl_encrypt(pki: TestPKI, tmp: Path, inner: bytes, *opts: str) -> bytes:
     files = pki.write(tmp)
     (tmp / "in.txt").write_bytes(inner)
     cipher = [o for o in opts if o.startswith("-") and o != "-keyopt"]
     keyopts = [o for o in opts if o not in cipher]
-    res = openssl("cms", "-encrypt", "-in", str(tmp / "in.txt"), "-binary", *cipher,
-                  "-recip", str(files["recipient.pem"]), *keyopts)
+    res = openssl(
+        "cms",
+        "-encrypt",
+        "-in",
+        str(tmp / "in.txt"),
+        "-binary",
+        *cipher,
+        "-recip",
+        str(files["recipient.pem"]),
+        *keyopts,
+    )
     assert res.returncode == 0, res.stderr
     return headers() + res.stdout.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
@@ -83,9 +85,7 @@ def test_enveloped_message_is_decrypted_with_audit_events(pki: TestPKI, ctx: Any
     ],
     ids=lambda o: " ".join(o),
 )
-def test_openssl_encrypted_message_is_decrypted(
-    pki: TestPKI, ctx: Any, tmp_path: Path, opts: tuple[str, ...]
-) -> None:
+def test_openssl_encrypted_message_is_decrypted(pki: TestPKI, ctx: Any, tmp_path: Path, opts: tuple[str, ...]) -> None:
     inner = mime_text()
     res = run(_openssl_encrypt(pki, tmp_path, inner, *opts), ctx)
     assert res.verdict.encryption.status == "decrypted", res.verdict.reasons
@@ -194,28 +194,35 @@ def _config(tmp: Path, smime: dict[str, Any] | None) -> Any:
     return parse_config(data, file="poststelle.toml")
 
 
-def test_context_from_config_loads_pem_pkcs12_anchor_dirs_and_crls(
-    pki: TestPKI, tmp_path: Path
-) -> None:
+def test_context_from_config_loads_pem_pkcs12_anchor_dirs_and_crls(pki: TestPKI, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
     files = pki.write(tmp_path / "pki")
     p12 = tmp_path / "old.p12"
-    p12.write_bytes(pkcs12.serialize_key_and_certificates(
-        b"old", pki["recipient2"].key, pki["recipient2"].cert,  # type: ignore[arg-type]
-        [pki.root.cert], BestAvailableEncryption(b"geheim")))
+    p12.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"old",
+            pki["recipient2"].key,
+            pki["recipient2"].cert,  # type: ignore[arg-type]
+            [pki.root.cert],
+            BestAvailableEncryption(b"geheim"),
+        )
+    )
     (tmp_path / "old.pass").write_text("geheim\n")
     anchors = tmp_path / "anchors"
     anchors.mkdir()
     (anchors / "root.pem").write_bytes(pki.root.cert_pem())
-    cfg = _config(tmp_path, {
-        "identities": [
-            {"key_file": str(files["recipient.key"]), "cert_file": str(files["recipient.pem"])},
-            {"pkcs12_file": str(p12), "password_file": str(tmp_path / "old.pass")},
-        ],
-        "trust_anchors": [str(anchors)],
-        "crl_files": [str(files["crl"]), str(files["root_crl"])],
-    })
+    cfg = _config(
+        tmp_path,
+        {
+            "identities": [
+                {"key_file": str(files["recipient.key"]), "cert_file": str(files["recipient.pem"])},
+                {"pkcs12_file": str(p12), "password_file": str(tmp_path / "old.pass")},
+            ],
+            "trust_anchors": [str(anchors)],
+            "crl_files": [str(files["crl"]), str(files["root_crl"])],
+        },
+    )
     ctx = UnwrapContext.from_config(cfg, collect_certificates=False)
     signed = body_of(signed_message(pki["sender"]))
     for party in ("recipient", "recipient2"):
@@ -233,16 +240,13 @@ def test_config_without_smime_section_builds_a_fail_closed_context(tmp_path: Pat
 
 
 @pytest.mark.parametrize("problem", ["mismatched-key", "not-a-cert", "empty-anchor-dir", "bad-p12"])
-def test_unusable_key_material_is_a_config_error(
-    pki: TestPKI, tmp_path: Path, problem: str
-) -> None:
+def test_unusable_key_material_is_a_config_error(pki: TestPKI, tmp_path: Path, problem: str) -> None:
     files = pki.write(tmp_path / "pki")
     empty = tmp_path / "empty"
     empty.mkdir()
     junk = tmp_path / "junk.pem"
     junk.write_bytes(b"not a certificate")
-    ident: dict[str, str] = {"key_file": str(files["sender.key"]),
-                             "cert_file": str(files["recipient.pem"])}
+    ident: dict[str, str] = {"key_file": str(files["sender.key"]), "cert_file": str(files["recipient.pem"])}
     anchors = [str(files["root"])]
     expected_key = "smime.identities[0].cert_file"
     if problem == "not-a-cert":
@@ -255,8 +259,7 @@ def test_unusable_key_material_is_a_config_error(
         ident = {"pkcs12_file": str(junk)}
         expected_key = "smime.identities[0].pkcs12_file"
     with pytest.raises(ConfigError) as info:
-        UnwrapContext.from_config(_config(tmp_path, {"identities": [ident],
-                                                     "trust_anchors": anchors}))
+        UnwrapContext.from_config(_config(tmp_path, {"identities": [ident], "trust_anchors": anchors}))
     assert info.value.key == expected_key
     assert info.value.file == "poststelle.toml"
 

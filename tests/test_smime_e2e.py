@@ -27,7 +27,6 @@ from smime_pki import (
     SENDER,
     TestPKI,
     body_of,
-    build_pki,
     encrypt_der,
     mime_text,
     multipart_signed,
@@ -45,11 +44,6 @@ from gateway.testservers.dovecot import Dovecot
 _ids = itertools.count()
 COURT = "Ladung Az. 1 K 1234/25"
 BUILDING = "Bauantrag Az.: 63-BV-2026-0147"
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return build_pki()
 
 
 def outer(subject: str = "Verschlüsselte Nachricht", from_: str = SENDER) -> bytes:

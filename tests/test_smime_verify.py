@@ -11,7 +11,6 @@ from smime_pki import (
     NOW,
     SENDER,
     TestPKI,
-    build_pki,
     headers,
     make_context,
     mime_text,
@@ -23,22 +22,16 @@ from smime_pki import (
     sign_opaque_der,
     signed_message,
 )
+from smime_pki import (
+    run_unwrap as run,
+)
 
-from gateway.unwrap import UnwrapContext, UnwrapResult, unwrap
-
-
-@pytest.fixture(scope="module")
-def pki() -> TestPKI:
-    return build_pki()
+from gateway.unwrap import UnwrapContext, unwrap
 
 
 @pytest.fixture(scope="module")
 def ctx(pki: TestPKI) -> Any:
     return make_context(pki)
-
-
-def run(raw: bytes, ctx: Any) -> UnwrapResult:
-    return unwrap(raw, ctx, at=NOW)
 
 
 def test_plain_message_is_unverified_with_content_unchanged() -> None:
@@ -140,9 +133,21 @@ def test_sha1_digest_is_rejected_unless_allowed(pki: TestPKI, tmp_path: Any) -> 
     files = pki.write(tmp_path)
     inner = mime_text()
     (tmp_path / "in.txt").write_bytes(inner)
-    res = openssl("cms", "-sign", "-md", "sha1", "-signer", str(files["sender.pem"]),
-                  "-inkey", str(files["sender.key"]), "-in", str(tmp_path / "in.txt"),
-                  "-binary", "-certfile", str(files["inter.pem"]))
+    res = openssl(
+        "cms",
+        "-sign",
+        "-md",
+        "sha1",
+        "-signer",
+        str(files["sender.pem"]),
+        "-inkey",
+        str(files["sender.key"]),
+        "-in",
+        str(tmp_path / "in.txt"),
+        "-binary",
+        "-certfile",
+        str(files["inter.pem"]),
+    )
     assert res.returncode == 0, res.stderr
     raw = headers() + res.stdout.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     strict = run(raw, make_context(pki))
@@ -155,9 +160,18 @@ def test_sha1_digest_is_rejected_unless_allowed(pki: TestPKI, tmp_path: Any) -> 
 def test_openssl_signed_message_verifies(pki: TestPKI, tmp_path: Any) -> None:
     files = pki.write(tmp_path)
     (tmp_path / "in.txt").write_bytes(mime_text())
-    res = openssl("cms", "-sign", "-signer", str(files["sender.pem"]), "-inkey",
-                  str(files["sender.key"]), "-in", str(tmp_path / "in.txt"),
-                  "-certfile", str(files["inter.pem"]))
+    res = openssl(
+        "cms",
+        "-sign",
+        "-signer",
+        str(files["sender.pem"]),
+        "-inkey",
+        str(files["sender.key"]),
+        "-in",
+        str(tmp_path / "in.txt"),
+        "-certfile",
+        str(files["inter.pem"]),
+    )
     assert res.returncode == 0
     raw = headers() + res.stdout.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     assert run(raw, make_context(pki)).verdict.verdict == "verified"
