@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -131,8 +132,8 @@ def run_gateway(config: Path) -> GatewayRun:
     return GatewayRun(elapsed, main_peak, max(tree_peak, main_peak))
 
 
-def baseline(server: Dovecot, user: str, out: Path) -> float:
-    """Fetch all + one durable file per message; nothing else."""
+def baseline(server: Dovecot, user: str, out: Path, transform: Callable[[bytes], bytes] = bytes) -> float:
+    """Fetch all + one durable file per message; ``transform`` is what a baseline does in between."""
     out.mkdir()
     start = time.perf_counter()
     client = imapclient.IMAPClient(server.host, port=server.imaps_port, ssl=True, ssl_context=server.ssl_context())
@@ -142,7 +143,7 @@ def baseline(server: Dovecot, user: str, out: Path) -> float:
     for i in range(0, len(uids), 50):
         for uid, data in client.fetch(uids[i : i + 50], ["BODY.PEEK[]"]).items():
             tmp = out / f".{uid}.tmp"
-            write_file(tmp, data[b"BODY[]"])
+            write_file(tmp, transform(data[b"BODY[]"]))
             os.rename(tmp, out / f"{uid}.eml")
         fsync_dir(out)
     client.logout()

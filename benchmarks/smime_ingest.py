@@ -39,13 +39,12 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
-import imapclient
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the test PKI and S/MIME builders
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from ingest import baseline as fetch_and_write  # noqa: E402
 from ingest import config_text, run_gateway  # noqa: E402
 from smime_pki import (  # noqa: E402
     PEM,
@@ -59,7 +58,6 @@ from smime_pki import (  # noqa: E402
     sign_detached_der,
 )
 
-from gateway.durable import fsync_dir, write_file  # noqa: E402
 from gateway.samples import fake_pdf  # noqa: E402
 
 DISTINCT = 8  # distinct signed+encrypted bodies; their cases spread over both routes
@@ -131,7 +129,6 @@ def baseline(server: object, user: str, out: Path, files: dict[str, Path], cafil
     from gateway.testservers.dovecot import Dovecot
 
     assert isinstance(server, Dovecot)
-    out.mkdir()
     decrypt = [
         "openssl",
         "cms",
@@ -142,25 +139,17 @@ def baseline(server: object, user: str, out: Path, files: dict[str, Path], cafil
         str(files["recipient.key"]),
     ]
     verify = ["openssl", "cms", "-verify", "-CAfile", str(cafile), "-crl_check_all", "-purpose", "smimesign"]
-    start = time.perf_counter()
-    client = imapclient.IMAPClient(server.host, port=server.imaps_port, ssl=True, ssl_context=server.ssl_context())
-    client.login(user, "pw")
-    client.select_folder("INBOX")
-    uids = client.search(["ALL"])
-    for i in range(0, len(uids), 50):
-        for uid, data in client.fetch(uids[i : i + 50], ["BODY.PEEK[]"]).items():
-            opened = subprocess.run(decrypt, input=data[b"BODY[]"], capture_output=True, check=False)
-            if opened.returncode != 0:
-                raise SystemExit(f"baseline: openssl cms -decrypt failed: {opened.stderr.decode()}")
-            checked = subprocess.run(verify, input=opened.stdout, capture_output=True, check=False)
-            if checked.returncode != 0:
-                raise SystemExit(f"baseline: openssl cms -verify failed: {checked.stderr.decode()}")
-            tmp = out / f".{uid}.tmp"
-            write_file(tmp, checked.stdout)
-            os.rename(tmp, out / f"{uid}.eml")
-        fsync_dir(out)
-    client.logout()
-    return time.perf_counter() - start
+
+    def open_and_check(raw: bytes) -> bytes:
+        opened = subprocess.run(decrypt, input=raw, capture_output=True, check=False)
+        if opened.returncode != 0:
+            raise SystemExit(f"baseline: openssl cms -decrypt failed: {opened.stderr.decode()}")
+        checked = subprocess.run(verify, input=opened.stdout, capture_output=True, check=False)
+        if checked.returncode != 0:
+            raise SystemExit(f"baseline: openssl cms -verify failed: {checked.stderr.decode()}")
+        return checked.stdout
+
+    return fetch_and_write(server, user, out, open_and_check)
 
 
 def check_filed(state: Path, n: int) -> None:
