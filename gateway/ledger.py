@@ -361,10 +361,6 @@ class Ledger:
                 )
             self._append_events(events)
 
-    def insert_final(self, records: Sequence[MessageRecord], events: Iterable[AuditEvent]) -> None:
-        """Insert rows that need no file work (duplicates) directly in a final state."""
-        self.plan(records, events)
-
     def abandon(self, records: Sequence[MessageRecord], events: Iterable[AuditEvent]) -> None:
         """Forget intents whose files never reached their place; the message will be fetched again."""
         with self.transaction() as c:

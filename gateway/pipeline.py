@@ -17,7 +17,7 @@ import structlog
 
 from gateway.config import Config, PolicyConfig
 from gateway.errors import SecurityError
-from gateway.message import ParsedMessage, Part, from_addresses, headers_only, parse_message
+from gateway.message import ParsedMessage, Part, headers_only, parse_message
 from gateway.route import RouteDecision, route
 from gateway.unwrap import UnwrapContext, UnwrapEvent, unwrap
 from gateway.verdict import Verdict
@@ -122,4 +122,4 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
     )
 
 
-__all__ = ["Plan", "analyse", "from_addresses"]
+__all__ = ["Plan", "analyse"]
