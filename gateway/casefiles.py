@@ -54,13 +54,19 @@ def entry_name(received: datetime, msg_id: str) -> str:
 class EntryFile:
     relpath: str
     data: bytes
+    sha256: str | None = None  # when the caller already hashed ``data`` (the original's key)
 
 
 def entry_files(
-    raw: bytes, *, decrypted: bytes | None, parts: Sequence[Part], extra_json: dict[str, Any]
+    raw: bytes,
+    *,
+    decrypted: bytes | None,
+    parts: Sequence[Part],
+    extra_json: dict[str, Any],
+    raw_sha256: str | None = None,
 ) -> list[EntryFile]:
     """The files of one entry, names made safe; ``extra_json`` adds e.g. verification.json."""
-    files = [EntryFile("original.eml", raw)]
+    files = [EntryFile("original.eml", raw, raw_sha256)]
     if decrypted is not None and decrypted != raw:
         files.append(EntryFile("content.eml", decrypted))
     alloc = NameAllocator()
@@ -148,7 +154,7 @@ def stage_entry(
             (staging / "attachments").mkdir(mode=0o750)
             made_attachments = True
         write_file(target, f.data, sync=sync)
-        manifest_files[f.relpath] = {"sha256": sha256_hex(f.data), "size": len(f.data)}
+        manifest_files[f.relpath] = {"sha256": f.sha256 or sha256_hex(f.data), "size": len(f.data)}
     if made_attachments and sync:
         fsync_dir(staging / "attachments")
     manifest = {"schema": MANIFEST_SCHEMA, **metadata, "files": manifest_files}

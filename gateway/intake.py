@@ -332,7 +332,7 @@ class Intake:
         extra: dict[str, Any] = {"verification.json": plan.verdict.to_json()}
         if plan.target == "quarantined":
             extra["reason.json"] = {"reasons": plan.reasons, "warnings": plan.warnings}
-        files = entry_files(f.raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=extra)
+        files = entry_files(f.raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=extra, raw_sha256=rec.sha256)
         assert rec.path is not None
         path = Path(rec.path)
         if plan.target == "quarantined":
