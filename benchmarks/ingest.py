@@ -14,12 +14,14 @@ Targets (issue 2, 2 cores): >= 400 messages/s end to end; peak RSS <= 150 MB and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -77,6 +79,24 @@ case = "VG {{case}}"
 level = "warning"
 format = "json"
 """
+
+
+@contextlib.contextmanager
+def work_root(prefix: str, *, keep: bool = False) -> Iterator[Path]:
+    """A temporary work directory that is removed afterwards, even when the run fails.
+
+    A 20,000-message run leaves several GB (two seeded Maildirs and the case folders);
+    benchmarks that forgot them once filled the disk of a shared machine.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
+    try:
+        yield root
+    finally:
+        if keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 class GatewayRun(NamedTuple):
@@ -155,10 +175,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 5000 and 20000)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    sizes = args.n or [5000, 20000]
-    root = Path(tempfile.mkdtemp(prefix="pst-bench-"))
-    os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
+    with work_root("pst-bench-", keep=args.keep) as root:
+        run_all(root, args.n or [5000, 20000], args.batch_size, args.workers)
+    print("targets: >= 400 msg/s end to end; peak RSS <= 150 MB and flat in N")
+
+
+def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) -> None:
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(
         f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers MB':>12} "
@@ -175,7 +199,7 @@ def main() -> None:
             work = root / f"run{i}"
             work.mkdir()
             cfg = work / "poststelle.toml"
-            cfg.write_text(config_text(work, server, gw_user, args.batch_size, args.workers))
+            cfg.write_text(config_text(work, server, gw_user, batch_size, workers))
             elapsed, rss_kib, tree_kib = run_gateway(cfg)
             left = len(server.folder_uids(gw_user, "INBOX"))
             if left:
@@ -187,7 +211,7 @@ def main() -> None:
                 f"{brate:>15.0f} {rate / brate:>6.2f}"
                 f"   (avg message {mb:.0f} KB)"
             )
-    print("targets: >= 400 msg/s end to end; peak RSS <= 150 MB and flat in N")
+            shutil.rmtree(work)  # the disk holds one run at a time
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from ingest import work_root  # noqa: E402
 from pgp_keys import Key, World, headers, pgp_encrypted  # noqa: E402
 
 from gateway.testservers.dovecot import Dovecot  # noqa: E402
@@ -142,10 +143,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None,
                     help="analysis worker processes (default: the gateway's); gpg processes are counted "
                          "in the main process only, so gpg/msg is exact with --workers 0")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    sizes = args.n or [1000, 3000]
-    root = Path(tempfile.mkdtemp(prefix="pst-pgpb-"))
-    os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
+    with work_root("pst-pgpb-", keep=args.keep) as root:
+        run_all(root, args.n or [1000, 3000], args.batch_size, args.workers)
+    print("targets: >= 80 msg/s end to end; peak RSS flat in N")
+
+
+def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) -> None:
     world = World()
     us = world.gen("Rathaus", "rathaus@stadt.example")
     bob = world.gen("Buergeramt", SENDER)
@@ -165,8 +170,8 @@ def main() -> None:
                 work = root / f"run{i}"
                 work.mkdir()
                 cfg = work / "poststelle.toml"
-                cfg.write_text(config_text(work, server, f"u{i}", args.batch_size, secret, bob.fingerprint,
-                                           args.workers))
+                cfg.write_text(config_text(work, server, f"u{i}", batch_size, secret, bob.fingerprint,
+                                           workers))
                 elapsed, rss_kib, spawns = run_gateway(cfg)
                 left = len(server.folder_uids(f"u{i}", "INBOX"))
                 if left:
@@ -176,7 +181,6 @@ def main() -> None:
                       f"{verified_count(work):>9}   (avg message {kb:.0f} KB; gpg total {spawns})")
     finally:
         world.close()
-    print("targets: >= 80 msg/s end to end; peak RSS flat in N")
 
 
 if __name__ == "__main__":

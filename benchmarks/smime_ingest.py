@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -45,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the test PKI and S/MIME builders
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ingest import baseline as fetch_and_write  # noqa: E402
-from ingest import config_text, run_gateway  # noqa: E402
+from ingest import config_text, run_gateway, work_root  # noqa: E402
 from smime_pki import (  # noqa: E402
     PEM,
     RECIPIENT,
@@ -165,16 +163,19 @@ def check_filed(state: Path, n: int) -> None:
 
 
 def main() -> None:
-    from gateway.testservers.dovecot import Dovecot
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 2000)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    sizes = args.n or [2000]
-    root = Path(tempfile.mkdtemp(prefix="pst-smime-bench-"))
-    os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
+    with work_root("pst-smime-bench-", keep=args.keep) as root:
+        run_all(root, args.n or [2000], args.batch_size, args.workers)
+
+
+def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) -> None:
+    from gateway.testservers.dovecot import Dovecot
+
     pki = build_pki()
     files = pki.write(root / "pki")
     cafile = openssl_cafile(pki, root / "pki")
@@ -194,7 +195,7 @@ def main() -> None:
             work = root / f"run{i}"
             work.mkdir()
             cfg = work / "poststelle.toml"
-            cfg.write_text(config_text(work, server, gw_user, args.batch_size, args.workers) + smime_section(files))
+            cfg.write_text(config_text(work, server, gw_user, batch_size, workers) + smime_section(files))
             cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             elapsed, rss_kib, tree_kib = run_gateway(cfg)
             cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)

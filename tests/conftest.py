@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,8 +35,11 @@ def dovecot() -> Iterator[Dovecot]:
         pytest.fail("dovecot is not installed: run the README's test command (scripts/test), which installs it")
     root = Path(tempfile.mkdtemp(prefix="pst-dc-"))
     os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
-    with Dovecot(root, USERS) as server:
-        yield server
+    try:
+        with Dovecot(root, USERS) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # every test's mail and state lives under it
 
 
 @dataclass
