@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -85,10 +86,17 @@ format = "json"
 def work_root(prefix: str, *, keep: bool = False) -> Iterator[Path]:
     """A temporary work directory that is removed afterwards, even when the run fails.
 
-    A 20,000-message run leaves several GB (two seeded Maildirs and the case folders);
-    benchmarks that forgot them once filled the disk of a shared machine.
+    It lies under ``$POSTSTELLE_BENCH_DIR``, else ``/var/tmp``: the figures are about a
+    real disk, and ``/tmp`` is a tmpfs on many systems (or, on this machine, an area
+    where millions of files were just deleted, which made each file creation cost ext4
+    several times more CPU). A 20,000-message run leaves several GB (two seeded Maildirs
+    and the case folders); benchmarks that forgot them once filled the disk. Nothing is
+    deleted between the runs of one benchmark: ext4 without a journal (this machine)
+    scans past every inode freed in the last minutes when it creates a file, so a
+    deletion just before a run would slow that run down.
     """
-    root = Path(tempfile.mkdtemp(prefix=prefix))
+    parent = os.environ.get("POSTSTELLE_BENCH_DIR", "/var/tmp")
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
     try:
         yield root
@@ -103,6 +111,15 @@ class GatewayRun(NamedTuple):
     elapsed: float  # seconds
     main_kib: int  # peak RSS of the gateway process
     tree_kib: int  # peak of the summed RSS of the gateway and its analysis workers
+    gateway_cores: float  # CPU seconds of the gateway and its workers per wall second
+    machine_cores: float  # CPU seconds of the whole machine (Dovecot too) per wall second
+
+
+def _machine_busy() -> float:
+    """Seconds of CPU time (all cores, everything but idle and iowait) since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -140,6 +157,7 @@ def run_gateway(config: Path) -> GatewayRun:
     worker processes, sampled every 50 ms.
     """
     start = time.perf_counter()
+    busy0, cpu0 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--once", "--config", str(config)], cwd=REPO)
     main_peak = tree_peak = 0
     while proc.poll() is None:
@@ -147,9 +165,11 @@ def run_gateway(config: Path) -> GatewayRun:
         tree_peak = max(tree_peak, sum(_status_kib(p, "VmRSS:") for p in _descendants(proc.pid)))
         time.sleep(0.05)
     elapsed = time.perf_counter() - start
+    busy1, cpu1 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit("gateway run failed")
-    return GatewayRun(elapsed, main_peak, max(tree_peak, main_peak))
+    gateway_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    return GatewayRun(elapsed, main_peak, max(tree_peak, main_peak), gateway_cpu / elapsed, (busy1 - busy0) / elapsed)
 
 
 def baseline(server: Dovecot, user: str, out: Path, transform: Callable[[bytes], bytes] = bytes) -> float:
@@ -186,7 +206,7 @@ def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) 
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(
         f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers MB':>12} "
-        f"{'baseline msg/s':>15} {'ratio':>6}"
+        f"{'CPU gw/all':>10} {'baseline msg/s':>15} {'ratio':>6}"
     )
     with Dovecot(root / "dovecot", users) as server:
         for i, n in enumerate(sizes):
@@ -200,7 +220,7 @@ def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) 
             work.mkdir()
             cfg = work / "poststelle.toml"
             cfg.write_text(config_text(work, server, gw_user, batch_size, workers))
-            elapsed, rss_kib, tree_kib = run_gateway(cfg)
+            elapsed, rss_kib, tree_kib, gw_cores, all_cores = run_gateway(cfg)
             left = len(server.folder_uids(gw_user, "INBOX"))
             if left:
                 raise SystemExit(f"{left} messages left in the INBOX")
@@ -208,10 +228,9 @@ def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) 
             rate, brate = n / elapsed, n / base
             print(
                 f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} "
-                f"{brate:>15.0f} {rate / brate:>6.2f}"
+                f"{gw_cores:>4.2f}/{all_cores:<4.2f} {brate:>15.0f} {rate / brate:>6.2f}"
                 f"   (avg message {mb:.0f} KB)"
             )
-            shutil.rmtree(work)  # the disk holds one run at a time
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Layout (docs/case-folders.md)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -137,7 +138,7 @@ def stage_entry(
         if component is not None and (component in ("", ".", "..") or "/" in component or "\x00" in component):
             raise ValueError(f"unsafe path component {component!r}")
     final = final_path(root, folder, name)
-    if not final.resolve().is_relative_to(root.resolve()):
+    if not _inside(str(root), folder):
         raise ValueError(f"entry path escapes {root}: {final}")
     staging_root = root / STAGING
     if not staging_root.is_dir():
@@ -163,6 +164,18 @@ def stage_entry(
     if sync:
         fsync_dir(staging)
     return StagedEntry(root, staging, final, sha256_hex(manifest_bytes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _inside(root: str, folder: str | None) -> bool:
+    """Whether ``root/folder`` resolves inside ``root`` (no symlinked case folder).
+
+    Resolving costs a Python-level ``lstat`` per path component; a folder is checked
+    once per process, which is enough for a second lock (the first is that every case
+    folder name comes from ``casenames``).
+    """
+    base = Path(root).resolve()
+    return (base / folder if folder else base).resolve().is_relative_to(base)
 
 
 def publish_entries(entries: Sequence[StagedEntry]) -> None:
