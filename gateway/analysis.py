@@ -1,11 +1,17 @@
-"""Run the per-message analysis on all cores.
+"""Run the per-message analysis, and the writing of its files, on all cores.
 
 ``pipeline.analyse`` is CPU-bound Python (MIME cutting, CMS, RSA, routing), so threads
 would take turns on the GIL. Worker processes (spawned: fresh interpreters, safe to start
 from a threaded process) each build their own ``UnwrapContext`` from the same
-configuration; the messages go in as bytes and the plans come back as values. A worker
-whose gateway was killed notices it is orphaned and exits. ``workers = 0`` keeps the
-analysis in the calling thread (tests, ``inspect``, single-core machines).
+configuration. A message goes in as bytes; the worker decides its plan and also writes
+the entry's files into the mailbox's staging area (``prepare``), so that what comes back
+is small (the plan without its parts, and the sha256 of every file) and the gateway
+process is left with fetching, the ledger and publishing. Nothing staged is visible or
+durable yet: the intake adds the manifest, flushes the batch and renames each entry into
+place only after the ledger holds its intent; recovery sweeps what a crash left staged.
+
+A worker whose gateway was killed notices it is orphaned and exits. ``workers = 0`` keeps
+everything in the calling thread (tests, ``inspect``, single-core machines).
 """
 
 from __future__ import annotations
@@ -16,10 +22,14 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import structlog
 
+from gateway.casefiles import StagedFiles, entry_files, entry_name, stage_files
 from gateway.config import Config
 from gateway.pipeline import Plan, analyse
 from gateway.unwrap import UnwrapContext
@@ -44,40 +54,86 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _job(item: tuple[bytes, datetime]) -> Plan:
+@dataclass(frozen=True)
+class EntryJob:
+    """What the intake already knows of a message when it hands it to analysis."""
+
+    msg_id: str  # the ledger id, also the entry's name
+    sha256: str  # of the raw bytes (hashed once, on the fetching thread)
+    bucket: str  # the mailbox's staging bucket
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A plan whose entry files are staged (``staged``), or could not be (``write_error``)."""
+
+    plan: Plan  # without parts and decrypted content: those are on disk now
+    staged: StagedFiles | None
+    write_error: str | None = None
+
+
+def placement(config: Config, plan: Plan) -> tuple[Path, str | None]:
+    """The root and case folder an entry goes to: quarantine, or its routed case folder."""
+    if plan.target == "quarantined":
+        return config.storage.quarantine_dir, None
+    assert plan.route is not None
+    return config.storage.cases_dir, plan.route.case_folder
+
+
+def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: UnwrapContext) -> Prepared:
+    """Analyse a message and stage its entry's files; never raises.
+
+    A failed write (disk full, permissions) is returned, not raised: the intake turns it
+    into a transient error for the whole batch, and recovery sweeps the staging area.
+    """
+    plan = analyse(raw, config, ctx, at=at)
+    extra: dict[str, Any] = {"verification.json": plan.verdict.to_json()}
+    if plan.target == "quarantined":
+        extra["reason.json"] = {"reasons": plan.reasons, "warnings": plan.warnings}
+    root, folder = placement(config, plan)
+    try:
+        files = entry_files(raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=extra, raw_sha256=job.sha256)
+        staged: StagedFiles | None = stage_files(
+            root, folder, entry_name(at, job.msg_id), files, bucket=job.bucket, sync=False
+        )
+        error = None
+    except (OSError, ValueError) as exc:
+        staged, error = None, f"{type(exc).__name__}: {exc}"
+    return Prepared(replace(plan, parts=[], decrypted=None), staged, error)
+
+
+def _job(item: tuple[bytes, datetime, EntryJob]) -> Prepared:
     assert _worker_config is not None and _worker_ctx is not None
-    raw, at = item
-    return analyse(raw, _worker_config, _worker_ctx, at=at)
+    raw, at, job = item
+    return prepare(raw, at, job, _worker_config, _worker_ctx)
 
 
 class PendingPlan:
-    """A plan being computed; ``result`` falls back to in-process analysis if a worker died."""
+    """A message being prepared; ``result`` falls back to in-process work if a worker died."""
 
     def __init__(
         self,
         analyser: Analyser,
-        raw: bytes,
-        at: datetime,
+        item: tuple[bytes, datetime, EntryJob],
         *,
-        value: Plan | None = None,
-        future: Future[Plan] | None = None,
+        value: Prepared | None = None,
+        future: Future[Prepared] | None = None,
         pool: ProcessPoolExecutor | None = None,
     ) -> None:
         self.pool = pool
         self.analyser = analyser
-        self.raw = raw
-        self.at = at
+        self.item = item
         self.value = value
         self.future = future
 
-    def result(self) -> Plan:
+    def result(self) -> Prepared:
         if self.value is None:
             assert self.future is not None
             try:
                 self.value = self.future.result()
             except BrokenProcessPool:
                 self.analyser.give_up_workers(self.pool)
-                self.value = analyse(self.raw, self.analyser.config, self.analyser.ctx, at=self.at)
+                self.value = prepare(*self.item, self.analyser.config, self.analyser.ctx)
         return self.value
 
 
@@ -101,11 +157,12 @@ class Analyser:
             initargs=(self.config, os.getpid()),
         )
 
-    def submit(self, raw: bytes, at: datetime) -> PendingPlan:
-        """Start analysing one message; in-process mode analyses it right away."""
+    def submit(self, raw: bytes, at: datetime, job: EntryJob) -> PendingPlan:
+        """Start preparing one message; in-process mode prepares it right away."""
+        item = (raw, at, job)
         if self.pool is None:
-            return PendingPlan(self, raw, at, value=analyse(raw, self.config, self.ctx, at=at))
-        return PendingPlan(self, raw, at, future=self.pool.submit(_job, (raw, at)), pool=self.pool)
+            return PendingPlan(self, item, value=prepare(raw, at, job, self.config, self.ctx))
+        return PendingPlan(self, item, future=self.pool.submit(_job, item), pool=self.pool)
 
     def give_up_workers(self, broken: ProcessPoolExecutor | None) -> None:
         """A worker died (out of memory, killed): analyse in-process from now on.

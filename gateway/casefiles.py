@@ -109,6 +109,21 @@ def final_path(root: Path, folder: str | None, name: str) -> Path:
 
 
 @dataclass(frozen=True)
+class StagedFiles:
+    """An entry's files written under the staging area; its manifest is still to come.
+
+    Analysis (in a worker process when there are cores for it) writes these; the intake
+    adds ``manifest.json`` once the ledger has decided the entry's fate, because the
+    manifest carries ledger facts (the id's duplicates, reasons found by looking back).
+    """
+
+    root: Path
+    staging: Path
+    final: Path
+    files: dict[str, dict[str, Any]]  # relpath -> {"sha256", "size"}
+
+
+@dataclass(frozen=True)
 class StagedEntry:
     """An entry fully written under ``<root>/.incoming/``, not yet visible."""
 
@@ -118,32 +133,40 @@ class StagedEntry:
     manifest_sha256: str
 
 
-def stage_entry(
+def staging_path(root: Path, name: str, bucket: str = "") -> Path:
+    """Where entry ``name`` is built: ``<root>/.incoming/[<bucket>/]<name>``.
+
+    Each mailbox stages in its own bucket, so that its crash recovery can sweep what it
+    left behind without touching entries another mailbox is writing at that moment.
+    """
+    return root / STAGING / bucket / name if bucket else root / STAGING / name
+
+
+def stage_files(
     root: Path,
     folder: str | None,
     name: str,
     files: Sequence[EntryFile],
-    metadata: dict[str, Any],
     *,
+    bucket: str = "",
     sync: bool = True,
-) -> StagedEntry:
-    """Write an entry's files under the staging directory.
+) -> StagedFiles:
+    """Write an entry's files (all but the manifest) under the staging area.
 
     ``sync=False`` leaves flushing to the caller, who makes a whole batch durable with one
     ``durable.sync_filesystem`` before publishing (group commit). ``folder`` was produced
     by ``casenames.case_folder_name`` (or is a reserved name), and every relpath by
     ``safenames``; the checks below are a second lock on the door, not the first.
     """
-    for component in (folder, name):
+    for component in (folder, name, bucket or None):
         if component is not None and (component in ("", ".", "..") or "/" in component or "\x00" in component):
             raise ValueError(f"unsafe path component {component!r}")
     final = final_path(root, folder, name)
     if not _inside(str(root), folder):
         raise ValueError(f"entry path escapes {root}: {final}")
-    staging_root = root / STAGING
-    if not staging_root.is_dir():
-        makedirs_durable(staging_root)
-    staging = staging_root / name
+    staging = staging_path(root, name, bucket)
+    if not staging.parent.is_dir():
+        makedirs_durable(staging.parent)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(mode=0o750)
@@ -158,12 +181,30 @@ def stage_entry(
         manifest_files[f.relpath] = {"sha256": f.sha256 or sha256_hex(f.data), "size": len(f.data)}
     if made_attachments and sync:
         fsync_dir(staging / "attachments")
-    manifest = {"schema": MANIFEST_SCHEMA, **metadata, "files": manifest_files}
+    return StagedFiles(root, staging, final, manifest_files)
+
+
+def seal_staging(staged: StagedFiles, metadata: dict[str, Any], *, sync: bool = True) -> StagedEntry:
+    """Add ``manifest.json`` (metadata and the sha256 of every file) to staged files."""
+    manifest = {"schema": MANIFEST_SCHEMA, **metadata, "files": staged.files}
     manifest_bytes = _json_bytes(manifest)
-    write_file(staging / "manifest.json", manifest_bytes, sync=sync)
+    write_file(staged.staging / "manifest.json", manifest_bytes, sync=sync)
     if sync:
-        fsync_dir(staging)
-    return StagedEntry(root, staging, final, sha256_hex(manifest_bytes))
+        fsync_dir(staged.staging)
+    return StagedEntry(staged.root, staged.staging, staged.final, sha256_hex(manifest_bytes))
+
+
+def stage_entry(
+    root: Path,
+    folder: str | None,
+    name: str,
+    files: Sequence[EntryFile],
+    metadata: dict[str, Any],
+    *,
+    sync: bool = True,
+) -> StagedEntry:
+    """Write an entry's files and its manifest under the staging directory."""
+    return seal_staging(stage_files(root, folder, name, files, sync=sync), metadata, sync=sync)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -207,11 +248,31 @@ def write_entry(
     return staged.final, staged.manifest_sha256
 
 
-def discard_staging(root: Path, name: str) -> None:
+def discard_staging(root: Path, name: str, bucket: str = "") -> None:
     """Remove a half-written entry left by a crash (it was never published)."""
-    staging = root / STAGING / name
-    if staging.exists():
-        shutil.rmtree(staging)
+    for staging in {staging_path(root, name), staging_path(root, name, bucket)}:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def sweep_staging(root: Path, bucket: str) -> list[str]:
+    """Remove everything a bucket's staging area holds; returns the names removed.
+
+    Called by recovery once every unfinished intent of the bucket's mailbox has been
+    finished or abandoned: what is left was staged by analysis before its intent reached
+    the ledger (a crash in between), so nothing refers to it and it was never visible.
+    """
+    area = root / STAGING / bucket
+    if not bucket or not area.is_dir():
+        return []
+    removed = []
+    for entry in sorted(area.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
 
 
 @dataclass(frozen=True)

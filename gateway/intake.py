@@ -3,16 +3,19 @@
 The order is the whole point (Postfix, getmail6):
 
 1. fetch a batch with BODY.PEEK[] (nothing changes on the server);
-2. decide each message's fate in memory (``pipeline.analyse``);
+2. decide each message's fate and write its files into the mailbox's staging area,
+   invisible and not yet flushed (``analysis.prepare``, in worker processes);
 3. commit the intent to the ledger (state ``processing``, planned path) with the
    ``fetched`` events;
-4. write each entry durably and publish it with one atomic rename;
+4. add each entry's manifest, flush the batch, and publish each entry with one atomic
+   rename;
 5. commit the final states with their events;
 6. only then MOVE the messages on the server, and record that.
 
 A crash between 3 and 5 is repaired by ``recover``: a published entry is complete (the
 rename is atomic) and its row is finished; an unpublished one is abandoned and the
-message, still in the folder, is fetched again. A crash between 5 and 6 leaves the
+message, still in the folder, is fetched again. Whatever a crash left in the staging area
+without an intent (between 2 and 3) is swept by ``recover`` too. A crash between 5 and 6 leaves the
 message in the folder with a finished row: it is recognised by its key and only moved.
 The same bytes arriving again (re-delivery, a message moved back, a UIDVALIDITY change)
 are recognised by their sha256 and recorded as a duplicate, not stored twice.
@@ -31,17 +34,15 @@ from typing import Any
 
 import structlog
 
-from gateway.analysis import Analyser, PendingPlan
+from gateway.analysis import Analyser, EntryJob, PendingPlan, Prepared
 from gateway.audit import AuditEvent
 from gateway.casefiles import (
     StagedEntry,
     discard_staging,
-    entry_files,
-    entry_name,
-    final_path,
     publish_entries,
+    seal_staging,
     sha256_hex,
-    stage_entry,
+    sweep_staging,
 )
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
@@ -51,7 +52,7 @@ from gateway.pipeline import Plan
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
-Work = tuple[Fetched, PendingPlan]
+Work = tuple[Fetched, EntryJob, PendingPlan]
 
 
 def new_message_id() -> str:
@@ -59,7 +60,7 @@ def new_message_id() -> str:
 
 
 def quarantine_root(config: Config) -> Path:
-    return config.storage.state_dir / "quarantine"
+    return config.storage.quarantine_dir
 
 
 @dataclass
@@ -118,7 +119,7 @@ class Intake:
                 self.ledger.finish([rec], [self._stored_event(rec, recovered=True)])
                 self.log.info("recovered published entry", uid=rec.uid, msg=rec.id, state=rec.state)
             else:
-                discard_staging(root, final.name)
+                discard_staging(root, final.name, self.mb.name)
                 self.ledger.abandon(
                     [rec],
                     [
@@ -133,6 +134,9 @@ class Intake:
                     ],
                 )
                 self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
+        for root in (self.config.storage.cases_dir, quarantine_root(self.config)):
+            for name in sweep_staging(root, self.mb.name):
+                self.log.info("removed staged files without an intent", entry=name)
         if n:
             self.after_commit()
         return n
@@ -222,15 +226,19 @@ class Intake:
         Duplicates are only recognised later, in order, by ``_decide``; analysing one of
         them is wasted work but never a wrong decision.
         """
-        return [(f, self.analyser.submit(f.raw, f.internaldate)) for f in session.fetch(uids)]
+        work: list[Work] = []
+        for f in session.fetch(uids):
+            job = EntryJob(msg_id=new_message_id(), sha256=hashlib.sha256(f.raw).hexdigest(), bucket=self.mb.name)
+            work.append((f, job, self.analyser.submit(f.raw, f.internaldate, job)))
+        return work
 
     def _batch(self, session: MailboxSession, work: list[Work], seen: dict[str, MessageRecord]) -> BatchOutcome:
         out = BatchOutcome()
-        planned: list[tuple[MessageRecord, Plan, Fetched]] = []
+        planned: list[tuple[MessageRecord, Prepared]] = []
         duplicates: list[MessageRecord] = []
         events: list[AuditEvent] = []
-        for f, pending in work:
-            rec, plan = self._decide(session, f, seen, pending)
+        for f, job, pending in work:
+            rec, prepared = self._decide(session, f, job, seen, pending)
             events.append(
                 AuditEvent(
                     "fetched",
@@ -244,7 +252,7 @@ class Intake:
                     },
                 )
             )
-            if plan is None:
+            if prepared is None:
                 duplicates.append(rec)
                 events.append(
                     AuditEvent(
@@ -255,27 +263,27 @@ class Intake:
                     )
                 )
             else:
-                planned.append((rec, plan, f))
+                planned.append((rec, prepared))
             seen[rec.sha256] = rec
-        self.ledger.plan([r for r, _, _ in planned] + duplicates, events)
+        self.ledger.plan([r for r, _ in planned] + duplicates, events)
         out.duplicates = len(duplicates)
 
         done: list[MessageRecord] = []
         events = []
         try:
-            staged = [self._stage(rec, plan, f) for rec, plan, f in planned]
+            staged = [self._seal(rec, prepared) for rec, prepared in planned]
             publish_entries(staged)
         except OSError as exc:
             # Disk full or similar: nothing of this batch is finished; recovery finishes
             # what was published and abandons the rest, which is then fetched again.
             raise TransientError(f"writing entries failed: {exc}") from None
-        for rec, plan, _ in planned:
-            rec.state = plan.target
+        for rec, prepared in planned:
+            rec.state = prepared.plan.target
             done.append(rec)
-            events.extend(self._events_for(rec, plan))
+            events.extend(self._events_for(rec, prepared.plan))
             self.log.info(rec.state, uid=rec.uid, msg=rec.id, case=rec.case_ref, reasons=rec.reasons)
         self.ledger.finish(done, events)
-        self._collect_certificates([(rec, plan) for rec, plan, _ in planned])
+        self._collect_certificates([(rec, prepared.plan) for rec, prepared in planned])
         self.after_commit()
         out.stored = sum(1 for r in done if r.state == "stored")
         out.quarantined = sum(1 for r in done if r.state == "quarantined")
@@ -283,13 +291,22 @@ class Intake:
         return out
 
     def _decide(
-        self, session: MailboxSession, f: Fetched, seen: dict[str, MessageRecord], pending: PendingPlan
-    ) -> tuple[MessageRecord, Plan | None]:
-        sha = hashlib.sha256(f.raw).hexdigest()
-        msg_id = new_message_id()
+        self,
+        session: MailboxSession,
+        f: Fetched,
+        job: EntryJob,
+        seen: dict[str, MessageRecord],
+        pending: PendingPlan,
+    ) -> tuple[MessageRecord, Prepared | None]:
+        """The message's ledger record, and its prepared entry unless it is a duplicate.
+
+        A write failure while staging raises ``TransientError``: nothing of the batch is
+        committed yet, and recovery sweeps what was staged.
+        """
+        sha = job.sha256
         first = seen.get(sha) or self.ledger.first_by_sha256(sha)
         base = MessageRecord(
-            id=msg_id,
+            id=job.msg_id,
             mailbox=self.mb.name,
             folder=self.mb.folder,
             uidvalidity=session.uidvalidity,
@@ -301,13 +318,17 @@ class Intake:
             state="processing",
             target_state="stored",
         )
+        prepared = pending.result()
+        if prepared.staged is None:
+            raise TransientError(f"writing entries failed: {prepared.write_error}")
         if first is not None:
+            discard_staging(prepared.staged.root, prepared.staged.staging.name, self.mb.name)
             base.state = base.target_state = "duplicate"
             base.duplicate_of = first.id
             base.case_ref, base.case_folder, base.message_id = first.case_ref, first.case_folder, first.message_id
             base.subject, base.from_addr = first.subject, first.from_addr
             return base, None
-        plan = pending.result()
+        plan = prepared.plan
         base.message_id = plan.message_id
         base.subject = plan.subject[:500]
         base.from_addr = ", ".join(plan.from_addrs)[:500] or None
@@ -318,28 +339,15 @@ class Intake:
             earlier = [r for r in self.ledger.by_message_id(plan.message_id) if r.sha256 != sha]
             if earlier:
                 base.reasons.append(f"same-message-id-as:{earlier[0].id}")
-        name = entry_name(f.internaldate, msg_id)
-        if plan.target == "quarantined":
-            base.path = str(final_path(quarantine_root(self.config), None, name))
-        else:
-            assert plan.route is not None
-            base.path = str(final_path(self.config.storage.cases_dir, plan.route.case_folder, name))
+        base.path = str(prepared.staged.final)
         if plan.route is not None:
             base.case_ref, base.case_folder, base.route = plan.route.case_ref, plan.route.case_folder, plan.route.rule
-        return base, plan
+        return base, prepared
 
-    def _stage(self, rec: MessageRecord, plan: Plan, f: Fetched) -> StagedEntry:
-        extra: dict[str, Any] = {"verification.json": plan.verdict.to_json()}
-        if plan.target == "quarantined":
-            extra["reason.json"] = {"reasons": plan.reasons, "warnings": plan.warnings}
-        files = entry_files(f.raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=extra, raw_sha256=rec.sha256)
-        assert rec.path is not None
-        path = Path(rec.path)
-        if plan.target == "quarantined":
-            root, folder = quarantine_root(self.config), None
-        else:
-            root, folder = self.config.storage.cases_dir, path.parent.name
-        staged = stage_entry(root, folder, path.name, files, manifest_metadata(rec, plan), sync=False)
+    def _seal(self, rec: MessageRecord, prepared: Prepared) -> StagedEntry:
+        """Add the manifest (it holds ledger facts, such as reasons found by looking back)."""
+        assert prepared.staged is not None
+        staged = seal_staging(prepared.staged, manifest_metadata(rec, prepared.plan), sync=False)
         rec.manifest_sha256 = staged.manifest_sha256
         return staged
 
