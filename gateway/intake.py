@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -53,6 +54,7 @@ from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
 Work = tuple[Fetched, EntryJob, PendingPlan]
+_R = TypeVar("_R")
 
 
 def new_message_id() -> str:
@@ -98,7 +100,6 @@ class Intake:
         self.log = log.bind(mailbox=mailbox.name)
         self.analyser = analyser or Analyser(config, ctx, workers=0)
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
-        self._prefetch: Future[list[Work]] | None = None
 
     def close(self) -> None:
         self.io.shutdown(wait=True)  # the analyser belongs to whoever passed it in
@@ -191,33 +192,32 @@ class Intake:
 
     # -- one batch ------------------------------------------------------------------------
     def _batches(self, session: MailboxSession, batches: list[list[int]]) -> BatchOutcome:
-        """Process batches as a pipeline: batch k+1 is fetched and analysed while k is written.
+        """Process batches as a pipeline: later batches are fetched and prepared while one is written.
 
-        The I/O thread fetches the next batch and starts its analysis (in the worker
-        processes, or right there in the I/O thread when there are none) while this thread
-        writes, commits and moves the current one. IMAP commands stay strictly sequential
-        on the one connection: ``_dispose`` waits for the prefetch before its MOVE. Writing
-        and committing stay here, in order, so the ledger sees batches as they were fetched.
+        The I/O thread fetches up to ``PREFETCH`` batches ahead and hands every message to
+        analysis (the worker processes, or right there in the I/O thread when there are
+        none), while this thread commits, publishes and moves the current one. Every IMAP
+        command runs on the I/O thread, in the order it was submitted (``_imap``), so the
+        one connection is never used by two threads. Writing and committing stay here, in
+        order, so the ledger sees batches as they were fetched.
         """
         total = BatchOutcome()
-        if not batches:
-            return total
-        fetching: Future[list[Work]] | None = self.io.submit(self._fetch_and_analyse, session, batches[0])
+        ahead: deque[Future[list[Work]]] = deque()
+        queued = 0
         try:
-            for i in range(len(batches)):
-                assert fetching is not None
-                current = fetching.result()
-                fetching = (
-                    self.io.submit(self._fetch_and_analyse, session, batches[i + 1]) if i + 1 < len(batches) else None
-                )
-                self._prefetch = fetching
+            while queued < len(batches) and len(ahead) < PREFETCH:
+                ahead.append(self.io.submit(self._fetch_and_analyse, session, batches[queued]))
+                queued += 1
+            while ahead:
+                current = ahead.popleft().result()
+                if queued < len(batches):
+                    ahead.append(self.io.submit(self._fetch_and_analyse, session, batches[queued]))
+                    queued += 1
                 # Duplicates within a batch are found in ``seen``; across batches in the ledger,
                 # where the previous batch is committed by now (so memory stays flat in N).
                 total.add(self._batch(session, current, {}))
         finally:
-            self._prefetch = None
-            if fetching is not None:
-                wait([fetching])  # the connection must be idle before anyone else uses it
+            wait(ahead)  # the connection must be idle before anyone else uses it
         return total
 
     def _fetch_and_analyse(self, session: MailboxSession, uids: Sequence[int]) -> list[Work]:
@@ -425,10 +425,12 @@ class Intake:
             details=details,
         )
 
+    def _imap(self, command: Callable[..., _R], *args: Any) -> _R:
+        """Run an IMAP command on the I/O thread, after the fetches queued before it."""
+        return self.io.submit(command, *args).result()
+
     def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
         """Move finished messages on the server, then record it. Never before the commit."""
-        if self._prefetch is not None:
-            wait([self._prefetch])
         moved = 0
         for dest, group in (
             (self.mb.quarantine_folder, [r for r in recs if r.state == "quarantined"]),
@@ -436,7 +438,7 @@ class Intake:
         ):
             if not group:
                 continue
-            method = session.dispose([r.uid for r in group], dest)
+            method = self._imap(session.dispose, [r.uid for r in group], dest)
             details = {"to": dest, "method": method}
             if note:
                 details["note"] = note
@@ -452,7 +454,8 @@ class Intake:
         return moved
 
 
-BATCH_BYTES = 64 * 1024 * 1024
+BATCH_BYTES = 24 * 1024 * 1024
+PREFETCH = 2  # batches fetched and being prepared ahead of the one being written
 
 
 def plan_batches(
@@ -461,7 +464,8 @@ def plan_batches(
     """Split UIDs into batches of at most ``count`` messages and about ``max_bytes`` bytes.
 
     Memory stays bounded however large the messages are (a message larger than the bound
-    travels alone); two batches are in memory at a time (one being written, one fetched).
+    travels alone); 1 + ``PREFETCH`` batches are in memory at a time (one being written, the
+    others fetched and being prepared).
     """
     batches: list[list[int]] = []
     current: list[int] = []
