@@ -110,7 +110,7 @@ def work_root(prefix: str, *, keep: bool = False) -> Iterator[Path]:
 class GatewayRun(NamedTuple):
     elapsed: float  # seconds
     main_kib: int  # peak RSS of the gateway process
-    tree_kib: int  # peak of the summed RSS of the gateway and its analysis workers
+    tree_kib: int  # peak of the summed PSS of the gateway and its analysis workers
     gateway_cores: float  # CPU seconds of the gateway and its workers per wall second
     machine_cores: float  # CPU seconds of the whole machine (Dovecot too) per wall second
 
@@ -138,9 +138,9 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _status_kib(pid: int, field: str) -> int:
+def _status_kib(pid: int, field: str, file: str = "status") -> int:
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{file}") as f:
             for line in f:
                 if line.startswith(field):
                     return int(line.split()[1])
@@ -154,7 +154,9 @@ def run_gateway(config: Path) -> GatewayRun:
 
     VmHWM of /proc/<pid>/status is reset at exec (the ru_maxrss of wait4 would also count
     the benchmark's own pages shared at fork time). The tree figure adds the analysis
-    worker processes, sampled every 100 ms.
+    worker processes, sampled every 100 ms, as PSS (proportional set size): a page that
+    the processes share (the Python runtime, OpenSSL, cryptography's Rust library) counts
+    once in the sum instead of once per process, as summed RSS would count it.
     """
     start = time.perf_counter()
     busy0, cpu0 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -167,7 +169,7 @@ def run_gateway(config: Path) -> GatewayRun:
             tree = _descendants(proc.pid)
         ticks += 1
         main_peak = max(main_peak, _status_kib(proc.pid, "VmHWM:"))
-        tree_peak = max(tree_peak, sum(_status_kib(p, "VmRSS:") for p in tree))
+        tree_peak = max(tree_peak, sum(_status_kib(p, "Pss:", "smaps_rollup") for p in tree))
         time.sleep(0.1)
     elapsed = time.perf_counter() - start
     busy1, cpu1 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -210,7 +212,7 @@ def main() -> None:
 def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) -> None:
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(
-        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers MB':>12} "
+        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers PSS':>12} "
         f"{'CPU gw/all':>10} {'baseline msg/s':>15} {'ratio':>6}"
     )
     with Dovecot(root / "dovecot", users) as server:

@@ -182,7 +182,7 @@ def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) 
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(f"S/MIME: RSA-2048 signer and recipient, AES-256-CBC, {DISTINCT} distinct bodies; work dir {root}")
     print(
-        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers MB':>12} "
+        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers PSS':>12} "
         f"{'CPU gw/all':>10} {'baseline s':>11} {'baseline msg/s':>15} {'ratio':>6}"
     )
     with Dovecot(root / "dovecot", users) as server:

@@ -65,9 +65,11 @@ class LimitsConfig:
 def default_analysis_workers() -> int:
     """One analysis process per core (at most 4) on multi-core machines; in-process on one core.
 
-    Measured on 2 cores with Dovecot on the same machine (benchmarks/smime_ingest.py,
-    N = 2,000): 2 workers took S/MIME intake from 141-161 to 168-194 msg/s; plain mail
-    was unchanged. The workers cost about 60 MB of memory each.
+    Measured on 2 cores with Dovecot on the same machine: S/MIME intake
+    (benchmarks/smime_ingest.py, N = 2,000) ran at 158 msg/s with 1 worker and 193 with 2;
+    plain mail (benchmarks/ingest.py) at 392 and 388. The workers also write the entries'
+    files. Each costs about 30 MB of memory of its own (PSS; about 55 MB RSS, much of it
+    shared libraries).
     """
     cores = os.cpu_count() or 1
     return min(cores, 4) if cores > 1 else 0
