@@ -102,10 +102,13 @@ def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: Unwrap
     return Prepared(replace(plan, parts=[], decrypted=None), staged, error)
 
 
-def _job(item: tuple[bytes, datetime, EntryJob]) -> Prepared:
+Item = tuple[bytes, datetime, EntryJob]
+CHUNK = 8  # messages per worker job
+
+
+def _jobs(items: list[Item]) -> list[Prepared]:
     assert _worker_config is not None and _worker_ctx is not None
-    raw, at, job = item
-    return prepare(raw, at, job, _worker_config, _worker_ctx)
+    return [prepare(raw, at, job, _worker_config, _worker_ctx) for raw, at, job in items]
 
 
 class PendingPlan:
@@ -114,10 +117,11 @@ class PendingPlan:
     def __init__(
         self,
         analyser: Analyser,
-        item: tuple[bytes, datetime, EntryJob],
+        item: Item,
         *,
         value: Prepared | None = None,
-        future: Future[Prepared] | None = None,
+        future: Future[list[Prepared]] | None = None,
+        index: int = 0,
         pool: ProcessPoolExecutor | None = None,
     ) -> None:
         self.pool = pool
@@ -125,12 +129,13 @@ class PendingPlan:
         self.item = item
         self.value = value
         self.future = future
+        self.index = index
 
     def result(self) -> Prepared:
         if self.value is None:
             assert self.future is not None
             try:
-                self.value = self.future.result()
+                self.value = self.future.result()[self.index]
             except BrokenProcessPool:
                 self.analyser.give_up_workers(self.pool)
                 self.value = prepare(*self.item, self.analyser.config, self.analyser.ctx)
@@ -157,12 +162,21 @@ class Analyser:
             initargs=(self.config, os.getpid()),
         )
 
-    def submit(self, raw: bytes, at: datetime, job: EntryJob) -> PendingPlan:
-        """Start preparing one message; in-process mode prepares it right away."""
-        item = (raw, at, job)
+    def submit(self, items: list[Item]) -> list[PendingPlan]:
+        """Start preparing messages; in-process mode prepares them right away.
+
+        Workers get them ``CHUNK`` at a time: one job per message made the gateway's
+        feeder and result threads (which need its GIL) the bottleneck, and the workers
+        waited for work.
+        """
         if self.pool is None:
-            return PendingPlan(self, item, value=prepare(raw, at, job, self.config, self.ctx))
-        return PendingPlan(self, item, future=self.pool.submit(_job, item), pool=self.pool)
+            return [PendingPlan(self, it, value=prepare(*it, self.config, self.ctx)) for it in items]
+        pending: list[PendingPlan] = []
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            future = self.pool.submit(_jobs, chunk)
+            pending.extend(PendingPlan(self, it, future=future, index=i, pool=self.pool) for i, it in enumerate(chunk))
+        return pending
 
     def give_up_workers(self, broken: ProcessPoolExecutor | None) -> None:
         """A worker died (out of memory, killed): analyse in-process from now on.

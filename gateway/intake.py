@@ -226,11 +226,13 @@ class Intake:
         Duplicates are only recognised later, in order, by ``_decide``; analysing one of
         them is wasted work but never a wrong decision.
         """
-        work: list[Work] = []
-        for f in session.fetch(uids):
-            job = EntryJob(msg_id=new_message_id(), sha256=hashlib.sha256(f.raw).hexdigest(), bucket=self.mb.name)
-            work.append((f, job, self.analyser.submit(f.raw, f.internaldate, job)))
-        return work
+        fetched = list(session.fetch(uids))
+        jobs = [
+            EntryJob(msg_id=new_message_id(), sha256=hashlib.sha256(f.raw).hexdigest(), bucket=self.mb.name)
+            for f in fetched
+        ]
+        pending = self.analyser.submit([(f.raw, f.internaldate, job) for f, job in zip(fetched, jobs, strict=True)])
+        return list(zip(fetched, jobs, pending, strict=True))
 
     def _batch(self, session: MailboxSession, work: list[Work], seen: dict[str, MessageRecord]) -> BatchOutcome:
         out = BatchOutcome()
