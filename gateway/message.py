@@ -35,6 +35,7 @@ class Part:
     content_type: str
     data: bytes
     filename: str | None = None
+    source: Entity | None = field(default=None, repr=False, compare=False)  # set while not yet decoded
 
 
 @dataclass
@@ -90,8 +91,13 @@ def headers_only(raw: bytes) -> ParsedMessage:
         return ParsedMessage(subject="", from_addrs=[], message_id=None, date=None)
 
 
-def parse_message(raw: bytes, limits: LimitsConfig) -> ParsedMessage:
-    """Parse and extract; raises SecurityError(reason) for anything to be quarantined."""
+def parse_message(raw: bytes, limits: LimitsConfig, *, decode: bool = True) -> ParsedMessage:
+    """Parse and extract; raises SecurityError(reason) for anything to be quarantined.
+
+    ``decode=False`` checks everything and classifies the parts but leaves their bodies
+    encoded (``decode_parts`` finishes them): the outer layer of an encrypted message is
+    one large base64 body that nobody reads once it has been decrypted.
+    """
     if len(raw) > limits.max_message_bytes:
         raise SecurityError("oversize", f"{len(raw)} bytes > limit {limits.max_message_bytes}")
     if not raw.strip():
@@ -109,11 +115,30 @@ def parse_message(raw: bytes, limits: LimitsConfig) -> ParsedMessage:
         date=top.header("Date"),
     )
     counter = [0]
-    _collect(top, parsed, limits, depth=1, counter=counter)
+    _collect(top, parsed, limits, depth=1, counter=counter, decode=decode)
     return parsed
 
 
-def _collect(entity: Entity, out: ParsedMessage, limits: LimitsConfig, *, depth: int, counter: list[int]) -> None:
+def decode_parts(parsed: ParsedMessage) -> None:
+    """Decode the bodies of parts that ``parse_message(decode=False)`` left encoded."""
+    parsed.parts[:] = [_decoded(p, parsed) if p.source is not None else p for p in parsed.parts]
+
+
+def _decoded(part: Part, out: ParsedMessage) -> Part:
+    assert part.source is not None
+    try:
+        data = decode_body(part.source)
+    except MimeError as exc:
+        out.warnings.append(f"kept-undecoded:{exc}")
+        data = part.source.body
+    if part.kind in ("text", "html"):
+        data = _as_utf8(part.source.params.get("charset"), data)
+    return Part(part.kind, part.content_type, data, part.filename)
+
+
+def _collect(
+    entity: Entity, out: ParsedMessage, limits: LimitsConfig, *, depth: int, counter: list[int], decode: bool
+) -> None:
     counter[0] += 1
     if counter[0] > limits.max_mime_parts:
         raise SecurityError("too-many-parts", f"more than {limits.max_mime_parts} MIME parts")
@@ -126,24 +151,20 @@ def _collect(entity: Entity, out: ParsedMessage, limits: LimitsConfig, *, depth:
         except MimeError as exc:
             raise SecurityError("malformed-mime", str(exc)) from None
         for kid in kids:
-            _collect(kid, out, limits, depth=depth + 1, counter=counter)
+            _collect(kid, out, limits, depth=depth + 1, counter=counter, decode=decode)
         return
     head = _part_headers(entity)
     filename = _filename(head)
     disposition = (head.get_content_disposition() or "").lower()
-    try:
-        data = decode_body(entity)
-    except MimeError as exc:
-        out.warnings.append(f"kept-undecoded:{exc}")
-        data = entity.body
     if ctype == "message/rfc822":
-        out.parts.append(Part("attachment", ctype, data, filename or "forwarded.eml"))
+        part = Part("attachment", ctype, b"", filename or "forwarded.eml", source=entity)
     elif ctype == "text/plain" and disposition != "attachment" and not filename and not _has(out, "text"):
-        out.parts.append(Part("text", ctype, _as_utf8(entity.params.get("charset"), data)))
+        part = Part("text", ctype, b"", source=entity)
     elif ctype == "text/html" and disposition != "attachment" and not filename and not _has(out, "html"):
-        out.parts.append(Part("html", ctype, _as_utf8(entity.params.get("charset"), data)))
+        part = Part("html", ctype, b"", source=entity)
     else:
-        out.parts.append(Part("attachment", ctype, data, filename))
+        part = Part("attachment", ctype, b"", filename, source=entity)
+    out.parts.append(_decoded(part, out) if decode else part)
 
 
 def _part_headers(entity: Entity) -> Message:

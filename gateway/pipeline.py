@@ -17,7 +17,7 @@ import structlog
 
 from gateway.config import Config, PolicyConfig
 from gateway.errors import SecurityError
-from gateway.message import ParsedMessage, Part, headers_only, parse_message
+from gateway.message import ParsedMessage, Part, decode_parts, headers_only, parse_message
 from gateway.route import RouteDecision, route
 from gateway.unwrap import UnwrapContext, UnwrapEvent, unwrap
 from gateway.verdict import Verdict
@@ -68,7 +68,7 @@ def analyse(raw: bytes, config: Config, ctx: UnwrapContext, *, at: datetime) -> 
 
 def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Plan:
     try:
-        outer = parse_message(raw, config.limits)
+        outer = parse_message(raw, config.limits, decode=False)  # bodies decoded below, if they are the content
     except SecurityError as exc:
         head = headers_only(raw)
         return _quarantine(
@@ -102,6 +102,8 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
             content = parse_message(result.content, config.limits)
         except SecurityError as exc:
             return _quarantine([f"inner-{exc.reason}"], verdict, **common)
+    else:
+        decode_parts(outer)
     policy = _policy_for(config, decision)
     reasons: list[str] = []
     if policy.require_signature and not verdict.verified:

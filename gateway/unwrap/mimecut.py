@@ -57,7 +57,7 @@ class Entity:
 
 def canonical_crlf(data: bytes) -> bytes:
     """Every line break as CRLF (RFC 5751 §3.1.1 canonical form); bare CR is kept."""
-    if b"\n" not in data:
+    if data.count(b"\n") == data.count(b"\r\n"):  # already canonical: two scans, no copies
         return data
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
