@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+import pybase64
+
 #: Defensive bounds for hostile input (the pipeline's own limits are usually lower).
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_PARTS = 1000
@@ -255,12 +257,32 @@ def walk(
         yield from kids
 
 
+def base64_decode(data: bytes) -> bytes:
+    """``binascii.a2b_base64`` (lenient: line breaks and stray characters skipped), faster.
+
+    The stdlib decoder costs ~0.5 ms per 100 KB, the largest single cost of opening an
+    encrypted message. pybase64 (SIMD) decodes the same input ten times faster, but the
+    two differ on '=' inside the data (binascii stops at a completed padding, pybase64
+    skips the '='): a parser differential that must not exist in a verifier. So pybase64
+    only sees input whose '=' are all trailing, where both agree (tests/test_mimecut.py
+    checks this property against binascii); anything else, and anything pybase64
+    refuses, is decoded by binascii, whose answer counts.
+    """
+    pad = data.find(b"=")
+    if pad < 0 or not data[pad:].strip(b"= \t\r\n"):
+        try:
+            return pybase64.b64decode(data, validate=False)
+        except (binascii.Error, ValueError):
+            pass
+    return binascii.a2b_base64(data)
+
+
 def decode_body(entity: Entity) -> bytes:
     """The body with its Content-Transfer-Encoding removed."""
     cte = (entity.header("content-transfer-encoding") or "7bit").strip().lower()
     if cte == "base64":
         try:
-            return binascii.a2b_base64(entity.body)
+            return base64_decode(entity.body)
         except binascii.Error as exc:
             raise MimeError(f"bad base64: {exc}") from None
     if cte == "quoted-printable":
