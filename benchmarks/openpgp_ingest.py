@@ -143,9 +143,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None,
                     help="analysis worker processes (default: the gateway's); gpg processes are counted "
                          "in the main process only, so gpg/msg is exact with --workers 0")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
+    ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     args = ap.parse_args()
-    with work_root("pst-pgpb-", keep=args.keep) as root:
+    with work_root("pst-pgpb-", keep=args.keep, volume=not args.no_volume) as root:
         run_all(root, args.n or [1000, 3000], args.batch_size, args.workers)
     print("targets: >= 80 msg/s end to end; peak RSS flat in N")
 

@@ -166,9 +166,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 2000)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
+    ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     args = ap.parse_args()
-    with work_root("pst-smime-bench-", keep=args.keep) as root:
+    with work_root("pst-smime-bench-", keep=args.keep, volume=not args.no_volume) as root:
         run_all(root, args.n or [2000], args.batch_size, args.workers)
 
 
