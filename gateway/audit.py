@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 GENESIS = "0" * 64
+MAX_CACHED_LINES = 50_000
 
 
 def daemon_actor() -> str:
@@ -124,6 +125,31 @@ def entry_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
+def join_canonical(*objects: bytes) -> bytes:
+    """The canonical form of the union of canonical JSON objects, without encoding again.
+
+    Valid when every key of one object sorts before every key of the next (then sorted
+    keys and compact separators make the union's form the objects' members joined by
+    commas); ``tests/test_audit_trail.py`` checks it against ``canonical``. It lets the
+    largest part of an entry, its details, be encoded once and used for the hash, the
+    database column and the JSON-lines copy.
+    """
+    members = [o[1:-1] for o in objects if o != b"{}"]
+    return b"{" + b",".join(members) + b"}"
+
+
+def _entry_forms(
+    head: dict[str, Any], details_json: bytes, middle: dict[str, Any], tail: dict[str, Any], h: str | None
+) -> bytes:
+    """canonical(entry) from its parts, keys in order: actor..correspondent | details |
+    document, event | hash | message, prev_hash, seq."""
+    parts = [canonical(head), b'{"details":' + details_json + b"}", canonical(middle)]
+    if h is not None:
+        parts.append(b'{"hash":"' + h.encode("ascii") + b'"}')
+    parts.append(canonical(tail))
+    return join_canonical(*parts)
+
+
 def checkpoint_payload(seq: int, head_hash: str, at: str) -> bytes:
     return canonical({"type": "poststelle-audit-checkpoint", "seq": seq, "hash": head_hash, "at": at})
 
@@ -196,52 +222,43 @@ class AuditTrail:
         self.jsonl_path = jsonl_path
         self.checkpoint_every = checkpoint_every
         self.actor = actor
+        # seq -> (hash, JSON line) of entries this trail appended and has not exported yet.
+        # A rolled-back entry may linger here; its seq then holds another entry in the
+        # database, with another hash, so the export recognises it and encodes the row.
+        self._lines: dict[int, tuple[str, bytes]] = {}
 
-    def append(self, conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> list[AuditEntry]:
-        """Chain ``events`` after the current head. Call inside BEGIN IMMEDIATE."""
+    def append(self, conn: sqlite3.Connection, events: Sequence[AuditEvent]) -> None:
+        """Chain ``events`` after the current head. Call inside BEGIN IMMEDIATE.
+
+        Each entry's details are encoded once (canonical JSON): the hash, the database
+        column and, after the commit, the JSON-lines copy (``_lines``) are made from them.
+        """
         row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (row[0], row[1]) if row else (0, GENESIS)
         at = _now()
-        out = []
         for ev in events:
             seq += 1
-            body = {
-                "seq": seq,
-                "at": at,
-                "event": ev.type,
-                "actor": ev.actor or self.actor,
-                "message": ev.message,
-                "case": ev.case,
-                "document": ev.document,
-                "correspondent": ev.correspondent,
-                "details": ev.details,
-                "prev_hash": prev,
-            }
-            h = entry_hash(body)
+            actor = ev.actor or self.actor
+            head = {"actor": actor, "at": at, "case": ev.case, "correspondent": ev.correspondent}
+            details_json = canonical(ev.details)
+            middle = {"document": ev.document, "event": ev.type}
+            tail = {"message": ev.message, "prev_hash": prev, "seq": seq}
+            h = hashlib.sha256(_entry_forms(head, details_json, middle, tail, None)).hexdigest()
             conn.execute(
                 "INSERT INTO audit (seq, at, event, actor, message, case_ref, document, correspondent, "
                 "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    seq,
-                    at,
-                    ev.type,
-                    body["actor"],
-                    ev.message,
-                    ev.case,
-                    ev.document,
-                    ev.correspondent,
-                    json.dumps(ev.details, sort_keys=True, ensure_ascii=False),
-                    prev,
-                    h,
-                ),
+                (seq, at, ev.type, actor, ev.message, ev.case, ev.document, ev.correspondent,
+                 details_json.decode("utf-8"), prev, h),
             )
-            out.append(AuditEntry.from_json({**body, "hash": h}))
+            if self.jsonl_path is not None:
+                if len(self._lines) >= MAX_CACHED_LINES:
+                    self._lines.clear()  # nobody exports: the database has everything
+                self._lines[seq] = (h, _entry_forms(head, details_json, middle, tail, h))
             prev = h
         if self.key is not None:
             last_cp = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints").fetchone()[0]
             if seq - last_cp >= self.checkpoint_every:
                 self._checkpoint(conn, seq, prev)
-        return out
 
     def _checkpoint(self, conn: sqlite3.Connection, seq: int, head: str) -> None:
         assert self.key is not None
@@ -285,10 +302,15 @@ class AuditTrail:
             n = 0
             with open(self.jsonl_path, "ab") as f:
                 for row in rows:
-                    f.write(canonical(AuditEntry.from_row(row).to_json()) + b"\n")
+                    cached = self._lines.get(row[0])
+                    if cached is not None and cached[0] == row[10]:
+                        f.write(cached[1] + b"\n")
+                    else:
+                        f.write(canonical(AuditEntry.from_row(row).to_json()) + b"\n")
                     n += 1
                 f.flush()
                 os.fsync(f.fileno())
+            self._lines.clear()  # exported, or belonging to a rolled-back transaction
             return n
 
 

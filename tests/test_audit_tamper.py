@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import time
 
 import pytest
@@ -43,7 +44,9 @@ def test_one_changed_byte_in_an_entry_is_named_with_both_hashes(filed: Env) -> N
     target = next(e for e in entries(filed) if e.event == "fetched")
     with raw_db(filed) as db:
         (details,) = db.execute("SELECT details FROM audit WHERE seq=?", (target.seq,)).fetchone()
-        db.execute("UPDATE audit SET details=? WHERE seq=?", (details.replace('"uid": 1', '"uid": 7'), target.seq))
+        altered = re.sub(r'"uid":(\s*)1\b', r'"uid":\g<1>7', details, count=1)
+        assert altered != details
+        db.execute("UPDATE audit SET details=? WHERE seq=?", (altered, target.seq))
     rc, report = verify(filed)
     assert rc == 1
     b = the_break(report, "altered-entry")
