@@ -18,11 +18,13 @@ import contextlib
 import os
 import resource
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -82,38 +84,46 @@ format = "json"
 """
 
 
-@contextlib.contextmanager
-def work_root(prefix: str, *, keep: bool = False, volume: bool = True) -> Iterator[Path]:
-    """A temporary work directory that is removed afterwards, even when the run fails.
+class WorkDirs(NamedTuple):
+    root: Path  # the gateway's state, case folders, and the baseline's files
+    server: Path  # the throwaway IMAP server's mail (on another file system when it can be)
 
-    By default it is a fresh ext4 file system (a loop-mounted sparse image under
-    ``$POSTSTELLE_BENCH_DIR``, else ``/var/tmp``), made for this run: the deployment the
-    README recommends (``cases_dir`` on its own volume, since ``syncfs`` flushes the
-    whole file system), and the only way to get figures that do not depend on what the
-    machine's disk went through before. Measured on this machine: creating the ~7 files
-    and directories of a case entry cost 0.15-0.2 ms on a fresh ext4 and 0.6-2.1 ms in
-    ``/var/tmp`` after earlier benchmark runs had created and deleted millions of files
-    there (ext4 then scans past freed inodes on every create). ``--no-volume`` (or no
-    root, or no loop device) runs in a plain directory there instead and says so.
-    A 20,000-message run writes several GB (two seeded Maildirs and the case folders).
+
+@contextlib.contextmanager
+def work_root(prefix: str, *, keep: bool = False, volume: bool = True) -> Iterator[WorkDirs]:
+    """Temporary work directories that are removed afterwards, even when the run fails.
+
+    By default the gateway's side is a fresh ext4 file system (a loop-mounted sparse
+    image under ``$POSTSTELLE_BENCH_DIR``, else ``/var/tmp``), made for this run, and the
+    IMAP server's Maildirs stay outside it. That is the deployment the README
+    recommends (``cases_dir`` on its own volume, since ``syncfs`` flushes the whole file
+    system; the mail server is another machine), and the only way to get figures that
+    do not depend on what the machine's disk went through before. Measured on this
+    machine: creating the ~7 files and directories of a case entry cost 0.15-0.2 ms on a
+    fresh ext4 and 0.6-2.1 ms in ``/var/tmp`` after earlier benchmark runs had created
+    and deleted millions of files there (ext4 then scans past freed inodes on every
+    create). ``--no-volume`` (or no root, or no loop device) puts everything in a plain
+    directory there instead and says so. A 20,000-message run writes several GB.
     """
     parent = Path(os.environ.get("POSTSTELLE_BENCH_DIR", "/var/tmp"))
     with contextlib.ExitStack() as stack:
         base = stack.enter_context(fresh_volume(parent, prefix)) if volume and not keep else None
         if base is None:
-            base = parent
             print(f"work dir on the disk as it is ({parent}): figures depend on its history")
         else:
-            print(f"work dir on a fresh ext4 volume (loop image under {parent})")
-        root = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
-        os.chmod(root, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
+            print(f"gateway work dir on a fresh ext4 volume (loop image under {parent}); IMAP server outside it")
+        dirs = [Path(tempfile.mkdtemp(prefix=prefix, dir=base or parent))]
+        dirs.append(Path(tempfile.mkdtemp(prefix=f"{prefix}imap-", dir=parent)) if base else dirs[0])
+        for d in dirs:
+            os.chmod(d, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
         try:
-            yield root
+            yield WorkDirs(dirs[0], dirs[1])
         finally:
             if keep:
-                print(f"kept {root}")
+                print(f"kept {dirs[0]}")
             else:
-                shutil.rmtree(root, ignore_errors=True)
+                for d in set(dirs):
+                    shutil.rmtree(d, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -144,11 +154,12 @@ def fresh_volume(parent: Path, prefix: str) -> Iterator[Path | None]:
 
 
 class GatewayRun(NamedTuple):
-    elapsed: float  # seconds
+    elapsed: float  # seconds, from starting the process until it exited
     main_kib: int  # peak RSS of the gateway process
     tree_kib: int  # peak of the summed PSS of the gateway and its analysis workers
     gateway_cores: float  # CPU seconds of the gateway and its workers per wall second
     machine_cores: float  # CPU seconds of the whole machine (Dovecot too) per wall second
+    steady: float  # messages per second once running (from the audit trail; see steady_rate)
 
 
 def _machine_busy() -> float:
@@ -212,7 +223,41 @@ def run_gateway(config: Path) -> GatewayRun:
     if proc.returncode != 0:
         raise SystemExit("gateway run failed")
     gateway_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    return GatewayRun(elapsed, main_peak, max(tree_peak, main_peak), gateway_cpu / elapsed, (busy1 - busy0) / elapsed)
+    return GatewayRun(
+        elapsed,
+        main_peak,
+        max(tree_peak, main_peak),
+        gateway_cpu / elapsed,
+        (busy1 - busy0) / elapsed,
+        steady_rate(config),
+    )
+
+
+def steady_rate(config: Path) -> float:
+    """Messages per second between the first batch's commit and the last MOVE.
+
+    Read from the run's own audit trail: the messages fetched after the first commit
+    (``fetched`` entries are written when a batch's intent is committed), over the time
+    from that commit to the last ``moved`` entry. It leaves out start-up (interpreter,
+    worker processes, login: ~0.8 s measured on an empty mailbox) and the first batch,
+    which a daemon pays once, not per message; the msg/s column includes them.
+    """
+    from gateway.config import load_config
+    from gateway.runtime import ledger_path
+
+    db = sqlite3.connect(f"file:{ledger_path(load_config(config))}?mode=ro", uri=True)
+    try:
+        ((first,),) = db.execute("SELECT min(at) FROM audit WHERE event = 'fetched'")
+        ((last,),) = db.execute("SELECT max(at) FROM audit WHERE event = 'moved'")
+        ((later,),) = db.execute("SELECT count(*) FROM audit WHERE event = 'fetched' AND at > ?", (first,))
+    finally:
+        db.close()
+    span = (_ts(last) - _ts(first)).total_seconds()
+    return float(later) / span if span > 0 else 0.0
+
+
+def _ts(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
 def baseline(server: Dovecot, user: str, out: Path, transform: Callable[[bytes], bytes] = bytes) -> float:
@@ -241,37 +286,39 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     args = ap.parse_args()
-    with work_root("pst-bench-", keep=args.keep, volume=not args.no_volume) as root:
-        run_all(root, args.n or [5000, 20000], args.batch_size, args.workers)
+    with work_root("pst-bench-", keep=args.keep, volume=not args.no_volume) as work:
+        run_all(work, args.n or [5000, 20000], args.batch_size, args.workers)
     print("targets: >= 400 msg/s end to end; peak RSS <= 150 MB and flat in N")
 
 
-def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) -> None:
+def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
+    root = dirs.root
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(
-        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers PSS':>12} "
+        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'steady':>7} {'peak RSS MB':>12} {'+workers PSS':>12} "
         f"{'CPU gw/all':>10} {'baseline msg/s':>15} {'ratio':>6}"
     )
-    with Dovecot(root / "dovecot", users) as server:
+    with Dovecot(dirs.server / "dovecot", users) as server:
         for i, n in enumerate(sizes):
             messages = corpus(n)
             gw_user, base_user = f"u{2 * i}", f"u{2 * i + 1}"
             server.seed_maildir(gw_user, messages)
             server.seed_maildir(base_user, messages)
+            os.sync()  # the runs below must not pay for writing back the seeded Maildirs
             mb = sum(len(m) for m in messages) / n / 1024
             del messages
             work = root / f"run{i}"
             work.mkdir()
             cfg = work / "poststelle.toml"
             cfg.write_text(config_text(work, server, gw_user, batch_size, workers))
-            elapsed, rss_kib, tree_kib, gw_cores, all_cores = run_gateway(cfg)
+            elapsed, rss_kib, tree_kib, gw_cores, all_cores, steady = run_gateway(cfg)
             left = len(server.folder_uids(gw_user, "INBOX"))
             if left:
                 raise SystemExit(f"{left} messages left in the INBOX")
             base = baseline(server, base_user, work / "baseline")
             rate, brate = n / elapsed, n / base
             print(
-                f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} "
+                f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {steady:>7.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} "
                 f"{gw_cores:>4.2f}/{all_cores:<4.2f} {brate:>15.0f} {rate / brate:>6.2f}"
                 f"   (avg message {mb:.0f} KB)"
             )

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ingest import work_root  # noqa: E402
+from ingest import WorkDirs, work_root  # noqa: E402
 from pgp_keys import Key, World, headers, pgp_encrypted  # noqa: E402
 
 from gateway.testservers.dovecot import Dovecot  # noqa: E402
@@ -146,12 +146,13 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     args = ap.parse_args()
-    with work_root("pst-pgpb-", keep=args.keep, volume=not args.no_volume) as root:
-        run_all(root, args.n or [1000, 3000], args.batch_size, args.workers)
+    with work_root("pst-pgpb-", keep=args.keep, volume=not args.no_volume) as work:
+        run_all(work, args.n or [1000, 3000], args.batch_size, args.workers)
     print("targets: >= 80 msg/s end to end; peak RSS flat in N")
 
 
-def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) -> None:
+def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
+    root = dirs.root
     world = World()
     us = world.gen("Rathaus", "rathaus@stadt.example")
     bob = world.gen("Buergeramt", SENDER)
@@ -162,12 +163,13 @@ def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) 
     users = {f"u{i}": "pw" for i in range(len(sizes))}
     print(f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'gpg/msg':>8} {'peak RSS MB':>12} {'verified':>9}")
     try:
-        with Dovecot(root / "dovecot", users) as server:
+        with Dovecot(dirs.server / "dovecot", users) as server:
             for i, n in enumerate(sizes):
                 messages = corpus(world, us, bob, n)
                 kb = sum(len(m) for m in messages) / n / 1024
                 server.seed_maildir(f"u{i}", messages)
                 del messages
+                os.sync()  # the run must not pay for writing back the seeded Maildir
                 work = root / f"run{i}"
                 work.mkdir()
                 cfg = work / "poststelle.toml"

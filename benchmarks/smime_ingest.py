@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -41,8 +42,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the test PKI and S/MIME builders
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from ingest import WorkDirs, config_text, run_gateway, work_root  # noqa: E402
 from ingest import baseline as fetch_and_write  # noqa: E402
-from ingest import config_text, run_gateway, work_root  # noqa: E402
 from smime_pki import (  # noqa: E402
     PEM,
     RECIPIENT,
@@ -169,11 +170,12 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     args = ap.parse_args()
-    with work_root("pst-smime-bench-", keep=args.keep, volume=not args.no_volume) as root:
-        run_all(root, args.n or [2000], args.batch_size, args.workers)
+    with work_root("pst-smime-bench-", keep=args.keep, volume=not args.no_volume) as work:
+        run_all(work, args.n or [2000], args.batch_size, args.workers)
 
 
-def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) -> None:
+def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
+    root = dirs.root
     from gateway.testservers.dovecot import Dovecot
 
     pki = build_pki()
@@ -183,20 +185,21 @@ def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) 
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(f"S/MIME: RSA-2048 signer and recipient, AES-256-CBC, {DISTINCT} distinct bodies; work dir {root}")
     print(
-        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'peak RSS MB':>12} {'+workers PSS':>12} "
+        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'steady':>7} {'peak RSS MB':>12} {'+workers PSS':>12} "
         f"{'CPU gw/all':>10} {'baseline s':>11} {'baseline msg/s':>15} {'ratio':>6}"
     )
-    with Dovecot(root / "dovecot", users) as server:
+    with Dovecot(dirs.server / "dovecot", users) as server:
         for i, n in enumerate(sizes):
             gw_user, base_user = f"u{2 * i}", f"u{2 * i + 1}"
             server.seed_maildir(gw_user, messages(bodies, n))
             server.seed_maildir(base_user, messages(bodies, n))
+            os.sync()  # the runs below must not pay for writing back the seeded Maildirs
             avg_kb = sum(len(m) for m in messages(bodies, DISTINCT)) / DISTINCT / 1024
             work = root / f"run{i}"
             work.mkdir()
             cfg = work / "poststelle.toml"
             cfg.write_text(config_text(work, server, gw_user, batch_size, workers) + smime_section(files))
-            elapsed, rss_kib, tree_kib, gw_cores, all_cores = run_gateway(cfg)
+            elapsed, rss_kib, tree_kib, gw_cores, all_cores, steady = run_gateway(cfg)
             left = len(server.folder_uids(gw_user, "INBOX"))
             if left:
                 raise SystemExit(f"{left} messages left in the INBOX")
@@ -204,7 +207,7 @@ def run_all(root: Path, sizes: list[int], batch_size: int, workers: int | None) 
             base = baseline(server, base_user, work / "baseline", files, cafile)
             rate, brate = n / elapsed, n / base
             print(
-                f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} "
+                f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {steady:>7.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} "
                 f"{gw_cores:>4.2f}/{all_cores:<4.2f} "
                 f"{base:>11.1f} {brate:>15.0f} {rate / brate:>6.2f}   (avg message {avg_kb:.0f} KB)",
                 flush=True,
