@@ -229,9 +229,14 @@ def publish_entries(entries: Sequence[StagedEntry]) -> None:
     roots = {e.root for e in entries}
     for root in roots:
         sync_filesystem(root)
+    made: set[Path] = set()
     for e in entries:
-        if not e.final.parent.is_dir():
-            makedirs_durable(e.final.parent)
+        folder = e.final.parent
+        if folder not in made and not folder.is_dir():
+            # A new case folder needs no fsync of its own: the syncfs below persists it
+            # with the renames (an fsync per new folder cost a journal commit each).
+            folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+        made.add(folder)
         if e.final.exists():
             raise FileExistsError(e.final)
         os.rename(e.staging, e.final)

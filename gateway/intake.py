@@ -196,13 +196,17 @@ class Intake:
 
         The I/O thread fetches up to ``PREFETCH`` batches ahead and hands every message to
         analysis (the worker processes, or right there in the I/O thread when there are
-        none), while this thread commits, publishes and moves the current one. Every IMAP
+        none), while this thread commits and publishes the current one. Its MOVE is queued
+        on the I/O thread after the commit and recorded once the next batch is written
+        (waiting for it at once kept this thread idle behind the fetches queued before
+        it: ~10% of its time, measured). Every IMAP
         command runs on the I/O thread, in the order it was submitted (``_imap``), so the
         one connection is never used by two threads. Writing and committing stay here, in
         order, so the ledger sees batches as they were fetched.
         """
         total = BatchOutcome()
         ahead: deque[Future[list[Work]]] = deque()
+        moving: list[Move] = []
         queued = 0
         try:
             while queued < len(batches) and len(ahead) < PREFETCH:
@@ -215,9 +219,17 @@ class Intake:
                     queued += 1
                 # Duplicates within a batch are found in ``seen``; across batches in the ledger,
                 # where the previous batch is committed by now (so memory stays flat in N).
-                total.add(self._batch(session, current, {}))
+                outcome, finished = self._batch(session, current, {})
+                total.add(outcome)
+                # The previous batch's moves ran on the I/O thread while this batch was
+                # written; this one's are queued behind the fetches already waiting there.
+                total.moved += self._record_moves(moving)
+                moving = self._start_moves(session, finished)
+            total.moved += self._record_moves(moving)
+            moving = []
         finally:
-            wait(ahead)  # the connection must be idle before anyone else uses it
+            busy: list[Future[Any]] = [*ahead, *(f for _, _, f in moving)]
+            wait(busy)  # the connection must be idle before anyone else uses it
         return total
 
     def _fetch_and_analyse(self, session: MailboxSession, uids: Sequence[int]) -> list[Work]:
@@ -234,7 +246,10 @@ class Intake:
         pending = self.analyser.submit([(f.raw, f.internaldate, job) for f, job in zip(fetched, jobs, strict=True)])
         return list(zip(fetched, jobs, pending, strict=True))
 
-    def _batch(self, session: MailboxSession, work: list[Work], seen: dict[str, MessageRecord]) -> BatchOutcome:
+    def _batch(
+        self, session: MailboxSession, work: list[Work], seen: dict[str, MessageRecord]
+    ) -> tuple[BatchOutcome, list[MessageRecord]]:
+        """Commit, write and finish one batch; returns what was done and what the server may move now."""
         out = BatchOutcome()
         planned: list[tuple[MessageRecord, Prepared]] = []
         duplicates: list[MessageRecord] = []
@@ -289,8 +304,7 @@ class Intake:
         self.after_commit()
         out.stored = sum(1 for r in done if r.state == "stored")
         out.quarantined = sum(1 for r in done if r.state == "quarantined")
-        out.moved = self._dispose(session, done + duplicates, note=None)
-        return out
+        return out, done + duplicates
 
     def _decide(
         self,
@@ -433,14 +447,38 @@ class Intake:
 
     def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
         """Move finished messages on the server, then record it. Never before the commit."""
-        moved = 0
+        return self._record_moves(self._start_moves(session, recs), note=note)
+
+    def _start_moves(self, session: MailboxSession, recs: Sequence[MessageRecord]) -> list[Move]:
+        """Queue the server-side moves of committed messages on the I/O thread.
+
+        They run after the fetches queued before them; ``_record_moves`` waits for them
+        and records each one that happened.
+        """
+        moves: list[Move] = []
         for dest, group in (
             (self.mb.quarantine_folder, [r for r in recs if r.state == "quarantined"]),
             (self.mb.processed_folder, [r for r in recs if r.state != "quarantined"]),
         ):
-            if not group:
+            if group:
+                moves.append((dest, group, self.io.submit(session.dispose, [r.uid for r in group], dest)))
+        return moves
+
+    def _record_moves(self, moves: Sequence[Move], *, note: str | None = None) -> int:
+        """Record the moves that happened; then raise the first failure, if any.
+
+        A move that happened but is not recorded (a crash just before) is found by
+        ``_reconcile`` on the next pass: the row waits for the server, the folder no longer
+        holds the message.
+        """
+        moved = 0
+        failure: BaseException | None = None
+        for dest, group, future in moves:
+            try:
+                method = future.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after recording the rest
+                failure = failure or exc
                 continue
-            method = self._imap(session.dispose, [r.uid for r in group], dest)
             details = {"to": dest, "method": method}
             if note:
                 details["note"] = note
@@ -452,10 +490,14 @@ class Intake:
                 ],
             )
             moved += len(group)
-        self.after_commit()
+        if moves:
+            self.after_commit()
+        if failure is not None:
+            raise failure
         return moved
 
 
+Move = tuple[str, list[MessageRecord], Future[str]]
 BATCH_BYTES = 24 * 1024 * 1024
 PREFETCH = 2  # batches fetched and being prepared ahead of the one being written
 
