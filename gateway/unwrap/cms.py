@@ -16,6 +16,7 @@ Malformed input raises ``CmsError`` with a reason code, never an asn1crypto exce
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -178,49 +179,68 @@ def _verify_signed_data(sd: a_cms.SignedData, detached: bytes | None) -> SignedC
         raise CmsError("econtent-in-detached-signature")
     content = detached if detached is not None else econtent
 
-    asn_certs: list[a_x509.Certificate] = []
-    certs: list[x509.Certificate] = []
+    facts: list[_CertFacts] = []
     cert_set = sd["certificates"]
     if not isinstance(cert_set, a_core.Void):
         for choice in list(cert_set)[:MAX_ITEMS]:
             if choice.name != "certificate":
                 continue
-            try:
-                crypt = x509.load_der_x509_certificate(choice.chosen.dump())
-            except ValueError:
-                continue
-            asn_certs.append(choice.chosen)
-            certs.append(crypt)
+            known = _cert_facts(choice.chosen.dump())
+            if known is not None:
+                facts.append(known)
 
     signer_infos = list(sd["signer_infos"])
     if len(signer_infos) > MAX_ITEMS:
         raise CmsError("too-many-signers")
-    checks = tuple(
-        _check_signer(si, content, econtent_type, asn_certs, certs) for si in signer_infos
-    )
-    return SignedContent(econtent, econtent_type, checks, tuple(certs))
+    checks = tuple(_check_signer(si, content, econtent_type, facts) for si in signer_infos)
+    return SignedContent(econtent, econtent_type, checks, tuple(f.cert for f in facts))
 
 
-def _find_cert(
-    sid: a_cms.SignerIdentifier, asn_certs: list[a_x509.Certificate], certs: list[x509.Certificate]
-) -> x509.Certificate | None:
-    if sid.name == "issuer_and_serial_number":
-        issuer = sid.chosen["issuer"]
-        serial = sid.chosen["serial_number"].native
-        for a_cert, cert in zip(asn_certs, certs, strict=True):
-            if a_cert.serial_number == serial and _same_name(a_cert.issuer, issuer):
-                return cert
-    elif sid.name == "subject_key_identifier":
-        ski = sid.chosen.native
-        for a_cert, cert in zip(asn_certs, certs, strict=True):
-            if a_cert.key_identifier == ski:
-                return cert
-    return None
+@dataclass(frozen=True)
+class _CertFacts:
+    """What signer lookup needs of a certificate, parsed once per distinct certificate."""
+
+    cert: x509.Certificate
+    serial: int
+    issuer: a_x509.Name
+    issuer_der: bytes
+    key_identifier: bytes | None
+
+
+@functools.lru_cache(maxsize=512)
+def _cert_facts(der: bytes) -> _CertFacts | None:
+    """Parse a certificate's DER (both libraries); None if ``cryptography`` refuses it.
+
+    Keyed by the exact bytes, so a hit is the parse of the same certificate: a
+    correspondent's certificate arrives with every message, and parsing it again
+    (asn1crypto in Python) was a tenth of verifying a signature.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    parsed = a_x509.Certificate.load(der)  # its errors make the CMS malformed, as before
+    return _CertFacts(cert, parsed.serial_number, parsed.issuer, parsed.issuer.dump(), parsed.key_identifier)
 
 
 def _same_name(a: Any, b: Any) -> bool:
     """Byte-equal DER first (the common case, cheap); RFC 5280 name matching otherwise."""
     return bool(a.dump() == b.dump() or a == b)
+
+
+def _find_cert(sid: a_cms.SignerIdentifier, facts: list[_CertFacts]) -> x509.Certificate | None:
+    if sid.name == "issuer_and_serial_number":
+        issuer = sid.chosen["issuer"]
+        serial = sid.chosen["serial_number"].native
+        for f in facts:
+            if f.serial == serial and (f.issuer_der == issuer.dump() or _same_name(f.issuer, issuer)):
+                return f.cert
+    elif sid.name == "subject_key_identifier":
+        ski = sid.chosen.native
+        for f in facts:
+            if f.key_identifier == ski:
+                return f.cert
+    return None
 
 
 def _single_attr(attrs: dict[str, list[Any]], name: str) -> Any:
@@ -233,16 +253,12 @@ def _single_attr(attrs: dict[str, list[Any]], name: str) -> Any:
 
 
 def _check_signer(
-    si: a_cms.SignerInfo,
-    content: bytes | None,
-    econtent_type: str,
-    asn_certs: list[a_x509.Certificate],
-    certs: list[x509.Certificate],
+    si: a_cms.SignerInfo, content: bytes | None, econtent_type: str, facts: list[_CertFacts]
 ) -> SignerCheck:
     digest_name = str(si["digest_algorithm"]["algorithm"].native)
     sig_alg = si["signature_algorithm"]
     sig_name = str(sig_alg["algorithm"].native)
-    cert = _find_cert(si["sid"], asn_certs, certs)
+    cert = _find_cert(si["sid"], facts)
 
     def result(status: Literal["ok", "invalid", "error"], reason: str | None,
                when: datetime | None = None) -> SignerCheck:

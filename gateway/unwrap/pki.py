@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import threading
@@ -61,6 +62,7 @@ def _utc(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=1024)
 def _sha256(cert: x509.Certificate) -> bytes:
     return hashlib.sha256(cert.public_bytes(_DER)).digest()
 

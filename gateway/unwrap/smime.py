@@ -14,6 +14,7 @@ S/MIME and fails closed (no key, no anchor).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ _STATUS_RANK: dict[SignatureStatus, int] = {
 _DER = Encoding.DER
 
 
+@functools.lru_cache(maxsize=1024)
 def cert_sha256(cert: x509.Certificate) -> str:
+    """Hex sha256 of the DER; cached, as the same certificates come with message after message."""
     return hashlib.sha256(cert.public_bytes(_DER)).hexdigest()
 
 
