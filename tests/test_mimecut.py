@@ -9,7 +9,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.unwrap.mimecut import base64_decode
+from gateway.unwrap.mimecut import base64_decode, canonical_bytes, children, parse_entity
 
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 NOISE = b"=\r\n \t!-_.\x00\xff"
@@ -48,3 +48,11 @@ def test_base64_decode_handles_mime_line_breaks() -> None:
 def test_data_after_padding_is_decoded_the_stdlib_way() -> None:
     """binascii stops at a completed quantum's padding; a SIMD decoder would read on."""
     assert base64_decode(b"QUJDRA==QUJD") == binascii.a2b_base64(b"QUJDRA==QUJD")
+
+
+def test_parts_of_an_opened_layer_are_known_canonical_and_others_are_converted() -> None:
+    body = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nline one\r\nline two\r\n--b--\r\n'
+    (part,) = children(parse_entity(body, crlf=True))
+    assert part.crlf and canonical_bytes(part) is part.raw
+    (lf_part,) = children(parse_entity(body.replace(b"\r\n", b"\n")))
+    assert not lf_part.crlf and canonical_bytes(lf_part) == b"\r\nline one\r\nline two"

@@ -264,7 +264,7 @@ def _unwrap(raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:
         if outcome.inner is None:
             break
         try:
-            entity = parse_entity(outcome.inner)
+            entity = parse_entity(outcome.inner, crlf=True)  # inner is CRLF (LayerOutcome)
         except MimeError:
             return _quarantine(raw, at, "malformed-mime", from_addr, events)
 

@@ -39,6 +39,7 @@ class Entity:
     body: bytes
     content_type: str = "text/plain"
     params: Mapping[str, str] = field(default_factory=dict)
+    crlf: bool = False  # ``raw`` is known to be canonical CRLF (an opened layer's content)
 
     def header(self, name: str) -> str | None:
         """The first occurrence counts (as in De-Mail and most clients)."""
@@ -55,6 +56,16 @@ class Entity:
     @property
     def is_multipart(self) -> bool:
         return self.content_type.startswith("multipart/")
+
+
+def canonical_bytes(entity: Entity) -> bytes:
+    """``entity.raw`` in canonical CRLF form, without scanning what is known to be canonical.
+
+    Every part cut from canonical bytes is canonical (a part starts after a delimiter
+    line's CRLF and ends before the CRLF of the next), so the signed part of an opened
+    layer needs no second scan.
+    """
+    return entity.raw if entity.crlf else canonical_crlf(entity.raw)
 
 
 def canonical_crlf(data: bytes) -> bytes:
@@ -141,8 +152,12 @@ def parse_content_type(value: str | None) -> tuple[str, dict[str, str]]:
     return main, _params(rest)
 
 
-def parse_entity(raw: bytes) -> Entity:
-    """Split one entity into headers and body without copying the body more than once."""
+def parse_entity(raw: bytes, *, crlf: bool = False) -> Entity:
+    """Split one entity into headers and body without copying the body more than once.
+
+    ``crlf=True`` records that ``raw`` is canonical CRLF (the caller made it so); the
+    entity's parts inherit it.
+    """
     if raw.startswith((b"\r\n", b"\n")):
         header_block, body = b"", raw[2:] if raw.startswith(b"\r\n") else raw[1:]
     else:
@@ -156,7 +171,7 @@ def parse_entity(raw: bytes) -> Entity:
     headers = parse_headers(header_block)
     ctype_values = [v for k, v in headers if k.lower() == "content-type"]
     ctype, params = parse_content_type(ctype_values[0] if ctype_values else None)
-    return Entity(raw=raw, headers=headers, body=body, content_type=ctype, params=params)
+    return Entity(raw=raw, headers=headers, body=body, content_type=ctype, params=params, crlf=crlf)
 
 
 def split_multipart(body: bytes, boundary: str) -> list[bytes]:
@@ -229,7 +244,7 @@ def children(entity: Entity) -> list[Entity]:
     boundary = entity.params.get("boundary")
     if boundary is None:
         raise MimeError("multipart without boundary")
-    return [parse_entity(p) for p in split_multipart(entity.body, boundary)]
+    return [parse_entity(p, crlf=entity.crlf) for p in split_multipart(entity.body, boundary)]
 
 
 def walk(

@@ -46,7 +46,7 @@ import structlog
 from gateway.errors import ConfigError
 from gateway.unwrap import LayerKind, LayerOutcome, SignatureFinding, UnwrapEvent
 from gateway.unwrap.gpg import DecryptOutcome, GpgError, GpgHome, SignatureStatusLine, load_secret_files
-from gateway.unwrap.mimecut import Entity, MimeError, canonical_crlf, children, decode_body
+from gateway.unwrap.mimecut import Entity, MimeError, canonical_bytes, canonical_crlf, children, decode_body
 from gateway.verdict import Scheme, SignatureStatus
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class OpenPGPHandler:
                 raise MimeError("multipart/signed needs exactly two parts")
             if parts[1].content_type != "application/pgp-signature":
                 raise MimeError("second part is not application/pgp-signature")
-            signed = canonical_crlf(parts[0].raw)
+            signed = canonical_bytes(parts[0])
             sig = decode_body(parts[1])
         except MimeError:
             return LayerOutcome("signed", "openpgp", None,

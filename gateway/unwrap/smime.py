@@ -38,6 +38,7 @@ from gateway.unwrap import cms as cmslib
 from gateway.unwrap.mimecut import (
     Entity,
     MimeError,
+    canonical_bytes,
     canonical_crlf,
     children,
     decode_body,
@@ -192,7 +193,7 @@ class SmimeHandler:
             sig_part = parts[1]
             if sig_part.content_type not in _SIG_PROTOCOLS:
                 raise MimeError("second part is not a PKCS#7 signature")
-            signed_bytes = canonical_crlf(parts[0].raw)
+            signed_bytes = canonical_bytes(parts[0])
             der = decode_body(sig_part)
         except MimeError:
             finding = SignatureFinding("invalid", ("malformed-signature",))
