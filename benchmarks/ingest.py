@@ -145,8 +145,9 @@ def fresh_volume(parent: Path, prefix: str) -> Iterator[Path | None]:
     except OSError:
         yield None
     finally:
-        if mounted:
-            subprocess.run(["umount", str(mountpoint)], check=False)
+        if mounted and subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
+            # Something still holds a file there: detach now, the kernel frees it when they close.
+            subprocess.run(["umount", "--lazy", str(mountpoint)], check=False)
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
         with contextlib.suppress(OSError):
