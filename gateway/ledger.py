@@ -336,10 +336,18 @@ class Ledger:
                 c.execute(f"INSERT INTO messages ({','.join(_COLUMNS)}) VALUES ({marks})", _row_values(rec))  # noqa: S608
             self._append_events(events)
 
-    def finish(self, records: Sequence[MessageRecord], events: Iterable[AuditEvent]) -> None:
-        """Move planned records to their final state, with their events, in one commit."""
+    def finish(
+        self, records: Sequence[MessageRecord], events: Iterable[AuditEvent], *, server_done: Sequence[str] = ()
+    ) -> None:
+        """Move planned records to their final state, with their events, in one commit.
+
+        ``server_done``: ids of (earlier) messages whose server-side move happened, recorded
+        in the same commit (their ``moved`` events are among ``events``).
+        """
         now = iso(utcnow())
         with self.transaction() as c:
+            for msg_id in server_done:
+                c.execute("UPDATE messages SET server_done=1 WHERE id=?", (msg_id,))
             for rec in records:
                 rec.updated_at = now
                 c.execute(
