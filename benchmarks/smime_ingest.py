@@ -1,6 +1,6 @@
 """S/MIME ingest benchmark: signed-then-encrypted ~100 KB messages through Dovecot into case folders.
 
-    .venv/bin/python benchmarks/smime_ingest.py [--n 2000] [--n 500 --n 4000] [--batch-size 50]
+    .venv/bin/python benchmarks/smime_ingest.py [--n 2000 --n 5000] [--batch-size 50] [--no-volume]
 
 For each N: seeds the INBOX of one IMAP user (Maildir drop) with N S/MIME messages
 (RSA-2048 sender signature over a multipart/mixed letter with a PDF-ish attachment, then
@@ -164,14 +164,14 @@ def check_filed(state: Path, n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 2000)")
+    ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 2000 and 5000)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     args = ap.parse_args()
     with work_root("pst-smime-bench-", keep=args.keep, volume=not args.no_volume) as work:
-        run_all(work, args.n or [2000], args.batch_size, args.workers)
+        run_all(work, args.n or [2000, 5000], args.batch_size, args.workers)
 
 
 def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
