@@ -130,7 +130,7 @@ def join_canonical(*objects: bytes) -> bytes:
 
     Valid when every key of one object sorts before every key of the next (then sorted
     keys and compact separators make the union's form the objects' members joined by
-    commas); ``tests/test_audit_trail.py`` checks it against ``canonical``. It lets the
+    commas); ``tests/test_audit_chain.py`` checks it against ``canonical``. It lets the
     largest part of an entry, its details, be encoded once and used for the hash, the
     database column and the JSON-lines copy.
     """

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -54,7 +54,6 @@ from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
 Work = tuple[Fetched, EntryJob, PendingPlan]
-_R = TypeVar("_R")
 
 
 def new_message_id() -> str:
@@ -201,7 +200,7 @@ class Intake:
         batch once it has happened (waiting for it kept this thread idle behind the
         fetches queued before it, 10-14% of its time, and its own commit cost a WAL
         flush per batch). Every IMAP
-        command runs on the I/O thread, in the order it was submitted (``_imap``), so the
+        command runs on the I/O thread (``self.io``), in the order it was submitted, so the
         one connection is never used by two threads. Writing and committing stay here, in
         order, so the ledger sees batches as they were fetched.
         """
@@ -454,10 +453,6 @@ class Intake:
             correspondent=rec.from_addr,
             details=details,
         )
-
-    def _imap(self, command: Callable[..., _R], *args: Any) -> _R:
-        """Run an IMAP command on the I/O thread, after the fetches queued before it."""
-        return self.io.submit(command, *args).result()
 
     def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
         """Move finished messages on the server, then record it. Never before the commit."""
