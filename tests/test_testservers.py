@@ -233,3 +233,17 @@ def test_proxy_stop_closes_its_port(dovecot: Dovecot) -> None:
         conn.noop()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((p.host, p.port), timeout=2).close()
+
+
+def test_seeded_maildir_files_report_their_exact_sizes(dovecot: Dovecot) -> None:
+    """Seeded files carry ,S= and ,W= like Dovecot's own deliveries; the sizes must be right."""
+    crlf = b"Subject: crlf\r\n\r\nline\r\n"
+    lf = b"Subject: lf\n\nline one\nline two\n"
+    dovecot.seed_maildir("alice", [crlf, lf], folder="Sizes")
+    with dovecot.client("alice", tls=False) as conn:
+        conn.select_folder("Sizes", readonly=True)
+        fetched = conn.fetch(conn.search("ALL"), ["RFC822.SIZE", "BODY.PEEK[]"])
+    as_crlf = [m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for m in (crlf, lf)]
+    assert sorted((d[b"RFC822.SIZE"], d[b"BODY[]"]) for d in fetched.values()) == sorted(
+        (len(m), m) for m in as_crlf
+    )

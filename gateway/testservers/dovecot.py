@@ -303,7 +303,10 @@ class Dovecot:
         pid = os.getpid()
         for message in messages:
             now = time.time()
-            name = f"{int(now)}.M{int(now % 1 * 1e6)}P{pid}Q{next(self._seq)}.poststelle"
+            # ,S= and ,W= (size, and size with CRLF line ends) as Dovecot's own deliveries
+            # name their files: without them every RFC822.SIZE reads the whole file.
+            vsize = len(message) + message.count(b"\n") - message.count(b"\r\n")
+            name = f"{int(now)}.M{int(now % 1 * 1e6)}P{pid}Q{next(self._seq)}.poststelle,S={len(message)},W={vsize}"
             tmp_path = tmp_dir / name
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
