@@ -96,8 +96,12 @@ def _fallback_name(content_type: str) -> str:
     return f"attachment{ext}"
 
 
+_READABLE = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False)
+
+
 def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+    """Indented, sorted JSON (clerks and auditors read these files), one shared encoder."""
+    return _READABLE.encode(obj).encode("utf-8") + b"\n"
 
 
 def sha256_hex(data: bytes) -> str:
