@@ -161,6 +161,7 @@ class GatewayRun(NamedTuple):
     gateway_cores: float  # CPU seconds of the gateway and its workers per wall second
     machine_cores: float  # CPU seconds of the whole machine (Dovecot too) per wall second
     steady: float  # messages per second once running (from the audit trail; see steady_rate)
+    server_cpu: float  # CPU seconds the IMAP server spent during the run
 
 
 def _machine_busy() -> float:
@@ -197,7 +198,7 @@ def _status_kib(pid: int, field: str, file: str = "status") -> int:
     return 0
 
 
-def run_gateway(config: Path) -> GatewayRun:
+def run_gateway(config: Path, server: Dovecot | None = None) -> GatewayRun:
     """Time ``poststelle run --once`` and read its peak memory while it runs.
 
     VmHWM of /proc/<pid>/status is reset at exec (the ru_maxrss of wait4 would also count
@@ -207,6 +208,7 @@ def run_gateway(config: Path) -> GatewayRun:
     once in the sum instead of once per process, as summed RSS would count it.
     """
     start = time.perf_counter()
+    server0 = server.cpu_seconds() if server else 0.0
     busy0, cpu0 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--once", "--config", str(config)], cwd=REPO)
     main_peak = tree_peak = 0
@@ -221,6 +223,8 @@ def run_gateway(config: Path) -> GatewayRun:
         time.sleep(0.1)
     elapsed = time.perf_counter() - start
     busy1, cpu1 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    time.sleep(0.3)  # the session's imap process exits after the logout; let the master reap it
+    server_cpu = server.cpu_seconds() - server0 if server else 0.0
     if proc.returncode != 0:
         raise SystemExit("gateway run failed")
     gateway_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
@@ -231,6 +235,7 @@ def run_gateway(config: Path) -> GatewayRun:
         gateway_cpu / elapsed,
         (busy1 - busy0) / elapsed,
         steady_rate(config),
+        server_cpu,
     )
 
 
@@ -297,7 +302,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(
         f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'steady':>7} {'peak RSS MB':>12} {'+workers PSS':>12} "
-        f"{'CPU gw/all':>10} {'baseline msg/s':>15} {'ratio':>6}"
+        f"{'CPU gw/all':>10} {'imap ms/msg':>11} {'baseline msg/s':>15} {'ratio':>6}"
     )
     with Dovecot(dirs.server / "dovecot", users) as server:
         for i, n in enumerate(sizes):
@@ -312,7 +317,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
             work.mkdir()
             cfg = work / "poststelle.toml"
             cfg.write_text(config_text(work, server, gw_user, batch_size, workers))
-            elapsed, rss_kib, tree_kib, gw_cores, all_cores, steady = run_gateway(cfg)
+            elapsed, rss_kib, tree_kib, gw_cores, all_cores, steady, server_cpu = run_gateway(cfg, server)
             left = len(server.folder_uids(gw_user, "INBOX"))
             if left:
                 raise SystemExit(f"{left} messages left in the INBOX")
@@ -320,7 +325,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
             rate, brate = n / elapsed, n / base
             print(
                 f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {steady:>7.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} "
-                f"{gw_cores:>4.2f}/{all_cores:<4.2f} {brate:>15.0f} {rate / brate:>6.2f}"
+                f"{gw_cores:>4.2f}/{all_cores:<4.2f} {server_cpu / n * 1000:>11.2f} {brate:>15.0f} {rate / brate:>6.2f}"
                 f"   (avg message {mb:.0f} KB)"
             )
 

@@ -186,7 +186,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
     print(f"S/MIME: RSA-2048 signer and recipient, AES-256-CBC, {DISTINCT} distinct bodies; work dir {root}")
     print(
         f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'steady':>7} {'peak RSS MB':>12} {'+workers PSS':>12} "
-        f"{'CPU gw/all':>10} {'baseline s':>11} {'baseline msg/s':>15} {'ratio':>6}"
+        f"{'CPU gw/all':>10} {'imap ms/msg':>11} {'baseline s':>11} {'baseline msg/s':>15} {'ratio':>6}"
     )
     with Dovecot(dirs.server / "dovecot", users) as server:
         for i, n in enumerate(sizes):
@@ -199,7 +199,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
             work.mkdir()
             cfg = work / "poststelle.toml"
             cfg.write_text(config_text(work, server, gw_user, batch_size, workers) + smime_section(files))
-            elapsed, rss_kib, tree_kib, gw_cores, all_cores, steady = run_gateway(cfg)
+            elapsed, rss_kib, tree_kib, gw_cores, all_cores, steady, server_cpu = run_gateway(cfg, server)
             left = len(server.folder_uids(gw_user, "INBOX"))
             if left:
                 raise SystemExit(f"{left} messages left in the INBOX")
@@ -208,7 +208,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
             rate, brate = n / elapsed, n / base
             print(
                 f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {steady:>7.0f} {rss_kib / 1024:>12.1f} {tree_kib / 1024:>12.1f} "
-                f"{gw_cores:>4.2f}/{all_cores:<4.2f} "
+                f"{gw_cores:>4.2f}/{all_cores:<4.2f} {server_cpu / n * 1000:>11.2f} "
                 f"{base:>11.1f} {brate:>15.0f} {rate / brate:>6.2f}   (avg message {avg_kb:.0f} KB)",
                 flush=True,
             )

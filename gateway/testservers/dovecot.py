@@ -593,6 +593,27 @@ service anvil {{
             raise DovecotError(f"doveadm {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by this Dovecot: its processes, alive or reaped.
+
+        Benchmarks take the difference around a run to tell the server's share of the
+        machine from the gateway's. A child's time reaches its parent's counters only when
+        the parent reaps it, so the live members are added.
+        """
+        if self._proc is None:
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in _live_group_members(self._proc.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            if pid == self._proc.pid:
+                total += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
+        return total / tick
+
     def _user_processes(self, user: str) -> list[int]:
         """PIDs of this instance's imap processes serving ``user`` (from their proctitle)."""
         if self._proc is None:
