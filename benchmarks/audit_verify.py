@@ -167,7 +167,7 @@ def _report_size(ledger: Ledger) -> None:
 def time_verify(cfg: Path) -> tuple[float, dict[str, object]]:
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "audit", "verify", "--json", "--config", str(cfg)],
+        [sys.executable, "-m", "cli", "audit", "verify", "--json", "--config", str(cfg)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -210,7 +210,7 @@ def run_gateway(config: Path, server: Dovecot | None = None) -> GatewayRun:
     start = time.perf_counter()
     server0 = server.cpu_seconds() if server else 0.0
     busy0, cpu0 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--once", "--config", str(config)], cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "run", "--once", "--config", str(config)], cwd=REPO)
     main_peak = tree_peak = 0
     tree: list[int] = []
     ticks = 0

@@ -102,7 +102,7 @@ def run_gateway(config: Path) -> tuple[float, int, int | None]:
     log_path = config.parent / "gateway.log"  # a file, not a pipe: info logging would fill a pipe
     log_file = log_path.open("wb")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--once", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "run", "--once", "--config", str(config)],
                             cwd=REPO, stderr=log_file, stdout=log_file)
     peak = 0
     while proc.poll() is None:

@@ -136,7 +136,7 @@ def run_demo(workdir: Path | None) -> int:
     n = ledger.conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
     ledger.close()
     typer.echo(f"== audit trail: {n} entries (state dir {config.storage.state_dir}/audit)")
-    cli = [sys.executable, "-m", "cli.main"]
+    cli = [sys.executable, "-m", "cli"]
     typer.echo("== poststelle audit verify")
     verify = subprocess.run(
         [*cli, "audit", "verify", "-c", str(config_path)], capture_output=True, text=True, check=False

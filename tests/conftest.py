@@ -24,7 +24,7 @@ from gateway.testservers.dovecot import Dovecot, dovecot_available
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-POSTSTELLE = [sys.executable, "-m", "cli.main"]
+POSTSTELLE = [sys.executable, "-m", "cli"]
 USERS = {f"user{i}": f"pw-{i}" for i in range(200)}
 _user_seq = itertools.count()
 
