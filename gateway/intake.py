@@ -207,6 +207,7 @@ class Intake:
         total = BatchOutcome()
         ahead: deque[Future[list[Work]]] = deque()
         moving: list[Move] = []
+        unmoved: list[MessageRecord] = []  # committed, their move not yet queued
         queued = 0
         try:
             while queued < len(batches) and len(ahead) < PREFETCH:
@@ -225,7 +226,10 @@ class Intake:
                 # where the previous batch is committed by now (so memory stays flat in N).
                 outcome, finished = self._batch(session, current, {}, done_moves)
                 total.add(outcome)
-                moving += self._start_moves(session, finished)
+                unmoved += finished
+                if len(unmoved) >= MOVE_GROUP or not ahead:
+                    moving += self._start_moves(session, unmoved)
+                    unmoved = []
             total.moved += self._record_moves(moving)
             moving = []
         finally:
@@ -514,6 +518,11 @@ class Intake:
 Move = tuple[str, list[MessageRecord], Future[str]]
 BATCH_BYTES = 24 * 1024 * 1024
 PREFETCH = 2  # batches fetched and being prepared ahead of the one being written
+# Committed messages are moved on the server in groups of about this many: a MOVE costs
+# the server work that grows with the folder (Dovecot rewrites its Maildir index and
+# uidlist), so fewer, larger MOVEs. A crash before the move leaves them in the folder,
+# finished in the ledger: they are recognised by their key and only moved.
+MOVE_GROUP = 250
 
 
 def plan_batches(
