@@ -128,22 +128,26 @@ def work_root(prefix: str, *, keep: bool = False, volume: bool = True) -> Iterat
 
 @contextlib.contextmanager
 def fresh_volume(parent: Path, prefix: str) -> Iterator[Path | None]:
-    """Mount a new sparse ext4 image (default mkfs options, with journal); None if impossible."""
+    """Mount a new sparse ext4 image (default mkfs options, with journal); None if impossible.
+
+    Only the set-up's failures mean "no volume"; an error in the caller's block propagates.
+    """
     image = parent / f"{prefix}{os.getpid()}.img"
     mountpoint = Path(tempfile.mkdtemp(prefix=f"{prefix}mnt-", dir=parent))
     mounted = False
     try:
-        with open(image, "wb") as f:
-            f.truncate(64 * 1024**3)  # sparse: only what the run writes takes space
-        for cmd in (["mkfs.ext4", "-q", "-F", str(image)], ["mount", "-o", "loop", str(image), str(mountpoint)]):
-            if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
-                yield None
-                return
-        mounted = True
-        os.chmod(mountpoint, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
-        yield mountpoint
-    except OSError:
-        yield None
+        try:
+            with open(image, "wb") as f:
+                f.truncate(64 * 1024**3)  # sparse: only what the run writes takes space
+            for cmd in (["mkfs.ext4", "-q", "-F", str(image)], ["mount", "-o", "loop", str(image), str(mountpoint)]):
+                if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
+                    break
+            else:
+                mounted = True
+                os.chmod(mountpoint, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
+        except OSError:
+            pass
+        yield mountpoint if mounted else None
     finally:
         if mounted and subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
             # Something still holds a file there: detach now, the kernel frees it when they close.
