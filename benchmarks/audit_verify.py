@@ -31,12 +31,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.audit import AuditEvent  # noqa: E402
-from gateway.casefiles import EntryFile, entry_name, write_entry  # noqa: E402
 from gateway.config import load_config  # noqa: E402
-from gateway.ledger import Ledger, MessageRecord, iso  # noqa: E402
-from gateway.runtime import open_ledger  # noqa: E402
-from gateway.samples import fake_pdf, letter  # noqa: E402
+from gateway.demo.samples import fake_pdf, letter  # noqa: E402
+from gateway.filing.entries import EntryFile, entry_name, write_entry  # noqa: E402
+from gateway.records.audit import AuditEvent  # noqa: E402
+from gateway.records.ledger import Ledger, MessageRecord, iso  # noqa: E402
+from gateway.statedir import open_ledger  # noqa: E402
 
 EVENTS_PER_MESSAGE = 8
 BATCH = 50

@@ -33,9 +33,9 @@ import imapclient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.durable import fsync_dir, write_file  # noqa: E402
-from gateway.samples import fake_pdf, letter  # noqa: E402
-from gateway.testservers.dovecot import Dovecot  # noqa: E402
+from gateway.demo.dovecot import Dovecot  # noqa: E402
+from gateway.demo.samples import fake_pdf, letter  # noqa: E402
+from gateway.filing.durable import fsync_dir, write_file  # noqa: E402
 
 SUBJECTS = [
     "Bauantrag Az.: 63-BV-2026-{n:04d}",
@@ -253,7 +253,7 @@ def steady_rate(config: Path) -> float:
     which a daemon pays once, not per message; the msg/s column includes them.
     """
     from gateway.config import load_config
-    from gateway.runtime import ledger_path
+    from gateway.statedir import ledger_path
 
     db = sqlite3.connect(f"file:{ledger_path(load_config(config))}?mode=ro", uri=True)
     try:

@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ingest import WorkDirs, work_root  # noqa: E402
-from pgp_keys import Key, World, headers, pgp_encrypted  # noqa: E402
+from support.pgp_keys import Key, World, headers, pgp_encrypted  # noqa: E402
 
-from gateway.testservers.dovecot import Dovecot  # noqa: E402
+from gateway.demo.dovecot import Dovecot  # noqa: E402
 
 SENDER = "buergeramt@nachbarstadt.example"
 

@@ -26,7 +26,7 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.policy_decl import PKIXValidationParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.smime_pki import NOW, build_pki
+from tests.support.smime_pki import NOW, build_pki
 
 DER = Encoding.DER
 VERBOSE = 40
@@ -104,7 +104,7 @@ def main() -> None:
         h_res, h_ms = timed(lambda leaf=leaf: hanko_validate(pki.root.cert, leaf, inters, crls),
                             max(n // 4, 5))
         print(f"{case:12} {c_res:46} {c_ms:6.3f}   {h_res:52} {h_ms:6.3f}")
-    from gateway.unwrap.pki import Validator
+    from gateway.unwrap.smime.pki import Validator
 
     crl_objs = [pki.crl, pki.root_crl]
     leaf = pki["sender"].cert
@@ -113,7 +113,7 @@ def main() -> None:
         max(n // 4, 5))
     warm = Validator([pki.root.cert], crl_objs)
     _warm_res, warm_ms = timed(lambda: str(warm.validate(leaf, inters, NOW).reasons), n)
-    print(f"gateway.unwrap.pki.Validator (pyhanko path + own CRL/EKU/KU/key checks): "
+    print(f"gateway.unwrap.smime.pki.Validator (pyhanko path + own CRL/EKU/KU/key checks): "
           f"cold {cold_ms:.3f} ms, cached {warm_ms:.3f} ms, result {cold_res}")
     revoked = Validator([pki.root.cert], crl_objs).validate(pki["revoked"].cert, inters, NOW)
     print(f"  revoked -> {revoked.reasons}")

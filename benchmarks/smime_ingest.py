@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ingest import WorkDirs, config_text, run_gateway, work_root  # noqa: E402
 from ingest import baseline as fetch_and_write  # noqa: E402
-from smime_pki import (  # noqa: E402
+from support.smime_pki import (  # noqa: E402
     PEM,
     RECIPIENT,
     SENDER,
@@ -56,7 +56,7 @@ from smime_pki import (  # noqa: E402
     sign_detached_der,
 )
 
-from gateway.samples import fake_pdf  # noqa: E402
+from gateway.demo.samples import fake_pdf  # noqa: E402
 
 DISTINCT = 8  # distinct signed+encrypted bodies; their cases spread over both routes
 SUBJECTS = ["Bauantrag Az.: 63-BV-2026-{n:04d}", "Ladung Az. {k} K {n}/25"]
@@ -124,7 +124,7 @@ def openssl_cafile(pki: TestPKI, directory: Path) -> Path:
 
 def baseline(server: object, user: str, out: Path, files: dict[str, Path], cafile: Path) -> float:
     """FETCH, ``openssl cms -decrypt``, ``openssl cms -verify``, one durable file per message."""
-    from gateway.testservers.dovecot import Dovecot
+    from gateway.demo.dovecot import Dovecot
 
     assert isinstance(server, Dovecot)
     decrypt = [
@@ -176,7 +176,7 @@ def main() -> None:
 
 def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
     root = dirs.root
-    from gateway.testservers.dovecot import Dovecot
+    from gateway.demo.dovecot import Dovecot
 
     pki = build_pki()
     files = pki.write(root / "pki")

@@ -15,12 +15,12 @@ from pathlib import Path
 import typer
 
 from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
-from gateway.audit import ChainBreak, key_id, load_public_key, public_key_pem
-from gateway.auditreport import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
-from gateway.auditverify import VerifyReport, open_readonly_ledger, verify_state
+from gateway.audit.report import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
+from gateway.audit.verify import VerifyReport, open_readonly_ledger, verify_state
 from gateway.config import Config
-from gateway.ledger import Ledger
-from gateway.runtime import audit_key_path, audit_public_key_path, ledger_path
+from gateway.records.audit import ChainBreak, key_id, load_public_key, public_key_pem
+from gateway.records.ledger import Ledger
+from gateway.statedir import audit_key_path, audit_public_key_path, ledger_path
 
 app = typer.Typer(help="The audit trail: log, verify, export, public key.", no_args_is_help=True)
 
@@ -193,7 +193,7 @@ def export_cmd(
         elif fmt == "json":
             text = export_json(entries, q, generated_at=generated)
         else:
-            from gateway.audithtml import render_html
+            from gateway.audit.html import render_html
 
             records = {} if ledger is None else {r.id: r for r in ledger.all_messages()}
             verification = None if no_verify else verify_state(cfg)

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
-from gateway.casenames import InvalidCaseReference, case_folder_name
-from gateway.runtime import ledger_path, open_ledger
+from gateway.routing.casenames import InvalidCaseReference, case_folder_name
+from gateway.statedir import ledger_path, open_ledger
 
 app = typer.Typer(help="Case folders and the messages filed in them.", no_args_is_help=True)
 

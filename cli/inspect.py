@@ -84,7 +84,7 @@ def inspect_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Show the verdict for .eml files with the configured keys and trust anchors; changes nothing."""
-    from gateway.pipeline import analyse
+    from gateway.inbound.decide import analyse
     from gateway.unwrap import UnwrapContext
 
     moment = parse_at(at)

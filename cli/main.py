@@ -31,7 +31,7 @@ def run(
     config: Path | None = ConfigOption,
 ) -> None:
     """Run the gateway daemon: fetch, verify, route and file every incoming message."""
-    from gateway.daemon import Daemon
+    from gateway.service.daemon import Daemon
 
     cfg = get_config(config)
     setup_logging(cfg.logging.level, cfg.logging.format)
@@ -50,7 +50,7 @@ def run(
 @app.command()
 def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Validate the config, key material, state directory, credentials and connectivity."""
-    from gateway.fetch import MailboxSession
+    from gateway.inbound.imap import MailboxSession
     from gateway.unwrap import UnwrapContext
 
     cfg = get_config(config)
@@ -109,7 +109,7 @@ def _writable(d: Path) -> tuple[bool, str]:
 @app.command()
 def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Per mailbox: last poll, backlog, last error; the ledger's counts by state."""
-    from gateway.runtime import ledger_path, open_ledger
+    from gateway.statedir import ledger_path, open_ledger
 
     cfg = get_config(config)
     statuses: list[dict[str, object]] = []
@@ -134,7 +134,7 @@ def demo(
     workdir: Path | None = typer.Option(None, "--dir", help="Keep the demo's files here (default: a temp dir)."),
 ) -> None:
     """Start a throwaway Dovecot, fill it with sample correspondence, run the gateway once, show the result."""
-    from gateway.demo import run_demo
+    from gateway.demo.run import run_demo
 
     raise typer.Exit(run_demo(workdir))
 

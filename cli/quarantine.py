@@ -8,10 +8,10 @@ from pathlib import Path
 import typer
 
 from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
-from gateway.audit import cli_actor
-from gateway.casenames import InvalidCaseReference
-from gateway.quarantine import ReleaseError, get_entry, list_entries, release
-from gateway.runtime import ledger_path, open_ledger
+from gateway.filing.quarantine import ReleaseError, get_entry, list_entries, release
+from gateway.records.audit import cli_actor
+from gateway.routing.casenames import InvalidCaseReference
+from gateway.statedir import ledger_path, open_ledger
 
 app = typer.Typer(help="Quarantined messages: list, show, release.", no_args_is_help=True)
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Config, load_config
-from gateway.testservers.dovecot import Dovecot, dovecot_available
+from gateway.demo.dovecot import Dovecot, dovecot_available
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -156,7 +156,7 @@ def dovecot_password(user: str) -> str:
 @pytest.fixture(scope="session")
 def pki() -> Any:
     """The throwaway S/MIME PKI (tests/smime_pki.py), built once per run."""
-    from smime_pki import build_pki
+    from support.smime_pki import build_pki
 
     return build_pki()
 

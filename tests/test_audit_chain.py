@@ -9,8 +9,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.audit import AuditEvent, AuditTrail, canonical, entry_hash, iter_entries, join_canonical, verify_chain
-from gateway.ledger import Ledger
+from gateway.records.audit import (
+    AuditEvent,
+    AuditTrail,
+    canonical,
+    entry_hash,
+    iter_entries,
+    join_canonical,
+    verify_chain,
+)
+from gateway.records.ledger import Ledger
 
 text = st.text(max_size=20)
 json_values = st.recursive(

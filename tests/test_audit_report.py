@@ -13,12 +13,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from audit_support import correspondence, entries, file_correspondence, records
 from conftest import Env
+from support.audit import correspondence, entries, file_correspondence, records
 
-from gateway.audit import cli_actor, entry_hash
-from gateway.auditreport import actor_text
-from gateway.samples import letter
+from gateway.audit.report import actor_text
+from gateway.demo.samples import letter
+from gateway.records.audit import cli_actor, entry_hash
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = 'Az. 63-BV-2026-0147 <img src=x onerror=alert(1)><script>document.title="pwned"</script>'

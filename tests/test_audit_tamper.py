@@ -14,11 +14,11 @@ import re
 import time
 
 import pytest
-from audit_support import breaks, entries, file_correspondence, jsonl, raw_db, records, the_break, verify
 from conftest import Env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from support.audit import breaks, entries, file_correspondence, jsonl, raw_db, records, the_break, verify
 
-from gateway.audit import GENESIS, canonical, checkpoint_payload, entry_hash, public_key_pem
+from gateway.records.audit import GENESIS, canonical, checkpoint_payload, entry_hash, public_key_pem
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from audit_support import correspondence, entries, file_correspondence, records, verify
 from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
+from support.audit import correspondence, entries, file_correspondence, records, verify
 
-from gateway.audit import cli_actor, load_public_key
-from gateway.samples import fake_pdf, letter
-from gateway.testservers.dovecot import Dovecot
+from gateway.demo.dovecot import Dovecot
+from gateway.demo.samples import fake_pdf, letter
+from gateway.records.audit import cli_actor, load_public_key
 
 
 def _alias_by_uid(env: Env) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.intake import plan_batches
+from gateway.inbound.intake import plan_batches
 
 
 @given(

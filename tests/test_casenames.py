@@ -1,4 +1,4 @@
-"""Case reference <-> folder name mapping (gateway.casenames)."""
+"""Case reference <-> folder name mapping (gateway.routing.casenames)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gateway.casenames import (
+from gateway.mime.headers import decode_header_text
+from gateway.routing.casenames import (
     MAX_FOLDER_NAME_BYTES,
     InvalidCaseReference,
     case_folder_name,
     case_reference_from_folder,
     is_reserved_folder,
 )
-from gateway.subject import decode_header_text, normalise_for_matching
+from gateway.routing.subject import normalise_for_matching
 
 _WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in "0123456789"}
 

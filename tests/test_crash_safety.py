@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
 
-from gateway.audit import iter_entries, verify_chain
-from gateway.ledger import Ledger
-from gateway.runtime import ledger_path
-from gateway.samples import fake_pdf, letter
-from gateway.testservers.dovecot import Dovecot
+from gateway.demo.dovecot import Dovecot
+from gateway.demo.samples import fake_pdf, letter
+from gateway.records.audit import iter_entries, verify_chain
+from gateway.records.ledger import Ledger
+from gateway.statedir import ledger_path
 
 MESSAGES = 500
 DUPLICATES = 10

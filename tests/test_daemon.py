@@ -9,10 +9,10 @@ import time
 
 from conftest import POSTSTELLE, REPO, Env
 
-from gateway.audit import iter_entries
-from gateway.ledger import Ledger
-from gateway.runtime import ledger_path
-from gateway.samples import letter
+from gateway.demo.samples import letter
+from gateway.records.audit import iter_entries
+from gateway.records.ledger import Ledger
+from gateway.statedir import ledger_path
 
 
 def wait_for(predicate: object, timeout: float) -> bool:

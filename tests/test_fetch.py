@@ -7,8 +7,8 @@ import logging
 import pytest
 from conftest import Env
 
-from gateway.fetch import MailboxSession
-from gateway.samples import letter
+from gateway.demo.samples import letter
+from gateway.inbound.imap import MailboxSession
 
 
 def test_debug_logging_never_shows_the_imap_password_or_message_content(

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import Config, load_config
-from gateway.pipeline import analyse
-from gateway.samples import letter
+from gateway.demo.samples import letter
+from gateway.inbound.decide import analyse
 from gateway.unwrap import UnwrapContext
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from smime_pki import (
+from support.smime_pki import (
     DAY,
     NOW,
     RECIPIENT,
@@ -204,7 +204,7 @@ def test_no_files_is_a_usage_error(setup: tuple[Path, Path]) -> None:
 
 def test_demo_letters_get_the_verdicts_the_demo_promises(tmp_path: Path) -> None:
     """gateway/demo_pki.py: verified, unverified (unknown CA), quarantined (not for us)."""
-    from gateway.demo_pki import build_demo_pki, smime_letters
+    from gateway.demo.pki import build_demo_pki, smime_letters
 
     pki = build_demo_pki(tmp_path / "pki")
     assert (pki.recipient_key_file.stat().st_mode & 0o777) == 0o600

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Env, mailbox_entry, write_config
+from support.tcpproxy import TcpProxy
 
-from gateway.ledger import Ledger
-from gateway.runtime import ledger_path
-from gateway.samples import fake_pdf, letter
-from gateway.testservers.dovecot import Dovecot
-from gateway.testservers.tcpproxy import TcpProxy
+from gateway.demo.dovecot import Dovecot
+from gateway.demo.samples import fake_pdf, letter
+from gateway.records.ledger import Ledger
+from gateway.statedir import ledger_path
 
 
 def manifests(env: Env) -> list[dict[str, object]]:

@@ -9,7 +9,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.unwrap.mimecut import base64_decode, canonical_bytes, children, parse_entity
+from gateway.mime.cut import base64_decode, canonical_bytes, children, parse_entity
 
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 NOISE = b"=\r\n \t!-_.\x00\xff"

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Env, mailbox_entry, write_config
-from pgp_keys import Keys, headers, keys, pgp_encrypted, pgp_signed, text_part
+from support.pgp_keys import Keys, headers, keys, pgp_encrypted, pgp_signed, text_part
 
-from gateway.audit import iter_entries
-from gateway.ledger import Ledger
-from gateway.runtime import ledger_path
-from gateway.testservers.dovecot import Dovecot
+from gateway.demo.dovecot import Dovecot
+from gateway.records.audit import iter_entries
+from gateway.records.ledger import Ledger
+from gateway.statedir import ledger_path
 
 
 def openpgp_env(dovecot: Dovecot, tmp_path: Path, user: str, k: Keys) -> Env:

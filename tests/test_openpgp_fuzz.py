@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pgp_keys import (
+from support.pgp_keys import (
     gateway_context,
     headers,
     inline,
@@ -26,7 +26,7 @@ from pgp_keys import (
 )
 
 from gateway.unwrap import UnwrapResult, unwrap
-from gateway.unwrap.gpg import leading_packet_tags, parse_signatures
+from gateway.unwrap.openpgp.gpg import leading_packet_tags, parse_signatures
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 

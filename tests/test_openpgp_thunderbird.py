@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgp_keys import gateway_context
+from support.pgp_keys import gateway_context
 
 from gateway.unwrap import unwrap
 

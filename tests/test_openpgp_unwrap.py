@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgp_keys import (
+from support.pgp_keys import (
     Keys,
     World,
     gateway_context,
@@ -23,9 +23,9 @@ from pgp_keys import (
 )
 
 from gateway.unwrap import UnwrapContext, UnwrapResult, unwrap
-from gateway.unwrap.gpg import GpgHome, short_home
-from gateway.unwrap.openpgp import OpenPGPHandler
-from gateway.unwrap.smime import SmimeHandler
+from gateway.unwrap.openpgp.gpg import GpgHome, short_home
+from gateway.unwrap.openpgp.handler import OpenPGPHandler
+from gateway.unwrap.smime.handler import SmimeHandler
 
 BOB = "Bob <bob@nachbar.test>"
 

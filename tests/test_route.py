@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import RouteConfig
-from gateway.route import route
+from gateway.routing.rules import route
 
 RULES = (
     RouteConfig(

@@ -1,4 +1,4 @@
-"""Attachment file names from untrusted MIME headers (gateway.safenames)."""
+"""Attachment file names from untrusted MIME headers (gateway.filing.safenames)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.safenames import DEFAULT_MAX_BYTES, NameAllocator, safe_filename
+from gateway.filing.safenames import DEFAULT_MAX_BYTES, NameAllocator, safe_filename
 
 _WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
     f"{p}{n}" for p in ("COM", "LPT") for n in "0123456789¹²³"

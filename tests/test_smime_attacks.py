@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from smime_pki import (
+from support.smime_pki import (
     SENDER,
     TestPKI,
     body_of,
@@ -22,7 +22,7 @@ from smime_pki import (
     sign_opaque_der,
     signed_message,
 )
-from smime_pki import (
+from support.smime_pki import (
     run_unwrap as run,
 )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from smime_pki import (
+from support.smime_pki import (
     RECIPIENT,
     SENDER,
     TestPKI,
@@ -23,7 +23,7 @@ from smime_pki import (
     sign_opaque_der,
     signed_message,
 )
-from smime_pki import (
+from support.smime_pki import (
     run_unwrap as run,
 )
 
@@ -130,7 +130,7 @@ def test_unsupported_content_cipher_is_quarantined(pki: TestPKI, ctx: Any, tmp_p
 
 
 def test_without_smime_config_encrypted_mail_is_quarantined(pki: TestPKI) -> None:
-    from gateway.unwrap.smime import SmimeHandler
+    from gateway.unwrap.smime.handler import SmimeHandler
 
     ctx = UnwrapContext([SmimeHandler.from_config(None, config_file="x.toml")])
     res = run(encrypted_message([pki["recipient"].cert], mime_text()), ctx)
@@ -177,7 +177,7 @@ def test_second_identity_decrypts_after_key_rollover(pki: TestPKI) -> None:
         res = run(encrypted_message([pki[party].cert], mime_text()), ctx)
         assert res.verdict.encryption.status == "decrypted"
         used = next(e for e in res.events if e.type == "key-used").details
-        from gateway.unwrap.smime import cert_sha256
+        from gateway.unwrap.smime.handler import cert_sha256
 
         assert used["certificate_sha256"] == cert_sha256(pki[party].cert)
 

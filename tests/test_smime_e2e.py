@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import ROUTES, Env, mailbox_entry, write_config
-from smime_pki import (
+from support.smime_pki import (
     DER,
     RECIPIENT,
     SENDER,
@@ -35,11 +35,11 @@ from smime_pki import (
     sign_detached_der,
 )
 
-from gateway.audit import AuditEntry, iter_entries
-from gateway.ledger import Ledger
-from gateway.runtime import ledger_path
-from gateway.samples import letter
-from gateway.testservers.dovecot import Dovecot
+from gateway.demo.dovecot import Dovecot
+from gateway.demo.samples import letter
+from gateway.records.audit import AuditEntry, iter_entries
+from gateway.records.ledger import Ledger
+from gateway.statedir import ledger_path
 
 _ids = itertools.count()
 COURT = "Ladung Az. 1 K 1234/25"

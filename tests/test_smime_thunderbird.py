@@ -18,7 +18,7 @@ import pytest
 
 from gateway.config import SmimeConfig, SmimeIdentityConfig
 from gateway.unwrap import UnwrapContext, unwrap
-from gateway.unwrap.smime import SmimeHandler, load_material
+from gateway.unwrap.smime.handler import SmimeHandler, load_material
 
 INTEROP = Path(__file__).resolve().parents[2] / "shared" / "interop" / "thunderbird"
 DATA = INTEROP / "mailnews" / "test" / "data" / "smime"

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 import pytest
-from smime_pki import (
+from support.smime_pki import (
     DAY,
     NOW,
     SENDER,
@@ -22,7 +22,7 @@ from smime_pki import (
     sign_opaque_der,
     signed_message,
 )
-from smime_pki import (
+from support.smime_pki import (
     run_unwrap as run,
 )
 
@@ -185,7 +185,7 @@ def test_without_trust_anchors_a_correct_signature_is_untrusted(pki: TestPKI) ->
 
 
 def test_without_smime_config_signed_mail_fails_closed(pki: TestPKI) -> None:
-    from gateway.unwrap.smime import SmimeHandler
+    from gateway.unwrap.smime.handler import SmimeHandler
 
     ctx = UnwrapContext([SmimeHandler.from_config(None, config_file="x.toml")])
     res = run(signed_message(pki["sender"]), ctx)

@@ -1,4 +1,4 @@
-"""Decoding and normalising untrusted subjects (gateway.subject)."""
+"""Decoding and normalising untrusted subjects (gateway.mime.headers, gateway.routing.subject)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.subject import decode_header_text, normalise_for_matching, strip_reply_prefixes
+from gateway.mime.headers import decode_header_text
+from gateway.routing.subject import normalise_for_matching, strip_reply_prefixes
 
 # --- decode_header_text: realistic input -------------------------------------------------
 

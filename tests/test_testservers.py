@@ -14,9 +14,9 @@ from pathlib import Path
 
 import imapclient
 import pytest
+from support.tcpproxy import TcpProxy
 
-from gateway.testservers.dovecot import Dovecot, DovecotError, dovecot_available
-from gateway.testservers.tcpproxy import TcpProxy
+from gateway.demo.dovecot import Dovecot, DovecotError, dovecot_available
 
 pytestmark = pytest.mark.skipif(not dovecot_available(), reason="dovecot not installed")
 

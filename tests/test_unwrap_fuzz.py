@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from smime_pki import (
+from support.smime_pki import (
     NOW,
     body_of,
     build_pki,
@@ -21,9 +21,9 @@ from smime_pki import (
     signed_message,
 )
 
+from gateway.mime.cut import MimeError, canonical_crlf, parse_entity, split_multipart
 from gateway.unwrap import UnwrapResult, unwrap
-from gateway.unwrap.cms import CmsError, decrypt, verify_signed_data
-from gateway.unwrap.mimecut import MimeError, canonical_crlf, parse_entity, split_multipart
+from gateway.unwrap.smime.cms import CmsError, decrypt, verify_signed_data
 
 FAST = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -103,7 +103,7 @@ def test_mutated_smime_messages_never_raise(ctx: Any, seeds: list[bytes], data: 
 @given(der=st.binary(max_size=2048), detached=st.none() | st.binary(max_size=64))
 def test_cms_functions_raise_only_cms_error(der: bytes, detached: bytes | None) -> None:
     pki = build_pki()
-    from gateway.unwrap.cms import RecipientKey
+    from gateway.unwrap.smime.cms import RecipientKey
 
     for fn in (lambda: verify_signed_data(der, detached),
                lambda: decrypt(der, [RecipientKey(pki["recipient"].key, pki["recipient"].cert)])):

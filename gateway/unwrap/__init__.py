@@ -29,8 +29,8 @@ from email.policy import default as _default_policy
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from gateway.unwrap.mimecut import Entity, MimeError, parse_entity, walk
-from gateway.verdict import (
+from gateway.mime.cut import Entity, MimeError, parse_entity, walk
+from gateway.unwrap.verdict import (
     EncryptionInfo,
     EncryptionStatus,
     Scheme,
@@ -40,8 +40,8 @@ from gateway.verdict import (
 )
 
 if TYPE_CHECKING:
-    from gateway.certstore import CertStore
     from gateway.config import Config
+    from gateway.unwrap.certstore import CertStore
 
 __all__ = [
     "LayerKind",
@@ -165,9 +165,9 @@ class UnwrapContext:
         closed (no key, no anchor) instead of passing as plain mail.
         ``collect_certificates=False`` is for read-only use such as ``inspect``.
         """
-        from gateway.certstore import CertStore
-        from gateway.unwrap.openpgp import OpenPGPHandler
-        from gateway.unwrap.smime import SmimeHandler
+        from gateway.unwrap.certstore import CertStore
+        from gateway.unwrap.openpgp.handler import OpenPGPHandler
+        from gateway.unwrap.smime.handler import SmimeHandler
 
         store_dir = config.storage.state_dir / "certstore" / "smime"
         store = CertStore(store_dir) if collect_certificates else None

@@ -1,0 +1,45 @@
+"""Configuration: the model (frozen values) and the loader (TOML, validated at start-up)."""
+
+from gateway.config.load import load_config, parse_config, resolve_config_path
+from gateway.config.model import (
+    DEFAULT_CONFIG_PATH,
+    AuditConfig,
+    Config,
+    LimitsConfig,
+    LoggingConfig,
+    MailboxConfig,
+    OpenPGPConfig,
+    PinnedKey,
+    PolicyConfig,
+    ProcessingConfig,
+    RouteConfig,
+    RoutingConfig,
+    Secret,
+    SmimeConfig,
+    SmimeIdentityConfig,
+    StorageConfig,
+    default_analysis_workers,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "AuditConfig",
+    "Config",
+    "LimitsConfig",
+    "LoggingConfig",
+    "MailboxConfig",
+    "OpenPGPConfig",
+    "PinnedKey",
+    "PolicyConfig",
+    "ProcessingConfig",
+    "RouteConfig",
+    "RoutingConfig",
+    "Secret",
+    "SmimeConfig",
+    "SmimeIdentityConfig",
+    "StorageConfig",
+    "default_analysis_workers",
+    "load_config",
+    "parse_config",
+    "resolve_config_path",
+]

@@ -1,0 +1,429 @@
+"""Configuration: one TOML file, validated completely before anything touches a mailbox.
+
+Every problem is reported as ``ConfigError(file, key, problem)`` with a dotted key such as
+``mailbox[1].security`` so that an operator can fix it without reading code. Unknown keys
+are errors, not warnings: a typo in a security setting must not silently fall back to a
+default. Warnings (for example an inline password) are collected in ``Config.warnings``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import string
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.config.model import (
+    DEFAULT_CONFIG_PATH,
+    AuditConfig,
+    Config,
+    LimitsConfig,
+    LoggingConfig,
+    MailboxConfig,
+    OpenPGPConfig,
+    PinnedKey,
+    PolicyConfig,
+    ProcessingConfig,
+    RouteConfig,
+    RoutingConfig,
+    Secret,
+    SmimeConfig,
+    SmimeIdentityConfig,
+    StorageConfig,
+    default_analysis_workers,
+)
+from gateway.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def resolve_config_path(cli_path: Path | None) -> Path:
+    """``--config`` wins, then ``$POSTSTELLE_CONFIG``, then the system default."""
+    if cli_path is not None:
+        return cli_path
+    env = os.environ.get("POSTSTELLE_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers which keys were consumed."""
+
+    def __init__(self, file: str, prefix: str, table: Mapping[str, Any]) -> None:
+        self.file = file
+        self.prefix = prefix
+        self.table = table
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), problem)
+
+    def _get(self, name: str, kind: type[T], kind_name: str, default: T | None) -> T | None:
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        value = self.table[name]
+        # bool is an int in Python; a TOML `port = true` must not pass as 1.
+        if kind is int and isinstance(value, bool):
+            raise self.fail(name, f"expected {kind_name}, got a boolean")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind):
+            raise self.fail(name, f"expected {kind_name}, got {type(value).__name__}")
+        return value
+
+    def str_(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self._get(name, str, "a string", default)
+        if required and value is None:
+            raise self.fail(name, "is required")
+        if required and value is not None and not value.strip():
+            raise self.fail(name, "must not be empty")
+        return value
+
+    def req_str(self, name: str) -> str:
+        value = self.str_(name, required=True)
+        assert value is not None
+        return value
+
+    def int_(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self._get(name, int, "an integer", default)
+        assert value is not None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise self.fail(name, f"must be {bound}, got {value}")
+        return value
+
+    def float_(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self._get(name, float, "a number", default)
+        assert value is not None
+        if value < minimum:
+            raise self.fail(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def bool_(self, name: str, default: bool) -> bool:
+        value = self._get(name, bool, "true or false", default)
+        assert value is not None
+        return value
+
+    def path(self, name: str, *, required: bool = False) -> Path | None:
+        value = self.str_(name, required=required)
+        return Path(value) if value else None
+
+    def existing_file(self, name: str) -> Path | None:
+        p = self.path(name)
+        if p is not None and not p.is_file():
+            raise self.fail(name, f"file not found: {p}")
+        return p
+
+    def table_(self, name: str) -> Mapping[str, Any]:
+        value = self._get(name, dict, "a table", {})
+        assert value is not None
+        return value
+
+    def list_(self, name: str) -> list[Any]:
+        value = self._get(name, list, "a list", [])
+        assert value is not None
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str_(name, default)
+        assert value is not None
+        if value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def regex(self, name: str, *, required: bool = False) -> re.Pattern[str] | None:
+        value = self.str_(name, required=required)
+        if value is None:
+            return None
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise self.fail(name, f"invalid regular expression: {exc}") from None
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key")
+
+    def sub(self, name: str, table: Mapping[str, Any]) -> _Reader:
+        return _Reader(self.file, self.key(name), table)
+
+
+def _tables(r: _Reader, name: str) -> list[_Reader]:
+    """An array of tables such as ``[[mailbox]]``, each with its indexed key prefix."""
+    items = r.list_(name)
+    readers = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ConfigError(r.file, f"{r.key(name)}[{i}]", "expected a table")
+        readers.append(_Reader(r.file, f"{r.key(name)}[{i}]", item))
+    return readers
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_secret_file(r: _Reader, name: str, warnings: list[str]) -> Secret | None:
+    p = r.path(name)
+    if p is None:
+        return None
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise r.fail(name, f"file not found: {p}") from None
+    except OSError as exc:
+        raise r.fail(name, f"cannot read {p}: {exc.strerror}") from None
+    mode = p.stat().st_mode
+    if mode & 0o077:
+        warnings.append(f"{r.file}: {r.key(name)}: {p} is readable by group or others (chmod 600)")
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise r.fail(name, f"{p} is empty")
+    return Secret(secret)
+
+
+def _mailbox(r: _Reader, warnings: list[str]) -> MailboxConfig:
+    name = r.req_str("name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise r.fail("name", "use letters, digits, '.', '_' and '-' (max 64), starting with a letter or digit")
+    host = r.req_str("host")
+    security = r.choice("security", ("tls", "starttls", "plain"), "tls")
+    port = r.int_("port", 993 if security == "tls" else 143, minimum=1, maximum=65535)
+    if security == "plain" and not _is_loopback(host):
+        raise r.fail("security", f"plain IMAP is only allowed to a loopback address, not {host!r}")
+    inline = r.str_("password")
+    from_file = _read_secret_file(r, "password_file", warnings)
+    if inline is not None and from_file is not None:
+        raise r.fail("password", "set either password or password_file, not both")
+    if inline is None and from_file is None:
+        raise r.fail("password_file", "is required (or password)")
+    if inline is not None:
+        warnings.append(
+            f"{r.file}: {r.key('password')}: password stored in the config file; prefer password_file with mode 0600"
+        )
+    password = from_file if from_file is not None else Secret(inline or "")
+    folders = {k: r.req_str(k) if k in r.table else None for k in ("folder", "processed_folder", "quarantine_folder")}
+    mb = MailboxConfig(
+        name=name,
+        host=host,
+        port=port,
+        security=security,  # type: ignore[arg-type]
+        username=r.req_str("username"),
+        password=password,
+        ca_file=r.existing_file("ca_file"),
+        folder=folders["folder"] or "INBOX",
+        processed_folder=folders["processed_folder"] or "Poststelle/Processed",
+        quarantine_folder=folders["quarantine_folder"] or "Poststelle/Quarantine",
+        idle=r.bool_("idle", True),
+        poll_interval=r.float_("poll_interval", 60.0, minimum=1.0),
+        batch_size=r.int_("batch_size", 50, minimum=1, maximum=1000),
+        timeout=r.float_("timeout", 60.0, minimum=1.0),
+    )
+    if len({mb.folder, mb.processed_folder, mb.quarantine_folder}) != 3:
+        raise r.fail("processed_folder", "folder, processed_folder and quarantine_folder must differ")
+    r.finish()
+    return mb
+
+
+def _policy(r: _Reader) -> PolicyConfig:
+    p = PolicyConfig(
+        require_signature=r.bool_("require_signature", False),
+        require_encryption=r.bool_("require_encryption", False),
+    )
+    r.finish()
+    return p
+
+
+def _route(r: _Reader) -> RouteConfig:
+    name = r.req_str("name")
+    subject = r.regex("subject", required=True)
+    assert subject is not None
+    from_ = r.regex("from")
+    case = r.req_str("case")
+    groups = set(subject.groupindex)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(case) if f is not None]
+    except ValueError as exc:
+        raise r.fail("case", f"invalid template: {exc}") from None
+    for f in fields:
+        if f not in groups:
+            raise r.fail("case", f"template field {{{f}}} is not a named group of subject")
+    policy = _policy(r.sub("policy", r.table_("policy"))) if "policy" in r.table else None
+    r.finish()
+    return RouteConfig(name=name, subject=subject, case=case, from_=from_, policy=policy)
+
+
+def _smime(r: _Reader) -> SmimeConfig:
+    identities = []
+    for ir in _tables(r, "identities"):
+        ident = SmimeIdentityConfig(
+            key_file=ir.existing_file("key_file"),
+            cert_file=ir.existing_file("cert_file"),
+            pkcs12_file=ir.existing_file("pkcs12_file"),
+            password_file=ir.existing_file("password_file"),
+        )
+        if ident.pkcs12_file is None and (ident.key_file is None or ident.cert_file is None):
+            raise ir.fail("key_file", "give key_file and cert_file, or pkcs12_file")
+        if ident.pkcs12_file is not None and ident.key_file is not None:
+            raise ir.fail("pkcs12_file", "give key_file and cert_file, or pkcs12_file, not both")
+        ir.finish()
+        identities.append(ident)
+    anchors = _path_list(r, "trust_anchors")
+    crls = _path_list(r, "crl_files")
+    cfg = SmimeConfig(
+        identities=tuple(identities),
+        trust_anchors=anchors,
+        crl_files=crls,
+        min_rsa_bits=r.int_("min_rsa_bits", 2048, minimum=1024, maximum=16384),
+        allow_sha1=r.bool_("allow_sha1", False),
+    )
+    r.finish()
+    return cfg
+
+
+def _path_list(r: _Reader, name: str) -> tuple[Path, ...]:
+    out = []
+    for i, item in enumerate(r.list_(name)):
+        if not isinstance(item, str):
+            raise ConfigError(r.file, f"{r.key(name)}[{i}]", "expected a path string")
+        p = Path(item)
+        if not p.exists():
+            raise ConfigError(r.file, f"{r.key(name)}[{i}]", f"not found: {p}")
+        out.append(p)
+    return tuple(out)
+
+
+def _openpgp(r: _Reader, state_dir: Path) -> OpenPGPConfig:
+    home = r.path("gnupg_home") or state_dir / "gnupg"
+    pinned = []
+    for pr in _tables(r, "pinned"):
+        fpr = re.sub(r"\s+", "", pr.req_str("fingerprint")).upper()
+        if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
+            raise pr.fail("fingerprint", "expected a full 40- or 64-hex-digit fingerprint")
+        pinned.append(PinnedKey(email=pr.req_str("email").lower(), fingerprint=fpr))
+        pr.finish()
+    correspondents = r.path("correspondents")
+    if correspondents is not None and not correspondents.is_dir():
+        raise r.fail("correspondents", f"directory not found: {correspondents}")
+    cfg = OpenPGPConfig(
+        gnupg_home=home,
+        secret_keys=_path_list(r, "secret_keys"),
+        passphrase_file=r.existing_file("passphrase_file"),
+        correspondents=correspondents,
+        correspondents_trusted=r.bool_("correspondents_trusted", False),
+        pinned=tuple(pinned),
+    )
+    r.finish()
+    return cfg
+
+
+def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Config:
+    """Validate an already-parsed TOML document; raises ConfigError on the first problem."""
+    warnings: list[str] = []
+    top = _Reader(file, "", data)
+    sr = top.sub("storage", top.table_("storage"))
+    if "storage" not in data:
+        raise top.fail("storage", "is required")
+    state_dir = sr.path("state_dir", required=True)
+    assert state_dir is not None
+    cases_dir = sr.path("cases_dir") or state_dir / "cases"
+    if not state_dir.is_absolute() or not cases_dir.is_absolute():
+        raise sr.fail("state_dir", "state_dir and cases_dir must be absolute paths")
+    sr.finish()
+    storage = StorageConfig(state_dir=state_dir, cases_dir=cases_dir)
+
+    lr = top.sub("limits", top.table_("limits"))
+    limits = LimitsConfig(
+        max_message_bytes=lr.int_("max_message_bytes", LimitsConfig.max_message_bytes, minimum=1024),
+        max_mime_depth=lr.int_("max_mime_depth", LimitsConfig.max_mime_depth, minimum=1, maximum=100),
+        max_mime_parts=lr.int_("max_mime_parts", LimitsConfig.max_mime_parts, minimum=1),
+    )
+    lr.finish()
+
+    pr = top.sub("processing", top.table_("processing"))
+    processing = ProcessingConfig(
+        analysis_workers=pr.int_("analysis_workers", default_analysis_workers(), minimum=0, maximum=64)
+    )
+    pr.finish()
+
+    mailboxes = tuple(_mailbox(r, warnings) for r in _tables(top, "mailbox"))
+    names = [m.name for m in mailboxes]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ConfigError(file, f"mailbox[{i}].name", f"duplicate mailbox name {n!r}")
+
+    routes = tuple(_route(r) for r in _tables(top, "route"))
+    rr = top.sub("routing", top.table_("routing"))
+    routing = RoutingConfig(unassigned=rr.str_("unassigned", "_unassigned") or "_unassigned")
+    if not re.fullmatch(r"_[A-Za-z0-9_-]{1,60}", routing.unassigned):
+        raise rr.fail("unassigned", "must start with '_' (reserved for the gateway) and use [A-Za-z0-9_-]")
+    rr.finish()
+
+    policy = _policy(top.sub("policy", top.table_("policy")))
+
+    lgr = top.sub("logging", top.table_("logging"))
+    logging_cfg = LoggingConfig(
+        level=lgr.choice("level", ("debug", "info", "warning", "error"), "info"),
+        format=lgr.choice("format", ("auto", "json", "console"), "auto"),  # type: ignore[arg-type]
+    )
+    lgr.finish()
+
+    ar = top.sub("audit", top.table_("audit"))
+    audit = AuditConfig(
+        key_file=ar.path("key_file"),
+        jsonl_file=ar.path("jsonl_file"),
+        checkpoint_every=ar.int_("checkpoint_every", 1000, minimum=1),
+    )
+    ar.finish()
+
+    smime = _smime(top.sub("smime", top.table_("smime"))) if "smime" in data else None
+    openpgp = _openpgp(top.sub("openpgp", top.table_("openpgp")), state_dir) if "openpgp" in data else None
+    top.finish()
+    return Config(
+        path=Path(file),
+        sha256=sha256,
+        storage=storage,
+        limits=limits,
+        processing=processing,
+        mailboxes=mailboxes,
+        routes=routes,
+        routing=routing,
+        policy=policy,
+        logging=logging_cfg,
+        audit=audit,
+        smime=smime,
+        openpgp=openpgp,
+        warnings=tuple(warnings),
+    )
+
+
+def load_config(path: Path, *, parse: Callable[..., Config] = parse_config) -> Config:
+    """Read and validate the config file; any problem raises ConfigError naming the file."""
+    import hashlib
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), "-", "configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), "-", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "-", "not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "-", f"invalid TOML: {exc}") from None
+    return parse(data, file=str(path), sha256=hashlib.sha256(raw).hexdigest())

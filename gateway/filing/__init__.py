@@ -1,0 +1,1 @@
+"""Writing entries durably into case folders and the quarantine, with safe names."""

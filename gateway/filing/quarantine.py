@@ -1,0 +1,123 @@
+"""The quarantine store and releasing from it.
+
+Quarantine entries have the case-folder layout under ``<state_dir>/quarantine/``, plus
+``reason.json``. Releasing is a person's decision, recorded with who made it: the entry's
+files are published as a new case entry (the manifest says it was released, by whom and
+from which quarantine reasons), the ledger and the audit trail are committed, and only
+then is the quarantine copy removed, so the message is in exactly one place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.filing.entries import EntryFile, write_entry
+from gateway.records.audit import AuditEvent
+from gateway.records.ledger import Ledger, MessageRecord, iso, utcnow
+from gateway.routing.casenames import case_folder_name
+
+
+class ReleaseError(Exception):
+    """The release cannot be done as asked (wrong id, wrong state)."""
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    record: MessageRecord
+    path: Path
+    reasons: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.record.id,
+            "received": self.record.internaldate,
+            "mailbox": self.record.mailbox,
+            "from": self.record.from_addr,
+            "subject": self.record.subject,
+            "reasons": self.reasons,
+            "case_reference": self.record.case_ref,
+            "path": str(self.path),
+        }
+
+
+def list_entries(ledger: Ledger) -> list[QuarantineEntry]:
+    return [QuarantineEntry(r, Path(r.path or ""), r.reasons) for r in ledger.in_state("quarantined")]
+
+
+def get_entry(ledger: Ledger, msg_id: str) -> QuarantineEntry:
+    rec = ledger.get(msg_id)
+    if rec is None:
+        raise ReleaseError(f"no message with id {msg_id!r}")
+    if rec.state != "quarantined":
+        raise ReleaseError(f"message {msg_id} is {rec.state}, not quarantined")
+    return QuarantineEntry(rec, Path(rec.path or ""), rec.reasons)
+
+
+def release(
+    config: Config, ledger: Ledger, msg_id: str, *, actor: str, case: str | None, note: str | None
+) -> MessageRecord:
+    """Move a quarantined message into a case folder (``case`` or the route found at intake)."""
+    entry = get_entry(ledger, msg_id)
+    rec = entry.record
+    if case is not None:
+        case_ref: str | None = case
+        folder = case_folder_name(case)
+    else:
+        case_ref, folder = rec.case_ref, rec.case_folder or config.routing.unassigned
+    files = [
+        EntryFile(p.relative_to(entry.path).as_posix(), p.read_bytes())
+        for p in sorted(entry.path.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    ]
+    old_manifest = json.loads((entry.path / "manifest.json").read_text(encoding="utf-8"))
+    old_manifest.pop("files", None)
+    old_manifest.pop("schema", None)
+    released = {"by": actor, "at": iso(utcnow()), "quarantine_reasons": rec.reasons, "note": note}
+    metadata = {
+        **old_manifest,
+        "case_reference": case_ref,
+        "case_folder": folder,
+        "state": "released",
+        "released": released,
+    }
+    final = config.storage.cases_dir / folder / entry.path.name
+    if final.exists():
+        # A crash after publishing but before the commit: the entry is already in place.
+        manifest_sha = _sha(final / "manifest.json")
+    else:
+        final, manifest_sha = write_entry(config.storage.cases_dir, folder, entry.path.name, files, metadata)
+    rec.state = "released"
+    rec.path = str(final)
+    rec.case_ref, rec.case_folder = case_ref, folder
+    rec.manifest_sha256 = manifest_sha
+    ledger.release(
+        rec,
+        [
+            AuditEvent(
+                "released",
+                message=rec.id,
+                case=case_ref,
+                correspondent=rec.from_addr,
+                actor=actor,
+                details={
+                    "path": f"{folder}/{final.name}",
+                    "manifest_sha256": manifest_sha,
+                    "quarantine_reasons": released["quarantine_reasons"],
+                    "note": note,
+                },
+            )
+        ],
+    )
+    shutil.rmtree(entry.path)
+    return rec
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

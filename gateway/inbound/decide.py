@@ -1,0 +1,127 @@
+"""From fetched bytes to a decision: parse, unwrap, route, apply policy. No I/O.
+
+``analyse`` is a function of the bytes, the configuration and the time; it never raises
+for any input (a bug or a hostile message ends as a quarantine plan with a reason), so
+one bad message can never stop a batch. Fetching, writing and acknowledging happen in
+``intake``, at the edges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import structlog
+
+from gateway.config import Config, PolicyConfig
+from gateway.errors import SecurityError
+from gateway.mime.message import ParsedMessage, Part, decode_parts, headers_only, parse_message
+from gateway.routing.rules import RouteDecision, route
+from gateway.unwrap import UnwrapContext, UnwrapEvent, unwrap
+from gateway.unwrap.verdict import Verdict
+
+log = structlog.get_logger("poststelle.pipeline")
+Target = Literal["stored", "quarantined"]
+
+
+@dataclass
+class Plan:
+    """Everything decided about one message before anything is written."""
+
+    target: Target
+    reasons: list[str]
+    verdict: Verdict
+    route: RouteDecision | None
+    subject: str = ""
+    from_addrs: list[str] = field(default_factory=list)
+    message_id: str | None = None
+    date: str | None = None
+    parts: list[Part] = field(default_factory=list)
+    decrypted: bytes | None = None
+    unwrap_events: tuple[UnwrapEvent, ...] = ()
+    signer_certificates: tuple[bytes, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+
+
+def _quarantine(plan_reasons: list[str], verdict: Verdict | None, **kw: object) -> Plan:
+    base = verdict or Verdict("quarantined")
+    v = dataclasses.replace(base, verdict="quarantined", reasons=tuple(dict.fromkeys([*base.reasons, *plan_reasons])))
+    return Plan(target="quarantined", reasons=plan_reasons, verdict=v, route=kw.pop("route", None), **kw)  # type: ignore[arg-type]
+
+
+def _policy_for(config: Config, decision: RouteDecision | None) -> PolicyConfig:
+    if decision is not None and decision.policy is not None:
+        return decision.policy
+    return config.policy
+
+
+def analyse(raw: bytes, config: Config, ctx: UnwrapContext, *, at: datetime) -> Plan:
+    """Decide what happens to ``raw``. Never raises."""
+    try:
+        return _analyse(raw, config, ctx, at)
+    except Exception as exc:
+        log.exception("analysis failed", error=type(exc).__name__)
+        return _quarantine([f"processing-error:{type(exc).__name__}"], None)
+
+
+def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Plan:
+    try:
+        outer = parse_message(raw, config.limits, decode=False)  # bodies decoded below, if they are the content
+    except SecurityError as exc:
+        head = headers_only(raw)
+        return _quarantine(
+            [exc.reason],
+            None,
+            warnings=[exc.detail] if exc.detail else [],
+            subject=head.subject,
+            from_addrs=head.from_addrs,
+            message_id=head.message_id,
+            date=head.date,
+        )
+    result = unwrap(raw, ctx, at=at)
+    verdict = result.verdict
+    subject = result.inner_subject if result.inner_subject is not None else outer.subject
+    decision = route(subject, outer.from_addrs, config.routes, config.routing.unassigned)
+    common = {
+        "subject": subject,
+        "from_addrs": outer.from_addrs,
+        "message_id": outer.message_id,
+        "date": outer.date,
+        "unwrap_events": result.events,
+        "route": decision,
+    }
+    if verdict.verdict == "quarantined" or result.quarantine_reason:
+        return _quarantine([result.quarantine_reason or "unwrap-failed"], verdict, **common)
+    content: ParsedMessage = outer
+    decrypted = None
+    if result.content != raw:
+        decrypted = result.content
+        try:
+            content = parse_message(result.content, config.limits)
+        except SecurityError as exc:
+            return _quarantine([f"inner-{exc.reason}"], verdict, **common)
+    else:
+        decode_parts(outer)
+    policy = _policy_for(config, decision)
+    reasons: list[str] = []
+    if policy.require_signature and not verdict.verified:
+        reasons.append("policy-signature-required")
+    if policy.require_encryption and verdict.encryption.status != "decrypted":
+        reasons.append("policy-encryption-required")
+    if reasons:
+        return _quarantine(reasons, verdict, parts=content.parts, decrypted=decrypted, **common)
+    return Plan(
+        target="stored",
+        signer_certificates=result.signer_certificates,
+        reasons=list(decision.reasons),
+        verdict=verdict,
+        parts=content.parts,
+        decrypted=decrypted,
+        warnings=content.warnings,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+__all__ = ["Plan", "analyse"]

@@ -1,0 +1,1 @@
+"""MIME within limits: byte-exact cutting, the one header decoder, and parsed messages."""

@@ -1,0 +1,1 @@
+"""Running the gateway: the daemon's mailbox workers, signals and backoff."""

@@ -1,0 +1,1 @@
+"""S/MIME: the layer handler, CMS signature verification and certificate path validation."""

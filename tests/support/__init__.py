@@ -1,0 +1,1 @@
+"""Code that only the tests use: fault proxy, PKIs, key sets, audit helpers."""
