@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from gateway.config import Config, load_config
 from gateway.demo.dovecot import Dovecot, dovecot_available
@@ -27,6 +28,12 @@ SHARED = REPO.parent / "shared"
 POSTSTELLE = [sys.executable, "-m", "cli"]
 USERS = {f"user{i}": f"pw-{i}" for i in range(200)}
 _user_seq = itertools.count()
+
+# CI machines are shared and noisy: nothing about wall-clock time may fail a property test.
+# Explicit ``@settings(...)`` in a test inherit these unless they name the same field.
+LOAD_TOLERANT = (HealthCheck.too_slow,)
+settings.register_profile("poststelle", deadline=None, suppress_health_check=LOAD_TOLERANT)
+settings.load_profile("poststelle")
 
 
 @pytest.fixture(scope="session")

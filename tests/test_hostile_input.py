@@ -136,7 +136,11 @@ def _config(tmp: Path) -> Config:
     return load_config(p)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     raw=st.one_of(
         st.binary(max_size=3000),
