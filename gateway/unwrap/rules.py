@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Literal
 
 from gateway.unwrap.identity import from_values, matching_signer, same_address, single_from
@@ -70,7 +71,7 @@ class Facts:
     def covers_whole(self) -> bool:
         return self.coverage == "whole"
 
-    @property
+    @cached_property
     def status(self) -> SignatureStatus:
         """The reported status: the worst of all signatures covering the content."""
         return _covering_statuses(self)[0]
