@@ -1,6 +1,6 @@
 """Correspondents' certificate store: signer certificates of verified messages.
 
-Used later to encrypt replies. Certificates are stored by the SHA-256 of their DER so the
+Kept so that replies to these senders can be encrypted. Certificates are stored by the SHA-256 of their DER so the
 same certificate is stored once, written atomically so a crash never leaves half a file.
 Nothing in here is ever a trust anchor: the store is filled from message content, and
 path validation only ever starts from the configured anchors.

@@ -7,6 +7,7 @@ stored as ``verification.json`` in the case folder and in the ledger, and printe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -15,6 +16,18 @@ VerdictName = Literal["verified", "unverified", "quarantined"]
 SignatureStatus = Literal["valid", "invalid", "untrusted", "none", "error"]
 EncryptionStatus = Literal["decrypted", "none", "failed", "partial"]
 Scheme = Literal["smime", "openpgp"]
+
+#: Signature statuses from best to worst. Where several signatures count (several
+#: SignerInfos, several OpenPGP signatures, several layers over the content), the worst wins:
+#: a message is no better proven than its weakest signature.
+STATUS_RANK: Mapping[SignatureStatus, int] = {
+    "valid": 0, "untrusted": 1, "none": 2, "error": 3, "invalid": 4,
+}
+
+
+def worse(a: SignatureStatus, b: SignatureStatus) -> SignatureStatus:
+    """The worse of two statuses; ``a`` when they are equal."""
+    return b if STATUS_RANK[b] > STATUS_RANK[a] else a
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ Why a wrapper around python-gnupg instead of calling it directly:
   gets the same short path and another user cannot pre-create it (owner and mode are
   checked).
 * **Serialised.** One ``threading.Lock`` around every gpg call: mailbox worker threads
-  share one keyring and one agent; gpg spawns are short (5-10 ms), so a lock costs less
+  share one keyring and one agent; gpg calls are short, so a lock costs less
   than a home per worker (which would need every key imported N times).
 * **Counted.** Every spawned gpg process is counted (``spawns``), for the benchmark and
   the shutdown log line.

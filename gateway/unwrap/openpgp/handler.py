@@ -45,9 +45,9 @@ import structlog
 
 from gateway.errors import ConfigError
 from gateway.mime.cut import Entity, MimeError, canonical_bytes, canonical_crlf, children, decode_body
-from gateway.unwrap import LayerKind, LayerOutcome, SignatureFinding, UnwrapEvent
+from gateway.unwrap.layers import LayerKind, LayerOutcome, SignatureFinding, UnwrapEvent
 from gateway.unwrap.openpgp.gpg import DecryptOutcome, GpgError, GpgHome, SignatureStatusLine, load_secret_files
-from gateway.unwrap.verdict import Scheme, SignatureStatus
+from gateway.unwrap.verdict import Scheme, SignatureStatus, worse
 
 if TYPE_CHECKING:
     from gateway.config import OpenPGPConfig
@@ -56,7 +56,6 @@ __all__ = ["OpenPGPHandler", "PgpTrust"]
 
 log = structlog.get_logger("poststelle.openpgp")
 
-_RANK: dict[SignatureStatus, int] = {"valid": 0, "untrusted": 1, "none": 2, "error": 3, "invalid": 4}
 _ENCRYPTED_SUFFIXES = (".pgp", ".gpg")
 _BEGIN_MESSAGE = b"-----BEGIN PGP MESSAGE-----"
 _BEGIN_SIGNED = b"-----BEGIN PGP SIGNED MESSAGE-----"
@@ -310,8 +309,7 @@ class OpenPGPHandler:
             st, rs, emails = self._one(sig, at)
             reasons.extend(rs)
             email_sets.append(emails)
-            if _RANK[st] > _RANK[status]:
-                status = st
+            status = worse(status, st)
         if len(sigs) > 1 and status != "valid":
             reasons.append("multiple-signers")
         emails = tuple(e for e in email_sets[0] if all(e in s for s in email_sets[1:]))

@@ -41,10 +41,10 @@ from gateway.mime.cut import (
     children,
     decode_body,
 )
-from gateway.unwrap import LayerKind, LayerOutcome, SignatureFinding, UnwrapEvent
+from gateway.unwrap.layers import LayerKind, LayerOutcome, SignatureFinding, UnwrapEvent
 from gateway.unwrap.smime import cms as cmslib
 from gateway.unwrap.smime.pki import Validator
-from gateway.unwrap.verdict import Scheme, SignatureStatus
+from gateway.unwrap.verdict import Scheme, SignatureStatus, worse
 
 if TYPE_CHECKING:
     from gateway.config import SmimeConfig, SmimeIdentityConfig
@@ -56,9 +56,6 @@ _CMS_KIND: dict[str, LayerKind] = {
     "signed_data": "signed",
     "enveloped_data": "encrypted",
     "authenticated_enveloped_data": "encrypted",
-}
-_STATUS_RANK: dict[SignatureStatus, int] = {
-    "valid": 0, "untrusted": 1, "none": 2, "error": 3, "invalid": 4,
 }
 _DER = Encoding.DER
 
@@ -232,8 +229,7 @@ class SmimeHandler:
         for check in content.signers:
             st, rs = self._signer_status(check, content.certificates, at)
             reasons.extend(rs)
-            if _STATUS_RANK[st] > _STATUS_RANK[status]:
-                status = st
+            status = worse(status, st)
         if len(content.signers) > 1 and status != "valid":
             reasons.append("multiple-signers")
         first = content.signers[0]
