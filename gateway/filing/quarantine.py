@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
+from gateway.errors import PermanentError
 from gateway.filing.entries import EntryFile, write_entry
 from gateway.records.audit import AuditEvent
 from gateway.records.ledger import Ledger, MessageRecord, iso, utcnow
 from gateway.routing.casenames import case_folder_name
 
 
-class ReleaseError(Exception):
-    """The release cannot be done as asked (wrong id, wrong state)."""
+class ReleaseError(PermanentError):
+    """The release cannot be done as asked (wrong id, wrong state): a person's request that
+    asking again will not fix, so it is reported, not retried."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import pybase64
 
+from gateway.errors import SecurityError
+
 #: Defensive bounds for hostile input (the pipeline's own limits are usually lower).
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_PARTS = 1000
@@ -26,8 +28,15 @@ _LINE_SPLIT = re.compile(rb"\r?\n")
 _TOKEN = re.compile(r"[^\s()<>@,;:\\\"/\[\]?=]+")
 
 
-class MimeError(ValueError):
-    """The MIME structure is malformed in a way that must not be guessed around."""
+class MimeError(SecurityError):
+    """The MIME structure is malformed in a way that must not be guessed around.
+
+    A ``SecurityError`` with reason ``malformed-mime``: a message whose structure cannot be
+    cut is quarantined, never guessed around. ``detail`` says what was wrong.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("malformed-mime", detail)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from gateway.errors import PermanentError
+
 __all__ = [
     "MAX_FOLDER_NAME_BYTES",
     "InvalidCaseReference",
@@ -58,11 +60,14 @@ _DEVICE_NAMES = frozenset(
 _PERCENT_RUN = re.compile(r"(?:%[0-9A-F]{2})+")
 
 
-class InvalidCaseReference(ValueError):
+class InvalidCaseReference(PermanentError, ValueError):
     """The reference cannot be (or the folder name was not) produced by the mapping.
 
     ``reason`` is machine-readable so callers can log and route on it without parsing text:
     ``"empty"``, ``"control-character"``, ``"too-long"``, ``"not-a-case-folder"``.
+    Permanent: the same text never maps, so the caller records the reason (routing falls
+    back to the unassigned folder) instead of retrying. Also a ``ValueError``, the bad input
+    value it always was, for callers that catch it as one.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:

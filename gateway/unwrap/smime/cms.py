@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gateway.errors import SecurityError
+
 _DER = Encoding.DER
 #: Bound on SignerInfos / RecipientInfos / certificates we are willing to look at.
 MAX_ITEMS = 64
@@ -83,7 +85,7 @@ _ECDH_KDF = {
 }
 
 
-class CmsError(Exception):
+class CmsError(SecurityError):
     """The CMS structure cannot be used; ``reason`` is a verdict reason code."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
