@@ -34,11 +34,6 @@ class StorageConfig:
     state_dir: Path
     cases_dir: Path
 
-    @property
-    def quarantine_dir(self) -> Path:
-        """Quarantined entries: same layout as a case folder, never routed anywhere."""
-        return self.state_dir / "quarantine"
-
 
 @dataclass(frozen=True)
 class LimitsConfig:

@@ -31,8 +31,8 @@ from typing import Any
 from gateway.filing.durable import fsync_dir, makedirs_durable, publish_dir, sync_filesystem, write_file
 from gateway.filing.safenames import NameAllocator, safe_filename
 from gateway.mime.message import Part
+from gateway.statedir import staging_dir
 
-STAGING = ".incoming"
 RESERVED_NAMES = (
     "original.eml",
     "content.eml",
@@ -138,12 +138,8 @@ class StagedEntry:
 
 
 def staging_path(root: Path, name: str, bucket: str = "") -> Path:
-    """Where entry ``name`` is built: ``<root>/.incoming/[<bucket>/]<name>``.
-
-    Each mailbox stages in its own bucket, so that its crash recovery can sweep what it
-    left behind without touching entries another mailbox is writing at that moment.
-    """
-    return root / STAGING / bucket / name if bucket else root / STAGING / name
+    """Where entry ``name`` is built (``statedir.staging_dir``)."""
+    return staging_dir(root, bucket) / name
 
 
 def stage_files(
@@ -271,7 +267,7 @@ def sweep_staging(root: Path, bucket: str) -> list[str]:
     finished or abandoned: what is left was staged by analysis before its intent reached
     the ledger (a crash in between), so nothing refers to it and it was never visible.
     """
-    area = root / STAGING / bucket
+    area = staging_dir(root, bucket)
     if not bucket or not area.is_dir():
         return []
     removed = []

@@ -21,6 +21,7 @@ from gateway.filing.entries import EntryFile, write_entry
 from gateway.records.audit import AuditEvent
 from gateway.records.ledger import Ledger, MessageRecord, iso, utcnow
 from gateway.routing.casenames import case_folder_name
+from gateway.statedir import cases_dir
 
 
 class ReleaseError(PermanentError):
@@ -87,12 +88,12 @@ def release(
         "state": "released",
         "released": released,
     }
-    final = config.storage.cases_dir / folder / entry.path.name
+    final = cases_dir(config) / folder / entry.path.name
     if final.exists():
         # A crash after publishing but before the commit: the entry is already in place.
         manifest_sha = _sha(final / "manifest.json")
     else:
-        final, manifest_sha = write_entry(config.storage.cases_dir, folder, entry.path.name, files, metadata)
+        final, manifest_sha = write_entry(cases_dir(config), folder, entry.path.name, files, metadata)
     rec.state = "released"
     rec.path = str(final)
     rec.case_ref, rec.case_folder = case_ref, folder

@@ -50,6 +50,7 @@ from gateway.inbound.imap import Fetched, MailboxSession
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared
 from gateway.records.audit import AuditEvent
 from gateway.records.ledger import Ledger, MessageRecord, iso
+from gateway.statedir import cases_dir, quarantine_dir
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
@@ -58,10 +59,6 @@ Work = tuple[Fetched, EntryJob, PendingPlan]
 
 def new_message_id() -> str:
     return secrets.token_hex(6)
-
-
-def quarantine_root(config: Config) -> Path:
-    return config.storage.quarantine_dir
 
 
 @dataclass
@@ -111,7 +108,7 @@ class Intake:
             n += 1
             assert rec.path is not None
             final = Path(rec.path)
-            root = quarantine_root(self.config) if rec.target_state == "quarantined" else self.config.storage.cases_dir
+            root = quarantine_dir(self.config) if rec.target_state == "quarantined" else cases_dir(self.config)
             manifest = final / "manifest.json"
             if manifest.is_file():
                 rec.state = rec.target_state
@@ -134,7 +131,7 @@ class Intake:
                     ],
                 )
                 self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
-        for root in (self.config.storage.cases_dir, quarantine_root(self.config)):
+        for root in (cases_dir(self.config), quarantine_dir(self.config)):
             for name in sweep_staging(root, self.mb.name):
                 self.log.info("removed staged files without an intent", entry=name)
         if n:
@@ -441,7 +438,7 @@ class Intake:
         return events
 
     def _stored_event(self, rec: MessageRecord, *, recovered: bool = False) -> AuditEvent:
-        root = quarantine_root(self.config) if rec.state == "quarantined" else self.config.storage.cases_dir
+        root = quarantine_dir(self.config) if rec.state == "quarantined" else cases_dir(self.config)
         details: dict[str, Any] = {
             "path": str(Path(rec.path or "").relative_to(root)) if rec.path else None,
             "manifest_sha256": rec.manifest_sha256,

@@ -32,6 +32,7 @@ import structlog
 from gateway.config import Config
 from gateway.filing.entries import StagedFiles, entry_files, entry_name, stage_files
 from gateway.inbound.decide import Plan, analyse
+from gateway.statedir import cases_dir, quarantine_dir
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.analysis")
@@ -75,9 +76,9 @@ class Prepared:
 def placement(config: Config, plan: Plan) -> tuple[Path, str | None]:
     """The root and case folder an entry goes to: quarantine, or its routed case folder."""
     if plan.target == "quarantined":
-        return config.storage.quarantine_dir, None
+        return quarantine_dir(config), None
     assert plan.route is not None
-    return config.storage.cases_dir, plan.route.case_folder
+    return cases_dir(config), plan.route.case_folder
 
 
 def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: UnwrapContext) -> Prepared:
