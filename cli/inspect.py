@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, get_config, print_table
+from gateway.clock import utcnow
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
 
@@ -41,7 +42,7 @@ AtOption = typer.Option(
 def parse_at(value: str | None) -> datetime:
     """The validation moment; naive times are UTC, so the result never depends on the host's zone."""
     if value is None:
-        return datetime.now(UTC)
+        return utcnow()
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:

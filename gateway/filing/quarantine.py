@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import iso, utcnow
 from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.filing.entries import EntryFile, write_entry
 from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, MessageRecord, iso, utcnow
+from gateway.records.ledger import Ledger, MessageRecord
 from gateway.routing.casenames import case_folder_name
 from gateway.statedir import cases_dir
 

@@ -29,12 +29,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
 from gateway.filing.entries import (
@@ -49,7 +49,7 @@ from gateway.inbound.decide import Plan
 from gateway.inbound.imap import Fetched, MailboxSession
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared
 from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, MessageRecord, iso
+from gateway.records.ledger import Ledger, MessageRecord
 from gateway.statedir import cases_dir, quarantine_dir
 from gateway.unwrap import UnwrapContext
 
@@ -146,7 +146,7 @@ class Intake:
         for _ in range(max_rounds):
             uids = session.list_uids()
             self.ledger.set_status(
-                self.mb.name, last_poll=iso(datetime.now(UTC)), backlog=len(uids), uidvalidity=session.uidvalidity
+                self.mb.name, last_poll=iso(utcnow()), backlog=len(uids), uidvalidity=session.uidvalidity
             )
             self._reconcile(session, uids)
             if not uids:
@@ -158,7 +158,7 @@ class Intake:
             if not new and not finished:
                 raise TransientError("no progress: messages remain that are in processing elsewhere")
             total.add(self._batches(session, plan_batches(new, session.sizes(new), self.mb.batch_size)))
-        self.ledger.set_status(self.mb.name, last_success=iso(datetime.now(UTC)), backlog=0)
+        self.ledger.set_status(self.mb.name, last_success=iso(utcnow()), backlog=0)
         return total
 
     def _reconcile(self, session: MailboxSession, uids: Sequence[int]) -> None:
