@@ -28,8 +28,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.audit.manifests import verify_entry
 from gateway.config import Config
-from gateway.filing.entries import verify_entry
 from gateway.records.audit import (
     GENESIS,
     AuditEntry,

@@ -47,6 +47,17 @@ from gateway.filing.entries import (
 )
 from gateway.inbound.decide import Plan
 from gateway.inbound.imap import Fetched, MailboxSession
+from gateway.inbound.records import (
+    abandoned_event,
+    certificate_event,
+    duplicate_event,
+    fetched_event,
+    manifest_metadata,
+    outcome_events,
+    reconciled_events,
+    server_moved_events,
+    stored_event,
+)
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared
 from gateway.records.audit import AuditEvent
 from gateway.records.ledger import Ledger, MessageRecord
@@ -108,28 +119,16 @@ class Intake:
             n += 1
             assert rec.path is not None
             final = Path(rec.path)
-            root = quarantine_dir(self.config) if rec.target_state == "quarantined" else cases_dir(self.config)
+            root = self._root(rec.target_state)
             manifest = final / "manifest.json"
             if manifest.is_file():
                 rec.state = rec.target_state
                 rec.manifest_sha256 = sha256_hex(manifest.read_bytes())
-                self.ledger.finish([rec], [self._stored_event(rec, recovered=True)])
+                self.ledger.finish([rec], [stored_event(rec, root, recovered=True)])
                 self.log.info("recovered published entry", uid=rec.uid, msg=rec.id, state=rec.state)
             else:
                 discard_staging(root, final.name, self.mb.name)
-                self.ledger.abandon(
-                    [rec],
-                    [
-                        AuditEvent(
-                            "processing-abandoned",
-                            message=rec.id,
-                            details={
-                                "reason": "interrupted before the entry was complete; will fetch again",
-                                **self._key(rec),
-                            },
-                        )
-                    ],
-                )
+                self.ledger.abandon([rec], [abandoned_event(rec)])
                 self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
         for root in (cases_dir(self.config), quarantine_dir(self.config)):
             for name in sweep_staging(root, self.mb.name):
@@ -170,21 +169,11 @@ class Intake:
             if r.uidvalidity != session.uidvalidity or r.uid not in present
         ]
         if gone:
-            self.ledger.mark_server_done(
-                [r.id for r in gone],
-                [
-                    AuditEvent(
-                        "moved",
-                        message=r.id,
-                        case=r.case_ref,
-                        details={"reconciled": True, "note": "no longer in the folder", **self._key(r)},
-                    )
-                    for r in gone
-                ],
-            )
+            self.ledger.mark_server_done([r.id for r in gone], reconciled_events(gone))
 
-    def _key(self, rec: MessageRecord) -> dict[str, Any]:
-        return {"mailbox": rec.mailbox, "folder": rec.folder, "uidvalidity": rec.uidvalidity, "uid": rec.uid}
+    def _root(self, state: str) -> Path:
+        """The root an entry in ``state`` is published under."""
+        return quarantine_dir(self.config) if state == "quarantined" else cases_dir(self.config)
 
     # -- one batch ------------------------------------------------------------------------
     def _batches(self, session: MailboxSession, batches: list[list[int]]) -> BatchOutcome:
@@ -266,29 +255,10 @@ class Intake:
         events: list[AuditEvent] = []
         for f, job, pending in work:
             rec, prepared = self._decide(session, f, job, seen, pending)
-            events.append(
-                AuditEvent(
-                    "fetched",
-                    message=rec.id,
-                    details={
-                        **self._key(rec),
-                        "sha256": rec.sha256,
-                        "size": rec.size,
-                        "message_id": rec.message_id,
-                        "internaldate": rec.internaldate,
-                    },
-                )
-            )
+            events.append(fetched_event(rec))
             if prepared is None:
                 duplicates.append(rec)
-                events.append(
-                    AuditEvent(
-                        "duplicate",
-                        message=rec.id,
-                        case=rec.case_ref,
-                        details={"duplicate_of": rec.duplicate_of, "sha256": rec.sha256},
-                    )
-                )
+                events.append(duplicate_event(rec))
             else:
                 planned.append((rec, prepared))
             seen[rec.sha256] = rec
@@ -307,7 +277,7 @@ class Intake:
         for rec, prepared in planned:
             rec.state = prepared.plan.target
             done.append(rec)
-            events.extend(self._events_for(rec, prepared.plan))
+            events.extend(outcome_events(rec, prepared.plan, self._root(rec.state)))
             self.log.info(rec.state, uid=rec.uid, msg=rec.id, case=rec.case_ref, reasons=rec.reasons)
         moved_ids, moved_events, failure = self._moves_done(moves)
         self.ledger.finish(done, [*events, *moved_events], server_done=moved_ids)
@@ -399,61 +369,9 @@ class Intake:
                 except (OSError, ValueError) as exc:
                     self.log.warning("could not store signer certificate", msg=rec.id, error=str(exc))
                     continue
-                events.append(
-                    AuditEvent(
-                        "certificate-collected",
-                        message=rec.id,
-                        correspondent=rec.from_addr,
-                        details={"sha256": digest, "store": "smime"},
-                    )
-                )
+                events.append(certificate_event(rec, digest))
         if events:
             self.ledger.record_events(events)
-
-    def _events_for(self, rec: MessageRecord, plan: Plan) -> list[AuditEvent]:
-        events = [
-            AuditEvent(e.type, message=rec.id, case=rec.case_ref, correspondent=rec.from_addr, details=dict(e.details))
-            for e in plan.unwrap_events
-        ]
-        events.append(
-            AuditEvent(
-                "verdict",
-                message=rec.id,
-                case=rec.case_ref,
-                correspondent=rec.from_addr,
-                details=plan.verdict.to_json(),
-            )
-        )
-        if plan.route is not None:
-            events.append(
-                AuditEvent(
-                    "routed",
-                    message=rec.id,
-                    case=rec.case_ref,
-                    correspondent=rec.from_addr,
-                    details={**plan.route.to_json(), "subject": rec.subject},
-                )
-            )
-        events.append(self._stored_event(rec))
-        return events
-
-    def _stored_event(self, rec: MessageRecord, *, recovered: bool = False) -> AuditEvent:
-        root = quarantine_dir(self.config) if rec.state == "quarantined" else cases_dir(self.config)
-        details: dict[str, Any] = {
-            "path": str(Path(rec.path or "").relative_to(root)) if rec.path else None,
-            "manifest_sha256": rec.manifest_sha256,
-        }
-        if rec.state == "quarantined":
-            details["reasons"] = rec.reasons
-        if recovered:
-            details["recovered"] = True
-        return AuditEvent(
-            "quarantined" if rec.state == "quarantined" else "stored",
-            message=rec.id,
-            case=rec.case_ref,
-            correspondent=rec.from_addr,
-            details=details,
-        )
 
     def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
         """Move finished messages on the server, then record it. Never before the commit."""
@@ -506,9 +424,7 @@ class Intake:
             if note:
                 details["note"] = note
             ids.extend(r.id for r in group)
-            events.extend(
-                AuditEvent("moved", message=r.id, case=r.case_ref, details={**details, **self._key(r)}) for r in group
-            )
+            events.extend(server_moved_events(group, details))
         return ids, events, failure
 
 
@@ -545,25 +461,3 @@ def plan_batches(
         batches.append(current)
     return batches
 
-
-def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "mailbox": rec.mailbox,
-        "folder": rec.folder,
-        "uidvalidity": rec.uidvalidity,
-        "uid": rec.uid,
-        "received": rec.internaldate,
-        "sha256": rec.sha256,
-        "size": rec.size,
-        "message_id": rec.message_id,
-        "subject": plan.subject,
-        "from": plan.from_addrs,
-        "date": plan.date,
-        "case_reference": rec.case_ref,
-        "case_folder": rec.case_folder,
-        "route": plan.route.to_json() if plan.route else None,
-        "state": plan.target,
-        "reasons": rec.reasons,
-        "verdict": plan.verdict.verdict,
-    }
