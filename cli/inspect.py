@@ -2,7 +2,7 @@
 
 Auditors re-check an archived message ("was this verified when it arrived, and would it
 still be?") and clerks look at a file someone forwarded, without a running gateway. The
-command runs the same decision as the daemon (``pipeline.analyse`` with the configured
+command runs the same decision as the daemon (``inbound.decide.analyse`` with the configured
 keys, trust anchors, limits and policy), so its verdict is the one the gateway would
 store in ``verification.json`` for that moment. It opens no ledger, writes no certificate
 store and touches no mailbox: the unwrap context is built with

@@ -234,7 +234,7 @@ def publish_entries(entries: Sequence[StagedEntry]) -> None:
         folder = e.final.parent
         if folder not in made and not folder.is_dir():
             # A new case folder needs no fsync of its own: the syncfs below persists it
-            # with the renames (an fsync per new folder cost a journal commit each).
+            # with the renames (an fsync per new folder would cost a journal commit each).
             folder.mkdir(mode=0o750, parents=True, exist_ok=True)
         made.add(folder)
         if e.final.exists():

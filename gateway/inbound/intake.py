@@ -183,12 +183,11 @@ class Intake:
         analysis (the worker processes, or right there in the I/O thread when there are
         none), while this thread commits and publishes the current one. Its MOVE is queued
         on the I/O thread after the commit and recorded in the final commit of a later
-        batch once it has happened (waiting for it kept this thread idle behind the
-        fetches queued before it, 10-14% of its time, and its own commit cost a WAL
-        flush per batch). Every IMAP
-        command runs on the I/O thread (``self.io``), in the order it was submitted, so the
-        one connection is never used by two threads. Writing and committing stay here, in
-        order, so the ledger sees batches as they were fetched.
+        batch once it has happened: waiting for it would keep this thread idle behind the
+        fetches queued before it, and a commit of its own would cost a WAL flush per batch.
+        Every IMAP command runs on the I/O thread (``self.io``), in the order it was
+        submitted, so the one connection is never used by two threads. Writing and
+        committing stay here, in order, so the ledger sees batches as they were fetched.
         """
         total = BatchOutcome()
         ahead: deque[Future[list[Work]]] = deque()
