@@ -4,7 +4,7 @@ The order is the whole point (Postfix, getmail6):
 
 1. fetch a batch with BODY.PEEK[] (nothing changes on the server);
 2. decide each message's fate and write its files into the mailbox's staging area,
-   invisible and not yet flushed (``analysis.prepare``, in worker processes);
+   invisible and not yet flushed (``workers.prepare``, in worker processes);
 3. commit the intent to the ledger (state ``processing``, planned path) with the
    ``fetched`` events;
 4. add each entry's manifest, flush the batch, and publish each entry with one atomic
