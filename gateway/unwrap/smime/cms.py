@@ -88,11 +88,6 @@ _ECDH_KDF = {
 class CmsError(SecurityError):
     """The CMS structure cannot be used; ``reason`` is a verdict reason code."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
 
 class _GCMParameters(a_core.Sequence):  # type: ignore[misc]
     _fields = [  # noqa: RUF012 - asn1crypto's declaration style
