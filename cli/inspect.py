@@ -2,7 +2,7 @@
 
 Auditors re-check an archived message ("was this verified when it arrived, and would it
 still be?") and clerks look at a file someone forwarded, without a running gateway. The
-command runs the same decision as the daemon (``pipeline.analyse`` with the configured
+command runs the same decision as the daemon (``inbound.decide.analyse`` with the configured
 keys, trust anchors, limits and policy), so its verdict is the one the gateway would
 store in ``verification.json`` for that moment. It opens no ledger, writes no certificate
 store and touches no mailbox: the unwrap context is built with
@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, get_config, print_table
+from gateway.clock import utcnow
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
 
@@ -41,7 +42,7 @@ AtOption = typer.Option(
 def parse_at(value: str | None) -> datetime:
     """The validation moment; naive times are UTC, so the result never depends on the host's zone."""
     if value is None:
-        return datetime.now(UTC)
+        return utcnow()
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import typer
 
 from cli import audit, cases, inspect, quarantine
 from cli.common import ConfigOption, JsonOption, get_config, print_json, print_table
-from gateway.errors import ConfigError, TransientError
+from gateway.errors import ConfigError
 from gateway.logs import setup_logging
 
 app = typer.Typer(
@@ -50,60 +48,16 @@ def run(
 @app.command()
 def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Validate the config, key material, state directory, credentials and connectivity."""
-    from gateway.inbound.imap import MailboxSession
-    from gateway.unwrap import UnwrapContext
+    from gateway.service.health import run_checks
 
-    cfg = get_config(config)
-    results: list[dict[str, str]] = [
-        {"check": "config", "target": str(cfg.path), "result": "ok", "detail": cfg.sha256[:16]}
-    ]
-    try:
-        UnwrapContext.from_config(cfg, collect_certificates=False)
-        results.append({"check": "keys", "target": "smime/openpgp", "result": "ok", "detail": ""})
-    except ConfigError as exc:
-        results.append({"check": "keys", "target": f"{exc.file}: {exc.key}", "result": "FAILED", "detail": exc.problem})
-    for d in (cfg.storage.state_dir, cfg.storage.cases_dir):
-        ok, detail = _writable(d)
-        results.append({"check": "storage", "target": str(d), "result": "ok" if ok else "FAILED", "detail": detail})
-    for mb in cfg.mailboxes:
-        session = MailboxSession(mb)
-        try:
-            session.connect()
-            backlog = len(session.list_uids())
-            results.append(
-                {
-                    "check": "mailbox",
-                    "target": mb.name,
-                    "result": "ok",
-                    "detail": f"{mb.security} {mb.host}:{mb.port}, {backlog} waiting in {mb.folder}",
-                }
-            )
-        except TransientError as exc:
-            results.append({"check": "mailbox", "target": mb.name, "result": "FAILED", "detail": str(exc)})
-        finally:
-            session.close()
+    results = run_checks(get_config(config))
+    rows = [r.to_json() for r in results]
     if as_json:
-        print_json(results)
+        print_json(rows)
     else:
-        print_table(results, ["check", "target", "result", "detail"])
-    if any(r["result"] != "ok" for r in results):
+        print_table(rows, ["check", "target", "result", "detail"])
+    if not all(r.ok for r in results):
         raise typer.Exit(1)
-
-
-def _writable(d: Path) -> tuple[bool, str]:
-    """Can the gateway create files there (or create the directory, on first start)?"""
-    probe = d
-    while not probe.exists():
-        probe = probe.parent
-    if probe != d:
-        ok = os.access(probe, os.W_OK | os.X_OK)
-        return ok, "will be created" if ok else f"cannot create (nearest existing: {probe})"
-    try:
-        with tempfile.NamedTemporaryFile(dir=d):
-            pass
-    except OSError as exc:
-        return False, f"not writable: {exc.strerror}"
-    return True, ""
 
 
 @app.command()

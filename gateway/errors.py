@@ -1,8 +1,13 @@
 """Errors named by what the caller should do next.
 
 ConfigError stops start-up; TransientError is retried later (blame the server);
-PermanentError is recorded and not retried (blame the message); SecurityError sends
-the message to quarantine and is never retried automatically.
+PermanentError is recorded and not retried (blame the message or the request);
+SecurityError sends the message to quarantine and is never retried automatically.
+
+Every error the gateway raises on purpose derives from one of them (``PoststelleError``
+directly only when the raiser cannot know the next step and a caller translates it, as the
+OpenPGP handler does with ``GpgError``). Some also derive from ``ValueError`` because
+callers and tests catch them as bad input values; each says so where it is defined.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ class TransientError(PoststelleError):
 
 
 class PermanentError(PoststelleError):
-    """The work itself is wrong and retrying will not help; record and move on."""
+    """The work itself is wrong and retrying will not help; record and move on.
+
+    Raised as ``InvalidCaseReference`` (a reference that cannot become a folder) and
+    ``ReleaseError`` (a person's release request that cannot be done as asked).
+    """
 
 
 class SecurityError(PoststelleError):

@@ -28,8 +28,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.audit.manifests import verify_entry
 from gateway.config import Config
-from gateway.filing.entries import STAGING, verify_entry
 from gateway.records.audit import (
     GENESIS,
     AuditEntry,
@@ -43,7 +43,7 @@ from gateway.records.audit import (
     verify_checkpoints,
 )
 from gateway.records.ledger import Ledger, MessageRecord
-from gateway.statedir import audit_jsonl_path, audit_public_key_path, ledger_path
+from gateway.statedir import STAGING, audit_jsonl_path, audit_public_key_path, ledger_path
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
 #: An export that started just before a checkpoint's commit may finish just after it without

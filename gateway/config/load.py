@@ -37,6 +37,7 @@ from gateway.config.model import (
     default_analysis_workers,
 )
 from gateway.errors import ConfigError
+from gateway.statedir import default_cases_dir, default_gnupg_home
 
 T = TypeVar("T")
 
@@ -307,7 +308,7 @@ def _path_list(r: _Reader, name: str) -> tuple[Path, ...]:
 
 
 def _openpgp(r: _Reader, state_dir: Path) -> OpenPGPConfig:
-    home = r.path("gnupg_home") or state_dir / "gnupg"
+    home = r.path("gnupg_home") or default_gnupg_home(state_dir)
     pinned = []
     for pr in _tables(r, "pinned"):
         fpr = re.sub(r"\s+", "", pr.req_str("fingerprint")).upper()
@@ -339,7 +340,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         raise top.fail("storage", "is required")
     state_dir = sr.path("state_dir", required=True)
     assert state_dir is not None
-    cases_dir = sr.path("cases_dir") or state_dir / "cases"
+    cases_dir = sr.path("cases_dir") or default_cases_dir(state_dir)
     if not state_dir.is_absolute() or not cases_dir.is_absolute():
         raise sr.fail("state_dir", "state_dir and cases_dir must be absolute paths")
     sr.finish()

@@ -34,11 +34,6 @@ class StorageConfig:
     state_dir: Path
     cases_dir: Path
 
-    @property
-    def quarantine_dir(self) -> Path:
-        """Quarantined entries: same layout as a case folder, never routed anywhere."""
-        return self.state_dir / "quarantine"
-
 
 @dataclass(frozen=True)
 class LimitsConfig:
@@ -52,11 +47,10 @@ class LimitsConfig:
 def default_analysis_workers() -> int:
     """One analysis process per core (at most 4) on multi-core machines; in-process on one core.
 
-    Measured on 2 cores with Dovecot on the same machine: S/MIME intake
-    (benchmarks/smime_ingest.py, N = 2,000) ran at 158 msg/s with 1 worker and 193 with 2;
-    plain mail (benchmarks/ingest.py) at 392 and 388. The workers also write the entries'
-    files. Each costs about 30 MB of memory of its own (PSS; about 55 MB RSS, much of it
-    shared libraries).
+    Analysis (MIME, CMS, RSA) is CPU-bound Python, so a second core pays off for signed
+    and encrypted mail, while plain mail gains little; the workers also write the entries'
+    files. Each worker costs memory of its own (an interpreter and its unwrap context),
+    hence the cap. benchmarks/smime_ingest.py and benchmarks/ingest.py measure both.
     """
     cores = os.cpu_count() or 1
     return min(cores, 4) if cores > 1 else 0

@@ -31,8 +31,8 @@ from typing import Any
 from gateway.filing.durable import fsync_dir, makedirs_durable, publish_dir, sync_filesystem, write_file
 from gateway.filing.safenames import NameAllocator, safe_filename
 from gateway.mime.message import Part
+from gateway.statedir import staging_dir
 
-STAGING = ".incoming"
 RESERVED_NAMES = (
     "original.eml",
     "content.eml",
@@ -138,12 +138,8 @@ class StagedEntry:
 
 
 def staging_path(root: Path, name: str, bucket: str = "") -> Path:
-    """Where entry ``name`` is built: ``<root>/.incoming/[<bucket>/]<name>``.
-
-    Each mailbox stages in its own bucket, so that its crash recovery can sweep what it
-    left behind without touching entries another mailbox is writing at that moment.
-    """
-    return root / STAGING / bucket / name if bucket else root / STAGING / name
+    """Where entry ``name`` is built (``statedir.staging_dir``)."""
+    return staging_dir(root, bucket) / name
 
 
 def stage_files(
@@ -238,7 +234,7 @@ def publish_entries(entries: Sequence[StagedEntry]) -> None:
         folder = e.final.parent
         if folder not in made and not folder.is_dir():
             # A new case folder needs no fsync of its own: the syncfs below persists it
-            # with the renames (an fsync per new folder cost a journal commit each).
+            # with the renames (an fsync per new folder would cost a journal commit each).
             folder.mkdir(mode=0o750, parents=True, exist_ok=True)
         made.add(folder)
         if e.final.exists():
@@ -271,7 +267,7 @@ def sweep_staging(root: Path, bucket: str) -> list[str]:
     finished or abandoned: what is left was staged by analysis before its intent reached
     the ledger (a crash in between), so nothing refers to it and it was never visible.
     """
-    area = root / STAGING / bucket
+    area = staging_dir(root, bucket)
     if not bucket or not area.is_dir():
         return []
     removed = []
@@ -283,34 +279,3 @@ def sweep_staging(root: Path, bucket: str) -> list[str]:
         removed.append(entry.name)
     return removed
 
-
-@dataclass(frozen=True)
-class ManifestProblem:
-    path: str
-    problem: str
-    expected: str | None = None
-    found: str | None = None
-
-
-def verify_entry(entry: Path) -> list[ManifestProblem]:
-    """Compare every file of an entry with its manifest: missing, altered, or unlisted files."""
-    problems: list[ManifestProblem] = []
-    try:
-        manifest = json.loads((entry / "manifest.json").read_bytes())
-        listed: dict[str, dict[str, Any]] = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [ManifestProblem(str(entry / "manifest.json"), f"unreadable manifest: {exc}")]
-    for rel, meta in listed.items():
-        p = entry / rel
-        try:
-            digest = sha256_hex(p.read_bytes())
-        except OSError:
-            problems.append(ManifestProblem(str(p), "missing", meta.get("sha256"), None))
-            continue
-        if digest != meta.get("sha256"):
-            problems.append(ManifestProblem(str(p), "altered", meta.get("sha256"), digest))
-    for p in entry.rglob("*"):
-        rel = p.relative_to(entry).as_posix()
-        if p.is_file() and rel != "manifest.json" and rel not in listed:
-            problems.append(ManifestProblem(str(p), "unlisted file", None, sha256_hex(p.read_bytes())))
-    return problems

@@ -15,15 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.clock import iso, utcnow
 from gateway.config import Config
+from gateway.errors import PermanentError
 from gateway.filing.entries import EntryFile, write_entry
 from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, MessageRecord, iso, utcnow
+from gateway.records.ledger import Ledger, MessageRecord
 from gateway.routing.casenames import case_folder_name
+from gateway.statedir import cases_dir
 
 
-class ReleaseError(Exception):
-    """The release cannot be done as asked (wrong id, wrong state)."""
+class ReleaseError(PermanentError):
+    """The release cannot be done as asked (wrong id, wrong state): a person's request that
+    asking again will not fix, so it is reported, not retried."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,12 @@ def release(
         "state": "released",
         "released": released,
     }
-    final = config.storage.cases_dir / folder / entry.path.name
+    final = cases_dir(config) / folder / entry.path.name
     if final.exists():
         # A crash after publishing but before the commit: the entry is already in place.
         manifest_sha = _sha(final / "manifest.json")
     else:
-        final, manifest_sha = write_entry(config.storage.cases_dir, folder, entry.path.name, files, metadata)
+        final, manifest_sha = write_entry(cases_dir(config), folder, entry.path.name, files, metadata)
     rec.state = "released"
     rec.path = str(final)
     rec.case_ref, rec.case_folder = case_ref, folder

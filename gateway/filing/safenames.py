@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from gateway.mime.headers import decode_header_text
 
-__all__ = ["DEFAULT_MAX_BYTES", "MIN_MAX_BYTES", "NameAllocator", "safe_filename"]
+__all__ = ["DEFAULT_MAX_BYTES", "MIN_MAX_BYTES", "NameAllocator", "is_device_name", "safe_filename"]
 
 DEFAULT_MAX_BYTES = 120
 """Below the common 255-byte limit with room for the ``" (n)"`` suffix and a long folder."""
@@ -39,8 +39,12 @@ _DEVICE_NAMES = frozenset(
 )
 
 
-def _is_device_name(name: str) -> bool:
-    """Windows ignores the extension and trailing spaces when it checks for device names."""
+def is_device_name(name: str) -> bool:
+    """Whether Windows would open a device instead of a file of this name (``CON``, ``com1.txt``).
+
+    Windows ignores the extension and trailing spaces when it checks for device names.
+    Shared by attachment names and case folder names, so both refuse the same set.
+    """
     stem = name.split(".", 1)[0].rstrip(" ")
     return stem.upper() in _DEVICE_NAMES
 
@@ -65,7 +69,7 @@ def _clean(text: str) -> str:
         return ""  # "....", "___", "???": nothing worth keeping
     if text.startswith("-"):
         text = "_" + text  # never mistaken for a command-line option by someone in a shell
-    if _is_device_name(text):
+    if is_device_name(text):
         text = "_" + text
     return text
 
@@ -100,7 +104,7 @@ def _fit(stem: str, suffix: str, extension: str, max_bytes: int) -> str:
     shortened = _truncate_utf8(stem, budget)
     if shortened != stem:
         shortened = shortened.rstrip(". ")
-    if not shortened or _is_device_name(shortened + tail):
+    if not shortened or is_device_name(shortened + tail):
         shortened = _truncate_utf8("_" + shortened, budget).rstrip(". ")
     return shortened + tail
 

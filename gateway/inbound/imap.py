@@ -65,8 +65,8 @@ def quiet_protocol_trace(client: imapclient.IMAPClient) -> None:
     imapclient sets imaplib's debug level to 5 and sends the trace to its
     ``imapclient.imaplib`` logger. At that level imaplib formats the ``repr`` of every
     literal it receives, twice (once as it arrives, once when the command's answer is
-    collected), whether or not anything logs at DEBUG: measured, 1.1 ms of CPU per
-    100 KB message, three quarters of fetching. The trace would also log the LOGIN
+    collected), whether or not anything logs at DEBUG, which costs more CPU than the
+    rest of fetching. The trace would also log the LOGIN
     command with the password and every message's content at DEBUG, which the gateway's
     logs must never hold. imapclient's own debug lines (commands, truncated) remain.
     """

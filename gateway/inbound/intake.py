@@ -4,7 +4,7 @@ The order is the whole point (Postfix, getmail6):
 
 1. fetch a batch with BODY.PEEK[] (nothing changes on the server);
 2. decide each message's fate and write its files into the mailbox's staging area,
-   invisible and not yet flushed (``analysis.prepare``, in worker processes);
+   invisible and not yet flushed (``workers.prepare``, in worker processes);
 3. commit the intent to the ledger (state ``processing``, planned path) with the
    ``fetched`` events;
 4. add each entry's manifest, flush the batch, and publish each entry with one atomic
@@ -29,12 +29,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
 from gateway.filing.entries import (
@@ -47,9 +47,21 @@ from gateway.filing.entries import (
 )
 from gateway.inbound.decide import Plan
 from gateway.inbound.imap import Fetched, MailboxSession
+from gateway.inbound.records import (
+    abandoned_event,
+    certificate_event,
+    duplicate_event,
+    fetched_event,
+    manifest_metadata,
+    outcome_events,
+    reconciled_events,
+    server_moved_events,
+    stored_event,
+)
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared
 from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, MessageRecord, iso
+from gateway.records.ledger import Ledger, MessageRecord
+from gateway.statedir import cases_dir, quarantine_dir
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
@@ -58,10 +70,6 @@ Work = tuple[Fetched, EntryJob, PendingPlan]
 
 def new_message_id() -> str:
     return secrets.token_hex(6)
-
-
-def quarantine_root(config: Config) -> Path:
-    return config.storage.quarantine_dir
 
 
 @dataclass
@@ -111,30 +119,18 @@ class Intake:
             n += 1
             assert rec.path is not None
             final = Path(rec.path)
-            root = quarantine_root(self.config) if rec.target_state == "quarantined" else self.config.storage.cases_dir
+            root = self._root(rec.target_state)
             manifest = final / "manifest.json"
             if manifest.is_file():
                 rec.state = rec.target_state
                 rec.manifest_sha256 = sha256_hex(manifest.read_bytes())
-                self.ledger.finish([rec], [self._stored_event(rec, recovered=True)])
+                self.ledger.finish([rec], [stored_event(rec, root, recovered=True)])
                 self.log.info("recovered published entry", uid=rec.uid, msg=rec.id, state=rec.state)
             else:
                 discard_staging(root, final.name, self.mb.name)
-                self.ledger.abandon(
-                    [rec],
-                    [
-                        AuditEvent(
-                            "processing-abandoned",
-                            message=rec.id,
-                            details={
-                                "reason": "interrupted before the entry was complete; will fetch again",
-                                **self._key(rec),
-                            },
-                        )
-                    ],
-                )
+                self.ledger.abandon([rec], [abandoned_event(rec)])
                 self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
-        for root in (self.config.storage.cases_dir, quarantine_root(self.config)):
+        for root in (cases_dir(self.config), quarantine_dir(self.config)):
             for name in sweep_staging(root, self.mb.name):
                 self.log.info("removed staged files without an intent", entry=name)
         if n:
@@ -149,7 +145,7 @@ class Intake:
         for _ in range(max_rounds):
             uids = session.list_uids()
             self.ledger.set_status(
-                self.mb.name, last_poll=iso(datetime.now(UTC)), backlog=len(uids), uidvalidity=session.uidvalidity
+                self.mb.name, last_poll=iso(utcnow()), backlog=len(uids), uidvalidity=session.uidvalidity
             )
             self._reconcile(session, uids)
             if not uids:
@@ -161,7 +157,7 @@ class Intake:
             if not new and not finished:
                 raise TransientError("no progress: messages remain that are in processing elsewhere")
             total.add(self._batches(session, plan_batches(new, session.sizes(new), self.mb.batch_size)))
-        self.ledger.set_status(self.mb.name, last_success=iso(datetime.now(UTC)), backlog=0)
+        self.ledger.set_status(self.mb.name, last_success=iso(utcnow()), backlog=0)
         return total
 
     def _reconcile(self, session: MailboxSession, uids: Sequence[int]) -> None:
@@ -173,21 +169,11 @@ class Intake:
             if r.uidvalidity != session.uidvalidity or r.uid not in present
         ]
         if gone:
-            self.ledger.mark_server_done(
-                [r.id for r in gone],
-                [
-                    AuditEvent(
-                        "moved",
-                        message=r.id,
-                        case=r.case_ref,
-                        details={"reconciled": True, "note": "no longer in the folder", **self._key(r)},
-                    )
-                    for r in gone
-                ],
-            )
+            self.ledger.mark_server_done([r.id for r in gone], reconciled_events(gone))
 
-    def _key(self, rec: MessageRecord) -> dict[str, Any]:
-        return {"mailbox": rec.mailbox, "folder": rec.folder, "uidvalidity": rec.uidvalidity, "uid": rec.uid}
+    def _root(self, state: str) -> Path:
+        """The root an entry in ``state`` is published under."""
+        return quarantine_dir(self.config) if state == "quarantined" else cases_dir(self.config)
 
     # -- one batch ------------------------------------------------------------------------
     def _batches(self, session: MailboxSession, batches: list[list[int]]) -> BatchOutcome:
@@ -197,12 +183,11 @@ class Intake:
         analysis (the worker processes, or right there in the I/O thread when there are
         none), while this thread commits and publishes the current one. Its MOVE is queued
         on the I/O thread after the commit and recorded in the final commit of a later
-        batch once it has happened (waiting for it kept this thread idle behind the
-        fetches queued before it, 10-14% of its time, and its own commit cost a WAL
-        flush per batch). Every IMAP
-        command runs on the I/O thread (``self.io``), in the order it was submitted, so the
-        one connection is never used by two threads. Writing and committing stay here, in
-        order, so the ledger sees batches as they were fetched.
+        batch once it has happened: waiting for it would keep this thread idle behind the
+        fetches queued before it, and a commit of its own would cost a WAL flush per batch.
+        Every IMAP command runs on the I/O thread (``self.io``), in the order it was
+        submitted, so the one connection is never used by two threads. Writing and
+        committing stay here, in order, so the ledger sees batches as they were fetched.
         """
         total = BatchOutcome()
         ahead: deque[Future[list[Work]]] = deque()
@@ -269,29 +254,10 @@ class Intake:
         events: list[AuditEvent] = []
         for f, job, pending in work:
             rec, prepared = self._decide(session, f, job, seen, pending)
-            events.append(
-                AuditEvent(
-                    "fetched",
-                    message=rec.id,
-                    details={
-                        **self._key(rec),
-                        "sha256": rec.sha256,
-                        "size": rec.size,
-                        "message_id": rec.message_id,
-                        "internaldate": rec.internaldate,
-                    },
-                )
-            )
+            events.append(fetched_event(rec))
             if prepared is None:
                 duplicates.append(rec)
-                events.append(
-                    AuditEvent(
-                        "duplicate",
-                        message=rec.id,
-                        case=rec.case_ref,
-                        details={"duplicate_of": rec.duplicate_of, "sha256": rec.sha256},
-                    )
-                )
+                events.append(duplicate_event(rec))
             else:
                 planned.append((rec, prepared))
             seen[rec.sha256] = rec
@@ -310,7 +276,7 @@ class Intake:
         for rec, prepared in planned:
             rec.state = prepared.plan.target
             done.append(rec)
-            events.extend(self._events_for(rec, prepared.plan))
+            events.extend(outcome_events(rec, prepared.plan, self._root(rec.state)))
             self.log.info(rec.state, uid=rec.uid, msg=rec.id, case=rec.case_ref, reasons=rec.reasons)
         moved_ids, moved_events, failure = self._moves_done(moves)
         self.ledger.finish(done, [*events, *moved_events], server_done=moved_ids)
@@ -402,61 +368,9 @@ class Intake:
                 except (OSError, ValueError) as exc:
                     self.log.warning("could not store signer certificate", msg=rec.id, error=str(exc))
                     continue
-                events.append(
-                    AuditEvent(
-                        "certificate-collected",
-                        message=rec.id,
-                        correspondent=rec.from_addr,
-                        details={"sha256": digest, "store": "smime"},
-                    )
-                )
+                events.append(certificate_event(rec, digest))
         if events:
             self.ledger.record_events(events)
-
-    def _events_for(self, rec: MessageRecord, plan: Plan) -> list[AuditEvent]:
-        events = [
-            AuditEvent(e.type, message=rec.id, case=rec.case_ref, correspondent=rec.from_addr, details=dict(e.details))
-            for e in plan.unwrap_events
-        ]
-        events.append(
-            AuditEvent(
-                "verdict",
-                message=rec.id,
-                case=rec.case_ref,
-                correspondent=rec.from_addr,
-                details=plan.verdict.to_json(),
-            )
-        )
-        if plan.route is not None:
-            events.append(
-                AuditEvent(
-                    "routed",
-                    message=rec.id,
-                    case=rec.case_ref,
-                    correspondent=rec.from_addr,
-                    details={**plan.route.to_json(), "subject": rec.subject},
-                )
-            )
-        events.append(self._stored_event(rec))
-        return events
-
-    def _stored_event(self, rec: MessageRecord, *, recovered: bool = False) -> AuditEvent:
-        root = quarantine_root(self.config) if rec.state == "quarantined" else self.config.storage.cases_dir
-        details: dict[str, Any] = {
-            "path": str(Path(rec.path or "").relative_to(root)) if rec.path else None,
-            "manifest_sha256": rec.manifest_sha256,
-        }
-        if rec.state == "quarantined":
-            details["reasons"] = rec.reasons
-        if recovered:
-            details["recovered"] = True
-        return AuditEvent(
-            "quarantined" if rec.state == "quarantined" else "stored",
-            message=rec.id,
-            case=rec.case_ref,
-            correspondent=rec.from_addr,
-            details=details,
-        )
 
     def _dispose(self, session: MailboxSession, recs: Sequence[MessageRecord], *, note: str | None) -> int:
         """Move finished messages on the server, then record it. Never before the commit."""
@@ -509,9 +423,7 @@ class Intake:
             if note:
                 details["note"] = note
             ids.extend(r.id for r in group)
-            events.extend(
-                AuditEvent("moved", message=r.id, case=r.case_ref, details={**details, **self._key(r)}) for r in group
-            )
+            events.extend(server_moved_events(group, details))
         return ids, events, failure
 
 
@@ -548,25 +460,3 @@ def plan_batches(
         batches.append(current)
     return batches
 
-
-def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
-    return {
-        "id": rec.id,
-        "mailbox": rec.mailbox,
-        "folder": rec.folder,
-        "uidvalidity": rec.uidvalidity,
-        "uid": rec.uid,
-        "received": rec.internaldate,
-        "sha256": rec.sha256,
-        "size": rec.size,
-        "message_id": rec.message_id,
-        "subject": plan.subject,
-        "from": plan.from_addrs,
-        "date": plan.date,
-        "case_reference": rec.case_ref,
-        "case_folder": rec.case_folder,
-        "route": plan.route.to_json() if plan.route else None,
-        "state": plan.target,
-        "reasons": rec.reasons,
-        "verdict": plan.verdict.verdict,
-    }

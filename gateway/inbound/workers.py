@@ -1,6 +1,6 @@
 """Run the per-message analysis, and the writing of its files, on all cores.
 
-``pipeline.analyse`` is CPU-bound Python (MIME cutting, CMS, RSA, routing), so threads
+``decide.analyse`` is CPU-bound Python (MIME cutting, CMS, RSA, routing), so threads
 would take turns on the GIL. Worker processes (spawned: fresh interpreters, safe to start
 from a threaded process) each build their own ``UnwrapContext`` from the same
 configuration. A message goes in as bytes; the worker decides its plan and also writes
@@ -32,6 +32,7 @@ import structlog
 from gateway.config import Config
 from gateway.filing.entries import StagedFiles, entry_files, entry_name, stage_files
 from gateway.inbound.decide import Plan, analyse
+from gateway.statedir import cases_dir, quarantine_dir
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.analysis")
@@ -75,9 +76,9 @@ class Prepared:
 def placement(config: Config, plan: Plan) -> tuple[Path, str | None]:
     """The root and case folder an entry goes to: quarantine, or its routed case folder."""
     if plan.target == "quarantined":
-        return config.storage.quarantine_dir, None
+        return quarantine_dir(config), None
     assert plan.route is not None
-    return config.storage.cases_dir, plan.route.case_folder
+    return cases_dir(config), plan.route.case_folder
 
 
 def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: UnwrapContext) -> Prepared:
@@ -160,10 +161,10 @@ class Analyser:
     def _start(self) -> None:
         """Start the pool, and its workers right away.
 
-        A spawned pool starts a worker only when a job arrives, and a worker needs ~0.5 s
-        of CPU (a fresh interpreter, imports, its ``UnwrapContext``) before its first job:
-        measured, the first batch's commit came ~1 s after login. One empty job per
-        worker here makes them start while the gateway logs in and fetches.
+        A spawned pool starts a worker only when a job arrives, and a worker needs a
+        noticeable amount of CPU (a fresh interpreter, imports, its ``UnwrapContext``)
+        before its first job, which would delay the first batch's commit. One empty job
+        per worker here makes them start while the gateway logs in and fetches.
         """
         self.pool = ProcessPoolExecutor(
             max_workers=self.workers,

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import pybase64
 
+from gateway.errors import SecurityError
+
 #: Defensive bounds for hostile input (the pipeline's own limits are usually lower).
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_PARTS = 1000
@@ -26,8 +28,15 @@ _LINE_SPLIT = re.compile(rb"\r?\n")
 _TOKEN = re.compile(r"[^\s()<>@,;:\\\"/\[\]?=]+")
 
 
-class MimeError(ValueError):
-    """The MIME structure is malformed in a way that must not be guessed around."""
+class MimeError(SecurityError):
+    """The MIME structure is malformed in a way that must not be guessed around.
+
+    A ``SecurityError`` with reason ``malformed-mime``: a message whose structure cannot be
+    cut is quarantined, never guessed around. ``detail`` says what was wrong.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("malformed-mime", detail)
 
 
 @dataclass(frozen=True)
@@ -275,13 +284,13 @@ def walk(
 def base64_decode(data: bytes) -> bytes:
     """``binascii.a2b_base64`` (lenient: line breaks and stray characters skipped), faster.
 
-    The stdlib decoder costs ~0.5 ms per 100 KB, the largest single cost of opening an
-    encrypted message. pybase64 (SIMD) decodes the same input ten times faster, but the
-    two differ on '=' inside the data (binascii stops at a completed padding, pybase64
-    skips the '='): a parser differential that must not exist in a verifier. So pybase64
-    only sees input whose '=' are all trailing, where both agree (tests/test_mimecut.py
-    checks this property against binascii); anything else, and anything pybase64
-    refuses, is decoded by binascii, whose answer counts.
+    The stdlib decoder is the largest single cost of opening an encrypted message;
+    pybase64 (SIMD) decodes the same input many times faster. The two differ on '='
+    inside the data (binascii stops at a completed padding, pybase64 skips the '='): a
+    parser differential that must not exist in a verifier. So pybase64 only sees input
+    whose '=' are all trailing, where both agree (tests/test_mimecut.py checks this
+    property against binascii); anything else, and anything pybase64 refuses, is decoded
+    by binascii, whose answer counts.
     """
     pad = data.find(b"=")
     if pad < 0 or not data[pad:].strip(b"= \t\r\n"):

@@ -6,7 +6,7 @@ boundary, no close delimiter, no parts), raises ``SecurityError`` with a machine
 reason and the caller quarantines the original bytes. Nothing here writes or sends; it
 is a function of the bytes.
 
-The structure is cut with ``unwrap.mimecut`` (byte-exact, bytes.find over bodies) rather
+The structure is cut with ``mime.cut`` (byte-exact, bytes.find over bodies) rather
 than the ``email`` package's line-by-line feed parser, which costs several times more on
 the large base64 attachments that official mail carries; ``email`` still reads each
 part's small header block, where its RFC 2231 parameter handling is what we want.
@@ -102,10 +102,7 @@ def parse_message(raw: bytes, limits: LimitsConfig, *, decode: bool = True) -> P
         raise SecurityError("oversize", f"{len(raw)} bytes > limit {limits.max_message_bytes}")
     if not raw.strip():
         raise SecurityError("not-a-message", "empty message")
-    try:
-        top = parse_entity(raw)
-    except MimeError as exc:
-        raise SecurityError("malformed-mime", str(exc)) from None
+    top = parse_entity(raw)  # MimeError is the SecurityError "malformed-mime"
     if not top.headers:
         raise SecurityError("not-a-message", "no header fields")
     parsed = ParsedMessage(
@@ -129,7 +126,7 @@ def _decoded(part: Part, out: ParsedMessage) -> Part:
     try:
         data = decode_body(part.source)
     except MimeError as exc:
-        out.warnings.append(f"kept-undecoded:{exc}")
+        out.warnings.append(f"kept-undecoded:{exc.detail}")
         data = part.source.body
     if part.kind in ("text", "html"):
         data = _as_utf8(part.source.params.get("charset"), data)
@@ -146,11 +143,7 @@ def _collect(
         raise SecurityError("mime-too-deep", f"deeper than {limits.max_mime_depth} levels")
     ctype = entity.content_type
     if entity.is_multipart:
-        try:
-            kids = children(entity)
-        except MimeError as exc:
-            raise SecurityError("malformed-mime", str(exc)) from None
-        for kid in kids:
+        for kid in children(entity):  # MimeError is the SecurityError "malformed-mime"
             _collect(kid, out, limits, depth=depth + 1, counter=counter, decode=decode)
         return
     head = _part_headers(entity)

@@ -23,7 +23,8 @@ The rule (documented for users in ``docs/case-folders.md``):
 4. Escape the first character if it is ``.``, ``_``, ``-`` or space, and the last if it is
    ``.`` or space. Escape the first character if the name is a Windows device name (``CON``,
    ``PRN``, ``AUX``, ``NUL``, ``COM0``-``COM9``, ``LPT0``-``LPT9``), also with an extension and
-   in any case.
+   in any case. The list is the one attachment names use (``filing.safenames``); its other
+   entries (``CONIN$``, ``COM¹``...) cannot occur here, as ``$`` and ``¹`` are escaped.
 5. Reject results longer than 150 UTF-8 bytes.
 
 Kept characters never include ``%`` and escapes always start with ``%``, so decoding is
@@ -34,6 +35,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+
+from gateway.errors import PermanentError
+from gateway.filing.safenames import is_device_name
 
 __all__ = [
     "MAX_FOLDER_NAME_BYTES",
@@ -52,17 +56,17 @@ _CASED_LETTER = frozenset({"Lu", "Ll", "Lt"})
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 _ESCAPE_FIRST = frozenset(".-_ ")
 _ESCAPE_LAST = frozenset(". ")
-_DEVICE_NAMES = frozenset(
-    {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(10)} | {f"LPT{i}" for i in range(10)}
-)
 _PERCENT_RUN = re.compile(r"(?:%[0-9A-F]{2})+")
 
 
-class InvalidCaseReference(ValueError):
+class InvalidCaseReference(PermanentError, ValueError):
     """The reference cannot be (or the folder name was not) produced by the mapping.
 
     ``reason`` is machine-readable so callers can log and route on it without parsing text:
     ``"empty"``, ``"control-character"``, ``"too-long"``, ``"not-a-case-folder"``.
+    Permanent: the same text never maps, so the caller records the reason (routing falls
+    back to the unassigned folder) instead of retrying. Also a ``ValueError``, the bad input
+    value it always was, for callers that catch it as one.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:
@@ -92,12 +96,6 @@ def _escape(ch: str) -> str:
     return "".join(f"%{byte:02X}" for byte in ch.encode("utf-8"))
 
 
-def _is_device_name(name: str) -> bool:
-    """Windows ignores the extension and trailing spaces when it checks for device names."""
-    stem = name.split(".", 1)[0].rstrip(" ")
-    return stem.upper() in _DEVICE_NAMES
-
-
 def case_folder_name(reference: str) -> str:
     """Return the folder name for ``reference``; see the module docstring for the rule.
 
@@ -119,7 +117,7 @@ def case_folder_name(reference: str) -> str:
     if parts[-1] in _ESCAPE_LAST:
         parts[-1] = _escape(parts[-1])
     name = "".join(parts)
-    if _is_device_name(name):
+    if is_device_name(name):
         parts[0] = _escape(parts[0])
         name = "".join(parts)
     size = len(name.encode("utf-8"))

@@ -48,7 +48,7 @@ from typing import Any
 import gnupg
 import structlog
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PoststelleError
 
 __all__ = [
     "DecryptOutcome",
@@ -80,7 +80,7 @@ BASE_OPTIONS = (
 _SIG_KEYS = ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG")
 
 
-class GpgError(Exception):
+class GpgError(PoststelleError):  # the handler turns it into a ConfigError naming file and key
     """gpg could not be run at all (missing binary, unusable home)."""
 
 

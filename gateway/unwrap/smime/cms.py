@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gateway.errors import SecurityError
+
 _DER = Encoding.DER
 #: Bound on SignerInfos / RecipientInfos / certificates we are willing to look at.
 MAX_ITEMS = 64
@@ -83,13 +85,8 @@ _ECDH_KDF = {
 }
 
 
-class CmsError(Exception):
+class CmsError(SecurityError):
     """The CMS structure cannot be used; ``reason`` is a verdict reason code."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 class _GCMParameters(a_core.Sequence):  # type: ignore[misc]

@@ -1,0 +1,71 @@
+"""What ``poststelle check`` tests: config, key material, storage, credentials, connectivity.
+
+Returns results as data and prints nothing, so the CLI (and a monitoring probe) decides how
+to show them. Each check is independent: a failed mailbox does not hide the others.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.errors import ConfigError, TransientError
+from gateway.inbound.imap import MailboxSession
+from gateway.statedir import cases_dir
+from gateway.unwrap import UnwrapContext
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str  # "config" | "keys" | "storage" | "mailbox"
+    target: str
+    ok: bool
+    detail: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        result = "ok" if self.ok else "FAILED"
+        return {"check": self.check, "target": self.target, "result": result, "detail": self.detail}
+
+
+def run_checks(config: Config) -> list[CheckResult]:
+    """Every check, in the order a person fixes them; connects to each mailbox once."""
+    results = [CheckResult("config", str(config.path), True, config.sha256[:16])]
+    try:
+        UnwrapContext.from_config(config, collect_certificates=False)
+        results.append(CheckResult("keys", "smime/openpgp", True))
+    except ConfigError as exc:
+        results.append(CheckResult("keys", f"{exc.file}: {exc.key}", False, exc.problem))
+    for d in (config.storage.state_dir, cases_dir(config)):
+        ok, detail = writable(d)
+        results.append(CheckResult("storage", str(d), ok, detail))
+    for mb in config.mailboxes:
+        session = MailboxSession(mb)
+        try:
+            session.connect()
+            backlog = len(session.list_uids())
+            detail = f"{mb.security} {mb.host}:{mb.port}, {backlog} waiting in {mb.folder}"
+            results.append(CheckResult("mailbox", mb.name, True, detail))
+        except TransientError as exc:
+            results.append(CheckResult("mailbox", mb.name, False, str(exc)))
+        finally:
+            session.close()
+    return results
+
+
+def writable(d: Path) -> tuple[bool, str]:
+    """Can the gateway create files there (or create the directory, on first start)?"""
+    probe = d
+    while not probe.exists():
+        probe = probe.parent
+    if probe != d:
+        ok = os.access(probe, os.W_OK | os.X_OK)
+        return ok, "will be created" if ok else f"cannot create (nearest existing: {probe})"
+    try:
+        with tempfile.NamedTemporaryFile(dir=d):
+            pass
+    except OSError as exc:
+        return False, f"not writable: {exc.strerror}"
+    return True, ""
