@@ -129,12 +129,12 @@ class UnwrapContext:
         closed (no key, no anchor) instead of passing as plain mail.
         ``collect_certificates=False`` is for read-only use such as ``inspect``.
         """
+        from gateway.statedir import certstore_dir
         from gateway.unwrap.certstore import CertStore
         from gateway.unwrap.openpgp.handler import OpenPGPHandler
         from gateway.unwrap.smime.handler import SmimeHandler
 
-        store_dir = config.storage.state_dir / "certstore" / "smime"
-        store = CertStore(store_dir) if collect_certificates else None
+        store = CertStore(certstore_dir(config, "smime")) if collect_certificates else None
         return cls(
             [SmimeHandler.from_config(config.smime, config_file=str(config.path)),
              OpenPGPHandler.from_config(config.openpgp, config_file=str(config.path),
