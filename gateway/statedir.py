@@ -1,7 +1,8 @@
-"""Where the gateway keeps its state, and how a process opens it.
+"""Where the gateway keeps its state.
 
 One place that knows the state directory's layout, so the daemon, the CLI and the tests
-agree on it (docs/case-folders.md describes it for people).
+agree on it (docs/case-folders.md describes it for people). Opening the store is
+``gateway.records.open``.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.config import Config
-from gateway.records.audit import AuditTrail, load_or_create_key
-from gateway.records.ledger import Ledger
 
 
 def ledger_path(config: Config) -> Path:
@@ -38,25 +37,3 @@ def prepare_state(config: Config) -> None:
         config.storage.state_dir / "audit",
     ):
         d.mkdir(parents=True, exist_ok=True, mode=0o750)
-
-
-def open_audit(config: Config, *, actor: str, sign: bool = True) -> AuditTrail:
-    """The audit trail; the signing key is created (0600) on first start."""
-    key = None
-    if sign:
-        from gateway.records.audit import public_key_pem
-
-        key = load_or_create_key(audit_key_path(config))
-        pub = audit_public_key_path(config)
-        if not pub.exists():
-            pub.write_bytes(public_key_pem(key))
-    return AuditTrail(
-        key=key, jsonl_path=audit_jsonl_path(config), checkpoint_every=config.audit.checkpoint_every, actor=actor
-    )
-
-
-def open_ledger(config: Config, *, actor: str = "daemon", readonly: bool = False) -> Ledger:
-    if readonly:
-        return Ledger(ledger_path(config), readonly=True)
-    prepare_state(config)
-    return Ledger(ledger_path(config), audit=open_audit(config, actor=actor))

@@ -48,8 +48,9 @@ from gateway.filing.entries import (
 from gateway.inbound.decide import Plan
 from gateway.inbound.imap import Fetched, MailboxSession
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared
-from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, MessageRecord, iso
+from gateway.records.chain import AuditEvent
+from gateway.records.messages import MessageRecord, iso
+from gateway.records.store import Store
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
@@ -85,7 +86,7 @@ class Intake:
         self,
         config: Config,
         mailbox: MailboxConfig,
-        ledger: Ledger,
+        ledger: Store,
         ctx: UnwrapContext,
         *,
         after_commit: Callable[[], None] = lambda: None,
