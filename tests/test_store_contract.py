@@ -329,6 +329,15 @@ def test_a_snapshot_sees_one_moment_while_another_store_commits(backend: Backend
     assert reader.count() == seen[0] + 3 and reader.get("b") is not None
 
 
+def test_a_write_inside_a_snapshot_of_the_same_store_is_refused(store: Store) -> None:
+    with store.snapshot() as snap:
+        with pytest.raises(StoreError):
+            store.record_events([ev("config-loaded")])
+        assert snap.count() == 0
+    store.record_events([ev("config-loaded")])
+    assert store.count() == 1
+
+
 def test_selected_entries_follow_whole_items_through_case_and_correspondent(store: Store) -> None:
     store.record_events(
         [

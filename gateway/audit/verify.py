@@ -33,7 +33,7 @@ from gateway.records.chain import GENESIS, AuditEntry, ChainBreak, ChainHead, ca
 from gateway.records.messages import MessageRecord
 from gateway.records.open import open_store
 from gateway.records.signing import key_id, load_public_key, verify_checkpoints
-from gateway.records.store import AuditReader, ReadSnapshot, Store
+from gateway.records.store import AuditReader, Store
 from gateway.statedir import audit_jsonl_path, audit_public_key_path, ledger_path
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
@@ -212,7 +212,7 @@ def _content_hash(reader: AuditReader, seq: int) -> str | None:
     return entry_hash(entry.body()) if entry is not None else None
 
 
-def check_head(reader: ReadSnapshot, snap: DbSnapshot, report: VerifyReport) -> None:
+def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> None:
     """The head row is moved in the transaction that appends, so it names the last entry.
 
     A head row that names another one means entries were removed, added or rewritten

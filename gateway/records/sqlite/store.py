@@ -27,7 +27,9 @@ class SQLiteStore(SQLiteReader, StoreOperations):
         self.readonly = readonly
         self.readonly_note: str | None = None
         self.audit_settings = audit or AuditSettings()
-        self._lock = threading.Lock()
+        # Re-entrant: a write begun inside a snapshot fails (one transaction per connection)
+        # instead of waiting for itself.
+        self._lock = threading.RLock()
         with sqlite_errors(f"cannot open the ledger {path}"):
             if readonly:
                 conn, self.readonly_note = connect_readonly(path)
@@ -55,7 +57,8 @@ class SQLiteStore(SQLiteReader, StoreOperations):
             try:
                 yield SQLiteUnitOfWork(self._conn, self.audit_settings)
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # some errors (a full disk) end it already
+                    self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
 
