@@ -5,6 +5,7 @@ A backend added here (PostgreSQL later) runs the whole of ``tests/test_store_con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -64,4 +65,5 @@ class SQLiteBackend:
             store.close()
 
 
-BACKENDS: dict[str, type[SQLiteBackend]] = {"sqlite": SQLiteBackend}
+#: name -> a backend on a fresh database in the given directory
+BACKENDS: dict[str, Callable[[Path], Backend]] = {"sqlite": SQLiteBackend}
