@@ -2,13 +2,13 @@
 
     .venv/bin/python benchmarks/audit_verify.py [--quick] [--entries 100000] [--folders 10000] [--keep]
 
-The state is built with the gateway's own code, not by hand: ``Ledger.plan`` / ``finish`` /
-``mark_server_done`` with the real ``AuditTrail`` (hash chain, Ed25519 checkpoints every
-1000 entries, JSON-lines export) and ``casefiles.write_entry`` (fsynced entries with
-manifests). Each message gets eight entries (fetched, key-used, decrypted, verified,
-verdict, routed, stored, moved), like an S/MIME letter; messages are spread over the case
-folders. Then ``poststelle audit verify`` runs as a separate process and is timed (warm
-page cache: the files were just written).
+The state is built with the gateway's own code, not by hand: the store's ``plan`` /
+``finish`` / ``mark_server_done`` (hash chain, Ed25519 checkpoints every 1000 entries,
+JSON-lines export) and ``filing.entries.write_entry`` (fsynced entries with manifests).
+Each message gets eight entries (fetched, key-used, decrypted, verified, verdict, routed,
+stored, moved), like an S/MIME letter; messages are spread over the case folders. Then
+``poststelle audit verify`` runs as a separate process and is timed (warm page cache: the
+files were just written).
 
 Target (issue 3, 2 cores): <= 30 s for 100,000 entries and 10,000 case folders.
 """
@@ -31,12 +31,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gateway.clock import iso  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.demo.samples import fake_pdf, letter  # noqa: E402
 from gateway.filing.entries import EntryFile, entry_name, write_entry  # noqa: E402
-from gateway.records.audit import AuditEvent  # noqa: E402
-from gateway.records.ledger import Ledger, MessageRecord, iso  # noqa: E402
-from gateway.statedir import open_ledger  # noqa: E402
+from gateway.records.chain import AuditEvent  # noqa: E402
+from gateway.records.messages import MessageRecord  # noqa: E402
+from gateway.records.open import open_store  # noqa: E402
+from gateway.records.store import Store  # noqa: E402
+from gateway.statedir import cases_dir  # noqa: E402
 
 EVENTS_PER_MESSAGE = 8
 BATCH = 50
@@ -63,7 +66,7 @@ def build(root: Path, n_entries: int, n_folders: int) -> Path:
     cfg_path = root / "poststelle.toml"
     cfg_path.write_text(config_text(root))
     config = load_config(cfg_path)
-    ledger = open_ledger(config)
+    store = open_store(config)
     n_messages = n_entries // EVENTS_PER_MESSAGE
     pdf = fake_pdf(6_000, seed=3)
     raw_template = letter(subject="Az. 63-BV-2026-XXXXX Unterlagen", attachment=("Anlage.pdf", pdf))
@@ -73,34 +76,31 @@ def build(root: Path, n_entries: int, n_folders: int) -> Path:
             batch = range(start, min(start + BATCH, n_messages))
             recs, fetched = [], []
             for i in batch:
-                rec, event = _record(config.storage.cases_dir, i, n_folders, t0)
+                rec, event = _record(cases_dir(config), i, n_folders, t0)
                 recs.append(rec)
                 fetched.append(event)
-            ledger.plan(recs, fetched)
+            store.plan(recs, fetched)
             raws = [raw_template.replace(b"XXXXX", f"{i:05d}".encode()) for i in batch]
-            shas = list(pool.map(lambda a: _write(config.storage.cases_dir, *a), zip(recs, raws, strict=True)))
+            shas = list(pool.map(lambda a: _write(cases_dir(config), *a), zip(recs, raws, strict=True)))
             events: list[AuditEvent] = []
             for rec, sha in zip(recs, shas, strict=True):
                 rec.state, rec.manifest_sha256 = "stored", sha
                 events += _events(rec)
-            ledger.finish(recs, events)
-            ledger.mark_server_done(
+            store.finish(recs, events)
+            store.mark_server_done(
                 [r.id for r in recs],
                 [
                     AuditEvent("moved", message=r.id, case=r.case_ref, details={"to": "Poststelle/Processed"})
                     for r in recs
                 ],
             )
-            assert ledger.audit is not None
-            ledger.audit.export_jsonl(ledger.conn)
+            store.export_jsonl()
             if start % 2000 == 0:
                 print(f"  built {start + len(batch)}/{n_messages} messages", end="\r", flush=True)
-    with ledger.transaction() as conn:
-        assert ledger.audit is not None
-        ledger.audit.seal(conn)
-    ledger.audit.export_jsonl(ledger.conn)
-    _report_size(ledger)
-    ledger.close()
+    store.seal()
+    store.export_jsonl()
+    _report_size(store)
+    store.close()
     return cfg_path
 
 
@@ -158,9 +158,9 @@ def _events(rec: MessageRecord) -> list[AuditEvent]:
     ]
 
 
-def _report_size(ledger: Ledger) -> None:
-    n = ledger.conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
-    cps = ledger.conn.execute("SELECT COUNT(*) FROM audit_checkpoints").fetchone()[0]
+def _report_size(store: Store) -> None:
+    n = store.count()
+    cps = len(store.checkpoints())
     print(f"  built {n} audit entries, {cps} checkpoints" + " " * 20)
 
 

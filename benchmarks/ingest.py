@@ -18,7 +18,6 @@ import contextlib
 import os
 import resource
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -253,15 +252,17 @@ def steady_rate(config: Path) -> float:
     which a daemon pays once, not per message; the msg/s column includes them.
     """
     from gateway.config import load_config
-    from gateway.statedir import ledger_path
+    from gateway.records.open import open_store
+    from gateway.records.store import EntryFilter
 
-    db = sqlite3.connect(f"file:{ledger_path(load_config(config))}?mode=ro", uri=True)
+    store = open_store(load_config(config), readonly=True)
     try:
-        ((first,),) = db.execute("SELECT min(at) FROM audit WHERE event = 'fetched'")
-        ((last,),) = db.execute("SELECT max(at) FROM audit WHERE event = 'moved'")
-        ((later,),) = db.execute("SELECT count(*) FROM audit WHERE event = 'fetched' AND at > ?", (first,))
+        fetched = [e.at for e in store.select(EntryFilter(events=("fetched",)))]
+        last = max(e.at for e in store.select(EntryFilter(events=("moved",))))
     finally:
-        db.close()
+        store.close()
+    first = min(fetched)
+    later = sum(1 for at in fetched if at > first)
     span = (_ts(last) - _ts(first)).total_seconds()
     return float(later) / span if span > 0 else 0.0
 

@@ -1,13 +1,12 @@
 """``poststelle audit``: read, prove and hand over the audit trail. Every command only reads.
 
 They work with read-only access to the state directory, so an auditor's account needs no
-write permission (see ``auditverify.open_readonly_ledger``).
+write permission (``open_store(..., readonly=True)`` says when that limits what is seen).
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +15,12 @@ import typer
 
 from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
 from gateway.audit.report import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
-from gateway.audit.verify import VerifyReport, open_readonly_ledger, verify_state
+from gateway.audit.verify import VerifyReport, verify_state
 from gateway.config import Config
-from gateway.records.audit import ChainBreak, key_id, load_public_key, public_key_pem
-from gateway.records.ledger import Ledger
+from gateway.records.chain import ChainBreak
+from gateway.records.open import open_store
+from gateway.records.signing import key_id, load_public_key, public_key_pem
+from gateway.records.store import Store, StoreError
 from gateway.statedir import audit_key_path, audit_public_key_path, ledger_path
 
 app = typer.Typer(help="The audit trail: log, verify, export, public key.", no_args_is_help=True)
@@ -56,16 +57,16 @@ def _query(
         fail(str(exc))
 
 
-def _open(cfg: Config) -> Ledger | None:
+def _open(cfg: Config) -> Store | None:
     if not ledger_path(cfg).exists():
         return None
     try:
-        ledger, note = open_readonly_ledger(ledger_path(cfg))
-    except sqlite3.Error as exc:
-        fail(f"cannot read the ledger {ledger_path(cfg)}: {exc}")
-    if note:
-        typer.echo(f"note: {note}", err=True)
-    return ledger
+        store = open_store(cfg, readonly=True)
+    except StoreError as exc:
+        fail(str(exc))  # names the ledger and the reason
+    if store.readonly_note:
+        typer.echo(f"note: {store.readonly_note}", err=True)
+    return store
 
 
 @app.command("log")
@@ -83,10 +84,10 @@ def log_cmd(
     """Show what happened, oldest first: every entry matching the filters."""
     cfg = get_config(config)
     q = _query(case, message, document, correspondent, since, until, event)
-    ledger = _open(cfg)
-    entries = [] if ledger is None else list(select_entries(ledger.conn, q))
-    if ledger is not None:
-        ledger.close()
+    store = _open(cfg)
+    entries = [] if store is None else list(select_entries(store, q))
+    if store is not None:
+        store.close()
     if as_json:
         print_json([e.to_json() for e in entries])
         return
@@ -114,7 +115,7 @@ def verify_cmd(
         fail(f"public key file not found: {public_key}")
     try:
         report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
-    except (sqlite3.Error, OSError) as exc:
+    except (StoreError, OSError) as exc:
         fail(f"cannot read the state directory: {exc}")
     if as_json:
         print_json(report.to_json())
@@ -185,9 +186,9 @@ def export_cmd(
     cfg = get_config(config)
     q = _query(case, message, document, correspondent, since, until, event)
     generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    ledger = _open(cfg)
+    store = _open(cfg)
     try:
-        entries = iter(()) if ledger is None else select_entries(ledger.conn, q)
+        entries = iter(()) if store is None else select_entries(store, q)
         if fmt == "csv":
             text = export_csv(entries)
         elif fmt == "json":
@@ -195,12 +196,12 @@ def export_cmd(
         else:
             from gateway.audit.html import render_html
 
-            records = {} if ledger is None else {r.id: r for r in ledger.all_messages()}
+            records = {} if store is None else {r.id: r for r in store.all_messages()}
             verification = None if no_verify else verify_state(cfg)
             text = render_html(entries, records=records, query=q, generated_at=generated, verification=verification)
     finally:
-        if ledger is not None:
-            ledger.close()
+        if store is not None:
+            store.close()
     _write(output, text)
 
 

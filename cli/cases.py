@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from gateway.records.open import open_store
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
-from gateway.statedir import ledger_path, open_ledger
+from gateway.statedir import ledger_path
 
 app = typer.Typer(help="Case folders and the messages filed in them.", no_args_is_help=True)
 
@@ -21,9 +22,9 @@ def list_cases(config: Path | None = ConfigOption, as_json: bool = JsonOption) -
     if not ledger_path(cfg).exists():
         rows: list[dict[str, object]] = []
     else:
-        ledger = open_ledger(cfg, readonly=True)
-        rows = ledger.cases()
-        ledger.close()
+        store = open_store(cfg, readonly=True)
+        rows = [c.to_json() for c in store.cases()]
+        store.close()
     if as_json:
         print_json(rows)
     else:
@@ -38,16 +39,16 @@ def show_case(
 ) -> None:
     """Show the messages filed under one case, with their verdicts."""
     cfg = get_config(config)
-    ledger = open_ledger(cfg, readonly=True)
+    store = open_store(cfg, readonly=True)
     folder = case
     try:
         candidate = case_folder_name(case)
-        if ledger.messages_of_case(candidate):
+        if store.messages_of_case(candidate):
             folder = candidate
     except InvalidCaseReference:
         pass
-    msgs = ledger.messages_of_case(folder)
-    ledger.close()
+    msgs = store.messages_of_case(folder)
+    store.close()
     if not msgs:
         fail(f"no messages filed under case {case!r}")
     rows = []

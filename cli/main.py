@@ -63,16 +63,17 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
 @app.command()
 def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Per mailbox: last poll, backlog, last error; the ledger's counts by state."""
-    from gateway.statedir import ledger_path, open_ledger
+    from gateway.records.open import open_store
+    from gateway.statedir import ledger_path
 
     cfg = get_config(config)
     statuses: list[dict[str, object]] = []
     counts: dict[str, int] = {}
     if ledger_path(cfg).exists():
-        ledger = open_ledger(cfg, readonly=True)
-        statuses = ledger.statuses()
-        counts = ledger.counts_by_state()
-        ledger.close()
+        store = open_store(cfg, readonly=True)
+        statuses = [s.to_json() for s in store.statuses()]
+        counts = store.counts_by_state()
+        store.close()
     known = {str(s["mailbox"]) for s in statuses}
     statuses += [{"mailbox": mb.name} for mb in cfg.mailboxes if mb.name not in known]
     if as_json:

@@ -9,9 +9,10 @@ import typer
 
 from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
 from gateway.filing.quarantine import ReleaseError, get_entry, list_entries, release
-from gateway.records.audit import cli_actor
+from gateway.records.actors import cli_actor
+from gateway.records.open import open_store
 from gateway.routing.casenames import InvalidCaseReference
-from gateway.statedir import ledger_path, open_ledger
+from gateway.statedir import ledger_path
 
 app = typer.Typer(help="Quarantined messages: list, show, release.", no_args_is_help=True)
 
@@ -23,9 +24,9 @@ def list_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> 
     if not ledger_path(cfg).exists():
         entries = []
     else:
-        ledger = open_ledger(cfg, readonly=True)
-        entries = list_entries(ledger)
-        ledger.close()
+        store = open_store(cfg, readonly=True)
+        entries = list_entries(store)
+        store.close()
     rows = [e.to_json() for e in entries]
     if as_json:
         print_json(rows)
@@ -39,13 +40,13 @@ def list_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> 
 def show_cmd(msg_id: str, config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Show one quarantined message: reasons, verdict and files."""
     cfg = get_config(config)
-    ledger = open_ledger(cfg, readonly=True)
+    store = open_store(cfg, readonly=True)
     try:
-        entry = get_entry(ledger, msg_id)
+        entry = get_entry(store, msg_id)
     except ReleaseError as exc:
         fail(str(exc))
     finally:
-        ledger.close()
+        store.close()
     info = entry.to_json()
     manifest_path = entry.path / "manifest.json"
     info["files"] = sorted(json.loads(manifest_path.read_text())["files"]) if manifest_path.exists() else []
@@ -71,17 +72,15 @@ def release_cmd(
     """Release a quarantined message into a case folder; who released it is recorded."""
     cfg = get_config(config)
     actor = cli_actor()
-    ledger = open_ledger(cfg, actor=actor)
+    store = open_store(cfg, actor=actor)
     try:
-        rec = release(cfg, ledger, msg_id, actor=actor, case=case, note=note)
-        assert ledger.audit is not None
-        with ledger.transaction() as conn:
-            ledger.audit.seal(conn)  # a person's decision is sealed at once, not at the next daemon run
-        ledger.audit.export_jsonl(ledger.conn)
+        rec = release(cfg, store, msg_id, actor=actor, case=case, note=note)
+        store.seal()  # a person's decision is sealed at once, not at the next daemon run
+        store.export_jsonl()
     except (ReleaseError, InvalidCaseReference) as exc:
         fail(str(exc))
     finally:
-        ledger.close()
+        store.close()
     if as_json:
         print_json(rec.to_json())
     else:

@@ -13,16 +13,13 @@ layout (docs/case-folders.md describes it for people)::
     <root>/.incoming/[<mailbox>/]<entry>/   staging under either root, invisible until published
 
 The configuration is only a type here, so that the loader can take its defaults from
-this module too.
+this module too. Opening the store is ``gateway.records.open``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from gateway.records.audit import AuditTrail, load_or_create_key
-from gateway.records.ledger import Ledger
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -88,25 +85,3 @@ def prepare_state(config: Config) -> None:
     """Create the state and cases directories (0750) on first start."""
     for d in (config.storage.state_dir, cases_dir(config), quarantine_dir(config), audit_dir(config)):
         d.mkdir(parents=True, exist_ok=True, mode=0o750)
-
-
-def open_audit(config: Config, *, actor: str, sign: bool = True) -> AuditTrail:
-    """The audit trail; the signing key is created (0600) on first start."""
-    key = None
-    if sign:
-        from gateway.records.audit import public_key_pem
-
-        key = load_or_create_key(audit_key_path(config))
-        pub = audit_public_key_path(config)
-        if not pub.exists():
-            pub.write_bytes(public_key_pem(key))
-    return AuditTrail(
-        key=key, jsonl_path=audit_jsonl_path(config), checkpoint_every=config.audit.checkpoint_every, actor=actor
-    )
-
-
-def open_ledger(config: Config, *, actor: str = "daemon", readonly: bool = False) -> Ledger:
-    if readonly:
-        return Ledger(ledger_path(config), readonly=True)
-    prepare_state(config)
-    return Ledger(ledger_path(config), audit=open_audit(config, actor=actor))

@@ -18,7 +18,8 @@ from support.audit import correspondence, entries, file_correspondence, records
 
 from gateway.audit.report import actor_text
 from gateway.demo.samples import letter
-from gateway.records.audit import cli_actor, entry_hash
+from gateway.records.actors import cli_actor
+from gateway.records.chain import entry_hash
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = 'Az. 63-BV-2026-0147 <img src=x onerror=alert(1)><script>document.title="pwned"</script>'

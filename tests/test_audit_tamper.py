@@ -16,9 +16,11 @@ import time
 import pytest
 from conftest import Env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from support.audit import breaks, entries, file_correspondence, jsonl, raw_db, records, the_break, verify
+from support.audit import breaks, entries, file_correspondence, jsonl, records, store_path, the_break, verify
+from support.tamper import tamper_sql
 
-from gateway.records.audit import GENESIS, canonical, checkpoint_payload, entry_hash, public_key_pem
+from gateway.records.chain import GENESIS, canonical, entry_hash
+from gateway.records.signing import checkpoint_payload, public_key_pem
 
 
 @pytest.fixture
@@ -42,11 +44,11 @@ def test_untouched_record_verifies_with_a_summary(filed: Env) -> None:
 def test_one_changed_byte_in_an_entry_is_named_with_both_hashes(filed: Env) -> None:
     """A single digit of a `fetched` entry's details changed in the database."""
     target = next(e for e in entries(filed) if e.event == "fetched")
-    with raw_db(filed) as db:
-        (details,) = db.execute("SELECT details FROM audit WHERE seq=?", (target.seq,)).fetchone()
-        altered = re.sub(r'"uid":(\s*)1\b', r'"uid":\g<1>7', details, count=1)
-        assert altered != details
-        db.execute("UPDATE audit SET details=? WHERE seq=?", (altered, target.seq))
+    db = store_path(filed)
+    ((details,),) = tamper_sql(db, "SELECT details FROM audit WHERE seq=?", (target.seq,))
+    altered = re.sub(r'"uid":(\s*)1\b', r'"uid":\g<1>7', details, count=1)
+    assert altered != details
+    tamper_sql(db, "UPDATE audit SET details=? WHERE seq=?", (altered, target.seq))
     rc, report = verify(filed)
     assert rc == 1
     b = the_break(report, "altered-entry")
@@ -62,8 +64,7 @@ def test_one_changed_byte_in_an_entry_is_named_with_both_hashes(filed: Env) -> N
 
 def test_deleted_entry_breaks_the_chain_and_the_shipped_copy_still_has_it(filed: Env) -> None:
     victim = next(e for e in entries(filed) if e.event == "quarantined")
-    with raw_db(filed) as db:
-        db.execute("DELETE FROM audit WHERE seq=?", (victim.seq,))
+    tamper_sql(store_path(filed), "DELETE FROM audit WHERE seq=?", (victim.seq,))
     rc, report = verify(filed)
     assert rc == 1
     assert ("sequence-gap", victim.seq + 1) in breaks(report)
@@ -75,14 +76,11 @@ def test_two_reordered_entries_are_named(filed: Env) -> None:
     """Swap the contents of two neighbouring rows (keeping the seq column in order)."""
     a, b = entries(filed)[4:6]
     cols = "at, event, actor, message, case_ref, document, correspondent, details, prev_hash, hash"
-    with raw_db(filed) as db:
-        row_a = db.execute(f"SELECT {cols} FROM audit WHERE seq=?", (a.seq,)).fetchone()  # noqa: S608
-        row_b = db.execute(f"SELECT {cols} FROM audit WHERE seq=?", (b.seq,)).fetchone()  # noqa: S608
-        sets = ", ".join(f"{c}=?" for c in cols.split(", "))
-        db.execute("BEGIN")
-        db.execute(f"UPDATE audit SET {sets} WHERE seq=?", (*row_b, a.seq))  # noqa: S608
-        db.execute(f"UPDATE audit SET {sets} WHERE seq=?", (*row_a, b.seq))  # noqa: S608
-        db.execute("COMMIT")
+    db = store_path(filed)
+    (row_a,) = tamper_sql(db, f"SELECT {cols} FROM audit WHERE seq=?", (a.seq,))  # noqa: S608
+    (row_b,) = tamper_sql(db, f"SELECT {cols} FROM audit WHERE seq=?", (b.seq,))  # noqa: S608
+    sets = ", ".join(f"{c}=?" for c in cols.split(", "))
+    tamper_sql(db, f"UPDATE audit SET {sets} WHERE seq=?", (*row_b, a.seq), (*row_a, b.seq))  # noqa: S608
     rc, report = verify(filed)
     assert rc == 1
     assert {("broken-link", a.seq), ("broken-link", b.seq)} <= set(breaks(report))
@@ -91,14 +89,25 @@ def test_two_reordered_entries_are_named(filed: Env) -> None:
 
 def test_truncated_database_is_caught_by_the_signed_checkpoint(filed: Env) -> None:
     last = entries(filed)[-1].seq
-    with raw_db(filed) as db:
-        db.execute("DELETE FROM audit WHERE seq > ?", (last - 3,))
+    tamper_sql(store_path(filed), "DELETE FROM audit WHERE seq > ?", (last - 3,))
     rc, report = verify(filed)
     assert rc == 1
     b = the_break(report, "truncated")
     assert b["seq"] == last and b["expected"] == str(last) and b["found"] == str(last - 3)
     assert ("jsonl-entry-not-in-ledger", last - 2) in breaks(report)
     assert f"entries {last - 2}-{last}" in the_break(report, "jsonl-entry-not-in-ledger")["detail"]
+    assert ("head-differs", last) in breaks(report), "the head row still names the removed last entry"
+
+
+def test_head_row_that_disagrees_with_the_last_entry_is_named(filed: Env) -> None:
+    """The head row moves with every append: pointing elsewhere, it was edited behind the gateway's back."""
+    last = entries(filed)[-1]
+    tamper_sql(store_path(filed), "UPDATE audit_head SET seq=?, hash=?", (last.seq - 1, last.prev_hash))
+    rc, report = verify(filed)
+    assert rc == 1
+    b = the_break(report, "head-differs")
+    assert b["seq"] == last.seq - 1 and b["found"] == f"{last.seq} {last.hash}"
+    assert breaks(report) == [("head-differs", last.seq - 1)], "chain, checkpoints and copy are intact"
 
 
 def test_truncated_jsonl_file_is_a_break_not_a_lag(filed: Env) -> None:
@@ -116,8 +125,7 @@ def test_jsonl_file_behind_the_database_only_lags_when_no_checkpoint_says_otherw
     """Entries committed after the last export (a crash before the copy) are reported, not failed."""
     path = jsonl(filed)
     lines = path.read_bytes().splitlines(keepends=True)
-    with raw_db(filed) as db:
-        (seq,) = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
+    ((seq,),) = tamper_sql(store_path(filed), "SELECT MAX(seq) FROM audit_checkpoints")
     path.write_bytes(b"".join(lines[:-2]))
     before_the_seal = time.time() - 3600  # last written before the run's checkpoint was signed
     os.utime(path, (before_the_seal, before_the_seal))
@@ -198,10 +206,10 @@ def test_removed_and_smuggled_in_entries_are_named(filed: Env) -> None:
 
 def test_replaced_checkpoint_signature_is_named(filed: Env) -> None:
     other = Ed25519PrivateKey.generate()
-    with raw_db(filed) as db:
-        seq, at, h = db.execute("SELECT seq, at, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
-        forged = base64.b64encode(other.sign(checkpoint_payload(seq, h, at))).decode()
-        db.execute("UPDATE audit_checkpoints SET signature=? WHERE seq=?", (forged, seq))
+    db = store_path(filed)
+    ((seq, at, h),) = tamper_sql(db, "SELECT seq, at, hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
+    forged = base64.b64encode(other.sign(checkpoint_payload(seq, h, at))).decode()
+    tamper_sql(db, "UPDATE audit_checkpoints SET signature=? WHERE seq=?", (forged, seq))
     rc, report = verify(filed)
     assert rc == 1
     assert ("bad-checkpoint-signature", seq) in breaks(report)
@@ -211,24 +219,23 @@ def test_history_rewritten_and_rechained_by_someone_without_the_key_is_caught(fi
     """Edit an entry, recompute every hash after it and re-sign the checkpoints with another key."""
     rows = entries(filed)
     mallory = Ed25519PrivateKey.generate()
-    with raw_db(filed) as db:
-        db.execute("BEGIN")
-        prev = GENESIS
-        for e in rows:
-            body = e.body() | {"prev_hash": prev}
-            if e.event == "quarantined":
-                body["details"] = {**e.details, "reasons": ["released-by-policy"]}
-            h = entry_hash(body)
-            db.execute(
-                "UPDATE audit SET details=?, prev_hash=?, hash=? WHERE seq=?",
-                (json.dumps(body["details"], sort_keys=True, ensure_ascii=False), prev, h, e.seq),
-            )
-            prev = h
-        hashes = dict(db.execute("SELECT seq, hash FROM audit").fetchall())
-        for seq, at in db.execute("SELECT seq, at FROM audit_checkpoints").fetchall():
-            sig = base64.b64encode(mallory.sign(checkpoint_payload(seq, hashes[seq], at))).decode()
-            db.execute("UPDATE audit_checkpoints SET hash=?, signature=? WHERE seq=?", (hashes[seq], sig, seq))
-        db.execute("COMMIT")
+    db = store_path(filed)
+    updates = []
+    prev = GENESIS
+    for e in rows:
+        body = e.body() | {"prev_hash": prev}
+        if e.event == "quarantined":
+            body["details"] = {**e.details, "reasons": ["released-by-policy"]}
+        h = entry_hash(body)
+        updates.append((json.dumps(body["details"], sort_keys=True, ensure_ascii=False), prev, h, e.seq))
+        prev = h
+    tamper_sql(db, "UPDATE audit SET details=?, prev_hash=?, hash=? WHERE seq=?", *updates)
+    hashes = dict(tamper_sql(db, "SELECT seq, hash FROM audit"))
+    resigned = []
+    for seq, at in tamper_sql(db, "SELECT seq, at FROM audit_checkpoints"):
+        sig = base64.b64encode(mallory.sign(checkpoint_payload(seq, hashes[seq], at))).decode()
+        resigned.append((hashes[seq], sig, seq))
+    tamper_sql(db, "UPDATE audit_checkpoints SET hash=?, signature=? WHERE seq=?", *resigned)
     rc, report = verify(filed)
     assert rc == 1
     assert {k for k, _ in breaks(report)} >= {"bad-checkpoint-signature", "jsonl-altered-line"}
@@ -244,10 +251,12 @@ def test_auditor_public_key_detects_a_swapped_key_in_the_state_dir(
     state_pub = filed.state_dir / "audit" / "audit-signing.pub.pem"
     mallory = Ed25519PrivateKey.generate()
     state_pub.write_bytes(public_key_pem(mallory))
-    with raw_db(filed) as db:
-        for seq, at, h in db.execute("SELECT seq, at, hash FROM audit_checkpoints").fetchall():
-            sig = base64.b64encode(mallory.sign(checkpoint_payload(seq, h, at))).decode()
-            db.execute("UPDATE audit_checkpoints SET signature=? WHERE seq=?", (sig, seq))
+    db = store_path(filed)
+    resigned = [
+        (base64.b64encode(mallory.sign(checkpoint_payload(seq, h, at))).decode(), seq)
+        for seq, at, h in tamper_sql(db, "SELECT seq, at, hash FROM audit_checkpoints")
+    ]
+    tamper_sql(db, "UPDATE audit_checkpoints SET signature=? WHERE seq=?", *resigned)
     assert verify(filed)[0] == 0, "with the swapped key the forgery looks fine..."
     rc, report = verify(filed, "--public-key", str(held))
     assert rc == 1 and "bad-checkpoint-signature" in {k for k, _ in breaks(report)}
@@ -255,8 +264,7 @@ def test_auditor_public_key_detects_a_swapped_key_in_the_state_dir(
 
 def test_ledger_row_with_a_changed_manifest_hash_is_named(filed: Env) -> None:
     rec = next(r for r in records(filed) if r.state == "stored")
-    with raw_db(filed) as db:
-        db.execute("UPDATE messages SET manifest_sha256=? WHERE id=?", ("0" * 64, rec.id))
+    tamper_sql(store_path(filed), "UPDATE messages SET manifest_sha256=? WHERE id=?", ("0" * 64, rec.id))
     rc, report = verify(filed)
     assert rc == 1
     b = the_break(report, "manifest-differs-from-ledger")

@@ -21,7 +21,9 @@ from support.audit import correspondence, entries, file_correspondence, records,
 
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import fake_pdf, letter
-from gateway.records.audit import cli_actor, load_public_key
+from gateway.records.actors import cli_actor
+from gateway.records.signing import load_public_key
+from gateway.statedir import ledger_path
 
 
 def _alias_by_uid(env: Env) -> dict[str, str]:
@@ -233,7 +235,7 @@ def test_verify_while_the_gateway_runs_reports_no_false_break(
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if (env.state_dir / "ledger.sqlite3").exists():
+            if ledger_path(env.config).exists():
                 rc, report = verify(env)
                 assert rc == 0, report["breaks"]
                 checks.append(report["entries"])

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -16,10 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
 
+from gateway.config import Config
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import fake_pdf, letter
-from gateway.records.audit import iter_entries, verify_chain
-from gateway.records.ledger import Ledger
+from gateway.records.chain import ChainHead, verify_chain
+from gateway.records.open import open_store
+from gateway.records.store import StoreError
 from gateway.statedir import ledger_path
 
 MESSAGES = 500
@@ -46,16 +47,20 @@ def corpus() -> list[bytes]:
     return out
 
 
-def _rows(db: Path) -> int:
+def _rows(config: Config) -> int:
     """Messages the ledger holds a row for (planned or finished); -1 while it cannot be read."""
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2)
-        try:
-            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
+    if not ledger_path(config).exists():
         return -1
+    try:
+        store = open_store(config, readonly=True)
+    except StoreError:
+        return -1
+    try:
+        return sum(store.counts_by_state().values())
+    except StoreError:
+        return -1
+    finally:
+        store.close()
 
 
 @pytest.mark.slow
@@ -77,15 +82,15 @@ def test_random_kill_9_during_a_500_message_backlog_leaves_every_message_in_exac
     # worker processes, gpg, the trust store) takes a varying while, and a moment drawn
     # from the start, or from the first commit (the config-loaded event), fell before any
     # batch once start-up had grown slower than the drawn delay.
-    db = ledger_path(env.config)
+    config = env.config
     effective = 0
     for _ in range(KILLS * 3):
-        before = _rows(db)
+        before = _rows(config)
         proc = subprocess.Popen(
             [*POSTSTELLE, "run"], cwd=REPO, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 20
-        while _rows(db) <= before and time.monotonic() < deadline and proc.poll() is None:
+        while _rows(config) <= before and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.06))
         proc.send_signal(signal.SIGKILL)
@@ -112,16 +117,18 @@ def test_random_kill_9_during_a_500_message_backlog_leaves_every_message_in_exac
         assert not any((root / ".incoming").glob("*/*")), "nothing staged is left behind"
         assert all(p.is_dir() for p in (root / ".incoming").glob("*"))
 
-    ledger = Ledger(ledger_path(env.config), readonly=True)
+    store = open_store(env.config, readonly=True)
     try:
-        counts = ledger.counts_by_state()
+        counts = store.counts_by_state()
         assert counts == {"stored": MESSAGES - MESSAGES // 50, "quarantined": MESSAGES // 50, "duplicate": DUPLICATES}
-        events = Counter(e.event for e in iter_entries(ledger.conn))
-        recovered = sum(1 for e in iter_entries(ledger.conn) if e.details.get("recovered"))
+        events = Counter(e.event for e in store.entries())
+        recovered = sum(1 for e in store.entries() if e.details.get("recovered"))
         print(f"kills={effective} abandoned={events['processing-abandoned']} recovered={recovered}")
         assert events["processing-abandoned"] + recovered > 0, "no kill hit a batch between its intent and its commit"
-        n, _, breaks = verify_chain(iter_entries(ledger.conn))
+        n, _, breaks = verify_chain(store.entries())
         assert breaks == []
+        last = list(store.entries())[-1]
+        assert store.head() == ChainHead(last.seq, last.hash), "the head row names the last entry"
         assert n > MESSAGES * 4
     finally:
-        ledger.close()
+        store.close()

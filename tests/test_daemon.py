@@ -10,9 +10,7 @@ import time
 from conftest import POSTSTELLE, REPO, Env
 
 from gateway.demo.samples import letter
-from gateway.records.audit import iter_entries
-from gateway.records.ledger import Ledger
-from gateway.statedir import ledger_path
+from gateway.records.open import open_store
 
 
 def wait_for(predicate: object, timeout: float) -> bool:
@@ -47,10 +45,10 @@ def test_mail_arriving_while_the_daemon_idles_is_filed_and_sigterm_seals_the_tra
     assert any('"mailbox": "rathaus"' in ln and '"case": "63-BV-2026-0300"' in ln for ln in lines), (
         "context bound to log lines"
     )
-    ledger = Ledger(ledger_path(env.config), readonly=True)
+    store = open_store(env.config, readonly=True)
     try:
-        last = list(iter_entries(ledger.conn))[-1]
-        sealed = ledger.conn.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()[0]
+        last = list(store.entries())[-1]
+        sealed = max(cp.seq for cp in store.checkpoints())
         assert sealed == last.seq, "the end of the run is sealed by a signed checkpoint"
     finally:
-        ledger.close()
+        store.close()

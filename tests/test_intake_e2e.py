@@ -12,8 +12,7 @@ from support.tcpproxy import TcpProxy
 
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import fake_pdf, letter
-from gateway.records.ledger import Ledger
-from gateway.statedir import ledger_path
+from gateway.records.open import open_store
 
 
 def manifests(env: Env) -> list[dict[str, object]]:
@@ -21,11 +20,11 @@ def manifests(env: Env) -> list[dict[str, object]]:
 
 
 def ledger_rows(env: Env) -> list[dict[str, object]]:
-    led = Ledger(ledger_path(env.config), readonly=True)
+    store = open_store(env.config, readonly=True)
     try:
-        return [r.to_json() for r in led.all_messages()]
+        return [r.to_json() for r in store.all_messages()]
     finally:
-        led.close()
+        store.close()
 
 
 def test_messages_are_filed_by_case_reference_and_moved_on_the_server(env: Env) -> None:

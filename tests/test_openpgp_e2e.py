@@ -10,9 +10,7 @@ from conftest import Env, mailbox_entry, write_config
 from support.pgp_keys import Keys, headers, keys, pgp_encrypted, pgp_signed, text_part
 
 from gateway.demo.dovecot import Dovecot
-from gateway.records.audit import iter_entries
-from gateway.records.ledger import Ledger
-from gateway.statedir import ledger_path
+from gateway.records.open import open_store
 
 
 def openpgp_env(dovecot: Dovecot, tmp_path: Path, user: str, k: Keys) -> Env:
@@ -58,11 +56,11 @@ def test_signed_and_encrypted_pgp_mail_is_verified_filed_and_audited(
     assert v["encryption"] == {"status": "decrypted", "scheme": "openpgp"}
     assert b"Stellungnahme" in (verified / "content.eml").read_bytes()
     assert "openpgp-unknown-key" in verdict_of(entries["unverified"])["reasons"]  # type: ignore[operator]
-    ledger = Ledger(ledger_path(env.config), readonly=True)
+    store = open_store(env.config, readonly=True)
     try:
-        events = {e.event for e in iter_entries(ledger.conn)}
+        events = {e.event for e in store.entries()}
     finally:
-        ledger.close()
+        store.close()
     assert {"decrypted", "verified", "key-used", "stored"} <= events
     audit = env.cli("audit", "verify")
     assert audit.returncode == 0, audit.stdout + audit.stderr

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -37,9 +36,8 @@ from support.smime_pki import (
 
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import letter
-from gateway.records.audit import AuditEntry, iter_entries
-from gateway.records.ledger import Ledger
-from gateway.statedir import ledger_path
+from gateway.records.chain import AuditEntry
+from gateway.records.open import open_store
 
 _ids = itertools.count()
 COURT = "Ladung Az. 1 K 1234/25"
@@ -113,19 +111,19 @@ def by_subject(env: Env) -> dict[str, Path]:
 
 def ledger_ids(env: Env) -> dict[str, str]:
     """Entry directory name -> ledger message id."""
-    led = Ledger(ledger_path(env.config), readonly=True)
+    store = open_store(env.config, readonly=True)
     try:
-        return {Path(r.path).name: r.id for r in led.all_messages() if r.path}
+        return {Path(r.path).name: r.id for r in store.all_messages() if r.path}
     finally:
-        led.close()
+        store.close()
 
 
 def audit_entries(env: Env) -> Iterator[AuditEntry]:
-    conn = sqlite3.connect(ledger_path(env.config))
+    store = open_store(env.config, readonly=True)
     try:
-        yield from list(iter_entries(conn))
+        yield from list(store.entries())
     finally:
-        conn.close()
+        store.close()
 
 
 def test_signed_and_encrypted_mail_is_decrypted_verified_routed_by_protected_subject_and_audited(

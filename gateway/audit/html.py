@@ -1,7 +1,7 @@
 """The HTML audit report: one self-contained file a reviewer opens in any browser.
 
 Per case, a timeline of the correspondence and what happened to each item, in plain
-sentences (``auditreport.describe``). No scripts, no external resources (a
+sentences (``audit.report.describe``). No scripts, no external resources (a
 Content-Security-Policy forbids loading any), inline CSS only, every value escaped:
 subjects, addresses and file names come from strangers' e-mail.
 """
@@ -14,8 +14,8 @@ from html import escape
 
 from gateway.audit.report import VERDICTS, AuditQuery, actor_text, describe, reasons_text
 from gateway.audit.verify import VerifyReport
-from gateway.records.audit import AuditEntry
-from gateway.records.ledger import MessageRecord
+from gateway.records.chain import AuditEntry
+from gateway.records.messages import MessageRecord
 
 STATUS = {  # the latest event that says where an item stands -> (label, colour class)
     "stored": ("Filed", "ok"),

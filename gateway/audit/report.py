@@ -1,5 +1,5 @@
 """Reading the trail for people: filters shared by ``audit log`` and ``audit export``, plain
-sentences for each event, and the CSV and JSON exports (the HTML report is ``audithtml``).
+sentences for each event, and the CSV and JSON exports (the HTML report is ``audit.html``).
 
 Everything in an entry may come from a stranger's e-mail (subjects, addresses, file
 names), so exports neutralise it for the tool that opens them: CSV cells that a
@@ -13,18 +13,15 @@ import csv
 import io
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from gateway.records.audit import AuditEntry
+from gateway.clock import iso
+from gateway.records.chain import AuditEntry
+from gateway.records.store import AuditReader, EntryFilter
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
-
-_SELECT = (
-    "SELECT seq, at, event, actor, message, case_ref, document, correspondent, details, prev_hash, hash FROM audit"
-)
 
 
 # -- filters ----------------------------------------------------------------------------------------
@@ -48,6 +45,18 @@ class AuditQuery:
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, ())}
 
+    def to_filter(self) -> EntryFilter:
+        """The store's filter: a case is looked for by the reference as given and by its folder name."""
+        return EntryFilter(
+            case_names=tuple(_case_names(self.case)) if self.case is not None else (),
+            message=self.message,
+            document=self.document,
+            correspondent=self.correspondent,
+            since=self.since,
+            until=self.until,
+            events=self.events,
+        )
+
 
 def parse_time(value: str, *, end: bool = False) -> str:
     """A date or date-time (UTC unless an offset is given) in the trail's timestamp format.
@@ -67,11 +76,7 @@ def parse_time(value: str, *, end: bool = False) -> str:
                 dt += timedelta(microseconds=1)
     except ValueError:
         raise ValueError(f"not a date or date-time: {value!r} (use e.g. 2026-11-25 or 2026-11-25T14:30)") from None
-    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return iso(dt)
 
 
 def _case_names(case: str) -> list[str]:
@@ -82,44 +87,9 @@ def _case_names(case: str) -> list[str]:
     return [case, folder]
 
 
-_CASE_FILTER = (
-    "(case_ref IN (?,?) OR message IN (SELECT message FROM audit WHERE message IS NOT NULL AND "
-    "(case_ref IN (?,?) OR (event = 'routed' AND json_extract(details, '$.case_folder') IN (?,?)))) "
-    "OR document IN (SELECT document FROM audit WHERE document IS NOT NULL AND case_ref IN (?,?)))"
-)
-
-
-def select_entries(conn: sqlite3.Connection, q: AuditQuery) -> Iterator[AuditEntry]:
+def select_entries(audit: AuditReader, q: AuditQuery) -> Iterator[AuditEntry]:
     """The entries matching ``q``, in chain order."""
-    where: list[str] = []
-    args: list[Any] = []
-    if q.case is not None:
-        where.append(_CASE_FILTER)
-        args += _case_names(q.case) * 4
-    if q.message is not None:
-        where.append("message = ?")
-        args.append(q.message)
-    if q.document is not None:
-        where.append("document = ?")
-        args.append(q.document)
-    if q.correspondent is not None:
-        where.append(
-            "(correspondent LIKE ? ESCAPE '\\' OR message IN "
-            "(SELECT message FROM audit WHERE message IS NOT NULL AND correspondent LIKE ? ESCAPE '\\'))"
-        )
-        args += [_like(q.correspondent)] * 2
-    if q.since is not None:
-        where.append("at >= ?")
-        args.append(q.since)
-    if q.until is not None:
-        where.append("at < ?")
-        args.append(q.until)
-    if q.events:
-        where.append(f"event IN ({','.join('?' * len(q.events))})")
-        args += list(q.events)
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
-    for row in conn.execute(sql, args):
-        yield AuditEntry.from_row(row)
+    return audit.select(q.to_filter())
 
 
 # -- plain sentences --------------------------------------------------------------------------------

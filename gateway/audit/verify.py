@@ -1,6 +1,6 @@
 """Full verification of the record: the chain, its signatures, the shipped copy and the files.
 
-``audit.verify_chain`` and ``audit.verify_checkpoints`` prove the database holds together;
+``chain.verify_chain`` and ``signing.verify_checkpoints`` prove the database holds together;
 an auditor also needs to know that the case folders are what the record says was filed,
 and that the JSON-lines copy shipped to external storage agrees with the database. This
 module joins the four views (audit entries, ledger rows, files on disk, JSON-lines file)
@@ -8,7 +8,7 @@ and names every place where they disagree.
 
 It only reads, and works with read-only access to the state directory. It is safe to run
 while the gateway runs: the disk listing and the JSON-lines file are read *before* the
-database snapshot, so everything they show was committed by then (an entry is published
+store's snapshot, so everything they show was committed by then (an entry is published
 after its ledger row is planned, a line is exported after its entry is committed).
 """
 
@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,20 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit.manifests import verify_entry
 from gateway.config import Config
-from gateway.records.audit import (
-    GENESIS,
-    AuditEntry,
-    ChainBreak,
-    canonical,
-    entry_hash,
-    iter_entries,
-    key_id,
-    load_public_key,
-    verify_chain,
-    verify_checkpoints,
-)
-from gateway.records.ledger import Ledger, MessageRecord
-from gateway.statedir import STAGING, audit_jsonl_path, audit_public_key_path, ledger_path
+from gateway.records.chain import GENESIS, AuditEntry, ChainBreak, ChainHead, canonical, entry_hash, verify_chain
+from gateway.records.messages import MessageRecord
+from gateway.records.open import open_store
+from gateway.records.signing import key_id, load_public_key, verify_checkpoints
+from gateway.records.store import AuditReader, Store
+from gateway.statedir import STAGING, audit_jsonl_path, audit_public_key_path, cases_dir, ledger_path, quarantine_dir
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
 #: An export that started just before a checkpoint's commit may finish just after it without
@@ -51,20 +42,6 @@ PLACEMENT_EVENTS = ("stored", "quarantined", "released")
 EXPORT_GRACE = 1.0  # seconds
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
 _MANIFEST_KINDS = {"missing": "file-missing", "altered": "file-altered", "unlisted file": "file-unlisted"}
-
-
-# -- opening the state read-only ----------------------------------------------------------------
-def open_readonly_ledger(path: Path) -> tuple[Ledger, str | None]:
-    """Open the ledger for reading; returns (ledger, note for the auditor or None).
-
-    SQLite in WAL mode needs to create the ``-shm`` file, which a read-only user cannot
-    when the gateway is not running. ``immutable=1`` then reads the main file only, which
-    is complete after a clean stop (the last connection checkpoints the log); if a
-    write-ahead log with content is left over, the note says that recent entries may be
-    missing from what was checked.
-    """
-    ledger = Ledger(path, readonly=True)
-    return ledger, ledger.readonly_note
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -208,33 +185,58 @@ def scan_jsonl(path: Path) -> JsonlScan:
     return scan
 
 
-def snapshot_db(
-    ledger: Ledger, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport
-) -> DbSnapshot:
-    """One read transaction: chain, checkpoints, placements, ledger rows and the comparison
+def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport) -> DbSnapshot:
+    """One read snapshot: chain, head, checkpoints, placements, ledger rows and the comparison
     with the JSON-lines file all see the same moment."""
     snap = DbSnapshot()
-    conn = ledger.conn
-    snap.content_hash = lambda seq: _content_hash(conn, seq)
-    conn.execute("BEGIN")
-    try:
-        n, head, breaks = verify_chain(_observe(iter_entries(conn), snap))
+    with store.snapshot() as reader:
+        snap.content_hash = lambda seq: _content_hash(reader, seq)
+        n, head, breaks = verify_chain(_observe(reader.entries(), snap))
         snap.entries, snap.head_hash = n, head
         report.breaks.extend(breaks)
-        report.checkpoints, report.sealed_up_to, cp_breaks = verify_checkpoints(conn, public_key)
+        check_head(reader, snap, report)
+        checkpoints = reader.checkpoints()
+        report.checkpoints, report.sealed_up_to, cp_breaks = verify_checkpoints(
+            checkpoints, snap.entry_hashes, public_key
+        )
         report.breaks.extend(cp_breaks)
-        snap.checkpoints = [(r[0], r[1]) for r in conn.execute("SELECT seq, at FROM audit_checkpoints ORDER BY seq")]
-        snap.messages = list(ledger.all_messages())
+        snap.checkpoints = [(cp.seq, cp.at) for cp in checkpoints]
+        snap.messages = list(reader.all_messages())
         compare_jsonl(scan, snap, report)
-    finally:
-        conn.execute("COMMIT")
     return snap
 
 
-def _content_hash(conn: sqlite3.Connection, seq: int) -> str | None:
+def _content_hash(reader: AuditReader, seq: int) -> str | None:
     """The hash of what the database entry says now (which differs from its stored hash if edited)."""
-    entry = next(iter_entries(conn, since_seq=seq - 1), None)
-    return entry_hash(entry.body()) if entry is not None and entry.seq == seq else None
+    entry = reader.entry(seq)
+    return entry_hash(entry.body()) if entry is not None else None
+
+
+def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> None:
+    """The head row is moved in the transaction that appends, so it names the last entry.
+
+    A head row that names another one means entries were removed, added or rewritten
+    without the gateway (which the chain and the checkpoints then show in detail).
+    """
+    head = reader.head()
+    if head is None:
+        report.warnings.append(
+            "the ledger has no chain head row (not yet opened for writing since its upgrade, or the row was removed)"
+        )
+        return
+    last = ChainHead(max(snap.entry_hashes, default=0), snap.head_hash)
+    if head != last:
+        report.breaks.append(
+            ChainBreak(
+                "head-differs",
+                head.seq,
+                f"the chain's head row names entry {head.seq} as the last one, the trail ends at entry {last.seq}"
+                if head.seq != last.seq
+                else f"the chain's head row holds another hash than entry {head.seq}",
+                expected=f"{head.seq} {head.hash}",
+                found=f"{last.seq} {last.hash}",
+            )
+        )
 
 
 def _observe(entries: Iterator[AuditEntry], snap: DbSnapshot) -> Iterator[AuditEntry]:
@@ -615,32 +617,45 @@ def _hash_entries(paths: list[Path]) -> dict[Path, tuple[list[Any], str | None]]
 
 # -- the whole verification -----------------------------------------------------------------------
 def verify_state(
-    config: Config, *, public_key_file: Path | None = None, jsonl_file: Path | None = None
+    config: Config,
+    *,
+    public_key_file: Path | None = None,
+    jsonl_file: Path | None = None,
+    between: Callable[[str], None] = lambda phase: None,
 ) -> VerifyReport:
-    """Verify everything the gateway recorded; never writes."""
+    """Verify everything the gateway recorded; never writes.
+
+    The three views are read in commit order (disk listing, JSON-lines file, database),
+    which is what makes verifying a running gateway safe. ``between(phase)`` is called
+    after each of the first two reads (``"disk-listed"``, ``"jsonl-scanned"``), so a
+    caller can decide what happens in between: the tests run gateway steps there to
+    prove every interleaving, instead of hoping the scheduler produces one.
+    """
     import time
 
     started = time.monotonic()
     report = VerifyReport()
-    cases_dir = config.storage.cases_dir
-    quarantine_dir = config.storage.state_dir / "quarantine"
+    cases_root = cases_dir(config)
+    quarantine_root = quarantine_dir(config)
     public_key = _public_key(public_key_file or audit_public_key_path(config), report)
 
-    disk, report.case_folders = list_disk_entries(cases_dir, quarantine_dir)
+    disk, report.case_folders = list_disk_entries(cases_root, quarantine_root)
+    between("disk-listed")
     scan = scan_jsonl(jsonl_file or audit_jsonl_path(config))
+    between("jsonl-scanned")
     db = ledger_path(config)
     if not db.exists():
         report.warnings.append(f"no ledger at {db}: nothing recorded yet")
         snap = DbSnapshot()
         compare_jsonl(scan, snap, report)  # lines without a ledger: the database was removed
     else:
-        ledger, note = open_readonly_ledger(db)
+        store = open_store(config, readonly=True)
         try:
-            if note:
-                report.warnings.append(note)
-            snap = snapshot_db(ledger, public_key, scan, report)
+            if store.readonly_note:
+                report.warnings.append(store.readonly_note)
+            snap = snapshot_db(store, public_key, scan, report)
         finally:
-            ledger.close()
+            store.close()
     report.entries, report.head_hash = snap.entries, snap.head_hash
     report.ledger_messages = len(snap.messages)
     if report.unsealed:
@@ -648,7 +663,7 @@ def verify_state(
             f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
             "(the gateway seals at the end of each run)"
         )
-    check_entries(disk, snap, cases_dir, quarantine_dir, report)
+    check_entries(disk, snap, cases_root, quarantine_root, report)
     report.seconds = round(time.monotonic() - started, 3)
     return report
 

@@ -21,8 +21,9 @@ from gateway.demo.dovecot import Dovecot, dovecot_available
 from gateway.demo.pki import build_demo_pki, smime_letters
 from gateway.demo.samples import demo_corpus
 from gateway.logs import setup_logging
+from gateway.records.open import open_store
 from gateway.service.daemon import Daemon
-from gateway.statedir import open_ledger
+from gateway.statedir import audit_dir, cases_dir
 
 USER = "rathaus"
 PASSWORD = "demo-only-password"  # noqa: S105 - a throwaway server's throwaway account
@@ -123,19 +124,19 @@ def run_demo(workdir: Path | None) -> int:
         typer.echo("== IMAP folders afterwards")
         for folder in ("INBOX", "Poststelle/Processed", "Poststelle/Quarantine"):
             typer.echo(f"   {folder}: {len(server.folder_uids(USER, folder))} messages")
-    typer.echo(f"== case folders ({config.storage.cases_dir})")
-    _tree(config.storage.cases_dir)
-    ledger = open_ledger(config, readonly=True)
+    typer.echo(f"== case folders ({cases_dir(config)})")
+    _tree(cases_dir(config))
+    store = open_store(config, readonly=True)
     typer.echo("== quarantine")
-    for rec in ledger.in_state("quarantined"):
+    for rec in store.in_state("quarantined"):
         typer.echo(f"   {rec.id}: {', '.join(rec.reasons)}  ({rec.path})")
     typer.echo("== verdicts")
-    for rec in ledger.all_messages():
+    for rec in store.all_messages():
         v = rec.verdict or {}
         typer.echo(f"   {rec.id} {rec.state:11} {v.get('verdict', '-'):10} {', '.join(v.get('reasons', []))}")
-    n = ledger.conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
-    ledger.close()
-    typer.echo(f"== audit trail: {n} entries (state dir {config.storage.state_dir}/audit)")
+    n = store.count()
+    store.close()
+    typer.echo(f"== audit trail: {n} entries (in {audit_dir(config)})")
     cli = [sys.executable, "-m", "cli"]
     typer.echo("== poststelle audit verify")
     verify = subprocess.run(
@@ -157,5 +158,5 @@ def run_demo(workdir: Path | None) -> int:
     typer.echo(f"   .venv/bin/poststelle quarantine list -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle status -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle audit log -c {config_path}")
-    typer.echo(f"   .venv/bin/poststelle inspect -c {config_path} {config.storage.cases_dir}/*/*/original.eml")
+    typer.echo(f"   .venv/bin/poststelle inspect -c {config_path} {cases_dir(config)}/*/*/original.eml")
     return 0 if report.ok else 1

@@ -19,8 +19,9 @@ from gateway.clock import iso, utcnow
 from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.filing.entries import EntryFile, write_entry
-from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, MessageRecord
+from gateway.records.chain import AuditEvent
+from gateway.records.messages import MessageRecord
+from gateway.records.store import MessageReader, MessageStore
 from gateway.routing.casenames import case_folder_name
 from gateway.statedir import cases_dir
 
@@ -49,11 +50,11 @@ class QuarantineEntry:
         }
 
 
-def list_entries(ledger: Ledger) -> list[QuarantineEntry]:
+def list_entries(ledger: MessageReader) -> list[QuarantineEntry]:
     return [QuarantineEntry(r, Path(r.path or ""), r.reasons) for r in ledger.in_state("quarantined")]
 
 
-def get_entry(ledger: Ledger, msg_id: str) -> QuarantineEntry:
+def get_entry(ledger: MessageReader, msg_id: str) -> QuarantineEntry:
     rec = ledger.get(msg_id)
     if rec is None:
         raise ReleaseError(f"no message with id {msg_id!r}")
@@ -63,7 +64,7 @@ def get_entry(ledger: Ledger, msg_id: str) -> QuarantineEntry:
 
 
 def release(
-    config: Config, ledger: Ledger, msg_id: str, *, actor: str, case: str | None, note: str | None
+    config: Config, ledger: MessageStore, msg_id: str, *, actor: str, case: str | None, note: str | None
 ) -> MessageRecord:
     """Move a quarantined message into a case folder (``case`` or the route found at intake)."""
     entry = get_entry(ledger, msg_id)

@@ -59,8 +59,9 @@ from gateway.inbound.records import (
     stored_event,
 )
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared
-from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, MessageRecord
+from gateway.records.chain import AuditEvent
+from gateway.records.messages import MessageRecord
+from gateway.records.store import Store
 from gateway.statedir import cases_dir, quarantine_dir
 from gateway.unwrap import UnwrapContext
 
@@ -93,7 +94,7 @@ class Intake:
         self,
         config: Config,
         mailbox: MailboxConfig,
-        ledger: Ledger,
+        ledger: Store,
         ctx: UnwrapContext,
         *,
         after_commit: Callable[[], None] = lambda: None,

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.inbound.decide import Plan
-from gateway.records.audit import AuditEvent
-from gateway.records.ledger import MessageRecord
+from gateway.records.chain import AuditEvent
+from gateway.records.messages import MessageRecord
 
 
 def message_key(rec: MessageRecord) -> dict[str, Any]:

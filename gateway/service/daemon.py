@@ -1,7 +1,7 @@
 """The daemon: one worker thread per mailbox, reconnecting with capped backoff.
 
 One failing mailbox never stops the others: each worker has its own IMAP session and
-ledger connection, and its errors go to its own status row and log lines. ``once`` mode
+store connection, and its errors go to its own status row and log lines. ``once`` mode
 processes what is waiting and returns; the exit status says whether every mailbox
 succeeded.
 """
@@ -16,14 +16,15 @@ from types import FrameType
 
 import structlog
 
+from gateway.clock import iso
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
 from gateway.inbound.imap import MailboxSession
 from gateway.inbound.intake import BatchOutcome, Intake
 from gateway.inbound.workers import Analyser
-from gateway.records.audit import AuditEvent
-from gateway.records.ledger import Ledger, iso
-from gateway.statedir import open_ledger
+from gateway.records.chain import AuditEvent
+from gateway.records.open import open_store
+from gateway.records.store import Store
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.daemon")
@@ -59,8 +60,8 @@ class Daemon:
         self.stop.set()
 
     def run(self) -> RunReport:
-        ledger = open_ledger(self.config)
-        ledger.record_events(
+        store = open_store(self.config)
+        store.record_events(
             [
                 AuditEvent(
                     "config-loaded",
@@ -74,7 +75,7 @@ class Daemon:
                 )
             ]
         )
-        self._export(ledger)
+        store.export_jsonl()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
@@ -89,22 +90,14 @@ class Daemon:
                 t.join(timeout=0.5)
         self.analyser.close()
         self.ctx.close()
-        with ledger.transaction() as conn:
-            assert ledger.audit is not None
-            ledger.audit.seal(conn)
-        self._export(ledger)
-        ledger.close()
+        store.seal()
+        store.export_jsonl()
+        store.close()
         return self.report
 
-    def _export(self, ledger: Ledger) -> None:
-        if ledger.audit is not None:
-            ledger.audit.export_jsonl(ledger.conn)
-
     def _worker(self, mb: MailboxConfig) -> None:
-        ledger = open_ledger(self.config)
-        intake = Intake(
-            self.config, mb, ledger, self.ctx, after_commit=lambda: self._export(ledger), analyser=self.analyser
-        )
+        store = open_store(self.config)
+        intake = Intake(self.config, mb, store, self.ctx, after_commit=lambda: _export(store), analyser=self.analyser)
         wlog = log.bind(mailbox=mb.name)
         backoff = BACKOFF_MIN
         attempts = 0
@@ -135,7 +128,7 @@ class Daemon:
                         self._wait(session, mb)
                 except TransientError as exc:
                     wlog.warning("mailbox error", error=str(exc), retry_in=backoff)
-                    ledger.set_status(mb.name, last_error=str(exc), last_error_at=iso(datetime.now(UTC)))
+                    store.set_status(mb.name, last_error=str(exc), last_error_at=iso(datetime.now(UTC)))
                     with self._lock:
                         self.report.failures[mb.name] = str(exc)
                     if self.once and attempts >= ONCE_ATTEMPTS:
@@ -146,7 +139,7 @@ class Daemon:
                     session.close()
         finally:
             intake.close()
-            ledger.close()
+            store.close()
 
     def _wait(self, session: MailboxSession, mb: MailboxConfig) -> None:
         if mb.idle and session.has("IDLE"):
@@ -155,3 +148,8 @@ class Daemon:
         else:
             self.stop.wait(mb.poll_interval)
             session.noop()
+
+
+def _export(store: Store) -> None:
+    """Ship what was just committed to the JSON-lines copy."""
+    store.export_jsonl()

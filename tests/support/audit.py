@@ -1,19 +1,17 @@
-"""Helpers for the audit tests: a filed mailbox, tampering tools, and reading `audit verify`."""
+"""Helpers for the audit tests: a filed mailbox, reading the record, and reading `audit verify`."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from conftest import Env
 
 from gateway.demo.samples import fake_pdf, letter
-from gateway.records.audit import AuditEntry, iter_entries
-from gateway.records.ledger import Ledger, MessageRecord
+from gateway.records.chain import AuditEntry
+from gateway.records.messages import MessageRecord
+from gateway.records.open import open_store
 from gateway.statedir import audit_jsonl_path, ledger_path
 
 MALFORMED = (
@@ -55,30 +53,24 @@ def the_break(report: dict[str, Any], kind: str) -> dict[str, Any]:
     return found[0]
 
 
-@contextmanager
-def raw_db(env: Env) -> Iterator[sqlite3.Connection]:
-    """A writable connection that bypasses the gateway: what an intruder with file access has."""
-    conn = sqlite3.connect(ledger_path(env.config), isolation_level=None)
-    try:
-        yield conn
-    finally:
-        conn.close()
+def store_path(env: Env) -> Path:
+    return ledger_path(env.config)
 
 
 def entries(env: Env) -> list[AuditEntry]:
-    led = Ledger(ledger_path(env.config), readonly=True)
+    store = open_store(env.config, readonly=True)
     try:
-        return list(iter_entries(led.conn))
+        return list(store.entries())
     finally:
-        led.close()
+        store.close()
 
 
 def records(env: Env) -> list[MessageRecord]:
-    led = Ledger(ledger_path(env.config), readonly=True)
+    store = open_store(env.config, readonly=True)
     try:
-        return list(led.all_messages())
+        return list(store.all_messages())
     finally:
-        led.close()
+        store.close()
 
 
 def jsonl(env: Env) -> Path:

@@ -1,0 +1,237 @@
+"""The audit chain's maths: one canonical form, entry hashes, and checking a chain. Pure.
+
+Each entry holds the sha256 of the previous entry, so deleting, reordering or editing one
+breaks the chain from there on. The same canonical bytes are hashed, stored and shipped
+as the JSON-lines copy, so an auditor can re-hash any copy of an entry and compare.
+
+One small API for every feature: ``AuditEvent(type, message=..., case=..., details=...)``;
+a store turns events into entries with ``chain_events`` inside the transaction that
+changes the state they describe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.clock import iso, utcnow
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing that happened, before it gets its place in the chain."""
+
+    type: str
+    message: str | None = None
+    case: str | None = None
+    document: str | None = None
+    correspondent: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """An event with its place in the chain."""
+
+    seq: int
+    at: str
+    event: str
+    actor: str
+    message: str | None
+    case: str | None
+    document: str | None
+    correspondent: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def body(self) -> dict[str, Any]:
+        """The fields covered by ``hash`` (everything except the hash itself)."""
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "event": self.event,
+            "actor": self.actor,
+            "message": self.message,
+            "case": self.case,
+            "document": self.document,
+            "correspondent": self.correspondent,
+            "details": self.details,
+            "prev_hash": self.prev_hash,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "hash": self.hash}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AuditEntry:
+        return cls(
+            d["seq"],
+            d["at"],
+            d["event"],
+            d["actor"],
+            d.get("message"),
+            d.get("case"),
+            d.get("document"),
+            d.get("correspondent"),
+            d.get("details", {}),
+            d["prev_hash"],
+            d["hash"],
+        )
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """Where the next entry attaches: the last entry's number and hash (0 and GENESIS when empty)."""
+
+    seq: int
+    hash: str
+
+
+EMPTY_HEAD = ChainHead(0, GENESIS)
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical(obj: Any) -> bytes:
+    """The byte form that is hashed: sorted keys, no whitespace, UTF-8.
+
+    One encoder for all calls: ``json.dumps`` with options builds a new encoder each
+    time, which costs more than encoding an entry's small dicts.
+    """
+    return _CANONICAL.encode(obj).encode("utf-8")
+
+
+def entry_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def join_canonical(*objects: bytes) -> bytes:
+    """The canonical form of the union of canonical JSON objects, without encoding again.
+
+    Valid when every key of one object sorts before every key of the next (then sorted
+    keys and compact separators make the union's form the objects' members joined by
+    commas); ``tests/test_audit_chain.py`` checks it against ``canonical``. It lets the
+    largest part of an entry, its details, be encoded once and used for the hash, the
+    database column and the JSON-lines copy.
+    """
+    members = [o[1:-1] for o in objects if o != b"{}"]
+    return b"{" + b",".join(members) + b"}"
+
+
+def now_iso() -> str:
+    """The trail's timestamp: the gateway's one format (``gateway.clock``)."""
+    return iso(utcnow())
+
+
+@dataclass(slots=True)
+class NewEntry:
+    """An event placed in the chain, in the forms a store writes and the JSON-lines copy ships.
+
+    ``details_json`` is the canonical encoding of the details, made once for the hash, the
+    stored column and the copy. ``parts`` are the canonical groups of keys around the
+    hash (see ``chain_events``), kept so the copy's line needs no second encoding.
+    """
+
+    seq: int
+    at: str
+    event: str
+    actor: str
+    message: str | None
+    case: str | None
+    document: str | None
+    correspondent: str | None
+    details_json: str
+    prev_hash: str
+    hash: str
+    parts: tuple[bytes, bytes, bytes, bytes]
+
+    def jsonl_line(self) -> bytes:
+        """canonical(entry.to_json()), joined from the parts."""
+        head, details, middle, tail = self.parts
+        return join_canonical(head, details, middle, b'{"hash":"' + self.hash.encode("ascii") + b'"}', tail)
+
+
+def chain_events(events: Sequence[AuditEvent], *, after: ChainHead, at: str, default_actor: str) -> list[NewEntry]:
+    """Give ``events`` their places after ``after``; every hash links to the one before.
+
+    Keys in order: actor..correspondent | details | document, event | hash | message,
+    prev_hash, seq; each group is encoded once for the hashed body and the shipped line.
+    """
+    out: list[NewEntry] = []
+    seq, prev = after.seq, after.hash
+    for ev in events:
+        seq += 1
+        actor = ev.actor or default_actor
+        details_json = canonical(ev.details)
+        parts = (
+            canonical({"actor": actor, "at": at, "case": ev.case, "correspondent": ev.correspondent}),
+            b'{"details":' + details_json + b"}",
+            canonical({"document": ev.document, "event": ev.type}),
+            canonical({"message": ev.message, "prev_hash": prev, "seq": seq}),
+        )
+        h = hashlib.sha256(join_canonical(*parts)).hexdigest()
+        out.append(
+            NewEntry(
+                seq,
+                at,
+                ev.type,
+                actor,
+                ev.message,
+                ev.case,
+                ev.document,
+                ev.correspondent,
+                details_json.decode("utf-8"),
+                prev,
+                h,
+                parts,
+            )
+        )
+        prev = h
+    return out
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """One place where the record does not hold together, named for the auditor."""
+
+    kind: str
+    seq: int | None
+    detail: str
+    expected: str | None = None
+    found: str | None = None
+    file: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def verify_chain(entries: Iterable[AuditEntry]) -> tuple[int, str, list[ChainBreak]]:
+    """Recompute every hash and link; returns (entries seen, head hash, breaks)."""
+    breaks: list[ChainBreak] = []
+    prev = GENESIS
+    expected_seq = 1
+    n = 0
+    for e in entries:
+        n += 1
+        if e.seq != expected_seq:
+            breaks.append(
+                ChainBreak("sequence-gap", e.seq, "entry numbers are not consecutive", str(expected_seq), str(e.seq))
+            )
+        if e.prev_hash != prev:
+            breaks.append(
+                ChainBreak("broken-link", e.seq, "prev_hash does not match the previous entry", prev, e.prev_hash)
+            )
+        actual = entry_hash(e.body())
+        if actual != e.hash:
+            breaks.append(ChainBreak("altered-entry", e.seq, "entry content does not match its hash", e.hash, actual))
+        prev = e.hash
+        expected_seq = e.seq + 1
+    return n, prev, breaks

@@ -1,0 +1,224 @@
+"""Reading messages, mailbox status and the audit trail from SQLite, as the store's values."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from gateway.records.chain import AuditEntry, ChainHead
+from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
+from gateway.records.signing import Checkpoint
+from gateway.records.sqlite.connect import sqlite_errors
+from gateway.records.store import EntryFilter
+
+MESSAGE_COLUMNS = (
+    "id",
+    "mailbox",
+    "folder",
+    "uidvalidity",
+    "uid",
+    "sha256",
+    "message_id",
+    "size",
+    "internaldate",
+    "fetched_at",
+    "updated_at",
+    "state",
+    "target_state",
+    "case_ref",
+    "case_folder",
+    "path",
+    "route",
+    "reasons",
+    "verdict",
+    "duplicate_of",
+    "manifest_sha256",
+    "server_done",
+    "subject",
+    "from_addr",
+)
+ENTRY_SELECT = (
+    "SELECT seq, at, event, actor, message, case_ref, document, correspondent, details, prev_hash, hash FROM audit"
+)
+#: Entries of every message or document ever assigned to one of the case names (see EntryFilter).
+CASE_FILTER = (
+    "(case_ref IN ({names}) OR message IN (SELECT message FROM audit WHERE message IS NOT NULL AND "
+    "(case_ref IN ({names}) OR (event = 'routed' AND json_extract(details, '$.case_folder') IN ({names})))) "
+    "OR document IN (SELECT document FROM audit WHERE document IS NOT NULL AND case_ref IN ({names})))"
+)
+CORRESPONDENT_FILTER = (
+    "(correspondent LIKE ? ESCAPE '\\' OR message IN "
+    "(SELECT message FROM audit WHERE message IS NOT NULL AND correspondent LIKE ? ESCAPE '\\'))"
+)
+_CHUNK = 500  # keys per IN (...) list, well below SQLite's variable limit
+
+
+def message_from_row(row: sqlite3.Row) -> MessageRecord:
+    d = dict(row)
+    d["reasons"] = json.loads(d["reasons"] or "[]")
+    d["verdict"] = json.loads(d["verdict"]) if d["verdict"] else None
+    d["server_done"] = bool(d["server_done"])
+    return MessageRecord(**d)
+
+
+def message_values(rec: MessageRecord) -> tuple[Any, ...]:
+    """The row of ``rec`` in ``MESSAGE_COLUMNS`` order."""
+    values = []
+    for col in MESSAGE_COLUMNS:
+        v = getattr(rec, col)
+        if col == "reasons":
+            v = json.dumps(v)
+        elif col == "verdict":
+            v = json.dumps(v, sort_keys=True) if v is not None else None
+        elif col == "server_done":
+            v = int(v)
+        values.append(v)
+    return tuple(values)
+
+
+def entry_from_row(row: sqlite3.Row | tuple[Any, ...]) -> AuditEntry:
+    seq, at, event, actor, message, case, document, corr, details, prev, h = tuple(row)
+    return AuditEntry(seq, at, event, actor, message, case, document, corr, json.loads(details), prev, h)
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SQLiteReader:
+    """``MessageReader`` and ``AuditReader`` over one connection (a snapshot when inside BEGIN)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with sqlite_errors("reading the ledger"):
+            return self._conn.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
+        with sqlite_errors("reading the ledger"):
+            row: sqlite3.Row | None = self._conn.execute(sql, args).fetchone()
+            return row
+
+    def _iter(self, sql: str, args: Sequence[Any] = ()) -> Iterator[sqlite3.Row]:
+        with sqlite_errors("reading the ledger"):
+            yield from self._conn.execute(sql, args)
+
+    def _messages(self, where: str, args: Sequence[Any] = ()) -> list[MessageRecord]:
+        return [message_from_row(r) for r in self._all(f"SELECT * FROM messages WHERE {where}", args)]  # noqa: S608
+
+    # -- messages ----------------------------------------------------------------------------------
+    def get(self, msg_id: str) -> MessageRecord | None:
+        row = self._one("SELECT * FROM messages WHERE id = ?", (msg_id,))
+        return message_from_row(row) if row else None
+
+    def by_key(self, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, MessageRecord]:
+        out: dict[int, MessageRecord] = {}
+        for i in range(0, len(uids), _CHUNK):
+            chunk = list(uids[i : i + _CHUNK])
+            where = f"mailbox=? AND folder=? AND uidvalidity=? AND uid IN ({_marks(len(chunk))})"
+            for rec in self._messages(where, (mailbox, folder, uidvalidity, *chunk)):
+                out[rec.uid] = rec
+        return out
+
+    def first_by_sha256(self, sha256: str) -> MessageRecord | None:
+        row = self._one(
+            "SELECT * FROM messages WHERE sha256=? AND state IN ('stored','quarantined','released') "
+            "ORDER BY fetched_at LIMIT 1",
+            (sha256,),
+        )
+        return message_from_row(row) if row else None
+
+    def by_message_id(self, message_id: str) -> list[MessageRecord]:
+        return self._messages("message_id=? ORDER BY fetched_at", (message_id,))
+
+    def in_state(self, state: State, *, mailbox: str | None = None) -> list[MessageRecord]:
+        if mailbox is None:
+            return self._messages("state=? ORDER BY fetched_at", (state,))
+        return self._messages("state=? AND mailbox=? ORDER BY fetched_at", (state, mailbox))
+
+    def awaiting_server(self, mailbox: str, folder: str) -> list[MessageRecord]:
+        return self._messages("mailbox=? AND folder=? AND server_done=0 AND state != 'processing'", (mailbox, folder))
+
+    def all_messages(self) -> Iterator[MessageRecord]:
+        for row in self._iter("SELECT * FROM messages ORDER BY fetched_at"):
+            yield message_from_row(row)
+
+    def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
+        return self._messages("case_folder=? AND state IN ('stored','released') ORDER BY fetched_at", (case_folder,))
+
+    def cases(self) -> list[CaseSummary]:
+        rows = self._all(
+            "SELECT case_folder, MIN(case_ref) AS case_ref, COUNT(*) AS messages, MAX(fetched_at) AS last "
+            "FROM messages WHERE state IN ('stored','released') GROUP BY case_folder ORDER BY case_folder"
+        )
+        return [CaseSummary(r["case_folder"], r["case_ref"], r["messages"], r["last"]) for r in rows]
+
+    def counts_by_state(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._all("SELECT state, COUNT(*) FROM messages GROUP BY state")}
+
+    def statuses(self) -> list[MailboxStatus]:
+        return [MailboxStatus(**dict(r)) for r in self._all("SELECT * FROM mailbox_status ORDER BY mailbox")]
+
+    # -- the audit trail ---------------------------------------------------------------------------
+    def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:
+        for row in self._iter(ENTRY_SELECT + " WHERE seq > ? ORDER BY seq", (since_seq,)):
+            yield entry_from_row(row)
+
+    def entry(self, seq: int) -> AuditEntry | None:
+        row = self._one(ENTRY_SELECT + " WHERE seq = ?", (seq,))
+        return entry_from_row(row) if row else None
+
+    def entry_hashes(self, since_seq: int = 0) -> Iterator[tuple[int, str]]:
+        for row in self._iter("SELECT seq, hash FROM audit WHERE seq > ? ORDER BY seq", (since_seq,)):
+            yield row[0], row[1]
+
+    def select(self, f: EntryFilter) -> Iterator[AuditEntry]:
+        where: list[str] = []
+        args: list[Any] = []
+        if f.case_names:
+            where.append(CASE_FILTER.format(names=_marks(len(f.case_names))))
+            args += list(f.case_names) * 4
+        if f.message is not None:
+            where.append("message = ?")
+            args.append(f.message)
+        if f.document is not None:
+            where.append("document = ?")
+            args.append(f.document)
+        if f.correspondent is not None:
+            where.append(CORRESPONDENT_FILTER)
+            args += [_like(f.correspondent)] * 2
+        if f.since is not None:
+            where.append("at >= ?")
+            args.append(f.since)
+        if f.until is not None:
+            where.append("at < ?")
+            args.append(f.until)
+        if f.events:
+            where.append(f"event IN ({_marks(len(f.events))})")
+            args += list(f.events)
+        sql = ENTRY_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+        for row in self._iter(sql, args):
+            yield entry_from_row(row)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self._all("SELECT seq, at, hash, key_id, signature FROM audit_checkpoints ORDER BY seq")
+        return [Checkpoint(*tuple(r)) for r in rows]
+
+    def head(self) -> ChainHead | None:
+        if self._one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_head'") is None:
+            return None
+        row = self._one("SELECT seq, hash FROM audit_head WHERE id = 1")
+        return ChainHead(row[0], row[1]) if row else None
+
+    def count(self) -> int:
+        row = self._one("SELECT COUNT(*) FROM audit")
+        assert row is not None
+        return int(row[0])

@@ -1,0 +1,139 @@
+"""Writing inside one SQLite transaction: message rows, mailbox status, chained audit entries.
+
+The chain's head is the ``audit_head`` row. It is read and moved inside the writing
+transaction, which BEGIN IMMEDIATE has already made the only one: that is the lock every
+appender takes, across threads and processes, so two writers never attach to the same
+head.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso
+from gateway.records.messages import MailboxStatus, MessageRecord
+from gateway.records.sqlite.reads import MESSAGE_COLUMNS, message_values
+from gateway.records.store import AuditSettings, StoreError
+
+_INSERT_MESSAGE = f"INSERT INTO messages ({','.join(MESSAGE_COLUMNS)}) VALUES ({','.join('?' * len(MESSAGE_COLUMNS))})"  # noqa: S608
+_FINISH_MESSAGE = (
+    "UPDATE messages SET state=?, updated_at=?, path=?, manifest_sha256=?, reasons=?, "
+    "case_ref=?, case_folder=?, route=?, verdict=?, duplicate_of=? WHERE id=?"
+)
+_INSERT_ENTRY = (
+    "INSERT INTO audit (seq, at, event, actor, message, case_ref, document, correspondent, "
+    "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+_STATUS_FIELDS = ("last_poll", "last_success", "last_error", "last_error_at", "backlog", "uidvalidity")
+_UPSERT_STATUS = """
+    INSERT INTO mailbox_status (mailbox, last_poll, last_success, last_error, last_error_at, backlog, uidvalidity)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT(mailbox) DO UPDATE SET
+        last_poll     = COALESCE(excluded.last_poll, mailbox_status.last_poll),
+        last_success  = COALESCE(excluded.last_success, mailbox_status.last_success),
+        last_error    = COALESCE(excluded.last_error, mailbox_status.last_error),
+        last_error_at = COALESCE(excluded.last_error_at, mailbox_status.last_error_at),
+        backlog       = COALESCE(excluded.backlog, mailbox_status.backlog),
+        uidvalidity   = COALESCE(excluded.uidvalidity, mailbox_status.uidvalidity)
+"""
+
+
+class SQLiteUnitOfWork:
+    """``UnitOfWork`` on a connection inside BEGIN IMMEDIATE (the store opens and ends it)."""
+
+    def __init__(self, conn: sqlite3.Connection, settings: AuditSettings) -> None:
+        self._conn = conn
+        self._settings = settings
+
+    # -- messages ----------------------------------------------------------------------------------
+    def insert_messages(self, records: Sequence[MessageRecord]) -> None:
+        self._conn.executemany(_INSERT_MESSAGE, [message_values(rec) for rec in records])
+
+    def finish_messages(self, records: Sequence[MessageRecord]) -> None:
+        self._conn.executemany(
+            _FINISH_MESSAGE,
+            [
+                (
+                    rec.state,
+                    rec.updated_at,
+                    rec.path,
+                    rec.manifest_sha256,
+                    json.dumps(rec.reasons),
+                    rec.case_ref,
+                    rec.case_folder,
+                    rec.route,
+                    json.dumps(rec.verdict, sort_keys=True) if rec.verdict is not None else None,
+                    rec.duplicate_of,
+                    rec.id,
+                )
+                for rec in records
+            ],
+        )
+
+    def forget_processing(self, ids: Sequence[str]) -> None:
+        self._conn.executemany("DELETE FROM messages WHERE id=? AND state='processing'", [(i,) for i in ids])
+
+    def set_server_done(self, ids: Sequence[str]) -> None:
+        self._conn.executemany("UPDATE messages SET server_done=1 WHERE id=?", [(i,) for i in ids])
+
+    def update_status(self, status: MailboxStatus) -> None:
+        self._conn.execute(_UPSERT_STATUS, (status.mailbox, *(getattr(status, c) for c in _STATUS_FIELDS)))
+
+    # -- the audit trail ---------------------------------------------------------------------------
+    def _lock_head(self) -> ChainHead:
+        """The head row; this transaction holds the database's write lock, so it stays ours."""
+        row = self._conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+        if row is None:
+            raise StoreError("the audit chain's head row is missing: run `poststelle audit verify`")
+        return ChainHead(row[0], row[1])
+
+    def _last_checkpoint(self) -> int:
+        return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints").fetchone()[0])
+
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        if not events:
+            return
+        s = self._settings
+        new = chain_events(events, after=self._lock_head(), at=now_iso(), default_actor=s.actor)
+        self._conn.executemany(
+            _INSERT_ENTRY,
+            [
+                (
+                    e.seq,
+                    e.at,
+                    e.event,
+                    e.actor,
+                    e.message,
+                    e.case,
+                    e.document,
+                    e.correspondent,
+                    e.details_json,
+                    e.prev_hash,
+                    e.hash,
+                )
+                for e in new
+            ],
+        )
+        last = new[-1]
+        self._conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (last.seq, last.hash))
+        if s.export is not None:
+            s.export.remember(new)
+        if s.signer is not None and last.seq - self._last_checkpoint() >= s.checkpoint_every:
+            self._checkpoint(ChainHead(last.seq, last.hash))
+
+    def seal(self) -> None:
+        if self._settings.signer is None:
+            return
+        head = self._lock_head()
+        if head.seq > self._last_checkpoint():
+            self._checkpoint(head)
+
+    def _checkpoint(self, head: ChainHead) -> None:
+        assert self._settings.signer is not None
+        cp = self._settings.signer.checkpoint(head.seq, head.hash)
+        self._conn.execute(
+            "INSERT OR IGNORE INTO audit_checkpoints (seq, at, hash, key_id, signature) VALUES (?,?,?,?,?)",
+            (cp.seq, cp.at, cp.hash, cp.key_id, cp.signature),
+        )

@@ -1,0 +1,312 @@
+"""The store contract: what the gateway asks of wherever it keeps messages and the audit trail.
+
+Callers (intake, daemon, CLI, audit verify and reports) use only these Protocols, never
+SQL, so the SQLite backend (``records/sqlite``) and a later PostgreSQL one are
+interchangeable. Two guarantees every backend keeps:
+
+* A message's state change and the audit events describing it commit in one
+  transaction (a ``UnitOfWork``): no event for work that was not committed, no
+  committed work without its event.
+* The chain has one head, taken under an explicit lock inside that transaction, so
+  several writers (mailbox workers, the CLI, other nodes) extend one chain without
+  forking it. SQLite holds its write lock from BEGIN IMMEDIATE; PostgreSQL would read
+  the head row with ``SELECT … FOR UPDATE``.
+
+``snapshot()`` gives reads that all see one moment, which ``audit verify`` needs to
+compare the chain, the checkpoints and the message rows. ``StoreOperations`` writes the
+operations once over any backend's unit of work. Outbox and delivery stores join here
+later, with their own Protocols beside ``MessageStore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.clock import iso, utcnow
+from gateway.errors import PoststelleError
+from gateway.records.actors import DAEMON
+from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
+from gateway.records.export import JsonlExport
+from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
+from gateway.records.signing import Checkpoint, Signer
+
+
+class StoreError(PoststelleError):
+    """The store could not be opened, read or written; the message names the backend's reason."""
+
+
+class DuplicateKey(StoreError):
+    """A message with this id or idempotency key is already recorded; nothing was written."""
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Which audit entries to select; every condition given must hold. Results in chain order.
+
+    ``case_names`` selects whole items: every entry of a message that was ever assigned
+    to a case with one of these references or folder names (also through a ``routed``
+    entry's ``case_folder``), and every entry of a document filed under one, so that
+    entries carrying no case (``fetched``, ``moved``) are part of the story.
+    ``correspondent`` is part of an address (ASCII letters match in either case) and
+    selects whole messages the same way.
+    """
+
+    case_names: tuple[str, ...] = ()
+    message: str | None = None
+    document: str | None = None
+    correspondent: str | None = None
+    since: str | None = None  # trail timestamp, inclusive
+    until: str | None = None  # trail timestamp, exclusive
+    events: tuple[str, ...] = ()
+
+
+@dataclass
+class AuditSettings:
+    """How a writing store chains: the default actor, checkpoint signing, the JSON-lines copy."""
+
+    actor: str = DAEMON
+    signer: Signer | None = None
+    checkpoint_every: int = 1000
+    export: JsonlExport | None = None
+
+
+# -- reading -----------------------------------------------------------------------------------
+class MessageReader(Protocol):
+    def get(self, msg_id: str) -> MessageRecord | None: ...
+
+    def by_key(self, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, MessageRecord]:
+        """The recorded messages among ``uids`` of one folder, by UID."""
+        ...
+
+    def first_by_sha256(self, sha256: str) -> MessageRecord | None:
+        """The message these exact bytes first arrived as (stored, quarantined or released)."""
+        ...
+
+    def by_message_id(self, message_id: str) -> list[MessageRecord]: ...
+
+    def in_state(self, state: State, *, mailbox: str | None = None) -> list[MessageRecord]: ...
+
+    def awaiting_server(self, mailbox: str, folder: str) -> list[MessageRecord]:
+        """Finished messages whose server-side move is not yet confirmed."""
+        ...
+
+    def all_messages(self) -> Iterator[MessageRecord]: ...
+
+    def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
+        """Messages filed (stored or released) in one case folder, oldest first."""
+        ...
+
+    def cases(self) -> list[CaseSummary]: ...
+
+    def counts_by_state(self) -> dict[str, int]: ...
+
+    def statuses(self) -> list[MailboxStatus]: ...
+
+
+class AuditReader(Protocol):
+    def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:
+        """Entries after ``since_seq``, in chain order."""
+        ...
+
+    def entry(self, seq: int) -> AuditEntry | None: ...
+
+    def entry_hashes(self, since_seq: int = 0) -> Iterator[tuple[int, str]]:
+        """(seq, stored hash) after ``since_seq``, in chain order; cheaper than whole entries."""
+        ...
+
+    def select(self, f: EntryFilter) -> Iterator[AuditEntry]: ...
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every signed checkpoint, by seq."""
+        ...
+
+    def head(self) -> ChainHead | None:
+        """The head row the next entry attaches to; None if this store keeps none (an old schema)."""
+        ...
+
+    def count(self) -> int:
+        """How many entries the trail holds."""
+        ...
+
+
+class ReadSnapshot(MessageReader, AuditReader, Protocol):
+    """Reads that all see the same moment of the store."""
+
+
+# -- writing -----------------------------------------------------------------------------------
+class UnitOfWork(Protocol):
+    """One transaction: everything done through it commits together or not at all."""
+
+    def insert_messages(self, records: Sequence[MessageRecord]) -> None:
+        """Record new messages; ``DuplicateKey`` if an id or idempotency key is taken."""
+        ...
+
+    def finish_messages(self, records: Sequence[MessageRecord]) -> None:
+        """Write each record's outcome: state, path, manifest, reasons, case, route, verdict, duplicate_of."""
+        ...
+
+    def forget_processing(self, ids: Sequence[str]) -> None:
+        """Delete these messages if they are still in ``processing``."""
+        ...
+
+    def set_server_done(self, ids: Sequence[str]) -> None: ...
+
+    def update_status(self, status: MailboxStatus) -> None:
+        """Upsert a mailbox's status row; ``None`` fields keep their stored values."""
+        ...
+
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        """Chain ``events`` after the head, taken under the head lock, and move the head.
+
+        Signs a checkpoint when ``checkpoint_every`` entries are unsealed.
+        """
+        ...
+
+    def seal(self) -> None:
+        """Sign the current head unless a checkpoint covers it already (needs a signer)."""
+        ...
+
+
+class MessageStore(MessageReader, Protocol):
+    """Message state changes, each committed together with the events that describe it."""
+
+    def plan(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
+        """Record the intent for a batch (state ``processing``) before any file is written."""
+        ...
+
+    def finish(
+        self, records: Sequence[MessageRecord], events: Sequence[AuditEvent], *, server_done: Sequence[str] = ()
+    ) -> None:
+        """Move planned records to their final state; ``server_done``: ids whose server-side move happened."""
+        ...
+
+    def abandon(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
+        """Forget intents whose files never reached their place; the message will be fetched again."""
+        ...
+
+    def mark_server_done(self, ids: Sequence[str], events: Sequence[AuditEvent]) -> None: ...
+
+    def release(self, rec: MessageRecord, events: Sequence[AuditEvent]) -> None:
+        """A quarantined message was placed into a case folder by a person."""
+        ...
+
+    def set_status(
+        self,
+        mailbox: str,
+        *,
+        last_poll: str | None = None,
+        last_success: str | None = None,
+        last_error: str | None = None,
+        last_error_at: str | None = None,
+        backlog: int | None = None,
+        uidvalidity: int | None = None,
+    ) -> None:
+        """Update a mailbox's status; fields not given keep their values."""
+        ...
+
+
+class AuditStore(AuditReader, Protocol):
+    def record_events(self, events: Sequence[AuditEvent]) -> None:
+        """Events that change no message state (config loaded, certificates collected)."""
+        ...
+
+    def seal(self) -> None:
+        """Sign the head now (end of a run, a person's decision), so no tail is left unsealed."""
+        ...
+
+    def export_jsonl(self) -> int:
+        """Append the entries the JSON-lines copy lacks; returns how many (0 without a copy)."""
+        ...
+
+
+class Store(MessageStore, AuditStore, Protocol):
+    """One open store. Not shared between threads: each thread opens its own."""
+
+    readonly_note: str | None  # set when a read-only opening may not see the newest entries
+
+    @property
+    def schema_version(self) -> int: ...
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]: ...
+
+    def snapshot(self) -> AbstractContextManager[ReadSnapshot]: ...
+
+    def close(self) -> None: ...
+
+
+# -- the operations, once for every backend -----------------------------------------------------
+class StoreOperations:
+    """``MessageStore`` and ``AuditStore`` writes over a backend's ``unit_of_work``."""
+
+    audit_settings: AuditSettings
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+        raise NotImplementedError
+
+    def snapshot(self) -> AbstractContextManager[ReadSnapshot]:
+        raise NotImplementedError
+
+    def plan(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
+        now = iso(utcnow())
+        for rec in records:
+            rec.fetched_at = rec.fetched_at or now
+            rec.updated_at = now
+        with self.unit_of_work() as uow:
+            uow.insert_messages(records)
+            uow.append(events)
+
+    def finish(
+        self, records: Sequence[MessageRecord], events: Sequence[AuditEvent], *, server_done: Sequence[str] = ()
+    ) -> None:
+        now = iso(utcnow())
+        for rec in records:
+            rec.updated_at = now
+        with self.unit_of_work() as uow:
+            uow.set_server_done(server_done)
+            uow.finish_messages(records)
+            uow.append(events)
+
+    def abandon(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
+        with self.unit_of_work() as uow:
+            uow.forget_processing([rec.id for rec in records])
+            uow.append(events)
+
+    def mark_server_done(self, ids: Sequence[str], events: Sequence[AuditEvent]) -> None:
+        with self.unit_of_work() as uow:
+            uow.set_server_done(ids)
+            uow.append(events)
+
+    def release(self, rec: MessageRecord, events: Sequence[AuditEvent]) -> None:
+        self.finish([rec], events)
+
+    def set_status(
+        self,
+        mailbox: str,
+        *,
+        last_poll: str | None = None,
+        last_success: str | None = None,
+        last_error: str | None = None,
+        last_error_at: str | None = None,
+        backlog: int | None = None,
+        uidvalidity: int | None = None,
+    ) -> None:
+        status = MailboxStatus(mailbox, last_poll, last_success, last_error, last_error_at, backlog, uidvalidity)
+        with self.unit_of_work() as uow:
+            uow.update_status(status)
+
+    def record_events(self, events: Sequence[AuditEvent]) -> None:
+        with self.unit_of_work() as uow:
+            uow.append(events)
+
+    def seal(self) -> None:
+        with self.unit_of_work() as uow:
+            uow.seal()
+
+    def export_jsonl(self) -> int:
+        if self.audit_settings.export is None:
+            return 0
+        with self.snapshot() as snap:
+            return self.audit_settings.export.export(snap)
