@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
 from support.audit import correspondence, entries, file_correspondence, records, verify
+from support.stepper import stepped_gateway
 
+from gateway.audit.verify import verify_state
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import fake_pdf, letter
 from gateway.records.actors import cli_actor
 from gateway.records.signing import load_public_key
-from gateway.statedir import ledger_path
+from gateway.service.daemon import Daemon
 
 
 def _alias_by_uid(env: Env) -> dict[str, str]:
@@ -211,39 +213,69 @@ def test_no_event_is_lost_or_invented_across_kill_9_and_restart(
     print(f"kills={kills} abandoned={len(ghosts)}")
 
 
+#: Gateway steps after which an auditor can see something new: an entry or JSON lines.
+VISIBLE = ("publish", "export_jsonl")
+
+
+@pytest.mark.parametrize("window", ["one-step", "to-visible"])
+@pytest.mark.parametrize("straddle", ["disk-listed", "jsonl-scanned"])
 def test_verify_while_the_gateway_runs_reports_no_false_break(
-    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+    dovecot: Dovecot,
+    tmp_path: Path,
+    new_user: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+    straddle: str,
+    window: str,
 ) -> None:
-    """Disk, JSON-lines file and database are read in commit order, so a live run never looks tampered."""
+    """Disk, JSON-lines file and database are read in commit order, so a live run never looks tampered.
+
+    The gateway runs one observable step at a time (tests/support/stepper.py). Between any
+    two steps a whole verification runs; and each step happens in the middle of a
+    verification, between two of its ordered reads (``straddle``): one step at a time, or
+    (``to-visible``) every step up to the next one an auditor can see, which puts an
+    entry's plan and rename, or a commit and its export, between two reads. The
+    interleavings are chosen, not left to the scheduler.
+    """
     user = new_user()
-    dovecot.seed_maildir(
-        user,
-        [
-            letter(subject=f"Az. 63-BV-2026-{i % 7:04d}", attachment=("a.pdf", fake_pdf(8000, seed=i)))
-            for i in range(200)
-        ],
-    )
+    letters = [
+        letter(subject=f"Az. 63-BV-2026-{i % 3:04d}", attachment=("a.pdf", fake_pdf(2000, seed=i))) for i in range(9)
+    ]
+    dovecot.seed_maildir(user, [*letters, b"this is not a MIME message"])
     cfg = write_config(
-        tmp_path, [mailbox_entry(dovecot, user, tmp_path, batch_size=5)], extra="[audit]\ncheckpoint_every = 20\n"
+        tmp_path,
+        [mailbox_entry(dovecot, user, tmp_path, batch_size=3)],
+        extra="[audit]\ncheckpoint_every = 7\n[processing]\nanalysis_workers = 0\n",
     )
-    env = Env(dovecot, user, tmp_path, cfg)
-    environ = {**os.environ, "POSTSTELLE_CONFIG": str(cfg)}
-    daemon = subprocess.Popen(
-        [*POSTSTELLE, "run"], cwd=REPO, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checks = []
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if ledger_path(env.config).exists():
-                rc, report = verify(env)
-                assert rc == 0, report["breaks"]
-                checks.append(report["entries"])
-            if not env.uids("INBOX"):
-                break
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
-    assert len({n for n in checks if n}) >= 2, f"verify ran only against a settled state: {checks}"
-    rc, report = verify(env)
-    assert rc == 0 and report["case_entries"] == 200 and report["unsealed"] == 0
+    config = Env(dovecot, user, tmp_path, cfg).config
+
+    def assert_verifies(between: Callable[[str], None] = lambda phase: None) -> None:
+        report = verify_state(config, between=between)
+        assert report.ok, [b.to_json() for b in report.breaks]
+
+    with stepped_gateway(monkeypatch, Daemon(config, once=True).run) as gateway:
+
+        def verify_across_steps() -> str | None:
+            """Verify once while the gateway moves on at ``straddle``; returns its next step."""
+            after: list[str | None] = []
+
+            def steps(phase: str) -> None:
+                if phase != straddle or after:
+                    return
+                taken = len(gateway.taken)
+                nxt = gateway.grant()
+                while window == "to-visible" and nxt is not None and gateway.taken[-1] not in VISIBLE:
+                    nxt = gateway.grant()
+                assert len(gateway.taken) > taken
+                after.append(nxt)
+
+            assert_verifies(steps)
+            return after[0] if after else gateway.grant()
+
+        step = gateway.settle()
+        while step is not None:
+            assert_verifies()  # between two steps
+            step = verify_across_steps()
+
+    assert {"plan", "publish", "finish", "export_jsonl", "mark_server_done", "seal"} <= set(gateway.taken)
+    report = verify_state(config)
+    assert report.ok and report.case_entries == 9 and report.quarantine_entries == 1 and report.unsealed == 0
