@@ -14,8 +14,9 @@ from pathlib import Path
 import typer
 
 from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from gateway.audit.findings import VerifyReport
 from gateway.audit.report import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
-from gateway.audit.verify import VerifyReport, verify_state
+from gateway.audit.verify import verify_state
 from gateway.config import Config
 from gateway.records.chain import ChainBreak
 from gateway.records.open import open_store

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from html import escape
 
+from gateway.audit.findings import VerifyReport
 from gateway.audit.report import VERDICTS, AuditQuery, actor_text, describe, reasons_text
-from gateway.audit.verify import VerifyReport
 from gateway.records.chain import AuditEntry
 from gateway.records.messages import MessageRecord
 

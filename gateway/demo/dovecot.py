@@ -1,5 +1,9 @@
 """A throwaway Dovecot IMAP server in a temp dir, for the demo, the tests and the benchmarks.
 
+Why one module over 500 lines: almost all of it is the ``Dovecot`` class, one server's
+lifecycle (config, TLS, users, start/stop, mailbox fixtures) whose methods share its private
+directories and process group; splitting it would only scatter that state.
+
 Why a real Dovecot and not a fake: the gateway's correctness hangs on server behaviour that
 fakes get wrong (UIDVALIDITY, MOVE/UIDPLUS answers, IDLE timing, TLS). Dovecot starts in
 ~30 ms from a private config, so every test run can afford its own.

@@ -1,5 +1,9 @@
 """The gateway's own GnuPG: one home directory, one lock, decisions from status lines only.
 
+Why one module over 500 lines: the status-line parsers only make sense for the recording
+result classes defined here, and ``GpgHome`` is their only caller; keeping the home, the
+lock and the parsing together keeps every gpg decision in one reviewable place.
+
 Why a wrapper around python-gnupg instead of calling it directly:
 
 * **Status lines only.** gpg prints two streams on stderr: machine-readable ``[GNUPG:]``

@@ -1,5 +1,9 @@
 """CMS (RFC 5652) on asn1crypto + cryptography primitives: verify SignedData, open envelopes.
 
+Why one module over 500 lines: it is the only place that parses CMS, and its two halves
+(SignedData, EnvelopedData) share the ASN.1 specs, ``CmsError`` reason codes and the
+"no policy here" contract; splitting them would spread one RFC's parsing over modules.
+
 ``cryptography`` has no CMS signature verification and its ``pkcs7_decrypt_*`` covers only
 RSA PKCS#1 v1.5 with AES-CBC, so the small remainder is written here:
 

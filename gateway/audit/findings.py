@@ -1,0 +1,75 @@
+"""The dataclasses the verification views share: the report and the database snapshot.
+
+``verify.py`` (the database side and the whole run), ``jsonl.py`` (the shipped copy) and
+``files.py`` (the files on disk) all read a ``DbSnapshot`` and add to a ``VerifyReport``;
+they live here so that ``verify.py`` can import the other two without an import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.records.chain import GENESIS, ChainBreak
+from gateway.records.messages import MessageRecord
+
+
+# -- the report -----------------------------------------------------------------------------------
+@dataclass
+class VerifyReport:
+    """What was checked and every break found; ``ok`` decides the exit status."""
+
+    entries: int = 0
+    head_hash: str = GENESIS
+    checkpoints: int = 0
+    sealed_up_to: int = 0
+    public_key_id: str | None = None
+    case_folders: int = 0
+    case_entries: int = 0
+    quarantine_entries: int = 0
+    ledger_messages: int = 0
+    jsonl_file: str | None = None
+    jsonl_lines: int = 0
+    jsonl_lagging: int = 0
+    breaks: list[ChainBreak] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    @property
+    def unsealed(self) -> int:
+        return max(0, self.entries - self.sealed_up_to)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("breaks",)}
+        out["ok"] = self.ok
+        out["unsealed"] = self.unsealed
+        out["breaks"] = [b.to_json() for b in self.breaks]
+        return out
+
+
+# -- what the database contributes ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Placement:
+    """The last stored/quarantined/released event of a message: where the record says it is."""
+
+    seq: int
+    event: str
+    rel: str | None
+    manifest_sha256: str | None
+
+
+@dataclass
+class DbSnapshot:
+    entries: int = 0
+    head_hash: str = GENESIS
+    line_digests: dict[int, bytes] = field(default_factory=dict)
+    entry_hashes: dict[int, str] = field(default_factory=dict)
+    placements: dict[str, Placement] = field(default_factory=dict)
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (seq, at)
+    messages: list[MessageRecord] = field(default_factory=list)
+    content_hash: Callable[[int], str | None] = lambda seq: None
