@@ -5,13 +5,13 @@ lifecycle (config, TLS, users, start/stop, mailbox fixtures) whose methods share
 directories and process group; splitting it would only scatter that state.
 
 Why a real Dovecot and not a fake: the gateway's correctness hangs on server behaviour that
-fakes get wrong (UIDVALIDITY, MOVE/UIDPLUS answers, IDLE timing, TLS). Dovecot starts in
-~30 ms from a private config, so every test run can afford its own.
+fakes get wrong (UIDVALIDITY, MOVE/UIDPLUS answers, IDLE timing, TLS). Dovecot starts from a
+private config in a fraction of a second, so every test run can afford its own.
 
-Measured facts this module relies on (Dovecot 2.3.19, Debian 12):
+Facts this module relies on (Dovecot 2.3.19, Debian 12):
 
-- ``dovecot -F -c CONF`` runs in the foreground as our child; SIGTERM takes ~1.1 s, SIGKILL
-  ~1 ms. We start it in its own process group and SIGKILL the whole group, so login and imap
+- ``dovecot -F -c CONF`` runs in the foreground as our child; SIGTERM makes it wind down for
+  about a second, SIGKILL is immediate. We start it in its own process group and SIGKILL the whole group, so login and imap
   children (which inherit the listening sockets) die with it and a restart can rebind the ports.
 - A unique ``instance_name`` plus private ``base_dir``/``state_dir`` lets instances run side by
   side and beside a system Dovecot.
