@@ -11,8 +11,9 @@ private config in a fraction of a second, so every test run can afford its own.
 Facts this module relies on (Dovecot 2.3.19, Debian 12):
 
 - ``dovecot -F -c CONF`` runs in the foreground as our child; SIGTERM makes it wind down for
-  about a second, SIGKILL is immediate. We start it in its own process group and SIGKILL the whole group, so login and imap
-  children (which inherit the listening sockets) die with it and a restart can rebind the ports.
+  about a second, SIGKILL is immediate. We start it in its own process group and SIGKILL the
+  whole group, so login and imap children (which inherit the listening sockets) die with it
+  and a restart can rebind the ports.
 - A unique ``instance_name`` plus private ``base_dir``/``state_dir`` lets instances run side by
   side and beside a system Dovecot.
 - As root, mail processes run as ``nobody:nogroup`` (the static userdb), so every directory
