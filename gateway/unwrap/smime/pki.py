@@ -280,3 +280,67 @@ class Validator:
         if not failed:
             return result
         return dataclasses.replace(result, problems=tuple(dict.fromkeys((*result.problems, *failed))))
+
+    # --- reporting (``poststelle check``) ------------------------------------------------
+
+    def crl_report(self, now: datetime) -> list[CrlReport]:
+        """Each anchor's CRL state, then each fetched distribution point's, as of ``now``.
+
+        Fetches what is due first (when fetching is on), so the report shows what the
+        next message would be checked against.
+        """
+        if self.revocation == "off":
+            return [CrlReport("revocation", True, "revocation = off: certificates are not checked")]
+        states = self.crl_cache.refresh_due() if self.crl_cache is not None else []
+        crls = self.crl_set()
+        out = [self._anchor_report(anchor, crls, now) for anchor in self.anchors]
+        for state in states:
+            newest = state.newest
+            if newest is None:
+                out.append(CrlReport(state.url, False, f"no CRL fetched: {state.last_error}"))
+                continue
+            ok = _current(newest, now, self.crl_grace)
+            detail = _describe(newest) + ("" if ok else " (expired)")
+            if state.last_error:
+                detail += f"; last fetch failed: {state.last_error}"
+            out.append(CrlReport(state.url, ok, detail))
+        return out
+
+    def _anchor_report(self, anchor: x509.Certificate, crls: CrlSet, now: datetime) -> CrlReport:
+        name = anchor.subject.rfc4514_string()
+        own = [i for i in crls.for_issuer(anchor.subject) if i.delta_base is None]
+        if not own:
+            required = self.revocation == "require"
+            detail = ("no CRL: certificates it issues are revocation-unknown" if required
+                      else "no CRL: certificates it issues are not checked")
+            return CrlReport(name, not required, detail)
+        usable = [i for i in own if not i.problem and not i.signer_problems(anchor, self.policy)]
+        if not usable:
+            problems = {p for i in own for p in (i.problem, *i.signer_problems(anchor, self.policy))
+                        if p}
+            return CrlReport(name, False, "no usable CRL: " + ", ".join(sorted(problems)))
+        newest = max(usable, key=lambda i: (i.this_update, i.number or -1))
+        if _current(newest, now, self.crl_grace):
+            return CrlReport(name, True, _describe(newest))
+        return CrlReport(name, False, _describe(newest) + " (expired)")
+
+
+@dataclass(frozen=True)
+class CrlReport:
+    """One line of ``poststelle check``: an anchor's (or a fetched URL's) CRL state."""
+
+    target: str
+    ok: bool
+    detail: str
+
+
+def _current(info: CrlInfo, now: datetime, grace: timedelta) -> bool:
+    return (info.this_update <= now and info.next_update is not None
+            and now <= info.next_update + grace)
+
+
+def _describe(info: CrlInfo) -> str:
+    number = f"CRL #{info.number}" if info.number is not None else "CRL"
+    nxt = info.next_update.isoformat() if info.next_update else "none"
+    return (f"{number} from {info.source}, thisUpdate {info.this_update.isoformat()}, "
+            f"nextUpdate {nxt}")

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
@@ -179,11 +180,28 @@ class CrlInfo:
         )
 
 
-def _signature_valid(crl: x509.CertificateRevocationList, key: Any) -> bool:
+def _signature_valid(obj: x509.CertificateRevocationList | x509.Certificate, key: Any) -> bool:
+    """Verify with the primitives: ``is_signature_valid`` refuses SHA-1, which the policy may allow."""
+    if isinstance(obj, x509.Certificate):
+        signature, tbs = obj.signature, obj.tbs_certificate_bytes
+    else:
+        signature, tbs = obj.signature, obj.tbs_certlist_bytes
     try:
-        return crl.is_signature_valid(key)
+        params = obj.signature_algorithm_parameters
+        if isinstance(key, rsa.RSAPublicKey) and isinstance(params, padding.AsymmetricPadding):
+            digest = obj.signature_hash_algorithm
+            if digest is None:
+                return False
+            key.verify(signature, tbs, params, digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
+            key.verify(signature, tbs, params)
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) and params is None:
+            key.verify(signature, tbs)
+        else:
+            return False
     except (InvalidSignature, TypeError, ValueError, UnsupportedAlgorithm):
         return False
+    return True
 
 
 def _may_sign_crls(cert: x509.Certificate) -> bool:
@@ -463,9 +481,7 @@ def _indirect_signer(info: CrlInfo, ctx: Context) -> tuple[x509.Certificate | No
         for ca in ctx.path[1:]:
             if cand.issuer != ca.subject:
                 continue
-            try:
-                cand.verify_directly_issued_by(ca)
-            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            if not _signature_valid(cand, ca.public_key()):
                 continue
             if not cand.not_valid_before_utc <= ctx.at <= cand.not_valid_after_utc:
                 problems.append("crl-signer-expired")
