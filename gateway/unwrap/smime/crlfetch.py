@@ -296,6 +296,17 @@ class CrlCache:
                     self._fetch_locked(state.url)
         return self.states()
 
+    def refresh_in_background(self) -> None:
+        """At start-up: refresh what is due without delaying the start."""
+        if not self.fetch:
+            return
+        now = self.clock()
+        if any(self._due(state, now) is not None for state in self.states()):
+            self._background(self._refresh_quietly)
+
+    def _refresh_quietly(self) -> None:
+        self.refresh_due()
+
     def _spawn(self, url: str) -> None:
         with self._lock:
             if url in self._in_flight:
@@ -335,6 +346,8 @@ class CrlCache:
     def _fetch(self, url: str, sub: Path, state: UrlState) -> None:
         now = self.clock()
         error: str | None = None
+        if not (sub / "url").exists():
+            atomic_write(sub / "url", url.encode(), overwrite=True)
         try:
             crl = parse_crl(download(url, timeout=self.timeout, max_bytes=self.max_bytes))
             info = CrlInfo(crl, url)
@@ -358,8 +371,6 @@ class CrlCache:
                 return
             if (info.this_update, info.number or -1) <= (newest.this_update, newest.number or -1):
                 raise FetchError("the server sent an older CRL than the cached one")
-        if not (sub / "url").exists():
-            atomic_write(sub / "url", url.encode(), overwrite=True)
         name = f"{info.this_update:%Y%m%dT%H%M%SZ}-{info.sha256[:12]}.crl"
         atomic_write(sub / name, info.crl.public_bytes(Encoding.DER), overwrite=True)
         for old in sorted(sub.glob("*.crl"), reverse=True)[KEEP:]:

@@ -321,6 +321,7 @@ def load_material(
     if config.fetch_crls and crl_cache_dir is not None:
         cache = CrlCache(crl_cache_dir, fetch=fetch, timeout=config.crl_fetch_timeout,
                          max_bytes=config.crl_max_bytes, grace=grace)
+        cache.refresh_in_background()
     return SmimeMaterial(keys, tuple(anchors), crls, config.min_rsa_bits, config.allow_sha1,
                          configured=True, revocation=config.revocation, crl_grace=grace,
                          crl_cache=cache)
