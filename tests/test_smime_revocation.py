@@ -268,6 +268,17 @@ def test_a_cached_path_does_not_outlive_its_crl(pki: TestPKI) -> None:
     assert not later.ok and "revocation-unknown" in later.reasons
 
 
+def test_revocation_takes_effect_at_its_date_for_a_validator_that_answered_before(pki: TestPKI) -> None:
+    sender, chain = pki["sender"].cert, [pki.inter.cert]
+    future = crl(pki.inter, [revoked(sender, when=NOW + HOUR)], number=4)
+    validator = Validator([pki.root.cert], [future, pki.root_crl])
+    assert validator.validate(sender, chain, NOW).ok
+    assert validator.validate(sender, chain, NOW + 30 * dt.timedelta(minutes=1)).ok
+    later = validator.validate(sender, chain, NOW + 2 * HOUR)
+    assert not later.ok and later.reasons == ("cert-revoked",)
+    assert later.revocation[0].revoked_at == NOW + HOUR
+
+
 # --- delta CRLs ---------------------------------------------------------------------------------
 
 

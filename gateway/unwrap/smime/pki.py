@@ -17,9 +17,11 @@ module adds what neither does the way S/MIME needs it:
   present, allows digitalSignature or nonRepudiation;
 * a validity-window cache of built paths: a path holds for any ``at`` inside the
   intersection of its certificates' validity periods (anchors are fixed at start-up), so
-  known senders skip path building, the costly part. Revocation is not cached: it is
-  looked up on every call against the CRLs known at that moment (a few dictionary
-  lookups), so neither a CRL's nextUpdate nor a refetch that revokes can be outlived.
+  known senders skip path building, the costly part. Revocation decisions are cached
+  apart, on the set of CRLs they were made with (a refetch makes a new set, so a
+  refetch that revokes is seen at once) and only for the times in which none of those
+  CRLs starts, expires or revokes (revocation.stable_window), so a cached "good" never
+  outlives a CRL's nextUpdate (+ grace).
 
 Certificates from messages are only ever path candidates; anchors come from config.
 """
@@ -56,6 +58,7 @@ from gateway.unwrap.smime.revocation import (
     check_path,
     http_urls,
     path_reasons,
+    stable_window,
 )
 
 T = TypeVar("T")
@@ -132,6 +135,7 @@ class _Path:
     chain: tuple[x509.Certificate, ...]
     start: datetime
     end: datetime
+    ids: tuple[bytes, ...]  # sha256 of each certificate: the revocation cache's key
 
 
 class Validator:
@@ -195,7 +199,7 @@ class Validator:
                 self._cache[key] = path
                 while len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
-        revocation = self.check_revocation(path.chain, candidates, at)
+        revocation = self.check_revocation(path.chain, candidates, at, ids=path.ids)
         reasons = path_reasons(revocation)
         return PathResult(not reasons, tuple(reasons), path.chain, revocation)
 
@@ -234,15 +238,18 @@ class Validator:
         # iter_certs yields anchor first, leaf last.
         chain = tuple(reversed(certs))
         return _Path(chain, max(c.not_valid_before_utc for c in chain),
-                     min(c.not_valid_after_utc for c in chain))
+                     min(c.not_valid_after_utc for c in chain), tuple(_sha256(c) for c in chain))
 
     # --- revocation ----------------------------------------------------------------------
 
     def check_revocation(
         self, chain: tuple[x509.Certificate, ...], candidates: Sequence[x509.Certificate],
-        at: datetime,
+        at: datetime, *, ids: tuple[bytes, ...] | None = None,
     ) -> tuple[CertRevocation, ...]:
-        """The revocation status of every non-anchor certificate of ``chain`` at ``at``."""
+        """The revocation status of every non-anchor certificate of ``chain`` at ``at``.
+
+        ``ids``: the certificates' sha256, when the caller has them already.
+        """
         fetching = self.crl_cache is not None and self.crl_cache.fetch
         if fetching and self.revocation != "off":
             assert self.crl_cache is not None
@@ -254,8 +261,18 @@ class Validator:
         def expects_crl(cert: x509.Certificate) -> bool:
             return fetching and bool(http_urls(cert))
 
-        results = check_path(chain, self.crl_set(), ctx, mode=self.revocation,
-                             expects_crl=expects_crl)
+        crls = self.crl_set()
+        key = ids if ids is not None else tuple(_sha256(c) for c in chain)
+        hit = crls.memo.get(key)
+        if hit is not None and hit[0] <= at < hit[1]:
+            results: tuple[CertRevocation, ...] = hit[2]
+        else:
+            results = check_path(chain, crls, ctx, mode=self.revocation, expects_crl=expects_crl)
+            window = stable_window(chain, crls, at, self.crl_grace)
+            if window is not None:
+                if len(crls.memo) >= CACHE_SIZE:
+                    crls.memo.clear()
+                crls.memo[key] = (*window, results)
         return tuple(self._with_fetch_problems(r, c) for r, c in zip(results, chain, strict=False))
 
     def crl_set(self) -> CrlSet:

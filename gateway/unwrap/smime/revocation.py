@@ -220,6 +220,8 @@ class CrlSet:
 
     def __init__(self, infos: Iterable[CrlInfo]) -> None:
         self.infos = tuple(infos)
+        #: For the caller: decisions made with exactly these CRLs (see :func:`stable_window`).
+        self.memo: dict[Any, Any] = {}
         self._by_issuer: dict[x509.Name, list[CrlInfo]] = {}
         self._by_aki: dict[bytes, list[CrlInfo]] = {}
         for info in self.infos:
@@ -369,6 +371,10 @@ class CertRevocation:
     revocation_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        return dict(self._json)
+
+    @functools.cached_property
+    def _json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "subject": self.subject,
             "serial": format(self.serial, "x"),
@@ -657,6 +663,36 @@ def check_path(
         required = mode == "require" or expects_crl(cert)
         out.append(check_certificate(cert, issuer, crls, ctx, required=required))
     return tuple(out)
+
+
+_EPSILON = timedelta(microseconds=1)
+
+
+def stable_window(
+    chain: Sequence[x509.Certificate], crls: CrlSet, at: datetime, grace: timedelta
+) -> tuple[datetime, datetime] | None:
+    """The times ``[lo, hi)`` around ``at`` for which :func:`check_path` answers alike.
+
+    With the CRLs fixed, the answer changes only where a CRL starts (thisUpdate), stops
+    being current (nextUpdate + grace) or an entry for a path certificate takes effect
+    (revocationDate); so a decision can be reused inside that window, which is what makes
+    known senders cheap. None when an indirect CRL is involved (its issuer's certificate
+    comes from the message and has validity dates of its own): then nothing is reused.
+    """
+    points: list[datetime] = []
+    for cert, issuer in itertools.pairwise(chain):
+        for info in crls.related(cert, issuer):
+            if info.issuer != issuer.subject:
+                return None
+            points.append(info.this_update)
+            if info.next_update is not None:
+                points.append(info.next_update + grace + _EPSILON)
+            entry = info.entry(cert)
+            if entry is not None:
+                points.append(entry.revocation_date)
+    lo = max((p for p in points if p <= at), default=datetime.min.replace(tzinfo=at.tzinfo))
+    hi = min((p for p in points if p > at), default=datetime.max.replace(tzinfo=at.tzinfo))
+    return lo, hi
 
 
 def path_reasons(results: Iterable[CertRevocation]) -> list[str]:
