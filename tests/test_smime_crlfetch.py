@@ -173,6 +173,20 @@ def test_unreachable_distribution_point_leaves_revocation_unknown(
     assert status["last_error"] == "HTTP 404" and status["url"] == server.url("/inter.crl")
 
 
+def test_a_distribution_point_is_asked_at_most_once_per_retry_interval(
+    pki: TestPKI, server: CrlServer, fritz: Party, tmp_path: Path
+) -> None:
+    clock = Clock()
+    ctx = context(pki, cache(tmp_path, clock))  # the server answers 404
+    for _ in range(3):
+        assert "revocation-unknown" in verify(fritz, ctx).reasons
+    assert server.hits["/inter.crl"] == 1
+    clock.now = NOW + 6 * dt.timedelta(minutes=1)
+    server.serve("/inter.crl", der(crl(pki.inter)))
+    assert verify(fritz, ctx, at=clock.now).verdict == "verified"
+    assert server.hits["/inter.crl"] == 2
+
+
 def test_failed_refresh_keeps_the_old_crl_until_it_expires(
     pki: TestPKI, server: CrlServer, fritz: Party, tmp_path: Path
 ) -> None:

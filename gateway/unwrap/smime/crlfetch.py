@@ -9,8 +9,8 @@ redirects stay on http.
 
 When: the validator calls :meth:`CrlCache.prepare` with the URLs of a path it has just
 validated. A URL without a CRL, or whose newest CRL has expired, is fetched right there,
-because otherwise the message would be decided without it (a failure is not retried for
-``retry`` so that an unreachable server delays at most one message per interval). A CRL
+because otherwise the message would be decided without it (a URL is tried at most once
+per ``retry``, so that an unreachable server delays at most one message per interval). A CRL
 that is still current but in the last quarter of its validity is refreshed in a
 background thread, so no message waits for that. This needs no scheduler in the daemon
 and works the same in the analysis worker processes (which are the ones that see the
@@ -136,10 +136,6 @@ class UrlState:
     @property
     def newest(self) -> CrlInfo | None:
         return self.infos[0] if self.infos else None
-
-    def failed_recently(self, now: datetime, retry: timedelta) -> bool:
-        return (self.last_error is not None and self.last_attempt is not None
-                and now < self.last_attempt + retry)
 
 
 class CrlCache:
@@ -275,9 +271,14 @@ class CrlCache:
                 self._spawn(url)
 
     def _due(self, state: UrlState | None, now: datetime) -> str | None:
+        """``now`` (nothing usable: fetch before deciding), ``soon`` (refresh) or None.
+
+        At most one attempt per ``retry`` whatever its outcome: a server that is down, or
+        that keeps serving the same CRL, is not asked again for every message.
+        """
         if state is None:
             return "now"
-        if state.failed_recently(now, self.retry):
+        if state.last_attempt is not None and now < state.last_attempt + self.retry:
             return None
         newest = state.newest
         if newest is None or newest.next_update is None:
