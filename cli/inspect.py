@@ -6,7 +6,9 @@ command runs the same decision as the daemon (``inbound.decide.analyse`` with th
 keys, trust anchors, limits and policy), so its verdict is the one the gateway would
 store in ``verification.json`` for that moment. It opens no ledger, writes no certificate
 store and touches no mailbox: the unwrap context is built with
-``collect_certificates=False`` and ``analyse`` does no I/O.
+``collect_certificates=False`` and ``analyse`` does no I/O. Fetched CRLs are read from the
+gateway's cache, never fetched (``fetch_crls=False``): the verdict shows which CRLs
+were used (``signature.revocation``).
 
 Exit status: 0 whatever the verdicts are (an unverified message is a finding, not an
 error); 2 for usage problems (bad ``--at``, unreadable file) and configuration errors.
@@ -93,7 +95,7 @@ def inspect_cmd(
     # Logs go to stderr so that stdout stays a clean table or JSON lines.
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:
-        ctx = UnwrapContext.from_config(cfg, collect_certificates=False)
+        ctx = UnwrapContext.from_config(cfg, collect_certificates=False, fetch_crls=False)
     except ConfigError as exc:
         typer.echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None

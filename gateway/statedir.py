@@ -8,6 +8,7 @@ layout (docs/case-folders.md describes it for people)::
         audit/                  audit-signing.key, audit-signing.pub.pem, audit.jsonl
         quarantine/<entry>/     the case-entry layout, plus reason.json
         certstore/smime/        signer certificates collected from verified mail
+        crls/<url hash>/        CRLs fetched from distribution points ([smime] fetch_crls)
         gnupg/                  the OpenPGP home, unless configured elsewhere
     <cases_dir>/<case folder>/<entry>/      cases_dir defaults to <state_dir>/cases
     <root>/.incoming/[<mailbox>/]<entry>/   staging under either root, invisible until published
@@ -50,6 +51,11 @@ def quarantine_dir(config: Config) -> Path:
 def certstore_dir(config: Config, scheme: str = "smime") -> Path:
     """Certificates of verified correspondents, one file per certificate."""
     return config.storage.state_dir / "certstore" / scheme
+
+
+def crl_cache_dir(config: Config) -> Path:
+    """CRLs fetched from certificates' distribution points, one directory per URL."""
+    return config.storage.state_dir / "crls"
 
 
 def staging_dir(root: Path, bucket: str = "") -> Path:

@@ -105,6 +105,31 @@ def test_duplicate_mailbox_names_are_refused(tmp_path: Path) -> None:
     assert err.key == "mailbox[1].name"
 
 
+def test_smime_revocation_mode_must_be_one_of_the_three(tmp_path: Path) -> None:
+    err = problem(tmp_path, '[smime]\nrevocation = "sometimes"\n')
+    assert err.key == "smime.revocation"
+    assert "require, if-configured, off" in err.problem
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [("crl_fetch_timeout = 0", "smime.crl_fetch_timeout"), ("crl_grace = -1", "smime.crl_grace"),
+     ("crl_max_bytes = 10", "smime.crl_max_bytes"), ('fetch_crls = "yes"', "smime.fetch_crls")],
+)
+def test_bad_crl_settings_are_named(tmp_path: Path, line: str, key: str) -> None:
+    assert problem(tmp_path, f"[smime]\n{line}\n").key == key
+
+
+def test_smime_revocation_settings_are_read(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[smime]\nrevocation = "require"\nfetch_crls = true\n'
+                                      "crl_grace = 3600\ncrl_fetch_timeout = 5\ncrl_max_bytes = 65536\n"))
+    assert cfg.smime is not None
+    smime = cfg.smime
+    assert (smime.revocation, smime.fetch_crls, smime.crl_grace) == ("require", True, 3600.0)
+    assert (smime.crl_fetch_timeout, smime.crl_max_bytes) == (5.0, 65536)
+    assert load_config(write(tmp_path, "[smime]\n")).smime == type(smime)()  # defaults
+
+
 def test_the_shipped_example_config_is_valid(tmp_path: Path) -> None:
     text = (REPO / "config" / "poststelle.example.toml").read_text()
     (tmp_path / "pw").write_text("x")

@@ -113,6 +113,23 @@ def test_json_gives_one_verdict_object_per_file_with_the_file_name(setup: tuple[
     assert rows["plain.eml"]["reasons"] == ["no-signature"]
 
 
+def test_json_shows_the_revocation_evidence(setup: tuple[Path, Path], pki: TestPKI) -> None:
+    """Which CRL was checked for which certificate: the configured intermediate CRL for the signer."""
+    config, mails = setup
+    code, out, _ = inspect(config, "--json", str(mails / "good.eml"))
+    assert code == 0
+    revocation = json_lines(out)["good.eml"]["signature"]["revocation"]  # type: ignore[index]
+    assert revocation["mode"] == "if-configured"
+    leaf, inter = revocation["certificates"]
+    assert leaf["subject"] == pki["sender"].cert.subject.rfc4514_string()
+    assert leaf["status"] == "good"
+    assert leaf["crls"][0]["issuer"] == pki.inter.cert.subject.rfc4514_string()
+    assert leaf["crls"][0]["number"] == 1
+    assert leaf["crls"][0]["this_update"] == (NOW - DAY).isoformat()
+    assert leaf["crls"][0]["source"].endswith("inter.crl.pem")
+    assert inter["status"] == "not-checked"  # no CRL of the root is configured here
+
+
 def test_table_shows_verdict_signature_signer_encryption_and_reasons(setup: tuple[Path, Path]) -> None:
     config, mails = setup
     code, out, _ = inspect(config, str(mails / "good.eml"), str(mails / "rogue.eml"))

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from gateway.config.model import (
     DEFAULT_CONFIG_PATH,
+    REVOCATION_MODES,
     AuditConfig,
     Config,
     LimitsConfig,
@@ -284,12 +285,19 @@ def _smime(r: _Reader) -> SmimeConfig:
         identities.append(ident)
     anchors = _path_list(r, "trust_anchors")
     crls = _path_list(r, "crl_files")
+    revocation = r.choice("revocation", REVOCATION_MODES, "if-configured")
+    timeout = r.float_("crl_fetch_timeout", 10.0, minimum=1.0)
     cfg = SmimeConfig(
         identities=tuple(identities),
         trust_anchors=anchors,
         crl_files=crls,
         min_rsa_bits=r.int_("min_rsa_bits", 2048, minimum=1024, maximum=16384),
         allow_sha1=r.bool_("allow_sha1", False),
+        revocation=next(m for m in REVOCATION_MODES if m == revocation),
+        fetch_crls=r.bool_("fetch_crls", False),
+        crl_grace=r.float_("crl_grace", 0.0),
+        crl_fetch_timeout=timeout,
+        crl_max_bytes=r.int_("crl_max_bytes", 20 * 1024 * 1024, minimum=1024),
     )
     r.finish()
     return cfg

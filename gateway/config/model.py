@@ -124,13 +124,30 @@ class SmimeIdentityConfig:
     password_file: Path | None = None
 
 
+RevocationMode = Literal["require", "if-configured", "off"]
+REVOCATION_MODES: tuple[RevocationMode, ...] = ("require", "if-configured", "off")
+
+
 @dataclass(frozen=True)
 class SmimeConfig:
+    """``[smime]``; revocation: which certificates need a usable CRL (docs/verdict.md).
+
+    ``crl_grace`` (seconds) is how long past its nextUpdate a CRL still counts;
+    ``fetch_crls`` fetches CRLs from the certificates' http distribution points into
+    the state directory, each response bounded by ``crl_fetch_timeout`` (seconds) and
+    ``crl_max_bytes``.
+    """
+
     identities: tuple[SmimeIdentityConfig, ...] = ()
     trust_anchors: tuple[Path, ...] = ()
     crl_files: tuple[Path, ...] = ()
     min_rsa_bits: int = 2048
     allow_sha1: bool = False
+    revocation: RevocationMode = "if-configured"
+    fetch_crls: bool = False
+    crl_grace: float = 0.0
+    crl_fetch_timeout: float = 10.0
+    crl_max_bytes: int = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.clock import utcnow
 from gateway.config import Config
 from gateway.errors import ConfigError, TransientError
 from gateway.inbound.imap import MailboxSession
@@ -20,7 +21,7 @@ from gateway.unwrap import UnwrapContext
 
 @dataclass(frozen=True)
 class CheckResult:
-    check: str  # "config" | "keys" | "storage" | "mailbox"
+    check: str  # "config" | "keys" | "crl" | "storage" | "mailbox"
     target: str
     ok: bool
     detail: str = ""
@@ -34,8 +35,10 @@ def run_checks(config: Config) -> list[CheckResult]:
     """Every check, in the order a person fixes them; connects to each mailbox once."""
     results = [CheckResult("config", str(config.path), True, config.sha256[:16])]
     try:
-        UnwrapContext.from_config(config, collect_certificates=False)
+        ctx = UnwrapContext.from_config(config, collect_certificates=False)
         results.append(CheckResult("keys", "smime/openpgp", True))
+        results += crl_checks(ctx)
+        ctx.close()
     except ConfigError as exc:
         results.append(CheckResult("keys", f"{exc.file}: {exc.key}", False, exc.problem))
     for d in (config.storage.state_dir, cases_dir(config)):
@@ -52,6 +55,18 @@ def run_checks(config: Config) -> list[CheckResult]:
             results.append(CheckResult("mailbox", mb.name, False, str(exc)))
         finally:
             session.close()
+    return results
+
+
+def crl_checks(ctx: UnwrapContext) -> list[CheckResult]:
+    """Each S/MIME trust anchor's CRL state (and each fetched distribution point's)."""
+    from gateway.unwrap.smime.handler import SmimeHandler
+
+    results: list[CheckResult] = []
+    for handler in ctx.handlers:
+        if isinstance(handler, SmimeHandler) and handler.material.configured:
+            for line in handler.validator.crl_report(utcnow()):
+                results.append(CheckResult("crl", line.target, line.ok, line.detail))
     return results
 
 

@@ -150,6 +150,7 @@ def _signature_info(facts: Facts) -> SignatureInfo:
         signer_fingerprint=finding.signer_fingerprint,
         signing_time=finding.signing_time.isoformat() if finding.signing_time else None,
         covers_whole_message=facts.covers_whole,
+        revocation=finding.revocation,
     )
 
 

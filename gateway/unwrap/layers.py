@@ -10,7 +10,7 @@ unreadable content), because nothing partially decrypted may be passed on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -62,6 +62,8 @@ class SignatureFinding:
     signing_time: datetime | None = None
     #: DER of the signer certificate, for the correspondents' store (only when valid).
     signer_certificate: bytes | None = field(default=None, repr=False)
+    #: S/MIME: revocation evidence, JSON-able (``signature.revocation`` in docs/verdict.md).
+    revocation: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,21 +124,26 @@ class UnwrapContext:
         self.max_parts = max_parts
 
     @classmethod
-    def from_config(cls, config: Config, *, collect_certificates: bool = True) -> UnwrapContext:
+    def from_config(
+        cls, config: Config, *, collect_certificates: bool = True, fetch_crls: bool = True
+    ) -> UnwrapContext:
         """Load keys, anchors and CRLs; raises ConfigError on unusable material.
 
         ``config.smime`` may be None: S/MIME messages are then still recognised and fail
         closed (no key, no anchor) instead of passing as plain mail.
-        ``collect_certificates=False`` is for read-only use such as ``inspect``.
+        ``collect_certificates=False`` is for read-only use such as ``inspect``;
+        ``fetch_crls=False`` uses fetched CRLs from the cache but fetches none (offline).
         """
-        from gateway.statedir import certstore_dir
+        from gateway.statedir import certstore_dir, crl_cache_dir
         from gateway.unwrap.certstore import CertStore
         from gateway.unwrap.openpgp.handler import OpenPGPHandler
         from gateway.unwrap.smime.handler import SmimeHandler
 
         store = CertStore(certstore_dir(config, "smime")) if collect_certificates else None
         return cls(
-            [SmimeHandler.from_config(config.smime, config_file=str(config.path)),
+            [SmimeHandler.from_config(config.smime, config_file=str(config.path),
+                                      crl_cache_dir=crl_cache_dir(config),
+                                      fetch_crls=fetch_crls),
              OpenPGPHandler.from_config(config.openpgp, config_file=str(config.path),
                                         max_output=config.limits.max_message_bytes)],
             certstore=store,

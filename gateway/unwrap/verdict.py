@@ -41,6 +41,8 @@ class SignatureInfo:
     signer_fingerprint: str | None = None
     signing_time: str | None = None
     covers_whole_message: bool = False
+    #: S/MIME: the revocation mode and each path certificate's status with its CRLs.
+    revocation: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -53,6 +55,8 @@ class SignatureInfo:
         }
         if self.signer_fingerprint is not None:
             out["signer_fingerprint"] = self.signer_fingerprint
+        if self.revocation is not None:
+            out["revocation"] = dict(self.revocation)
         return out
 
 

@@ -3,9 +3,10 @@
 Recognised (RFC 8551): ``multipart/signed`` with protocol application/(x-)pkcs7-signature
 (detached), and application/(x-)pkcs7-mime with smime-type enveloped-data,
 authEnveloped-data or signed-data (opaque); without smime-type the CMS content type
-decides. Policy on top of cms.py/pki.py: SHA-1 digests and weak keys make a correct
-signature "untrusted", every SignerInfo must verify, the signed bytes are the raw part
-cut from the original in canonical CRLF form.
+decides. Policy on top of cms.py/pki.py: the algorithm policy (policy.py: SHA-1, weak
+keys) makes a correct signature "untrusted", every SignerInfo must verify, the signed
+bytes are the raw part cut from the original in canonical CRLF form. The finding carries
+the revocation evidence of every signer's path.
 
 Keys, anchors and CRLs are loaded once by ``SmimeHandler.from_config``; unusable material
 raises ConfigError(file, key, problem). Without [smime] the handler still recognises
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -43,7 +44,9 @@ from gateway.mime.cut import (
 )
 from gateway.unwrap.layers import LayerKind, LayerOutcome, SignatureFinding, UnwrapEvent
 from gateway.unwrap.smime import cms as cmslib
+from gateway.unwrap.smime.crlfetch import CrlCache
 from gateway.unwrap.smime.pki import Validator
+from gateway.unwrap.smime.revocation import CertRevocation, CrlInfo, RevocationMode
 from gateway.unwrap.verdict import Scheme, SignatureStatus, worse
 
 if TYPE_CHECKING:
@@ -88,14 +91,20 @@ def cert_emails(cert: x509.Certificate) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SmimeMaterial:
-    """What ``[smime]`` loads: our keys, the anchors, the CRLs, and the policy knobs."""
+    """What ``[smime]`` loads: our keys, the anchors, the CRLs, and the policy knobs.
+
+    ``crl_cache`` holds the CRLs fetched from distribution points (``fetch_crls``).
+    """
 
     keys: tuple[cmslib.RecipientKey, ...] = ()
     anchors: tuple[x509.Certificate, ...] = ()
-    crls: tuple[x509.CertificateRevocationList, ...] = ()
+    crls: tuple[x509.CertificateRevocationList | CrlInfo, ...] = ()
     min_rsa_bits: int = 2048
     allow_sha1: bool = False
     configured: bool = False
+    revocation: RevocationMode = "if-configured"
+    crl_grace: timedelta = timedelta(0)
+    crl_cache: CrlCache | None = None
 
 
 class SmimeHandler:
@@ -108,13 +117,26 @@ class SmimeHandler:
         self.validator = Validator(
             material.anchors, material.crls,
             min_rsa_bits=material.min_rsa_bits, allow_sha1=material.allow_sha1,
+            revocation=material.revocation, crl_grace=material.crl_grace,
+            crl_cache=material.crl_cache,
         )
 
     @classmethod
-    def from_config(cls, config: SmimeConfig | None, *, config_file: str) -> SmimeHandler:
+    def from_config(
+        cls,
+        config: SmimeConfig | None,
+        *,
+        config_file: str,
+        crl_cache_dir: Path | None = None,
+        fetch_crls: bool = True,
+    ) -> SmimeHandler:
+        """``crl_cache_dir``: where fetched CRLs live (used with ``fetch_crls`` in [smime]);
+        ``fetch_crls=False`` reads that cache but never fetches (offline use: ``inspect``).
+        """
         if config is None:
             return cls(SmimeMaterial())
-        return cls(load_material(config, config_file))
+        return cls(load_material(config, config_file, crl_cache_dir=crl_cache_dir,
+                                 fetch=fetch_crls))
 
     # --- recognising --------------------------------------------------------------------
 
@@ -226,10 +248,13 @@ class SmimeHandler:
             return SignatureFinding("none", ("no-signer-info",))
         status: SignatureStatus = "valid"
         reasons: list[str] = []
+        evidence: dict[str, CertRevocation] = {}
         for check in content.signers:
-            st, rs = self._signer_status(check, content.certificates, at)
+            st, rs, revocation = self._signer_status(check, content.certificates, at)
             reasons.extend(rs)
             status = worse(status, st)
+            for item in revocation:
+                evidence.setdefault(item.certificate_sha256, item)
         if len(content.signers) > 1 and status != "valid":
             reasons.append("multiple-signers")
         first = content.signers[0]
@@ -246,29 +271,40 @@ class SmimeHandler:
             signing_time=first.signing_time,
             signer_certificate=cert.public_bytes(_DER) if cert is not None and status == "valid"
             else None,
+            revocation=self._revocation_json(evidence.values()) if evidence else None,
         )
+
+    def _revocation_json(self, evidence: Iterable[CertRevocation]) -> dict[str, Any]:
+        """``signature.revocation`` of the verdict: the mode and each certificate's status."""
+        return {"mode": self.validator.revocation,
+                "certificates": [item.to_json() for item in evidence]}
 
     def _signer_status(
         self, check: cmslib.SignerCheck, certs: Sequence[x509.Certificate], at: datetime
-    ) -> tuple[SignatureStatus, list[str]]:
+    ) -> tuple[SignatureStatus, list[str], tuple[CertRevocation, ...]]:
         if check.status == "invalid":
-            return "invalid", [check.reason or "bad-signature"]
+            return "invalid", [check.reason or "bad-signature"], ()
         if check.status == "error" or check.certificate is None:
-            return "error", [check.reason or "signer-certificate-missing"]
-        reasons: list[str] = []
-        if check.digest_algorithm == "sha1" and not self.material.allow_sha1:
-            reasons.append("sha1-rejected")
+            return "error", [check.reason or "signer-certificate-missing"], ()
+        reasons = self.validator.policy.digest_problems(check.digest_algorithm)
         if not self.material.configured:
             reasons.append("smime-not-configured")
         path = self.validator.validate(check.certificate, certs, at)
         reasons.extend(path.reasons)
-        return ("untrusted" if reasons else "valid"), reasons
+        return ("untrusted" if reasons else "valid"), reasons, path.revocation
 
 
 # --- loading configuration ------------------------------------------------------------
 
 
-def load_material(config: SmimeConfig, file: str) -> SmimeMaterial:
+def load_material(
+    config: SmimeConfig, file: str, *, crl_cache_dir: Path | None = None, fetch: bool = True
+) -> SmimeMaterial:
+    """Keys, anchors, CRLs and policy of ``[smime]``; ConfigError on unusable material.
+
+    The CRL cache is used only with ``fetch_crls`` and a ``crl_cache_dir``; ``fetch=False``
+    reads it without fetching.
+    """
     keys = tuple(
         _load_identity(ident, file, f"smime.identities[{i}]")
         for i, ident in enumerate(config.identities)
@@ -277,10 +313,18 @@ def load_material(config: SmimeConfig, file: str) -> SmimeMaterial:
     for i, path in enumerate(config.trust_anchors):
         anchors.extend(_load_certs_from(path, file, f"smime.trust_anchors[{i}]"))
     crls = tuple(
-        _load_crl(path, file, f"smime.crl_files[{i}]") for i, path in enumerate(config.crl_files)
+        CrlInfo(_load_crl(path, file, f"smime.crl_files[{i}]"), str(path))
+        for i, path in enumerate(config.crl_files)
     )
+    grace = timedelta(seconds=config.crl_grace)
+    cache = None
+    if config.fetch_crls and crl_cache_dir is not None:
+        cache = CrlCache(crl_cache_dir, fetch=fetch, timeout=config.crl_fetch_timeout,
+                         max_bytes=config.crl_max_bytes, grace=grace)
+        cache.refresh_in_background()
     return SmimeMaterial(keys, tuple(anchors), crls, config.min_rsa_bits, config.allow_sha1,
-                         configured=True)
+                         configured=True, revocation=config.revocation, crl_grace=grace,
+                         crl_cache=cache)
 
 
 def _read(path: Path, file: str, key: str) -> bytes:
