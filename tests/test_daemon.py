@@ -165,3 +165,14 @@ def test_failure_while_recording_the_failure_does_not_end_the_worker(
     assert len(unrecorded) == ONCE_ATTEMPTS, "every attempt ran although recording the previous failure failed"
     assert all("set_status: database is locked" in u["error"] and "Traceback" in u["exception"] for u in unrecorded)
     assert [p.parent.name for p in env.entries()] == ["63-BV-2026-0400"], "the other mailbox is filed"
+
+
+def test_recorded_error_text_never_carries_the_mailbox_password(env: Env) -> None:
+    """An exception that echoes the password is recorded with it masked, bounded in length."""
+    from gateway.service.daemon import ERROR_TEXT_MAX, error_text
+
+    (mb,) = env.config.mailboxes
+    secret = mb.password.reveal()
+    text = error_text(RuntimeError(f"LOGIN {mb.username} {secret} refused " + "x" * 1000), mb)
+    assert secret not in text and "LOGIN" in text and "***" in text
+    assert text.startswith("RuntimeError: ") and len(text) <= ERROR_TEXT_MAX

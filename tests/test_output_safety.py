@@ -169,16 +169,15 @@ def cells_as_split_by(text: str, delimiter: str, *, honour_quotes: bool) -> list
 def formula_cells(text: str) -> list[str]:
     """Cells that start a formula when a spreadsheet splits the file on ``,``, ``;`` or TAB.
 
-    Also without honouring quotes, as a paste or a naive import does: then the first cell
-    of a field starts with the field's opening quote, which the spreadsheet drops.
+    Also without honouring quotes, as a paste or a naive import does. Blanks and quote
+    characters in front of a cell count for nothing: a spreadsheet drops the blanks, and
+    one whose quoting is out of step with the file's takes a quote for syntax.
     """
     found = []
     for delimiter in (",", ";", "\t"):
         for honour in (True, False):
             for c in cells_as_split_by(text, delimiter, honour_quotes=honour):
-                if not honour and c.startswith('"'):
-                    c = c[1:]  # the field's opening quote
-                if c.lstrip(" \t\r\n").startswith(FORMULA):
+                if c.lstrip(' \t\r\n"').startswith(FORMULA):
                     found.append(c)
     return found
 

@@ -230,15 +230,17 @@ FORMULA_STARTS = "=+-@"
 #: separators it splits on (``;`` is Excel's on German systems, ``,``, TAB) and at line
 #: breaks, when it ignores the quotes (a paste, a "text to columns", a naive import).
 CELL_BREAKS = ";,\t\r\n"
-_FORMULA_PIECE = re.compile(f"(^|[{re.escape(CELL_BREAKS)}])(?=[ \t\r\n]*[{re.escape(FORMULA_STARTS)}])")
+# Blanks and quotes may stand between a break and the formula: a spreadsheet drops the
+# blanks, and a reader whose idea of quoting is out of step takes a quote for syntax.
+_FORMULA_PIECE = re.compile(f"(^|[{re.escape(CELL_BREAKS)}])(?=[ \t\r\n\"]*[{re.escape(FORMULA_STARTS)}])")
 
 
 def csv_safe(value: Any) -> str:
     """Defuse spreadsheet formulas: every piece a spreadsheet could take for a cell starts with text.
 
     A field, and whatever follows a separator or line break inside it, gets an apostrophe
-    in front when (after blanks) it would start with ``= + - @``; a field starting with TAB
-    or CR gets one too, as some programs drop those and read on. The apostrophe is what
+    in front when (after blanks and quotes) it would start with ``= + - @``; a field
+    starting with TAB or CR gets one too, as some programs drop those and read on. The apostrophe is what
     spreadsheets themselves use for "this is text", so a reader still sees the value.
     """
     text = "" if value is None else str(value)
