@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json, print_table
 from gateway.audit.findings import VerifyReport
 from gateway.audit.report import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
 from gateway.audit.verify import verify_state
@@ -66,7 +66,7 @@ def _open(cfg: Config) -> Store | None:
     except StoreError as exc:
         fail(str(exc))  # names the ledger and the reason
     if store.readonly_note:
-        typer.echo(f"note: {store.readonly_note}", err=True)
+        echo(f"note: {store.readonly_note}", err=True)
     return store
 
 
@@ -139,7 +139,7 @@ def _print_report(r: VerifyReport, key_file: Path) -> None:
         ("json-lines", _jsonl_line(r)),
     ]
     for label, text in lines:
-        typer.echo(f"  {label:13} {text}")
+        echo(f"  {label:13} {text}")
     if r.breaks:
         typer.echo("\nbreaks:")
         for b in r.breaks:
@@ -147,7 +147,7 @@ def _print_report(r: VerifyReport, key_file: Path) -> None:
     if r.warnings:
         typer.echo("\nwarnings:")
         for w in r.warnings:
-            typer.echo(f"  - {w}")
+            echo(f"  - {w}")
 
 
 def _jsonl_line(r: VerifyReport) -> str:
@@ -159,12 +159,12 @@ def _jsonl_line(r: VerifyReport) -> str:
 
 def _print_break(b: ChainBreak) -> None:
     where = f"entry {b.seq}" if b.seq is not None else "-"
-    typer.echo(f"  {where:12} {b.kind}: {b.detail}")
+    echo(f"  {where:12} {b.kind}: {b.detail}")
     if b.file:
-        typer.echo(f"  {'':12} file:     {b.file}")
+        echo(f"  {'':12} file:     {b.file}")
     if b.expected is not None or b.found is not None:
-        typer.echo(f"  {'':12} expected: {b.expected if b.expected is not None else '-'}")
-        typer.echo(f"  {'':12} found:    {b.found if b.found is not None else '-'}")
+        echo(f"  {'':12} expected: {b.expected if b.expected is not None else '-'}")
+        echo(f"  {'':12} found:    {b.found if b.found is not None else '-'}")
 
 
 @app.command("export")
@@ -217,7 +217,7 @@ def _write(output: Path, text: str) -> None:
             f.write(text)
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror}")
-    typer.echo(f"wrote {output}", err=True)
+    echo(f"wrote {output}", err=True)
 
 
 @app.command("public-key")

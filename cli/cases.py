@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json, print_table
 from gateway.records.open import open_store
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
 from gateway.statedir import ledger_path
@@ -71,7 +71,7 @@ def show_case(
     if as_json:
         print_json({"case_reference": msgs[0].case_ref, "case_folder": folder, "messages": rows})
         return
-    typer.echo(f"Case {msgs[0].case_ref}  (folder {folder})")
+    echo(f"Case {msgs[0].case_ref}  (folder {folder})")
     print_table(rows, ["id", "received", "from", "verdict", "subject"])
     for r in rows:
-        typer.echo(f"  {r['id']}: {r['path']}")
+        echo(f"  {r['id']}: {r['path']}")

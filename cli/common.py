@@ -1,8 +1,12 @@
-"""What every command shares: finding the config, printing data, failing clearly."""
+"""What every command shares: finding the config, printing data, failing clearly.
+
+Everything printed for a person goes through ``safe_text`` and every JSON document through
+``json_text``: subjects, addresses and server messages are a stranger's text, and a
+terminal must show them, not obey them (gateway/display.py).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -10,6 +14,7 @@ from typing import Any, NoReturn
 import typer
 
 from gateway.config import Config, load_config, resolve_config_path
+from gateway.display import json_text, safe_text
 from gateway.errors import ConfigError
 
 ConfigOption = typer.Option(
@@ -21,7 +26,7 @@ EXIT_CONFIG = 2
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {safe_text(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -30,15 +35,25 @@ def get_config(path: Path | None) -> Config:
     try:
         config = load_config(resolve_config_path(path))
     except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
+        typer.echo(f"configuration error: {safe_text(exc)}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
     for warning in config.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        typer.echo(f"warning: {safe_text(warning)}", err=True)
     return config
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json_text(obj, indent=2, default=str) + "\n")
+
+
+def echo(text: object, *, err: bool = False) -> None:
+    """One line for a person, with every control character shown as an escape."""
+    typer.echo(safe_text(text), err=err)
+
+
+def cell(value: object) -> str:
+    """A table cell: ``-`` for nothing, else the value as safe text."""
+    return "-" if value is None else safe_text(value)
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -46,7 +61,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     if not rows:
         typer.echo("(none)")
         return
-    widths = {c: max(len(c), *(len(str(r.get(c, "") if r.get(c) is not None else "-")) for r in rows)) for c in columns}
-    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
-    for r in rows:
-        typer.echo("  ".join(str(r.get(c) if r.get(c) is not None else "-").ljust(widths[c]) for c in columns).rstrip())
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from cli import audit, cases, inspect, quarantine
-from cli.common import ConfigOption, JsonOption, get_config, print_json, print_table
+from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
 
@@ -36,12 +36,12 @@ def run(
     try:
         daemon = Daemon(cfg, once=once)
     except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
+        echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
     report = daemon.run()
     if not report.ok:
         for name, error in sorted(report.failures.items()):
-            typer.echo(f"mailbox {name}: {error}", err=True)
+            echo(f"mailbox {name}: {error}", err=True)
         raise typer.Exit(1)
 
 
@@ -79,7 +79,7 @@ def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> No
     if as_json:
         print_json({"mailboxes": statuses, "messages": counts})
         return
-    print_table(statuses, ["mailbox", "last_poll", "last_success", "backlog", "last_error"])
+    print_table(statuses, ["mailbox", "last_poll", "last_success", "backlog", "last_error_at", "last_error"])
     typer.echo("")
     typer.echo("messages: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
 

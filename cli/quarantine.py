@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, fail, get_config, print_json, print_table
+from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json, print_table
 from gateway.filing.quarantine import ReleaseError, get_entry, list_entries, release
 from gateway.records.actors import cli_actor
 from gateway.records.open import open_store
@@ -56,7 +56,8 @@ def show_cmd(msg_id: str, config: Path | None = ConfigOption, as_json: bool = Js
         return
     for key in ("id", "received", "mailbox", "from", "subject", "reasons", "case_reference", "path", "files"):
         value = info[key]
-        typer.echo(f"{key:15} {', '.join(value) if isinstance(value, list) else value}")
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
+        echo(f"{key:15} {shown}")
 
 
 @app.command("release")
@@ -84,4 +85,4 @@ def release_cmd(
     if as_json:
         print_json(rec.to_json())
     else:
-        typer.echo(f"released {rec.id} into {rec.path}")
+        echo(f"released {rec.id} into {rec.path}")

@@ -2,8 +2,10 @@
 sentences for each event, and the CSV and JSON exports (the HTML report is ``audit.html``).
 
 Everything in an entry may come from a stranger's e-mail (subjects, addresses, file
-names), so exports neutralise it for the tool that opens them: CSV cells that a
-spreadsheet would run as a formula are prefixed with an apostrophe, HTML is escaped.
+names), so exports neutralise it for the tool that opens them: every CSV field is quoted
+and no piece of one that a spreadsheet could take for a cell starts a formula (``csv_safe``),
+JSON carries control characters as escapes (``gateway.display.json_text``), HTML is
+escaped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from gateway.clock import iso
+from gateway.display import json_text
 from gateway.records.chain import AuditEntry
 from gateway.records.store import AuditReader, EntryFilter
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
@@ -180,6 +183,9 @@ DESCRIBE: dict[str, Callable[[AuditEntry], str]] = {
     "released": _released,
     "moved": _moved,
     "processing-abandoned": lambda e: "Processing was interrupted; the message is fetched again",
+    "mailbox-error": lambda e: (
+        f"Reading mailbox {_d(e, 'mailbox')} failed unexpectedly ({_d(e, 'error')})"
+    ),
 }
 
 
@@ -219,15 +225,33 @@ def row_of(e: AuditEntry) -> dict[str, Any]:
     }
 
 
+FORMULA_STARTS = "=+-@"
+#: Where a spreadsheet may start a new cell inside what was written as one field: at the
+#: separators it splits on (``;`` is Excel's on German systems, ``,``, TAB) and at line
+#: breaks, when it ignores the quotes (a paste, a "text to columns", a naive import).
+CELL_BREAKS = ";,\t\r\n"
+# Blanks and quotes may stand between a break and the formula: a spreadsheet drops the
+# blanks, and a reader whose idea of quoting is out of step takes a quote for syntax.
+_FORMULA_PIECE = re.compile(f"(^|[{re.escape(CELL_BREAKS)}])(?=[ \t\r\n\"]*[{re.escape(FORMULA_STARTS)}])")
+
+
 def csv_safe(value: Any) -> str:
-    """Defuse spreadsheet formulas: a cell starting with = + - @ (or a control) gets a leading '."""
+    """Defuse spreadsheet formulas: every piece a spreadsheet could take for a cell starts with text.
+
+    A field, and whatever follows a separator or line break inside it, gets an apostrophe
+    in front when (after blanks and quotes) it would start with ``= + - @``; a field
+    starting with TAB or CR gets one too, as some programs drop those and read on. The apostrophe is what
+    spreadsheets themselves use for "this is text", so a reader still sees the value.
+    """
     text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    text = _FORMULA_PIECE.sub(lambda m: m.group(1) + "'", text)
+    return "'" + text if text[:1] in ("\t", "\r") else text
 
 
 def export_csv(entries: Iterator[AuditEntry]) -> str:
+    """Every field quoted, so a separator or line break inside one never splits it."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
+    w = csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_ALL)
     w.writerow([*CSV_COLUMNS, "hash"])
     for e in entries:
         row = row_of(e)
@@ -238,4 +262,4 @@ def export_csv(entries: Iterator[AuditEntry]) -> str:
 def export_json(entries: Iterator[AuditEntry], q: AuditQuery, *, generated_at: str) -> str:
     """The entries exactly as chained (each can be re-hashed), with the filters that chose them."""
     doc = {"generated_at": generated_at, "filters": q.describe(), "entries": [e.to_json() for e in entries]}
-    return json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    return json_text(doc, indent=1, sort_keys=True) + "\n"

@@ -11,12 +11,11 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import FrameType
 
 import structlog
 
-from gateway.clock import iso
+from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
 from gateway.inbound.imap import MailboxSession
@@ -88,6 +87,10 @@ class Daemon:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)
+        if self.once and not self.stop.is_set():
+            for mb in self.config.mailboxes:  # a worker ended by something not even an Exception
+                if mb.name not in self.report.outcomes and mb.name not in self.report.failures:
+                    self.report.failures[mb.name] = "the worker ended without reading the mailbox"
         self.analyser.close()
         self.ctx.close()
         store.seal()
@@ -96,21 +99,35 @@ class Daemon:
         return self.report
 
     def _worker(self, mb: MailboxConfig) -> None:
-        store = open_store(self.config)
-        intake = Intake(self.config, mb, store, self.ctx, after_commit=lambda: _export(store), analyser=self.analyser)
+        """Read one mailbox until stopped; every error is logged, recorded and retried.
+
+        ``TransientError`` is the expected kind (the server is away). Any other exception
+        is a fault of ours or of the machine (a locked ledger, a bug): it gets a traceback
+        in the log, a ``mailbox-error`` audit entry, and a fresh store and intake for the
+        next attempt. Either way the worker lives on, so the mailbox is never left unread
+        while the process looks healthy.
+        """
         wlog = log.bind(mailbox=mb.name)
         backoff = BACKOFF_MIN
         attempts = 0
+        store: Store | None = None
+        intake: Intake | None = None
         try:
             while not self.stop.is_set():
                 attempts += 1
                 session = MailboxSession(mb)
                 try:
+                    if store is None:
+                        store = open_store(self.config)
+                    if intake is None:
+                        intake = self._intake(mb, store)
                     session.connect()
                     wlog.info("connected", uidvalidity=session.uidvalidity, idle=session.has("IDLE") and mb.idle)
-                    backoff = BACKOFF_MIN
                     while not self.stop.is_set():
                         outcome = intake.run(session)
+                        # Only a completed pass resets the backoff: a fault after connecting
+                        # (a locked ledger, a bug) must not be retried every second.
+                        backoff = BACKOFF_MIN
                         with self._lock:
                             self.report.outcomes.setdefault(mb.name, BatchOutcome()).add(outcome)
                         if outcome.stored or outcome.quarantined or outcome.duplicates:
@@ -126,20 +143,71 @@ class Daemon:
                                 self.report.failures.pop(mb.name, None)
                             return
                         self._wait(session, mb)
+                    return
                 except TransientError as exc:
-                    wlog.warning("mailbox error", error=str(exc), retry_in=backoff)
-                    store.set_status(mb.name, last_error=str(exc), last_error_at=iso(datetime.now(UTC)))
-                    with self._lock:
-                        self.report.failures[mb.name] = str(exc)
-                    if self.once and attempts >= ONCE_ATTEMPTS:
-                        return
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    retry_in = self._retry_in(attempts, backoff)
+                    wlog.warning("mailbox error", error=str(exc), retry_in=retry_in)
+                    self._record_failure(store, mb, str(exc), retry_in=retry_in)
+                except Exception as exc:  # noqa: BLE001 - any fault is recorded and retried, never silent
+                    retry_in = self._retry_in(attempts, backoff)
+                    text = error_text(exc, mb)
+                    wlog.error("mailbox failed unexpectedly", error=text, retry_in=retry_in, exc_info=exc)
+                    self._record_failure(store, mb, text, retry_in=retry_in, event=unexpected_event(mb, exc, text))
+                    # Start the next attempt as a restart would: the old connection and
+                    # intake may hold state the fault left half-done.
+                    _close_quietly(wlog, intake, store)
+                    intake, store = None, None
                 finally:
                     session.close()
+                if self._retry_in(attempts, backoff) is None:
+                    return
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
-            intake.close()
-            store.close()
+            _close_quietly(wlog, intake, store)
+
+    def _retry_in(self, attempts: int, backoff: float) -> float | None:
+        """Seconds until the next attempt; ``None`` when ``once`` mode has made its last."""
+        return None if self.once and attempts >= ONCE_ATTEMPTS else backoff
+
+    def _intake(self, mb: MailboxConfig, store: Store) -> Intake:
+        return Intake(self.config, mb, store, self.ctx, after_commit=lambda: _export(store), analyser=self.analyser)
+
+    def _record_failure(
+        self,
+        store: Store | None,
+        mb: MailboxConfig,
+        text: str,
+        *,
+        retry_in: float | None,
+        event: AuditEvent | None = None,
+    ) -> None:
+        """Put the failure in the run report, the mailbox's status and (``event``) the trail.
+
+        The report comes first and cannot fail, so ``run --once`` exits non-zero even when
+        the store is what failed; a failure to write the status or the event is logged and
+        the worker retries as planned.
+        """
+        with self._lock:
+            self.report.failures[mb.name] = text
+        try:
+            if store is None:
+                store = open_store(self.config)
+                try:
+                    _write_failure(store, mb, text, event)
+                finally:
+                    store.close()
+            else:
+                _write_failure(store, mb, text, event)
+        except Exception as exc:  # the failure is in the log and the report; retry
+            log.error(
+                "could not record the mailbox error",
+                mailbox=mb.name,
+                error=error_text(exc, mb),
+                original=text,
+                retry_in=retry_in,
+                exc_info=exc,
+            )
 
     def _wait(self, session: MailboxSession, mb: MailboxConfig) -> None:
         if mb.idle and session.has("IDLE"):
@@ -153,3 +221,46 @@ class Daemon:
 def _export(store: Store) -> None:
     """Ship what was just committed to the JSON-lines copy."""
     store.export_jsonl()
+
+
+ERROR_TEXT_MAX = 500
+
+
+def error_text(exc: BaseException, mb: MailboxConfig) -> str:
+    """``Type: message`` for the status, the report and the trail: bounded, without the password.
+
+    Exception messages are not written for an audience; one that happens to contain the
+    mailbox password (a library echoing its arguments) must not carry it into the trail.
+    """
+    message = str(exc)
+    secret = mb.password.reveal()
+    if secret:
+        message = message.replace(secret, "***")
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
+
+
+def unexpected_event(mb: MailboxConfig, exc: BaseException, text: str) -> AuditEvent:
+    """The trail's record that a mailbox worker hit an error nobody planned for."""
+    return AuditEvent(
+        "mailbox-error",
+        details={"mailbox": mb.name, "folder": mb.folder, "error_type": type(exc).__name__, "error": text},
+    )
+
+
+def _write_failure(store: Store, mb: MailboxConfig, text: str, event: AuditEvent | None) -> None:
+    store.set_status(mb.name, last_error=text, last_error_at=iso(utcnow()))
+    if event is not None:
+        store.record_events([event])
+        store.export_jsonl()
+
+
+def _close_quietly(wlog: structlog.typing.FilteringBoundLogger, intake: Intake | None, store: Store | None) -> None:
+    """Close what a worker holds; a failure to close is logged, it must not end the worker."""
+    for what, closer in (("intake", intake), ("store", store)):
+        if closer is None:
+            continue
+        try:
+            closer.close()
+        except Exception as exc:  # noqa: BLE001 - logged; the next attempt opens afresh
+            wlog.warning("closing failed", what=what, error=str(exc), exc_info=exc)
