@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.smime_pki import TestPKI, make_context, mime_text, run_unwrap, signed_message
 
-from gateway.unwrap.identity import from_values, matching_signer, same_address
+from gateway.unwrap.identity import identity_of, matching_signer, same_address
 from gateway.unwrap.layers import SignatureFinding
-from gateway.unwrap.rules import RULES, Coverage, Facts, decide
+from gateway.unwrap.rules import RULES, WARNINGS, Coverage, Facts, decide
 from gateway.unwrap.verdict import EncryptionInfo, SignatureStatus
 
 AT = dt.datetime(2026, 1, 26, 15, 0, tzinfo=dt.UTC)
@@ -37,7 +37,9 @@ def proven(**changes: Any) -> Facts:
 
 _ADDRESSES = (ALICE, "alice@EXAMPLE.org", "Alice@example.org", "bob@example.org")
 _FROM_VALUES = ("Alice <alice@example.org>", "alice@example.ORG", "bob@example.org",
-                "a@example.org, b@example.org", "not an address", "")
+                "a@example.org, b@example.org", "not an address", "",
+                "bob@example.org <alice@example.org>", '"bob@example.org" <alice@example.org>')
+_NAMED = st.lists(st.none() | st.sampled_from(_ADDRESSES), max_size=2).map(tuple)
 _NOT_VALID_REASONS = ("bad-signature", "untrusted-chain", "cert-expired", "signer-certificate-missing")
 
 
@@ -59,7 +61,11 @@ def facts(draw: st.DrawFn) -> Facts:
     finding = None if coverage == "none" else draw(st.none() | findings())
     inner = draw(st.lists(st.none() | findings(), max_size=2)) if coverage == "whole" else []
     from_addr = draw(st.none() | st.sampled_from(_ADDRESSES))
-    from_reasons = () if from_addr else (draw(st.sampled_from(("no-from", "multiple-from", "from-unparseable"))),)
+    from_reasons = () if from_addr else (draw(st.sampled_from(("no-from", "multiple-from", "from-unparseable",
+                                                               "from-ambiguous"))),)
+    protected = draw(st.none() | st.builds(identity_of, st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
+                                           st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
+                                           st.lists(st.sampled_from(_FROM_VALUES), max_size=2)))
     date_offset = draw(st.none() | st.integers(-3 * 3600, 3 * 3600))
     return Facts(
         at=AT,
@@ -71,7 +77,9 @@ def facts(draw: st.DrawFn) -> Facts:
         nested_unreadable=draw(st.booleans()),
         from_addr=from_addr,
         from_reasons=from_reasons,
-        protected_from=draw(st.none() | st.lists(st.sampled_from(_FROM_VALUES), max_size=2).map(tuple)),
+        sender=draw(_NAMED),
+        reply_to=draw(_NAMED),
+        protected=protected,
         date_header=None if date_offset is None else format_datetime(AT + dt.timedelta(seconds=date_offset)),
     )
 
@@ -109,9 +117,8 @@ def test_verified_message_is_signed_validly_by_its_single_from_address_alone(f: 
     for sig in (f.finding, *f.inner_findings):
         assert sig is not None and sig.status == "valid"
         assert matching_signer(sig.signer_emails, f.from_addr) is not None
-    if f.protected_from:
-        inner_addr, _ = from_values(f.protected_from)
-        assert inner_addr is not None and same_address(inner_addr, f.from_addr)
+    if f.protected is not None and "no-from" not in f.protected.from_reasons:
+        assert f.protected.from_addr is not None and same_address(f.protected.from_addr, f.from_addr)
 
 
 # --- single rules, by name --------------------------------------------------------------
@@ -187,7 +194,7 @@ def test_second_signer_who_is_not_from_spoils_the_verdict() -> None:
     ((), ()),
 ])
 def test_protected_from_must_be_the_outer_from(values: tuple[str, ...], reasons: tuple[str, ...]) -> None:
-    assert RULE["protected-from-matches"](proven(protected_from=values)) == reasons
+    assert RULE["protected-from-matches"](proven(protected=identity_of(values))) == reasons
 
 
 def test_signing_time_after_arrival_is_refused_beyond_the_skew() -> None:
