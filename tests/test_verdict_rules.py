@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from email.utils import format_datetime
 from typing import Any, get_args
@@ -121,11 +122,29 @@ def test_verified_message_is_signed_validly_by_its_single_from_address_alone(f: 
         assert f.protected.from_addr is not None and same_address(f.protected.from_addr, f.from_addr)
 
 
+@_SETTINGS
+@given(facts())
+def test_only_a_verified_message_carries_warnings(f: Facts) -> None:
+    decision = decide(f)
+    assert decision.warnings == () or decision.verified
+
+
+@_SETTINGS
+@given(facts())
+def test_warnings_never_change_whether_a_message_is_verified(f: Facts) -> None:
+    """Sender and Reply-To are what warnings read; without them the verdict is the same."""
+    quiet = dataclasses.replace(f, sender=(), reply_to=(), protected=f.protected and dataclasses.replace(
+        f.protected, sender=(), reply_to=()))
+    assert decide(quiet).verified == decide(f).verified
+    assert decide(quiet).reasons == decide(f).reasons
+    assert decide(quiet).warnings == ()
+
+
 # --- single rules, by name --------------------------------------------------------------
 
 
 def test_rule_names_are_unique_kebab_case() -> None:
-    names = [name for name, _rule in RULES]
+    names = [name for name, _rule in (*RULES, *WARNINGS)]
     assert len(set(names)) == len(names)
     assert all(name == name.lower() and " " not in name and "_" not in name for name in names)
 
@@ -195,6 +214,30 @@ def test_second_signer_who_is_not_from_spoils_the_verdict() -> None:
 ])
 def test_protected_from_must_be_the_outer_from(values: tuple[str, ...], reasons: tuple[str, ...]) -> None:
     assert RULE["protected-from-matches"](proven(protected=identity_of(values))) == reasons
+
+
+def test_ambiguous_protected_from_is_named_once_not_also_as_mismatch() -> None:
+    f = proven(protected=identity_of(["alice@example.org <bob@example.org>"]))
+    assert decide(f).reasons == ("protected-from-ambiguous",)
+
+
+@pytest.mark.parametrize(("sender", "reply_to", "warnings"), [
+    ((), (), ()),
+    ((ALICE,), ("alice@EXAMPLE.org",), ()),
+    (("bob@example.org",), (), ("sender-not-signer",)),
+    ((), (ALICE, None), ("reply-to-not-signer",)),  # None: a value naming no clear address
+    (("bob@example.org",), ("bob@example.org",), ("sender-not-signer", "reply-to-not-signer")),
+])
+def test_sender_and_reply_to_other_than_the_signer_are_warnings(
+    sender: tuple[str | None, ...], reply_to: tuple[str | None, ...], warnings: tuple[str, ...]
+) -> None:
+    decision = decide(proven(sender=sender, reply_to=reply_to))
+    assert decision.verified and decision.warnings == warnings
+
+
+def test_protected_sender_and_reply_to_are_read_like_the_outer_ones() -> None:
+    inner = identity_of([ALICE], ["bob@example.org"], ["Bob <bob@example.org>"])
+    assert decide(proven(protected=inner)).warnings == ("sender-not-signer", "reply-to-not-signer")
 
 
 def test_signing_time_after_arrival_is_refused_beyond_the_skew() -> None:
