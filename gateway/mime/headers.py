@@ -178,21 +178,17 @@ def _repair_surrogates(text: str) -> str:
     return _decode_bytes(text.encode("utf-8", "surrogateescape"))
 
 
-def _replace_control(match: re.Match[str]) -> str:
-    return " " if match.group() in _CONTROL_SPACE else "\ufffd"
-
-
-def _clean(text: str) -> str:
+def _clean(text: str, replacement: str) -> str:
     """One line without control characters, NFC."""
     # An *encoded* CR or LF would let a sender break lines in logs and in the ledger record.
     text = _BARE_NEWLINE.sub(" ", text)
-    text = _CONTROL.sub(_replace_control, text)
+    text = _CONTROL.sub(lambda m: " " if m.group() in _CONTROL_SPACE else replacement, text)
     text = _LINE_SEPARATOR.sub(" ", text)
-    text = _BIDI_CONTROL.sub("\ufffd", text)
+    text = _BIDI_CONTROL.sub(replacement, text)
     return unicodedata.normalize("NFC", text)
 
 
-def decode_header_text(raw: str | bytes | None, *, encoded_words: bool = True) -> str:
+def decode_header_text(raw: str | bytes | None, *, encoded_words: bool = True, replacement: str = "\ufffd") -> str:
     """Decode a header value to Unicode text safe to store, show and log; never raises.
 
     Accepts what the email library hands over (``str``, possibly with surrogate-escaped
@@ -207,9 +203,10 @@ def decode_header_text(raw: str | bytes | None, *, encoded_words: bool = True) -
     The result is the value *as written* on one line, with nothing a terminal, a log reader or
     a file format would act on (even when the sender encoded it): CR, LF, TAB and the other
     white-space controls become a space; every other C0/C1 control character (NUL, ESC, DEL,
-    ...) and every bidirectional embedding, override or isolate becomes U+FFFD; U+2028 and
-    U+2029 become a space. Use :func:`gateway.routing.subject.normalise_for_matching` before
-    matching.
+    ...) and every bidirectional embedding, override or isolate becomes ``replacement``
+    (U+FFFD, so a reader sees that something was there; a file name, which has its own
+    rules, passes ``""``); U+2028 and U+2029 become a space. Use
+    :func:`gateway.routing.subject.normalise_for_matching` before matching.
     """
     if raw is None:
         return ""
@@ -221,7 +218,7 @@ def decode_header_text(raw: str | bytes | None, *, encoded_words: bool = True) -
     if encoded_words:
         text = _decode_encoded_words(text)
         text = _repair_surrogates(text)  # a codec such as utf-7 can produce lone surrogates
-    return _clean(text)
+    return _clean(text, replacement)
 
 
 def is_clean_header_text(text: str) -> bool:

@@ -194,7 +194,8 @@ def _filename(head: Message) -> str | None:
                 name = email.utils.collapse_rfc2231_value(name)
     except Exception:  # noqa: BLE001 - a broken parameter means "no usable name", not a crash
         return None
-    return decode_header_text(name) if isinstance(name, str) and name else None
+    # A file name drops what it cannot show instead of marking it (docs/case-folders.md).
+    return decode_header_text(name, replacement="") if isinstance(name, str) and name else None
 
 
 def _as_utf8(charset: str | None, data: bytes) -> bytes:
