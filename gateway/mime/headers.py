@@ -46,6 +46,8 @@ _CONTROL_SPACE = frozenset("\t\n\v\f\r\x1c\x1d\x1e\x1f\x85")
 # ("Trojan Source", CVE-2021-42574); line and paragraph separators break lines in some viewers.
 _BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _LINE_SEPARATOR = re.compile("[\u2028\u2029]")
+# Printable ASCII only: nothing to unfold, repair, replace or normalise (most header values).
+_PLAIN = re.compile(r"[\x20-\x7e]*")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 # Charset labels we are willing to hand to codecs.lookup(): short and plain, so a hostile
 # label cannot make us import odd modules or hit odd code paths.
@@ -210,6 +212,8 @@ def decode_header_text(raw: str | bytes | None, *, encoded_words: bool = True, r
     """
     if raw is None:
         return ""
+    if isinstance(raw, str) and _PLAIN.fullmatch(raw) and not (encoded_words and "=?" in raw):
+        return raw
     text = _decode_bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw)
     text = _repair_surrogates(text)
     text = _FOLD.sub("", text)

@@ -64,12 +64,23 @@ class Identity:
 
 
 def read_identity(entity: Entity) -> Identity:
-    """The From, Sender and Reply-To of ``entity``'s own header block."""
-    return identity_of(entity.header_all("from"), entity.header_all("sender"), entity.header_all("reply-to"))
+    """The From, Sender and Reply-To of ``entity``'s own header block (one pass over it)."""
+    found: dict[str, list[str]] = {"from": [], "sender": [], "reply-to": []}
+    for key, value in entity.headers:
+        values = found.get(key.lower())
+        if values is not None:
+            values.append(value)
+    return _identity(tuple(found["from"]), tuple(found["sender"]), tuple(found["reply-to"]))
 
 
 def identity_of(from_: Sequence[str], sender: Sequence[str] = (), reply_to: Sequence[str] = ()) -> Identity:
     """The identity that these From, Sender and Reply-To header values state."""
+    return _identity(tuple(from_), tuple(sender), tuple(reply_to))
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity(from_: tuple[str, ...], sender: tuple[str, ...], reply_to: tuple[str, ...]) -> Identity:
+    """Cached by the values, as :func:`read_addresses`: the same correspondents write again."""
     from_addr, from_reasons = from_values(from_)
     return Identity(from_addr=from_addr, from_reasons=from_reasons, sender=_named(sender), reply_to=_named(reply_to))
 
