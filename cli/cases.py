@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -51,7 +52,7 @@ def show_case(
     store.close()
     if not msgs:
         fail(f"no messages filed under case {case!r}")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for m in msgs:
         manifest = {}
         if m.path and (Path(m.path) / "manifest.json").exists():
@@ -63,6 +64,7 @@ def show_case(
                 "from": m.from_addr,
                 "subject": m.subject,
                 "verdict": (m.verdict or {}).get("verdict"),
+                "warnings": list((m.verdict or {}).get("warnings") or []),
                 "state": m.state,
                 "path": m.path,
                 "files": sorted(manifest.get("files", {})),
@@ -72,6 +74,9 @@ def show_case(
         print_json({"case_reference": msgs[0].case_ref, "case_folder": folder, "messages": rows})
         return
     echo(f"Case {msgs[0].case_ref}  (folder {folder})")
-    print_table(rows, ["id", "received", "from", "verdict", "subject"])
+    print_table(
+        [{**r, "warnings": ", ".join(r["warnings"]) or None} for r in rows],
+        ["id", "received", "from", "verdict", "warnings", "subject"],
+    )
     for r in rows:
         echo(f"  {r['id']}: {r['path']}")

@@ -77,6 +77,7 @@ def _row(name: str, verdict: dict[str, Any]) -> dict[str, Any]:
         "signer": sig.get("signer"),
         "encryption": enc.get("status"),
         "reasons": ", ".join(verdict.get("reasons") or []) or None,
+        "warnings": ", ".join(verdict.get("warnings") or []) or None,
     }
 
 
@@ -116,6 +117,6 @@ def inspect_cmd(
         else:
             rows.append(_row(str(path), verdict))
     if not as_json and rows:
-        print_table(rows, ["file", "verdict", "signature", "signer", "encryption", "reasons"])
+        print_table(rows, ["file", "verdict", "signature", "signer", "encryption", "reasons", "warnings"])
     if unreadable:
         raise typer.Exit(EXIT_USAGE)

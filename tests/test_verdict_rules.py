@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from email.utils import format_datetime
 from typing import Any, get_args
@@ -11,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.smime_pki import TestPKI, make_context, mime_text, run_unwrap, signed_message
 
-from gateway.unwrap.identity import from_values, matching_signer, same_address
+from gateway.unwrap.identity import identity_of, matching_signer, same_address
 from gateway.unwrap.layers import SignatureFinding
-from gateway.unwrap.rules import RULES, Coverage, Facts, decide
+from gateway.unwrap.rules import RULES, WARNINGS, Coverage, Facts, decide
 from gateway.unwrap.verdict import EncryptionInfo, SignatureStatus
 
 AT = dt.datetime(2026, 1, 26, 15, 0, tzinfo=dt.UTC)
@@ -37,7 +38,9 @@ def proven(**changes: Any) -> Facts:
 
 _ADDRESSES = (ALICE, "alice@EXAMPLE.org", "Alice@example.org", "bob@example.org")
 _FROM_VALUES = ("Alice <alice@example.org>", "alice@example.ORG", "bob@example.org",
-                "a@example.org, b@example.org", "not an address", "")
+                "a@example.org, b@example.org", "not an address", "",
+                "bob@example.org <alice@example.org>", '"bob@example.org" <alice@example.org>')
+_NAMED = st.lists(st.none() | st.sampled_from(_ADDRESSES), max_size=2).map(tuple)
 _NOT_VALID_REASONS = ("bad-signature", "untrusted-chain", "cert-expired", "signer-certificate-missing")
 
 
@@ -59,7 +62,11 @@ def facts(draw: st.DrawFn) -> Facts:
     finding = None if coverage == "none" else draw(st.none() | findings())
     inner = draw(st.lists(st.none() | findings(), max_size=2)) if coverage == "whole" else []
     from_addr = draw(st.none() | st.sampled_from(_ADDRESSES))
-    from_reasons = () if from_addr else (draw(st.sampled_from(("no-from", "multiple-from", "from-unparseable"))),)
+    from_reasons = () if from_addr else (draw(st.sampled_from(("no-from", "multiple-from", "from-unparseable",
+                                                               "from-ambiguous"))),)
+    protected = draw(st.none() | st.builds(identity_of, st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
+                                           st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
+                                           st.lists(st.sampled_from(_FROM_VALUES), max_size=2)))
     date_offset = draw(st.none() | st.integers(-3 * 3600, 3 * 3600))
     return Facts(
         at=AT,
@@ -71,7 +78,9 @@ def facts(draw: st.DrawFn) -> Facts:
         nested_unreadable=draw(st.booleans()),
         from_addr=from_addr,
         from_reasons=from_reasons,
-        protected_from=draw(st.none() | st.lists(st.sampled_from(_FROM_VALUES), max_size=2).map(tuple)),
+        sender=draw(_NAMED),
+        reply_to=draw(_NAMED),
+        protected=protected,
         date_header=None if date_offset is None else format_datetime(AT + dt.timedelta(seconds=date_offset)),
     )
 
@@ -109,16 +118,33 @@ def test_verified_message_is_signed_validly_by_its_single_from_address_alone(f: 
     for sig in (f.finding, *f.inner_findings):
         assert sig is not None and sig.status == "valid"
         assert matching_signer(sig.signer_emails, f.from_addr) is not None
-    if f.protected_from:
-        inner_addr, _ = from_values(f.protected_from)
-        assert inner_addr is not None and same_address(inner_addr, f.from_addr)
+    if f.protected is not None and "no-from" not in f.protected.from_reasons:
+        assert f.protected.from_addr is not None and same_address(f.protected.from_addr, f.from_addr)
+
+
+@_SETTINGS
+@given(facts())
+def test_only_a_verified_message_carries_warnings(f: Facts) -> None:
+    decision = decide(f)
+    assert decision.warnings == () or decision.verified
+
+
+@_SETTINGS
+@given(facts())
+def test_warnings_never_change_whether_a_message_is_verified(f: Facts) -> None:
+    """Sender and Reply-To are what warnings read; without them the verdict is the same."""
+    quiet = dataclasses.replace(f, sender=(), reply_to=(), protected=f.protected and dataclasses.replace(
+        f.protected, sender=(), reply_to=()))
+    assert decide(quiet).verified == decide(f).verified
+    assert decide(quiet).reasons == decide(f).reasons
+    assert decide(quiet).warnings == ()
 
 
 # --- single rules, by name --------------------------------------------------------------
 
 
 def test_rule_names_are_unique_kebab_case() -> None:
-    names = [name for name, _rule in RULES]
+    names = [name for name, _rule in (*RULES, *WARNINGS)]
     assert len(set(names)) == len(names)
     assert all(name == name.lower() and " " not in name and "_" not in name for name in names)
 
@@ -187,7 +213,31 @@ def test_second_signer_who_is_not_from_spoils_the_verdict() -> None:
     ((), ()),
 ])
 def test_protected_from_must_be_the_outer_from(values: tuple[str, ...], reasons: tuple[str, ...]) -> None:
-    assert RULE["protected-from-matches"](proven(protected_from=values)) == reasons
+    assert RULE["protected-from-matches"](proven(protected=identity_of(values))) == reasons
+
+
+def test_ambiguous_protected_from_is_named_once_not_also_as_mismatch() -> None:
+    f = proven(protected=identity_of(["alice@example.org <bob@example.org>"]))
+    assert decide(f).reasons == ("protected-from-ambiguous",)
+
+
+@pytest.mark.parametrize(("sender", "reply_to", "warnings"), [
+    ((), (), ()),
+    ((ALICE,), ("alice@EXAMPLE.org",), ()),
+    (("bob@example.org",), (), ("sender-not-signer",)),
+    ((), (ALICE, None), ("reply-to-not-signer",)),  # None: a value naming no clear address
+    (("bob@example.org",), ("bob@example.org",), ("sender-not-signer", "reply-to-not-signer")),
+])
+def test_sender_and_reply_to_other_than_the_signer_are_warnings(
+    sender: tuple[str | None, ...], reply_to: tuple[str | None, ...], warnings: tuple[str, ...]
+) -> None:
+    decision = decide(proven(sender=sender, reply_to=reply_to))
+    assert decision.verified and decision.warnings == warnings
+
+
+def test_protected_sender_and_reply_to_are_read_like_the_outer_ones() -> None:
+    inner = identity_of([ALICE], ["bob@example.org"], ["Bob <bob@example.org>"])
+    assert decide(proven(protected=inner)).warnings == ("sender-not-signer", "reply-to-not-signer")
 
 
 def test_signing_time_after_arrival_is_refused_beyond_the_skew() -> None:

@@ -26,6 +26,11 @@ STATUS = {  # the latest event that says where an item stands -> (label, colour 
     "decryption-failed": ("Could not be decrypted", "warn"),
 }
 EMPHASIS = {"quarantined": "warn", "decryption-failed": "warn", "released": "ok", "stored": "ok"}
+#: The verdict's warnings (docs/verdict.md) in words: a verified letter the reviewer should look at twice.
+WARNINGS = {
+    "sender-not-signer": "sent on behalf of the signer by another address (Sender)",
+    "reply-to-not-signer": "replies would go to an address other than the signer's (Reply-To)",
+}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1d2733;background:#f4f6f8;
@@ -50,6 +55,7 @@ td{border-top:1px solid #e5eaef;padding:5px 8px;vertical-align:top}
 td.when{white-space:nowrap;color:#47525e;width:170px}td.who{white-space:nowrap;color:#47525e;width:150px}
 tr.warn td.what{color:#8a4300;font-weight:600}tr.ok td.what{color:#1c6b35}
 .seq{color:#8a96a3;font-size:12px}
+.warning{color:#8a4300;background:#fdf0e2;border-radius:4px;padding:3px 8px;margin:4px 0 8px;font-size:14px}
 footer{color:#5b6773;font-size:13px;margin-top:40px;border-top:1px solid #d5dde5;padding-top:10px;
 word-break:break-all}
 @media print{body{background:#fff}.item{break-inside:avoid}}
@@ -109,6 +115,15 @@ class Item:
                 words = reasons_text(e.details.get("reasons"))
                 return VERDICTS.get(name, name) + (f" ({words})" if words else "")
         return None
+
+    @property
+    def warnings(self) -> list[str]:
+        """The latest verdict's warnings, in words."""
+        for e in reversed(self.entries):
+            if e.event == "verdict":
+                found = e.details.get("warnings")
+                return [WARNINGS.get(str(w), str(w)) for w in found] if isinstance(found, list) else []
+        return []
 
 
 def group_items(
@@ -256,6 +271,7 @@ def _item(item: Item) -> str:
         f"<h3>{label} {escape(when(item.received))}{badge}</h3>",
         f"<div><b>Subject:</b> {escape(item.subject) if item.subject else '<i>(unknown)</i>'}</div>",
         f'<div class="meta">{" · ".join(meta)}</div>',
+        *(f'<div class="warning"><b>Warning:</b> {escape(w)}</div>' for w in item.warnings),
         "<table>",
         *(_row(e) for e in item.entries),
         "</table></div>",

@@ -264,8 +264,10 @@ def _route(r: _Reader) -> RouteConfig:
         if f not in groups:
             raise r.fail("case", f"template field {{{f}}} is not a named group of subject")
     policy = _policy(r.sub("policy", r.table_("policy"))) if "policy" in r.table else None
+    require_clean_identity = r.bool_("require_clean_identity", False)
     r.finish()
-    return RouteConfig(name=name, subject=subject, case=case, from_=from_, policy=policy)
+    return RouteConfig(name=name, subject=subject, case=case, from_=from_, policy=policy,
+                       require_clean_identity=require_clean_identity)
 
 
 def _smime(r: _Reader) -> SmimeConfig:

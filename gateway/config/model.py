@@ -94,6 +94,9 @@ class RouteConfig:
     case: str
     from_: re.Pattern[str] | None = None
     policy: PolicyConfig | None = None
+    #: A verified message with identity warnings (Sender or Reply-To not the signer) goes to
+    #: quarantine instead of this route's case folder.
+    require_clean_identity: bool = False
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def is_device_name(name: str) -> bool:
 
 def _clean(text: str) -> str:
     """Everything except the length cap; may return ``""`` for garbage."""
-    text = decode_header_text(text)  # RFC 2047 leftovers, surrogate escapes, NFC
+    text = decode_header_text(text, replacement="")  # RFC 2047 leftovers, surrogates, controls, NFC
     # Last non-empty path component: "C:\\Windows\\evil.exe" -> "evil.exe", "dir/" -> "dir".
     components = [part for part in _SEPARATORS.split(text) if part]
     text = components[-1] if components else ""

@@ -110,6 +110,8 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
         reasons.append("policy-signature-required")
     if policy.require_encryption and verdict.encryption.status != "decrypted":
         reasons.append("policy-encryption-required")
+    if decision.require_clean_identity and verdict.warnings:
+        reasons.append("policy-clean-identity-required")
     if reasons:
         return _quarantine(reasons, verdict, parts=content.parts, decrypted=decrypted, **common)
     return Plan(

@@ -143,4 +143,5 @@ def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
         "state": plan.target,
         "reasons": rec.reasons,
         "verdict": plan.verdict.verdict,
+        "warnings": list(plan.verdict.warnings),
     }

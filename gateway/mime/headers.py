@@ -1,4 +1,4 @@
-"""The one decoder of untrusted header text (RFC 2047, 8-bit, folding, NFC).
+"""The one decoder of untrusted header text (RFC 2047, 8-bit, folding, controls, NFC).
 
 Subjects arrive from anyone on the internet. They may be RFC 2047 encoded (correctly or not),
 folded, split in the middle of a multi-byte character, labelled with charsets that do not exist,
@@ -8,6 +8,10 @@ recorded and routed (at worst to ``_unassigned``), so nothing in this module rai
 :func:`decode_header_text` gives the text *as written* (decoded, unfolded, NFC): what the
 audit trail and the case folder record. Routing folds it further
 (:mod:`gateway.routing.subject`); that lossy form is never stored.
+
+Every header value that reaches a file, a folder name, a log line or the audit trail goes
+through it, so its output is safe to write anywhere as one line: no control character ever
+comes out (see :func:`decode_header_text` for what replaces them).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import codecs
 import re
 import unicodedata
 
-__all__ = ["decode_header_text"]
+__all__ = ["decode_header_text", "is_clean_header_text"]
 
 # One RFC 2047 encoded word. The charset may carry an RFC 2231 language suffix
 # ("utf-8*de"). The encoded text may not contain '?' (RFC 2047 section 2); we tolerate
@@ -33,6 +37,17 @@ _BARE_NEWLINE = re.compile(r"\r\n|\r|\n")
 # "surrogateescape" handler (U+DC80..U+DCFF); anything else is simply broken.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _NON_ESCAPE_SURROGATE = re.compile(r"[\ud800-\udc7f\udd00-\udfff]")
+# What never leaves the decoder (Unicode category Cc: C0, DEL, C1). White-space controls (TAB,
+# VT, FF, the information separators, NEL) read as a space; the others would move a terminal's
+# cursor, ring it, or cut a C string, and become U+FFFD so the clerk sees that something was there.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_SPACE = frozenset("\t\n\v\f\r\x1c\x1d\x1e\x1f\x85")
+# Bidirectional embeddings, overrides and isolates reorder what follows them on display
+# ("Trojan Source", CVE-2021-42574); line and paragraph separators break lines in some viewers.
+_BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_LINE_SEPARATOR = re.compile("[\u2028\u2029]")
+# Printable ASCII only: nothing to unfold, repair, replace or normalise (most header values).
+_PLAIN = re.compile(r"[\x20-\x7e]*")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 # Charset labels we are willing to hand to codecs.lookup(): short and plain, so a hostile
 # label cannot make us import odd modules or hit odd code paths.
@@ -165,27 +180,57 @@ def _repair_surrogates(text: str) -> str:
     return _decode_bytes(text.encode("utf-8", "surrogateescape"))
 
 
-def decode_header_text(raw: str | bytes | None) -> str:
-    """Decode a header value (typically ``Subject``) to Unicode text; never raises.
+def _clean(text: str, replacement: str) -> str:
+    """One line without control characters, NFC."""
+    # An *encoded* CR or LF would let a sender break lines in logs and in the ledger record.
+    text = _BARE_NEWLINE.sub(" ", text)
+    text = _CONTROL.sub(lambda m: " " if m.group() in _CONTROL_SPACE else replacement, text)
+    text = _LINE_SEPARATOR.sub(" ", text)
+    text = _BIDI_CONTROL.sub(replacement, text)
+    return unicodedata.normalize("NFC", text)
+
+
+def decode_header_text(raw: str | bytes | None, *, encoded_words: bool = True, replacement: str = "\ufffd") -> str:
+    """Decode a header value to Unicode text safe to store, show and log; never raises.
 
     Accepts what the email library hands over (``str``, possibly with surrogate-escaped
     8-bit bytes), raw header bytes, or ``None`` (missing header, returns ``""``). Folded lines
     are unfolded, encoded words decoded (see :func:`_decode_encoded_words`), and the result
     is NFC so that the same subject always compares equal to itself.
 
-    The result is the subject *as written*, on one line (CR and LF become spaces, even when
-    encoded); it may still contain other control characters that a hostile sender encoded.
-    Use :func:`normalise_for_matching` before matching or display.
+    ``encoded_words=False`` is for fields where RFC 2047 does not apply (addresses,
+    Message-ID, Date): an "encoded word" there is literal text, and decoding it would show
+    something the header does not say (``=?utf-8?q?boss@example.org?=`` is not an address).
+
+    The result is the value *as written* on one line, with nothing a terminal, a log reader or
+    a file format would act on (even when the sender encoded it): CR, LF, TAB and the other
+    white-space controls become a space; every other C0/C1 control character (NUL, ESC, DEL,
+    ...) and every bidirectional embedding, override or isolate becomes ``replacement``
+    (U+FFFD, so a reader sees that something was there; a file name, which has its own
+    rules, passes ``""``); U+2028 and U+2029 become a space. Use
+    :func:`gateway.routing.subject.normalise_for_matching` before matching.
     """
     if raw is None:
         return ""
+    if isinstance(raw, str) and _PLAIN.fullmatch(raw) and not (encoded_words and "=?" in raw):
+        return raw
     text = _decode_bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw)
     text = _repair_surrogates(text)
     text = _FOLD.sub("", text)
     # A bare line break not followed by white space is not valid folding; keep the words apart.
     text = _BARE_NEWLINE.sub(" ", text)
-    text = _decode_encoded_words(text)
-    text = _repair_surrogates(text)  # a codec such as utf-7 can produce lone surrogates
-    # An *encoded* CR or LF would let a sender break lines in logs and in the ledger record.
-    text = _BARE_NEWLINE.sub(" ", text)
-    return unicodedata.normalize("NFC", text)
+    if encoded_words:
+        text = _decode_encoded_words(text)
+        text = _repair_surrogates(text)  # a codec such as utf-7 can produce lone surrogates
+    return _clean(text, replacement)
+
+
+def is_clean_header_text(text: str) -> bool:
+    """``text`` is what :func:`decode_header_text` could have produced (for checks and tests)."""
+    return (
+        not _CONTROL.search(text)
+        and not _BIDI_CONTROL.search(text)
+        and not _LINE_SEPARATOR.search(text)
+        and not _SURROGATE.search(text)
+        and unicodedata.is_normalized("NFC", text)
+    )

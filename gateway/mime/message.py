@@ -51,10 +51,15 @@ class ParsedMessage:
 
 
 def addresses(values: list[str]) -> list[str]:
-    """Every address in the given From header values (display names dropped, domain lower-cased)."""
+    """Every address in the given From header values (display names dropped, domain lower-cased).
+
+    As lenient as a mail program's display: ``eve@example.org <boss@example.org>`` lists both,
+    so the record shows what a reader would see. Whether the From is one clear address is
+    :mod:`gateway.unwrap.identity`'s question, not this list's.
+    """
     out: list[str] = []
     for _name, addr in email.utils.getaddresses(values):
-        addr = addr.strip()
+        addr = decode_header_text(addr, encoded_words=False).strip()
         if not addr:
             continue
         local, at, domain = addr.rpartition("@")
@@ -73,6 +78,15 @@ def _first(msg: Message, name: str) -> str | None:
     return None
 
 
+def _field(value: str | None) -> str | None:
+    """A structured field's value (Message-ID, Date) on one clean line, or None when empty.
+
+    These reach the ledger, the manifest and the audit trail as written, so they go through
+    the one header decoder; they are not RFC 2047 text, so encoded words stay literal.
+    """
+    return decode_header_text(value, encoded_words=False).strip() or None
+
+
 def headers_only(raw: bytes) -> ParsedMessage:
     """Best-effort identification of a message that failed parsing, for the record.
 
@@ -84,8 +98,8 @@ def headers_only(raw: bytes) -> ParsedMessage:
         return ParsedMessage(
             subject=decode_header_text(_first(msg, "Subject")),
             from_addrs=from_addresses(msg),
-            message_id=(_first(msg, "Message-ID") or "").strip() or None,
-            date=_first(msg, "Date"),
+            message_id=_field(_first(msg, "Message-ID")),
+            date=_field(_first(msg, "Date")),
         )
     except Exception:  # noqa: BLE001 - identification is a courtesy, never a failure
         return ParsedMessage(subject="", from_addrs=[], message_id=None, date=None)
@@ -108,8 +122,8 @@ def parse_message(raw: bytes, limits: LimitsConfig, *, decode: bool = True) -> P
     parsed = ParsedMessage(
         subject=decode_header_text(top.header("Subject")),
         from_addrs=addresses(top.header_all("From")),
-        message_id=(top.header("Message-ID") or "").strip() or None,
-        date=top.header("Date"),
+        message_id=_field(top.header("Message-ID")),
+        date=_field(top.header("Date")),
     )
     counter = [0]
     _collect(top, parsed, limits, depth=1, counter=counter, decode=decode)
@@ -180,7 +194,8 @@ def _filename(head: Message) -> str | None:
                 name = email.utils.collapse_rfc2231_value(name)
     except Exception:  # noqa: BLE001 - a broken parameter means "no usable name", not a crash
         return None
-    return decode_header_text(name) if isinstance(name, str) and name else None
+    # A file name drops what it cannot show instead of marking it (docs/case-folders.md).
+    return decode_header_text(name, replacement="") if isinstance(name, str) and name else None
 
 
 def _as_utf8(charset: str | None, data: bytes) -> bytes:

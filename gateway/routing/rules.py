@@ -27,6 +27,7 @@ class RouteDecision:
     rule: str | None  # the rule's name (None: no rule matched)
     reasons: tuple[str, ...] = ()
     policy: PolicyConfig | None = None  # the matched rule's policy override
+    require_clean_identity: bool = False  # the matched rule refuses identity warnings
 
     @property
     def assigned(self) -> bool:
@@ -57,5 +58,5 @@ def route(subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig],
             folder = case_folder_name(reference)
         except InvalidCaseReference as exc:
             return RouteDecision(None, unassigned, rule.name, (f"invalid-case-reference:{exc.reason}",))
-        return RouteDecision(reference, folder, rule.name, (), rule.policy)
+        return RouteDecision(reference, folder, rule.name, (), rule.policy, rule.require_clean_identity)
     return RouteDecision(None, unassigned, None, ("no-rule-matched",))

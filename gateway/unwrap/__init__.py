@@ -121,6 +121,7 @@ def _result(raw: bytes, peeled: Peeled, facts: Facts, decision: Decision) -> Unw
         encryption=facts.encryption,
         validated_at=facts.at,
         subject_source="protected" if subject is not None else "outer",
+        warnings=decision.warnings,
     )
     events = peeled.events
     if facts.finding is not None:
@@ -144,14 +145,19 @@ def _signature_info(facts: Facts) -> SignatureInfo:
     return SignatureInfo(
         status=facts.status,
         scheme=facts.scheme,
-        # The signer that is From; otherwise the first one, so the clerk sees who it was.
-        signer=facts.signer or (finding.signer_emails[0] if finding.signer_emails else None),
+        # The signer that is From; otherwise the first one, so the clerk sees who it was. An
+        # untrusted certificate's address is anybody's text: it is stored and shown, so clean.
+        signer=facts.signer or (_shown(finding.signer_emails[0]) if finding.signer_emails else None),
         signer_certificate_sha256=finding.signer_certificate_sha256,
         signer_fingerprint=finding.signer_fingerprint,
         signing_time=finding.signing_time.isoformat() if finding.signing_time else None,
         covers_whole_message=facts.covers_whole,
         revocation=finding.revocation,
     )
+
+
+def _shown(text: str) -> str:
+    return decode_header_text(text, encoded_words=False)
 
 
 def _verified_event(facts: Facts, verdict: Verdict) -> UnwrapEvent:
@@ -165,4 +171,5 @@ def _verified_event(facts: Facts, verdict: Verdict) -> UnwrapEvent:
         "signer_certificate_sha256": signature.signer_certificate_sha256,
         **({"signer_fingerprint": signature.signer_fingerprint} if signature.signer_fingerprint else {}),
         "covers_whole_message": signature.covers_whole_message,
+        "warnings": list(verdict.warnings),
     })

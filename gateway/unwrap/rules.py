@@ -10,6 +10,10 @@ returns the reasons it finds, or nothing. A message is verified when the reporte
 signature is valid and covers the whole content and no rule found a reason. The order of
 :data:`RULES` is the order of the reasons in the verdict, which is part of the contract;
 a new requirement is a new row, never a branch inside an existing rule.
+
+:data:`WARNINGS` is a second table of the same shape for what a clerk must see about a
+verified message without it being any less proven (a Reply-To naming someone other than
+the signer). Warnings never make a message unverified; a route may still refuse them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Literal
 
-from gateway.unwrap.identity import from_values, matching_signer, same_address, single_from
+from gateway.unwrap.identity import Identity, matching_signer, read_identity, same_address
 from gateway.unwrap.layers import (
     LayerOutcome,
     Peeled,
@@ -31,7 +35,7 @@ from gateway.unwrap.layers import (
 )
 from gateway.unwrap.verdict import EncryptionInfo, Scheme, SignatureStatus, worse
 
-__all__ = ["CLOCK_SKEW", "RULES", "Coverage", "Decision", "Facts", "Rule", "decide", "derive_facts"]
+__all__ = ["CLOCK_SKEW", "RULES", "WARNINGS", "Coverage", "Decision", "Facts", "Rule", "decide", "derive_facts"]
 
 #: Tolerance between the signer's signing time and arrival / the Date header.
 CLOCK_SKEW = timedelta(hours=1)
@@ -59,11 +63,15 @@ class Facts:
     encryption: EncryptionInfo = field(default_factory=EncryptionInfo)
     #: The content could not be walked for nested parts.
     nested_unreadable: bool = False
+    #: The single clear From address of the message.
     from_addr: str | None = None
-    #: Why there is no single From address (empty exactly when ``from_addr`` is set).
+    #: Why there is no single clear From address (empty exactly when ``from_addr`` is set).
     from_reasons: tuple[str, ...] = ()
-    #: The From header values of the opened (protected) entity; None when nothing was opened.
-    protected_from: tuple[str, ...] | None = None
+    #: The message's Sender and Reply-To addresses (None: a value naming no clear address).
+    sender: tuple[str | None, ...] = ()
+    reply_to: tuple[str | None, ...] = ()
+    #: The identity headers of the opened (protected) entity; None when nothing was opened.
+    protected: Identity | None = None
     #: The outer Date header as received.
     date_header: str | None = None
 
@@ -90,7 +98,7 @@ class Facts:
 def derive_facts(peeled: Peeled, at: datetime) -> Facts:
     """The facts of a peeled message; pure (every layer is already open)."""
     coverage, reported, inner = _coverage(peeled)
-    from_addr, from_reasons = single_from(peeled.top)
+    outer = read_identity(peeled.top)
     opened = peeled.final is not peeled.top
     return Facts(
         at=at,
@@ -100,9 +108,11 @@ def derive_facts(peeled: Peeled, at: datetime) -> Facts:
         inner_findings=tuple(lay.signature for lay in inner),
         encryption=peeled.encryption,
         nested_unreadable=peeled.nested_unreadable,
-        from_addr=from_addr,
-        from_reasons=from_reasons,
-        protected_from=tuple(peeled.final.header_all("from")) if opened else None,
+        from_addr=outer.from_addr,
+        from_reasons=outer.from_reasons,
+        sender=outer.sender,
+        reply_to=outer.reply_to,
+        protected=read_identity(peeled.final) if opened else None,
         date_header=peeled.top.header("date"),
     )
 
@@ -180,7 +190,9 @@ def _every_covering_signature_valid(facts: Facts) -> tuple[str, ...]:
 
 
 def _single_from(facts: Facts) -> tuple[str, ...]:
-    """Exactly one From address: a message from several people is not from the signer alone."""
+    """Exactly one clear From address: a message from several people is not from the signer
+    alone, and one whose From a mail program may show differently (``from-ambiguous``) is not
+    shown to be from the signer."""
     return facts.from_reasons if facts.proven else ()
 
 
@@ -199,13 +211,23 @@ def _every_covering_signer_is_from(facts: Facts) -> tuple[str, ...]:
     return ("inner-signer-not-from",) if strangers else ()
 
 
+def _protected_from_is_clear(facts: Facts) -> tuple[str, ...]:
+    """A protected From that mail programs may show differently is as misleading as an outer one:
+    clients that understand protected headers show it instead of the outer From."""
+    if not facts.proven or facts.protected is None:
+        return ()
+    return ("protected-from-ambiguous",) if "from-ambiguous" in facts.protected.from_reasons else ()
+
+
 def _protected_from_matches(facts: Facts) -> tuple[str, ...]:
     """The From inside the signed/encrypted entity is what the signer wrote; the outer one may
     have been changed on the way."""
-    if not facts.proven or not facts.protected_from or facts.from_addr is None:
+    protected = facts.protected
+    if not facts.proven or protected is None or "no-from" in protected.from_reasons or facts.from_addr is None:
         return ()
-    inner_addr, inner_reasons = from_values(facts.protected_from)
-    if inner_reasons or inner_addr is None or not same_address(inner_addr, facts.from_addr):
+    if "from-ambiguous" in protected.from_reasons:
+        return ()  # protected-from-is-clear says why
+    if protected.from_addr is None or not same_address(protected.from_addr, facts.from_addr):
         return ("protected-from-mismatch",)
     return ()
 
@@ -250,9 +272,41 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("single-from", _single_from),
     ("signer-is-from", _signer_is_from),
     ("every-covering-signer-is-from", _every_covering_signer_is_from),
+    ("protected-from-is-clear", _protected_from_is_clear),
     ("protected-from-matches", _protected_from_matches),
     ("signing-time-not-in-future", _signing_time_not_in_future),
     ("signing-time-fits-date", _signing_time_fits_date),
+)
+
+
+# --- the warnings ----------------------------------------------------------------------
+
+
+def _only_the_signer(facts: Facts, named: tuple[str | None, ...]) -> bool:
+    """Every address named is the verified signer's (an unclear value never is)."""
+    signer = facts.signer
+    if signer is None:
+        return True  # no verified signer to compare with: the rules say why
+    return all(addr is not None and same_address(addr, signer) for addr in named)
+
+
+def _sender_is_signer(facts: Facts) -> tuple[str, ...]:
+    """A Sender other than the signer is shown by mail programs as "on behalf of": the clerk
+    should know that someone else handled the message (the content is still the signer's)."""
+    named = (*facts.sender, *(facts.protected.sender if facts.protected else ()))
+    return () if _only_the_signer(facts, named) else ("sender-not-signer",)
+
+
+def _reply_to_is_signer(facts: Facts) -> tuple[str, ...]:
+    """A Reply-To other than the signer sends the clerk's answer to somebody else."""
+    named = (*facts.reply_to, *(facts.protected.reply_to if facts.protected else ()))
+    return () if _only_the_signer(facts, named) else ("reply-to-not-signer",)
+
+
+#: The warnings about a verified message, in the order they appear in the verdict.
+WARNINGS: tuple[tuple[str, Rule], ...] = (
+    ("sender-is-signer", _sender_is_signer),
+    ("reply-to-is-signer", _reply_to_is_signer),
 )
 
 
@@ -261,9 +315,16 @@ class Decision:
     verified: bool
     #: Every reason any rule found, in table order, each once.
     reasons: tuple[str, ...]
+    #: For a verified message, every warning found, in table order; empty otherwise.
+    warnings: tuple[str, ...] = ()
 
 
 def decide(facts: Facts) -> Decision:
-    """Verified: the reported signature is valid and covers the whole content, and no rule objects."""
+    """Verified: the reported signature is valid and covers the whole content, and no rule objects.
+
+    Warnings are about a verified signer, so only a verified message carries them.
+    """
     reasons = tuple(dict.fromkeys(reason for _name, rule in RULES for reason in rule(facts)))
-    return Decision(verified=facts.proven and not reasons, reasons=reasons)
+    verified = facts.proven and not reasons
+    warnings = tuple(dict.fromkeys(w for _name, rule in WARNINGS for w in rule(facts))) if verified else ()
+    return Decision(verified=verified, reasons=reasons, warnings=warnings)

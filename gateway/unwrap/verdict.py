@@ -82,6 +82,9 @@ class Verdict:
     encryption: EncryptionInfo = field(default_factory=EncryptionInfo)
     validated_at: datetime | None = None
     subject_source: Literal["outer", "protected"] = "outer"
+    #: What a clerk must see about a verified message that does not make it less proven
+    #: (docs/verdict.md, "Warnings"); empty unless ``verified``.
+    warnings: tuple[str, ...] = ()
 
     @property
     def verified(self) -> bool:
@@ -96,4 +99,5 @@ class Verdict:
             "encryption": self.encryption.to_json(),
             "validated_at": self.validated_at.isoformat() if self.validated_at else None,
             "subject_source": self.subject_source,
+            "warnings": list(self.warnings),
         }
