@@ -79,6 +79,11 @@ HOSTILE: list[tuple[str, bytes]] = [
     ("nested 3000 levels", nested(3000)),
     ("binary garbage", bytes(range(256)) * 20),
     ("header only", b"Subject: nothing else\r\n"),
+    (
+        "8-bit From, Message-ID and subject",
+        b'From: "a\xc2\x9b\xff"@example.org\r\nSubject: Az. 63-BV-2026-0902 \xff\xc3\r\nMessage-ID: <\xff\x9b@x>\r\n'
+        b"Date: \xff\r\n\r\nbody\r\n",
+    ),
 ]
 
 
