@@ -16,7 +16,6 @@ error); 2 for usage problems (bad ``--at``, unreadable file) and configuration e
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import typer
 
 from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, get_config, print_table
 from gateway.clock import utcnow
+from gateway.display import json_text
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
 
@@ -113,7 +113,7 @@ def inspect_cmd(
             continue
         verdict = analyse(raw, cfg, ctx, at=moment).verdict.to_json()
         if as_json:
-            typer.echo(json.dumps({"file": str(path), **verdict}, ensure_ascii=False))
+            typer.echo(json_text({"file": str(path), **verdict}))
         else:
             rows.append(_row(str(path), verdict))
     if not as_json and rows:

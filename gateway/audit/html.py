@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from gateway.audit.findings import VerifyReport
-from gateway.audit.report import VERDICTS, AuditQuery, actor_text, describe, reasons_text
+from gateway.audit.report import VERDICTS, AuditQuery, actor_text, describe, reasons_text, warnings_text
 from gateway.records.chain import AuditEntry
 from gateway.records.messages import MessageRecord
 
@@ -26,11 +26,6 @@ STATUS = {  # the latest event that says where an item stands -> (label, colour 
     "decryption-failed": ("Could not be decrypted", "warn"),
 }
 EMPHASIS = {"quarantined": "warn", "decryption-failed": "warn", "released": "ok", "stored": "ok"}
-#: The verdict's warnings (docs/verdict.md) in words: a verified letter the reviewer should look at twice.
-WARNINGS = {
-    "sender-not-signer": "sent on behalf of the signer by another address (Sender)",
-    "reply-to-not-signer": "replies would go to an address other than the signer's (Reply-To)",
-}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1d2733;background:#f4f6f8;
@@ -121,8 +116,7 @@ class Item:
         """The latest verdict's warnings, in words."""
         for e in reversed(self.entries):
             if e.event == "verdict":
-                found = e.details.get("warnings")
-                return [WARNINGS.get(str(w), str(w)) for w in found] if isinstance(found, list) else []
+                return warnings_text(e.details.get("warnings"))
         return []
 
 

@@ -112,6 +112,19 @@ VERDICTS = {
 }
 
 
+#: The verdict's warnings (docs/verdict.md) in words: a verified letter the reviewer should look at twice.
+WARNINGS = {
+    "sender-not-signer": "sent on behalf of the signer by another address (Sender)",
+    "reply-to-not-signer": "replies would go to an address other than the signer's (Reply-To)",
+}
+
+
+def warnings_text(warnings: Any) -> list[str]:
+    if not isinstance(warnings, list):
+        return []
+    return [WARNINGS.get(str(w), str(w)) for w in warnings]
+
+
 def reasons_text(reasons: Any) -> str:
     if not isinstance(reasons, list) or not reasons:
         return ""
@@ -143,7 +156,9 @@ def _verdict(e: AuditEntry) -> str:
     text = f"Checked: {VERDICTS.get(name, name)}"
     if isinstance(sig, dict) and sig.get("signer"):
         text += f", signer {sig['signer']}"
-    return _with_reasons(text, e.details.get("reasons"))
+    text = _with_reasons(text, e.details.get("reasons"))
+    warnings = warnings_text(e.details.get("warnings"))
+    return text + "".join(f"; warning: {w}" for w in warnings)
 
 
 def _routed(e: AuditEntry) -> str:
