@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json, print_table
+from cli.common import ConfigOption, JsonOption, echo, fail, get_config, locale, print_json, print_table
 from gateway.audit.findings import VerifyReport
 from gateway.audit.report import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
 from gateway.audit.verify import verify_state
@@ -66,7 +66,7 @@ def _open(cfg: Config) -> Store | None:
     except StoreError as exc:
         fail(str(exc))  # names the ledger and the reason
     if store.readonly_note:
-        echo(f"note: {store.readonly_note}", err=True)
+        echo(locale().t("note: {message}", message=store.readonly_note), err=True)
     return store
 
 
@@ -82,7 +82,11 @@ def log_cmd(
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Show what happened, oldest first: every entry matching the filters."""
+    """Show what happened, oldest first: every entry matching the filters.
+
+    Times are shown in the ``[ui]`` time zone and sentences in its language; ``--json``
+    gives the entries as recorded (UTC).
+    """
     cfg = get_config(config)
     q = _query(case, message, document, correspondent, since, until, event)
     store = _open(cfg)
@@ -92,7 +96,7 @@ def log_cmd(
     if as_json:
         print_json([e.to_json() for e in entries])
         return
-    rows = [row_of(e) for e in entries]
+    rows = [row_of(e, locale()) for e in entries]
     print_table(rows, ["seq", "at", "event", "actor", "message", "case", "summary"])
 
 
@@ -199,7 +203,9 @@ def export_cmd(
 
             records = {} if store is None else {r.id: r for r in store.all_messages()}
             verification = None if no_verify else verify_state(cfg)
-            text = render_html(entries, records=records, query=q, generated_at=generated, verification=verification)
+            text = render_html(
+                entries, records=records, query=q, generated_at=generated, verification=verification, locale=locale()
+            )
     finally:
         if store is not None:
             store.close()
@@ -217,7 +223,7 @@ def _write(output: Path, text: str) -> None:
             f.write(text)
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror}")
-    echo(f"wrote {output}", err=True)
+    echo(locale().t("wrote {path}", path=output), err=True)
 
 
 @app.command("public-key")

@@ -3,6 +3,11 @@
 Everything printed for a person goes through ``safe_text`` and every JSON document through
 ``json_text``: subjects, addresses and server messages are a stranger's text, and a
 terminal must show them, not obey them (gateway/display.py).
+
+Words and times follow the config's ``[ui]`` once ``get_config`` has read it (before that,
+and for commands without a config, English and Europe/Berlin): table headers and the
+common messages are translated, and a cell holding one of the gateway's UTC timestamps is
+shown in the configured zone. ``--json`` output is the record's own form (UTC, English keys).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import typer
 from gateway.config import Config, load_config, resolve_config_path
 from gateway.display import json_text, safe_text
 from gateway.errors import ConfigError
+from gateway.ui import DEFAULT, Locale, is_timestamp
 
 ConfigOption = typer.Option(
     None, "--config", "-c", help="Config file (else $POSTSTELLE_CONFIG, else /etc/poststelle/poststelle.toml)."
@@ -24,9 +30,22 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 EXIT_CONFIG = 2
 
+_locale: Locale = DEFAULT
+
+
+def locale() -> Locale:
+    """The language and zone of this command's output (from the loaded config's ``[ui]``)."""
+    return _locale
+
+
+def use_locale(value: Locale) -> None:
+    """Set the output locale; ``get_config`` does this, tests and config-less commands may too."""
+    global _locale
+    _locale = value
+
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {safe_text(message)}", err=True)
+    typer.echo(_locale.t("error: {message}", message=safe_text(message)), err=True)
     raise typer.Exit(code)
 
 
@@ -35,10 +54,11 @@ def get_config(path: Path | None) -> Config:
     try:
         config = load_config(resolve_config_path(path))
     except ConfigError as exc:
-        typer.echo(f"configuration error: {safe_text(exc)}", err=True)
+        typer.echo(_locale.t("configuration error: {message}", message=safe_text(exc)), err=True)
         raise typer.Exit(EXIT_CONFIG) from None
+    use_locale(Locale(language=config.ui.language, timezone=config.ui.timezone))
     for warning in config.warnings:
-        typer.echo(f"warning: {safe_text(warning)}", err=True)
+        typer.echo(_locale.t("warning: {message}", message=safe_text(warning)), err=True)
     return config
 
 
@@ -52,17 +72,25 @@ def echo(text: object, *, err: bool = False) -> None:
 
 
 def cell(value: object) -> str:
-    """A table cell: ``-`` for nothing, else the value as safe text."""
-    return "-" if value is None else safe_text(value)
+    """A table cell: ``-`` for nothing, a recorded UTC instant in the configured zone, else safe text."""
+    if value is None:
+        return "-"
+    return _locale.time(str(value)) if is_timestamp(value) else safe_text(value)
+
+
+def header(column: str) -> str:
+    """A column's heading: its name in capitals (the catalogue key), translated."""
+    return _locale.t(column.upper())
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """A plain aligned table: readable in a terminal and in a ticket."""
     if not rows:
-        typer.echo("(none)")
+        typer.echo(_locale.t("(none)"))
         return
     cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    heads = [header(c) for c in columns]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(heads)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
     for row in cells:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json, print_table
+from cli.common import ConfigOption, JsonOption, echo, fail, get_config, header, locale, print_json, print_table
 from gateway.filing.quarantine import ReleaseError, get_entry, list_entries, release
 from gateway.records.actors import cli_actor
 from gateway.records.open import open_store
@@ -57,7 +57,9 @@ def show_cmd(msg_id: str, config: Path | None = ConfigOption, as_json: bool = Js
     for key in ("id", "received", "mailbox", "from", "subject", "reasons", "case_reference", "path", "files"):
         value = info[key]
         shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
-        echo(f"{key:15} {shown}")
+        if key == "received" and isinstance(shown, str):
+            shown = locale().time(shown)
+        echo(f"{header(key).lower():15} {shown}")
 
 
 @app.command("release")
@@ -85,4 +87,4 @@ def release_cmd(
     if as_json:
         print_json(rec.to_json())
     else:
-        echo(f"released {rec.id} into {rec.path}")
+        echo(locale().t("released {id} into {path}", id=rec.id, path=rec.path))

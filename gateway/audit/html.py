@@ -4,6 +4,10 @@ Per case, a timeline of the correspondence and what happened to each item, in pl
 sentences (``audit.report.describe``). No scripts, no external resources (a
 Content-Security-Policy forbids loading any), inline CSS only, every value escaped:
 subjects, addresses and file names come from strangers' e-mail.
+
+Words and times follow ``[ui]`` (``gateway.ui.Locale``): English or German, times in the
+configured zone with the zone named at the top and each time carrying its abbreviation.
+The recorded UTC instants stay in the record and the exports.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from dataclasses import dataclass, field
 from html import escape
 
 from gateway.audit.findings import VerifyReport
-from gateway.audit.report import VERDICTS, AuditQuery, actor_text, describe, reasons_text, warnings_text
+from gateway.audit.report import AuditQuery, actor_text, describe, reasons_text, verdict_text, warnings_text
 from gateway.records.chain import AuditEntry
 from gateway.records.messages import MessageRecord
+from gateway.ui import DEFAULT, Locale
 
 STATUS = {  # the latest event that says where an item stands -> (label, colour class)
     "stored": ("Filed", "ok"),
@@ -102,21 +107,18 @@ class Item:
                 return STATUS[e.event]
         return None
 
-    @property
-    def verdict(self) -> str | None:
+    def verdict(self, locale: Locale = DEFAULT) -> str | None:
         for e in reversed(self.entries):
             if e.event == "verdict":
-                name = str(e.details.get("verdict"))
-                words = reasons_text(e.details.get("reasons"))
-                return VERDICTS.get(name, name) + (f" ({words})" if words else "")
+                words = reasons_text(e.details.get("reasons"), locale)
+                return verdict_text(str(e.details.get("verdict")), locale) + (f" ({words})" if words else "")
         return None
 
-    @property
-    def warnings(self) -> list[str]:
+    def warnings(self, locale: Locale = DEFAULT) -> list[str]:
         """The latest verdict's warnings, in words."""
         for e in reversed(self.entries):
             if e.event == "verdict":
-                return warnings_text(e.details.get("warnings"))
+                return warnings_text(e.details.get("warnings"), locale)
         return []
 
 
@@ -144,9 +146,9 @@ def group_items(
     return by_case, general
 
 
-def when(at: str) -> str:
-    """``2026-11-25T05:49:21.123456Z`` -> ``2026-11-25 05:49:21 UTC``."""
-    return at[:19].replace("T", " ") + " UTC" if len(at) >= 19 else at
+def _count(lc: Locale, n: int, one: str, many: str, **fields: object) -> str:
+    """``1 item`` / ``3 items``: both forms are catalogue entries, filled with ``{n}`` and ``fields``."""
+    return lc.t(one if n == 1 else many, n=n, **fields)
 
 
 def render_html(
@@ -156,139 +158,172 @@ def render_html(
     query: AuditQuery,
     generated_at: str,
     verification: VerifyReport | None,
-    title: str = "Poststelle audit report",
+    title: str | None = None,
+    locale: Locale = DEFAULT,
 ) -> str:
+    lc = locale
+    heading = title if title is not None else lc.t("Poststelle audit report")
     entry_list = list(entries)
     by_case, general = group_items(entry_list, records)
     cases = sorted((c for c in by_case if c is not None), key=str.casefold)
     out: list[str] = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="{escape(lc.language)}"><head><meta charset="utf-8">',
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="sub">{_scope(entry_list, query, generated_at)}</p>',
-        _integrity(verification),
+        f"<title>{escape(heading)}</title><style>{CSS}</style></head><body><main>",
+        f"<h1>{escape(heading)}</h1>",
+        f'<p class="sub">{_scope(entry_list, query, generated_at, lc)}</p>',
+        _integrity(verification, lc),
     ]
     if cases or None in by_case:
-        out.append('<p><b>Contents</b></p><ul class="toc">')
+        out.append(f'<p><b>{escape(lc.t("Contents"))}</b></p><ul class="toc">')
         for i, case in enumerate(cases, start=1):
             n = len(by_case[case])
-            out.append(f'<li><a href="#case-{i}">Case {escape(case)}</a> ({n} item{"s" if n != 1 else ""})</li>')
+            out.append(
+                f'<li><a href="#case-{i}">{escape(lc.t("Case {case}", case=case))}</a> '
+                f"({escape(_count(lc, n, '{n} item', '{n} items'))})</li>"
+            )
         if None in by_case:
-            out.append(f'<li><a href="#unassigned">Not assigned to a case</a> ({len(by_case[None])})</li>')
+            out.append(
+                f'<li><a href="#unassigned">{escape(lc.t("Not assigned to a case"))}</a> ({len(by_case[None])})</li>'
+            )
         if general:
-            out.append('<li><a href="#gateway">Gateway events</a></li>')
+            out.append(f'<li><a href="#gateway">{escape(lc.t("Gateway events"))}</a></li>')
         out.append("</ul>")
     if not entry_list:
-        out.append('<div class="box none">No entries match the filters.</div>')
+        out.append(f'<div class="box none">{escape(lc.t("No entries match the filters."))}</div>')
     for i, case in enumerate(cases, start=1):
         items = by_case[case]
-        out.append(f'<section id="case-{i}"><h2>Case {escape(case)}</h2>')
-        out.append(f'<p class="sub">{len(items)} item{"s" if len(items) != 1 else ""}, in order of arrival.</p>')
-        out.extend(_item(item) for item in items)
+        out.append(f'<section id="case-{i}"><h2>{escape(lc.t("Case {case}", case=case))}</h2>')
+        order = _count(lc, len(items), "{n} item, in order of arrival.", "{n} items, in order of arrival.")
+        out.append(f'<p class="sub">{escape(order)}</p>')
+        out.extend(_item(item, lc) for item in items)
         out.append("</section>")
     if None in by_case:
-        out.append('<section id="unassigned"><h2>Not assigned to a case</h2>')
-        out.append('<p class="sub">Items without a recognised case reference, and items held in quarantine.</p>')
-        out.extend(_item(item) for item in by_case[None])
+        out.append(f'<section id="unassigned"><h2>{escape(lc.t("Not assigned to a case"))}</h2>')
+        note = lc.t("Items without a recognised case reference, and items held in quarantine.")
+        out.append(f'<p class="sub">{escape(note)}</p>')
+        out.extend(_item(item, lc) for item in by_case[None])
         out.append("</section>")
     if general:
-        out.append('<section id="gateway"><h2>Gateway events</h2><div class="item"><table>')
-        out.extend(_row(e) for e in general)
+        out.append(f'<section id="gateway"><h2>{escape(lc.t("Gateway events"))}</h2><div class="item"><table>')
+        out.extend(_row(e, lc) for e in general)
         out.append("</table></div></section>")
-    out.append(_footer(verification))
+    out.append(_footer(verification, lc))
     out.append("</main></body></html>")
     return "\n".join(out) + "\n"
 
 
-def _scope(entries: list[AuditEntry], query: AuditQuery, generated_at: str) -> str:
-    text = f"Generated {escape(when(generated_at))}. {len(entries)} recorded event{'s' if len(entries) != 1 else ''}"
+def _scope(entries: list[AuditEntry], query: AuditQuery, generated_at: str, lc: Locale) -> str:
+    text = lc.t("Generated {time}.", time=lc.time(generated_at)) + " "
+    text += _count(lc, len(entries), "{n} recorded event", "{n} recorded events")
     if entries:
-        text += f" from {escape(when(entries[0].at))} to {escape(when(entries[-1].at))}"
+        text += lc.t(" from {first} to {last}", first=lc.time(entries[0].at), last=lc.time(entries[-1].at))
     filters = query.describe()
     if filters:
         shown = ", ".join(f"{k} = {v if not isinstance(v, tuple) else ' / '.join(v)}" for k, v in filters.items())
-        text += f". Selected by: {escape(shown)}"
-    return text + ". All times are UTC."
+        text += lc.t(". Selected by: {filters}", filters=shown)
+    return escape(text + ". " + lc.zone_note() + ".")
 
 
-def _integrity(v: VerifyReport | None) -> str:
+def _integrity(v: VerifyReport | None, lc: Locale) -> str:
     if v is None:
-        return '<div class="box none">The integrity of the record was not checked for this report.</div>'
+        unchecked = lc.t("The integrity of the record was not checked for this report.")
+        return f'<div class="box none">{escape(unchecked)}</div>'
     facts = (
-        f"{v.entries} entries in the record, {v.checkpoints} signed checkpoint{'s' if v.checkpoints != 1 else ''}, "
-        f"sealed up to entry {v.sealed_up_to}; {v.case_entries} filed item{'s' if v.case_entries != 1 else ''} "
-        f"and {v.quarantine_entries} in quarantine compared with their checksums."
+        lc.t("{n} entries in the record", n=v.entries)
+        + ", "
+        + _count(lc, v.checkpoints, "{n} signed checkpoint", "{n} signed checkpoints")
+        + ", "
+        + lc.t("sealed up to entry {seq}", seq=v.sealed_up_to)
+        + "; "
+        + _count(
+            lc,
+            v.case_entries,
+            "{n} filed item and {q} in quarantine compared with their checksums.",
+            "{n} filed items and {q} in quarantine compared with their checksums.",
+            q=v.quarantine_entries,
+        )
     )
     if v.unsealed:
-        facts += (
-            f" The newest {v.unsealed} entr{'ies are' if v.unsealed != 1 else 'y is'} not yet covered by a signed "
-            "checkpoint (normal until the gateway's next run ends)."
+        facts += " " + _count(
+            lc,
+            v.unsealed,
+            "The newest {n} entry is not yet covered by a signed checkpoint "
+            "(normal until the gateway's next run ends).",
+            "The newest {n} entries are not yet covered by a signed checkpoint "
+            "(normal until the gateway's next run ends).",
         )
     if v.ok:
-        return (
-            '<div class="box ok"><b>Integrity check passed.</b> The record is complete and unaltered as far as '
-            f"it can be checked: {escape(facts)}</div>"
-        )
+        passed = lc.t("Integrity check passed.")
+        complete = lc.t("The record is complete and unaltered as far as it can be checked:")
+        return f'<div class="box ok"><b>{escape(passed)}</b> {escape(complete)} {escape(facts)}</div>'
     shown = v.breaks[:50]
-    lines = "".join(f"<li>{escape(_break_text(b.to_json()))}</li>" for b in shown)
-    more = f"<li>… and {len(v.breaks) - len(shown)} more</li>" if len(v.breaks) > len(shown) else ""
-    return (
-        f'<div class="box bad"><b>Integrity check FAILED: {len(v.breaks)} problem'
-        f"{'s' if len(v.breaks) != 1 else ''} found.</b> The record below may have been altered. "
-        f"{escape(facts)}<ul>{lines}{more}</ul></div>"
+    lines = "".join(f"<li>{escape(_break_text(b.to_json(), lc))}</li>" for b in shown)
+    more = (
+        f"<li>{escape(lc.t('… and {n} more', n=len(v.breaks) - len(shown)))}</li>" if len(v.breaks) > len(shown) else ""
     )
+    failed = _count(
+        lc, len(v.breaks), "Integrity check FAILED: {n} problem found.", "Integrity check FAILED: {n} problems found."
+    )
+    altered = lc.t("The record below may have been altered.")
+    return f'<div class="box bad"><b>{escape(failed)}</b> {escape(altered)} {escape(facts)}<ul>{lines}{more}</ul></div>'
 
 
-def _break_text(b: dict[str, object]) -> str:
+def _break_text(b: dict[str, object], lc: Locale) -> str:
     text = f"{b['kind']}: {b['detail']}"
     if b.get("seq") is not None:
-        text = f"entry {b['seq']}: " + text
+        text = lc.t("entry {seq}", seq=b["seq"]) + ": " + text
     if b.get("file"):
         text += f" [{b['file']}]"
     return text
 
 
-def _item(item: Item) -> str:
+def _item(item: Item, lc: Locale) -> str:
     status = item.status
-    badge = f'<span class="badge {status[1]}">{escape(status[0])}</span>' if status else ""
-    label = "Letter received" if item.kind == "message" else item.kind.capitalize()
-    meta = [f"{item.kind} {escape(item.id)}"]
+    badge = f'<span class="badge {status[1]}">{escape(lc.t(status[0]))}</span>' if status else ""
+    label = lc.t("Letter received") if item.kind == "message" else lc.t(item.kind.capitalize())
+    meta = [f"{escape(lc.t(item.kind))} {escape(item.id)}"]
     if item.sender:
-        meta.append(f"from {escape(item.sender)}")
-    if item.verdict:
-        meta.append(f"signature check: {escape(item.verdict)}")
+        meta.append(escape(lc.t("from {sender}", sender=item.sender)))
+    verdict = item.verdict(lc)
+    if verdict:
+        meta.append(escape(lc.t("signature check: {verdict}", verdict=verdict)))
+    subject = escape(item.subject) if item.subject else f"<i>{escape(lc.t('(unknown)'))}</i>"
+    warning = escape(lc.t("Warning:"))
     parts = [
         '<div class="item">',
-        f"<h3>{label} {escape(when(item.received))}{badge}</h3>",
-        f"<div><b>Subject:</b> {escape(item.subject) if item.subject else '<i>(unknown)</i>'}</div>",
+        f"<h3>{escape(label)} {escape(lc.time(item.received))}{badge}</h3>",
+        f"<div><b>{escape(lc.t('Subject:'))}</b> {subject}</div>",
         f'<div class="meta">{" · ".join(meta)}</div>',
-        *(f'<div class="warning"><b>Warning:</b> {escape(w)}</div>' for w in item.warnings),
+        *(f'<div class="warning"><b>{warning}</b> {escape(w)}</div>' for w in item.warnings(lc)),
         "<table>",
-        *(_row(e) for e in item.entries),
+        *(_row(e, lc) for e in item.entries),
         "</table></div>",
     ]
     return "\n".join(parts)
 
 
-def _row(e: AuditEntry) -> str:
+def _row(e: AuditEntry, lc: Locale) -> str:
     cls = EMPHASIS.get(e.event, "")
     return (
-        f'<tr class="{cls}"><td class="when">{escape(when(e.at))}<br><span class="seq">entry {e.seq}</span></td>'
-        f'<td class="what">{escape(describe(e))}</td><td class="who">{escape(actor_text(e.actor))}</td></tr>'
+        f'<tr class="{cls}"><td class="when"><time datetime="{escape(e.at)}">{escape(lc.time(e.at))}</time><br>'
+        f'<span class="seq">{escape(lc.t("entry {seq}", seq=e.seq))}</span></td>'
+        f'<td class="what">{escape(describe(e, lc))}</td><td class="who">{escape(actor_text(e.actor, lc))}</td></tr>'
     )
 
 
-def _footer(v: VerifyReport | None) -> str:
-    text = (
-        "Each entry of the record holds a checksum of the one before it, and the gateway signs the chain "
-        "regularly with its audit key; the command <code>poststelle audit verify</code> re-checks all of it."
-    )
+def _footer(v: VerifyReport | None, lc: Locale) -> str:
+    text = escape(
+        lc.t(
+            "Each entry of the record holds a checksum of the one before it, and the gateway signs the chain "
+            "regularly with its audit key; the command {command} re-checks all of it."
+        )
+    ).replace("{command}", "<code>poststelle audit verify</code>")
     if v is not None:
-        text += f" Last entry checksum: <code>{escape(v.head_hash)}</code>"
+        text += " " + escape(lc.t("Last entry checksum:")) + f" <code>{escape(v.head_hash)}</code>"
         if v.public_key_id:
-            text += f"; audit key id <code>{escape(v.public_key_id)}</code>"
+            text += "; " + escape(lc.t("audit key id")) + f" <code>{escape(v.public_key_id)}</code>"
         text += "."
     return f"<footer>{text}</footer>"

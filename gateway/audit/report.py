@@ -25,6 +25,7 @@ from gateway.display import json_text
 from gateway.records.chain import AuditEntry
 from gateway.records.store import AuditReader, EntryFilter
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
+from gateway.ui import DEFAULT, Locale
 
 
 # -- filters ----------------------------------------------------------------------------------------
@@ -96,6 +97,9 @@ def select_entries(audit: AuditReader, q: AuditQuery) -> Iterator[AuditEntry]:
 
 
 # -- plain sentences --------------------------------------------------------------------------------
+# Every text below is English and the key of its German translation (gateway.ui.german);
+# a sentence is a template whose {fields} are filled after translation, so that a
+# stranger's subject or file name is never read as part of a template.
 REASONS = {
     "no-signature": "not signed",
     "malformed-mime": "the message structure could not be read",
@@ -119,24 +123,28 @@ WARNINGS = {
 }
 
 
-def warnings_text(warnings: Any) -> list[str]:
+def warnings_text(warnings: Any, locale: Locale = DEFAULT) -> list[str]:
     if not isinstance(warnings, list):
         return []
-    return [WARNINGS.get(str(w), str(w)) for w in warnings]
+    return [locale.t(WARNINGS.get(str(w), str(w))) for w in warnings]
 
 
-def reasons_text(reasons: Any) -> str:
+def reasons_text(reasons: Any, locale: Locale = DEFAULT) -> str:
     if not isinstance(reasons, list) or not reasons:
         return ""
-    return "; ".join(REASONS.get(str(r), str(r)) for r in reasons)
+    return "; ".join(locale.t(REASONS.get(str(r), str(r))) for r in reasons)
 
 
-def actor_text(actor: str) -> str:
+def verdict_text(name: str, locale: Locale = DEFAULT) -> str:
+    return locale.t(VERDICTS.get(name, name))
+
+
+def actor_text(actor: str, locale: Locale = DEFAULT) -> str:
     """``daemon`` -> ``gateway``; ``cli:alice`` -> ``alice (command line)``."""
     if actor == "daemon":
-        return "gateway"
+        return locale.t("gateway")
     if actor.startswith("cli:"):
-        return f"{actor[4:]} (command line)"
+        return locale.t("{name} (command line)", name=actor[4:])
     return actor
 
 
@@ -145,70 +153,89 @@ def _d(e: AuditEntry, key: str, default: str = "?") -> str:
     return default if value is None else str(value)
 
 
-def _with_reasons(text: str, reasons: Any) -> str:
-    words = reasons_text(reasons)
+def _with_reasons(text: str, reasons: Any, locale: Locale) -> str:
+    words = reasons_text(reasons, locale)
     return f"{text} ({words})" if words else text
 
 
-def _verdict(e: AuditEntry) -> str:
+def _verdict(e: AuditEntry, lc: Locale) -> str:
     name = _d(e, "verdict")
     sig = e.details.get("signature") or {}
-    text = f"Checked: {VERDICTS.get(name, name)}"
+    text = lc.t("Checked: {verdict}", verdict=verdict_text(name, lc))
     if isinstance(sig, dict) and sig.get("signer"):
-        text += f", signer {sig['signer']}"
-    text = _with_reasons(text, e.details.get("reasons"))
-    warnings = warnings_text(e.details.get("warnings"))
-    return text + "".join(f"; warning: {w}" for w in warnings)
+        text += lc.t(", signer {signer}", signer=sig["signer"])
+    text = _with_reasons(text, e.details.get("reasons"), lc)
+    warnings = warnings_text(e.details.get("warnings"), lc)
+    return text + "".join(lc.t("; warning: {warning}", warning=w) for w in warnings)
 
 
-def _routed(e: AuditEntry) -> str:
+def _routed(e: AuditEntry, lc: Locale) -> str:
     if e.details.get("case_reference"):
-        return f"Assigned to case {_d(e, 'case_reference')} by rule “{_d(e, 'rule')}”"
-    return _with_reasons(f"Not assigned to a case; filed under {_d(e, 'case_folder')}", e.details.get("reasons"))
+        return lc.t("Assigned to case {case} by rule “{rule}”", case=_d(e, "case_reference"), rule=_d(e, "rule"))
+    return _with_reasons(
+        lc.t("Not assigned to a case; filed under {folder}", folder=_d(e, "case_folder")), e.details.get("reasons"), lc
+    )
 
 
-def _released(e: AuditEntry) -> str:
-    text = f"Released from quarantine by {actor_text(e.actor)} into {_d(e, 'path')}"
+def _released(e: AuditEntry, lc: Locale) -> str:
+    text = lc.t("Released from quarantine by {actor} into {path}", actor=actor_text(e.actor, lc), path=_d(e, "path"))
     note = e.details.get("note")
-    return f"{text}; note: {note}" if note else text
+    return text + lc.t("; note: {note}", note=note) if note else text
 
 
-def _moved(e: AuditEntry) -> str:
+def _moved(e: AuditEntry, lc: Locale) -> str:
     if e.details.get("reconciled"):
-        return "Confirmed moved on the mail server (after a restart)"
-    return f"Moved on the mail server to {_d(e, 'to')}"
+        return lc.t("Confirmed moved on the mail server (after a restart)")
+    return lc.t("Moved on the mail server to {folder}", folder=_d(e, "to"))
 
 
-DESCRIBE: dict[str, Callable[[AuditEntry], str]] = {
-    "config-loaded": lambda e: f"Gateway started with configuration {_d(e, 'path')} (sha256 {_d(e, 'sha256')[:16]}…)",
-    "fetched": lambda e: (
-        f"Received in mailbox {_d(e, 'mailbox')}/{_d(e, 'folder')} (UID {_d(e, 'uid')}, {_d(e, 'size')} bytes)"
+def _stored(e: AuditEntry, lc: Locale) -> str:
+    text = lc.t("Filed in case folder {path}", path=_d(e, "path"))
+    return text + lc.t(" (completed after a restart)") if e.details.get("recovered") else text
+
+
+DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
+    "config-loaded": lambda e, lc: lc.t(
+        "Gateway started with configuration {path} (sha256 {sha256}…)", path=_d(e, "path"), sha256=_d(e, "sha256")[:16]
     ),
-    "duplicate": lambda e: f"Same message as {_d(e, 'duplicate_of')} arrived again; not filed twice",
-    "decrypted": lambda e: f"Decrypted ({_d(e, 'scheme')})",
-    "decryption-failed": lambda e: f"Could not be decrypted ({_d(e, 'scheme')}): {reasons_text([_d(e, 'reason')])}",
-    "key-used": lambda e: f"Used our {_d(e, 'scheme')} key to {_d(e, 'purpose')}",
-    "verified": lambda e: f"Signature checked ({_d(e, 'scheme')}): {_d(e, 'status')}, signer {_d(e, 'signer')}",
+    "fetched": lambda e, lc: lc.t(
+        "Received in mailbox {mailbox}/{folder} (UID {uid}, {size} bytes)",
+        mailbox=_d(e, "mailbox"), folder=_d(e, "folder"), uid=_d(e, "uid"), size=_d(e, "size"),
+    ),
+    "duplicate": lambda e, lc: lc.t(
+        "Same message as {original} arrived again; not filed twice", original=_d(e, "duplicate_of")
+    ),
+    "decrypted": lambda e, lc: lc.t("Decrypted ({scheme})", scheme=_d(e, "scheme")),
+    "decryption-failed": lambda e, lc: lc.t(
+        "Could not be decrypted ({scheme}): {reason}",
+        scheme=_d(e, "scheme"),
+        reason=reasons_text([_d(e, "reason")], lc),
+    ),
+    "key-used": lambda e, lc: lc.t(
+        "Used our {scheme} key to {purpose}", scheme=_d(e, "scheme"), purpose=lc.t(_d(e, "purpose"))
+    ),
+    "verified": lambda e, lc: lc.t(
+        "Signature checked ({scheme}): {status}, signer {signer}",
+        scheme=_d(e, "scheme"), status=lc.t(_d(e, "status")), signer=_d(e, "signer"),
+    ),
     "verdict": _verdict,
     "routed": _routed,
-    "stored": lambda e: (
-        f"Filed in case folder {_d(e, 'path')}" + (" (completed after a restart)" if e.details.get("recovered") else "")
-    ),
-    "quarantined": lambda e: _with_reasons("Held in quarantine", e.details.get("reasons")),
+    "stored": _stored,
+    "quarantined": lambda e, lc: _with_reasons(lc.t("Held in quarantine"), e.details.get("reasons"), lc),
     "released": _released,
     "moved": _moved,
-    "processing-abandoned": lambda e: "Processing was interrupted; the message is fetched again",
-    "mailbox-error": lambda e: (
-        f"Reading mailbox {_d(e, 'mailbox')} failed unexpectedly ({_d(e, 'error')})"
+    "processing-abandoned": lambda e, lc: lc.t("Processing was interrupted; the message is fetched again"),
+    "mailbox-error": lambda e, lc: lc.t(
+        "Reading mailbox {mailbox} failed unexpectedly ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error")
     ),
 }
 
 
-def describe(e: AuditEntry) -> str:
+def describe(e: AuditEntry, locale: Locale = DEFAULT) -> str:
     """One sentence a non-technical reviewer understands; unknown events list their details."""
     fn = DESCRIBE.get(e.event)
     if fn is not None:
-        return fn(e)
+        return fn(e, locale)
     label = e.event.replace("-", " ").capitalize()
     parts = [f"{k}: {_short(v)}" for k, v in sorted(e.details.items()) if v not in (None, "", [], {})]
     return f"{label} ({', '.join(parts)})" if parts else label
@@ -223,8 +250,8 @@ def _short(v: Any) -> str:
 CSV_COLUMNS = ("seq", "at", "event", "actor", "message", "case", "document", "correspondent", "summary", "details")
 
 
-def row_of(e: AuditEntry) -> dict[str, Any]:
-    """The flat form used by ``audit log`` and the CSV export."""
+def row_of(e: AuditEntry, locale: Locale = DEFAULT) -> dict[str, Any]:
+    """The flat form used by ``audit log`` and the CSV export (``at`` stays the recorded UTC instant)."""
     return {
         "seq": e.seq,
         "at": e.at,
@@ -234,7 +261,7 @@ def row_of(e: AuditEntry) -> dict[str, Any]:
         "case": e.case,
         "document": e.document,
         "correspondent": e.correspondent,
-        "summary": describe(e),
+        "summary": describe(e, locale),
         "details": json.dumps(e.details, ensure_ascii=False, sort_keys=True),
         "hash": e.hash,
     }

@@ -18,6 +18,7 @@ from gateway.config.model import (
     SmimeConfig,
     SmimeIdentityConfig,
     StorageConfig,
+    UiConfig,
     default_analysis_workers,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "SmimeConfig",
     "SmimeIdentityConfig",
     "StorageConfig",
+    "UiConfig",
     "default_analysis_workers",
     "load_config",
     "parse_config",

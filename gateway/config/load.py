@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from gateway.config.model import (
     DEFAULT_CONFIG_PATH,
+    LANGUAGES,
     REVOCATION_MODES,
     AuditConfig,
     Config,
@@ -35,6 +36,7 @@ from gateway.config.model import (
     SmimeConfig,
     SmimeIdentityConfig,
     StorageConfig,
+    UiConfig,
     default_analysis_workers,
 )
 from gateway.errors import ConfigError
@@ -341,6 +343,20 @@ def _openpgp(r: _Reader, state_dir: Path) -> OpenPGPConfig:
     return cfg
 
 
+def _ui(r: _Reader) -> UiConfig:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    zone = r.str_("timezone", UiConfig.timezone)
+    assert zone is not None
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise r.fail("timezone", f"unknown time zone {zone!r}; use an IANA name such as Europe/Berlin") from None
+    language = r.choice("language", LANGUAGES, UiConfig.language)
+    r.finish()
+    return UiConfig(timezone=zone, language=next(lang for lang in LANGUAGES if lang == language))
+
+
 def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Config:
     """Validate an already-parsed TOML document; raises ConfigError on the first problem."""
     warnings: list[str] = []
@@ -400,6 +416,8 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     )
     ar.finish()
 
+    ui = _ui(top.sub("ui", top.table_("ui")))
+
     smime = _smime(top.sub("smime", top.table_("smime"))) if "smime" in data else None
     openpgp = _openpgp(top.sub("openpgp", top.table_("openpgp")), state_dir) if "openpgp" in data else None
     top.finish()
@@ -418,6 +436,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         smime=smime,
         openpgp=openpgp,
         warnings=tuple(warnings),
+        ui=ui,
     )
 
 

@@ -119,6 +119,22 @@ class AuditConfig:
     checkpoint_every: int = 1000
 
 
+Language = Literal["en", "de"]
+LANGUAGES: tuple[Language, ...] = ("en", "de")
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    """``[ui]``: how people read times and words; the record itself stays UTC and language-free.
+
+    ``timezone`` is an IANA zone name (checked with ``zoneinfo`` at load time): legal
+    deadlines run in local calendar days, so reports and tables show local times.
+    """
+
+    timezone: str = "Europe/Berlin"
+    language: Language = "en"
+
+
 @dataclass(frozen=True)
 class SmimeIdentityConfig:
     key_file: Path | None = None
@@ -185,6 +201,7 @@ class Config:
     smime: SmimeConfig | None
     openpgp: OpenPGPConfig | None
     warnings: tuple[str, ...] = ()
+    ui: UiConfig = field(default_factory=UiConfig)
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

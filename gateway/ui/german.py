@@ -1,0 +1,192 @@
+"""German for everything people read: report sentences, labels, table headers, CLI messages.
+
+Keyed by the English text as written in the code; ``{fields}`` must match. German domain
+words stay as authorities use them (Aktenzeichen, Quarantäne, Abholbestätigung).
+"""
+
+from __future__ import annotations
+
+GERMAN: dict[str, str] = {
+    # -- verdict, reasons, warnings (gateway.audit.report) ------------------------------------------
+    "not signed": "nicht signiert",
+    "the message structure could not be read": "der Aufbau der Nachricht war nicht lesbar",
+    "no case reference recognised": "kein Aktenzeichen erkannt",
+    "the signer's certificate is not trusted": "dem Zertifikat des Unterzeichners wird nicht vertraut",
+    "the signer is not the sender": "Unterzeichner und Absender sind verschieden",
+    "could not be decrypted: no matching key": "nicht entschlüsselbar: kein passender Schlüssel",
+    "could not be decrypted: the encrypted content is damaged": (
+        "nicht entschlüsselbar: der verschlüsselte Inhalt ist beschädigt"
+    ),
+    "verified: signed by the sender, signature valid": "verifiziert: vom Absender signiert, Signatur gültig",
+    "not verified": "nicht verifiziert",
+    "could not be read safely": "nicht sicher lesbar",
+    "sent on behalf of the signer by another address (Sender)": (
+        "im Auftrag des Unterzeichners von einer anderen Adresse gesendet (Sender)"
+    ),
+    "replies would go to an address other than the signer's (Reply-To)": (
+        "Antworten gingen an eine andere Adresse als die des Unterzeichners (Reply-To)"
+    ),
+    "gateway": "Gateway",
+    "{name} (command line)": "{name} (Kommandozeile)",
+    "decrypt": "entschlüsseln",
+    "valid": "gültig",
+    "invalid": "ungültig",
+    "untrusted": "nicht vertrauenswürdig",
+    "none": "keine",
+    "error": "Fehler",
+    # -- event sentences (gateway.audit.report.DESCRIBE) --------------------------------------------
+    "Checked: {verdict}": "Geprüft: {verdict}",
+    ", signer {signer}": ", Unterzeichner {signer}",
+    "; warning: {warning}": "; Warnung: {warning}",
+    "Assigned to case {case} by rule “{rule}”": "Dem Aktenzeichen {case} zugeordnet nach Regel „{rule}“",
+    "Not assigned to a case; filed under {folder}": "Keinem Aktenzeichen zugeordnet; abgelegt unter {folder}",
+    "Released from quarantine by {actor} into {path}": "Aus der Quarantäne freigegeben von {actor} nach {path}",
+    "; note: {note}": "; Vermerk: {note}",
+    "Confirmed moved on the mail server (after a restart)": (
+        "Verschieben auf dem Mailserver bestätigt (nach einem Neustart)"
+    ),
+    "Moved on the mail server to {folder}": "Auf dem Mailserver verschoben nach {folder}",
+    "Filed in case folder {path}": "In der Akte abgelegt: {path}",
+    " (completed after a restart)": " (nach einem Neustart abgeschlossen)",
+    "Gateway started with configuration {path} (sha256 {sha256}…)": (
+        "Gateway gestartet mit Konfiguration {path} (sha256 {sha256}…)"
+    ),
+    "Received in mailbox {mailbox}/{folder} (UID {uid}, {size} bytes)": (
+        "Eingegangen im Postfach {mailbox}/{folder} (UID {uid}, {size} Bytes)"
+    ),
+    "Same message as {original} arrived again; not filed twice": (
+        "Dieselbe Nachricht wie {original} erneut eingegangen; nicht doppelt abgelegt"
+    ),
+    "Decrypted ({scheme})": "Entschlüsselt ({scheme})",
+    "Could not be decrypted ({scheme}): {reason}": "Nicht entschlüsselbar ({scheme}): {reason}",
+    "Used our {scheme} key to {purpose}": "Unseren {scheme}-Schlüssel verwendet, um zu {purpose}",
+    "Signature checked ({scheme}): {status}, signer {signer}": (
+        "Signatur geprüft ({scheme}): {status}, Unterzeichner {signer}"
+    ),
+    "Held in quarantine": "In Quarantäne genommen",
+    "Processing was interrupted; the message is fetched again": (
+        "Verarbeitung unterbrochen; die Nachricht wird erneut abgeholt"
+    ),
+    "Reading mailbox {mailbox} failed unexpectedly ({error})": (
+        "Lesen des Postfachs {mailbox} unerwartet fehlgeschlagen ({error})"
+    ),
+    # -- HTML report (gateway.audit.html) -----------------------------------------------------------
+    "Filed": "Abgelegt",
+    "Released from quarantine and filed": "Aus der Quarantäne freigegeben und abgelegt",
+    "In quarantine": "In Quarantäne",
+    "Duplicate (filed earlier)": "Duplikat (früher abgelegt)",
+    "Interrupted, fetched again": "Unterbrochen, erneut abgeholt",
+    "Could not be decrypted": "Nicht entschlüsselbar",
+    "Poststelle audit report": "Poststelle – Prüfbericht",
+    "Contents": "Inhalt",
+    "Case {case}": "Aktenzeichen {case}",
+    "{n} item": "{n} Eingang",
+    "{n} items": "{n} Eingänge",
+    "Not assigned to a case": "Keinem Aktenzeichen zugeordnet",
+    "Gateway events": "Ereignisse des Gateways",
+    "No entries match the filters.": "Keine Einträge entsprechen den Filtern.",
+    "{n} item, in order of arrival.": "{n} Eingang, in der Reihenfolge des Eingangs.",
+    "{n} items, in order of arrival.": "{n} Eingänge, in der Reihenfolge des Eingangs.",
+    "Items without a recognised case reference, and items held in quarantine.": (
+        "Eingänge ohne erkanntes Aktenzeichen und Eingänge in Quarantäne."
+    ),
+    "Generated {time}.": "Erstellt {time}.",
+    "{n} recorded event": "{n} aufgezeichnetes Ereignis",
+    "{n} recorded events": "{n} aufgezeichnete Ereignisse",
+    " from {first} to {last}": " vom {first} bis {last}",
+    ". Selected by: {filters}": ". Ausgewählt nach: {filters}",
+    "Times in {zone} ({names})": "Zeiten in {zone} ({names})",
+    "The integrity of the record was not checked for this report.": (
+        "Die Unversehrtheit der Aufzeichnung wurde für diesen Bericht nicht geprüft."
+    ),
+    "{n} entries in the record": "{n} Einträge in der Aufzeichnung",
+    "{n} signed checkpoint": "{n} signierter Prüfpunkt",
+    "{n} signed checkpoints": "{n} signierte Prüfpunkte",
+    "sealed up to entry {seq}": "versiegelt bis Eintrag {seq}",
+    "{n} filed item and {q} in quarantine compared with their checksums.": (
+        "{n} abgelegter Eingang und {q} in Quarantäne mit ihren Prüfsummen verglichen."
+    ),
+    "{n} filed items and {q} in quarantine compared with their checksums.": (
+        "{n} abgelegte Eingänge und {q} in Quarantäne mit ihren Prüfsummen verglichen."
+    ),
+    "The newest {n} entry is not yet covered by a signed checkpoint (normal until the gateway's next run ends).": (
+        "Der neueste Eintrag ({n}) ist noch von keinem signierten Prüfpunkt erfasst "
+        "(normal bis zum Ende des nächsten Laufs des Gateways)."
+    ),
+    "The newest {n} entries are not yet covered by a signed checkpoint (normal until the gateway's next run ends).": (
+        "Die neuesten {n} Einträge sind noch von keinem signierten Prüfpunkt erfasst "
+        "(normal bis zum Ende des nächsten Laufs des Gateways)."
+    ),
+    "Integrity check passed.": "Prüfung der Unversehrtheit bestanden.",
+    "The record is complete and unaltered as far as it can be checked:": (
+        "Die Aufzeichnung ist vollständig und unverändert, soweit prüfbar:"
+    ),
+    "… and {n} more": "… und {n} weitere",
+    "Integrity check FAILED: {n} problem found.": "Prüfung der Unversehrtheit FEHLGESCHLAGEN: {n} Problem gefunden.",
+    "Integrity check FAILED: {n} problems found.": "Prüfung der Unversehrtheit FEHLGESCHLAGEN: {n} Probleme gefunden.",
+    "The record below may have been altered.": "Die folgende Aufzeichnung wurde möglicherweise verändert.",
+    "entry {seq}": "Eintrag {seq}",
+    "Letter received": "Eingang",
+    "Document": "Dokument",
+    "message": "Nachricht",
+    "document": "Dokument",
+    "from {sender}": "von {sender}",
+    "signature check: {verdict}": "Signaturprüfung: {verdict}",
+    "(unknown)": "(unbekannt)",
+    "Warning:": "Warnung:",
+    "Subject:": "Betreff:",
+    "Each entry of the record holds a checksum of the one before it, and the gateway signs the chain "
+    "regularly with its audit key; the command {command} re-checks all of it.": (
+        "Jeder Eintrag der Aufzeichnung enthält eine Prüfsumme des vorigen, und das Gateway signiert die Kette "
+        "regelmäßig mit seinem Prüfschlüssel; der Befehl {command} prüft alles nach."
+    ),
+    "Last entry checksum:": "Prüfsumme des letzten Eintrags:",
+    "audit key id": "Kennung des Prüfschlüssels",
+    # -- CLI messages (cli.common) ------------------------------------------------------------------
+    "(none)": "(keine)",
+    "error: {message}": "Fehler: {message}",
+    "configuration error: {message}": "Konfigurationsfehler: {message}",
+    "warning: {message}": "Warnung: {message}",
+    "note: {message}": "Hinweis: {message}",
+    "wrote {path}": "{path} geschrieben",
+    "released {id} into {path}": "{id} freigegeben nach {path}",
+    # -- CLI table headers (cli.common.print_table: the column name in capitals) --------------------
+    "SEQ": "NR",
+    "AT": "ZEIT",
+    "EVENT": "EREIGNIS",
+    "ACTOR": "DURCH",
+    "MESSAGE": "NACHRICHT",
+    "CASE": "AKTENZEICHEN",
+    "SUMMARY": "BESCHREIBUNG",
+    "ID": "ID",
+    "RECEIVED": "EINGANG",
+    "FROM": "ABSENDER",
+    "REASONS": "GRÜNDE",
+    "SUBJECT": "BETREFF",
+    "FILE": "DATEI",
+    "VERDICT": "ERGEBNIS",
+    "SIGNATURE": "SIGNATUR",
+    "SIGNER": "UNTERZEICHNER",
+    "ENCRYPTION": "VERSCHLÜSSELUNG",
+    "WARNINGS": "WARNUNGEN",
+    "CHECK": "PRÜFUNG",
+    "TARGET": "ZIEL",
+    "RESULT": "ERGEBNIS",
+    "DETAIL": "DETAIL",
+    "MAILBOX": "POSTFACH",
+    "LAST_POLL": "LETZTE_ABFRAGE",
+    "LAST_SUCCESS": "LETZTER_ERFOLG",
+    "BACKLOG": "RÜCKSTAND",
+    "LAST_ERROR_AT": "LETZTER_FEHLER_UM",
+    "LAST_ERROR": "LETZTER_FEHLER",
+    "CASE_REF": "AKTENZEICHEN",
+    "CASE_FOLDER": "AKTENORDNER",
+    "MESSAGES": "NACHRICHTEN",
+    "LAST": "LETZTE",
+    "RULE": "REGEL",
+    "TAKEN": "GEWÄHLT",
+    "OUTCOME": "AUSGANG",
+    "CASE_REFERENCE": "AKTENZEICHEN",
+    "PATH": "PFAD",
+    "FILES": "DATEIEN",
+}
