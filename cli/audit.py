@@ -131,44 +131,56 @@ def verify_cmd(
 
 
 def _print_report(r: VerifyReport, key_file: Path) -> None:
-    status = "OK" if r.ok else f"FAILED: {len(r.breaks)} break{'s' if len(r.breaks) != 1 else ''}"
-    typer.echo(f"audit verify: {status}  ({r.seconds:.1f} s)")
-    key = f"key {r.public_key_id} from {key_file}" if r.public_key_id else "no public key"
+    lc = locale()
+    n = len(r.breaks)
+    status = "OK" if r.ok else lc.t("FAILED: {n} break" if n == 1 else "FAILED: {n} breaks", n=n)
+    typer.echo(lc.t("audit verify: {status}  ({seconds} s)", status=status, seconds=f"{r.seconds:.1f}"))
+    key = lc.t("key {id} from {file}", id=r.public_key_id, file=key_file) if r.public_key_id else lc.t("no public key")
     lines = [
-        ("entries", f"{r.entries} (head {r.head_hash[:16]}…)"),
-        ("checkpoints", f"{r.checkpoints} signed, checked with {key}; sealed up to entry {r.sealed_up_to}"),
-        ("case folders", f"{r.case_folders} folders, {r.case_entries} entries checked against their manifests"),
-        ("quarantine", f"{r.quarantine_entries} entries checked against their manifests"),
-        ("ledger", f"{r.ledger_messages} messages compared with the entries and the trail"),
+        ("entries", lc.t("{n} (head {hash}…)", n=r.entries, hash=r.head_hash[:16])),
+        (
+            "checkpoints",
+            lc.t("{n} signed, checked with {key}; sealed up to entry {seq}", n=r.checkpoints, key=key,
+                 seq=r.sealed_up_to),
+        ),
+        (
+            "case folders",
+            lc.t("{n} folders, {entries} entries checked against their manifests", n=r.case_folders,
+                 entries=r.case_entries),
+        ),
+        ("quarantine", lc.t("{n} entries checked against their manifests", n=r.quarantine_entries)),
+        ("ledger", lc.t("{n} messages compared with the entries and the trail", n=r.ledger_messages)),
         ("json-lines", _jsonl_line(r)),
     ]
     for label, text in lines:
-        echo(f"  {label:13} {text}")
+        echo(f"  {lc.t(label):13} {text}")
     if r.breaks:
-        typer.echo("\nbreaks:")
+        typer.echo("\n" + lc.t("breaks:"))
         for b in r.breaks:
             _print_break(b)
     if r.warnings:
-        typer.echo("\nwarnings:")
+        typer.echo("\n" + lc.t("warnings:"))
         for w in r.warnings:
             echo(f"  - {w}")
 
 
 def _jsonl_line(r: VerifyReport) -> str:
+    lc = locale()
     if r.jsonl_file is None:
-        return "not checked"
-    state = f"lagging {r.jsonl_lagging} entries" if r.jsonl_lagging else "in step"
-    return f"{r.jsonl_lines} lines, {state} ({r.jsonl_file})"
+        return lc.t("not checked")
+    state = lc.t("lagging {n} entries", n=r.jsonl_lagging) if r.jsonl_lagging else lc.t("in step")
+    return lc.t("{n} lines, {state} ({file})", n=r.jsonl_lines, state=state, file=r.jsonl_file)
 
 
 def _print_break(b: ChainBreak) -> None:
-    where = f"entry {b.seq}" if b.seq is not None else "-"
+    lc = locale()
+    where = lc.t("entry {seq}", seq=b.seq) if b.seq is not None else "-"
     echo(f"  {where:12} {b.kind}: {b.detail}")
     if b.file:
-        echo(f"  {'':12} file:     {b.file}")
+        echo(f"  {'':12} {lc.t('file:'):9} {b.file}")
     if b.expected is not None or b.found is not None:
-        echo(f"  {'':12} expected: {b.expected if b.expected is not None else '-'}")
-        echo(f"  {'':12} found:    {b.found if b.found is not None else '-'}")
+        echo(f"  {'':12} {lc.t('expected:'):9} {b.expected if b.expected is not None else '-'}")
+        echo(f"  {'':12} {lc.t('found:'):9} {b.found if b.found is not None else '-'}")
 
 
 @app.command("export")

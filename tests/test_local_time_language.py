@@ -152,7 +152,12 @@ def test_every_english_text_in_use_has_a_german_entry() -> None:
                 assert isinstance(columns, ast.List), f"{path.name}: print_table columns as a list literal"
                 texts |= {c.value.upper() for c in columns.elts if isinstance(c, ast.Constant)}
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "t":
-                texts |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+                texts |= {
+                    c.value
+                    for a in node.args
+                    for c in ast.walk(a)
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                }
     texts |= set(_literals(__import__("cli.common").common, ("t",)))
     missing = sorted(t for t in texts if t not in GERMAN)
     assert not missing, missing
@@ -257,3 +262,25 @@ def test_empty_table_and_errors_speak_the_configured_language(trail: Path) -> No
     assert out.strip() == "(keine)"
     result = CliRunner().invoke(app, ["audit", "log", "--since", "gestern", "--config", str(trail)])
     assert result.exit_code == 1 and result.stderr.startswith("Fehler: not a date or date-time")
+
+
+def test_audit_verify_speaks_german(trail: Path) -> None:
+    """Labels and sentences in German; break kinds and details stay as recorded."""
+    config = trail
+    config.write_text(config.read_text(encoding="utf-8") + '[ui]\nlanguage = "de"\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["audit", "verify", "--config", str(config)])
+    assert result.exit_code == 1, "the trail names a message the ledger does not know"
+    for german in (
+        "audit verify: FEHLGESCHLAGEN: 1 Unstimmigkeit", "Unstimmigkeiten:", "Eintrag 2", "Einträge", "Prüfpunkte",
+        "Aktenordner", "Quarantäne", "Eingangsbuch", "mit ihren Manifesten verglichen",
+    ):
+        assert german in result.stdout, german
+    labels = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and line.strip()}
+    assert not labels & {"entries", "checkpoints", "case", "quarantine", "ledger", "json-lines", "entry"}, labels
+
+
+def test_report_shows_time_filters_in_the_configured_zone() -> None:
+    query = AuditQuery(since="2026-01-14T23:00:00.000000Z", events=("stored", "moved"))
+    page = render_html(story(), records={}, query=query, generated_at=SUMMER, verification=None,
+                       locale=Locale(language="de"))
+    assert "since = 15.01.2026 00:00:00 MEZ, events = stored / moved" in text_of(page)

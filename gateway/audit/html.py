@@ -20,7 +20,7 @@ from gateway.audit.findings import VerifyReport
 from gateway.audit.report import AuditQuery, actor_text, describe, reasons_text, verdict_text, warnings_text
 from gateway.records.chain import AuditEntry
 from gateway.records.messages import MessageRecord
-from gateway.ui import DEFAULT, Locale
+from gateway.ui import DEFAULT, Locale, is_timestamp
 
 STATUS = {  # the latest event that says where an item stands -> (label, colour class)
     "stored": ("Filed", "ok"),
@@ -222,9 +222,16 @@ def _scope(entries: list[AuditEntry], query: AuditQuery, generated_at: str, lc: 
         text += lc.t(" from {first} to {last}", first=lc.time(entries[0].at), last=lc.time(entries[-1].at))
     filters = query.describe()
     if filters:
-        shown = ", ".join(f"{k} = {v if not isinstance(v, tuple) else ' / '.join(v)}" for k, v in filters.items())
+        shown = ", ".join(f"{k} = {_filter_value(v, lc)}" for k, v in filters.items())
         text += lc.t(". Selected by: {filters}", filters=shown)
     return escape(text + ". " + lc.zone_note() + ".")
+
+
+def _filter_value(value: object, lc: Locale) -> str:
+    """A filter as the reader gave it: event lists joined, ``since``/``until`` in the configured zone."""
+    if isinstance(value, tuple):
+        return " / ".join(str(v) for v in value)
+    return lc.time(str(value)) if is_timestamp(value) else str(value)
 
 
 def _integrity(v: VerifyReport | None, lc: Locale) -> str:

@@ -150,6 +150,38 @@ GERMAN: dict[str, str] = {
     "note: {message}": "Hinweis: {message}",
     "wrote {path}": "{path} geschrieben",
     "released {id} into {path}": "{id} freigegeben nach {path}",
+    # -- audit verify (cli.audit) -------------------------------------------------------------------
+    "FAILED: {n} break": "FEHLGESCHLAGEN: {n} Unstimmigkeit",
+    "FAILED: {n} breaks": "FEHLGESCHLAGEN: {n} Unstimmigkeiten",
+    "audit verify: {status}  ({seconds} s)": "audit verify: {status}  ({seconds} s)",
+    "key {id} from {file}": "Schlüssel {id} aus {file}",
+    "no public key": "ohne öffentlichen Schlüssel",
+    "entries": "Einträge",
+    "checkpoints": "Prüfpunkte",
+    "case folders": "Aktenordner",
+    "quarantine": "Quarantäne",
+    "ledger": "Eingangsbuch",
+    "json-lines": "JSON-Lines",
+    "{n} (head {hash}…)": "{n} (letzter {hash}…)",
+    "{n} signed, checked with {key}; sealed up to entry {seq}": (
+        "{n} signiert, geprüft mit {key}; versiegelt bis Eintrag {seq}"
+    ),
+    "{n} folders, {entries} entries checked against their manifests": (
+        "{n} Ordner, {entries} Einträge mit ihren Manifesten verglichen"
+    ),
+    "{n} entries checked against their manifests": "{n} Einträge mit ihren Manifesten verglichen",
+    "{n} messages compared with the entries and the trail": (
+        "{n} Nachrichten mit den Einträgen und der Aufzeichnung verglichen"
+    ),
+    "breaks:": "Unstimmigkeiten:",
+    "warnings:": "Warnungen:",
+    "not checked": "nicht geprüft",
+    "lagging {n} entries": "{n} Einträge im Rückstand",
+    "in step": "auf dem Stand",
+    "{n} lines, {state} ({file})": "{n} Zeilen, {state} ({file})",
+    "file:": "Datei:",
+    "expected:": "erwartet:",
+    "found:": "gefunden:",
     # -- CLI table headers (cli.common.print_table: the column name in capitals) --------------------
     "SEQ": "NR",
     "AT": "ZEIT",
