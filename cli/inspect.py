@@ -22,7 +22,7 @@ from typing import Any
 
 import typer
 
-from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, get_config, print_table
+from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, get_config, locale, print_table
 from gateway.clock import utcnow
 from gateway.display import json_text
 from gateway.errors import ConfigError
@@ -98,7 +98,7 @@ def inspect_cmd(
     try:
         ctx = UnwrapContext.from_config(cfg, collect_certificates=False, fetch_crls=False)
     except ConfigError as exc:
-        typer.echo(f"configuration error: {exc}", err=True)
+        typer.echo(locale().t("configuration error: {message}", message=exc), err=True)
         raise typer.Exit(EXIT_CONFIG) from None
 
     rows: list[dict[str, Any]] = []
@@ -108,7 +108,8 @@ def inspect_cmd(
         if isinstance(raw, str):
             # Reported, and the others are still analysed: one bad path in a list of
             # archived messages should not hide the verdicts of the rest.
-            typer.echo(f"error: cannot read {path}: {raw}", err=True)
+            message = locale().t("cannot read {path}: {reason}", path=path, reason=locale().t(raw))
+            typer.echo(locale().t("error: {message}", message=message), err=True)
             unreadable += 1
             continue
         verdict = analyse(raw, cfg, ctx, at=moment).verdict.to_json()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 import gateway.records.sqlite.writes as writes
@@ -284,3 +285,22 @@ def test_report_shows_time_filters_in_the_configured_zone() -> None:
     page = render_html(story(), records={}, query=query, generated_at=SUMMER, verification=None,
                        locale=Locale(language="de"))
     assert "since = 15.01.2026 00:00:00 MEZ, events = stored / moved" in text_of(page)
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    """inspect points structlog at the runner's captured stderr; later tests must not log into it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_inspect_table_and_messages_in_german(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[ui]\nlanguage = "de"\n')
+    mail = tmp_path / "brief.eml"
+    mail.write_bytes(b"From: a@example.org\r\nSubject: Hallo\r\nContent-Type: text/plain\r\n\r\nHallo\r\n")
+    result = CliRunner().invoke(app, ["inspect", "--config", str(config), str(mail), str(tmp_path / "fehlt.eml")])
+    assert result.exit_code == 2
+    assert result.stdout.split()[:3] == ["DATEI", "ERGEBNIS", "SIGNATUR"]
+    assert f"Fehler: {tmp_path / 'fehlt.eml'} nicht lesbar: Datei nicht gefunden" in result.stderr

@@ -150,6 +150,10 @@ GERMAN: dict[str, str] = {
     "note: {message}": "Hinweis: {message}",
     "wrote {path}": "{path} geschrieben",
     "released {id} into {path}": "{id} freigegeben nach {path}",
+    "cannot read {path}: {reason}": "{path} nicht lesbar: {reason}",
+    "is a directory": "ist ein Verzeichnis",
+    "no such file": "Datei nicht gefunden",
+    "permission denied": "keine Berechtigung",
     # -- audit verify (cli.audit) -------------------------------------------------------------------
     "FAILED: {n} break": "FEHLGESCHLAGEN: {n} Unstimmigkeit",
     "FAILED: {n} breaks": "FEHLGESCHLAGEN: {n} Unstimmigkeiten",
