@@ -6,6 +6,10 @@ names), so exports neutralise it for the tool that opens them: every CSV field i
 and no piece of one that a spreadsheet could take for a cell starts a formula (``csv_safe``),
 JSON carries control characters as escapes (``gateway.display.json_text``), HTML is
 escaped.
+
+The sentences are written for people, so they come in the reader's language
+(``gateway.ui.Locale``, from ``[ui]``); the exports are the record's own form and keep
+English and UTC, whatever the configuration says.
 """
 
 from __future__ import annotations
