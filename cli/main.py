@@ -23,6 +23,23 @@ app.add_typer(quarantine.app, name="quarantine")
 app.command("inspect")(inspect.inspect_cmd)
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"poststelle {version('poststelle')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the installed version and exit."
+    ),
+) -> None:
+    """Poststelle: the secure digital mail room for legal correspondence."""
+
+
 @app.command()
 def run(
     once: bool = typer.Option(False, "--once", help="Process what is waiting, then exit."),
