@@ -132,6 +132,9 @@ def check_entries(
         if owner is None:
             if key in pending:
                 continue
+            if d.area == "cases" and manifest_sha is not None and snap.refiled_from.get(d.rel) == manifest_sha:
+                report.warnings.append(f"{d.path}: leftover copy of refiled message {d.message} (safe to remove)")
+                continue
             if d.area == "quarantine" and states.get(d.message) == "released":
                 report.warnings.append(
                     f"{d.path}: leftover quarantine copy of released message {d.message} (safe to remove)"

@@ -196,6 +196,7 @@ DESCRIBE: dict[str, Callable[[AuditEntry], str]] = {
     ),
     "quarantined": lambda e: _with_reasons("Held in quarantine", e.details.get("reasons")),
     "released": _released,
+    "refiled": lambda e: f"Moved by {actor_text(e.actor)} from {_d(e, 'from')} to {_d(e, 'path')}: {_d(e, 'note')}",
     "moved": _moved,
     "processing-abandoned": lambda e: "Processing was interrupted; the message is fetched again",
     "mailbox-error": lambda e: (
