@@ -17,6 +17,7 @@ from support.audit import MALFORMED, entries, file_correspondence, records, the_
 
 from gateway.filing import refile as refile_module
 from gateway.filing.refile import refile
+from gateway.records.messages import MessageRecord
 from gateway.records.open import open_store
 
 NO_RULE_QUARANTINED = MALFORMED.replace(b"Az. 63-BV-2026-0147 Nachtrag", b"Nachtrag ohne Zeichen").replace(
@@ -24,7 +25,7 @@ NO_RULE_QUARANTINED = MALFORMED.replace(b"Az. 63-BV-2026-0147 Nachtrag", b"Nacht
 )
 
 
-def the_record(env: Env, subject_part: str):  # type: ignore[no-untyped-def]
+def the_record(env: Env, subject_part: str) -> MessageRecord:
     return next(r for r in records(env) if subject_part in (r.subject or ""))
 
 
