@@ -77,6 +77,9 @@ def test_moving_a_filed_entry_updates_files_manifest_ledger_and_trail_and_verify
     assert "Moved by" in log and "Tippfehler im Betreff" in log
     shown = env.cli("cases", "show", "VG 1 K 1234/26", check=True).stdout
     assert rec.id in shown
+    html = env.root / "report.html"
+    env.cli("audit", "export", "--format", "html", "-o", str(html), check=True)
+    assert "Tippfehler im Betreff" in html.read_text(encoding="utf-8")
 
 
 def test_an_entry_released_into_unassigned_by_mistake_moves_to_its_case(env: Env) -> None:

@@ -105,7 +105,6 @@ def refile(
     rec.path = str(final)
     rec.case_ref, rec.case_folder = case_ref, folder
     rec.manifest_sha256 = manifest_sha
-    rec.updated_at = iso(utcnow())
     ledger.finish(
         [rec],
         [
