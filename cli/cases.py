@@ -45,7 +45,7 @@ def show_case(
     store = open_store(cfg, readonly=True)
     folder = case
     try:
-        candidate = case_folder_name(case)
+        candidate = case_folder_name(case, slash=cfg.routing.folder_slash)
         if store.messages_of_case(candidate):
             folder = candidate
     except InvalidCaseReference:

@@ -21,7 +21,8 @@ def test_route(
 ) -> None:
     """Show which rule takes SUBJECT, the case reference and folder, and why the other rules do not."""
     cfg = get_config(config)
-    result = explain(subject, [from_addr] if from_addr else [], cfg.routes, cfg.routing.unassigned)
+    senders = [from_addr] if from_addr else []
+    result = explain(subject, senders, cfg.routes, cfg.routing.unassigned, cfg.routing.folder_slash)
     if as_json:
         print_json(result.to_json())
         return

@@ -56,7 +56,7 @@ def refile(
         raise RefileError(f"no message with id {msg_id!r}")
     if rec.state not in FILED_STATES or rec.path is None:
         raise RefileError(f"message {msg_id} is {rec.state}, not filed in a case folder (quarantine: use release)")
-    folder = case_folder_name(case)
+    folder = case_folder_name(case, slash=config.routing.folder_slash)
     case_ref = case_reference_from_folder(folder)
     root = cases_dir(config)
     current = Path(rec.path)

@@ -83,7 +83,7 @@ class RouteExplanation:
         }
 
 
-def try_rule(rule: RouteConfig, text: str, from_addrs: Sequence[str]) -> RuleTrial:
+def try_rule(rule: RouteConfig, text: str, from_addrs: Sequence[str], slash: str = "percent") -> RuleTrial:
     """``text`` is the folded subject; mirrors the steps of :func:`rules.route` for one rule."""
     if rule.from_ is not None:
         if len(from_addrs) != 1:
@@ -101,13 +101,15 @@ def try_rule(rule: RouteConfig, text: str, from_addrs: Sequence[str]) -> RuleTri
     except (KeyError, IndexError, ValueError) as exc:
         return RuleTrial(rule.name, TEMPLATE_FAILED, detail=f"case {rule.case!r}: {exc!r}")
     try:
-        folder = case_folder_name(reference)
+        folder = case_folder_name(reference, slash=slash)
     except InvalidCaseReference as exc:
         return RuleTrial(rule.name, INVALID_REFERENCE, reference, detail=exc.reason)
     return RuleTrial(rule.name, MATCHED, reference, folder)
 
 
-def explain(subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig], unassigned: str) -> RouteExplanation:
+def explain(
+    subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig], unassigned: str, slash: str = "percent"
+) -> RouteExplanation:
     """Every rule's outcome plus the decision intake would make (first matching rule wins).
 
     A rule whose patterns match but whose reference is invalid still *takes* the message
@@ -115,9 +117,9 @@ def explain(subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig
     reported but do not get it.
     """
     text = normalise_for_matching(subject)
-    trials = tuple(try_rule(rule, text, from_addrs) for rule in rules)
+    trials = tuple(try_rule(rule, text, from_addrs, slash) for rule in rules)
     try:
-        decision = route(subject, from_addrs, rules, unassigned)
+        decision = route(subject, from_addrs, rules, unassigned, slash)
     except (KeyError, IndexError, ValueError):
         # Only rules built in code get here: loading a config rejects a template naming a
         # group the pattern lacks. Show the failing rule instead of a traceback.

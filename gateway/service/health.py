@@ -64,7 +64,7 @@ def route_checks(config: Config) -> list[CheckResult]:
     """A rule that matches none of the sample subjects is most likely mistyped."""
     from gateway.routing.dryrun import SAMPLE_SUBJECTS, rules_matching_no_sample
 
-    return [
+    return _slash_style_checks(config) + [
         CheckResult(
             "routes",
             name,
@@ -74,6 +74,24 @@ def route_checks(config: Config) -> list[CheckResult]:
         )
         for name in rules_matching_no_sample(config.routes)
     ]
+
+
+def _slash_style_checks(config: Config) -> list[CheckResult]:
+    """Case folders named in the other ``folder_slash`` style: their cases get a second folder."""
+    from gateway.routing.casenames import READABLE_SLASH
+
+    other = "%2F" if config.routing.folder_slash == "readable" else READABLE_SLASH
+    try:
+        names = sorted(e.name for e in os.scandir(cases_dir(config)) if e.is_dir() and other in e.name)
+    except OSError:
+        return []
+    if not names:
+        return []
+    detail = (
+        f"{len(names)} case folder(s) use {other!r} for '/' (e.g. {names[0]!r}), but folder_slash is "
+        f"{config.routing.folder_slash!r}: new mail for those cases opens a second folder"
+    )
+    return [CheckResult("routes", "folder_slash", True, detail, warning=True)]
 
 
 def crl_checks(ctx: UnwrapContext) -> list[CheckResult]:
