@@ -9,6 +9,8 @@ from typing import Any
 import typer
 
 from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json, print_table
+from gateway.filing.refile import RefileError, refile
+from gateway.records.actors import cli_actor
 from gateway.records.open import open_store
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
 from gateway.statedir import ledger_path
@@ -43,7 +45,7 @@ def show_case(
     store = open_store(cfg, readonly=True)
     folder = case
     try:
-        candidate = case_folder_name(case)
+        candidate = case_folder_name(case, slash=cfg.routing.folder_slash)
         if store.messages_of_case(candidate):
             folder = candidate
     except InvalidCaseReference:
@@ -80,3 +82,32 @@ def show_case(
     )
     for r in rows:
         echo(f"  {r['id']}: {r['path']}")
+
+
+@app.command("move")
+def move_entry(
+    msg_id: str = typer.Argument(..., metavar="ENTRY", help="The message id (as `cases show` lists it)."),
+    case: str = typer.Option(..., "--case", help="The case reference to file it under, e.g. '1 K 1234/25'."),
+    note: str = typer.Option(..., "--note", help="Why it is moved (kept in the manifest and the audit trail)."),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Move a filed message (also one in the unassigned folder) to another case; who moved it is recorded.
+
+    If it was interrupted, run the same command again: it completes the move.
+    """
+    cfg = get_config(config)
+    actor = cli_actor()
+    store = open_store(cfg, actor=actor)
+    try:
+        rec = refile(cfg, store, msg_id, actor=actor, case=case, note=note)
+        store.seal()  # a person's decision is sealed at once, not at the next daemon run
+        store.export_jsonl()
+    except (RefileError, InvalidCaseReference) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    if as_json:
+        print_json(rec.to_json())
+    else:
+        echo(f"moved {rec.id} to case {rec.case_ref} ({rec.path})")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli import audit, cases, inspect, quarantine
+from cli import audit, cases, inspect, quarantine, route
 from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
@@ -20,7 +20,25 @@ app = typer.Typer(
 app.add_typer(audit.app, name="audit")
 app.add_typer(cases.app, name="cases")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(route.app, name="route")
 app.command("inspect")(inspect.inspect_cmd)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"poststelle {version('poststelle')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the installed version and exit."
+    ),
+) -> None:
+    """Poststelle: the secure digital mail room for legal correspondence."""
 
 
 @app.command()

@@ -55,7 +55,7 @@ class VerifyReport:
 # -- what the database contributes ---------------------------------------------------------------
 @dataclass(frozen=True)
 class Placement:
-    """The last stored/quarantined/released event of a message: where the record says it is."""
+    """The last stored/quarantined/released (or refiled) event of a message: where the record says it is."""
 
     seq: int
     event: str
@@ -70,6 +70,7 @@ class DbSnapshot:
     line_digests: dict[int, bytes] = field(default_factory=dict)
     entry_hashes: dict[int, str] = field(default_factory=dict)
     placements: dict[str, Placement] = field(default_factory=dict)
+    refiled_from: dict[str, str] = field(default_factory=dict)  # old "<folder>/<entry>" -> its manifest sha256
     checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (seq, at)
     messages: list[MessageRecord] = field(default_factory=list)
     content_hash: Callable[[int], str | None] = lambda seq: None

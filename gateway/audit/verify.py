@@ -99,6 +99,15 @@ def _observe(entries: Iterator[AuditEntry], snap: DbSnapshot) -> Iterator[AuditE
             snap.placements[e.message] = Placement(
                 e.seq, e.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
             )
+        elif e.event == "refiled" and e.message in snap.placements:
+            # A move keeps the message's state (stored or released) and changes where it is.
+            path, before = e.details.get("path"), snap.placements[e.message]
+            snap.placements[e.message] = Placement(
+                e.seq, before.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
+            )
+            source, left = e.details.get("from"), e.details.get("from_manifest_sha256")
+            if isinstance(source, str) and isinstance(left, str):
+                snap.refiled_from[source] = left
         yield e
 
 

@@ -394,7 +394,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
 
     routes = tuple(_route(r) for r in _tables(top, "route"))
     rr = top.sub("routing", top.table_("routing"))
-    routing = RoutingConfig(unassigned=rr.str_("unassigned", "_unassigned") or "_unassigned")
+    routing = RoutingConfig(
+        unassigned=rr.str_("unassigned", "_unassigned") or "_unassigned",
+        folder_slash=rr.choice("folder_slash", ("percent", "readable"), "percent"),  # type: ignore[arg-type]
+    )
     if not re.fullmatch(r"_[A-Za-z0-9_-]{1,60}", routing.unassigned):
         raise rr.fail("unassigned", "must start with '_' (reserved for the gateway) and use [A-Za-z0-9_-]")
     rr.finish()

@@ -102,6 +102,10 @@ class RouteConfig:
 @dataclass(frozen=True)
 class RoutingConfig:
     unassigned: str = "_unassigned"
+    #: How ``/`` in a case reference appears in its folder name: ``percent`` (``%2F``) or
+    #: ``readable`` (U+2215 ``∕``). Choose before the first message is filed: changing it
+    #: later gives new mail for an existing case a second folder (docs/case-folders.md).
+    folder_slash: Literal["percent", "readable"] = "percent"
 
 
 @dataclass(frozen=True)

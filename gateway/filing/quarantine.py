@@ -71,7 +71,7 @@ def release(
     rec = entry.record
     if case is not None:
         case_ref: str | None = case
-        folder = case_folder_name(case)
+        folder = case_folder_name(case, slash=config.routing.folder_slash)
     else:
         case_ref, folder = rec.case_ref, rec.case_folder or config.routing.unassigned
     files = [

@@ -83,7 +83,7 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
     result = unwrap(raw, ctx, at=at)
     verdict = result.verdict
     subject = result.inner_subject if result.inner_subject is not None else outer.subject
-    decision = route(subject, outer.from_addrs, config.routes, config.routing.unassigned)
+    decision = route(subject, outer.from_addrs, config.routes, config.routing.unassigned, config.routing.folder_slash)
     common = {
         "subject": subject,
         "from_addrs": outer.from_addrs,

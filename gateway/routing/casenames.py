@@ -29,6 +29,12 @@ The rule (documented for users in ``docs/case-folders.md``):
 
 Kept characters never include ``%`` and escapes always start with ``%``, so decoding is
 unambiguous; that is the whole injectivity argument.
+
+With ``slash="readable"`` (an installation's choice, ``[routing] folder_slash``), ``/`` is
+written as U+2215 DIVISION SLASH ``∕`` instead of ``%2F``: ``1 K 1234∕25``. A ``∕`` in the
+reference itself is not a kept character, so it is still escaped (``%E2%88%95``) and a ``∕``
+in a name always stands for ``/``: the argument above holds unchanged. U+2215 has no
+compatibility decomposition, so no NFC/NFD/NFKC step on a share turns it into a separator.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from gateway.filing.safenames import is_device_name
 
 __all__ = [
     "MAX_FOLDER_NAME_BYTES",
+    "READABLE_SLASH",
+    "SLASH_STYLES",
     "InvalidCaseReference",
     "case_folder_name",
     "case_reference_from_folder",
@@ -57,6 +65,8 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 _ESCAPE_FIRST = frozenset(".-_ ")
 _ESCAPE_LAST = frozenset(". ")
 _PERCENT_RUN = re.compile(r"(?:%[0-9A-F]{2})+")
+READABLE_SLASH = "\u2215"
+SLASH_STYLES = ("percent", "readable")
 
 
 class InvalidCaseReference(PermanentError, ValueError):
@@ -96,8 +106,10 @@ def _escape(ch: str) -> str:
     return "".join(f"%{byte:02X}" for byte in ch.encode("utf-8"))
 
 
-def case_folder_name(reference: str) -> str:
+def case_folder_name(reference: str, *, slash: str = "percent") -> str:
     """Return the folder name for ``reference``; see the module docstring for the rule.
+
+    ``slash`` is ``"percent"`` (``/`` as ``%2F``) or ``"readable"`` (``/`` as ``∕``).
 
     Raises :class:`InvalidCaseReference` rather than guessing: the caller routes the message
     to ``_unassigned`` and a person looks at it.
@@ -111,7 +123,10 @@ def case_folder_name(reference: str) -> str:
     for ch in text:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
             raise InvalidCaseReference("control-character", f"U+{ord(ch):04X}")
-    parts = [ch if _is_kept(ch) else _escape(ch) for ch in text]
+    if slash not in SLASH_STYLES:
+        raise ValueError(f"slash must be one of {SLASH_STYLES}, not {slash!r}")
+    readable = slash == "readable"
+    parts = [ch if _is_kept(ch) else READABLE_SLASH if readable and ch == "/" else _escape(ch) for ch in text]
     if parts[0] in _ESCAPE_FIRST:
         parts[0] = _escape(parts[0])
     if parts[-1] in _ESCAPE_LAST:
@@ -129,7 +144,9 @@ def case_folder_name(reference: str) -> str:
 def case_reference_from_folder(name: str) -> str:
     """Return the (normalised) reference whose folder is ``name``.
 
-    Only names that :func:`case_folder_name` produces are accepted, byte for byte: lower-case
+    Only names that :func:`case_folder_name` produces (with either ``slash`` style: a folder
+    made before an installation changed the style still belongs to its case) are accepted,
+    byte for byte: lower-case
     hex, needless escapes, reserved names or folders created by hand raise
     :class:`InvalidCaseReference` with reason ``"not-a-case-folder"``, so a stray directory
     is never mistaken for a case.
@@ -144,12 +161,12 @@ def case_reference_from_folder(name: str) -> str:
 
     if not name or is_reserved_folder(name):
         raise InvalidCaseReference("not-a-case-folder", repr(name[:40]))
-    reference = _PERCENT_RUN.sub(unescape, name)
+    reference = _PERCENT_RUN.sub(unescape, name.replace(READABLE_SLASH, "/"))
     try:
-        canonical = case_folder_name(reference)
+        canonical = {case_folder_name(reference, slash=style) for style in SLASH_STYLES}
     except InvalidCaseReference as exc:
         raise InvalidCaseReference("not-a-case-folder", exc.reason) from exc
-    if canonical != name:
+    if name not in canonical:
         raise InvalidCaseReference("not-a-case-folder", "not in canonical form")
     return reference
 

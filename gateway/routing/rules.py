@@ -42,8 +42,13 @@ class RouteDecision:
         }
 
 
-def route(subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig], unassigned: str) -> RouteDecision:
-    """First matching rule wins; no match (or an unsafe reference) goes to ``unassigned``."""
+def route(
+    subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig], unassigned: str, slash: str = "percent"
+) -> RouteDecision:
+    """First matching rule wins; no match (or an unsafe reference) goes to ``unassigned``.
+
+    ``slash``: the installation's folder-name style for ``/`` (``casenames.case_folder_name``).
+    """
     text = normalise_for_matching(subject)
     sender = from_addrs[0] if len(from_addrs) == 1 else ""
     for rule in rules:
@@ -55,7 +60,7 @@ def route(subject: str, from_addrs: Sequence[str], rules: Sequence[RouteConfig],
         groups = {k: (v or "") for k, v in m.groupdict().items()}
         reference = normalise_for_matching(rule.case.format(**groups))
         try:
-            folder = case_folder_name(reference)
+            folder = case_folder_name(reference, slash=slash)
         except InvalidCaseReference as exc:
             return RouteDecision(None, unassigned, rule.name, (f"invalid-case-reference:{exc.reason}",))
         return RouteDecision(reference, folder, rule.name, (), rule.policy, rule.require_clean_identity)

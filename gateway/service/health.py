@@ -21,19 +21,21 @@ from gateway.unwrap import UnwrapContext
 
 @dataclass(frozen=True)
 class CheckResult:
-    check: str  # "config" | "keys" | "crl" | "storage" | "mailbox"
+    check: str  # "config" | "routes" | "keys" | "crl" | "storage" | "mailbox"
     target: str
     ok: bool
     detail: str = ""
+    warning: bool = False  # worth a look, but the gateway works (does not fail the check)
 
     def to_json(self) -> dict[str, str]:
-        result = "ok" if self.ok else "FAILED"
+        result = "FAILED" if not self.ok else "WARNING" if self.warning else "ok"
         return {"check": self.check, "target": self.target, "result": result, "detail": self.detail}
 
 
 def run_checks(config: Config) -> list[CheckResult]:
     """Every check, in the order a person fixes them; connects to each mailbox once."""
     results = [CheckResult("config", str(config.path), True, config.sha256[:16])]
+    results += route_checks(config)
     try:
         ctx = UnwrapContext.from_config(config, collect_certificates=False)
         results.append(CheckResult("keys", "smime/openpgp", True))
@@ -56,6 +58,40 @@ def run_checks(config: Config) -> list[CheckResult]:
         finally:
             session.close()
     return results
+
+
+def route_checks(config: Config) -> list[CheckResult]:
+    """A rule that matches none of the sample subjects is most likely mistyped."""
+    from gateway.routing.dryrun import SAMPLE_SUBJECTS, rules_matching_no_sample
+
+    return _slash_style_checks(config) + [
+        CheckResult(
+            "routes",
+            name,
+            True,
+            f"matches none of the {len(SAMPLE_SUBJECTS)} sample subjects; try: poststelle route test SUBJECT",
+            warning=True,
+        )
+        for name in rules_matching_no_sample(config.routes)
+    ]
+
+
+def _slash_style_checks(config: Config) -> list[CheckResult]:
+    """Case folders named in the other ``folder_slash`` style: their cases get a second folder."""
+    from gateway.routing.casenames import READABLE_SLASH
+
+    other = "%2F" if config.routing.folder_slash == "readable" else READABLE_SLASH
+    try:
+        names = sorted(e.name for e in os.scandir(cases_dir(config)) if e.is_dir() and other in e.name)
+    except OSError:
+        return []
+    if not names:
+        return []
+    detail = (
+        f"{len(names)} case folder(s) use {other!r} for '/' (e.g. {names[0]!r}), but folder_slash is "
+        f"{config.routing.folder_slash!r}: new mail for those cases opens a second folder"
+    )
+    return [CheckResult("routes", "folder_slash", True, detail, warning=True)]
 
 
 def crl_checks(ctx: UnwrapContext) -> list[CheckResult]:
