@@ -227,7 +227,10 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "stored": _stored,
     "quarantined": lambda e, lc: _with_reasons(lc.t("Held in quarantine"), e.details.get("reasons"), lc),
     "released": _released,
-    "refiled": lambda e: f"Moved by {actor_text(e.actor)} from {_d(e, 'from')} to {_d(e, 'path')}: {_d(e, 'note')}",
+    "refiled": lambda e, lc: lc.t(
+        "Moved by {actor} from {old} to {path}: {note}",
+        actor=actor_text(e.actor, lc), old=_d(e, "from"), path=_d(e, "path"), note=_d(e, "note"),
+    ),
     "moved": _moved,
     "processing-abandoned": lambda e, lc: lc.t("Processing was interrupted; the message is fetched again"),
     "mailbox-error": lambda e, lc: lc.t(

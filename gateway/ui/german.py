@@ -46,6 +46,9 @@ GERMAN: dict[str, str] = {
         "Verschieben auf dem Mailserver bestätigt (nach einem Neustart)"
     ),
     "Moved on the mail server to {folder}": "Auf dem Mailserver verschoben nach {folder}",
+    "Moved by {actor} from {old} to {path}: {note}": (
+        "Von {actor} umgelegt von {old} nach {path}: {note}"
+    ),
     "Filed in case folder {path}": "In der Akte abgelegt: {path}",
     " (completed after a restart)": " (nach einem Neustart abgeschlossen)",
     "Gateway started with configuration {path} (sha256 {sha256}…)": (
