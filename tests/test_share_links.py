@@ -11,10 +11,11 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Env
+from conftest import POSTSTELLE, REPO, Env
 from support.audit import MALFORMED, file_correspondence, verify
 from support.intruder import Intruder, get_intruder
 
@@ -239,3 +240,38 @@ def test_publishing_refuses_a_case_folder_that_is_a_link_not_a_directory_or_not_
     assert problem is not None
     assert list(outside.iterdir()) == []
     assert (root / "63-BV-2026-0200" / "20260101T000000Z_00000000000d" / "manifest.json").is_file()
+
+
+def test_cases_dir_on_a_mount_of_its_own_is_staged_inside_it_and_everything_is_filed(
+    env: Env, tmp_path: Path
+) -> None:
+    """``rename(2)`` cannot cross mounts (a bind mount of one file system included): staging moves into the share."""
+    unshare = shutil.which("unshare")
+    real = tmp_path / "share-on-its-own-mount"
+    real.mkdir()
+    env.cases_dir.mkdir(parents=True)
+    bind = f"mount --bind {real} {env.cases_dir}"
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs unshare(1) and root for a private bind mount")
+    probe = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", bind], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no private mount namespace here: {probe.stderr.decode(errors='replace').strip()}")
+    env.append(letter(subject=f"Az. {CASE} Antrag"), MALFORMED)
+
+    in_namespace = [unshare, "--mount", "--propagation", "private", "sh", "-c", f'{bind} && exec "$@"', "sh"]
+    proc = subprocess.run(
+        [*in_namespace, *POSTSTELLE, "run", "--once"],
+        env={**os.environ, "POSTSTELLE_CONFIG": str(env.config_path)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert env.uids("INBOX") == []
+    assert [p.parent.name for p in real.glob("*/*") if not p.parent.name.startswith(".")] == [CASE]
+    assert [p.name for p in (real / ".incoming").iterdir()] == ["rathaus"]
+    assert list((real / ".incoming" / "rathaus").iterdir()) == []
+    assert list(env.cases_dir.iterdir()) == [], "the mount point itself was never written"
+    assert len(env.quarantined()) == 1
