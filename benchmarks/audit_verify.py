@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from gateway.clock import iso  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.demo.samples import fake_pdf, letter  # noqa: E402
+from gateway.filing.areas import Area  # noqa: E402
 from gateway.filing.entries import EntryFile, entry_name, write_entry  # noqa: E402
 from gateway.records.chain import AuditEvent  # noqa: E402
 from gateway.records.messages import MessageRecord  # noqa: E402
@@ -71,6 +72,7 @@ def build(root: Path, n_entries: int, n_folders: int) -> Path:
     pdf = fake_pdf(6_000, seed=3)
     raw_template = letter(subject="Az. 63-BV-2026-XXXXX Unterlagen", attachment=("Anlage.pdf", pdf))
     t0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    area = Area.open(config, "cases")
     with ThreadPoolExecutor(max_workers=4) as pool:
         for start in range(0, n_messages, BATCH):
             batch = range(start, min(start + BATCH, n_messages))
@@ -81,7 +83,7 @@ def build(root: Path, n_entries: int, n_folders: int) -> Path:
                 fetched.append(event)
             store.plan(recs, fetched)
             raws = [raw_template.replace(b"XXXXX", f"{i:05d}".encode()) for i in batch]
-            shas = list(pool.map(lambda a: _write(cases_dir(config), *a), zip(recs, raws, strict=True)))
+            shas = list(pool.map(lambda a: _write(area, *a), zip(recs, raws, strict=True)))
             events: list[AuditEvent] = []
             for rec, sha in zip(recs, shas, strict=True):
                 rec.state, rec.manifest_sha256 = "stored", sha
@@ -97,6 +99,7 @@ def build(root: Path, n_entries: int, n_folders: int) -> Path:
             store.export_jsonl()
             if start % 2000 == 0:
                 print(f"  built {start + len(batch)}/{n_messages} messages", end="\r", flush=True)
+    area.close()
     store.seal()
     store.export_jsonl()
     _report_size(store)
@@ -131,7 +134,7 @@ def _record(cases: Path, i: int, n_folders: int, t0: datetime) -> tuple[MessageR
     return rec, event
 
 
-def _write(cases: Path, rec: MessageRecord, raw: bytes) -> str:
+def _write(area: Area, rec: MessageRecord, raw: bytes) -> str:
     path = Path(rec.path or "")
     files = [
         EntryFile("original.eml", raw),
@@ -139,7 +142,7 @@ def _write(cases: Path, rec: MessageRecord, raw: bytes) -> str:
         EntryFile("attachments/Anlage.pdf", raw[-6_000:]),
         EntryFile("verification.json", b'{"verdict": "verified"}\n'),
     ]
-    _, sha = write_entry(cases, path.parent.name, path.name, files, {"id": rec.id, "case_reference": rec.case_ref})
+    _, sha = write_entry(area, path.parent.name, path.name, files, {"id": rec.id, "case_reference": rec.case_ref})
     return sha
 
 

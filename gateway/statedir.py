@@ -7,11 +7,12 @@ layout (docs/case-folders.md describes it for people)::
         ledger.sqlite3
         audit/                  audit-signing.key, audit-signing.pub.pem, audit.jsonl
         quarantine/<entry>/     the case-entry layout, plus reason.json
+        staging/<area>/[<mailbox>/]<entry>/   entries being built (area: cases or quarantine)
         certstore/smime/        signer certificates collected from verified mail
         crls/<url hash>/        CRLs fetched from distribution points ([smime] fetch_crls)
         gnupg/                  the OpenPGP home, unless configured elsewhere
     <cases_dir>/<case folder>/<entry>/      cases_dir defaults to <state_dir>/cases
-    <root>/.incoming/[<mailbox>/]<entry>/   staging under either root, invisible until published
+    <root>/.incoming/[<mailbox>/]<entry>/   staging instead, for a root on another mount than state_dir
 
 The configuration is only a type here, so that the loader can take its defaults from
 this module too. Opening the store is ``gateway.records.open``.
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from gateway.config import Config
 
 STAGING = ".incoming"
-"""Entries are built here under their root; a leading dot keeps it out of every listing."""
+"""A root's own staging directory, used when ``rename(2)`` from ``state_dir`` cannot reach the root
+(another mount); a leading dot keeps it out of every listing. See ``filing.areas``."""
 
 
 # -- defaults the configuration loader fills in --------------------------------------------
@@ -58,13 +60,29 @@ def crl_cache_dir(config: Config) -> Path:
     return config.storage.state_dir / "crls"
 
 
-def staging_dir(root: Path, bucket: str = "") -> Path:
-    """Where entries for ``root`` (cases or quarantine) are built: ``<root>/.incoming/[<bucket>/]``.
+def staging_dir(config: Config, area: str) -> Path:
+    """Where entries for ``area`` (``cases`` or ``quarantine``) are built: ``<state_dir>/staging/<area>/``.
 
-    Each mailbox stages in its own bucket, so that its crash recovery can sweep what it
-    left behind without touching entries another mailbox is writing at that moment.
+    Each mailbox stages in its own bucket below it, so that its crash recovery can sweep
+    what it left behind without touching entries another mailbox is writing at that moment.
+    Only when the area's root is on another mount (a rename cannot cross it) are its
+    entries built in ``share_staging_dir`` instead (``filing.areas.Area.open`` decides).
     """
-    return root / STAGING / bucket if bucket else root / STAGING
+    return config.storage.state_dir / "staging" / area
+
+
+def share_staging_dir(root: Path) -> Path:
+    """The staging directory inside a root itself: ``<root>/.incoming/``."""
+    return root / STAGING
+
+
+def area_root(config: Config, area: str) -> Path:
+    """The directory entries of ``area`` are published in."""
+    if area == "cases":
+        return cases_dir(config)
+    if area == "quarantine":
+        return quarantine_dir(config)
+    raise ValueError(f"unknown area {area!r}")
 
 
 def ledger_path(config: Config) -> Path:

@@ -112,10 +112,14 @@ def test_random_kill_9_during_a_500_message_backlog_leaves_every_message_in_exac
         places[manifest["message_id"]] += 1
     assert len(places) == MESSAGES, "every message is somewhere"
     assert set(places.values()) == {1}, "no message is in two places"
-    for root in (env.cases_dir, env.state_dir / "quarantine"):
+    staging = env.state_dir / "staging"
+    assert sorted(p.name for p in staging.iterdir()) == ["cases", "quarantine"]
+    for area in staging.iterdir():
         # Each mailbox stages in its own bucket; recovery leaves the buckets empty.
-        assert not any((root / ".incoming").glob("*/*")), "nothing staged is left behind"
-        assert all(p.is_dir() for p in (root / ".incoming").glob("*"))
+        assert not any(area.glob("*/*")), "nothing staged is left behind"
+        assert all(p.is_dir() for p in area.glob("*"))
+    for root in (env.cases_dir, env.state_dir / "quarantine"):
+        assert not (root / ".incoming").exists(), "on one mount, nothing is staged in the share"
 
     store = open_store(env.config, readonly=True)
     try:

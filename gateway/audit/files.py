@@ -27,11 +27,17 @@ _MANIFEST_KINDS = {"missing": "file-missing", "altered": "file-altered", "unlist
 
 @dataclass(frozen=True)
 class DiskEntry:
-    """A published entry directory found on disk, keyed like the record keys it."""
+    """A published entry directory found on disk, keyed like the record keys it.
+
+    ``link`` is set for a case folder or entry that is a symbolic link (to ``link``):
+    whatever is behind it is outside its root, whether or not the target happens to lie
+    inside; it is reported, never read.
+    """
 
     area: str  # "cases" | "quarantine"
-    rel: str  # "<case folder>/<entry>" or "<entry>"
+    rel: str  # "<case folder>/<entry>" or "<entry>" (or "<case folder>" for a linked folder)
     path: Path
+    link: str | None = None
 
     @property
     def message(self) -> str:
@@ -39,24 +45,59 @@ class DiskEntry:
 
 
 def list_disk_entries(cases_dir: Path, quarantine_dir: Path) -> tuple[list[DiskEntry], int]:
-    """Every published entry (staging excluded); returns (entries, number of case folders)."""
+    """Every published entry (staging excluded), and every link where a folder or entry belongs.
+
+    Returns (entries, number of case folders). Links are listed, not followed: a case
+    folder swapped for a link would otherwise hide the entries written through it.
+    """
     out: list[DiskEntry] = []
     folders = 0
-    for folder in _subdirs(cases_dir):
+    dirs, links = _subdirs(cases_dir, links_too=True)
+    out.extend(DiskEntry("cases", p.name, p, link=_target(p)) for p in links)
+    for folder in dirs:
         folders += 1
-        out.extend(DiskEntry("cases", f"{folder.name}/{e.name}", e) for e in _subdirs(folder))
-    out.extend(DiskEntry("quarantine", e.name, e) for e in _subdirs(quarantine_dir))
+        entries, linked = _subdirs(folder)
+        out.extend(DiskEntry("cases", f"{folder.name}/{e.name}", e) for e in entries)
+        out.extend(DiskEntry("cases", f"{folder.name}/{e.name}", e, link=_target(e)) for e in linked)
+    entries, linked = _subdirs(quarantine_dir)
+    out.extend(DiskEntry("quarantine", e.name, e) for e in entries)
+    out.extend(DiskEntry("quarantine", e.name, e, link=_target(e)) for e in linked)
     return out, folders
 
 
-def _subdirs(d: Path) -> list[Path]:
+def _subdirs(d: Path, *, links_too: bool = False) -> tuple[list[Path], list[Path]]:
+    """(real subdirectories, symbolic links) of ``d``; staging and hidden names are skipped.
+
+    ``links_too`` also lists hidden links (in the cases root, a linked ``.incoming`` is
+    the first step of an attack on the staging clean-up of older versions).
+    """
     try:
         with os.scandir(d) as it:
-            return sorted(
-                Path(e.path) for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(STAGING[0])
-            )
+            found = list(it)
     except FileNotFoundError:
-        return []
+        return [], []
+    dirs = sorted(Path(e.path) for e in found if e.is_dir(follow_symlinks=False) and not e.name.startswith(STAGING[0]))
+    links = sorted(
+        Path(e.path) for e in found if e.is_symlink() and (links_too or not e.name.startswith(STAGING[0]))
+    )
+    return dirs, links
+
+
+def _target(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return "?"
+
+
+def _linked_component(root: Path, rel: str) -> Path | None:
+    """The first component of ``root/rel`` below ``root`` that is a symbolic link, if any."""
+    p = root
+    for part in Path(rel).parts:
+        p = p / part
+        if p.is_symlink():
+            return p
+    return None
 
 
 # -- comparing files, ledger rows and placement events ------------------------------------------
@@ -77,7 +118,20 @@ def check_entries(
     disk: list[DiskEntry], snap: DbSnapshot, cases_dir: Path, quarantine_dir: Path, report: VerifyReport
 ) -> None:
     """Each entry against its manifest, and each manifest against the ledger and the trail."""
-    by_key = {(d.area, d.rel): d for d in disk}
+    for d in disk:
+        if d.link is not None:
+            report.breaks.append(
+                ChainBreak(
+                    "entry-outside-root",
+                    None,
+                    f"{'case folder' if '/' not in d.rel and d.area == 'cases' else 'entry'} {d.rel} is a symbolic "
+                    "link: what is behind it is outside the gateway's folders",
+                    expected=None,
+                    found=d.link,
+                    file=str(d.path),
+                )
+            )
+    by_key = {(d.area, d.rel): d for d in disk if d.link is None}
     expected: dict[tuple[str, str], MessageRecord] = {}
     pending: set[tuple[str, str]] = set()
     for rec in snap.messages:
@@ -95,7 +149,20 @@ def check_entries(
         if key not in by_key:
             root = cases_dir if key[0] == "cases" else quarantine_dir
             path = root / key[1]
-            if path.is_dir():  # published after the disk listing was taken
+            linked = _linked_component(root, key[1])
+            if linked is not None:
+                report.breaks.append(
+                    ChainBreak(
+                        "entry-outside-root",
+                        snap.placements[rec.id].seq if rec.id in snap.placements else None,
+                        f"message {rec.id} is {rec.state} in the ledger, but {linked} is a symbolic link: "
+                        "its entry is not inside the gateway's folders",
+                        expected=rec.manifest_sha256,
+                        found=_target(linked),
+                        file=str(path),
+                    )
+                )
+            elif path.is_dir():  # published after the disk listing was taken
                 by_key[key] = DiskEntry(key[0], key[1], path)
             else:
                 report.breaks.append(

@@ -40,6 +40,7 @@ from gateway.config.model import (
     default_analysis_workers,
 )
 from gateway.errors import ConfigError
+from gateway.mime.cut import MAX_PARTS
 from gateway.statedir import default_cases_dir, default_gnupg_home
 
 T = TypeVar("T")
@@ -357,6 +358,21 @@ def _ui(r: _Reader) -> UiConfig:
     return UiConfig(timezone=zone, language=next(lang for lang in LANGUAGES if lang == language))
 
 
+def _mime_parts(lr: _Reader) -> int:
+    """``max_mime_parts``: at most what the MIME cutter honours (``mime.cut.MAX_PARTS``).
+
+    The cutter stops at its own bound whatever the configured limit, so a larger value
+    would silently have no effect; one limit, checked here.
+    """
+    value = lr.int_("max_mime_parts", LimitsConfig.max_mime_parts, minimum=1)
+    if value > MAX_PARTS:
+        raise lr.fail(
+            "max_mime_parts",
+            f"must be between 1 and {MAX_PARTS} (the MIME parser's own bound on parts), got {value}",
+        )
+    return value
+
+
 def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Config:
     """Validate an already-parsed TOML document; raises ConfigError on the first problem."""
     warnings: list[str] = []
@@ -369,6 +385,12 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     cases_dir = sr.path("cases_dir") or default_cases_dir(state_dir)
     if not state_dir.is_absolute() or not cases_dir.is_absolute():
         raise sr.fail("state_dir", "state_dir and cases_dir must be absolute paths")
+    if state_dir.is_relative_to(cases_dir) or any(
+        cases_dir.is_relative_to(state_dir / own) for own in ("quarantine", "staging", "audit")
+    ):
+        # The case folders are a share others write to; the ledger, the quarantine, the
+        # staging directory and the audit key must not be reachable through it.
+        raise sr.fail("cases_dir", f"must not be {state_dir} itself, contain it, or lie in its own folders")
     sr.finish()
     storage = StorageConfig(state_dir=state_dir, cases_dir=cases_dir)
 
@@ -376,7 +398,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     limits = LimitsConfig(
         max_message_bytes=lr.int_("max_message_bytes", LimitsConfig.max_message_bytes, minimum=1024),
         max_mime_depth=lr.int_("max_mime_depth", LimitsConfig.max_mime_depth, minimum=1, maximum=100),
-        max_mime_parts=lr.int_("max_mime_parts", LimitsConfig.max_mime_parts, minimum=1),
+        max_mime_parts=_mime_parts(lr),
     )
     lr.finish()
 

@@ -70,22 +70,6 @@ def makedirs_durable(path: Path, *, mode: int = 0o750) -> None:
         fsync_dir(d.parent)
 
 
-def publish_dir(staging: Path, final: Path) -> None:
-    """Move a fully written staging directory into place, atomically and durably.
-
-    ``os.rename`` of a directory onto a non-existing name is atomic; an existing target
-    makes it fail (nothing is overwritten). Both parents are fsynced afterwards.
-    """
-    fsync_dir(staging)
-    makedirs_durable(final.parent)
-    if final.exists():
-        raise FileExistsError(final)
-    os.rename(staging, final)
-    fsync_dir(final.parent)
-    if staging.parent != final.parent:
-        fsync_dir(staging.parent)
-
-
 _libc: ctypes.CDLL | None = None
 
 
@@ -95,17 +79,22 @@ def sync_filesystem(path: Path) -> None:
     Group commit for a batch: one flush instead of one per file and directory. Falls back
     to sync(2) where syncfs is unavailable; both wait for the data to reach the device.
     """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sync_fd(fd, str(path))
+    finally:
+        os.close(fd)
+
+
+def sync_fd(fd: int, label: str = "") -> None:
+    """``sync_filesystem`` for the file system of an open descriptor (a root held open)."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        syncfs = getattr(_libc, "syncfs", None)
-        if syncfs is None:
-            os.sync()
-            return
-        if syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs failed: {os.strerror(err)}", str(path))
-    finally:
-        os.close(fd)
+    syncfs = getattr(_libc, "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs failed: {os.strerror(err)}", label)

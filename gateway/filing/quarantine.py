@@ -18,12 +18,13 @@ from typing import Any
 from gateway.clock import iso, utcnow
 from gateway.config import Config
 from gateway.errors import PermanentError
-from gateway.filing.entries import EntryFile, write_entry
+from gateway.filing.areas import Area
+from gateway.filing.dirs import UnsafeDirectory
+from gateway.filing.entries import EntryFile, published_manifest, sha256_hex, write_entry
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MessageRecord
 from gateway.records.store import MessageReader, MessageStore
 from gateway.routing.casenames import case_folder_name
-from gateway.statedir import cases_dir
 
 
 class ReleaseError(PermanentError):
@@ -90,12 +91,11 @@ def release(
         "state": "released",
         "released": released,
     }
-    final = cases_dir(config) / folder / entry.path.name
-    if final.exists():
-        # A crash after publishing but before the commit: the entry is already in place.
-        manifest_sha = _sha(final / "manifest.json")
-    else:
-        final, manifest_sha = write_entry(cases_dir(config), folder, entry.path.name, files, metadata)
+    area = Area.open(config, "cases")
+    try:
+        final, manifest_sha = _publish(area, folder, entry.path.name, files, metadata)
+    finally:
+        area.close()
     rec.state = "released"
     rec.path = str(final)
     rec.case_ref, rec.case_folder = case_ref, folder
@@ -122,7 +122,21 @@ def release(
     return rec
 
 
-def _sha(path: Path) -> str:
-    import hashlib
+def _publish(
+    area: Area, folder: str, name: str, files: list[EntryFile], metadata: dict[str, Any]
+) -> tuple[Path, str]:
+    """Publish the released entry through the cases root's descriptor, never through a link.
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    An entry already in place is a crash after publishing but before the commit: it is
+    taken as it is. A case folder that is a link, not a directory or not ours is refused
+    (the person fixes the folder or releases into another case).
+    """
+    try:
+        existing = published_manifest(area, folder, name)
+        if existing is not None:
+            return area.root / folder / name, sha256_hex(existing)
+        return write_entry(area, folder, name, files, metadata)
+    except UnsafeDirectory as exc:
+        raise ReleaseError(f"cannot release into {folder!r}: {exc}; nothing was changed") from None
+    except FileExistsError:
+        raise ReleaseError(f"{area.root / folder / name} exists but is not a complete entry") from None

@@ -32,6 +32,8 @@ from typing import Any
 from gateway.clock import iso, utcnow
 from gateway.config import Config
 from gateway.errors import PermanentError
+from gateway.filing.areas import Area
+from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import EntryFile, sha256_hex, write_entry
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import FILED_STATES, MessageRecord
@@ -98,7 +100,13 @@ def refile(
             raise RefileError(f"{final} exists and is not a move of message {msg_id}")
         manifest_sha = hashlib.sha256((final / "manifest.json").read_bytes()).hexdigest()
     else:
-        final, manifest_sha = write_entry(root, folder, name, files, metadata)
+        area = Area.open(config, "cases")
+        try:
+            final, manifest_sha = write_entry(area, folder, name, files, metadata)
+        except UnsafeDirectory as exc:
+            raise RefileError(f"cannot move into {folder!r}: {exc}; nothing was changed") from None
+        finally:
+            area.close()
 
     old_rel = f"{rec.case_folder}/{name}"
     from_case, from_folder, from_sha = rec.case_ref, rec.case_folder, rec.manifest_sha256

@@ -126,4 +126,45 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
     )
 
 
-__all__ = ["Plan", "analyse"]
+def oversize_plan(head: bytes, size: int, limit: int) -> Plan:
+    """The plan for a message the server says is larger than ``max_message_bytes``.
+
+    Decided from its first bytes only (``head``: the header block, as far as it goes), so
+    that the message itself never has to be in memory: its bytes are streamed to disk and
+    kept, and it is quarantined with the reason ``parse_message`` gives too (``oversize``).
+    """
+    found = headers_only(head)
+    return _quarantine(
+        ["oversize"],
+        None,
+        warnings=[f"{size} bytes > limit {limit}"],
+        subject=found.subject,
+        from_addrs=found.from_addrs,
+        message_id=found.message_id,
+        date=found.date,
+    )
+
+
+def unsafe_folder_plan(plan: Plan, detail: str) -> Plan:
+    """A stored plan whose case folder cannot be written safely (a link...), quarantined instead.
+
+    Everything decided stays (verdict, route, parts), so a person can release the message
+    once the folder is fixed; ``unsafe-case-folder`` is the reason, ``detail`` says what was
+    found.
+    """
+    return _quarantine(
+        ["unsafe-case-folder"],
+        plan.verdict,
+        route=plan.route,
+        subject=plan.subject,
+        from_addrs=plan.from_addrs,
+        message_id=plan.message_id,
+        date=plan.date,
+        parts=plan.parts,
+        decrypted=plan.decrypted,
+        unwrap_events=plan.unwrap_events,
+        warnings=[*plan.warnings, detail],
+    )
+
+
+__all__ = ["Plan", "analyse", "oversize_plan", "unsafe_folder_plan"]

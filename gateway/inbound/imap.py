@@ -46,6 +46,15 @@ class Fetched:
     internaldate: datetime
 
 
+#: Bytes per partial fetch of a message streamed to disk (``fetch_stream``).
+STREAM_CHUNK = 512 * 1024
+
+
+def _internaldate(item: dict[bytes, Any]) -> datetime:
+    when = item.get(b"INTERNALDATE")
+    return when.astimezone(UTC) if isinstance(when, datetime) and when.tzinfo else datetime.now(UTC)
+
+
 def chunks(uids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
     """UID lists short enough for any server's command-line limit (imapclient sends them uncompressed)."""
     for i in range(0, len(uids), size):
@@ -178,9 +187,46 @@ class MailboxSession:
             raw = item.get(b"BODY[]")
             if not isinstance(raw, bytes) or not raw:
                 raise TransientError(f"empty FETCH answer for UID {uid}")
-            when = item.get(b"INTERNALDATE")
-            internaldate = when.astimezone(UTC) if isinstance(when, datetime) and when.tzinfo else datetime.now(UTC)
-            yield Fetched(uid=uid, raw=raw, internaldate=internaldate)
+            yield Fetched(uid=uid, raw=raw, internaldate=_internaldate(item))
+
+    def fetch_stream(self, uid: int, *, chunk: int = STREAM_CHUNK) -> tuple[datetime, Iterator[bytes]]:
+        """One message's INTERNALDATE and its bytes as pieces, never the whole message at once.
+
+        For a message larger than the gateway will hold in memory: each piece is a partial
+        fetch ``BODY.PEEK[]<offset.chunk>`` (RFC 3501 6.4.5), asked for only when the
+        previous one has been consumed, so memory stays at a few pieces whatever the size.
+        The first piece is fetched now, with INTERNALDATE; the message ends with the first
+        piece shorter than ``chunk``. The pieces must be consumed on the thread that owns
+        the connection, before any other command.
+        """
+        first, item = self._piece(uid, 0, chunk, extra=["INTERNALDATE"])
+        if not first:
+            raise TransientError(f"empty FETCH answer for UID {uid}")
+        return _internaldate(item), self._pieces(uid, first, chunk)
+
+    def _pieces(self, uid: int, piece: bytes, chunk: int) -> Iterator[bytes]:
+        offset = 0
+        while True:
+            n = len(piece)
+            offset += n
+            yield piece
+            if n < chunk:
+                return
+            del piece  # not held while the next one arrives
+            piece, _ = self._piece(uid, offset, chunk)
+            if not piece:
+                return
+
+    def _piece(self, uid: int, offset: int, chunk: int, extra: Sequence[str] = ()) -> tuple[bytes, dict[bytes, Any]]:
+        try:
+            resp = self._c.fetch([uid], [f"BODY.PEEK[]<{offset}.{chunk}>", *extra])
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"FETCH BODY[]<{offset}> failed: {type(exc).__name__}: {exc}") from None
+        item = resp.get(uid)
+        data = item.get(f"BODY[]<{offset}>".encode()) if item is not None else None
+        if item is None or not isinstance(data, bytes):
+            raise TransientError(f"short FETCH answer for UID {uid} at offset {offset}")
+        return data, item
 
     # -- disposal -------------------------------------------------------------------------
     def _can_remove(self) -> bool:

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,20 @@ import structlog
 from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig
 from gateway.errors import TransientError
+from gateway.filing.areas import Areas
+from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import (
     StagedEntry,
     discard_staging,
+    final_path,
     publish_entries,
+    published_manifest,
     seal_staging,
     sha256_hex,
     sweep_staging,
 )
 from gateway.inbound.decide import Plan
-from gateway.inbound.imap import Fetched, MailboxSession
+from gateway.inbound.imap import MailboxSession
 from gateway.inbound.records import (
     abandoned_event,
     certificate_event,
@@ -58,15 +63,15 @@ from gateway.inbound.records import (
     server_moved_events,
     stored_event,
 )
-from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared
+from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared, prepare_oversize
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MessageRecord
 from gateway.records.store import Store
-from gateway.statedir import cases_dir, quarantine_dir
+from gateway.statedir import area_root
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
-Work = tuple[Fetched, EntryJob, PendingPlan]
+Work = tuple[int, datetime, EntryJob, PendingPlan]  # uid, INTERNALDATE, job, its preparation
 
 
 def new_message_id() -> str:
@@ -107,10 +112,12 @@ class Intake:
         self.after_commit = after_commit
         self.log = log.bind(mailbox=mailbox.name)
         self.analyser = analyser or Analyser(config, ctx, workers=0)
+        self.areas = Areas(config)  # the case folders and the quarantine, opened on first use
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
 
     def close(self) -> None:
         self.io.shutdown(wait=True)  # the analyser belongs to whoever passed it in
+        self.areas.close()
 
     # -- crash recovery -------------------------------------------------------------------
     def recover(self) -> int:
@@ -120,20 +127,28 @@ class Intake:
             n += 1
             assert rec.path is not None
             final = Path(rec.path)
-            root = self._root(rec.target_state)
-            manifest = final / "manifest.json"
-            if manifest.is_file():
+            area = self.areas[_area(rec.target_state)]
+            folder = final.parent.name if final.parent != area.root else None
+            if final_path(area.root, folder, final.name) == final:
+                manifest = published_manifest(area, folder, final.name)
+            else:  # planned under a root the configuration has moved since: look where it was planned
+                path = final / "manifest.json"
+                manifest = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+            if manifest is not None:
                 rec.state = rec.target_state
-                rec.manifest_sha256 = sha256_hex(manifest.read_bytes())
-                self.ledger.finish([rec], [stored_event(rec, root, recovered=True)])
+                rec.manifest_sha256 = sha256_hex(manifest)
+                self.ledger.finish([rec], [stored_event(rec, area.root, recovered=True)])
                 self.log.info("recovered published entry", uid=rec.uid, msg=rec.id, state=rec.state)
             else:
-                discard_staging(root, final.name, self.mb.name)
+                discard_staging(area, final.name, self.mb.name)
                 self.ledger.abandon([rec], [abandoned_event(rec)])
                 self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
-        for root in (cases_dir(self.config), quarantine_dir(self.config)):
-            for name in sweep_staging(root, self.mb.name):
-                self.log.info("removed staged files without an intent", entry=name)
+        for name in ("cases", "quarantine"):
+            sweep = sweep_staging(self.areas[name], self.mb.name)
+            for entry in sweep.removed:
+                self.log.info("removed staged files without an intent", entry=entry)
+            for what in sweep.left:
+                self.log.warning("left alone in staging", found=what)
         if n:
             self.after_commit()
         return n
@@ -157,7 +172,13 @@ class Intake:
             new = [u for u in uids if u not in known]
             if not new and not finished:
                 raise TransientError("no progress: messages remain that are in processing elsewhere")
-            total.add(self._batches(session, plan_batches(new, session.sizes(new), self.mb.batch_size)))
+            sizes = session.sizes(new)
+            limit = self.config.limits.max_message_bytes
+            oversize = {uid for uid, size in sizes.items() if size > limit}
+            # An oversize message is streamed to disk, never held: it weighs nothing in a batch.
+            weights = {uid: 0 if uid in oversize else size for uid, size in sizes.items()}
+            batches = plan_batches(new, weights, self.mb.batch_size)
+            total.add(self._batches(session, batches, {u: sizes[u] for u in oversize}))
         self.ledger.set_status(self.mb.name, last_success=iso(utcnow()), backlog=0)
         return total
 
@@ -174,10 +195,12 @@ class Intake:
 
     def _root(self, state: str) -> Path:
         """The root an entry in ``state`` is published under."""
-        return quarantine_dir(self.config) if state == "quarantined" else cases_dir(self.config)
+        return area_root(self.config, _area(state))
 
     # -- one batch ------------------------------------------------------------------------
-    def _batches(self, session: MailboxSession, batches: list[list[int]]) -> BatchOutcome:
+    def _batches(
+        self, session: MailboxSession, batches: list[list[int]], oversize: dict[int, int] | None = None
+    ) -> BatchOutcome:
         """Process batches as a pipeline: later batches are fetched and prepared while one is written.
 
         The I/O thread fetches up to ``PREFETCH`` batches ahead and hands every message to
@@ -196,13 +219,14 @@ class Intake:
         unmoved: list[MessageRecord] = []  # committed, their move not yet queued
         queued = 0
         try:
+            big = oversize or {}
             while queued < len(batches) and len(ahead) < PREFETCH:
-                ahead.append(self.io.submit(self._fetch_and_analyse, session, batches[queued]))
+                ahead.append(self.io.submit(self._fetch_and_analyse, session, batches[queued], big))
                 queued += 1
             while ahead:
                 current = ahead.popleft().result()
                 if queued < len(batches):
-                    ahead.append(self.io.submit(self._fetch_and_analyse, session, batches[queued]))
+                    ahead.append(self.io.submit(self._fetch_and_analyse, session, batches[queued], big))
                     queued += 1
                 # Moves of earlier batches that have happened are recorded in this batch's
                 # final commit; the others stay pending (never waited for here).
@@ -223,19 +247,37 @@ class Intake:
             wait(busy)  # the connection must be idle before anyone else uses it
         return total
 
-    def _fetch_and_analyse(self, session: MailboxSession, uids: Sequence[int]) -> list[Work]:
+    def _fetch_and_analyse(
+        self, session: MailboxSession, uids: Sequence[int], oversize: dict[int, int] | None = None
+    ) -> list[Work]:
         """On the I/O thread: fetch a batch and start analysing every message in it.
 
-        Duplicates are only recognised later, in order, by ``_decide``; analysing one of
-        them is wasted work but never a wrong decision.
+        A message the server reports larger than ``max_message_bytes`` (``oversize``: UID ->
+        RFC822.SIZE) is not fetched whole: it is streamed into a quarantine entry here
+        (``workers.prepare_oversize``), so memory never follows its size. Duplicates are
+        only recognised later, in order, by ``_decide``; analysing one of them is wasted
+        work but never a wrong decision.
         """
-        fetched = list(session.fetch(uids))
+        big = oversize or {}
+        fetched = list(session.fetch([u for u in uids if u not in big]))
         jobs = [
-            EntryJob(msg_id=new_message_id(), sha256=hashlib.sha256(f.raw).hexdigest(), bucket=self.mb.name)
+            EntryJob(
+                msg_id=new_message_id(), sha256=hashlib.sha256(f.raw).hexdigest(), bucket=self.mb.name, size=len(f.raw)
+            )
             for f in fetched
         ]
         pending = self.analyser.submit([(f.raw, f.internaldate, job) for f, job in zip(fetched, jobs, strict=True)])
-        return list(zip(fetched, jobs, pending, strict=True))
+        work: dict[int, Work] = {
+            f.uid: (f.uid, f.internaldate, job, p) for f, job, p in zip(fetched, jobs, pending, strict=True)
+        }
+        for uid in uids:
+            if uid in big:
+                at, pieces = session.fetch_stream(uid)
+                job, prepared = prepare_oversize(
+                    pieces, at, new_message_id(), self.mb.name, big[uid], self.config, self.areas
+                )
+                work[uid] = (uid, at, job, PendingPlan(self.analyser, None, value=prepared))
+        return [work[uid] for uid in uids]
 
     def _batch(
         self,
@@ -253,8 +295,8 @@ class Intake:
         planned: list[tuple[MessageRecord, Prepared]] = []
         duplicates: list[MessageRecord] = []
         events: list[AuditEvent] = []
-        for f, job, pending in work:
-            rec, prepared = self._decide(session, f, job, seen, pending)
+        for uid, at, job, pending in work:
+            rec, prepared = self._decide(session, uid, at, job, seen, pending)
             events.append(fetched_event(rec))
             if prepared is None:
                 duplicates.append(rec)
@@ -269,7 +311,13 @@ class Intake:
         events = []
         try:
             staged = [self._seal(rec, prepared) for rec, prepared in planned]
-            publish_entries(staged)
+            publish_entries(self.areas, staged)
+        except UnsafeDirectory as exc:
+            # A case folder became a link (or someone else's) after analysis checked it:
+            # recovery abandons what is unpublished, and analysis of the fetch that follows
+            # quarantines that message (``unsafe-case-folder``) instead of failing again.
+            self.log.warning("unsafe case folder at publishing", error=str(exc))
+            raise TransientError(f"writing entries failed: {exc}") from None
         except OSError as exc:
             # Disk full or similar: nothing of this batch is finished; recovery finishes
             # what was published and abandons the rest, which is then fetched again.
@@ -293,7 +341,8 @@ class Intake:
     def _decide(
         self,
         session: MailboxSession,
-        f: Fetched,
+        uid: int,
+        at: datetime,
         job: EntryJob,
         seen: dict[str, MessageRecord],
         pending: PendingPlan,
@@ -310,11 +359,11 @@ class Intake:
             mailbox=self.mb.name,
             folder=self.mb.folder,
             uidvalidity=session.uidvalidity,
-            uid=f.uid,
+            uid=uid,
             sha256=sha,
             message_id=None,
-            size=len(f.raw),
-            internaldate=iso(f.internaldate),
+            size=job.size,
+            internaldate=iso(at),
             state="processing",
             target_state="stored",
         )
@@ -322,7 +371,7 @@ class Intake:
         if prepared.staged is None:
             raise TransientError(f"writing entries failed: {prepared.write_error}")
         if first is not None:
-            discard_staging(prepared.staged.root, prepared.staged.staging.name, self.mb.name)
+            discard_staging(self.areas[prepared.staged.area], prepared.staged.name, self.mb.name)
             base.state = base.target_state = "duplicate"
             base.duplicate_of = first.id
             base.case_ref, base.case_folder, base.message_id = first.case_ref, first.case_folder, first.message_id
@@ -347,7 +396,9 @@ class Intake:
     def _seal(self, rec: MessageRecord, prepared: Prepared) -> StagedEntry:
         """Add the manifest (it holds ledger facts, such as reasons found by looking back)."""
         assert prepared.staged is not None
-        staged = seal_staging(prepared.staged, manifest_metadata(rec, prepared.plan), sync=False)
+        staged = seal_staging(
+            self.areas[prepared.staged.area], prepared.staged, manifest_metadata(rec, prepared.plan), sync=False
+        )
         rec.manifest_sha256 = staged.manifest_sha256
         return staged
 
@@ -426,6 +477,11 @@ class Intake:
             ids.extend(r.id for r in group)
             events.extend(server_moved_events(group, details))
         return ids, events, failure
+
+
+def _area(state: str) -> str:
+    """The area an entry in ``state`` is published in."""
+    return "quarantine" if state == "quarantined" else "cases"
 
 
 Move = tuple[str, list[MessageRecord], Future[str]]

@@ -18,34 +18,37 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway.config import Config
-from gateway.filing.entries import StagedFiles, entry_files, entry_name, stage_files
-from gateway.inbound.decide import Plan, analyse
-from gateway.statedir import cases_dir, quarantine_dir
+from gateway.filing.areas import Areas
+from gateway.filing.entries import EntryFile, StagedFiles, case_folder_problem, entry_files, entry_name, stage_files
+from gateway.inbound.decide import Plan, analyse, oversize_plan, unsafe_folder_plan
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.analysis")
 
 _worker_config: Config | None = None
 _worker_ctx: UnwrapContext | None = None
+_worker_areas: Areas | None = None
 
 
 def _init_worker(config: Config, parent: int) -> None:
-    global _worker_config, _worker_ctx
+    global _worker_config, _worker_ctx, _worker_areas
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     _worker_config = config
     _worker_ctx = UnwrapContext.from_config(config, collect_certificates=False)
+    _worker_areas = Areas(config)  # opened on first use, for the life of the worker
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -62,6 +65,7 @@ class EntryJob:
     msg_id: str  # the ledger id, also the entry's name
     sha256: str  # of the raw bytes (hashed once, on the fetching thread)
     bucket: str  # the mailbox's staging bucket
+    size: int  # of the raw bytes
 
 
 @dataclass(frozen=True)
@@ -73,34 +77,94 @@ class Prepared:
     write_error: str | None = None
 
 
-def placement(config: Config, plan: Plan) -> tuple[Path, str | None]:
-    """The root and case folder an entry goes to: quarantine, or its routed case folder."""
+def placement(plan: Plan) -> tuple[str, str | None]:
+    """The area and case folder an entry goes to: the quarantine, or its routed case folder."""
     if plan.target == "quarantined":
-        return quarantine_dir(config), None
+        return "quarantine", None
     assert plan.route is not None
-    return cases_dir(config), plan.route.case_folder
+    return "cases", plan.route.case_folder
 
 
-def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: UnwrapContext) -> Prepared:
+def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: UnwrapContext, areas: Areas) -> Prepared:
     """Analyse a message and stage its entry's files; never raises.
 
-    A failed write (disk full, permissions) is returned, not raised: the intake turns it
-    into a transient error for the whole batch, and recovery sweeps the staging area.
+    A case folder that is a link, not a directory or not ours right now quarantines this
+    message (``unsafe-case-folder``) instead of stopping the batch; ``publish_entries``
+    checks again when the entry goes in. A failed write (disk full, permissions) is
+    returned, not raised: the intake turns it into a transient error for the whole batch,
+    and recovery sweeps the staging area.
     """
     plan = analyse(raw, config, ctx, at=at)
-    extra: dict[str, Any] = {"verification.json": plan.verdict.to_json()}
-    if plan.target == "quarantined":
-        extra["reason.json"] = {"reasons": plan.reasons, "warnings": plan.warnings}
-    root, folder = placement(config, plan)
     try:
-        files = entry_files(raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=extra, raw_sha256=job.sha256)
+        area, folder = placement(plan)
+        if folder is not None:
+            problem = case_folder_problem(areas[area], folder)
+            if problem is not None:
+                log.warning("unsafe case folder", folder=folder, problem=problem, msg=job.msg_id)
+                plan = unsafe_folder_plan(plan, f"case folder {folder!r} {problem}")
+                area, folder = placement(plan)
+        files = entry_files(
+            raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=_json_files(plan), raw_sha256=job.sha256
+        )
         staged: StagedFiles | None = stage_files(
-            root, folder, entry_name(at, job.msg_id), files, bucket=job.bucket, sync=False
+            areas[area], folder, entry_name(at, job.msg_id), files, bucket=job.bucket, sync=False
         )
         error = None
     except (OSError, ValueError) as exc:
         staged, error = None, f"{type(exc).__name__}: {exc}"
     return Prepared(replace(plan, parts=[], decrypted=None), staged, error)
+
+
+def _json_files(plan: Plan) -> dict[str, Any]:
+    extra: dict[str, Any] = {"verification.json": plan.verdict.to_json()}
+    if plan.target == "quarantined":
+        extra["reason.json"] = {"reasons": plan.reasons, "warnings": plan.warnings}
+    return extra
+
+
+HEAD_BYTES = 256 * 1024  # of an oversize message, read for its header fields (as ``headers_only``)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def prepare_oversize(
+    chunks: Iterable[bytes], at: datetime, msg_id: str, bucket: str, reported: int, config: Config, areas: Areas
+) -> tuple[EntryJob, Prepared]:
+    """Stream a message over ``max_message_bytes`` into a quarantine entry, chunk by chunk.
+
+    Never holds the message: each chunk is hashed and written as it arrives, and only the
+    first ``HEAD_BYTES`` are kept to read the header fields for the record. Write failures
+    are returned as in ``prepare``; a failure of the server raises (``TransientError``)
+    and recovery sweeps what was staged.
+    """
+    head = bytearray()
+
+    def keep_head(source: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in source:
+            if len(head) < HEAD_BYTES:
+                head.extend(chunk[: HEAD_BYTES - len(head)])
+            yield chunk
+
+    limit = config.limits.max_message_bytes
+    plan = oversize_plan(b"", reported, limit)  # the json files need only the verdict and reasons
+    files = [EntryFile("original.eml", b"", stream=keep_head(chunks)), *_entry_json(plan)]
+    try:
+        staged: StagedFiles | None = stage_files(
+            areas["quarantine"], None, entry_name(at, msg_id), files, bucket=bucket, sync=False
+        )
+        error = None
+    except (OSError, ValueError) as exc:
+        staged, error = None, f"{type(exc).__name__}: {exc}"
+    sha, size = "", reported
+    if staged is not None:
+        sha, size = staged.files["original.eml"]["sha256"], staged.files["original.eml"]["size"]
+    job = EntryJob(msg_id=msg_id, sha256=sha, bucket=bucket, size=size)
+    end = _HEADER_END.search(head)
+    header_block = bytes(head[: end.end()] if end else head)  # the body is nobody's business here
+    return job, Prepared(oversize_plan(header_block, reported, limit), staged, error)
+
+
+def _entry_json(plan: Plan) -> list[EntryFile]:
+    return entry_files(b"", decrypted=None, parts=[], extra_json=_json_files(plan))[1:]
 
 
 def _ready() -> None:
@@ -112,8 +176,8 @@ CHUNK = 8  # messages per worker job
 
 
 def _jobs(items: list[Item]) -> list[Prepared]:
-    assert _worker_config is not None and _worker_ctx is not None
-    return [prepare(raw, at, job, _worker_config, _worker_ctx) for raw, at, job in items]
+    assert _worker_config is not None and _worker_ctx is not None and _worker_areas is not None
+    return [prepare(raw, at, job, _worker_config, _worker_ctx, _worker_areas) for raw, at, job in items]
 
 
 class PendingPlan:
@@ -122,7 +186,7 @@ class PendingPlan:
     def __init__(
         self,
         analyser: Analyser,
-        item: Item,
+        item: Item | None,
         *,
         value: Prepared | None = None,
         future: Future[list[Prepared]] | None = None,
@@ -142,8 +206,9 @@ class PendingPlan:
             try:
                 self.value = self.future.result()[self.index]
             except BrokenProcessPool:
+                assert self.item is not None
                 self.analyser.give_up_workers(self.pool)
-                self.value = prepare(*self.item, self.analyser.config, self.analyser.ctx)
+                self.value = self.analyser.prepare(self.item)
         return self.value
 
 
@@ -154,9 +219,15 @@ class Analyser:
         self.config = config
         self.ctx = ctx
         self.workers = workers
+        self.areas = Areas(config)  # for in-process preparing
         self.pool: ProcessPoolExecutor | None = None
         if workers > 0:
             self._start()
+
+    def prepare(self, item: Item) -> Prepared:
+        """Prepare one message here, in this process."""
+        raw, at, job = item
+        return prepare(raw, at, job, self.config, self.ctx, self.areas)
 
     def _start(self) -> None:
         """Start the pool, and its workers right away.
@@ -184,7 +255,7 @@ class Analyser:
         waited for work.
         """
         if self.pool is None:
-            return [PendingPlan(self, it, value=prepare(*it, self.config, self.ctx)) for it in items]
+            return [PendingPlan(self, it, value=self.prepare(it)) for it in items]
         pending: list[PendingPlan] = []
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
@@ -207,3 +278,4 @@ class Analyser:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        self.areas.close()

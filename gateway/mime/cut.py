@@ -18,7 +18,12 @@ import pybase64
 
 from gateway.errors import SecurityError
 
-#: Defensive bounds for hostile input (the pipeline's own limits are usually lower).
+#: Defensive bounds for hostile input. ``MAX_PARTS`` is also the largest
+#: ``limits.max_mime_parts`` the configuration accepts (``config.load``): cutting a multipart
+#: stops there whatever the caller's limit, because every part is a copy of its bytes plus
+#: an object, and a message of a million empty parts must not cost a million of them
+#: before the caller's count is reached. With the configured limit at most this, the
+#: configured limit is the one that decides, and both say ``too-many-parts``.
 MAX_HEADER_BYTES = 1024 * 1024
 MAX_PARTS = 1000
 MAX_DEPTH = 20
@@ -35,8 +40,19 @@ class MimeError(SecurityError):
     cut is quarantined, never guessed around. ``detail`` says what was wrong.
     """
 
+    def __init__(self, detail: str, reason: str = "malformed-mime") -> None:
+        super().__init__(reason, detail)
+
+
+class TooManyParts(MimeError):
+    """More MIME parts than a bound allows: the structure is fine, there is just too much of it.
+
+    A ``MimeError`` (callers that refuse any unreadable structure still do), with the
+    reason ``too-many-parts``, the same reason the configured ``max_mime_parts`` gives.
+    """
+
     def __init__(self, detail: str) -> None:
-        super().__init__("malformed-mime", detail)
+        super().__init__(detail, "too-many-parts")
 
 
 @dataclass(frozen=True)
@@ -202,7 +218,7 @@ def split_multipart(body: bytes, boundary: str) -> list[bytes]:
         if start is not None:
             parts.append(body[start:delim_start])
             if len(parts) > MAX_PARTS:
-                raise MimeError("too many parts")
+                raise TooManyParts(f"more than {MAX_PARTS} parts in one multipart")
         if is_close:
             closed = True
             break
@@ -275,7 +291,7 @@ def walk(
         kids = children(current)
         count += len(kids)
         if count > max_parts:
-            raise MimeError("too many MIME parts")
+            raise TooManyParts(f"more than {max_parts} MIME parts")
         for kid in reversed(kids):
             stack.append((kid, depth + 1))
         yield from kids

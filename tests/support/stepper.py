@@ -92,11 +92,11 @@ def stepped_gateway(monkeypatch: pytest.MonkeyPatch, run: Callable[[], Any]) -> 
     for name in OBSERVABLE:
         monkeypatch.setattr(StoreOperations, name, gate(name, getattr(StoreOperations, name)))
 
-    def publish_one_at_a_time(staged: Any) -> None:
+    def publish_one_at_a_time(areas: Any, staged: Any) -> None:
         # Each entry becomes visible by its own rename; let the test look between them.
         for entry in staged:
             stepper.step("publish")
-            entries.publish_entries([entry])
+            entries.publish_entries(areas, [entry])
 
     monkeypatch.setattr(intake, "publish_entries", publish_one_at_a_time)
     failure: list[BaseException] = []
