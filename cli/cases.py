@@ -8,9 +8,8 @@ from typing import Any
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json, print_table
-from gateway.filing.refile import RefileError, refile
-from gateway.records.actors import cli_actor
+from cli.common import ConfigOption, JsonOption, echo, fail, get_config, person_decision, print_json, print_table
+from gateway.filing.refile import refile
 from gateway.records.open import open_store
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
 from gateway.statedir import ledger_path
@@ -97,16 +96,7 @@ def move_entry(
     If it was interrupted, run the same command again: it completes the move.
     """
     cfg = get_config(config)
-    actor = cli_actor()
-    store = open_store(cfg, actor=actor)
-    try:
-        rec = refile(cfg, store, msg_id, actor=actor, case=case, note=note)
-        store.seal()  # a person's decision is sealed at once, not at the next daemon run
-        store.export_jsonl()
-    except (RefileError, InvalidCaseReference) as exc:
-        fail(str(exc))
-    finally:
-        store.close()
+    rec = person_decision(cfg, lambda store, actor: refile(cfg, store, msg_id, actor=actor, case=case, note=note))
     if as_json:
         print_json(rec.to_json())
     else:

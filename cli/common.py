@@ -13,14 +13,18 @@ shown in the configured zone. ``--json`` output is the record's own form (UTC, E
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
 from gateway.config import Config, load_config, resolve_config_path
 from gateway.display import json_text, safe_text
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PermanentError
+from gateway.records.actors import cli_actor
+from gateway.records.open import open_store
+from gateway.records.store import Store
 from gateway.ui import DEFAULT, Locale, is_timestamp
 
 ConfigOption = typer.Option(
@@ -60,6 +64,29 @@ def get_config(path: Path | None) -> Config:
     for warning in config.warnings:
         typer.echo(_locale.t("warning: {message}", message=safe_text(warning)), err=True)
     return config
+
+
+T = TypeVar("T")
+
+
+def person_decision(cfg: Config, act: Callable[[Store, str], T]) -> T:
+    """Run a person's decision (release, move) as the OS user at the command line.
+
+    The trail is sealed and exported at once, not at the next daemon run, so the decision
+    is signed when the person walks away; a request that cannot be done (a
+    ``PermanentError``: wrong id, wrong state, bad reference) ends with its message.
+    """
+    actor = cli_actor()
+    store = open_store(cfg, actor=actor)
+    try:
+        result = act(store, actor)
+        store.seal()
+        store.export_jsonl()
+    except PermanentError as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    return result
 
 
 def print_json(obj: Any) -> None:

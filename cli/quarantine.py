@@ -7,11 +7,20 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, echo, fail, get_config, header, locale, print_json, print_table
+from cli.common import (
+    ConfigOption,
+    JsonOption,
+    echo,
+    fail,
+    get_config,
+    header,
+    locale,
+    person_decision,
+    print_json,
+    print_table,
+)
 from gateway.filing.quarantine import ReleaseError, get_entry, list_entries, release
-from gateway.records.actors import cli_actor
 from gateway.records.open import open_store
-from gateway.routing.casenames import InvalidCaseReference
 from gateway.statedir import ledger_path
 
 app = typer.Typer(help="Quarantined messages: list, show, release.", no_args_is_help=True)
@@ -74,16 +83,7 @@ def release_cmd(
 ) -> None:
     """Release a quarantined message into a case folder; who released it is recorded."""
     cfg = get_config(config)
-    actor = cli_actor()
-    store = open_store(cfg, actor=actor)
-    try:
-        rec = release(cfg, store, msg_id, actor=actor, case=case, note=note)
-        store.seal()  # a person's decision is sealed at once, not at the next daemon run
-        store.export_jsonl()
-    except (ReleaseError, InvalidCaseReference) as exc:
-        fail(str(exc))
-    finally:
-        store.close()
+    rec = person_decision(cfg, lambda store, actor: release(cfg, store, msg_id, actor=actor, case=case, note=note))
     if as_json:
         print_json(rec.to_json())
     else:
