@@ -1,5 +1,9 @@
 """Intake of one mailbox: fetch -> ledger -> unwrap/route -> case folder -> tidy the server.
 
+Why one module over 500 lines: the batch pipeline and crash recovery are two halves of one
+contract (every state a crash can leave between the steps below); they stay side by side
+so that a change to one is read against the other.
+
 The order is the whole point (Postfix, getmail6):
 
 1. fetch a batch with BODY.PEEK[] (nothing changes on the server);

@@ -1,5 +1,9 @@
 """Is a certificate revoked at ``at``? RFC 5280 §6.3.3 with CRLs, as a pure function.
 
+Why one module over 500 lines: it is one algorithm, RFC 5280's CRL processing, written as
+many small rule functions over the same certificate and CRL values; a reviewer checks it
+against the RFC from top to bottom, which a split by rule would scatter.
+
 Why not pyhanko's revocation checking (pyhanko still builds and validates the path):
 it consults CRLs only for certificates that name a distribution point, in soft-fail mode
 it ignores a CRL it cannot use and lets the certificate pass, and it reports no evidence.
