@@ -6,6 +6,8 @@ those cases; one is repeated here next to an added file, so the warning cannot m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import Env
 from support.audit import file_correspondence, the_break, verify
 
@@ -46,3 +48,31 @@ def test_a_removed_listed_file_stays_an_integrity_failure(env: Env) -> None:
     rc, report = verify(env)
     assert rc == 1
     assert the_break(report, "file-missing")["file"] == str(entry / "body.txt")
+
+
+def test_a_listed_file_swapped_for_a_link_to_an_identical_copy_is_a_break(env: Env, tmp_path: Path) -> None:
+    file_correspondence(env)
+    entry = env.entries()[0]
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_bytes((entry / "body.txt").read_bytes())
+    (entry / "body.txt").unlink()
+    (entry / "body.txt").symlink_to(outside)
+    rc, report = verify(env)
+    assert rc == 1
+    found = the_break(report, "file-symlink")
+    assert found["file"] == str(entry / "body.txt")
+
+
+def test_an_added_link_is_a_break_and_its_target_is_never_read(env: Env, tmp_path: Path) -> None:
+    file_correspondence(env)
+    entry = env.entries()[0]
+    secret = tmp_path / "unreadable"
+    secret.write_bytes(b"x")
+    secret.chmod(0)
+    (entry / "notes").symlink_to(secret)
+    (entry / "more").symlink_to(tmp_path, target_is_directory=True)
+    rc, report = verify(env)
+    assert rc == 1
+    linked = {b["file"] for b in report["breaks"] if b["kind"] == "file-symlink"}
+    assert linked == {str(entry / "notes"), str(entry / "more")}
+    assert not any("unlisted" in w and str(tmp_path) in w for w in report["warnings"])

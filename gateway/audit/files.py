@@ -22,7 +22,14 @@ from gateway.records.messages import MessageRecord
 from gateway.statedir import STAGING
 
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
-_MANIFEST_KINDS = {"missing": "file-missing", "altered": "file-altered", "unlisted file": "file-unlisted"}
+_MANIFEST_KINDS = {
+    "missing": "file-missing",
+    "altered": "file-altered",
+    "unlisted file": "file-unlisted",
+    "symlink": "file-symlink",
+    "not a regular file": "file-not-regular",
+    "path outside entry": "file-outside-entry",
+}
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,21 @@
 Filing writes ``manifest.json`` (``filing.entries``); this reads it back and compares every
 file, so ``poststelle audit verify`` can say which file of an entry is missing, altered or
 was added after the fact.
+
+Nothing here follows a symbolic link. The gateway never files one, so a link inside an
+entry was put there by someone else: it could make a swapped-out file outside the case
+folders verify as the filed one (same bytes, different place), or make the check read
+anywhere on the machine. A link is reported as a problem of its own and never read, and a
+manifest path that is absolute or climbs out of the entry is refused the same way.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gateway.filing.entries import sha256_hex
@@ -23,25 +31,64 @@ class ManifestProblem:
     found: str | None = None
 
 
-def verify_entry(entry: Path) -> list[ManifestProblem]:
-    """Compare every file of an entry with its manifest: missing, altered, or unlisted files."""
-    problems: list[ManifestProblem] = []
-    try:
-        manifest = json.loads((entry / "manifest.json").read_bytes())
-        listed: dict[str, dict[str, Any]] = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [ManifestProblem(str(entry / "manifest.json"), f"unreadable manifest: {exc}")]
-    for rel, meta in listed.items():
-        p = entry / rel
+def _read_regular(entry: Path, rel: str) -> bytes | str:
+    """The bytes of ``entry/rel``, or why they cannot be trusted ("missing", "symlink", ...)."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("..", ".", "") for p in parts):
+        return "path outside entry"
+    here = entry
+    for i, part in enumerate(parts):
+        here = here / part
         try:
-            digest = sha256_hex(p.read_bytes())
+            st = os.lstat(here)
         except OSError:
-            problems.append(ManifestProblem(str(p), "missing", meta.get("sha256"), None))
+            return "missing"
+        if stat.S_ISLNK(st.st_mode):
+            return "symlink"
+        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            return "missing"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    try:
+        fd = os.open(here, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return "missing"
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def verify_entry(entry: Path) -> list[ManifestProblem]:
+    """Compare every file of an entry with its manifest: missing, altered, linked or unlisted files."""
+    problems: list[ManifestProblem] = []
+    manifest_path = entry / "manifest.json"
+    raw = _read_regular(entry, "manifest.json")
+    if isinstance(raw, str):
+        return [ManifestProblem(str(manifest_path), f"unreadable manifest: {raw}")]
+    try:
+        manifest = json.loads(raw)
+        listed: dict[str, dict[str, Any]] = manifest["files"]
+        listed.items()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [ManifestProblem(str(manifest_path), f"unreadable manifest: {exc}")]
+    for rel, meta in listed.items():
+        expected = meta.get("sha256") if isinstance(meta, dict) else None
+        data = _read_regular(entry, rel)
+        if isinstance(data, str):
+            problems.append(ManifestProblem(str(entry / rel), data, expected, None))
             continue
-        if digest != meta.get("sha256"):
-            problems.append(ManifestProblem(str(p), "altered", meta.get("sha256"), digest))
-    for p in entry.rglob("*"):
-        rel = p.relative_to(entry).as_posix()
-        if p.is_file() and rel != "manifest.json" and rel not in listed:
-            problems.append(ManifestProblem(str(p), "unlisted file", None, sha256_hex(p.read_bytes())))
+        digest = sha256_hex(data)
+        if digest != expected:
+            problems.append(ManifestProblem(str(entry / rel), "altered", expected, digest))
+    for top, dirs, files in os.walk(entry, followlinks=False):
+        for name in (*dirs, *files):
+            p = Path(top) / name
+            rel = p.relative_to(entry).as_posix()
+            if rel in listed:
+                continue  # already checked above, a link there included
+            if p.is_symlink():
+                problems.append(ManifestProblem(str(p), "symlink", None, os.readlink(p)))
+            elif name in files and rel != "manifest.json":
+                found = _read_regular(entry, rel)
+                unlisted_sha = sha256_hex(found) if isinstance(found, bytes) else None
+                problems.append(ManifestProblem(str(p), "unlisted file", None, unlisted_sha))
     return problems
