@@ -163,10 +163,10 @@ def test_crash_after_the_commit_leaves_a_named_leftover_that_the_rerun_removes(
     old = Path(rec.path)
     store = open_store(env.config, actor="cli:test")
 
-    def crash(path: object) -> None:
+    def crash(area: object, entry: object) -> None:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(refile_module.shutil, "rmtree", crash)
+    monkeypatch.setattr(refile_module, "remove_entry", crash)
     with pytest.raises(RuntimeError):
         refile(env.config, store, rec.id, actor="cli:test", case="VG 9 K 9/26", note="n")
     store.seal()
@@ -183,3 +183,15 @@ def test_crash_after_the_commit_leaves_a_named_leftover_that_the_rerun_removes(
     assert not old.exists() and entries_of(env, rec.id) == [new]
     rc, report = verify(env)
     assert rc == 0 and not report["warnings"], report
+
+
+def test_move_refuses_an_entry_whose_subfolder_is_a_link_and_changes_nothing(env: Env, tmp_path: Path) -> None:
+    file_correspondence(env)
+    rec = the_record(env, "Bauantrag")
+    old = Path(rec.path)
+    planted = tmp_path / "planted"
+    (old / "attachments").rename(planted)
+    (old / "attachments").symlink_to(planted, target_is_directory=True)
+    out = env.cli("cases", "move", rec.id, "--case", "VG 9 K 9/26", "--note", "n")
+    assert out.returncode != 0 and "symbolic links (attachments)" in out.stderr
+    assert the_record(env, "Bauantrag").path == str(old) and (old / "attachments").is_symlink()

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from gateway.filing.entries import sha256_hex
+from gateway.filing.reading import read_inside
 
 
 @dataclass(frozen=True)
@@ -31,37 +31,11 @@ class ManifestProblem:
     found: str | None = None
 
 
-def _read_regular(entry: Path, rel: str) -> bytes | str:
-    """The bytes of ``entry/rel``, or why they cannot be trusted ("missing", "symlink", ...)."""
-    parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("..", ".", "") for p in parts):
-        return "path outside entry"
-    here = entry
-    for i, part in enumerate(parts):
-        here = here / part
-        try:
-            st = os.lstat(here)
-        except OSError:
-            return "missing"
-        if stat.S_ISLNK(st.st_mode):
-            return "symlink"
-        if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-            return "missing"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    try:
-        fd = os.open(here, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return "missing"
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
-
-
 def verify_entry(entry: Path) -> list[ManifestProblem]:
     """Compare every file of an entry with its manifest: missing, altered, linked or unlisted files."""
     problems: list[ManifestProblem] = []
     manifest_path = entry / "manifest.json"
-    raw = _read_regular(entry, "manifest.json")
+    raw = read_inside(entry, "manifest.json")
     if isinstance(raw, str):
         return [ManifestProblem(str(manifest_path), f"unreadable manifest: {raw}")]
     try:
@@ -72,7 +46,7 @@ def verify_entry(entry: Path) -> list[ManifestProblem]:
         return [ManifestProblem(str(manifest_path), f"unreadable manifest: {exc}")]
     for rel, meta in listed.items():
         expected = meta.get("sha256") if isinstance(meta, dict) else None
-        data = _read_regular(entry, rel)
+        data = read_inside(entry, rel)
         if isinstance(data, str):
             problems.append(ManifestProblem(str(entry / rel), data, expected, None))
             continue
@@ -88,7 +62,7 @@ def verify_entry(entry: Path) -> list[ManifestProblem]:
             if p.is_symlink():
                 problems.append(ManifestProblem(str(p), "symlink", None, os.readlink(p)))
             elif name in files and rel != "manifest.json":
-                found = _read_regular(entry, rel)
+                found = read_inside(entry, rel)
                 unlisted_sha = sha256_hex(found) if isinstance(found, bytes) else None
                 problems.append(ManifestProblem(str(p), "unlisted file", None, unlisted_sha))
     return problems

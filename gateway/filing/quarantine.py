@@ -10,7 +10,7 @@ then is the quarantine copy removed, so the message is in exactly one place at t
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from gateway.errors import PermanentError
 from gateway.filing.areas import Area
 from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import EntryFile, published_manifest, sha256_hex, write_entry
+from gateway.filing.reading import read_inside, remove_entry
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MessageRecord
 from gateway.records.store import MessageReader, MessageStore
@@ -75,11 +76,7 @@ def release(
         folder = case_folder_name(case, slash=config.routing.folder_slash)
     else:
         case_ref, folder = rec.case_ref, rec.case_folder or config.routing.unassigned
-    files = [
-        EntryFile(p.relative_to(entry.path).as_posix(), p.read_bytes())
-        for p in sorted(entry.path.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
-    ]
+    files = _entry_files(entry.path)
     old_manifest = json.loads((entry.path / "manifest.json").read_text(encoding="utf-8"))
     old_manifest.pop("files", None)
     old_manifest.pop("schema", None)
@@ -118,8 +115,29 @@ def release(
             )
         ],
     )
-    shutil.rmtree(entry.path)
+    quarantine = Area.open(config, "quarantine")
+    try:
+        remove_entry(quarantine, entry.path)
+    except (UnsafeDirectory, ValueError) as exc:
+        raise ReleaseError(f"released, but the quarantined copy {entry.path} was not removed: {exc}") from None
+    finally:
+        quarantine.close()
     return rec
+
+
+def _entry_files(entry: Path) -> list[EntryFile]:
+    """Every file of a quarantine entry, read without following a link (one is refused)."""
+    files = []
+    for top, dirs, names in os.walk(entry, followlinks=False):
+        for name in sorted(names + [d for d in dirs if (Path(top) / d).is_symlink()]):
+            rel = (Path(top) / name).relative_to(entry).as_posix()
+            if rel == "manifest.json":
+                continue
+            data = read_inside(entry, rel)
+            if isinstance(data, str):
+                raise ReleaseError(f"{entry / rel}: {data}; nothing was changed (run poststelle audit verify)")
+            files.append(EntryFile(rel, data))
+    return sorted(files, key=lambda f: f.relpath)
 
 
 def _publish(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from gateway.errors import PermanentError
 from gateway.filing.areas import Area
 from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import EntryFile, sha256_hex, write_entry
+from gateway.filing.reading import read_inside, remove_entry
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import FILED_STATES, MessageRecord
 from gateway.records.store import MessageStore
@@ -70,7 +71,7 @@ def refile(
         leftover = _leftover_of(final, root, name)
         if leftover is None:
             raise RefileError(f"message {msg_id} is already filed under {folder}")
-        shutil.rmtree(leftover)
+        _remove(config, leftover)
         return rec
 
     old_manifest = _read_manifest(current)
@@ -135,8 +136,19 @@ def refile(
             )
         ],
     )
-    shutil.rmtree(current)
+    _remove(config, current)
     return rec
+
+
+def _remove(config: Config, entry: Path) -> None:
+    """Remove the old copy through the area's descriptors (a swapped-in link is never followed)."""
+    area = Area.open(config, "cases")
+    try:
+        remove_entry(area, entry)
+    except (UnsafeDirectory, ValueError) as exc:
+        raise RefileError(f"the move is recorded, but the old copy {entry} was not removed: {exc}") from None
+    finally:
+        area.close()
 
 
 def _read_manifest(entry: Path) -> dict[str, Any]:
@@ -148,13 +160,16 @@ def _read_manifest(entry: Path) -> dict[str, Any]:
 
 
 def _listed_files(entry: Path, manifest: dict[str, Any]) -> list[EntryFile]:
-    """The manifest's files, each verified; refuses an entry with extra or altered files."""
+    """The manifest's files, each verified; refuses an entry with extra, linked or altered files."""
     listed: dict[str, dict[str, Any]] = manifest.get("files") or {}
-    extra = sorted(
-        p.relative_to(entry).as_posix()
-        for p in entry.rglob("*")
-        if not p.is_dir() and p.name != "manifest.json" and p.relative_to(entry).as_posix() not in listed
-    )
+    contents = _entry_contents(entry)
+    links = sorted(rel for rel in contents if (entry / rel).is_symlink())
+    if links:
+        raise RefileError(
+            f"{entry} holds symbolic links ({', '.join(links)}), which the gateway never files; "
+            "nothing was changed: run poststelle audit verify"
+        )
+    extra = sorted(rel for rel in contents if rel != "manifest.json" and rel not in listed)
     if extra:
         raise RefileError(
             f"{entry} holds files its manifest does not list ({', '.join(extra)}); "
@@ -162,18 +177,23 @@ def _listed_files(entry: Path, manifest: dict[str, Any]) -> list[EntryFile]:
         )
     files = []
     for rel, meta in sorted(listed.items()):
-        p = entry / rel
-        if p.is_symlink():
-            raise RefileError(f"{p} is a symbolic link, not a filed file")
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise RefileError(f"{p}: {exc.strerror}; run poststelle audit verify") from exc
+        data = read_inside(entry, rel)
+        if isinstance(data, str):
+            raise RefileError(f"{entry / rel}: {data}, not the filed file; run poststelle audit verify")
         digest = sha256_hex(data)
         if digest != meta.get("sha256"):
-            raise RefileError(f"{p} differs from its manifest; run poststelle audit verify")
+            raise RefileError(f"{entry / rel} differs from its manifest; run poststelle audit verify")
         files.append(EntryFile(rel, data, digest))
     return files
+
+
+def _entry_contents(entry: Path) -> list[str]:
+    """Every file and link below ``entry`` (relative, POSIX), links never descended into."""
+    found = []
+    for top, dirs, names in os.walk(entry, followlinks=False):
+        for name in names + [d for d in dirs if (Path(top) / d).is_symlink()]:
+            found.append((Path(top) / name).relative_to(entry).as_posix())
+    return found
 
 
 def _leftover_of(final: Path, root: Path, name: str) -> Path | None:
