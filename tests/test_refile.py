@@ -140,7 +140,7 @@ def test_crash_before_the_commit_is_completed_by_running_the_move_again(
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(store, "finish", crash)
+    monkeypatch.setattr(store, "decide", crash)
     with pytest.raises(RuntimeError):
         refile(env.config, store, rec.id, actor="cli:test", case="VG 9 K 9/26", note="n")
     store.close()

@@ -22,7 +22,7 @@ from gateway.records.chain import EMPTY_HEAD, GENESIS, AuditEvent, ChainHead, ch
 from gateway.records.messages import MessageRecord, State
 from gateway.records.signing import Signer, verify_checkpoints
 from gateway.records.sqlite.connect import migrations
-from gateway.records.store import DuplicateKey, EntryFilter, Store, StoreError
+from gateway.records.store import ChangedMeanwhile, DuplicateKey, EntryFilter, Store, StoreError
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -484,3 +484,17 @@ def test_the_jsonl_copy_of_a_store_holds_every_committed_entry_once(backend: Bac
     assert two.export_jsonl() == 1, "entries another store appended are encoded from the store"
     lines = [json.loads(line) for line in copy.read_bytes().splitlines()]
     assert lines == [e.to_json() for e in one.entries()]
+
+
+def test_a_decision_on_a_message_that_changed_meanwhile_writes_nothing(store: Store) -> None:
+    q = filed(store, rec("q", 1, manifest_sha256="a" * 64), "quarantined")
+    seen = ("quarantined", "a" * 64)
+    first = replace(q, state="released", manifest_sha256="b" * 64)
+    store.decide(first, [AuditEvent("released", message="q", actor="cli:bob")], was=seen)
+    count = store.count()
+    second = replace(q, state="released", manifest_sha256="c" * 64)
+    with pytest.raises(ChangedMeanwhile, match="changed while this decision was made"):
+        store.decide(second, [AuditEvent("released", message="q", actor="cli:alice")], was=seen)
+    assert store.count() == count
+    got = store.get("q")
+    assert got is not None and got.manifest_sha256 == "b" * 64

@@ -71,6 +71,7 @@ def release(
     """Move a quarantined message into a case folder (``case`` or the route found at intake)."""
     entry = get_entry(ledger, msg_id)
     rec = entry.record
+    was = (rec.state, rec.manifest_sha256)
     if case is not None:
         case_ref: str | None = case
         folder = case_folder_name(case, slash=config.routing.folder_slash)
@@ -97,7 +98,7 @@ def release(
     rec.path = str(final)
     rec.case_ref, rec.case_folder = case_ref, folder
     rec.manifest_sha256 = manifest_sha
-    ledger.release(
+    ledger.decide(
         rec,
         [
             AuditEvent(
@@ -114,6 +115,7 @@ def release(
                 },
             )
         ],
+        was=was,
     )
     quarantine = Area.open(config, "quarantine")
     try:

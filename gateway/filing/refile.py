@@ -111,11 +111,12 @@ def refile(
 
     old_rel = f"{rec.case_folder}/{name}"
     from_case, from_folder, from_sha = rec.case_ref, rec.case_folder, rec.manifest_sha256
+    was = (rec.state, from_sha)
     rec.path = str(final)
     rec.case_ref, rec.case_folder = case_ref, folder
     rec.manifest_sha256 = manifest_sha
-    ledger.finish(
-        [rec],
+    ledger.decide(
+        rec,
         [
             AuditEvent(
                 "refiled",
@@ -135,6 +136,7 @@ def refile(
                 },
             )
         ],
+        was=was,
     )
     _remove(config, current)
     return rec

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.clock import iso, utcnow
-from gateway.errors import PoststelleError
+from gateway.errors import PermanentError, PoststelleError
 from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
 from gateway.records.export import JsonlExport
@@ -36,6 +36,10 @@ from gateway.records.signing import Checkpoint, Signer
 
 class StoreError(PoststelleError):
     """The store could not be opened, read or written; the message names the backend's reason."""
+
+
+class ChangedMeanwhile(StoreError, PermanentError):
+    """A person's decision was based on a state another process has changed since; nothing was written."""
 
 
 class DuplicateKey(StoreError):
@@ -144,6 +148,10 @@ class UnitOfWork(Protocol):
         """Record new messages; ``DuplicateKey`` if an id or idempotency key is taken."""
         ...
 
+    def current_placement(self, msg_id: str) -> tuple[str, str | None] | None:
+        """(state, manifest sha256) of a message as this transaction sees it, under its write lock."""
+        ...
+
     def finish_messages(self, records: Sequence[MessageRecord]) -> None:
         """Write each record's outcome: state, path, manifest, reasons, case, route, verdict, duplicate_of."""
         ...
@@ -191,6 +199,13 @@ class MessageStore(MessageReader, Protocol):
 
     def release(self, rec: MessageRecord, events: Sequence[AuditEvent]) -> None:
         """A quarantined message was placed into a case folder by a person."""
+        ...
+
+    def decide(
+        self, rec: MessageRecord, events: Sequence[AuditEvent], *, was: tuple[str, str | None]
+    ) -> None:
+        """A person's decision about a filed or quarantined message, written only if the message
+        is still where the person saw it (``was``: state, manifest sha256); else ``ChangedMeanwhile``."""
         ...
 
     def set_status(
@@ -281,6 +296,20 @@ class StoreOperations:
 
     def release(self, rec: MessageRecord, events: Sequence[AuditEvent]) -> None:
         self.finish([rec], events)
+
+    def decide(
+        self, rec: MessageRecord, events: Sequence[AuditEvent], *, was: tuple[str, str | None]
+    ) -> None:
+        rec.updated_at = iso(utcnow())
+        with self.unit_of_work() as uow:
+            now = uow.current_placement(rec.id)
+            if now != was:
+                raise ChangedMeanwhile(
+                    f"message {rec.id} changed while this decision was made (now {now[0] if now else 'gone'}); "
+                    "nothing was written: look at it again and repeat if still right"
+                )
+            uow.finish_messages([rec])
+            uow.append(events)
 
     def set_status(
         self,

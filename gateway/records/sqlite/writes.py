@@ -51,6 +51,10 @@ class SQLiteUnitOfWork:
     def insert_messages(self, records: Sequence[MessageRecord]) -> None:
         self._conn.executemany(_INSERT_MESSAGE, [message_values(rec) for rec in records])
 
+    def current_placement(self, msg_id: str) -> tuple[str, str | None] | None:
+        row = self._conn.execute("SELECT state, manifest_sha256 FROM messages WHERE id=?", (msg_id,)).fetchone()
+        return None if row is None else (str(row[0]), row[1])
+
     def finish_messages(self, records: Sequence[MessageRecord]) -> None:
         self._conn.executemany(
             _FINISH_MESSAGE,
