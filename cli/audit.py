@@ -30,8 +30,14 @@ CaseOpt = typer.Option(None, "--case", help="Case reference as written (e.g. '1 
 MessageOpt = typer.Option(None, "--message", help="Message id (as in case folder names and `cases show`).")
 DocumentOpt = typer.Option(None, "--document", help="Outgoing document id.")
 CorrespondentOpt = typer.Option(None, "--correspondent", help="Sender or recipient address (part of it is enough).")
-SinceOpt = typer.Option(None, "--since", help="From this UTC date or date-time on (2026-11-25, 2026-11-25T14:30).")
-UntilOpt = typer.Option(None, "--until", help="Up to this UTC date (the whole day) or date-time.")
+SinceOpt = typer.Option(
+    None,
+    "--since",
+    help="From this date or date-time on (2026-11-25, 2026-11-25T14:30); [ui] time zone unless an offset is given.",
+)
+UntilOpt = typer.Option(
+    None, "--until", help="Up to this date (the whole day) or date-time; [ui] time zone unless an offset is given."
+)
 EventOpt = typer.Option(None, "--event", help="Only this event type (repeatable), e.g. quarantined.")
 
 
@@ -43,6 +49,7 @@ def _query(
     since: str | None,
     until: str | None,
     event: list[str] | None,
+    zone: str,
 ) -> AuditQuery:
     try:
         return AuditQuery(
@@ -50,8 +57,8 @@ def _query(
             message=message,
             document=document,
             correspondent=correspondent,
-            since=parse_time(since) if since else None,
-            until=parse_time(until, end=True) if until else None,
+            since=parse_time(since, zone=zone) if since else None,
+            until=parse_time(until, end=True, zone=zone) if until else None,
             events=tuple(event or ()),
         )
     except ValueError as exc:
@@ -88,7 +95,7 @@ def log_cmd(
     gives the entries as recorded (UTC).
     """
     cfg = get_config(config)
-    q = _query(case, message, document, correspondent, since, until, event)
+    q = _query(case, message, document, correspondent, since, until, event, cfg.ui.timezone)
     store = _open(cfg)
     entries = [] if store is None else list(select_entries(store, q))
     if store is not None:
@@ -201,7 +208,7 @@ def export_cmd(
     if fmt not in ("csv", "json", "html"):
         fail(f"unknown format {fmt!r}: use csv, json or html")
     cfg = get_config(config)
-    q = _query(case, message, document, correspondent, since, until, event)
+    q = _query(case, message, document, correspondent, since, until, event, cfg.ui.timezone)
     generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     store = _open(cfg)
     try:

@@ -304,3 +304,14 @@ def test_inspect_table_and_messages_in_german(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stdout.split()[:3] == ["DATEI", "ERGEBNIS", "SIGNATUR"]
     assert f"Fehler: {tmp_path / 'fehlt.eml'} nicht lesbar: Datei nicht gefunden" in result.stderr
+
+
+def test_since_and_until_are_calendar_days_in_the_ui_time_zone() -> None:
+    from gateway.audit.report import parse_time
+
+    berlin = "Europe/Berlin"
+    assert parse_time("2026-01-15", zone=berlin) == "2026-01-14T23:00:00.000000Z"
+    assert parse_time("2026-07-15", end=True, zone=berlin) == "2026-07-15T22:00:00.000000Z"
+    assert parse_time("2026-07-15T09:30", zone=berlin) == "2026-07-15T07:30:00.000000Z"
+    assert parse_time("2026-07-15T09:30+00:00", zone=berlin) == "2026-07-15T09:30:00.000000Z"
+    assert parse_time("2026-07-15") == "2026-07-15T00:00:00.000000Z"

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.clock import iso
 from gateway.display import json_text
@@ -66,25 +67,29 @@ class AuditQuery:
         )
 
 
-def parse_time(value: str, *, end: bool = False) -> str:
-    """A date or date-time (UTC unless an offset is given) in the trail's timestamp format.
+def parse_time(value: str, *, end: bool = False, zone: str = "UTC") -> str:
+    """A date or date-time in the trail's timestamp format (UTC).
 
-    A bare date as ``until`` means the whole day: the bound becomes the next midnight.
+    A date or a date-time without an offset is read in ``zone`` (the ``[ui]`` time zone: a
+    records office asks for "the 25th" in its own calendar day, which starts at 23:00 or
+    22:00 UTC in Germany). A bare date as ``until`` means the whole day: the bound becomes
+    the next local midnight.
     """
     text = value.strip()
+    tz = ZoneInfo(zone)
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             d = date.fromisoformat(text) + (timedelta(days=1) if end else timedelta())
-            dt = datetime(d.year, d.month, d.day, tzinfo=UTC)
+            dt = datetime(d.year, d.month, d.day, tzinfo=tz)
         else:
             dt = datetime.fromisoformat(text)
             if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
+                dt = dt.replace(tzinfo=tz)
             if end:
                 dt += timedelta(microseconds=1)
     except ValueError:
         raise ValueError(f"not a date or date-time: {value!r} (use e.g. 2026-11-25 or 2026-11-25T14:30)") from None
-    return iso(dt)
+    return iso(dt.astimezone(UTC))
 
 
 def _case_names(case: str) -> list[str]:
