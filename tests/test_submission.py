@@ -7,6 +7,7 @@ case in its Subject and the authority as sender; 250 comes only after the spool 
 from __future__ import annotations
 
 import ipaddress
+import json
 import smtplib
 import socket
 import ssl
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import POSTSTELLE, REPO
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,6 +33,7 @@ from gateway.outbound.submission import SubmissionListener
 from gateway.outbound.users import (
     NAME_PATTERN,
     ScryptHash,
+    UsersFile,
     format_users,
     hash_password,
     parse_users,
@@ -189,10 +192,6 @@ def client(listener: SubmissionListener) -> smtplib.SMTP:
     smtp = smtplib.SMTP(host, port, timeout=30)
     smtp.ehlo("clerk-pc")
     return smtp
-
-
-def code_of(exc: smtplib.SMTPException) -> int:
-    return int(getattr(exc, "smtp_code", 0) or getattr(exc, "recipients", {}).get("buerger@example.net", (0,))[0])
 
 
 def test_an_authorised_clerk_submits_and_the_spool_has_the_exact_bytes_case_and_user(start: Start) -> None:
@@ -481,3 +480,56 @@ def test_the_users_file_is_written_with_mode_0640(tmp_path: Path) -> None:
     write_users(path, {"clerk": hash_password(b"x", ln=FAST)})
     assert path.stat().st_mode & 0o777 == 0o640
     assert list(parse_users(path.read_text(), source="users")) == ["clerk"]
+
+
+# --- poststelle submission-user ---------------------------------------------------------------
+
+
+def cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*POSTSTELLE, *args, "--config", str(config)],
+        cwd=REPO, input=stdin, capture_output=True, text=True, check=False, timeout=120,
+    )
+
+
+def test_submission_user_add_list_remove_manage_the_file_and_the_trail(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    users = tmp_path / "submission.users"
+    added = cli(cfg.path, "submission-user", "add", "mueller", "--password-stdin", stdin="lang genug 1\n")
+    assert added.returncode == 0, added.stderr
+    assert users.stat().st_mode & 0o777 == 0o640
+    assert UsersFile(users).authenticate("mueller", b"lang genug 1")
+    assert not UsersFile(users).authenticate("mueller", b"lang genug 2")
+
+    again = cli(cfg.path, "submission-user", "add", "mueller", "--password-stdin", stdin="lang genug 3\n")
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+
+    listed = cli(cfg.path, "submission-user", "list", "--json")
+    assert json.loads(listed.stdout) == [{"user": "mueller", "hash": "scrypt ln=15,r=8,p=1"}]
+    assert "$scrypt$" not in listed.stdout
+
+    assert cli(cfg.path, "submission-user", "remove", "mueller").returncode == 0
+    assert parse_users(users.read_text(), source="users") == {}
+
+    trail = cli(cfg.path, "audit", "log", "--json")
+    events = [(e["event"], e["details"].get("user")) for e in json.loads(trail.stdout)]
+    assert ("submission-user-added", "mueller") in events
+    assert ("submission-user-removed", "mueller") in events
+
+
+def test_submission_user_add_refuses_a_short_password_and_a_bad_name(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    short = cli(cfg.path, "submission-user", "add", "mueller", "--password-stdin", stdin="kurz\n")
+    assert short.returncode == 1
+    assert "too short" in short.stderr
+    bad = cli(cfg.path, "submission-user", "add", "bad:name", "--password-stdin", stdin="lang genug 1\n")
+    assert bad.returncode == 1
+    assert not (tmp_path / "submission.users").exists()
+
+
+def test_submission_user_without_a_terminal_asks_for_password_stdin(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    proc = cli(cfg.path, "submission-user", "add", "mueller")
+    assert proc.returncode == 1
+    assert "--password-stdin" in proc.stderr
