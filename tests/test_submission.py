@@ -12,6 +12,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,7 @@ def make_config(
     tls_lines = f'tls_cert = "{tls.cert}"\ntls_key = "{tls.key}"\n' if tls else ""
     text = (
         f'[storage]\nstate_dir = "{root}/state"\n\n[limits]\nmax_message_bytes = {max_bytes}\n'
+        "[processing]\nanalysis_workers = 0\n"
         f"{ROUTES}\n"
         f'[submission]\nlisten = "{listen}"\nusers_file = "{root}/submission.users"\nsender = "{SENDER}"\n{tls_lines}'
     )
@@ -422,6 +424,51 @@ def test_a_listener_on_ipv6_loopback_accepts_a_clerk(tmp_path: Path, users_file:
         assert submit(listener, letter())[0] == 250
     finally:
         listener.stop()
+
+
+def test_the_daemon_serves_submissions_until_it_is_stopped(tmp_path: Path, users_file: Path) -> None:
+    from gateway.service.daemon import Daemon
+
+    spool = RecordingSpool()
+    listener = SubmissionListener(make_config(tmp_path), spool, listen=("127.0.0.1", 0))
+    daemon = Daemon(make_config(tmp_path), listeners=[listener])
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        assert listener.started.wait(60)
+        assert submit(listener, letter())[0] == 250
+    finally:
+        daemon.request_stop()
+        runner.join(60)
+    assert not runner.is_alive()
+    assert len(spool.calls) == 1
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(listener.address, timeout=10)
+
+
+def test_a_batch_run_does_not_start_the_listener(tmp_path: Path, users_file: Path) -> None:
+    from gateway.service.daemon import Daemon
+
+    listener = SubmissionListener(make_config(tmp_path), RecordingSpool(), listen=("127.0.0.1", 0))
+    assert Daemon(make_config(tmp_path), once=True, listeners=[listener]).run().ok
+    assert not listener.started.is_set()
+
+
+def test_a_port_in_use_is_a_config_error_naming_the_listen_key(tmp_path: Path, users_file: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listener = SubmissionListener(make_config(tmp_path), RecordingSpool(), listen=taken.getsockname())
+        with pytest.raises(ConfigError) as info:
+            listener.start()
+    assert info.value.key == "submission.listen"
+
+
+def test_run_with_a_submission_section_but_no_outbox_stops_with_a_config_error(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    proc = cli(cfg.path, "run")
+    assert proc.returncode == 2
+    assert "submission: the submission listener needs the outbox" in proc.stderr
 
 
 # --- the users file -------------------------------------------------------------------------

@@ -115,6 +115,9 @@ class SubmissionListener:
         self.loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
+        self.config_file = str(config.path)
+        #: Set once the socket is bound and served (``address`` then holds the real port).
+        self.started = threading.Event()
 
     def _protocol(self) -> SMTP:
         with warnings.catch_warnings():
@@ -138,11 +141,20 @@ class SubmissionListener:
         )
 
     def start(self) -> None:
-        server = self.loop.run_until_complete(self.loop.create_server(self._protocol, self.host, self.port))
+        """Bind and serve in a thread of its own; a port that cannot be bound is a ConfigError."""
+        try:
+            server = self.loop.run_until_complete(self.loop.create_server(self._protocol, self.host, self.port))
+        except OSError as exc:
+            self.executor.shutdown(wait=False)
+            self.loop.close()  # this listener is spent; a new one may try again
+            raise ConfigError(
+                self.config_file, "submission.listen", f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from None
         self._server = server
         self.address = server.sockets[0].getsockname()[:2]
         self._thread = threading.Thread(target=self.loop.run_forever, name="submission", daemon=True)
         self._thread.start()
+        self.started.set()
         log.info("submission listener started", host=self.address[0], port=self.address[1], tls=self.tls is not None)
 
     def stop(self) -> None:
