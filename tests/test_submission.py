@@ -580,3 +580,17 @@ def test_submission_user_without_a_terminal_asks_for_password_stdin(tmp_path: Pa
     proc = cli(cfg.path, "submission-user", "add", "mueller")
     assert proc.returncode == 1
     assert "--password-stdin" in proc.stderr
+
+
+def test_the_example_submission_section_is_valid_once_uncommented(tmp_path: Path, tls: Tls) -> None:
+    text = (REPO / "config" / "poststelle.example.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [submission]") :]
+    lines = [line.removeprefix("# ") for line in block.splitlines() if line.startswith("# [") or "=" in line]
+    section = "\n".join(lines).replace("/etc/poststelle/submission.users", str(tmp_path / "users"))
+    section = section.replace("/etc/poststelle/submission.pem", str(tls.cert))
+    section = section.replace("/etc/poststelle/submission.key", str(tls.key))
+    path = tmp_path / "poststelle.toml"
+    path.write_text(f'[storage]\nstate_dir = "{tmp_path}/state"\n{section}\n', encoding="utf-8")
+    sub = load_config(path).submission
+    assert sub is not None
+    assert (sub.host, sub.port, sub.sender, sub.tls) == ("127.0.0.1", 10587, SENDER, True)
