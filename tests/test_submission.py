@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -444,6 +445,43 @@ def test_the_daemon_serves_submissions_until_it_is_stopped(tmp_path: Path, users
     assert len(spool.calls) == 1
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(listener.address, timeout=10)
+
+
+class BlockingSpool(RecordingSpool):
+    """Holds every submit until ``release`` is set; ``entered`` says one has begun."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def submit(
+        self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str
+    ) -> str:
+        self.entered.set()
+        assert self.release.wait(60)
+        return super().submit(raw, mail_from=mail_from, recipients=recipients, case=case, submitted_by=submitted_by)
+
+
+def test_stopping_lets_a_letter_being_spooled_finish_and_get_its_250(tmp_path: Path, users_file: Path) -> None:
+    spool = BlockingSpool()
+    listener = SubmissionListener(make_config(tmp_path), spool, listen=("127.0.0.1", 0))
+    listener.start()
+    replies: list[tuple[int, bytes]] = []
+    sender = threading.Thread(target=lambda: replies.append(submit(listener, letter())))
+    sender.start()
+    assert spool.entered.wait(60)
+    stopper = threading.Thread(target=listener.stop)
+    stopper.start()
+    server = listener._server
+    deadline = time.monotonic() + 60
+    while server is not None and server.is_serving() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for the stop to have begun; the outcome does not depend on it
+    spool.release.set()
+    sender.join(60)
+    stopper.join(60)
+    assert replies and replies[0][0] == 250
+    assert not stopper.is_alive()
 
 
 def test_a_batch_run_does_not_start_the_listener(tmp_path: Path, users_file: Path) -> None:

@@ -45,6 +45,9 @@ class SubmissionHandler:
         self.policy = policy
         self.users = users
         self.executor = executor
+        #: Letters being spooled now: a shutdown lets them finish and answer before it ends
+        #: the sessions, so that a letter taken is never left unanswered (and sent twice).
+        self.spooling: set[asyncio.Future[str]] = set()
 
     def authenticate(self, server: SMTP, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         """aiosmtpd's ``authenticator``: PLAIN and LOGIN give a name and a password."""
@@ -87,7 +90,10 @@ class SubmissionHandler:
         def accept() -> str:
             return self.policy.accept(raw, mail_from=envelope.mail_from, recipients=envelope.rcpt_tos, user=user).line()
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, accept)
+        future = asyncio.get_running_loop().run_in_executor(self.executor, accept)
+        self.spooling.add(future)
+        future.add_done_callback(self.spooling.discard)
+        return await future
 
 
 def is_loopback(host: str) -> bool:
@@ -166,6 +172,10 @@ class SubmissionListener:
         async def shutdown() -> None:
             server.close()
             await server.wait_closed()
+            # A session waiting for its spool is woken before this coroutine (it awaited
+            # first), and writes its reply before it awaits again.
+            await asyncio.gather(*self.handler.spooling, return_exceptions=True)
+            await asyncio.sleep(0)
             current = asyncio.current_task()
             tasks = [t for t in asyncio.all_tasks() if t is not current]
             for task in tasks:
