@@ -632,3 +632,20 @@ def test_the_example_submission_section_is_valid_once_uncommented(tmp_path: Path
     sub = load_config(path).submission
     assert sub is not None
     assert (sub.host, sub.port, sub.sender, sub.tls) == ("127.0.0.1", 10587, SENDER, True)
+
+
+def test_check_reports_the_users_file_broken_empty_or_fine(tmp_path: Path) -> None:
+    from gateway.service.health import submission_checks
+
+    cfg = make_config(tmp_path)
+    users = tmp_path / "submission.users"
+    (empty,) = submission_checks(cfg)
+    assert (empty.ok, empty.warning) == (True, True)
+    users.write_text("clerk\n")
+    (broken,) = submission_checks(cfg)
+    assert not broken.ok
+    assert broken.detail.startswith("line 1:")
+    write_users(users, {"clerk": hash_password(b"x", ln=FAST)})
+    (fine,) = submission_checks(cfg)
+    assert (fine.ok, fine.warning) == (True, False)
+    assert "1 user(s)" in fine.detail

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import threading
 import warnings
@@ -34,6 +35,14 @@ from gateway.outbound.tlsserver import server_context
 from gateway.outbound.users import UsersFile
 
 log = structlog.get_logger("poststelle.submission")
+
+# aiosmtpd's own logger: at debug level it writes every line of every letter (DATA
+# readline), and letters to citizens do not belong in logs; info (who sent to whom) stays.
+# Its warning that ``Session.login_data`` is deprecated comes from aiosmtpd itself at
+# every login and says nothing about the gateway.
+_aiosmtpd_log = logging.getLogger("mail.log")
+_aiosmtpd_log.setLevel(logging.INFO)
+_aiosmtpd_log.addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
 SPOOL_THREADS = 4
 SHUTDOWN_TIMEOUT = 30.0
 
