@@ -367,7 +367,7 @@ def _listen(r: _Reader, name: str, default: str) -> tuple[str, int]:
     """
     value = r.str_(name, default)
     assert value is not None
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]+):([0-9]{1,5})", value.strip())
     if m is None:
         raise r.fail(name, f"expected host:port (an IPv6 address in brackets), got {value!r}")
     host = m.group(1) or m.group(3)

@@ -32,7 +32,9 @@ from gateway.filing.durable import fsync_dir, write_file
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}"
 _NAME = re.compile(NAME_PATTERN)
-_HASH = re.compile(r"\$scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d)\$([A-Za-z0-9+/]{16,88})\$([A-Za-z0-9+/]{43,88})")
+_HASH = re.compile(
+    r"\$scrypt\$ln=([0-9]{1,2}),r=([0-9]{1,2}),p=([0-9])\$([A-Za-z0-9+/]{16,88})\$([A-Za-z0-9+/]{43,88})"
+)
 DEFAULT_LN = 15
 MIN_LN, MAX_LN = 10, 20
 MAX_R, MAX_P = 16, 4
