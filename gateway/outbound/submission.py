@@ -9,7 +9,8 @@ limit is ``[limits] max_message_bytes``, advertised as SIZE.
 The listener runs its own event loop in one thread so that it can sit beside the
 intake's threads; spooling (disk writes and fsyncs, signing) runs in a small thread pool
 so that one slow letter does not stall the other sessions. A password check (scrypt) runs
-in the loop itself: it is short and rare.
+in the loop itself, because aiosmtpd calls its authenticator synchronously: logins are
+rare next to the letters, but each one holds the other sessions for the length of a hash.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class SubmissionHandler:
         self.users = users
         self.executor = executor
         #: Letters being spooled now: a shutdown lets them finish and answer before it ends
-        #: the sessions, so that a letter taken is never left unanswered (and sent twice).
+        #: the sessions; a letter taken but left unanswered would be handed in again.
         self.spooling: set[asyncio.Future[str]] = set()
 
     def authenticate(self, server: SMTP, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
