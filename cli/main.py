@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from cli import audit, cases, inspect, quarantine, route
+from cli import audit, cases, inspect, quarantine, route, submission
 from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
+from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
+
+if TYPE_CHECKING:
+    from gateway.service.daemon import Listener
 
 app = typer.Typer(
     name="poststelle",
@@ -21,6 +26,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(cases.app, name="cases")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(route.app, name="route")
+app.add_typer(submission.app, name="submission-user")
 app.command("inspect")(inspect.inspect_cmd)
 
 
@@ -52,15 +58,28 @@ def run(
     cfg = get_config(config)
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:
-        daemon = Daemon(cfg, once=once)
+        daemon = Daemon(cfg, once=once, listeners=_listeners(cfg, once))
+        report = daemon.run()  # a submission port that cannot be bound is a ConfigError too
     except ConfigError as exc:
         echo(f"configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
-    report = daemon.run()
     if not report.ok:
         for name, error in sorted(report.failures.items()):
             echo(f"mailbox {name}: {error}", err=True)
         raise typer.Exit(1)
+
+
+def _listeners(cfg: Config, once: bool) -> list[Listener]:
+    """The SMTP submission listener when ``[submission]`` is configured (daemon mode only).
+
+    It spools into the outbox (gateway/outbound/outbox.py); until the outbox is part of
+    the build, a configured listener stops start-up rather than silently not listening.
+    """
+    if cfg.submission is None or once:
+        return []
+    raise ConfigError(
+        str(cfg.path), "submission", "the submission listener needs the outbox, which this build does not include yet"
+    )
 
 
 @app.command()

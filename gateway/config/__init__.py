@@ -18,6 +18,7 @@ from gateway.config.model import (
     SmimeConfig,
     SmimeIdentityConfig,
     StorageConfig,
+    SubmissionConfig,
     UiConfig,
     default_analysis_workers,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "SmimeConfig",
     "SmimeIdentityConfig",
     "StorageConfig",
+    "SubmissionConfig",
     "UiConfig",
     "default_analysis_workers",
     "load_config",

@@ -36,6 +36,7 @@ from gateway.config.model import (
     SmimeConfig,
     SmimeIdentityConfig,
     StorageConfig,
+    SubmissionConfig,
     UiConfig,
     default_analysis_workers,
 )
@@ -358,6 +359,61 @@ def _ui(r: _Reader) -> UiConfig:
     return UiConfig(timezone=zone, language=next(lang for lang in LANGUAGES if lang == language))
 
 
+def _listen(r: _Reader, name: str, default: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` with an IP address literal (or ``localhost``) as host.
+
+    A name other than localhost would be resolved at bind time, and whether the listener is
+    on loopback (which decides whether AUTH may go without TLS) must be certain at load time.
+    """
+    value = r.str_(name, default)
+    assert value is not None
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]+):([0-9]{1,5})", value.strip())
+    if m is None:
+        raise r.fail(name, f"expected host:port (an IPv6 address in brackets), got {value!r}")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise r.fail(name, f"the host must be an IP address or localhost, got {host!r}") from None
+    if not 1 <= port <= 65535:
+        raise r.fail(name, f"port must be between 1 and 65535, got {port}")
+    return host, port
+
+
+def _submission(r: _Reader) -> SubmissionConfig:
+    import ssl
+
+    from gateway.outbound.tlsserver import server_context
+
+    host, port = _listen(r, "listen", "127.0.0.1:10587")
+    users_file = r.path("users_file", required=True)
+    assert users_file is not None
+    if not users_file.is_absolute():
+        raise r.fail("users_file", f"must be an absolute path, got {users_file}")
+    if not users_file.parent.is_dir():
+        raise r.fail("users_file", f"directory not found: {users_file.parent}")
+    sender = r.req_str("sender").strip()
+    if not re.fullmatch(r"[!-?A-~]+@[A-Za-z0-9.-]+", sender):
+        raise r.fail("sender", f"expected one plain address such as rathaus@example.org, got {sender!r}")
+    cert = r.existing_file("tls_cert")
+    key = r.existing_file("tls_key")
+    if (cert is None) != (key is None):
+        raise r.fail("tls_key" if key is None else "tls_cert", "set tls_cert and tls_key together")
+    if cert is not None and key is not None:
+        try:
+            server_context(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise r.fail("tls_cert", f"certificate and key do not load as a pair: {exc}") from None
+    elif not _is_loopback(host):
+        raise r.fail(
+            "listen", f"{host} is not a loopback address: set tls_cert and tls_key (AUTH is only offered over TLS)"
+        )
+    r.finish()
+    return SubmissionConfig(host=host, port=port, users_file=users_file, sender=sender, tls_cert=cert, tls_key=key)
+
+
 def _mime_parts(lr: _Reader) -> int:
     """``max_mime_parts``: at most what the MIME cutter honours (``mime.cut.MAX_PARTS``).
 
@@ -445,6 +501,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
 
     smime = _smime(top.sub("smime", top.table_("smime"))) if "smime" in data else None
     openpgp = _openpgp(top.sub("openpgp", top.table_("openpgp")), state_dir) if "openpgp" in data else None
+    submission = _submission(top.sub("submission", top.table_("submission"))) if "submission" in data else None
     top.finish()
     return Config(
         path=Path(file),
@@ -462,6 +519,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         openpgp=openpgp,
         warnings=tuple(warnings),
         ui=ui,
+        submission=submission,
     )
 
 

@@ -190,6 +190,29 @@ class OpenPGPConfig:
 
 
 @dataclass(frozen=True)
+class SubmissionConfig:
+    """``[submission]``: the local SMTP listener where clerks' mail programs hand in letters.
+
+    ``sender`` is the authority's address: the only envelope sender and header From the
+    listener accepts, because the letter goes out signed with the authority's identity and
+    a different From would contradict the signature. ``tls_cert``/``tls_key`` turn on
+    STARTTLS; without them the listener must be on a loopback address (AUTH is never
+    offered in the clear across a network).
+    """
+
+    host: str
+    port: int
+    users_file: Path
+    sender: str
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     sha256: str
@@ -206,6 +229,7 @@ class Config:
     openpgp: OpenPGPConfig | None
     warnings: tuple[str, ...] = ()
     ui: UiConfig = field(default_factory=UiConfig)
+    submission: SubmissionConfig | None = None
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 import structlog
 
@@ -43,10 +45,20 @@ class RunReport:
         return not self.failures
 
 
+class Listener(Protocol):
+    """A service that runs beside the intake in daemon mode (the SMTP submission listener)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Daemon:
-    def __init__(self, config: Config, *, once: bool = False) -> None:
+    def __init__(self, config: Config, *, once: bool = False, listeners: Sequence[Listener] = ()) -> None:
         self.config = config
         self.once = once
+        # Listeners wait for clerks, so a batch run (once) has no use for them.
+        self.listeners = () if once else tuple(listeners)
         self.stop = threading.Event()
         self.report = RunReport()
         self._lock = threading.Lock()
@@ -82,20 +94,30 @@ class Daemon:
             threading.Thread(target=self._worker, args=(mb,), name=f"mailbox-{mb.name}", daemon=True)
             for mb in self.config.mailboxes
         ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=0.5)
+        started: list[Listener] = []
+        try:
+            for listener in self.listeners:
+                listener.start()  # a port that cannot be bound ends the run here, before any mailbox
+                started.append(listener)
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+            while started and not self.stop.wait(0.5):
+                pass  # the listeners serve until a stop is requested, mailboxes or not
+        finally:
+            for listener in reversed(started):
+                listener.stop()
+            self.analyser.close()
+            self.ctx.close()
+            store.seal()
+            store.export_jsonl()
+            store.close()
         if self.once and not self.stop.is_set():
             for mb in self.config.mailboxes:  # a worker ended by something not even an Exception
                 if mb.name not in self.report.outcomes and mb.name not in self.report.failures:
                     self.report.failures[mb.name] = "the worker ended without reading the mailbox"
-        self.analyser.close()
-        self.ctx.close()
-        store.seal()
-        store.export_jsonl()
-        store.close()
         return self.report
 
     def _worker(self, mb: MailboxConfig) -> None:

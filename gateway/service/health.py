@@ -21,7 +21,7 @@ from gateway.unwrap import UnwrapContext
 
 @dataclass(frozen=True)
 class CheckResult:
-    check: str  # "config" | "routes" | "keys" | "crl" | "storage" | "mailbox"
+    check: str  # "config" | "routes" | "keys" | "crl" | "storage" | "submission" | "mailbox"
     target: str
     ok: bool
     detail: str = ""
@@ -46,6 +46,7 @@ def run_checks(config: Config) -> list[CheckResult]:
     for d in (config.storage.state_dir, cases_dir(config)):
         ok, detail = writable(d)
         results.append(CheckResult("storage", str(d), ok, detail))
+    results += submission_checks(config)
     for mb in config.mailboxes:
         session = MailboxSession(mb)
         try:
@@ -120,3 +121,21 @@ def writable(d: Path) -> tuple[bool, str]:
     except OSError as exc:
         return False, f"not writable: {exc.strerror}"
     return True, ""
+
+
+def submission_checks(config: Config) -> list[CheckResult]:
+    """The submission listener's users file: readable and well-formed; a warning when nobody is in it."""
+    sub = config.submission
+    if sub is None:
+        return []
+    from gateway.outbound.users import UsersFile
+
+    target = str(sub.users_file)
+    try:
+        count = UsersFile(sub.users_file).check()
+    except ConfigError as exc:
+        return [CheckResult("submission", target, False, f"{exc.key}: {exc.problem}")]
+    if count == 0:
+        return [CheckResult("submission", target, True, "no users: nobody can submit", warning=True)]
+    tls = "STARTTLS" if sub.tls else "no TLS (loopback)"
+    return [CheckResult("submission", target, True, f"{count} user(s); {sub.host}:{sub.port}, {tls}")]

@@ -191,6 +191,8 @@ GERMAN: dict[str, str] = {
     "found:": "gefunden:",
     # -- CLI table headers (cli.common.print_table: the column name in capitals) --------------------
     "SEQ": "NR",
+    "USER": "BENUTZER",
+    "HASH": "HASH",
     "AT": "ZEIT",
     "EVENT": "EREIGNIS",
     "ACTOR": "DURCH",

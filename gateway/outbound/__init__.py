@@ -1,0 +1,1 @@
+"""Outbound: clerks' letters from submission to the relay (docs/architecture.md, "outbound")."""
