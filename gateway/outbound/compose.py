@@ -152,13 +152,23 @@ def check_filename(name: str) -> str:
         raise ComposeError("invalid-filename", f"file name {name!r} contains {bad}")
     if not name.strip():
         raise ComposeError("invalid-filename", "empty file name")
+    if name != name.strip():
+        # Mail programs strip it when they read the name, and Windows when it saves the file.
+        raise ComposeError("invalid-filename", f"file name {name!r} starts or ends with white space")
     if len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
         raise ComposeError("invalid-filename", f"file name longer than {MAX_FILENAME_BYTES} bytes")
     return name
 
 
 def check_case(case: str) -> str:
-    """A case reference that can name a case folder (``routing.casenames``); a new case is fine."""
+    """A case reference that can name a case folder (``routing.casenames``); a new case is fine.
+
+    Line breaks and other controls are refused here although the folder mapping would fold
+    them into spaces: the reference goes into the subject as given.
+    """
+    bad = _forbidden_char(case)
+    if bad is not None:
+        raise ComposeError("invalid-case", f"case reference {case!r} contains {bad}")
     try:
         case_folder_name(case)
     except InvalidCaseReference as exc:
