@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli import audit, cases, inspect, quarantine, route
+from cli import audit, cases, inspect, quarantine, route, send
 from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
@@ -22,6 +22,7 @@ app.add_typer(cases.app, name="cases")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(route.app, name="route")
 app.command("inspect")(inspect.inspect_cmd)
+app.command("send")(send.send_cmd)
 
 
 def _version_callback(value: bool) -> None:
