@@ -250,9 +250,9 @@ def _address_field(name: str, addresses: tuple[str, ...]) -> bytes:
     return (out + "\r\n").encode("ascii")
 
 
-def _base64_lines(data: bytes) -> bytes:
-    encoded = base64.b64encode(data)
-    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+def base64_lines(data: bytes) -> bytes:
+    """Base64 in 76-character CRLF lines (RFC 2045), at C speed."""
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
 def text_entity(body: str) -> bytes:
@@ -288,7 +288,7 @@ def attachment_entity(name: str, data: bytes) -> bytes:
     return (
         f"Content-Type: {ctype}\r\nContent-Transfer-Encoding: base64\r\n"
         f"Content-Disposition: attachment;\r\n {encode_filename_param(name)}\r\n\r\n"
-    ).encode("ascii") + _base64_lines(data)
+    ).encode("ascii") + base64_lines(data)
 
 
 def boundary() -> str:

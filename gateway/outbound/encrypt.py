@@ -6,14 +6,13 @@ is the message as sent, and it must stay readable for the authority.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-from gateway.outbound.compose import ComposeError, boundary
+from gateway.outbound.compose import ComposeError, base64_lines, boundary
 from gateway.unwrap.openpgp.gpg import GpgError, GpgHome
 
 __all__ = ["encrypt_openpgp", "encrypt_smime"]
@@ -32,8 +31,7 @@ def encrypt_smime(entity: bytes, recipients: Sequence[x509.Certificate]) -> byte
         der = builder.encrypt(Encoding.DER, [pkcs7.PKCS7Options.Binary])
     except (TypeError, ValueError) as exc:
         raise ComposeError("encryption-failed", str(exc)) from None
-    encoded = base64.b64encode(der)
-    body = b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+    body = base64_lines(der)
     return (
         b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"
         b"Content-Transfer-Encoding: base64\r\n"

@@ -7,7 +7,6 @@ the letter. The signature covers exactly the entity bytes built by ``compose`` (
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-from gateway.outbound.compose import ComposeError, boundary
+from gateway.outbound.compose import ComposeError, base64_lines, boundary
 from gateway.unwrap.openpgp.gpg import GpgError, GpgHome
 
 __all__ = ["SmimeSigner", "sign_openpgp", "sign_smime"]
@@ -29,11 +28,6 @@ class SmimeSigner:
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     cert: x509.Certificate
     chain: tuple[x509.Certificate, ...] = ()
-
-
-def _b64_lines(der: bytes) -> bytes:
-    encoded = base64.b64encode(der)
-    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
 
 
 def _signed(entity: bytes, protocol: str, micalg: str, signature_part: bytes) -> bytes:
@@ -61,7 +55,7 @@ def sign_smime(entity: bytes, signer: SmimeSigner) -> bytes:
     part = (
         b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
         b"Content-Transfer-Encoding: base64\r\n"
-        b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n" + _b64_lines(der)
+        b"Content-Disposition: attachment; filename=smime.p7s\r\n\r\n" + base64_lines(der)
     )
     return _signed(entity, "application/pkcs7-signature", "sha-256", part)
 
