@@ -218,3 +218,14 @@ def test_oversize_document_after_signing_is_refused(pki: TestPKI, tmp: Path) -> 
     with pytest.raises(ComposeError) as exc:
         compose(cfg, letter(tmp, attachments=(Attachment(big),)))
     assert exc.value.reason == "too-large"
+
+
+def test_a_sender_address_no_identity_names_is_refused(pki: TestPKI, tmp: Path) -> None:
+    cfg = make_config(tmp, pki, encrypt="never")
+    keys = OutboundKeys.from_config(cfg)
+    try:
+        with pytest.raises(ComposeError) as exc:
+            compose_document(letter(tmp), mail_from="rathaus@other.example", config=cfg, keys=keys, at=NOW)
+    finally:
+        keys.close()
+    assert exc.value.reason == "signing-failed" and "rathaus@other.example" in exc.value.detail

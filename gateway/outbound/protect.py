@@ -94,7 +94,11 @@ class OutboundKeys:
             self.gpg.close()
 
     def smime_signer(self, address: str) -> SmimeSigner | None:
-        """The identity whose certificate names ``address``, else the first one."""
+        """The identity whose certificate names ``address``, or None.
+
+        Never another identity: a signature by someone other than the From address is not
+        verified at the recipient (nor by Poststelle's own rules), so it would only look safe.
+        """
         for signer in self.smime_identities:
             try:
                 san = signer.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -102,17 +106,17 @@ class OutboundKeys:
                 continue
             if any(e.lower() == address.lower() for e in san.get_values_for_type(x509.RFC822Name)):
                 return signer
-        return self.smime_identities[0] if self.smime_identities else None
+        return None
 
     def pgp_signer(self, address: str) -> str | None:
-        """The secret key with ``address`` as a UID, else the first one."""
+        """The secret key with ``address`` as a user id, or None (see ``smime_signer``)."""
         if self.gpg is None:
             return None
         for fpr in self.own_pgp:
             key = self.gpg.key(fpr)
             if key is not None and address.lower() in (e.lower() for e in key.emails):
                 return fpr
-        return self.own_pgp[0] if self.own_pgp else None
+        return None
 
 
 def encryption_scheme(outbound: OutboundConfig, keys: OutboundKeys) -> Scheme | None:
@@ -167,7 +171,8 @@ def compose_document(
     if encrypt and scheme == "openpgp":
         own = keys.pgp_signer(d.mail_from)
         if own is None or keys.gpg is None:
-            raise ComposeError("encryption-failed", "no own OpenPGP key to encrypt the archived copy to")
+            raise ComposeError("encryption-failed",
+                               f"no own OpenPGP key for {d.mail_from} to encrypt the archived copy to")
         fprs = [pgp_keys[a].fingerprint for a in d.recipients]
         entity = encrypt_openpgp(entity, keys.gpg, [*fprs, own], signer=own if signed == "openpgp" else None)
         sources = [(a, pgp_keys[a].source) for a in d.recipients]
@@ -175,17 +180,18 @@ def compose_document(
         if signed == "smime":
             signer = keys.smime_signer(d.mail_from)
             if signer is None:
-                raise ComposeError("signing-failed", "no [smime] identity to sign with")
+                raise ComposeError("signing-failed", f"no [smime] identity whose certificate names {d.mail_from}")
             entity = sign_smime(entity, signer)
         elif signed == "openpgp":
             own = keys.pgp_signer(d.mail_from)
             if own is None or keys.gpg is None:
-                raise ComposeError("signing-failed", "no [openpgp] secret key to sign with")
+                raise ComposeError("signing-failed", f"no [openpgp] secret key with the user id {d.mail_from}")
             entity = sign_openpgp(entity, keys.gpg, own)
         if encrypt:
             me = keys.smime_signer(d.mail_from)
             if me is None:
-                raise ComposeError("encryption-failed", "no own S/MIME certificate to encrypt the archived copy to")
+                raise ComposeError("encryption-failed",
+                                   f"no own S/MIME certificate for {d.mail_from} to encrypt the archived copy to")
             entity = encrypt_smime(entity, [*(certs[a].cert for a in d.recipients), me.cert])
             sources = [(a, certs[a].source) for a in d.recipients]
     raw = d.headers + entity
