@@ -46,7 +46,7 @@ def pki() -> TestPKI:
     return build_pki()
 
 
-def make_config(tmp: Path, pki: TestPKI, **outbound: str) -> Config:
+def make_config(tmp: Path, pki: TestPKI, *, fetch_crls: bool = False, **outbound: str) -> Config:
     files = pki.write(tmp / "pki")
     chain = tmp / "pki" / "authority-chain.pem"
     chain.write_bytes(pki["recipient"].cert_pem() + pki.inter.cert_pem())
@@ -62,6 +62,7 @@ def make_config(tmp: Path, pki: TestPKI, **outbound: str) -> Config:
             "identities": [{"key_file": str(files["recipient.key"]), "cert_file": str(chain)}],
             "trust_anchors": [str(files["root"])],
             "crl_files": [str(files["crl"])],
+            "fetch_crls": fetch_crls,
         },
         "outbound": {"sign": "smime", "encrypt": "auto", "correspondents_dir": str(corr), **outbound},
     }
@@ -173,9 +174,10 @@ def test_always_with_an_unknown_recipient_names_the_recipient(pki: TestPKI, tmp:
     assert "unknown@example.org" in str(exc.value) and SENDER not in exc.value.detail.split(";")[0]
 
 
+@pytest.mark.parametrize("fetch_crls", [False, True])
 @pytest.mark.parametrize("who", ["expired", "revoked"])
-def test_expired_or_revoked_certificate_is_never_used(pki: TestPKI, tmp: Path, who: str) -> None:
-    cfg = make_config(tmp, pki, encrypt="always")
+def test_expired_or_revoked_certificate_is_never_used(pki: TestPKI, tmp: Path, who: str, fetch_crls: bool) -> None:
+    cfg = make_config(tmp, pki, encrypt="always", fetch_crls=fetch_crls)
     with pytest.raises(ComposeError) as exc:
         compose(cfg, letter(tmp, to=(pki[who].email,)))
     assert exc.value.reason == "recipient-key-unknown" and str(pki[who].email) in str(exc.value)

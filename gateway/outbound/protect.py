@@ -67,6 +67,13 @@ class OutboundKeys:
 
             crls = [CrlInfo(_load_crl(p, file, f"smime.crl_files[{i}]"), str(p))
                     for i, p in enumerate(config.smime.crl_files)]
+            if config.smime.fetch_crls:
+                # What the intake fetched from distribution points; read here, never fetched:
+                # a CRL that lists a certificate can only stop its use, never enable it.
+                from gateway.statedir import crl_cache_dir
+                from gateway.unwrap.smime.crlfetch import CrlCache
+
+                crls.extend(CrlCache(crl_cache_dir(config), fetch=False).snapshot())
         handler = OpenPGPHandler.from_config(config.openpgp, config_file=file,
                                              max_output=config.limits.max_message_bytes)
         outbound = config.outbound or OutboundConfig()
