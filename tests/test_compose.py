@@ -231,3 +231,14 @@ def test_a_sender_address_no_identity_names_is_refused(pki: TestPKI, tmp: Path) 
     finally:
         keys.close()
     assert exc.value.reason == "signing-failed" and "rathaus@other.example" in exc.value.detail
+
+
+def test_unsigned_letter_is_still_encrypted_to_recipient_and_authority(pki: TestPKI, tmp: Path) -> None:
+    cfg = make_config(tmp, pki, sign="none", encrypt="always")
+    doc = compose(cfg, letter(tmp))
+    assert doc.signed == "none" and doc.encrypted
+    files = pki.write(tmp / "pki")
+    for who in ("sender", "recipient"):
+        assert cms_decrypt(doc.raw, files[f"{who}.pem"], files[f"{who}.key"]).startswith(
+            b"Content-Type: multipart/mixed")
+    assert verdict(cfg, doc.raw)["verdict"] != "verified"

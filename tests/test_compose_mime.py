@@ -228,3 +228,17 @@ def test_oversize_after_encoding_is_refused(tmp_path: Path) -> None:
         build(Letter(CASE, ("bob@example.org",), "Anlage", attachments=(attach(tmp_path, "a.pdf", b"x" * 900_000),)),
               max_bytes=1_000_000)
     assert exc.value.reason == "too-large"
+
+
+def test_text_with_page_breaks_and_tabs_is_carried_exactly() -> None:
+    text = "Seite 1\tmit Tab\x0cSeite 2\r\n\x00Ende"
+    msg = parse(build(Letter(CASE, ("bob@example.org",), "Text", text)))
+    assert msg.get_content().removesuffix("\r\n") == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=300))
+def test_any_text_round_trips_with_line_breaks_as_crlf(text: str) -> None:
+    msg = parse(build(Letter(CASE, ("bob@example.org",), "Text", text)))
+    norm = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    assert msg.get_content() == (norm if norm.endswith("\r\n") else norm + "\r\n")

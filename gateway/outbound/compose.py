@@ -61,7 +61,7 @@ class ComposeError(PermanentError, ValueError):
     """The letter cannot be sent as asked; nothing was produced.
 
     ``reason`` is machine-readable (``control-character``, ``invalid-address``,
-    ``no-recipients``, ``empty-subject``, ``subject-too-long``, ``invalid-filename``,
+    ``no-recipients``, ``empty-subject``, ``invalid-text``, ``subject-too-long``, ``invalid-filename``,
     ``missing-file``, ``unreadable-file``, ``invalid-case``, ``too-large``,
     ``recipient-key-unknown``, ``signing-failed``, ``encryption-failed``); ``detail`` names
     what was wrong. Permanent: the same request fails the same way. Also a ``ValueError``,
@@ -261,7 +261,7 @@ def text_entity(body: str) -> bytes:
     Lines starting with ``From `` are escaped (``=46rom``) because some mail stores add
     ``>`` to them, which would break the signature.
     """
-    lines = body.splitlines() or [""]
+    lines = re.split(r"\r\n|\r|\n", body)  # not splitlines(): form feeds and U+2028 stay text
     latin = "\r\n".join(lines).encode("utf-8").decode("latin-1")
     qp = quoprimime.body_encode(latin, maxlinelen=76, eol="\r\n")
     qp = re.sub(r"(?m)^From ", "=46rom ", qp)
@@ -336,9 +336,9 @@ def draft(letter: Letter, *, mail_from: str, now: datetime, max_bytes: int) -> D
     subject = full_subject(case, check_subject(letter.subject))
     if len(subject) > MAX_SUBJECT_CHARS + 200:
         raise ComposeError("subject-too-long", "subject with the case reference is too long")
-    bad = _forbidden_char(letter.body.replace("\r", "").replace("\n", "").replace("\t", ""))
-    if bad is not None:
-        raise ComposeError("control-character", f"body contains {bad}")
+    if any("\ud800" <= ch <= "\udfff" for ch in letter.body):
+        # Anything else is fine in the text: quoted-printable carries every byte.
+        raise ComposeError("invalid-text", "the text is not valid Unicode (lone surrogates)")
     files = []
     budget = max_bytes
     for att in letter.attachments:
