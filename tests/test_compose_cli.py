@@ -118,3 +118,11 @@ def test_without_a_recipient_certificate_auto_sends_signed_only(config: Path, pk
     doc, queued_id = cli.send.send_letter(load_config(config), Letter("1 K 1/25", ("fremd@example.org",), "Hinweis"),
                                           RECIPIENT, None)
     assert queued_id == "" and not doc.encrypted and openssl_verify(pki, doc.raw, crl=False)
+
+
+def test_check_reports_the_outbound_keys(config: Path) -> None:
+    from gateway.config import load_config
+    from gateway.service.health import run_checks
+
+    rows = [r for r in run_checks(load_config(config)) if r.check == "outbound"]
+    assert len(rows) == 1 and rows[0].ok and "sign=smime encrypt=always, 1 certificate" in rows[0].detail
