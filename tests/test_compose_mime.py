@@ -57,6 +57,9 @@ def test_letter_has_case_in_subject_message_id_date_and_from(tmp_path: Path) -> 
 
 def test_subject_already_naming_the_case_is_not_prefixed_twice() -> None:
     assert full_subject(CASE, f"Ladung zu {CASE}") == f"Ladung zu {CASE}"
+    assert full_subject(CASE, f"Ladung zu {CASE}, Termin") == f"Ladung zu {CASE}, Termin"
+    assert full_subject("1 K 12", "Ladung 1 K 123") == "[Az. 1 K 12] Ladung 1 K 123"
+    assert full_subject("1 K 12/2", "Ladung 1 K 12/25") == "[Az. 1 K 12/2] Ladung 1 K 12/25"
 
 
 def test_every_line_is_crlf_and_at_most_998_bytes(tmp_path: Path) -> None:

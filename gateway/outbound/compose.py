@@ -177,8 +177,12 @@ def check_case(case: str) -> str:
 
 
 def full_subject(case: str, subject: str) -> str:
-    """The subject with the case reference, so replies find their case folder by routing."""
-    if case in subject:
+    """The subject with the case reference, so replies find their case folder by routing.
+
+    Unchanged when the subject already names the reference as a whole (``1 K 12`` is not
+    named by ``1 K 123``).
+    """
+    if re.search(rf"(?<![\w/]){re.escape(case)}(?![\w/])", subject):
         return subject
     return f"[Az. {case}] {subject}"
 
@@ -334,8 +338,6 @@ def draft(letter: Letter, *, mail_from: str, now: datetime, max_bytes: int) -> D
     if not to:
         raise ComposeError("no-recipients", "give at least one --to address")
     subject = full_subject(case, check_subject(letter.subject))
-    if len(subject) > MAX_SUBJECT_CHARS + 200:
-        raise ComposeError("subject-too-long", "subject with the case reference is too long")
     if any("\ud800" <= ch <= "\udfff" for ch in letter.body):
         # Anything else is fine in the text: quoted-printable carries every byte.
         raise ComposeError("invalid-text", "the text is not valid Unicode (lone surrogates)")
