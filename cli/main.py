@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli import audit, cases, inspect, quarantine, route, submission
+from cli import audit, cases, inspect, quarantine, route, send, submission
 from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
 from gateway.config import Config
 from gateway.errors import ConfigError
@@ -28,6 +28,7 @@ app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(route.app, name="route")
 app.add_typer(submission.app, name="submission-user")
 app.command("inspect")(inspect.inspect_cmd)
+app.command("send")(send.send_cmd)
 
 
 def _version_callback(value: bool) -> None:

@@ -19,14 +19,17 @@ from typing import Any, TypeVar
 
 from gateway.config.model import (
     DEFAULT_CONFIG_PATH,
+    ENCRYPT_MODES,
     LANGUAGES,
     REVOCATION_MODES,
+    SIGN_MODES,
     AuditConfig,
     Config,
     LimitsConfig,
     LoggingConfig,
     MailboxConfig,
     OpenPGPConfig,
+    OutboundConfig,
     PinnedKey,
     PolicyConfig,
     ProcessingConfig,
@@ -345,6 +348,29 @@ def _openpgp(r: _Reader, state_dir: Path) -> OpenPGPConfig:
     return cfg
 
 
+def _outbound(r: _Reader, smime: SmimeConfig | None, openpgp: OpenPGPConfig | None) -> OutboundConfig:
+    """``[outbound]``: the signing scheme must have its key configured, or nothing could be sent."""
+    sign = r.choice("sign", SIGN_MODES, OutboundConfig.sign)
+    encrypt = r.choice("encrypt", ENCRYPT_MODES, OutboundConfig.encrypt)
+    if sign == "smime" and (smime is None or not smime.identities):
+        raise r.fail("sign", "sign = \"smime\" needs [smime] identities (the authority's key and certificate)")
+    if sign == "openpgp" and (openpgp is None or not openpgp.secret_keys):
+        raise r.fail("sign", "sign = \"openpgp\" needs [openpgp] secret_keys (the authority's key)")
+    if encrypt == "always" and smime is None and openpgp is None:
+        raise r.fail("encrypt", "encrypt = \"always\" needs [smime] or [openpgp] to encrypt with")
+    corr = r.path("correspondents_dir")
+    if corr is not None and not corr.is_dir():
+        raise r.fail("correspondents_dir", f"directory not found: {corr}")
+    cfg = OutboundConfig(
+        sign=next(m for m in SIGN_MODES if m == sign),
+        encrypt=next(m for m in ENCRYPT_MODES if m == encrypt),
+        copy_to_sent_folder=r.bool_("copy_to_sent_folder", OutboundConfig.copy_to_sent_folder),
+        correspondents_dir=corr,
+    )
+    r.finish()
+    return cfg
+
+
 def _ui(r: _Reader) -> UiConfig:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -502,6 +528,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     smime = _smime(top.sub("smime", top.table_("smime"))) if "smime" in data else None
     openpgp = _openpgp(top.sub("openpgp", top.table_("openpgp")), state_dir) if "openpgp" in data else None
     submission = _submission(top.sub("submission", top.table_("submission"))) if "submission" in data else None
+    outbound = _outbound(top.sub("outbound", top.table_("outbound")), smime, openpgp) if "outbound" in data else None
     top.finish()
     return Config(
         path=Path(file),
@@ -520,6 +547,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         warnings=tuple(warnings),
         ui=ui,
         submission=submission,
+        outbound=outbound,
     )
 
 

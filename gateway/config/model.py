@@ -189,6 +189,30 @@ class OpenPGPConfig:
     pinned: tuple[PinnedKey, ...] = ()
 
 
+SignMode = Literal["smime", "openpgp", "none"]
+SIGN_MODES: tuple[SignMode, ...] = ("smime", "openpgp", "none")
+EncryptMode = Literal["auto", "always", "never"]
+ENCRYPT_MODES: tuple[EncryptMode, ...] = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    """``[outbound]``: how documents a clerk sends are protected (docs/outbound.md).
+
+    ``sign`` names the scheme of the authority's signature; encryption uses the same
+    scheme (with ``sign = "none"``: S/MIME when ``[smime]`` is configured, else OpenPGP).
+    ``encrypt = "auto"`` encrypts when every recipient's certificate or key is known,
+    ``"always"`` refuses to compose otherwise. ``correspondents_dir`` holds recipients'
+    S/MIME certificates given by people (PEM or DER files), beside the certificate store
+    filled from verified incoming mail.
+    """
+
+    sign: SignMode = "smime"
+    encrypt: EncryptMode = "auto"
+    copy_to_sent_folder: bool = True
+    correspondents_dir: Path | None = None
+
+
 @dataclass(frozen=True)
 class SubmissionConfig:
     """``[submission]``: the local SMTP listener where clerks' mail programs hand in letters.
@@ -230,6 +254,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     ui: UiConfig = field(default_factory=UiConfig)
     submission: SubmissionConfig | None = None
+    outbound: OutboundConfig | None = None
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

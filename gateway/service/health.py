@@ -21,7 +21,7 @@ from gateway.unwrap import UnwrapContext
 
 @dataclass(frozen=True)
 class CheckResult:
-    check: str  # "config" | "routes" | "keys" | "crl" | "storage" | "submission" | "mailbox"
+    check: str  # "config" | "routes" | "keys" | "crl" | "outbound" | "storage" | "submission" | "mailbox"
     target: str
     ok: bool
     detail: str = ""
@@ -43,6 +43,7 @@ def run_checks(config: Config) -> list[CheckResult]:
         ctx.close()
     except ConfigError as exc:
         results.append(CheckResult("keys", f"{exc.file}: {exc.key}", False, exc.problem))
+    results += outbound_checks(config)
     for d in (config.storage.state_dir, cases_dir(config)):
         ok, detail = writable(d)
         results.append(CheckResult("storage", str(d), ok, detail))
@@ -59,6 +60,25 @@ def run_checks(config: Config) -> list[CheckResult]:
         finally:
             session.close()
     return results
+
+
+def outbound_checks(config: Config) -> list[CheckResult]:
+    """``[outbound]``: the signing key loads, so ``send`` fails on letters, never on the setup."""
+    if config.outbound is None:
+        return []
+    from gateway.outbound.protect import OutboundKeys
+
+    out = config.outbound
+    try:
+        keys = OutboundKeys.from_config(config)
+    except ConfigError as exc:
+        return [CheckResult("outbound", f"{exc.file}: {exc.key}", False, exc.problem)]
+    try:
+        corr = len(keys.finder.correspondents)
+        detail = f"sign={out.sign} encrypt={out.encrypt}, {corr} certificate(s) in correspondents_dir"
+        return [CheckResult("outbound", "sign/encrypt", True, detail)]
+    finally:
+        keys.close()
 
 
 def route_checks(config: Config) -> list[CheckResult]:

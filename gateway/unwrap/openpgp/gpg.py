@@ -81,6 +81,8 @@ BASE_OPTIONS = (
     "--display-charset", "utf-8",
     "--utf8-strings",
 )
+#: OpenPGP hash algorithm ids (RFC 4880 §9.4) as PGP/MIME micalg names.
+_HASH_NAMES = {"2": "sha1", "8": "sha256", "9": "sha384", "10": "sha512", "11": "sha224"}
 _SIG_KEYS = ("GOODSIG", "BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "ERRSIG")
 
 
@@ -185,6 +187,7 @@ class KeyInfo:
     expires: datetime | None
     subkeys: dict[str, tuple[datetime | None, bool]]  # fingerprint -> (expires, revoked)
     secret: bool = False
+    created: datetime | None = None
 
 
 def _ts(value: str) -> datetime | None:
@@ -452,6 +455,7 @@ class GpgHome:
             keys[fpr] = KeyInfo(
                 fingerprint=fpr, emails=emails, revoked=k.get("trust") == "r",
                 expires=_ts(str(k.get("expires") or "")), subkeys=subkeys, secret=fpr in secret_fprs,
+                created=_ts(str(k.get("date") or "")),
             )
         self._keys, self._by_subkey = keys, by_subkey
 
@@ -507,6 +511,33 @@ class GpgHome:
         finally:
             os.unlink(name)
         return VerifyOutcome(parse_signatures(result.statuses), tuple(result.statuses))
+
+    def sign_detached(self, data: bytes, signer: str) -> tuple[bytes, str]:
+        """An armored detached signature by ``signer`` (fingerprint) and its hash name (``sha256``).
+
+        For outgoing mail; the result counts only when gpg reported SIG_CREATED for that key.
+        """
+        with self._lock:
+            result = self._gpg.sign(data, keyid=signer, detach=True, passphrase=self.passphrase,
+                                    extra_args=["--local-user", signer, "--digest-algo", "SHA256"])
+        made = str(getattr(result, "fingerprint", "") or "").upper()
+        if not result.data or self._by_subkey.get(made) != self._by_subkey.get(signer.upper(), signer.upper()):
+            raise GpgError(f"gpg did not sign with {signer}: {getattr(result, 'status', '')}")
+        algo = _HASH_NAMES.get(str(getattr(result, "hash_algo", "")), "sha256")
+        return bytes(result.data), algo
+
+    def encrypt(self, data: bytes, recipients: Sequence[str], *, signer: str | None = None) -> bytes:
+        """Armored ``gpg --encrypt`` to ``recipients`` (fingerprints), signed in the same call when asked."""
+        with self._lock:
+            result = self._gpg.encrypt(data, list(recipients), sign=signer, passphrase=self.passphrase,
+                                       always_trust=True, armor=True,
+                                       extra_args=["--local-user", signer] if signer else None)
+        statuses = [k for k, _ in getattr(result, "statuses", [])]
+        if not result.ok or not result.data or "END_ENCRYPTION" not in statuses:
+            raise GpgError(f"gpg did not encrypt: {getattr(result, 'status', '')}")
+        if signer is not None and "SIG_CREATED" not in statuses:
+            raise GpgError("gpg did not sign while encrypting")
+        return bytes(result.data)
 
     def close(self) -> None:
         """Stop gpg-agent for this home (idempotent); logs how many gpg processes ran."""
