@@ -622,7 +622,8 @@ def test_submission_user_without_a_terminal_asks_for_password_stdin(tmp_path: Pa
 
 def test_the_example_submission_section_is_valid_once_uncommented(tmp_path: Path, tls: Tls) -> None:
     text = (REPO / "config" / "poststelle.example.toml").read_text(encoding="utf-8")
-    block = text[text.index("# [submission]") :]
+    start = text.index("# [submission]")
+    block = text[start : text.find("\n\n", start) if "\n\n" in text[start:] else len(text)]
     lines = [line.removeprefix("# ") for line in block.splitlines() if line.startswith("# [") or "=" in line]
     section = "\n".join(lines).replace("/etc/poststelle/submission.users", str(tmp_path / "users"))
     section = section.replace("/etc/poststelle/submission.pem", str(tls.cert))
