@@ -97,8 +97,10 @@ def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> No
     if as_json:
         print_json({"mailboxes": statuses, "messages": counts})
         return
-    columns = ["mailbox", "state", "state_since", "last_poll", "last_success", "backlog", "last_error_at", "last_error"]
-    print_table(statuses, columns)
+    print_table(
+        statuses,
+        ["mailbox", "state", "state_since", "last_poll", "last_success", "backlog", "last_error_at", "last_error"],
+    )
     typer.echo("")
     typer.echo("messages: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
 
