@@ -256,6 +256,13 @@ def test_dovecot_rejecting_the_password_raises_login_rejected(
     assert "definitely-wrong" not in str(caught.value)
 
 
+def test_dovecot_without_the_configured_folder_points_at_folder(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    text = connect_failure(session_config(dovecot, new_user(), tmp_path, folder="Akten/Eingang"))
+    assert_for_people(text, "selecting the folder 'Akten/Eingang'", "folder")
+
+
 # -- the same words in check, run --once and status ---------------------------------------------------
 def env_with(dovecot: Dovecot, tmp_path: Path, user: str, **over: Any) -> Env:
     return Env(dovecot, user, tmp_path, write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path, **over)]))

@@ -109,9 +109,12 @@ def explain(exc: BaseException, cfg: MailboxConfig, *, step: str = "connecting")
     if isinstance(exc, imaplib.IMAP4.error) and step == "logging in":
         return _login(exc, cfg)
     if isinstance(exc, imaplib.IMAP4.error):
+        keys: tuple[str, ...] = ("folder",) if step.startswith("selecting") else ()
+        if step.startswith("preparing the folders"):
+            keys = ("processed_folder", "quarantine_folder")
         return Failure(
             "server-refused",
-            f"{where} refused while {step}: {server_text(exc)}. {_check(cfg)}: see the server's log",
+            f"{where} refused while {step}: {server_text(exc)}. {_check(cfg, *keys)}: see the server's log",
         )
     if isinstance(exc, OSError) and exc.strerror:
         return Failure("other", f"cannot reach {where} while {step}: {exc.strerror}. {_check(cfg, 'host', 'port')}")
