@@ -30,7 +30,7 @@ from gateway.config import MailboxConfig, load_config
 from gateway.config.model import Secret
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import letter
-from gateway.errors import LoginRejected, TransientError
+from gateway.errors import ConfigError, LoginRejected, TransientError
 from gateway.inbound.failures import explain
 from gateway.inbound.imap import MailboxSession
 from gateway.records.open import open_store
@@ -392,3 +392,12 @@ def _state(env: Env) -> str | None:
             store.close()
     except StoreError:  # the daemon is still creating the ledger
         return None
+
+
+def test_auth_retry_interval_below_a_minute_is_refused_at_start(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    path = write_config(tmp_path, [mailbox_entry(dovecot, new_user(), tmp_path, auth_retry_interval=10)])
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key.endswith("auth_retry_interval")
