@@ -100,7 +100,7 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
 
 @app.command()
 def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
-    """Per mailbox: last poll, backlog, last error; the ledger's counts by state."""
+    """Per mailbox: state (ok, error, auth-failed) since when, last poll, backlog, last error; message counts."""
     from gateway.records.open import open_store
     from gateway.statedir import ledger_path
 
@@ -117,7 +117,10 @@ def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> No
     if as_json:
         print_json({"mailboxes": statuses, "messages": counts})
         return
-    print_table(statuses, ["mailbox", "last_poll", "last_success", "backlog", "last_error_at", "last_error"])
+    print_table(
+        statuses,
+        ["mailbox", "state", "state_since", "last_poll", "last_success", "backlog", "last_error_at", "last_error"],
+    )
     typer.echo("")
     typer.echo("messages: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
 

@@ -34,8 +34,18 @@ class TransientError(PoststelleError):
 class PermanentError(PoststelleError):
     """The work itself is wrong and retrying will not help; record and move on.
 
-    Raised as ``InvalidCaseReference`` (a reference that cannot become a folder) and
-    ``ReleaseError`` (a person's release request that cannot be done as asked).
+    Raised as ``InvalidCaseReference`` (a reference that cannot become a folder),
+    ``ReleaseError`` (a person's release request that cannot be done as asked) and
+    ``LoginRejected``.
+    """
+
+
+class LoginRejected(PermanentError):
+    """The IMAP server rejected the mailbox's credentials.
+
+    Trying again with the same user name and password fails the same way and, on many
+    servers, counts towards locking the account; the worker waits for a restart or a long
+    interval instead of its usual backoff.
     """
 
 

@@ -144,11 +144,14 @@ def test_worker_retries_after_an_unexpected_error_and_finishes_the_batch_it_fail
     assert env.uids() == [], "moved on the server once recorded"
     status = json.loads(env.cli("status", "--json", check=True).stdout)
     (rathaus,) = status["mailboxes"]
-    assert rathaus["last_error"] == "StoreError: finish: database is locked"
-    assert rathaus["last_success"] > rathaus["last_error_at"], "status shows the recovery after the error"
+    assert rathaus["last_error"] is None and rathaus["last_error_at"] is None, "the recovery clears the error"
+    assert rathaus["state"] == "ok" and rathaus["state_since"]
     assert status["messages"] == {"stored": 1}
-    events = [e["event"] for e in json.loads(env.cli("audit", "log", "--json", check=True).stdout)]
+    trail = json.loads(env.cli("audit", "log", "--json", check=True).stdout)
+    events = [e["event"] for e in trail]
     assert events.count("mailbox-error") == 1 and events.count("stored") == 1
+    (recovered,) = [e["details"] for e in trail if e["event"] == "mailbox-recovered"]
+    assert (recovered["was"], recovered["last_error"]) == ("error", "StoreError: finish: database is locked")
 
 
 def test_failure_while_recording_the_failure_does_not_end_the_worker(

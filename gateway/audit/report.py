@@ -203,6 +203,16 @@ def _stored(e: AuditEntry, lc: Locale) -> str:
     return text + lc.t(" (completed after a restart)") if e.details.get("recovered") else text
 
 
+def _failing(e: AuditEntry, lc: Locale) -> str:
+    if e.details.get("state") == "auth-failed":
+        return lc.t(
+            "Mailbox {mailbox}: the server rejected the login; not tried again until a restart or "
+            "auth_retry_interval ({error})",
+            mailbox=_d(e, "mailbox"), error=_d(e, "error"),
+        )
+    return lc.t("Mailbox {mailbox} cannot be read; retrying ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error"))
+
+
 DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "config-loaded": lambda e, lc: lc.t(
         "Gateway started with configuration {path} (sha256 {sha256}…)", path=_d(e, "path"), sha256=_d(e, "sha256")[:16]
@@ -240,6 +250,11 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "processing-abandoned": lambda e, lc: lc.t("Processing was interrupted; the message is fetched again"),
     "mailbox-error": lambda e, lc: lc.t(
         "Reading mailbox {mailbox} failed unexpectedly ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error")
+    ),
+    "mailbox-failing": _failing,
+    "mailbox-recovered": lambda e, lc: lc.t(
+        "Mailbox {mailbox} works again (failing since {since}; last error: {error})",
+        mailbox=_d(e, "mailbox"), since=lc.time(_d(e, "since")) if _d(e, "since") else "?", error=_d(e, "last_error"),
     ),
 }
 

@@ -240,6 +240,7 @@ def _mailbox(r: _Reader, warnings: list[str]) -> MailboxConfig:
         poll_interval=r.float_("poll_interval", 60.0, minimum=1.0),
         batch_size=r.int_("batch_size", 50, minimum=1, maximum=1000),
         timeout=r.float_("timeout", 60.0, minimum=1.0),
+        auth_retry_interval=r.float_("auth_retry_interval", 3600.0, minimum=60.0),
     )
     if len({mb.folder, mb.processed_folder, mb.quarantine_folder}) != 3:
         raise r.fail("processed_folder", "folder, processed_folder and quarantine_folder must differ")

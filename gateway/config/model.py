@@ -79,6 +79,8 @@ class MailboxConfig:
     poll_interval: float = 60.0
     batch_size: int = 50
     timeout: float = 60.0
+    #: Seconds before a login the server rejected is tried again (a restart tries at once).
+    auth_retry_interval: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Only this module speaks IMAP. It never decides anything about a message; it reports
 what the server holds and carries out the disposal that ``intake`` asks for *after* the
 ledger has committed. Every server or network failure surfaces as ``TransientError``
-(blame the server: retry with backoff); an empty or short FETCH answer is an error,
-never "no mail".
+(blame the server: retry with backoff), except a login the server rejects
+(``LoginRejected``: the same credentials will not work on the next try); an empty or short
+FETCH answer is an error, never "no mail".
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import imapclient.exceptions
 import structlog
 
 from gateway.config import MailboxConfig
-from gateway.errors import TransientError
+from gateway.errors import LoginRejected, TransientError
+from gateway.inbound.failures import explain
 
 log = structlog.get_logger("poststelle.fetch")
 DONE_KEYWORD = "$PoststelleDone"
@@ -95,7 +97,13 @@ class MailboxSession:
 
     # -- connection -----------------------------------------------------------------------
     def connect(self) -> MailboxSession:
+        """Connect, log in, make sure the disposal folders exist and select the folder.
+
+        A failure says which mailbox, which setting and the likely fix (``failures.explain``):
+        ``LoginRejected`` when the server refused the credentials, else ``TransientError``.
+        """
         cfg = self.cfg
+        step = "connecting"
         try:
             client = imapclient.IMAPClient(
                 cfg.host,
@@ -107,19 +115,24 @@ class MailboxSession:
             self.client = client
             quiet_protocol_trace(client)
             if cfg.security == "starttls":
+                step = "starting TLS (STARTTLS)"
                 client.starttls(ssl_context(cfg))
+            step = "logging in"
             client.login(cfg.username, cfg.password.reveal())
+            step = "preparing the folders"
             self.capabilities = set(client.capabilities())
             for folder in (cfg.processed_folder, cfg.quarantine_folder):
                 if not client.folder_exists(folder):
                     client.create_folder(folder)
+            step = f"selecting the folder {cfg.folder!r}"
             self.select()
-        except imapclient.exceptions.LoginError as exc:
-            self.close()
-            raise TransientError(f"login failed for {cfg.username}@{cfg.host}: {exc}") from None
         except IMAP_ERRORS as exc:
             self.close()
-            raise TransientError(f"cannot connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from None
+            failure = explain(exc, cfg, step=step)
+            text = failure.text.replace(cfg.password.reveal(), "***") if cfg.password.reveal() else failure.text
+            if failure.permanent:
+                raise LoginRejected(text) from None
+            raise TransientError(text) from None
         return self
 
     def select(self) -> None:

@@ -58,11 +58,18 @@ class MessageRecord:
         return dict(self.__dict__)
 
 
+MailboxState = Literal["ok", "error", "auth-failed"]
+
+
 @dataclass(frozen=True)
 class MailboxStatus:
-    """The last poll, success and error of one mailbox.
+    """The last poll, success and error of one mailbox, and its state since when.
 
-    As an update (``MessageStore.set_status``), a field left ``None`` keeps its stored value.
+    ``state`` is ``ok``, ``error`` (failing, retried with backoff) or ``auth-failed`` (the
+    server rejected the login; retried only after a restart or ``auth_retry_interval``).
+    As an update (``MessageStore.set_status``), a field left ``None`` keeps its stored
+    value, except that ``state="ok"`` clears ``last_error`` and ``last_error_at``: the
+    error is over, and its history is in the audit trail.
     """
 
     mailbox: str
@@ -72,6 +79,8 @@ class MailboxStatus:
     last_error_at: str | None = None
     backlog: int | None = None
     uidvalidity: int | None = None
+    state: MailboxState | None = None
+    state_since: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -30,7 +30,7 @@ from gateway.errors import PermanentError, PoststelleError
 from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
 from gateway.records.export import JsonlExport
-from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
+from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessageRecord, State
 from gateway.records.signing import Checkpoint, Signer
 
 
@@ -163,7 +163,7 @@ class UnitOfWork(Protocol):
     def set_server_done(self, ids: Sequence[str]) -> None: ...
 
     def update_status(self, status: MailboxStatus) -> None:
-        """Upsert a mailbox's status row; ``None`` fields keep their stored values."""
+        """Upsert a mailbox's status row; ``None`` fields keep their stored values, ``state="ok"`` clears the error."""
         ...
 
     def append(self, events: Sequence[AuditEvent]) -> None:
@@ -218,8 +218,10 @@ class MessageStore(MessageReader, Protocol):
         last_error_at: str | None = None,
         backlog: int | None = None,
         uidvalidity: int | None = None,
+        state: MailboxState | None = None,
+        state_since: str | None = None,
     ) -> None:
-        """Update a mailbox's status; fields not given keep their values."""
+        """Update a mailbox's status; fields not given keep their values (``state="ok"`` clears the error)."""
         ...
 
 
@@ -321,8 +323,12 @@ class StoreOperations:
         last_error_at: str | None = None,
         backlog: int | None = None,
         uidvalidity: int | None = None,
+        state: MailboxState | None = None,
+        state_since: str | None = None,
     ) -> None:
-        status = MailboxStatus(mailbox, last_poll, last_success, last_error, last_error_at, backlog, uidvalidity)
+        status = MailboxStatus(
+            mailbox, last_poll, last_success, last_error, last_error_at, backlog, uidvalidity, state, state_since
+        )
         with self.unit_of_work() as uow:
             uow.update_status(status)
 

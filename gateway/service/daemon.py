@@ -8,7 +8,10 @@ succeeded.
 
 from __future__ import annotations
 
+import imaplib
 import signal
+import socket
+import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,11 +22,13 @@ import structlog
 
 from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig
-from gateway.errors import TransientError
+from gateway.errors import LoginRejected, TransientError
+from gateway.inbound.failures import explain
 from gateway.inbound.imap import MailboxSession
 from gateway.inbound.intake import BatchOutcome, Intake
 from gateway.inbound.workers import Analyser
 from gateway.records.chain import AuditEvent
+from gateway.records.messages import MailboxState
 from gateway.records.open import open_store
 from gateway.records.store import Store
 from gateway.unwrap import UnwrapContext
@@ -123,24 +128,31 @@ class Daemon:
     def _worker(self, mb: MailboxConfig) -> None:
         """Read one mailbox until stopped; every error is logged, recorded and retried.
 
-        ``TransientError`` is the expected kind (the server is away). Any other exception
-        is a fault of ours or of the machine (a locked ledger, a bug): it gets a traceback
-        in the log, a ``mailbox-error`` audit entry, and a fresh store and intake for the
-        next attempt. Either way the worker lives on, so the mailbox is never left unread
-        while the process looks healthy.
+        ``TransientError`` is the expected kind (the server is away): retried with a
+        doubling backoff. ``LoginRejected`` is permanent for these credentials: logged at
+        error level once, the mailbox's state becomes ``auth-failed``, and the next try
+        comes only after ``auth_retry_interval`` (or a restart), because retrying a wrong
+        password every few minutes fills the server's log and may lock the account. Any
+        other exception is a fault of ours or of the machine (a locked ledger, a bug): it
+        gets a traceback in the log, a ``mailbox-error`` audit entry, and a fresh store and
+        intake for the next attempt. Either way the worker lives on, so the mailbox is
+        never left unread while the process looks healthy.
         """
         wlog = log.bind(mailbox=mb.name)
         backoff = BACKOFF_MIN
         attempts = 0
         store: Store | None = None
         intake: Intake | None = None
+        state = _Condition(mb)
         try:
             while not self.stop.is_set():
                 attempts += 1
+                login_wait: float | None = None  # set when the login was rejected
                 session = MailboxSession(mb)
                 try:
                     if store is None:
                         store = open_store(self.config)
+                    state.load(store)
                     if intake is None:
                         intake = self._intake(mb, store)
                     session.connect()
@@ -150,6 +162,7 @@ class Daemon:
                         # Only a completed pass resets the backoff: a fault after connecting
                         # (a locked ledger, a bug) must not be retried every second.
                         backoff = BACKOFF_MIN
+                        state.succeeded(store, wlog)
                         with self._lock:
                             self.report.outcomes.setdefault(mb.name, BatchOutcome()).add(outcome)
                         if outcome.stored or outcome.quarantined or outcome.duplicates:
@@ -166,21 +179,37 @@ class Daemon:
                             return
                         self._wait(session, mb)
                     return
+                except LoginRejected as exc:
+                    text = str(exc)
+                    retry_in = None if self.once else mb.auth_retry_interval
+                    if state.current == "auth-failed":
+                        wlog.warning("mailbox login still rejected", error=text, retry_in=retry_in)
+                    else:
+                        wlog.error("mailbox login rejected", error=text, retry_in=retry_in)
+                    self._record_failure(store, mb, text, retry_in=retry_in, state=state, new="auth-failed")
+                    if retry_in is None:
+                        return
+                    login_wait = retry_in
                 except TransientError as exc:
                     retry_in = self._retry_in(attempts, backoff)
                     wlog.warning("mailbox error", error=str(exc), retry_in=retry_in)
-                    self._record_failure(store, mb, str(exc), retry_in=retry_in)
+                    self._record_failure(store, mb, str(exc), retry_in=retry_in, state=state, new="error")
                 except Exception as exc:  # noqa: BLE001 - any fault is recorded and retried, never silent
                     retry_in = self._retry_in(attempts, backoff)
                     text = error_text(exc, mb)
                     wlog.error("mailbox failed unexpectedly", error=text, retry_in=retry_in, exc_info=exc)
-                    self._record_failure(store, mb, text, retry_in=retry_in, event=unexpected_event(mb, exc, text))
+                    self._record_failure(
+                        store, mb, text, retry_in=retry_in, event=unexpected_event(mb, exc, text), state=state
+                    )
                     # Start the next attempt as a restart would: the old connection and
                     # intake may hold state the fault left half-done.
                     _close_quietly(wlog, intake, store)
                     intake, store = None, None
                 finally:
                     session.close()
+                if login_wait is not None:
+                    self.stop.wait(login_wait)
+                    continue
                 if self._retry_in(attempts, backoff) is None:
                     return
                 self.stop.wait(backoff)
@@ -202,13 +231,17 @@ class Daemon:
         text: str,
         *,
         retry_in: float | None,
+        state: _Condition,
+        new: MailboxState = "error",
         event: AuditEvent | None = None,
     ) -> None:
         """Put the failure in the run report, the mailbox's status and (``event``) the trail.
 
         The report comes first and cannot fail, so ``run --once`` exits non-zero even when
         the store is what failed; a failure to write the status or the event is logged and
-        the worker retries as planned.
+        the worker retries as planned. A change of state (``ok`` to ``error``, ``error`` to
+        ``auth-failed``) is recorded with its start time and a ``mailbox-failing`` entry in
+        the trail, unless ``event`` (``mailbox-error``) already records this attempt.
         """
         with self._lock:
             self.report.failures[mb.name] = text
@@ -216,11 +249,11 @@ class Daemon:
             if store is None:
                 store = open_store(self.config)
                 try:
-                    _write_failure(store, mb, text, event)
+                    state.failed(store, text, new, event)
                 finally:
                     store.close()
             else:
-                _write_failure(store, mb, text, event)
+                state.failed(store, text, new, event)
         except Exception as exc:  # the failure is in the log and the report; retry
             log.error(
                 "could not record the mailbox error",
@@ -246,19 +279,36 @@ def _export(store: Store) -> None:
 
 
 ERROR_TEXT_MAX = 500
+#: Exceptions that mean the network or the server, said the way ``failures.explain`` says them.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    ssl.SSLError,
+    socket.gaierror,
+    TimeoutError,
+    ConnectionError,
+    imaplib.IMAP4.error,
+)
 
 
 def error_text(exc: BaseException, mb: MailboxConfig) -> str:
-    """``Type: message`` for the status, the report and the trail: bounded, without the password.
+    """The error for the status, the report and the trail: bounded, without the password.
 
-    Exception messages are not written for an audience; one that happens to contain the
-    mailbox password (a library echoing its arguments) must not carry it into the trail.
+    A network or server failure reads as ``failures.explain`` words it (mailbox, setting,
+    likely fix); anything else as ``Type: message``, an ``OSError`` by its ``strerror``
+    and file instead of ``[Errno n]``. Exception messages are not written for an
+    audience; one that happens to contain the mailbox password (a library echoing its
+    arguments) must not carry it into the trail.
     """
-    message = str(exc)
+    if isinstance(exc, NETWORK_ERRORS):
+        text = explain(exc, mb, step="reading the mailbox").text
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{type(exc).__name__}: {exc.strerror}{where}"
+    else:
+        message = str(exc)
+        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     secret = mb.password.reveal()
     if secret:
-        message = message.replace(secret, "***")
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+        text = text.replace(secret, "***")
     return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
 
 
@@ -270,11 +320,63 @@ def unexpected_event(mb: MailboxConfig, exc: BaseException, text: str) -> AuditE
     )
 
 
-def _write_failure(store: Store, mb: MailboxConfig, text: str, event: AuditEvent | None) -> None:
-    store.set_status(mb.name, last_error=text, last_error_at=iso(utcnow()))
-    if event is not None:
-        store.record_events([event])
-        store.export_jsonl()
+class _Condition:
+    """One worker's view of its mailbox's state, so that only changes are written and recorded.
+
+    The stored state is read once per store (a restart may find ``auth-failed`` or
+    ``error`` left by the previous process). Entering ``error`` or ``auth-failed`` sets
+    ``state_since`` and appends ``mailbox-failing``; the first success afterwards sets
+    ``ok``, which clears the status's error, and appends ``mailbox-recovered`` with the
+    error it ends, so the history stays in the trail.
+    """
+
+    def __init__(self, mb: MailboxConfig) -> None:
+        self.mb = mb
+        self.current: MailboxState | None = None
+        self._loaded = False
+
+    def load(self, store: Store) -> None:
+        if self._loaded:
+            return
+        for status in store.statuses():
+            if status.mailbox == self.mb.name:
+                self.current = status.state
+        self._loaded = True
+
+    def failed(self, store: Store, text: str, new: MailboxState, event: AuditEvent | None) -> None:
+        now = iso(utcnow())
+        if new == self.current:
+            store.set_status(self.mb.name, last_error=text, last_error_at=now)
+        else:
+            store.set_status(self.mb.name, last_error=text, last_error_at=now, state=new, state_since=now)
+        events = [event] if event is not None else []
+        if new != self.current and event is None:
+            details = {"mailbox": self.mb.name, "folder": self.mb.folder, "state": new, "error": text}
+            events.append(AuditEvent("mailbox-failing", details=details))
+        if events:
+            store.record_events(events)
+            store.export_jsonl()
+        self.current = new
+
+    def succeeded(self, store: Store, wlog: structlog.typing.FilteringBoundLogger) -> None:
+        if self.current == "ok":
+            return
+        before = next((s for s in store.statuses() if s.mailbox == self.mb.name), None)
+        now = iso(utcnow())
+        store.set_status(self.mb.name, state="ok", state_since=now)
+        if before is not None and before.state in ("error", "auth-failed"):
+            wlog.info("mailbox works again", was=before.state, since=before.state_since)
+            details = {
+                "mailbox": self.mb.name,
+                "folder": self.mb.folder,
+                "was": before.state,
+                "since": before.state_since,
+                "last_error": before.last_error,
+                "last_error_at": before.last_error_at,
+            }
+            store.record_events([AuditEvent("mailbox-recovered", details=details)])
+            store.export_jsonl()
+        self.current = "ok"
 
 
 def _close_quietly(wlog: structlog.typing.FilteringBoundLogger, intake: Intake | None, store: Store | None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.clock import utcnow
 from gateway.config import Config
-from gateway.errors import ConfigError, TransientError
+from gateway.errors import ConfigError, LoginRejected, TransientError
 from gateway.inbound.imap import MailboxSession
 from gateway.statedir import cases_dir
 from gateway.unwrap import UnwrapContext
@@ -55,7 +55,7 @@ def run_checks(config: Config) -> list[CheckResult]:
             backlog = len(session.list_uids())
             detail = f"{mb.security} {mb.host}:{mb.port}, {backlog} waiting in {mb.folder}"
             results.append(CheckResult("mailbox", mb.name, True, detail))
-        except TransientError as exc:
+        except (TransientError, LoginRejected) as exc:  # worded by inbound/failures.py, as in `status`
             results.append(CheckResult("mailbox", mb.name, False, str(exc)))
         finally:
             session.close()

@@ -73,6 +73,17 @@ GERMAN: dict[str, str] = {
     "Reading mailbox {mailbox} failed unexpectedly ({error})": (
         "Lesen des Postfachs {mailbox} unerwartet fehlgeschlagen ({error})"
     ),
+    "Mailbox {mailbox}: the server rejected the login; not tried again until a restart or "
+    "auth_retry_interval ({error})": (
+        "Postfach {mailbox}: der Server hat die Anmeldung abgelehnt; kein neuer Versuch bis zu einem "
+        "Neustart oder nach auth_retry_interval ({error})"
+    ),
+    "Mailbox {mailbox} cannot be read; retrying ({error})": (
+        "Postfach {mailbox} kann nicht gelesen werden; neuer Versuch folgt ({error})"
+    ),
+    "Mailbox {mailbox} works again (failing since {since}; last error: {error})": (
+        "Postfach {mailbox} funktioniert wieder (gestört seit {since}; letzter Fehler: {error})"
+    ),
     # -- HTML report (gateway.audit.html) -----------------------------------------------------------
     "Filed": "Abgelegt",
     "Released from quarantine and filed": "Aus der Quarantäne freigegeben und abgelegt",
@@ -220,6 +231,8 @@ GERMAN: dict[str, str] = {
     "BACKLOG": "RÜCKSTAND",
     "LAST_ERROR_AT": "LETZTER_FEHLER_UM",
     "LAST_ERROR": "LETZTER_FEHLER",
+    "STATE": "ZUSTAND",
+    "STATE_SINCE": "SEIT",
     "CASE_REF": "AKTENZEICHEN",
     "CASE_FOLDER": "AKTENORDNER",
     "MESSAGES": "NACHRICHTEN",

@@ -26,17 +26,25 @@ _INSERT_ENTRY = (
     "INSERT INTO audit (seq, at, event, actor, message, case_ref, document, correspondent, "
     "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
-_STATUS_FIELDS = ("last_poll", "last_success", "last_error", "last_error_at", "backlog", "uidvalidity")
+_STATUS_FIELDS = (
+    "last_poll", "last_success", "last_error", "last_error_at", "backlog", "uidvalidity", "state", "state_since"
+)
+# A status written with state 'ok' (the mailbox works again) clears the error it had.
 _UPSERT_STATUS = """
-    INSERT INTO mailbox_status (mailbox, last_poll, last_success, last_error, last_error_at, backlog, uidvalidity)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO mailbox_status
+        (mailbox, last_poll, last_success, last_error, last_error_at, backlog, uidvalidity, state, state_since)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT(mailbox) DO UPDATE SET
         last_poll     = COALESCE(excluded.last_poll, mailbox_status.last_poll),
         last_success  = COALESCE(excluded.last_success, mailbox_status.last_success),
-        last_error    = COALESCE(excluded.last_error, mailbox_status.last_error),
-        last_error_at = COALESCE(excluded.last_error_at, mailbox_status.last_error_at),
+        last_error    = CASE WHEN excluded.state = 'ok' THEN NULL
+                             ELSE COALESCE(excluded.last_error, mailbox_status.last_error) END,
+        last_error_at = CASE WHEN excluded.state = 'ok' THEN NULL
+                             ELSE COALESCE(excluded.last_error_at, mailbox_status.last_error_at) END,
         backlog       = COALESCE(excluded.backlog, mailbox_status.backlog),
-        uidvalidity   = COALESCE(excluded.uidvalidity, mailbox_status.uidvalidity)
+        uidvalidity   = COALESCE(excluded.uidvalidity, mailbox_status.uidvalidity),
+        state         = COALESCE(excluded.state, mailbox_status.state),
+        state_since   = COALESCE(excluded.state_since, mailbox_status.state_since)
 """
 
 
