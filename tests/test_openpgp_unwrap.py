@@ -78,7 +78,7 @@ def test_pgp_mime_signature_by_pinned_key_verifies(k: Keys, gw: Any) -> None:
     assert v.signature.signer_fingerprint == k.bob.fingerprint
     assert v.signature.signer_certificate_sha256 is None
     assert v.to_json()["signature"]["signer_fingerprint"] == k.bob.fingerprint
-    verified = [e for e in res.events if e.type == "verified"]
+    verified = [e for e in res.events if e.type == "signature-checked"]
     assert verified and verified[0].details["signer_fingerprint"] == k.bob.fingerprint
 
 
