@@ -26,6 +26,7 @@ from gateway.records.actors import Actor, cli_actor
 from gateway.records.open import open_store
 from gateway.records.store import Store
 from gateway.ui import DEFAULT, Locale, is_timestamp
+from gateway.ui.reasons import SignatureState, signature_state
 
 ConfigOption = typer.Option(
     None, "--config", "-c", help="Config file (else $POSTSTELLE_CONFIG, else /etc/poststelle/poststelle.toml)."
@@ -90,6 +91,20 @@ def person_decision(cfg: Config, act: Callable[[Store, Actor], T]) -> T:
     finally:
         store.close()
     return result
+
+
+def signature_json(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The signature's state for ``--json``: state, status, reason codes and their English words."""
+    state = signature_state(verdict)
+    return state.to_json() if state is not None else None
+
+
+def signature_words(signature: dict[str, Any] | None) -> str | None:
+    """``signature invalid: <why>`` for a person, in the configured language."""
+    if not signature:
+        return None
+    state = SignatureState(signature["state"], signature["status"], tuple(signature["reasons"]))
+    return state.text(_locale)
 
 
 def print_json(obj: Any) -> None:

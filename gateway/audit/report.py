@@ -168,18 +168,22 @@ def _with_reasons(text: str, reasons: Any, locale: Locale) -> str:
     return f"{text} ({words})" if words else text
 
 
-def _verdict(e: AuditEntry, lc: Locale) -> str:
-    name = _d(e, "verdict")
-    sig = e.details.get("signature") or {}
-    text = lc.t("Checked: {verdict}", verdict=verdict_text(name, lc))
-    reasons = e.details.get("reasons")
-    state = signature_state(e.details)
+def verdict_summary(details: dict[str, Any], lc: Locale = DEFAULT, *, signer: bool = False) -> str:
+    """``not verified; signature invalid: <why> (<other reasons>)``: unsigned and badly signed differ."""
+    text = verdict_text(str(details.get("verdict")), lc)
+    reasons = details.get("reasons")
+    state = signature_state(details)
     if state is not None and state.state == "invalid":
         text += "; " + state.text(lc)
         reasons = [r for r in reasons or [] if r not in state.reasons]
-    if isinstance(sig, dict) and sig.get("signer"):
+    sig = details.get("signature") or {}
+    if signer and isinstance(sig, dict) and sig.get("signer"):
         text += lc.t(", signer {signer}", signer=sig["signer"])
-    text = _with_reasons(text, reasons, lc)
+    return _with_reasons(text, reasons, lc)
+
+
+def _verdict(e: AuditEntry, lc: Locale) -> str:
+    text = lc.t("Checked: {verdict}", verdict=verdict_summary(e.details, lc, signer=True))
     warnings = warnings_text(e.details.get("warnings"), lc)
     return text + "".join(lc.t("; warning: {warning}", warning=w) for w in warnings)
 
