@@ -20,7 +20,7 @@ from support.audit import entries
 from support.pgp_keys import Keys, headers, keys, pgp_signed, text_part
 from support.smime_pki import RECIPIENT, TestPKI, mime_text, multipart_signed, sign_detached_der
 
-from gateway.audit.report import describe
+from gateway.audit.report import AuditQuery, describe
 from gateway.clock import utcnow
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import letter
@@ -207,6 +207,10 @@ def test_old_trails_verified_event_reads_as_signature_checked() -> None:
     e = _old_verified_entry()
     assert describe(e) == "Signature checked (smime): " + CHANGED + ", signer ?"
     assert describe(e, Locale("de")).startswith("Signatur geprüft (smime): Signatur ungültig: der Inhalt wurde")
+
+
+def test_filtering_for_signature_checked_finds_old_verified_entries_too() -> None:
+    assert set(AuditQuery(events=("signature-checked",)).to_filter().events) == {"signature-checked", "verified"}
 
 
 def test_every_reason_code_of_the_verdict_contract_has_clerk_words() -> None:

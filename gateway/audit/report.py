@@ -65,8 +65,12 @@ class AuditQuery:
             correspondent=self.correspondent,
             since=self.since,
             until=self.until,
-            events=self.events,
+            events=tuple(dict.fromkeys(n for e in self.events for n in (e, *EVENT_ALIASES.get(e, ())))),
         )
+
+
+#: Events that older trails name differently: asking for one finds both (old entries are never rewritten).
+EVENT_ALIASES = {"signature-checked": ("verified",), "verified": ("signature-checked",)}
 
 
 def parse_time(value: str, *, end: bool = False) -> str:
