@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
+from hypothesis import given
+from hypothesis import strategies as st
 from support.audit import entries, file_correspondence, records, verify
 
 from gateway.audit.report import actor_text
 from gateway.demo.dovecot import Dovecot
+from gateway.records.actors import Actor, cli_actor, parse_cli_actor
 from gateway.records.chain import AuditEntry
 from gateway.ui import Locale
 
@@ -113,3 +116,21 @@ def test_an_unprivileged_account_is_recorded_by_its_name_whatever_it_claims(shar
         "nobody", nobody.pw_uid, None,
     )
 
+
+
+_names = st.from_regex(r"[A-Za-z0-9._@$+-]{1,32}", fullmatch=True)
+
+
+@given(os_user=_names | st.integers(min_value=0).map(lambda n: f"uid:{n}"), sudo_user=st.none() | _names)
+def test_the_recorded_actor_reads_back_as_the_same_person_and_sudo_caller(os_user: str, sudo_user: str | None) -> None:
+    actor = Actor(os_user=os_user, uid=0, sudo_user=sudo_user)
+    assert parse_cli_actor(actor.name) == (os_user, sudo_user)
+    assert actor_text(actor.name).startswith(os_user + " (command line")
+
+
+def test_a_sudo_user_that_is_not_an_account_name_is_recorded_escaped() -> None:
+    if os.getuid() != 0:
+        pytest.skip("SUDO_USER is only believed when running as root")
+    actor = cli_actor({"SUDO_USER": "anna\x1b[2J", "USER": "mallory"})
+    assert actor.sudo_user is not None and "\x1b" not in actor.sudo_user and "anna" in actor.sudo_user
+    assert actor.os_user == "root"
