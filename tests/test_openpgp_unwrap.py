@@ -224,7 +224,7 @@ def test_signed_and_encrypted_in_one_call_verifies(k: Keys, gw: Any) -> None:
     assert v.encryption.status == "decrypted"
     assert v.signature.signer_fingerprint == k.bob.fingerprint
     assert v.signature.covers_whole_message
-    assert {"decrypted", "key-used", "verified"} <= {e.type for e in res.events}
+    assert {"decrypted", "key-used", "signature-checked"} <= {e.type for e in res.events}
     for e in res.events:  # fingerprints only, never content
         assert b"anbei" not in repr(e.details).encode()
 
