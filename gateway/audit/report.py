@@ -139,12 +139,6 @@ def reasons_text(reasons: Any, locale: Locale = DEFAULT) -> str:
     return reasons_words(reasons, locale)
 
 
-def signature_text(verdict: Any, locale: Locale = DEFAULT) -> str | None:
-    """``signature invalid: <why>`` / ``signature valid`` / ``not signed`` for a verdict (JSON form)."""
-    state = signature_state(verdict) if isinstance(verdict, dict) else None
-    return state.text(locale) if state is not None else None
-
-
 def verdict_text(name: str, locale: Locale = DEFAULT) -> str:
     return locale.t(VERDICTS.get(name, name))
 
