@@ -154,7 +154,7 @@ def _events(rec: MessageRecord) -> list[AuditEvent]:
     return [
         ev("key-used", scheme="smime", purpose="decrypt", certificate_sha256="ab" * 32),
         ev("decrypted", scheme="smime", cms_type="enveloped-data"),
-        ev("verified", scheme="smime", status="valid", verdict="verified"),
+        ev("signature-checked", scheme="smime", status="valid", verdict="verified"),
         ev("verdict", verdict="verified", reasons=[]),
         ev("routed", rule="building permits", case_reference=rec.case_ref),
         ev("stored", path=path, manifest_sha256=rec.manifest_sha256),

@@ -8,7 +8,18 @@ from typing import Any
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, echo, fail, get_config, person_decision, print_json, print_table
+from cli.common import (
+    ConfigOption,
+    JsonOption,
+    echo,
+    fail,
+    get_config,
+    person_decision,
+    print_json,
+    print_table,
+    signature_json,
+    signature_words,
+)
 from gateway.filing.refile import refile
 from gateway.records.open import open_store
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
@@ -65,6 +76,7 @@ def show_case(
                 "from": m.from_addr,
                 "subject": m.subject,
                 "verdict": (m.verdict or {}).get("verdict"),
+                "signature": signature_json(m.verdict),
                 "warnings": list((m.verdict or {}).get("warnings") or []),
                 "state": m.state,
                 "path": m.path,
@@ -76,8 +88,9 @@ def show_case(
         return
     echo(f"Case {msgs[0].case_ref}  (folder {folder})")
     print_table(
-        [{**r, "warnings": ", ".join(r["warnings"]) or None} for r in rows],
-        ["id", "received", "from", "verdict", "warnings", "subject"],
+        [{**r, "signature": signature_words(r["signature"]), "warnings": ", ".join(r["warnings"]) or None}
+         for r in rows],
+        ["id", "received", "from", "verdict", "signature", "warnings", "subject"],
     )
     for r in rows:
         echo(f"  {r['id']}: {r['path']}")

@@ -22,10 +22,11 @@ import typer
 from gateway.config import Config, load_config, resolve_config_path
 from gateway.display import json_text, safe_text
 from gateway.errors import ConfigError, PermanentError
-from gateway.records.actors import cli_actor
+from gateway.records.actors import Actor, cli_actor
 from gateway.records.open import open_store
 from gateway.records.store import Store
 from gateway.ui import DEFAULT, Locale, is_timestamp
+from gateway.ui.reasons import SignatureState, signature_state
 
 ConfigOption = typer.Option(
     None, "--config", "-c", help="Config file (else $POSTSTELLE_CONFIG, else /etc/poststelle/poststelle.toml)."
@@ -69,15 +70,18 @@ def get_config(path: Path | None) -> Config:
 T = TypeVar("T")
 
 
-def person_decision(cfg: Config, act: Callable[[Store, str], T]) -> T:
+def person_decision(cfg: Config, act: Callable[[Store, Actor], T]) -> T:
     """Run a person's decision (release, move) as the OS user at the command line.
+
+    Every decision names its person through ``cli_actor`` (the real uid's account, and
+    sudo's caller), never through what the environment claims.
 
     The trail is sealed and exported at once, not at the next daemon run, so the decision
     is signed when the person walks away; a request that cannot be done (a
     ``PermanentError``: wrong id, wrong state, bad reference) ends with its message.
     """
     actor = cli_actor()
-    store = open_store(cfg, actor=actor)
+    store = open_store(cfg, actor=actor.name)
     try:
         result = act(store, actor)
         store.seal()
@@ -87,6 +91,20 @@ def person_decision(cfg: Config, act: Callable[[Store, str], T]) -> T:
     finally:
         store.close()
     return result
+
+
+def signature_json(verdict: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The signature's state for ``--json``: state, status, reason codes and their English words."""
+    state = signature_state(verdict)
+    return state.to_json() if state is not None else None
+
+
+def signature_words(signature: dict[str, Any] | None) -> str | None:
+    """``signature invalid: <why>`` for a person, in the configured language."""
+    if not signature:
+        return None
+    state = SignatureState(signature["state"], signature["status"], tuple(signature["reasons"]))
+    return state.text(_locale)
 
 
 def print_json(obj: Any) -> None:

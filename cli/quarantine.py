@@ -18,10 +18,13 @@ from cli.common import (
     person_decision,
     print_json,
     print_table,
+    signature_json,
+    signature_words,
 )
 from gateway.filing.quarantine import ReleaseError, get_entry, list_entries, release
 from gateway.records.open import open_store
 from gateway.statedir import ledger_path
+from gateway.ui.reasons import reason_words
 
 app = typer.Typer(help="Quarantined messages: list, show, release.", no_args_is_help=True)
 
@@ -60,10 +63,14 @@ def show_cmd(msg_id: str, config: Path | None = ConfigOption, as_json: bool = Js
     manifest_path = entry.path / "manifest.json"
     info["files"] = sorted(json.loads(manifest_path.read_text())["files"]) if manifest_path.exists() else []
     info["verdict"] = entry.record.verdict
+    info["signature"] = signature_json(entry.record.verdict)
     if as_json:
         print_json(info)
         return
-    for key in ("id", "received", "mailbox", "from", "subject", "reasons", "case_reference", "path", "files"):
+    info["reasons"] = [f"{r} ({reason_words(r, locale())})" for r in info["reasons"]]
+    info["signature"] = signature_words(info["signature"])
+    for key in ("id", "received", "mailbox", "from", "subject", "signature", "reasons", "case_reference", "path",
+                "files"):
         value = info[key]
         shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
         if key == "received" and isinstance(shown, str):

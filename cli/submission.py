@@ -17,6 +17,7 @@ from cli.common import ConfigOption, JsonOption, fail, get_config, person_decisi
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.outbound.users import ScryptHash, hash_password, load_users, valid_name, write_users
+from gateway.records.actors import Actor
 from gateway.records.chain import AuditEvent
 from gateway.records.store import Store
 
@@ -55,9 +56,10 @@ def _read_password(from_stdin: bool) -> bytes:
 def _change(cfg: Config, event: str, name: str, users: dict[str, ScryptHash]) -> None:
     path = _users_file(cfg)
 
-    def act(store: Store, actor: str) -> None:
+    def act(store: Store, actor: Actor) -> None:
         write_users(path, users)
-        store.record_events([AuditEvent(event, details={"user": name, "users_file": str(path)})])
+        details = {"user": name, "users_file": str(path), **actor.fields()}
+        store.record_events([AuditEvent(event, actor=actor.name, details=details)])
 
     person_decision(cfg, act)
 

@@ -107,7 +107,7 @@ def test_html_report_renders_in_chromium_with_each_cases_events(released: Env, t
         "Moved on the mail server to Poststelle/Processed",
         "Held in quarantine (the message structure could not be read)",
         "Moved on the mail server to Poststelle/Quarantine",
-        f"Released from quarantine by {actor_text(cli_actor())} into 63-BV-2026-0147/",
+        f"Released from quarantine by {actor_text(cli_actor().name)} into 63-BV-2026-0147/",
         "note: Absender bestätigt",
         "Released from quarantine and filed",
     ):

@@ -51,7 +51,7 @@ def test_end_to_end_run_and_release_yield_exactly_the_expected_events(env: Env) 
         ("released", "m4"),
     ]
     actors = [e.actor for e in entries(env)]
-    assert set(actors[:-1]) == {"daemon"} and actors[-1] == cli_actor(), "who released it is recorded"
+    assert set(actors[:-1]) == {"daemon"} and actors[-1] == cli_actor().name, "who released it is recorded"
 
     by_event = {(e.event, alias.get(e.message or "")): e for e in entries(env)}
     assert by_event[("routed", "m1")].details["rule"] == "building permits"

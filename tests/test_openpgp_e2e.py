@@ -61,7 +61,7 @@ def test_signed_and_encrypted_pgp_mail_is_verified_filed_and_audited(
         events = {e.event for e in store.entries()}
     finally:
         store.close()
-    assert {"decrypted", "verified", "key-used", "stored"} <= events
+    assert {"decrypted", "signature-checked", "key-used", "stored"} <= events
     audit = env.cli("audit", "verify")
     assert audit.returncode == 0, audit.stdout + audit.stderr
 

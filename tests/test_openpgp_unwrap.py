@@ -78,7 +78,7 @@ def test_pgp_mime_signature_by_pinned_key_verifies(k: Keys, gw: Any) -> None:
     assert v.signature.signer_fingerprint == k.bob.fingerprint
     assert v.signature.signer_certificate_sha256 is None
     assert v.to_json()["signature"]["signer_fingerprint"] == k.bob.fingerprint
-    verified = [e for e in res.events if e.type == "verified"]
+    verified = [e for e in res.events if e.type == "signature-checked"]
     assert verified and verified[0].details["signer_fingerprint"] == k.bob.fingerprint
 
 
@@ -224,7 +224,7 @@ def test_signed_and_encrypted_in_one_call_verifies(k: Keys, gw: Any) -> None:
     assert v.encryption.status == "decrypted"
     assert v.signature.signer_fingerprint == k.bob.fingerprint
     assert v.signature.covers_whole_message
-    assert {"decrypted", "key-used", "verified"} <= {e.type for e in res.events}
+    assert {"decrypted", "key-used", "signature-checked"} <= {e.type for e in res.events}
     for e in res.events:  # fingerprints only, never content
         assert b"anbei" not in repr(e.details).encode()
 

@@ -17,6 +17,7 @@ from support.audit import MALFORMED, entries, file_correspondence, records, the_
 
 from gateway.filing import refile as refile_module
 from gateway.filing.refile import refile
+from gateway.records.actors import Actor
 from gateway.records.messages import MessageRecord
 from gateway.records.open import open_store
 
@@ -142,7 +143,7 @@ def test_crash_before_the_commit_is_completed_by_running_the_move_again(
 
     monkeypatch.setattr(store, "decide", crash)
     with pytest.raises(RuntimeError):
-        refile(env.config, store, rec.id, actor="cli:test", case="VG 9 K 9/26", note="n")
+        refile(env.config, store, rec.id, actor=Actor("test", 1000), case="VG 9 K 9/26", note="n")
     store.close()
     new = env.cases_dir / "VG 9 K 9%2F26" / Path(rec.path).name
     assert new.is_dir() and Path(rec.path).is_dir()
@@ -168,7 +169,7 @@ def test_crash_after_the_commit_leaves_a_named_leftover_that_the_rerun_removes(
 
     monkeypatch.setattr(refile_module, "remove_entry", crash)
     with pytest.raises(RuntimeError):
-        refile(env.config, store, rec.id, actor="cli:test", case="VG 9 K 9/26", note="n")
+        refile(env.config, store, rec.id, actor=Actor("test", 1000), case="VG 9 K 9/26", note="n")
     store.seal()
     store.export_jsonl()
     store.close()

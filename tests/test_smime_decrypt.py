@@ -147,7 +147,7 @@ def test_signed_then_encrypted_is_decrypted_and_verified(pki: TestPKI, ctx: Any)
     assert v.encryption.status == "decrypted"
     assert res.content == inner
     assert res.inner_subject == "Geschützt"
-    assert [e.type for e in res.events] == ["key-used", "decrypted", "verified"]
+    assert [e.type for e in res.events] == ["key-used", "decrypted", "signature-checked"]
 
 
 def test_encrypted_then_signed_covers_only_ciphertext(pki: TestPKI, ctx: Any) -> None:

@@ -169,7 +169,7 @@ def test_signed_and_encrypted_mail_is_decrypted_verified_routed_by_protected_sub
         msg = ids[entry.name]
         events = [e for e in trail if e.message == msg and e.event != "fetched"]
         names = [e.event for e in events]
-        assert names[:4] == ["key-used", "decrypted", "verified", "verdict"], names
+        assert names[:4] == ["key-used", "decrypted", "signature-checked", "verdict"], names
         key_used, decrypted, verified, _ = events[:4]
         assert key_used.details["certificate_sha256"] == recipient_sha
         assert key_used.details["purpose"] == "decrypt"
@@ -209,7 +209,7 @@ def test_message_signed_by_an_untrusted_certificate_is_stored_unverified_with_re
     assert (entry / "content.eml").exists()
     assert not list((env.state_dir / "certstore" / "smime").glob("*.der"))  # only verified signers
     trail = list(audit_entries(env))
-    verified = next(e for e in trail if e.event == "verified")
+    verified = next(e for e in trail if e.event == "signature-checked")
     assert verified.details["verdict"] == "unverified" and verified.details["status"] == "untrusted"
 
 

@@ -60,7 +60,7 @@ def test_detached_signature_from_sender_is_verified(pki: TestPKI, ctx: Any) -> N
     assert res.inner_subject == "Geschützter Betreff"
     assert v.subject_source == "protected"
     assert openssl_verify(pki, raw)
-    assert [e.type for e in res.events] == ["verified"]
+    assert [e.type for e in res.events] == ["signature-checked"]
     assert res.events[0].details["signer_certificate_sha256"] == v.signature.signer_certificate_sha256
 
 

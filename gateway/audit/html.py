@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from gateway.audit.findings import VerifyReport
-from gateway.audit.report import AuditQuery, actor_text, describe, reasons_text, verdict_text, warnings_text
+from gateway.audit.report import AuditQuery, actor_text, describe, verdict_summary, warnings_text
 from gateway.records.chain import AuditEntry
 from gateway.records.messages import MessageRecord
 from gateway.ui import DEFAULT, Locale, is_timestamp
@@ -110,8 +110,7 @@ class Item:
     def verdict(self, locale: Locale = DEFAULT) -> str | None:
         for e in reversed(self.entries):
             if e.event == "verdict":
-                words = reasons_text(e.details.get("reasons"), locale)
-                return verdict_text(str(e.details.get("verdict")), locale) + (f" ({words})" if words else "")
+                return verdict_summary(e.details, locale)
         return None
 
     def warnings(self, locale: Locale = DEFAULT) -> list[str]:

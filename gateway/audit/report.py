@@ -27,10 +27,13 @@ from zoneinfo import ZoneInfo
 
 from gateway.clock import iso
 from gateway.display import json_text
+from gateway.records.actors import parse_cli_actor
 from gateway.records.chain import AuditEntry
 from gateway.records.store import AuditReader, EntryFilter
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
 from gateway.ui import DEFAULT, Locale
+from gateway.ui.reasons import REASONS as CLERK_REASONS
+from gateway.ui.reasons import reasons_words, signature_state
 
 
 # -- filters ----------------------------------------------------------------------------------------
@@ -63,8 +66,12 @@ class AuditQuery:
             correspondent=self.correspondent,
             since=self.since,
             until=self.until,
-            events=self.events,
+            events=tuple(dict.fromkeys(n for e in self.events for n in (e, *EVENT_ALIASES.get(e, ())))),
         )
+
+
+#: Events that older trails name differently: asking for one finds both (old entries are never rewritten).
+EVENT_ALIASES = {"signature-checked": ("verified",), "verified": ("signature-checked",)}
 
 
 def parse_time(value: str, *, end: bool = False, zone: str = "UTC") -> str:
@@ -109,15 +116,8 @@ def select_entries(audit: AuditReader, q: AuditQuery) -> Iterator[AuditEntry]:
 # Every text below is English and the key of its German translation (gateway.ui.german);
 # a sentence is a template whose {fields} are filled after translation, so that a
 # stranger's subject or file name is never read as part of a template.
-REASONS = {
-    "no-signature": "not signed",
-    "malformed-mime": "the message structure could not be read",
-    "no-rule-matched": "no case reference recognised",
-    "untrusted-signer": "the signer's certificate is not trusted",
-    "from-mismatch": "the signer is not the sender",
-    "decryption-failed-no-key": "could not be decrypted: no matching key",
-    "decryption-failed-corrupt": "could not be decrypted: the encrypted content is damaged",
-}
+#: Reason codes in words: one table for the whole gateway (gateway.ui.reasons).
+REASONS = CLERK_REASONS
 VERDICTS = {
     "verified": "verified: signed by the sender, signature valid",
     "unverified": "not verified",
@@ -141,7 +141,7 @@ def warnings_text(warnings: Any, locale: Locale = DEFAULT) -> list[str]:
 def reasons_text(reasons: Any, locale: Locale = DEFAULT) -> str:
     if not isinstance(reasons, list) or not reasons:
         return ""
-    return "; ".join(locale.t(REASONS.get(str(r), str(r))) for r in reasons)
+    return reasons_words(reasons, locale)
 
 
 def verdict_text(name: str, locale: Locale = DEFAULT) -> str:
@@ -149,12 +149,16 @@ def verdict_text(name: str, locale: Locale = DEFAULT) -> str:
 
 
 def actor_text(actor: str, locale: Locale = DEFAULT) -> str:
-    """``daemon`` -> ``gateway``; ``cli:alice`` -> ``alice (command line)``."""
+    """``daemon`` -> ``gateway``; ``cli:alice`` -> ``alice (command line)``; sudo's caller is named too."""
     if actor == "daemon":
         return locale.t("gateway")
-    if actor.startswith("cli:"):
-        return locale.t("{name} (command line)", name=actor[4:])
-    return actor
+    person = parse_cli_actor(actor)
+    if person is None:
+        return actor
+    name, sudo_user = person
+    if sudo_user is not None:
+        return locale.t("{name} (command line, sudo by {sudo_user})", name=name, sudo_user=sudo_user)
+    return locale.t("{name} (command line)", name=name)
 
 
 def _d(e: AuditEntry, key: str, default: str = "?") -> str:
@@ -167,15 +171,33 @@ def _with_reasons(text: str, reasons: Any, locale: Locale) -> str:
     return f"{text} ({words})" if words else text
 
 
-def _verdict(e: AuditEntry, lc: Locale) -> str:
-    name = _d(e, "verdict")
-    sig = e.details.get("signature") or {}
-    text = lc.t("Checked: {verdict}", verdict=verdict_text(name, lc))
-    if isinstance(sig, dict) and sig.get("signer"):
+def verdict_summary(details: dict[str, Any], lc: Locale = DEFAULT, *, signer: bool = False) -> str:
+    """``not verified; signature invalid: <why> (<other reasons>)``: unsigned and badly signed differ."""
+    text = verdict_text(str(details.get("verdict")), lc)
+    reasons = details.get("reasons")
+    state = signature_state(details)
+    if state is not None and state.state == "invalid":
+        text += "; " + state.text(lc)
+        reasons = [r for r in reasons or [] if r not in state.reasons]
+    sig = details.get("signature") or {}
+    if signer and isinstance(sig, dict) and sig.get("signer"):
         text += lc.t(", signer {signer}", signer=sig["signer"])
-    text = _with_reasons(text, e.details.get("reasons"), lc)
+    return _with_reasons(text, reasons, lc)
+
+
+def _verdict(e: AuditEntry, lc: Locale) -> str:
+    text = lc.t("Checked: {verdict}", verdict=verdict_summary(e.details, lc, signer=True))
     warnings = warnings_text(e.details.get("warnings"), lc)
     return text + "".join(lc.t("; warning: {warning}", warning=w) for w in warnings)
+
+
+def _signature_checked(e: AuditEntry, lc: Locale) -> str:
+    """The unwrap's ``signature-checked`` event (``verified`` in older trails): what the signature is."""
+    state = signature_state({"signature": {"status": _d(e, "status", "none")}, "reasons": e.details.get("reasons")})
+    return lc.t(
+        "Signature checked ({scheme}): {state}, signer {signer}",
+        scheme=_d(e, "scheme"), state=state.text(lc) if state else "?", signer=_d(e, "signer"),
+    )
 
 
 def _routed(e: AuditEntry, lc: Locale) -> str:
@@ -233,10 +255,8 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "key-used": lambda e, lc: lc.t(
         "Used our {scheme} key to {purpose}", scheme=_d(e, "scheme"), purpose=lc.t(_d(e, "purpose"))
     ),
-    "verified": lambda e, lc: lc.t(
-        "Signature checked ({scheme}): {status}, signer {signer}",
-        scheme=_d(e, "scheme"), status=lc.t(_d(e, "status")), signer=_d(e, "signer"),
-    ),
+    "signature-checked": _signature_checked,
+    "verified": _signature_checked,  # the same event, as older trails name it
     "verdict": _verdict,
     "routed": _routed,
     "stored": _stored,

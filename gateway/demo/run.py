@@ -24,6 +24,7 @@ from gateway.logs import setup_logging
 from gateway.records.open import open_store
 from gateway.service.daemon import Daemon
 from gateway.statedir import audit_dir, cases_dir
+from gateway.ui.reasons import signature_state
 
 USER = "rathaus"
 PASSWORD = "demo-only-password"  # noqa: S105 - a throwaway server's throwaway account
@@ -133,7 +134,9 @@ def run_demo(workdir: Path | None) -> int:
     typer.echo("== verdicts")
     for rec in store.all_messages():
         v = rec.verdict or {}
-        typer.echo(f"   {rec.id} {rec.state:11} {v.get('verdict', '-'):10} {', '.join(v.get('reasons', []))}")
+        state = signature_state(v)
+        words = f"  [{state.text()}]" if state is not None else ""
+        typer.echo(f"   {rec.id} {rec.state:11} {v.get('verdict', '-'):10} {', '.join(v.get('reasons', []))}{words}")
     n = store.count()
     store.close()
     typer.echo(f"== audit trail: {n} entries (in {audit_dir(config)})")

@@ -22,6 +22,7 @@ from gateway.filing.areas import Area
 from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import EntryFile, published_manifest, sha256_hex, write_entry
 from gateway.filing.reading import read_inside, remove_entry
+from gateway.records.actors import Actor
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MessageRecord
 from gateway.records.store import MessageReader, MessageStore
@@ -66,7 +67,7 @@ def get_entry(ledger: MessageReader, msg_id: str) -> QuarantineEntry:
 
 
 def release(
-    config: Config, ledger: MessageStore, msg_id: str, *, actor: str, case: str | None, note: str | None
+    config: Config, ledger: MessageStore, msg_id: str, *, actor: Actor, case: str | None, note: str | None
 ) -> MessageRecord:
     """Move a quarantined message into a case folder (``case`` or the route found at intake)."""
     entry = get_entry(ledger, msg_id)
@@ -81,7 +82,9 @@ def release(
     old_manifest = json.loads((entry.path / "manifest.json").read_text(encoding="utf-8"))
     old_manifest.pop("files", None)
     old_manifest.pop("schema", None)
-    released = {"by": actor, "at": iso(utcnow()), "quarantine_reasons": rec.reasons, "note": note}
+    released = {
+        "by": actor.name, **actor.fields(), "at": iso(utcnow()), "quarantine_reasons": rec.reasons, "note": note
+    }
     metadata = {
         **old_manifest,
         "case_reference": case_ref,
@@ -106,8 +109,9 @@ def release(
                 message=rec.id,
                 case=case_ref,
                 correspondent=rec.from_addr,
-                actor=actor,
+                actor=actor.name,
                 details={
+                    **actor.fields(),
                     "path": f"{folder}/{final.name}",
                     "manifest_sha256": manifest_sha,
                     "quarantine_reasons": released["quarantine_reasons"],

@@ -36,6 +36,7 @@ from gateway.filing.areas import Area
 from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import EntryFile, sha256_hex, write_entry
 from gateway.filing.reading import read_inside, remove_entry
+from gateway.records.actors import Actor
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import FILED_STATES, MessageRecord
 from gateway.records.store import MessageStore
@@ -51,7 +52,7 @@ class RefileError(PermanentError):
 
 
 def refile(
-    config: Config, ledger: MessageStore, msg_id: str, *, actor: str, case: str, note: str | None
+    config: Config, ledger: MessageStore, msg_id: str, *, actor: Actor, case: str, note: str | None
 ) -> MessageRecord:
     """Move filed message ``msg_id`` into the case folder of reference ``case``."""
     rec = ledger.get(msg_id)
@@ -78,7 +79,8 @@ def refile(
     files = _listed_files(current, old_manifest)
     move = {
         "at": iso(utcnow()),
-        "by": actor,
+        "by": actor.name,
+        **actor.fields(),
         "from_case": rec.case_ref,
         "from_folder": rec.case_folder,
         "to_case": case_ref,
@@ -123,8 +125,9 @@ def refile(
                 message=rec.id,
                 case=case_ref,
                 correspondent=rec.from_addr,
-                actor=actor,
+                actor=actor.name,
                 details={
+                    **actor.fields(),
                     "from": old_rel,
                     "from_case": from_case,
                     "from_folder": from_folder,

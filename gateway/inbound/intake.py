@@ -63,6 +63,7 @@ from gateway.inbound.records import (
     fetched_event,
     manifest_metadata,
     outcome_events,
+    outcome_log_fields,
     reconciled_events,
     server_moved_events,
     stored_event,
@@ -330,7 +331,7 @@ class Intake:
             rec.state = prepared.plan.target
             done.append(rec)
             events.extend(outcome_events(rec, prepared.plan, self._root(rec.state)))
-            self.log.info(rec.state, uid=rec.uid, msg=rec.id, case=rec.case_ref, reasons=rec.reasons)
+            self.log.info(rec.state, **outcome_log_fields(rec, prepared.plan))
         moved_ids, moved_events, failure = self._moves_done(moves)
         self.ledger.finish(done, [*events, *moved_events], server_done=moved_ids)
         out.moved = len(moved_ids)

@@ -13,6 +13,7 @@ from typing import Any
 from gateway.inbound.decide import Plan
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MessageRecord
+from gateway.ui.reasons import signature_state
 
 
 def message_key(rec: MessageRecord) -> dict[str, Any]:
@@ -143,5 +144,30 @@ def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
         "state": plan.target,
         "reasons": rec.reasons,
         "verdict": plan.verdict.verdict,
+        "signature": _signature(plan),
         "warnings": list(plan.verdict.warnings),
+    }
+
+
+def _signature(plan: Plan) -> dict[str, Any]:
+    state = signature_state(plan.verdict.to_json())
+    assert state is not None  # a verdict always has a signature status
+    return state.to_json()
+
+
+def outcome_log_fields(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
+    """The intake's log line for a decided message: the verdict and every reason, in codes and words.
+
+    ``reasons`` holds the verdict's reasons (why it is not verified) and the plan's (routing,
+    policy, quarantine), so a bad signature is never logged as ``reasons=[]``.
+    """
+    verdict = plan.verdict.to_json()
+    state = signature_state(verdict)
+    return {
+        "uid": rec.uid,
+        "msg": rec.id,
+        "case": rec.case_ref,
+        "verdict": plan.verdict.verdict,
+        "signature": state.text() if state is not None else None,
+        "reasons": list(dict.fromkeys([*plan.verdict.reasons, *rec.reasons])),
     }

@@ -6,6 +6,8 @@ words stay as authorities use them (Aktenzeichen, Quarantäne, Abholbestätigung
 
 from __future__ import annotations
 
+from gateway.ui.reasons import GERMAN_REASONS
+
 GERMAN: dict[str, str] = {
     # -- verdict, reasons, warnings (gateway.audit.report) ------------------------------------------
     "not signed": "nicht signiert",
@@ -28,6 +30,7 @@ GERMAN: dict[str, str] = {
     ),
     "gateway": "Gateway",
     "{name} (command line)": "{name} (Kommandozeile)",
+    "{name} (command line, sudo by {sudo_user})": "{name} (Kommandozeile, per sudo von {sudo_user})",
     "decrypt": "entschlüsseln",
     "valid": "gültig",
     "invalid": "ungültig",
@@ -63,8 +66,8 @@ GERMAN: dict[str, str] = {
     "Decrypted ({scheme})": "Entschlüsselt ({scheme})",
     "Could not be decrypted ({scheme}): {reason}": "Nicht entschlüsselbar ({scheme}): {reason}",
     "Used our {scheme} key to {purpose}": "Unseren {scheme}-Schlüssel verwendet, um zu {purpose}",
-    "Signature checked ({scheme}): {status}, signer {signer}": (
-        "Signatur geprüft ({scheme}): {status}, Unterzeichner {signer}"
+    "Signature checked ({scheme}): {state}, signer {signer}": (
+        "Signatur geprüft ({scheme}): {state}, Unterzeichner {signer}"
     ),
     "Held in quarantine": "In Quarantäne genommen",
     "Processing was interrupted; the message is fetched again": (
@@ -244,3 +247,6 @@ GERMAN: dict[str, str] = {
     "PATH": "PFAD",
     "FILES": "DATEIEN",
 }
+
+# The reason codes' words live with their German in one table (gateway.ui.reasons).
+GERMAN |= {english: german for english, german in GERMAN_REASONS.items() if english not in GERMAN}

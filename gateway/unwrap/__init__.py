@@ -125,7 +125,7 @@ def _result(raw: bytes, peeled: Peeled, facts: Facts, decision: Decision) -> Unw
     )
     events = peeled.events
     if facts.finding is not None:
-        events = (*events, _verified_event(facts, verdict))
+        events = (*events, _signature_checked_event(facts, verdict))
     certificate = facts.finding.signer_certificate if facts.finding is not None else None
     return UnwrapResult(
         verdict,
@@ -160,9 +160,9 @@ def _shown(text: str) -> str:
     return decode_header_text(text, encoded_words=False)
 
 
-def _verified_event(facts: Facts, verdict: Verdict) -> UnwrapEvent:
+def _signature_checked_event(facts: Facts, verdict: Verdict) -> UnwrapEvent:
     signature = verdict.signature
-    return UnwrapEvent("verified", {
+    return UnwrapEvent("signature-checked", {
         "scheme": facts.scheme,
         "verdict": verdict.verdict,
         "status": signature.status,

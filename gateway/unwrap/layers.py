@@ -46,7 +46,7 @@ MAX_LAYERS = 8
 class UnwrapEvent:
     """One audit-trail entry; ``details`` is JSON-able and never holds secrets."""
 
-    type: str  # "decrypted" | "verified" | "key-used" | "decryption-failed"
+    type: str  # "decrypted" | "signature-checked" | "key-used" | "decryption-failed"
     details: dict[str, Any]
 
 
