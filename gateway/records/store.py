@@ -14,8 +14,8 @@ interchangeable. Two guarantees every backend keeps:
 
 ``snapshot()`` gives reads that all see one moment, which ``audit verify`` needs to
 compare the chain, the checkpoints and the message rows. ``StoreOperations`` writes the
-operations once over any backend's unit of work. Outbox and delivery stores join here
-later, with their own Protocols beside ``MessageStore``.
+operations once over any backend's unit of work. The outbox (``OutboxStore``) sits beside
+``MessageStore`` under the same two guarantees; delivery receipts join later.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
 from gateway.records.export import JsonlExport
 from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
+from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint, Signer
 
 
@@ -40,6 +41,10 @@ class StoreError(PoststelleError):
 
 class DuplicateKey(StoreError):
     """A message with this id or idempotency key is already recorded; nothing was written."""
+
+
+class StaleOutboxState(StoreError):
+    """An outbox document was not in the state the caller read it in (someone else acted first)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,14 @@ class AuditReader(Protocol):
         ...
 
 
+class OutboxReader(Protocol):
+    def outbox_get(self, outbox_id: str) -> OutboxRecord | None: ...
+
+    def outbox_list(self, states: Sequence[OutboxState] = (), *, case_ref: str | None = None) -> list[OutboxRecord]:
+        """Documents in any of ``states`` (all when empty), oldest first."""
+        ...
+
+
 class ReadSnapshot(MessageReader, AuditReader, Protocol):
     """Reads that all see the same moment of the store."""
 
@@ -167,6 +180,14 @@ class UnitOfWork(Protocol):
 
     def seal(self) -> None:
         """Sign the current head unless a checkpoint covers it already (needs a signer)."""
+        ...
+
+    def insert_outbox(self, rec: OutboxRecord) -> None:
+        """Record a new outbox document and its recipients; ``DuplicateKey`` if the id is taken."""
+        ...
+
+    def save_outbox(self, rec: OutboxRecord, expect: Sequence[OutboxState] | None) -> None:
+        """Write the document's state and recipients; ``StaleOutboxState`` unless its state is in ``expect``."""
         ...
 
 
@@ -208,6 +229,20 @@ class MessageStore(MessageReader, Protocol):
         ...
 
 
+class OutboxStore(OutboxReader, Protocol):
+    """Outbox state changes, each committed together with the events that describe it."""
+
+    def outbox_enqueue(self, rec: OutboxRecord, events: Sequence[AuditEvent]) -> None:
+        """Record a document whose bytes are already durable in its spool file."""
+        ...
+
+    def outbox_save(
+        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, expect: Sequence[OutboxState] | None = None
+    ) -> None:
+        """Move a document to ``rec``'s state; ``expect``: the states it must be in (else ``StaleOutboxState``)."""
+        ...
+
+
 class AuditStore(AuditReader, Protocol):
     def record_events(self, events: Sequence[AuditEvent]) -> None:
         """Events that change no message state (config loaded, certificates collected)."""
@@ -222,7 +257,7 @@ class AuditStore(AuditReader, Protocol):
         ...
 
 
-class Store(MessageStore, AuditStore, Protocol):
+class Store(MessageStore, AuditStore, OutboxStore, Protocol):
     """One open store. Not shared between threads: each thread opens its own."""
 
     readonly_note: str | None  # set when a read-only opening may not see the newest entries
@@ -239,7 +274,7 @@ class Store(MessageStore, AuditStore, Protocol):
 
 # -- the operations, once for every backend -----------------------------------------------------
 class StoreOperations:
-    """``MessageStore`` and ``AuditStore`` writes over a backend's ``unit_of_work``."""
+    """``MessageStore``, ``AuditStore`` and ``OutboxStore`` writes over a backend's ``unit_of_work``."""
 
     audit_settings: AuditSettings
 
@@ -299,6 +334,21 @@ class StoreOperations:
 
     def record_events(self, events: Sequence[AuditEvent]) -> None:
         with self.unit_of_work() as uow:
+            uow.append(events)
+
+    def outbox_enqueue(self, rec: OutboxRecord, events: Sequence[AuditEvent]) -> None:
+        rec.created_at = rec.created_at or iso(utcnow())
+        rec.updated_at = rec.updated_at or rec.created_at
+        with self.unit_of_work() as uow:
+            uow.insert_outbox(rec)
+            uow.append(events)
+
+    def outbox_save(
+        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, expect: Sequence[OutboxState] | None = None
+    ) -> None:
+        rec.updated_at = iso(utcnow())
+        with self.unit_of_work() as uow:
+            uow.save_outbox(rec, expect)
             uow.append(events)
 
     def seal(self) -> None:
