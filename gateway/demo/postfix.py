@@ -96,6 +96,17 @@ def postfix_unavailable() -> str | None:
     return None
 
 
+def _alive(pid: int | None) -> bool:
+    """Whether ``pid`` runs and is not a zombie (Linux /proc)."""
+    if pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -256,30 +267,43 @@ maillog_file_prefixes = {self.root}
                 last = exc
             time.sleep(0.02)
 
+    def _master_pid(self) -> int | None:
+        try:
+            return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def stop(self) -> None:
-        """SIGTERM to the process group (master ends its children), SIGKILL if it lingers."""
+        """SIGTERM to the master (it ends its children), then wait until the port is closed.
+
+        The master makes a session of its own, so the launcher's process group does not
+        reach it: its pid file does.
+        """
         proc = self._proc
         if proc is None:
             return
         self._proc = None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=_STOP_TIMEOUT)
-        # Children (smtpd, qmgr) may outlive the master by a moment; they hold the port.
+        pid = self._master_pid()
+        for target in (pid, proc.pid):
+            if target is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(target, signal.SIGTERM)
         deadline = time.monotonic() + _STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and (_alive(pid) or self._listening()):
             time.sleep(0.01)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if _alive(pid):
+            assert pid is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=_STOP_TIMEOUT)
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
 
     def diagnostics(self) -> str:
         parts = []
