@@ -122,7 +122,7 @@ def test_dsn_parameters_are_not_sent_to_a_relay_that_does_not_advertise_dsn(
     Drain(config, store).run_once()
     got = peer.received[0]
     assert not any(o.startswith(("RET=", "ENVID=")) for o in got.mail_options) and got.rcpt_options == []
-    submitted = [e for e in store.select(EntryFilter(document=oid)) if e.event == "submitted"][0]
+    submitted = next(e for e in store.select(EntryFilter(document=oid)) if e.event == "submitted")
     assert submitted.details["dsn_requested"] is False
 
 
@@ -162,7 +162,7 @@ def test_a_550_bounces_the_recipient_with_the_peers_reply_and_the_others_are_sen
     gone, ok = rec.recipients
     assert (gone.state, gone.reply) == ("bounced", "550 5.1.1 no such user")
     assert ok.state == "sent" and peer.received[0].rcpt_tos == ["ok@remote.test"]
-    bounced = [e for e in store.select(EntryFilter(document=oid)) if e.event == "bounced"][0]
+    bounced = next(e for e in store.select(EntryFilter(document=oid)) if e.event == "bounced")
     assert bounced.details["replies"] == {"gone@remote.test": "550 5.1.1 no such user"}
     assert rec.sent_path is not None  # what went out to ok@ is filed
 

@@ -87,7 +87,7 @@ def test_dsn_is_requested_from_postfix_and_its_success_notice_carries_our_envid(
     Drain(config, store).run_once()
     rec = store.outbox_get(oid)
     assert rec is not None
-    submitted = [e for e in store.select(EntryFilter(document=oid)) if e.event == "submitted"][0]
+    submitted = next(e for e in store.select(EntryFilter(document=oid)) if e.event == "submitted")
     assert submitted.details["dsn_requested"] is True and submitted.details["envid"] == rec.envid
     notices = wait_for(lambda: [m for m in fetch_all(dovecot, sender) if b"multipart/report" in m])
     assert f"Original-Envelope-Id: {rec.envid}".encode() in notices[0]
@@ -97,12 +97,13 @@ def test_dsn_is_requested_from_postfix_and_its_success_notice_carries_our_envid(
 def test_a_recipient_postfix_refuses_with_550_is_bounced_with_postfixs_reply(
     setup: tuple[Config, Store, str, str],
 ) -> None:
-    config, store, sender, recipient = setup
+    config, store, sender, _ = setup
     oid = outbox.enqueue(config, store, document(to=("refused@mailbox.test",), mail_from=f"{sender}@mailbox.test"))
     assert Drain(config, store).run_once().bounced == [oid]
     rec = store.outbox_get(oid)
     assert rec is not None and rec.recipients[0].state == "bounced"
-    assert (rec.recipients[0].reply or "").startswith("550 5.1.1") and "no such mailbox here" in (rec.recipients[0].reply or "")
+    reply = rec.recipients[0].reply or ""
+    assert reply.startswith("550 5.1.1") and "no such mailbox here" in reply
 
 
 def test_postfix_down_loses_nothing_and_the_documents_arrive_after_it_returns(

@@ -164,7 +164,7 @@ class Postfix:
         postdrop = grp.getgrnam("postdrop")
         os.chown(self.data_dir, postfix.pw_uid, postfix.pw_gid)
         os.chmod(self.data_dir, 0o700)
-        os.chmod(self.queue_dir, 0o755)
+        os.chmod(self.queue_dir, 0o755)  # noqa: S103 - read by the postfix user
         for name, (owner, mode) in _QUEUE_DIRS.items():
             d = self.queue_dir / name
             d.mkdir(exist_ok=True)

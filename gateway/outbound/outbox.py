@@ -187,5 +187,11 @@ def retry(store: Store, outbox_id: str, *, actor: str, note: str | None = None) 
 def cancel(store: Store, outbox_id: str, *, actor: str, note: str | None = None) -> OutboxRecord:
     """Withdraw a document not yet sent (waiting or held); its spool file is kept for the record."""
     return _change(
-        store, outbox_id, allowed=("queued", "deferred", "hold"), to="cancelled", event="cancelled", actor=actor, note=note
+        store,
+        outbox_id,
+        allowed=("queued", "deferred", "hold"),
+        to="cancelled",
+        event="cancelled",
+        actor=actor,
+        note=note,
     )

@@ -55,7 +55,9 @@ class Attempt:
 
 def xtext(value: str) -> str:
     """RFC 3461 xtext: printable ASCII except ``+`` and ``=``, everything else ``+HH``."""
-    return "".join(c if 33 <= ord(c) <= 126 and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode()) for c in value)
+    return "".join(
+        c if 33 <= ord(c) <= 126 and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode()) for c in value
+    )
 
 
 def _reply(exc: smtplib.SMTPResponseException) -> Reply:
@@ -152,12 +154,13 @@ class SmtpAgent:
         if not accepted:
             smtp.rset()
             return
+        answer: bytes | str
         try:
-            code, msg = smtp.data(raw)
+            code, answer = smtp.data(raw)
         except smtplib.SMTPDataError as exc:
-            code, msg = exc.smtp_code, exc.smtp_error
-        reply = Reply(code, _decode(msg))
-        m = _QUEUE_ID.search(msg if isinstance(msg, bytes) else msg.encode())
+            code, answer = exc.smtp_code, exc.smtp_error
+        reply = Reply(code, _decode(answer))
+        m = _QUEUE_ID.search(answer if isinstance(answer, bytes) else answer.encode())
         for rcpt in accepted:
             att.replies[rcpt] = reply
             if m and reply.outcome == "accepted":

@@ -111,7 +111,8 @@ def get(conn: sqlite3.Connection, outbox_id: str) -> OutboxRecord | None:
 def select(
     conn: sqlite3.Connection, states: Sequence[OutboxState] = (), case_ref: str | None = None
 ) -> list[OutboxRecord]:
-    where, args = ["1=1"], []
+    where: list[str] = ["1=1"]
+    args: list[Any] = []
     if states:
         where.append(f"state IN ({','.join('?' * len(states))})")
         args.extend(states)
