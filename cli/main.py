@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli import audit, cases, inspect, quarantine, route
+from cli import audit, cases, inspect, outbox, quarantine, route
 from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(audit.app, name="audit")
 app.add_typer(cases.app, name="cases")
+app.add_typer(outbox.app, name="outbox")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(route.app, name="route")
 app.command("inspect")(inspect.inspect_cmd)

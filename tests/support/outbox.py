@@ -19,10 +19,14 @@ def document(
 ) -> ComposedDocument:
     """A plain signed-looking letter with CRLF line ends and a fresh Message-ID."""
     mid = f"{secrets.token_hex(8)}@rathaus.test"
-    body = body if body is not None else (
-        "Sehr geehrte Damen und Herren,\r\n\r\nanbei der Bescheid (Grüße aus Hofheim).\r\n.\r\n"
-        ".Zeile mit Punkt am Anfang\r\n"
-    ).encode()
+    body = (
+        body
+        if body is not None
+        else (
+            "Sehr geehrte Damen und Herren,\r\n\r\nanbei der Bescheid (Grüße aus Hofheim).\r\n.\r\n"
+            ".Zeile mit Punkt am Anfang\r\n"
+        ).encode()
+    )
     raw = (
         f"From: Rathaus <{mail_from}>\r\nTo: {', '.join(to)}\r\n"
         f"Subject: Az. {case} Bescheid\r\nMessage-ID: <{mid}>\r\n"
