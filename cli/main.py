@@ -60,7 +60,7 @@ def run(
     report = daemon.run()
     if not report.ok:
         for name, error in sorted(report.failures.items()):
-            echo(f"mailbox {name}: {error}", err=True)
+            echo(f"{name if name == 'outbox' else 'mailbox ' + name}: {error}", err=True)
         raise typer.Exit(1)
 
 

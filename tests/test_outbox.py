@@ -14,6 +14,7 @@ from support.outbox import Clock, document, smtp_config
 from support.smtp_peer import ScriptedPeer
 
 from gateway.audit.manifests import verify_entry
+from gateway.audit.verify import verify_state
 from gateway.config import Config, load_config
 from gateway.demo.postfix import free_port
 from gateway.errors import PermanentError
@@ -113,6 +114,11 @@ def test_a_document_is_sent_once_filed_in_the_case_folder_and_verified_by_its_ma
     assert manifest["message_id"] == doc.message_id and manifest["recipients"][1]["reply"].startswith("250")
     assert events(store, oid) == ["queued", "submitted", "filed-sent"]
     assert Drain(config, store).run_once().sent == []  # nothing twice
+    report = verify_state(config)
+    assert report.ok and report.sent_entries == 1, report.breaks
+    (entry / "message.eml").chmod(0o600)
+    (entry / "message.eml").write_bytes(doc.raw.replace(b"Bescheid", b"Bescheld"))
+    assert [b.kind for b in verify_state(config).breaks] == ["file-altered"]
 
 
 def test_dsn_parameters_are_not_sent_to_a_relay_that_does_not_advertise_dsn(

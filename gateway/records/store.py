@@ -145,7 +145,7 @@ class OutboxReader(Protocol):
         ...
 
 
-class ReadSnapshot(MessageReader, AuditReader, Protocol):
+class ReadSnapshot(MessageReader, AuditReader, OutboxReader, Protocol):
     """Reads that all see the same moment of the store."""
 
 
