@@ -324,9 +324,8 @@ def _check_sent(disk: list[DiskEntry], snap: DbSnapshot, cases_dir: Path, report
                 report.warnings.append(f"{p.path}: unlisted file in sent copy {rel} (not part of what was sent)")
                 continue
             kind = _MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
-            report.breaks.append(
-                ChainBreak(kind, None, f"{p.problem} (sent copy {rel})", expected=p.expected, found=p.found, file=p.path)
-            )
+            text = f"{p.problem} (sent copy {rel})"
+            report.breaks.append(ChainBreak(kind, None, text, expected=p.expected, found=p.found, file=p.path))
         known = snap.sent_copies.get(rel)
         if known is None:
             if d.message in snap.sent_unfiled:

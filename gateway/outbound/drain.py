@@ -92,9 +92,7 @@ class Drain:
 
     # -- one document ---------------------------------------------------------------------------
     def _event(self, kind: str, rec: OutboxRecord, **details: Any) -> AuditEvent:
-        return AuditEvent(
-            kind, case=rec.case_ref, document=rec.id, details={"message_id": rec.message_id, **details}
-        )
+        return AuditEvent(kind, case=rec.case_ref, document=rec.id, details={"message_id": rec.message_id, **details})
 
     def _attempt(self, rec: OutboxRecord, report: DrainReport, *, after_crash: bool) -> None:
         now = self.clock()
@@ -197,9 +195,13 @@ class Drain:
             r.reply = f"expired after max_lifetime; last reply: {r.reply}"
             expired.append(r.address)
         events.append(
-            self._event("bounced", rec, recipients=expired, reason="max-lifetime", replies={
-                r.address: r.reply for r in rec.recipients if r.address in expired
-            })
+            self._event(
+                "bounced",
+                rec,
+                recipients=expired,
+                reason="max-lifetime",
+                replies={r.address: r.reply for r in rec.recipients if r.address in expired},
+            )
         )
 
     def _expire(self, rec: OutboxRecord, report: DrainReport) -> None:

@@ -110,8 +110,12 @@ class SmtpAgent:
         try:
             smtp = self._connect()
         except smtplib.SMTPResponseException as exc:
-            return self._all(att, recipients, Reply(451 if exc.smtp_code >= 500 else exc.smtp_code, _reply(exc).text),
-                             f"connecting: {_reply(exc)}")
+            return self._all(
+                att,
+                recipients,
+                Reply(451 if exc.smtp_code >= 500 else exc.smtp_code, _reply(exc).text),
+                f"connecting: {_reply(exc)}",
+            )
         except (OSError, smtplib.SMTPException) as exc:
             return self._all(att, recipients, Reply(451, f"4.4.1 {exc}"), f"connecting: {exc}")
         try:
