@@ -6,6 +6,10 @@ The peer is aiosmtpd (no DSN); the real relay, Postfix, is in test_outbox_postfi
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -261,3 +265,31 @@ def test_hold_release_retry_and_cancel_are_recorded_with_the_person_and_respect_
 def test_backoff_doubles_from_the_minimum_and_stops_at_the_maximum() -> None:
     assert [scheduler.backoff(n, 300, 3600) for n in range(1, 7)] == [300, 600, 1200, 2400, 3600, 3600]
     assert scheduler.backoff(10_000, 300, 3600) == 3600
+
+
+def test_kill_9_between_the_relays_250_and_the_commit_resends_only_that_document_marked(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    docs = [document() for _ in range(4)]
+    ids = [outbox.enqueue(config, store, d) for d in docs]
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "support" / "outbox_crash.py"), str(config.path), "3"],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    states = {oid: rec.state for oid in ids if (rec := store.outbox_get(oid)) is not None}
+    assert list(states.values()) == ["sent", "sent", "active", "queued"]
+    report = Drain(config, store).run_once()
+    assert report.resent == [ids[2]] and sorted(report.sent) == sorted(ids[2:])
+    got = [r.content for r in peer.received]
+    assert got == [docs[0].raw, docs[1].raw, docs[2].raw, docs[2].raw, docs[3].raw]
+    for oid in ids:
+        rec = store.outbox_get(oid)
+        assert rec is not None and rec.state == "sent" and rec.sent_path is not None
+        assert rec.resent == (oid == ids[2])
+    resent = list(store.select(EntryFilter(events=("resent",))))
+    assert [(e.document, e.details["reason"]) for e in resent] == [(ids[2], RESENT_AFTER_CRASH)]
+    assert verify_state(config).ok
