@@ -7,6 +7,8 @@ root; the ``postfix`` fixture skips these tests elsewhere, naming the reason.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,3 +125,33 @@ def test_postfix_down_loses_nothing_and_the_documents_arrive_after_it_returns(
     assert sorted(drain.run_once().sent) == sorted(ids)
     for d in docs:
         assert len(wait_for(lambda d=d: fetch_by_message_id(dovecot, recipient, d.message_id))) == 1
+
+
+def test_postfix_relays_remote_domains_to_a_scripted_peer_and_reports_its_550_back_by_dsn(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    """The transport map: ``remote.test`` goes to an aiosmtpd peer; what it refuses later comes back as a DSN."""
+    from support.smtp_peer import ScriptedPeer
+
+    from gateway.demo.postfix import Postfix
+
+    sender = new_user()
+    pf_root = Path(tempfile.mkdtemp(prefix="pst-pf-"))  # the postfix user must reach it (tmp_path is 0700)
+    with (
+        ScriptedPeer({"gone@remote.test": ["550 5.1.1 no such user"]}) as peer,
+        Postfix(pf_root, lmtp_port=dovecot.lmtp_port, remote_routes={"remote.test": peer.port}) as relay,
+    ):
+        config = load_config(smtp_config(tmp_path, port=relay.port, extra={"from": f"{sender}@mailbox.test"}))
+        store = open_store(config)
+        doc = document(to=("ok@remote.test", "gone@remote.test"), mail_from=f"{sender}@mailbox.test")
+        oid = outbox.enqueue(config, store, doc)
+        assert Drain(config, store).run_once().sent == [oid]  # the relay took both
+        assert peer.wait_for(1)
+        assert peer.received[0].rcpt_tos == ["ok@remote.test"] and body(peer.received[0].content) == body(doc.raw)
+        rec = store.outbox_get(oid)
+        store.close()
+        assert rec is not None
+        notice = wait_for(lambda: [m for m in fetch_all(dovecot, sender) if b"multipart/report" in m])[0]
+    assert f"Original-Envelope-Id: {rec.envid}".encode() in notice
+    assert b"Action: failed" in notice and b"550 5.1.1 no such user" in notice
+    shutil.rmtree(pf_root, ignore_errors=True)

@@ -115,7 +115,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class Postfix:
-    """A throwaway relay: ``root`` holds its config, queue, data and log (kept after stop)."""
+    """A throwaway relay: ``root`` holds its config, queue, data and log (kept after stop).
+
+    Every directory above ``root`` must be searchable by the ``postfix`` user (a
+    ``tempfile.mkdtemp()`` in /tmp is; pytest's 0700 ``tmp_path`` is not).
+    """
 
     host = "127.0.0.1"
 
