@@ -10,8 +10,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.outbox import Clock, document, smtp_config
@@ -293,3 +294,61 @@ def test_kill_9_between_the_relays_250_and_the_commit_resends_only_that_document
     resent = list(store.select(EntryFilter(events=("resent",))))
     assert [(e.document, e.details["reason"]) for e in resent] == [(ids[2], RESENT_AFTER_CRASH)]
     assert verify_state(config).ok
+
+
+def test_a_recipient_deferred_while_another_accepts_is_retried_alone(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    peer.script("busy@remote.test", "451 4.3.0 try again")
+    clock = Clock()
+    drain = Drain(config, store, clock=clock)
+    oid = outbox.enqueue(config, store, document(to=("ok@remote.test", "busy@remote.test")))
+    assert drain.run_once().deferred == [oid]
+    clock.advance(300)
+    assert drain.run_once().sent == [oid]
+    assert [r.rcpt_tos for r in peer.received] == [["ok@remote.test"], ["busy@remote.test"]]
+    rec = store.outbox_get(oid)
+    assert rec is not None and [r.queue_id for r in rec.recipients] == ["PEER0001", "PEER0002"]
+
+
+def test_a_document_whose_message_id_header_differs_from_the_envelope_is_refused(config: Config, store: Store) -> None:
+    doc = document()
+    other = type(doc)(**{**doc.__dict__, "message_id": "other@rathaus.test"})
+    with pytest.raises(outbox.OutboxError, match="Message-ID"):
+        outbox.enqueue(config, store, other)
+
+
+def test_a_spool_file_changed_after_queueing_is_held_not_sent(config: Config, store: Store, peer: ScriptedPeer) -> None:
+    oid = outbox.enqueue(config, store, document())
+    rec = store.outbox_get(oid)
+    assert rec is not None
+    Path(rec.path).write_bytes(b"Subject: forged\r\n\r\nnot what was queued\r\n")
+    assert Drain(config, store).run_once().held == [oid]
+    assert peer.received == [] and events(store, oid) == ["queued", "held"]
+
+
+def test_check_reports_the_relay_and_warns_that_it_offers_no_dsn(config: Config) -> None:
+    from gateway.service.health import smtp_check
+
+    result = smtp_check(config)
+    assert result.ok and result.warning and "no DSN" in result.detail
+
+
+def test_a_hold_that_lands_while_the_drain_picks_the_document_wins_and_nothing_is_sent(
+    config: Config, store: Store, peer: ScriptedPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    oid = outbox.enqueue(config, store, document())
+    person = open_store(config, actor="cli:clerk")
+    listing = store.outbox_list
+
+    def list_then_hold(states: Sequence[str] = (), **kw: Any) -> list[OutboxRecord]:
+        found = listing(states, **kw)  # type: ignore[arg-type]
+        if "queued" in states and found:
+            outbox.hold(person, oid, actor="cli:clerk")  # between the drain's read and its claim
+        return found
+
+    monkeypatch.setattr(store, "outbox_list", list_then_hold)
+    assert Drain(config, store).run_once().sent == []
+    person.close()
+    rec = store.outbox_get(oid)
+    assert rec is not None and rec.state == "hold" and rec.attempts == 0 and peer.received == []

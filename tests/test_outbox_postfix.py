@@ -155,3 +155,10 @@ def test_postfix_relays_remote_domains_to_a_scripted_peer_and_reports_its_550_ba
     assert f"Original-Envelope-Id: {rec.envid}".encode() in notice
     assert b"Action: failed" in notice and b"550 5.1.1 no such user" in notice
     shutil.rmtree(pf_root, ignore_errors=True)
+
+
+def test_check_finds_postfix_reachable_and_offering_dsn(setup: tuple[Config, Store, str, str]) -> None:
+    from gateway.service.health import smtp_check
+
+    result = smtp_check(setup[0])
+    assert result.ok and not result.warning and "dsn" in result.detail

@@ -59,6 +59,11 @@ def _check(doc: ComposedDocument) -> None:
         raise OutboxError(f"signed must be one of {', '.join(SIGNED)}, not {doc.signed!r}")
     if not doc.raw or b"\r\n\r\n" not in doc.raw:
         raise OutboxError("the message has no header/body separator (CRLF CRLF)")
+    head = doc.raw.split(b"\r\n\r\n", 1)[0].lower()
+    if f"\r\nmessage-id: <{doc.message_id}>".lower().encode() not in b"\r\n" + head:
+        # A resend after a crash must be recognisable as the same message: the id recorded
+        # is the id in the bytes.
+        raise OutboxError(f"the message's Message-ID header is not <{doc.message_id}>")
 
 
 def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str | None = None) -> str:

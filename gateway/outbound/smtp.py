@@ -104,6 +104,18 @@ class SmtpAgent:
             raise
         return smtp
 
+    def probe(self) -> str:
+        """Connect, secure, log in and quit (``poststelle check``); what the relay offers, or raises."""
+        smtp = self._connect()
+        try:
+            offers = [x for x in ("dsn", "8bitmime", "smtputf8", "size") if smtp.has_extn(x)]
+        finally:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+        return f"{self.cfg.security} {self.cfg.host}:{self.cfg.port}, offers {', '.join(offers) or 'no extensions'}"
+
     def send(self, mail_from: str, recipients: Sequence[str], raw: bytes, envid: str) -> Attempt:
         """One transaction for ``recipients``; never raises for what the relay or network does."""
         att = Attempt()
