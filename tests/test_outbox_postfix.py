@@ -162,3 +162,38 @@ def test_check_finds_postfix_reachable_and_offering_dsn(setup: tuple[Config, Sto
 
     result = smtp_check(setup[0])
     assert result.ok and not result.warning and "dsn" in result.detail
+
+
+def test_the_sent_bytes_are_copied_once_to_the_mailboxs_sent_folder(
+    setup: tuple[Config, Store, str, str], dovecot: Dovecot, tmp_path: Path
+) -> None:
+    from conftest import mailbox_entry
+
+    from gateway.config import MailboxConfig, Secret
+    from gateway.outbound.sentfolder import sent_folder_copier
+
+    config, store, sender, recipient = setup
+    entry = mailbox_entry(dovecot, sender, tmp_path)
+    mb = MailboxConfig(
+        name="rathaus",
+        host="127.0.0.1",
+        port=dovecot.imaps_port,
+        security="tls",
+        username=sender,
+        password=Secret(Path(entry["password_file"]).read_text()),
+        ca_file=dovecot.ca_file,
+        timeout=10,
+    )
+    copier = sent_folder_copier(mb)
+    doc = document(to=(f"{recipient}@mailbox.test",), mail_from=f"{sender}@mailbox.test")
+    oid = outbox.enqueue(config, store, doc)
+    assert Drain(config, store, copy_to_sent=copier).run_once().copied == [oid]
+    rec = store.outbox_get(oid)
+    assert rec is not None and rec.sent_folder == "Sent"
+    copier(rec, doc.raw)  # a repeat after a crash: found by Message-ID, not appended again
+    with dovecot.client(sender, tls=False) as conn:
+        conn.select_folder("Sent", readonly=True)
+        uids = conn.search("ALL")
+        assert len(uids) == 1
+        assert conn.fetch(uids, ["BODY.PEEK[]"])[uids[0]][b"BODY[]"] == doc.raw
+    assert "copied-to-sent-folder" in [e.event for e in store.select(EntryFilter(document=oid))]

@@ -24,6 +24,7 @@ import structlog
 
 from gateway.clock import iso, utcnow
 from gateway.config import Config
+from gateway.errors import TransientError
 from gateway.filing.areas import Area
 from gateway.filing.sent import file_sent_copy
 from gateway.outbound import scheduler
@@ -53,6 +54,7 @@ class DrainReport:
     held: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     filed: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
     next_wakeup: str | None = None
 
 
@@ -67,6 +69,7 @@ class Drain:
         *,
         clock: Callable[[], datetime] = utcnow,
         hooks: DrainHooks | None = None,
+        copy_to_sent: Callable[[OutboxRecord, bytes], str] | None = None,
     ) -> None:
         if config.smtp is None:
             raise OutboxError("no [smtp] section: the outbox has no relay to drain to")
@@ -76,13 +79,13 @@ class Drain:
         self.agent = agent or SmtpAgent(config.smtp)
         self.clock = clock
         self.hooks = hooks or DrainHooks()
+        self.copy_to_sent = copy_to_sent
 
     def run_once(self) -> DrainReport:
         """Recover crash leftovers, then attempt every due document once."""
         report = DrainReport()
         for rec in self.store.outbox_list(DONE):
-            if rec.sent_path is None and any(r.state == "sent" for r in rec.recipients):
-                self._file(rec, report)
+            self._copies(rec, report)
         for rec in self.store.outbox_list(["active"]):
             self._attempt(rec, report, after_crash=True)
         for rec in scheduler.due(self.store.outbox_list(WAITING), self.clock()):
@@ -185,8 +188,7 @@ class Drain:
         log.info("outbox attempt", id=rec.id, state=rec.state, accepted=len(accepted), error=att.error)
         if rec.state in DONE:
             self.hooks.after_sent_commit(rec)
-            if any(r.state == "sent" for r in rec.recipients):
-                self._file(rec, report)
+            self._copies(rec, report)
 
     def _bounce_pending(self, rec: OutboxRecord, at: str, events: list[AuditEvent]) -> None:
         expired = []
@@ -212,8 +214,7 @@ class Drain:
         rec.next_attempt_at = None
         if self._save(rec, events, [before]):
             report.bounced.append(rec.id)
-            if any(r.state == "sent" for r in rec.recipients):
-                self._file(rec, report)
+            self._copies(rec, report)
 
     def _save(self, rec: OutboxRecord, events: list[AuditEvent], expect: list[Any]) -> bool:
         try:
@@ -223,7 +224,29 @@ class Drain:
             return False
         return True
 
-    # -- the sent copy --------------------------------------------------------------------------
+    # -- the sent copies --------------------------------------------------------------------------
+    def _copies(self, rec: OutboxRecord, report: DrainReport) -> None:
+        """What a finished document still lacks: its copy in the case folder, then in Sent."""
+        if not rec.sent_to_someone():
+            return
+        if rec.sent_path is None:
+            self._file(rec, report)
+        if self.copy_to_sent is not None and rec.sent_path is not None and rec.sent_folder is None:
+            self._copy_to_sent(rec, report)
+
+    def _copy_to_sent(self, rec: OutboxRecord, report: DrainReport) -> None:
+        """IMAP APPEND to the mailbox's Sent folder; a failure is retried at the next pass."""
+        assert self.copy_to_sent is not None
+        try:
+            folder = self.copy_to_sent(rec, spool_bytes(rec))
+        except (TransientError, OSError, OutboxError) as exc:
+            log.warning("copy to the Sent folder failed; retried at the next pass", id=rec.id, error=str(exc))
+            return
+        before = rec.state
+        rec.sent_folder = folder
+        if self._save(rec, [self._event("copied-to-sent-folder", rec, folder=folder)], [before]):
+            report.copied.append(rec.id)
+
     def _file(self, rec: OutboxRecord, report: DrainReport) -> None:
         raw = spool_bytes(rec)
         metadata = {

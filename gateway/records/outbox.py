@@ -69,6 +69,10 @@ class OutboxRecord:
     resent: bool = False
     sent_path: str | None = None
     sent_manifest_sha256: str | None = None
+    sent_folder: str | None = None  # the IMAP folder a copy was appended to
+
+    def sent_to_someone(self) -> bool:
+        return any(r.state == "sent" for r in self.recipients)
 
     def pending(self) -> list[RecipientStatus]:
         return [r for r in self.recipients if r.state == "pending"]

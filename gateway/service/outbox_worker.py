@@ -17,6 +17,7 @@ import structlog
 from gateway.clock import utcnow
 from gateway.config import Config
 from gateway.outbound.drain import Drain, DrainReport
+from gateway.outbound.sentfolder import copier_from_config
 from gateway.records.chain import AuditEvent
 from gateway.records.open import open_store
 from gateway.records.store import Store
@@ -50,7 +51,7 @@ def run_outbox(
             try:
                 if store is None:
                     store = open_store(config)
-                report = Drain(config, store).run_once()
+                report = Drain(config, store, copy_to_sent=copier_from_config(config)).run_once()
                 store.export_jsonl()
                 on_pass(report)
                 backoff = 1.0

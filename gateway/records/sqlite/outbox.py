@@ -38,6 +38,7 @@ _COLUMNS = (
     "resent",
     "sent_path",
     "sent_manifest_sha256",
+    "sent_folder",
 )
 _MUTABLE = (
     "state",
@@ -48,6 +49,7 @@ _MUTABLE = (
     "resent",
     "sent_path",
     "sent_manifest_sha256",
+    "sent_folder",
 )
 _INSERT = f"INSERT INTO outbox ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
 _UPDATE = f"UPDATE outbox SET {', '.join(f'{c}=?' for c in _MUTABLE)} WHERE id=?"  # noqa: S608

@@ -22,7 +22,8 @@ CREATE TABLE outbox (
     last_reply       TEXT,
     resent           INTEGER NOT NULL DEFAULT 0,
     sent_path        TEXT,
-    sent_manifest_sha256 TEXT
+    sent_manifest_sha256 TEXT,
+    sent_folder      TEXT
 );
 CREATE INDEX outbox_state ON outbox(state, next_attempt_at);
 CREATE INDEX outbox_case ON outbox(case_ref);
