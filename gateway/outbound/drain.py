@@ -84,7 +84,7 @@ class Drain:
     def run_once(self) -> DrainReport:
         """Recover crash leftovers, then attempt every due document once."""
         report = DrainReport()
-        for rec in self.store.outbox_list(DONE):
+        for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
             self._copies(rec, report)
         for rec in self.store.outbox_list(["active"]):
             self._attempt(rec, report, after_crash=True)

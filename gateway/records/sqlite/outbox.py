@@ -110,6 +110,16 @@ def get(conn: sqlite3.Connection, outbox_id: str) -> OutboxRecord | None:
     return _record(conn, row) if row is not None else None
 
 
+def lacking_copies(conn: sqlite3.Connection, *, sent_folder: bool) -> list[OutboxRecord]:
+    """Finished documents sent to someone whose case-folder copy (or Sent-folder copy) is missing."""
+    missing = "(sent_path IS NULL OR sent_folder IS NULL)" if sent_folder else "sent_path IS NULL"
+    sql = (
+        f"SELECT * FROM outbox WHERE state IN ('sent', 'bounced') AND {missing} AND EXISTS "  # noqa: S608
+        "(SELECT 1 FROM outbox_recipients r WHERE r.outbox_id = outbox.id AND r.state = 'sent') ORDER BY created_at, id"
+    )
+    return [_record(conn, row) for row in conn.execute(sql).fetchall()]
+
+
 def select(
     conn: sqlite3.Connection, states: Sequence[OutboxState] = (), case_ref: str | None = None
 ) -> list[OutboxRecord]:
