@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import typer
@@ -81,26 +82,32 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
 
 @app.command()
 def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
-    """Per mailbox: last poll, backlog, last error; the ledger's counts by state."""
+    """Per mailbox: last poll, backlog, last error; the ledger's counts by state; the outbox's."""
     from gateway.records.open import open_store
+    from gateway.records.store import StoreError
     from gateway.statedir import ledger_path
 
     cfg = get_config(config)
     statuses: list[dict[str, object]] = []
     counts: dict[str, int] = {}
+    outgoing: dict[str, int] = {}
     if ledger_path(cfg).exists():
         store = open_store(cfg, readonly=True)
         statuses = [s.to_json() for s in store.statuses()]
         counts = store.counts_by_state()
+        with contextlib.suppress(StoreError):  # a ledger from before the outbox, opened read-only
+            outgoing = store.outbox_counts()
         store.close()
     known = {str(s["mailbox"]) for s in statuses}
     statuses += [{"mailbox": mb.name} for mb in cfg.mailboxes if mb.name not in known]
     if as_json:
-        print_json({"mailboxes": statuses, "messages": counts})
+        print_json({"mailboxes": statuses, "messages": counts, "outbox": outgoing})
         return
     print_table(statuses, ["mailbox", "last_poll", "last_success", "backlog", "last_error_at", "last_error"])
     typer.echo("")
     typer.echo("messages: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
+    if outgoing or cfg.smtp is not None:
+        typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(outgoing.items())) or "empty"))
 
 
 @app.command()

@@ -47,6 +47,11 @@ def test_outbox_commands_list_show_hold_release_cancel_and_record_the_os_user(tm
     assert cli(path, "cancel", second).returncode == 0
     assert json.loads(cli(path, "list", "--state", "cancelled", "--json").stdout)[0]["id"] == second
     assert cli(path, "show", "nope").returncode == 1
+    env = {**os.environ, "POSTSTELLE_CONFIG": str(path)}
+    status = subprocess.run(
+        [*POSTSTELLE, "status", "--json"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=True
+    )
+    assert json.loads(status.stdout)["outbox"] == {"queued": 1, "cancelled": 1}
 
     store = open_store(config, readonly=True)
     trail = [(e.event, e.actor) for e in store.select(EntryFilter(events=("held", "released", "cancelled")))]

@@ -144,6 +144,10 @@ class OutboxReader(Protocol):
         """Documents in any of ``states`` (all when empty), oldest first."""
         ...
 
+    def outbox_counts(self) -> dict[str, int]:
+        """How many documents are in each state."""
+        ...
+
     def outbox_lacking_copies(self, *, sent_folder: bool = False) -> list[OutboxRecord]:
         """Finished documents sent to someone without their case-folder copy (``sent_folder``: or Sent copy)."""
         ...

@@ -120,6 +120,10 @@ def lacking_copies(conn: sqlite3.Connection, *, sent_folder: bool) -> list[Outbo
     return [_record(conn, row) for row in conn.execute(sql).fetchall()]
 
 
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return {row[0]: int(row[1]) for row in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+
+
 def select(
     conn: sqlite3.Connection, states: Sequence[OutboxState] = (), case_ref: str | None = None
 ) -> list[OutboxRecord]:

@@ -125,6 +125,10 @@ class SQLiteReader:
         with sqlite_errors("reading the ledger"):
             return outbox_sql.select(self._conn, states, case_ref)
 
+    def outbox_counts(self) -> dict[str, int]:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.counts(self._conn)
+
     def outbox_lacking_copies(self, *, sent_folder: bool = False) -> list[OutboxRecord]:
         with sqlite_errors("reading the ledger"):
             return outbox_sql.lacking_copies(self._conn, sent_folder=sent_folder)
