@@ -352,3 +352,29 @@ def test_a_hold_that_lands_while_the_drain_picks_the_document_wins_and_nothing_i
     person.close()
     rec = store.outbox_get(oid)
     assert rec is not None and rec.state == "hold" and rec.attempts == 0 and peer.received == []
+
+
+def test_a_document_another_running_process_is_sending_is_not_resent_by_a_second_pass(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    from gateway.outbound.claim import claimant_alive, this_process
+
+    oid = outbox.enqueue(config, store, document())
+    rec = store.outbox_get(oid)
+    assert rec is not None
+    parent = f"{this_process().split(':')[0]}:{os.getppid()}:{_start_time_of(os.getppid())}"
+    assert claimant_alive(parent)  # the test runner's parent: alive, and not this process
+    rec.state, rec.claimed_by = "active", parent
+    store.outbox_save(rec, [], expect=["queued"])
+    assert Drain(config, store).run_once().resent == [] and peer.received == []
+    rec.claimed_by = f"{this_process().split(':')[0]}:999999999:1"  # a process that is gone
+    store.outbox_save(rec, [], expect=["active"])
+    assert Drain(config, store).run_once().resent == [oid] and len(peer.received) == 1
+
+
+def _start_time_of(pid: int) -> str:
+    from gateway.outbound.claim import _start_time
+
+    found = _start_time(pid)
+    assert found is not None
+    return found

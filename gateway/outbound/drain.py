@@ -28,6 +28,7 @@ from gateway.errors import TransientError
 from gateway.filing.areas import Area
 from gateway.filing.sent import file_sent_copy
 from gateway.outbound import scheduler
+from gateway.outbound.claim import claimant_alive, this_process
 from gateway.outbound.outbox import OutboxError, spool_bytes
 from gateway.outbound.smtp import Attempt, SmtpAgent
 from gateway.records.chain import AuditEvent
@@ -87,6 +88,8 @@ class Drain:
         for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
             self._copies(rec, report)
         for rec in self.store.outbox_list(["active"]):
+            if claimant_alive(rec.claimed_by):
+                continue  # another process (the daemon) is sending it right now
             self._attempt(rec, report, after_crash=True)
         for rec in scheduler.due(self.store.outbox_list(WAITING), self.clock()):
             self._attempt(rec, report, after_crash=False)
@@ -110,15 +113,17 @@ class Drain:
             self._save(rec, [self._event("held", rec, reason="spool-unusable", error=str(exc))], [before])
             report.held.append(rec.id)
             return
+        old_claim = rec.claimed_by if after_crash else None
         rec.state = "active"
+        rec.claimed_by = this_process()
         rec.attempts += 1
         events = []
         if after_crash:
             rec.resent = True
             events.append(self._event("resent", rec, reason=RESENT_AFTER_CRASH, attempt=rec.attempts))
             report.resent.append(rec.id)
-        if not self._save(rec, events, [before]):
-            return  # a person held or cancelled it meanwhile
+        if not self._save(rec, events, [before], claim=old_claim):
+            return  # a person held or cancelled it meanwhile, or another pass took it
         pending = [r.address for r in rec.pending()]
         att = self.agent.send(rec.mail_from, pending, raw, rec.envid)
         self.hooks.after_accept(rec, att)
@@ -216,9 +221,11 @@ class Drain:
             report.bounced.append(rec.id)
             self._copies(rec, report)
 
-    def _save(self, rec: OutboxRecord, events: list[AuditEvent], expect: list[Any]) -> bool:
+    def _save(
+        self, rec: OutboxRecord, events: list[AuditEvent], expect: list[Any], *, claim: str | None = None
+    ) -> bool:
         try:
-            self.store.outbox_save(rec, events, expect=expect)
+            self.store.outbox_save(rec, events, expect=expect, expect_claim=claim)
         except StaleOutboxState as exc:
             log.info("outbox document changed meanwhile", id=rec.id, error=str(exc))
             return False

@@ -70,6 +70,7 @@ class OutboxRecord:
     sent_path: str | None = None
     sent_manifest_sha256: str | None = None
     sent_folder: str | None = None  # the IMAP folder a copy was appended to
+    claimed_by: str | None = None  # host:pid:start of the process that made it active
 
     def sent_to_someone(self) -> bool:
         return any(r.state == "sent" for r in self.recipients)

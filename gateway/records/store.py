@@ -194,8 +194,11 @@ class UnitOfWork(Protocol):
         """Record a new outbox document and its recipients; ``DuplicateKey`` if the id is taken."""
         ...
 
-    def save_outbox(self, rec: OutboxRecord, expect: Sequence[OutboxState] | None) -> None:
-        """Write the document's state and recipients; ``StaleOutboxState`` unless its state is in ``expect``."""
+    def save_outbox(
+        self, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+    ) -> None:
+        """Write the document's state and recipients; ``StaleOutboxState`` unless its state is in
+        ``expect`` (and its claim is ``expect_claim``, when given)."""
         ...
 
 
@@ -245,9 +248,15 @@ class OutboxStore(OutboxReader, Protocol):
         ...
 
     def outbox_save(
-        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, expect: Sequence[OutboxState] | None = None
+        self,
+        rec: OutboxRecord,
+        events: Sequence[AuditEvent],
+        *,
+        expect: Sequence[OutboxState] | None = None,
+        expect_claim: str | None = None,
     ) -> None:
-        """Move a document to ``rec``'s state; ``expect``: the states it must be in (else ``StaleOutboxState``)."""
+        """Move a document to ``rec``'s state; ``expect``: the states it must be in, ``expect_claim``:
+        the claim it must carry (else ``StaleOutboxState``)."""
         ...
 
 
@@ -352,11 +361,16 @@ class StoreOperations:
             uow.append(events)
 
     def outbox_save(
-        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, expect: Sequence[OutboxState] | None = None
+        self,
+        rec: OutboxRecord,
+        events: Sequence[AuditEvent],
+        *,
+        expect: Sequence[OutboxState] | None = None,
+        expect_claim: str | None = None,
     ) -> None:
         rec.updated_at = iso(utcnow())
         with self.unit_of_work() as uow:
-            uow.save_outbox(rec, expect)
+            uow.save_outbox(rec, expect, expect_claim)
             uow.append(events)
 
     def seal(self) -> None:

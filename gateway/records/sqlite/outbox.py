@@ -39,6 +39,7 @@ _COLUMNS = (
     "sent_path",
     "sent_manifest_sha256",
     "sent_folder",
+    "claimed_by",
 )
 _MUTABLE = (
     "state",
@@ -50,6 +51,7 @@ _MUTABLE = (
     "sent_path",
     "sent_manifest_sha256",
     "sent_folder",
+    "claimed_by",
 )
 _INSERT = f"INSERT INTO outbox ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
 _UPDATE = f"UPDATE outbox SET {', '.join(f'{c}=?' for c in _MUTABLE)} WHERE id=?"  # noqa: S608
@@ -81,13 +83,18 @@ def insert(conn: sqlite3.Connection, rec: OutboxRecord) -> None:
     conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
 
 
-def save(conn: sqlite3.Connection, rec: OutboxRecord, expect: Sequence[OutboxState] | None) -> None:
-    """Write ``rec``'s state and recipients; ``expect``: the states the row may be in now."""
-    if expect is not None:
-        row = conn.execute("SELECT state FROM outbox WHERE id=?", (rec.id,)).fetchone()
-        if row is None or row[0] not in expect:
+def save(
+    conn: sqlite3.Connection, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+) -> None:
+    """Write ``rec``'s state and recipients; ``expect``: the states the row may be in now;
+    ``expect_claim``: the claim it must still carry (two passes recovering one crash)."""
+    if expect is not None or expect_claim is not None:
+        row = conn.execute("SELECT state, claimed_by FROM outbox WHERE id=?", (rec.id,)).fetchone()
+        if row is None or (expect is not None and row[0] not in expect):
             found = row[0] if row is not None else "missing"
-            raise StaleOutboxState(f"outbox {rec.id} is {found}, not {' or '.join(expect)}")
+            raise StaleOutboxState(f"outbox {rec.id} is {found}, not {' or '.join(expect or ())}")
+        if expect_claim is not None and row[1] != expect_claim:
+            raise StaleOutboxState(f"outbox {rec.id} was claimed by {row[1]} meanwhile")
     conn.execute(_UPDATE, (*(_value(rec, c) for c in _MUTABLE), rec.id))
     conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
 

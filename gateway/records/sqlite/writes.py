@@ -87,8 +87,10 @@ class SQLiteUnitOfWork:
     def insert_outbox(self, rec: OutboxRecord) -> None:
         outbox_sql.insert(self._conn, rec)
 
-    def save_outbox(self, rec: OutboxRecord, expect: Sequence[OutboxState] | None) -> None:
-        outbox_sql.save(self._conn, rec, expect)
+    def save_outbox(
+        self, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+    ) -> None:
+        outbox_sql.save(self._conn, rec, expect, expect_claim)
 
     # -- the audit trail ---------------------------------------------------------------------------
     def _lock_head(self) -> ChainHead:

@@ -23,7 +23,8 @@ CREATE TABLE outbox (
     resent           INTEGER NOT NULL DEFAULT 0,
     sent_path        TEXT,
     sent_manifest_sha256 TEXT,
-    sent_folder      TEXT
+    sent_folder      TEXT,
+    claimed_by       TEXT
 );
 CREATE INDEX outbox_state ON outbox(state, next_attempt_at);
 CREATE INDEX outbox_case ON outbox(case_ref);
