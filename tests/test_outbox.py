@@ -378,3 +378,21 @@ def _start_time_of(pid: int) -> str:
     found = _start_time(pid)
     assert found is not None
     return found
+
+
+def test_a_case_folder_that_is_a_link_blocks_only_its_own_sent_copy(
+    config: Config, store: Store, peer: ScriptedPeer, tmp_path: Path
+) -> None:
+    from gateway.routing.casenames import case_folder_name
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config.storage.cases_dir.mkdir(parents=True, exist_ok=True)
+    (config.storage.cases_dir / case_folder_name("99-XX-2026-0001")).symlink_to(elsewhere)
+    bad = outbox.enqueue(config, store, document(case="99-XX-2026-0001"))
+    good = outbox.enqueue(config, store, document())
+    report = Drain(config, store).run_once()
+    assert sorted(report.sent) == sorted([bad, good]) and report.unfiled == [bad] and report.filed == [good]
+    assert list(elsewhere.iterdir()) == []  # nothing written through the link
+    assert Drain(config, store).run_once().unfiled == [bad]  # tried again, still refused
+    assert any(f"outbox {bad} was sent" in w for w in verify_state(config).warnings)

@@ -351,6 +351,12 @@ def _check_sent(disk: list[DiskEntry], snap: DbSnapshot, cases_dir: Path, report
                     file=str(d.path / "manifest.json"),
                 )
             )
+    filed_ids = {d.message for d in disk}
+    for outbox_id in sorted(snap.sent_unfiled - filed_ids):
+        report.warnings.append(
+            f"outbox {outbox_id} was sent, but its sent copy is not filed yet "
+            "(the outbox retries at every pass; see the daemon's log if this stays)"
+        )
     for rel, (outbox_id, sha) in sorted(snap.sent_copies.items()):
         if rel not in on_disk and not (cases_dir / rel).is_dir():
             report.breaks.append(

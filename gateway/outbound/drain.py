@@ -56,6 +56,7 @@ class DrainReport:
     resent: list[str] = field(default_factory=list)
     filed: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
+    unfiled: list[str] = field(default_factory=list)
     next_wakeup: str | None = None
 
 
@@ -188,7 +189,8 @@ class Drain:
         if not rec.pending():
             rec.state = "bounced" if any(r.state == "bounced" for r in rec.recipients) else "sent"
             rec.next_attempt_at = None
-        self._save(rec, events, ["active"])
+        if not self._save(rec, events, ["active"], claim=rec.claimed_by):
+            return  # cannot happen while claims hold; the next pass would resend, marked
         {"sent": report.sent, "bounced": report.bounced, "deferred": report.deferred}[rec.state].append(rec.id)
         log.info("outbox attempt", id=rec.id, state=rec.state, accepted=len(accepted), error=att.error)
         if rec.state in DONE:
@@ -237,7 +239,14 @@ class Drain:
         if not rec.sent_to_someone():
             return
         if rec.sent_path is None:
-            self._file(rec, report)
+            try:
+                self._file(rec, report)
+            except (OSError, OutboxError, ValueError) as exc:
+                # One case folder that cannot take the copy (a link, a full disk) must not stop
+                # the outbox: the copy is tried again at every pass and audit verify names it.
+                log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
+                report.unfiled.append(rec.id)
+                return
         if self.copy_to_sent is not None and rec.sent_path is not None and rec.sent_folder is None:
             self._copy_to_sent(rec, report)
 
