@@ -396,3 +396,21 @@ def test_a_case_folder_that_is_a_link_blocks_only_its_own_sent_copy(
     assert list(elsewhere.iterdir()) == []  # nothing written through the link
     assert Drain(config, store).run_once().unfiled == [bad]  # tried again, still refused
     assert any(f"outbox {bad} was sent" in w for w in verify_state(config).warnings)
+
+
+def test_the_audit_report_says_what_was_sent_to_whom_and_what_the_relay_answered(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    from gateway.audit.report import describe
+    from gateway.ui import Locale
+
+    peer.script("gone@remote.test", "550 5.1.1 no such user")
+    oid = outbox.enqueue(config, store, document(to=("gone@remote.test", "ok@remote.test")))
+    Drain(config, store).run_once()
+    trail = list(store.select(EntryFilter(case_names=("63-BV-2026-0412",))))
+    english = [describe(e) for e in trail]
+    assert english[0].startswith("Queued for sending to gone@remote.test, ok@remote.test")
+    assert "ok@remote.test: 250 2.0.0 Ok: queued as PEER0001" in english[1]
+    assert english[2] == "Not delivered to gone@remote.test: gone@remote.test: 550 5.1.1 no such user"
+    german = [describe(e, Locale(language="de")) for e in trail]
+    assert german[2].startswith("Nicht zugestellt an gone@remote.test") and all(e.document == oid for e in trail)
