@@ -127,8 +127,16 @@ def test_postfix_down_loses_nothing_and_the_documents_arrive_after_it_returns(
         assert len(wait_for(lambda d=d: fetch_by_message_id(dovecot, recipient, d.message_id))) == 1
 
 
+@pytest.fixture
+def pf_root() -> Iterator[Path]:
+    """A directory the postfix user can reach (pytest's tmp_path is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="pst-pf-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def test_postfix_relays_remote_domains_to_a_scripted_peer_and_reports_its_550_back_by_dsn(
-    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+    dovecot: Dovecot, tmp_path: Path, pf_root: Path, new_user: Callable[[], str]
 ) -> None:
     """The transport map: ``remote.test`` goes to an aiosmtpd peer; what it refuses later comes back as a DSN."""
     from support.smtp_peer import ScriptedPeer
@@ -136,7 +144,6 @@ def test_postfix_relays_remote_domains_to_a_scripted_peer_and_reports_its_550_ba
     from gateway.demo.postfix import Postfix
 
     sender = new_user()
-    pf_root = Path(tempfile.mkdtemp(prefix="pst-pf-"))  # the postfix user must reach it (tmp_path is 0700)
     with (
         ScriptedPeer({"gone@remote.test": ["550 5.1.1 no such user"]}) as peer,
         Postfix(pf_root, lmtp_port=dovecot.lmtp_port, remote_routes={"remote.test": peer.port}) as relay,
@@ -154,7 +161,6 @@ def test_postfix_relays_remote_domains_to_a_scripted_peer_and_reports_its_550_ba
         notice = wait_for(lambda: [m for m in fetch_all(dovecot, sender) if b"multipart/report" in m])[0]
     assert f"Original-Envelope-Id: {rec.envid}".encode() in notice
     assert b"Action: failed" in notice and b"550 5.1.1 no such user" in notice
-    shutil.rmtree(pf_root, ignore_errors=True)
 
 
 def test_check_finds_postfix_reachable_and_offering_dsn(setup: tuple[Config, Store, str, str]) -> None:
