@@ -91,6 +91,7 @@ def test_enqueue_whose_commit_fails_leaves_no_spool_file_and_no_row(
         {"to": ()},
         {"case": "\x00"},
         {"to": ("a@b.test", "a@b.test")},
+        {"to": ("jürgen@beispiel.test",)},
     ],
 )
 def test_a_bad_document_is_refused_and_nothing_is_queued(config: Config, store: Store, change: dict) -> None:

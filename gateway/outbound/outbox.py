@@ -53,6 +53,8 @@ def _check(doc: ComposedDocument) -> None:
     for addr in (doc.mail_from, *doc.recipients):
         if not _ADDRESS.fullmatch(addr):
             raise OutboxError(f"invalid envelope address {addr!r}")
+        if not addr.isascii():
+            raise OutboxError(f"{addr!r}: internationalised addresses (SMTPUTF8) are not supported yet")
     if len(set(doc.recipients)) != len(doc.recipients):
         raise OutboxError("a recipient is listed twice")
     if doc.signed not in SIGNED:

@@ -136,6 +136,9 @@ class SmtpAgent:
             self._undecided(att, recipients, Reply(451, f"4.4.2 connection lost: {exc}"))
         except (OSError, smtplib.SMTPException) as exc:
             self._undecided(att, recipients, Reply(451, f"4.4.2 {exc}"))
+        except (UnicodeError, ValueError) as exc:
+            # What this message or envelope is cannot be said in SMTP: retrying will not help.
+            self._undecided(att, recipients, Reply(554, f"5.6.7 cannot be sent as given: {exc}"))
         finally:
             try:
                 smtp.quit()
