@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
-from conftest import Env, mailbox_entry, write_config
-from support.outbox import document
+from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
+from support.outbox import document, smtp_config
 from support.smtp_peer import ScriptedPeer
 
+from gateway.config import load_config
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.postfix import free_port
 from gateway.demo.samples import letter
@@ -40,15 +43,7 @@ def test_run_once_files_incoming_mail_and_sends_the_queued_documents(env: Env, d
 
 
 def test_run_once_with_the_relay_away_defers_and_exits_zero(tmp_path: Path) -> None:
-    import os
-    import subprocess
-
-    from conftest import POSTSTELLE, REPO
-    from support.outbox import smtp_config
-
     path = smtp_config(tmp_path, port=free_port())
-    from gateway.config import load_config
-
     config = load_config(path)
     store = open_store(config)
     oid = outbox.enqueue(config, store, document())
