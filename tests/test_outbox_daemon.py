@@ -62,3 +62,29 @@ def test_run_once_with_the_relay_away_defers_and_exits_zero(tmp_path: Path) -> N
     rec = store.outbox_get(oid)
     store.close()
     assert rec is not None and rec.state == "deferred" and rec.attempts == 1
+
+
+def test_the_running_daemon_sends_a_document_queued_after_it_started_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+
+    with ScriptedPeer() as peer:
+        path = smtp_config(tmp_path, port=peer.port)
+        config = load_config(path)
+        proc = subprocess.Popen(
+            [*POSTSTELLE, "run"],
+            cwd=REPO,
+            env={**os.environ, "POSTSTELLE_CONFIG": str(path)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            store = open_store(config)
+            doc = document()
+            outbox.enqueue(config, store, doc)
+            store.close()
+            assert peer.wait_for(1, timeout=120), "the daemon did not send the queued document"
+            assert peer.received[0].content == doc.raw
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
