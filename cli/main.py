@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from cli import audit, cases, inspect, quarantine, route, send, submission
+from cli import audit, cases, inspect, outbox, quarantine, route, send, submission
 from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
 from gateway.config import Config
 from gateway.errors import ConfigError
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(audit.app, name="audit")
 app.add_typer(cases.app, name="cases")
+app.add_typer(outbox.app, name="outbox")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(route.app, name="route")
 app.add_typer(submission.app, name="submission-user")
@@ -66,7 +68,7 @@ def run(
         raise typer.Exit(2) from None
     if not report.ok:
         for name, error in sorted(report.failures.items()):
-            echo(f"mailbox {name}: {error}", err=True)
+            echo(f"{name if name == 'outbox' else 'mailbox ' + name}: {error}", err=True)
         raise typer.Exit(1)
 
 
@@ -100,22 +102,29 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
 
 @app.command()
 def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
-    """Per mailbox: state (ok, error, auth-failed) since when, last poll, backlog, last error; message counts."""
+    """Per mailbox: state (ok, error, auth-failed) since when, last poll, backlog, last error; counts by state.
+
+    The counts are the ledger's (messages) and the outbox's (documents).
+    """
     from gateway.records.open import open_store
+    from gateway.records.store import StoreError
     from gateway.statedir import ledger_path
 
     cfg = get_config(config)
     statuses: list[dict[str, object]] = []
     counts: dict[str, int] = {}
+    outgoing: dict[str, int] = {}
     if ledger_path(cfg).exists():
         store = open_store(cfg, readonly=True)
         statuses = [s.to_json() for s in store.statuses()]
         counts = store.counts_by_state()
+        with contextlib.suppress(StoreError):  # a ledger from before the outbox, opened read-only
+            outgoing = store.outbox_counts()
         store.close()
     known = {str(s["mailbox"]) for s in statuses}
     statuses += [{"mailbox": mb.name} for mb in cfg.mailboxes if mb.name not in known]
     if as_json:
-        print_json({"mailboxes": statuses, "messages": counts})
+        print_json({"mailboxes": statuses, "messages": counts, "outbox": outgoing})
         return
     print_table(
         statuses,
@@ -123,6 +132,8 @@ def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> No
     )
     typer.echo("")
     typer.echo("messages: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
+    if outgoing or cfg.smtp is not None:
+        typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(outgoing.items())) or "empty"))
 
 
 @app.command()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, echo, fail, get_config, print_json
+from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, echo, fail, get_config, person_decision, print_json
 from gateway.clock import utcnow
 from gateway.config import Config
 from gateway.errors import ConfigError
@@ -27,24 +27,29 @@ from gateway.outbound.document import ComposedDocument
 Enqueue = Callable[[Config, ComposedDocument], str]
 
 
-def outbox_not_available(cfg: Config, doc: ComposedDocument) -> str:
-    """Stand-in until the outbox is wired in: refuses, so nothing is silently dropped."""
-    raise ConfigError(str(cfg.path), "outbound", "outbox not available in this installation: nothing was queued")
+def outbox_enqueue(cfg: Config, doc: ComposedDocument) -> str:
+    """Queue ``doc`` in the outbox as the person at the command line; the outbox id.
+
+    Without ``[smtp]`` nothing would ever send the document, so nothing is queued.
+    """
+    if cfg.smtp is None:
+        problem = "no [smtp] relay is configured: nothing would send it; nothing was queued"
+        raise ConfigError(str(cfg.path), "smtp", problem)
+    from gateway.outbound.outbox import enqueue
+
+    return person_decision(cfg, lambda store, actor: enqueue(cfg, store, doc, actor=actor.name))
 
 
-#: Queues a composed document durably and returns its outbound id: the one line that
-#: wires the outbox (``gateway/outbound/outbox.py``) in. Until then ``send`` refuses.
-ENQUEUE: Enqueue = outbox_not_available
+#: Queues a composed document durably and returns its outbound id (a seam for tests).
+ENQUEUE: Enqueue = outbox_enqueue
 
 
 def _mail_from(cfg: Config, given: str | None) -> str:
     """``--from``, else ``[smtp] from`` when the configuration has it."""
     if given:
         return given
-    smtp = getattr(cfg, "smtp", None)
-    configured = getattr(smtp, "from_", None) or getattr(smtp, "mail_from", None)
-    if isinstance(configured, str) and configured:
-        return configured
+    if cfg.smtp is not None:
+        return cfg.smtp.mail_from
     fail("no sender: give --from or set [smtp] from", EXIT_CONFIG)
 
 

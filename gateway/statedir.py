@@ -11,7 +11,9 @@ layout (docs/case-folders.md describes it for people)::
         certstore/smime/        signer certificates collected from verified mail
         crls/<url hash>/        CRLs fetched from distribution points ([smime] fetch_crls)
         gnupg/                  the OpenPGP home, unless configured elsewhere
+        outbox/<id>.eml         queued outgoing documents, the exact bytes to send
     <cases_dir>/<case folder>/<entry>/      cases_dir defaults to <state_dir>/cases
+    <cases_dir>/<case folder>/sent/<entry>/ the exact bytes sent, with manifest.json
     <root>/.incoming/[<mailbox>/]<entry>/   staging instead, for a root on another mount than state_dir
 
 The configuration is only a type here, so that the loader can take its defaults from
@@ -83,6 +85,11 @@ def area_root(config: Config, area: str) -> Path:
     if area == "quarantine":
         return quarantine_dir(config)
     raise ValueError(f"unknown area {area!r}")
+
+
+def outbox_dir(config: Config) -> Path:
+    """The outbox's spool: one file per queued document, written before its row commits."""
+    return config.storage.state_dir / "outbox"
 
 
 def ledger_path(config: Config) -> Path:

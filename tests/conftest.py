@@ -181,3 +181,25 @@ def env(dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]) -> Env:
     user = new_user()
     path = write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)])
     return Env(dovecot, user, tmp_path, path)
+
+
+@pytest.fixture(scope="session")
+def postfix(dovecot: Dovecot) -> Iterator[Any]:
+    """A throwaway Postfix relaying ``mailbox.test`` into the session's Dovecot by LMTP.
+
+    ``refused@mailbox.test`` is refused at RCPT time with a 550 (a real Postfix answer).
+    Postfix must start as root: the tests that need it are skipped elsewhere, saying so.
+    """
+    from gateway.demo.postfix import Postfix, postfix_unavailable
+
+    reason = postfix_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="pst-pf-"))
+    try:
+        with Postfix(
+            root, lmtp_port=dovecot.lmtp_port, refuse={"refused@mailbox.test": "550 5.1.1 no such mailbox here"}
+        ) as relay:
+            yield relay
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -72,10 +72,10 @@ def test_dry_run_composes_signed_and_encrypted_and_queues_nothing(config: Path) 
     assert out["keys"][0]["recipient"] == SENDER
 
 
-def test_without_an_outbox_send_refuses_and_says_so(config: Path) -> None:
+def test_without_a_relay_send_refuses_and_queues_nothing(config: Path) -> None:
     result = runner.invoke(app, args(config))
     assert result.exit_code == 2
-    assert "outbox not available" in result.output
+    assert "no [smtp] relay is configured" in result.output
 
 
 def test_the_composed_document_goes_to_enqueue_and_its_id_is_printed(

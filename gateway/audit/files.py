@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
 from gateway.audit.manifests import verify_entry
+from gateway.filing.sent import SENT
 from gateway.records.chain import ChainBreak
 from gateway.records.messages import MessageRecord
 from gateway.statedir import STAGING
@@ -64,6 +65,11 @@ def list_disk_entries(cases_dir: Path, quarantine_dir: Path) -> tuple[list[DiskE
     for folder in dirs:
         folders += 1
         entries, linked = _subdirs(folder)
+        if any(e.name == SENT for e in entries):
+            entries = [e for e in entries if e.name != SENT]
+            sent, sent_links = _subdirs(folder / SENT)
+            out.extend(DiskEntry("sent", f"{folder.name}/{SENT}/{e.name}", e) for e in sent)
+            out.extend(DiskEntry("sent", f"{folder.name}/{SENT}/{e.name}", e, link=_target(e)) for e in sent_links)
         out.extend(DiskEntry("cases", f"{folder.name}/{e.name}", e) for e in entries)
         out.extend(DiskEntry("cases", f"{folder.name}/{e.name}", e, link=_target(e)) for e in linked)
     entries, linked = _subdirs(quarantine_dir)
@@ -138,7 +144,8 @@ def check_entries(
                     file=str(d.path),
                 )
             )
-    by_key = {(d.area, d.rel): d for d in disk if d.link is None}
+    _check_sent([d for d in disk if d.area == "sent" and d.link is None], snap, cases_dir, report)
+    by_key = {(d.area, d.rel): d for d in disk if d.link is None and d.area != "sent"}
     expected: dict[tuple[str, str], MessageRecord] = {}
     pending: set[tuple[str, str]] = set()
     for rec in snap.messages:
@@ -310,3 +317,61 @@ def _hash_entries(paths: list[Path]) -> dict[Path, tuple[list[Any], str | None]]
 
     with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
         return dict(zip(paths, pool.map(one, paths), strict=True))
+
+
+def _check_sent(disk: list[DiskEntry], snap: DbSnapshot, cases_dir: Path, report: VerifyReport) -> None:
+    """Sent copies (``<case>/sent/<entry>``) against their manifests and the outbox rows."""
+    report.sent_entries = len(disk)
+    on_disk = {d.rel: d for d in disk}
+    results = _hash_entries([d.path for d in disk])
+    for rel, d in sorted(on_disk.items()):
+        problems, manifest_sha = results[d.path]
+        for p in problems:
+            if p.problem == "unlisted file":
+                report.warnings.append(f"{p.path}: unlisted file in sent copy {rel} (not part of what was sent)")
+                continue
+            kind = _MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
+            text = f"{p.problem} (sent copy {rel})"
+            report.breaks.append(ChainBreak(kind, None, text, expected=p.expected, found=p.found, file=p.path))
+        known = snap.sent_copies.get(rel)
+        if known is None:
+            if d.message in snap.sent_unfiled:
+                report.warnings.append(f"{d.path}: sent copy not yet recorded (the next outbox pass records it)")
+                continue
+            report.breaks.append(
+                ChainBreak(
+                    "entry-unknown-to-ledger",
+                    None,
+                    f"sent copy {rel} is not recorded in the outbox",
+                    found=manifest_sha,
+                    file=str(d.path),
+                )
+            )
+        elif manifest_sha is not None and known[1] != manifest_sha:
+            report.breaks.append(
+                ChainBreak(
+                    "manifest-differs-from-ledger",
+                    None,
+                    f"manifest of the sent copy of outbox {known[0]} is not the one the outbox recorded",
+                    expected=known[1],
+                    found=manifest_sha,
+                    file=str(d.path / "manifest.json"),
+                )
+            )
+    filed_ids = {d.message for d in disk}
+    for outbox_id in sorted(snap.sent_unfiled - filed_ids):
+        report.warnings.append(
+            f"outbox {outbox_id} was sent, but its sent copy is not filed yet "
+            "(the outbox retries at every pass; see the daemon's log if this stays)"
+        )
+    for rel, (outbox_id, sha) in sorted(snap.sent_copies.items()):
+        if rel not in on_disk and not (cases_dir / rel).is_dir():
+            report.breaks.append(
+                ChainBreak(
+                    "entry-missing",
+                    None,
+                    f"outbox {outbox_id} was sent and filed, but its sent copy is gone",
+                    expected=sha,
+                    file=str(cases_dir / rel),
+                )
+            )

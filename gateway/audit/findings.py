@@ -28,6 +28,7 @@ class VerifyReport:
     case_folders: int = 0
     case_entries: int = 0
     quarantine_entries: int = 0
+    sent_entries: int = 0
     ledger_messages: int = 0
     jsonl_file: str | None = None
     jsonl_lines: int = 0
@@ -73,4 +74,8 @@ class DbSnapshot:
     refiled_from: dict[str, str] = field(default_factory=dict)  # old "<folder>/<entry>" -> its manifest sha256
     checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (seq, at)
     messages: list[MessageRecord] = field(default_factory=list)
+    #: Sent copies the outbox recorded: "<folder>/sent/<entry>" -> (outbox id, manifest sha256).
+    sent_copies: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: Outbox documents sent to someone whose copy is not recorded yet (filed at the next pass).
+    sent_unfiled: set[str] = field(default_factory=set)
     content_hash: Callable[[int], str | None] = lambda seq: None

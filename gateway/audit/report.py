@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.audit.outbound_text import describe_outbound
 from gateway.clock import iso
 from gateway.display import json_text
 from gateway.records.actors import parse_cli_actor
@@ -281,6 +282,9 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
 
 def describe(e: AuditEntry, locale: Locale = DEFAULT) -> str:
     """One sentence a non-technical reviewer understands; unknown events list their details."""
+    outbound = describe_outbound(e, locale)
+    if outbound is not None:
+        return outbound
     fn = DESCRIBE.get(e.event)
     if fn is not None:
         return fn(e, locale)

@@ -28,8 +28,9 @@ from gateway.audit.jsonl import JsonlScan, compare_jsonl, scan_jsonl
 from gateway.config import Config
 from gateway.records.chain import AuditEntry, ChainBreak, ChainHead, canonical, entry_hash, verify_chain
 from gateway.records.open import open_store
+from gateway.records.outbox import OutboxRecord
 from gateway.records.signing import key_id, load_public_key, verify_checkpoints
-from gateway.records.store import AuditReader, Store
+from gateway.records.store import AuditReader, ReadSnapshot, Store, StoreError
 from gateway.statedir import audit_jsonl_path, audit_public_key_path, cases_dir, ledger_path, quarantine_dir
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
@@ -53,8 +54,22 @@ def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlSc
         report.breaks.extend(cp_breaks)
         snap.checkpoints = [(cp.seq, cp.at) for cp in checkpoints]
         snap.messages = list(reader.all_messages())
+        for rec in _outbox(reader):
+            if rec.sent_path is not None:
+                parts = Path(rec.sent_path).parts
+                snap.sent_copies["/".join(parts[-3:])] = (rec.id, rec.sent_manifest_sha256)
+            elif any(r.state == "sent" for r in rec.recipients):
+                snap.sent_unfiled.add(rec.id)
         compare_jsonl(scan, snap, report)
     return snap
+
+
+def _outbox(reader: ReadSnapshot) -> list[OutboxRecord]:
+    """The outbox rows; none in a ledger opened read-only before its outbox migration ran."""
+    try:
+        return reader.outbox_list()
+    except StoreError:
+        return []
 
 
 def _content_hash(reader: AuditReader, seq: int) -> str | None:

@@ -38,6 +38,7 @@ from gateway.config.model import (
     Secret,
     SmimeConfig,
     SmimeIdentityConfig,
+    SmtpConfig,
     StorageConfig,
     SubmissionConfig,
     UiConfig,
@@ -439,6 +440,67 @@ def _submission(r: _Reader) -> SubmissionConfig:
         )
     r.finish()
     return SubmissionConfig(host=host, port=port, users_file=users_file, sender=sender, tls_cert=cert, tls_key=key)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(r: _Reader, name: str, default: float) -> float:
+    """``"5m"``, ``"1h"``, ``"5d"``, ``"30s"`` or a number of seconds; must be positive."""
+    r.seen.add(name)
+    if name not in r.table:
+        return default
+    value = r.table[name]
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise r.fail(name, f"expected a duration such as \"5m\", got {type(value).__name__}")
+    if isinstance(value, str):
+        m = _DURATION.fullmatch(value)
+        if m is None:
+            raise r.fail(name, f"expected a duration such as \"30s\", \"5m\", \"1h\" or \"5d\", got {value!r}")
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        seconds = float(value)
+    if seconds <= 0:
+        raise r.fail(name, f"must be positive, got {value!r}")
+    return seconds
+
+
+_ADDRESS = re.compile(r"[^@\s<>\x00-\x1f\x7f]+@[^@\s<>\x00-\x1f\x7f]+")
+
+
+def _smtp(r: _Reader, warnings: list[str]) -> SmtpConfig:
+    host = r.req_str("host")
+    security = r.choice("security", ("tls", "starttls", "plain"), "starttls")
+    port = r.int_("port", 465 if security == "tls" else 587, minimum=1, maximum=65535)
+    if security == "plain" and not _is_loopback(host):
+        raise r.fail("security", f"plain SMTP is only allowed to a loopback address, not {host!r}")
+    mail_from = r.req_str("from")
+    if not _ADDRESS.fullmatch(mail_from):
+        raise r.fail("from", f"expected one address such as rathaus@example.org, got {mail_from!r}")
+    username = r.str_("username")
+    password = _read_secret_file(r, "password_file", warnings)
+    if (username is None) != (password is None):
+        raise r.fail("password_file" if password is None else "username", "give username and password_file together")
+    min_backoff = _duration(r, "min_backoff", 300.0)
+    max_backoff = _duration(r, "max_backoff", 3600.0)
+    if max_backoff < min_backoff:
+        raise r.fail("max_backoff", "must not be shorter than min_backoff")
+    cfg = SmtpConfig(
+        host=host,
+        port=port,
+        security=security,  # type: ignore[arg-type]
+        mail_from=mail_from,
+        username=username,
+        password=password,
+        ca_file=r.existing_file("ca_file"),
+        request_dsn=r.bool_("request_dsn", True),
+        request_mdn=r.bool_("request_mdn", False),
+        min_backoff=min_backoff,
+        max_backoff=max_backoff,
+        max_lifetime=_duration(r, "max_lifetime", 5 * 86400.0),
+        timeout=r.float_("timeout", 60.0, minimum=1.0),
+    )
+    r.finish()
+    return cfg
 
 
 def _mime_parts(lr: _Reader) -> int:
@@ -530,6 +592,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     openpgp = _openpgp(top.sub("openpgp", top.table_("openpgp")), state_dir) if "openpgp" in data else None
     submission = _submission(top.sub("submission", top.table_("submission"))) if "submission" in data else None
     outbound = _outbound(top.sub("outbound", top.table_("outbound")), smime, openpgp) if "outbound" in data else None
+    smtp = _smtp(top.sub("smtp", top.table_("smtp")), warnings) if "smtp" in data else None
     top.finish()
     return Config(
         path=Path(file),
@@ -549,6 +612,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         ui=ui,
         submission=submission,
         outbound=outbound,
+        smtp=smtp,
     )
 
 

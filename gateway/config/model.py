@@ -239,6 +239,30 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True)
+class SmtpConfig:
+    """``[smtp]``: the relay outgoing documents are handed to, and how politely to retry.
+
+    ``plain`` (no TLS) is allowed only to a loopback relay, so the password and the
+    documents never cross a network in clear. Durations are seconds (the file says
+    ``"5m"``, ``"1h"``, ``"5d"``). DSN is asked for only when the relay offers it.
+    """
+
+    host: str
+    port: int
+    security: Security
+    mail_from: str
+    username: str | None = None
+    password: Secret | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    request_dsn: bool = True
+    request_mdn: bool = False
+    min_backoff: float = 300.0
+    max_backoff: float = 3600.0
+    max_lifetime: float = 5 * 86400.0
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     sha256: str
@@ -257,6 +281,7 @@ class Config:
     ui: UiConfig = field(default_factory=UiConfig)
     submission: SubmissionConfig | None = None
     outbound: OutboundConfig | None = None
+    smtp: SmtpConfig | None = None
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

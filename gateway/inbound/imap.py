@@ -269,6 +269,38 @@ class MailboxSession:
         except IMAP_ERRORS as exc:
             raise TransientError(f"disposing of {len(uids)} messages failed: {type(exc).__name__}: {exc}") from None
 
+    # -- the Sent folder (outbound) ---------------------------------------------------------
+    def sent_folder(self) -> str:
+        """The folder flagged ``\\Sent`` (RFC 6154), else ``Sent`` (created when missing)."""
+        c = self._c
+        try:
+            for flags, _, name in c.list_folders():
+                if b"\\Sent" in flags:
+                    return str(name)
+            if not c.folder_exists("Sent"):
+                c.create_folder("Sent")
+            return "Sent"
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"finding the Sent folder failed: {type(exc).__name__}: {exc}") from None
+
+    def append_once(self, folder: str, raw: bytes, message_id: str) -> bool:
+        """APPEND ``raw`` (seen) unless a message with ``message_id`` is there; True if appended.
+
+        The search makes a repeat after a crash harmless: the copy is not made twice.
+        """
+        c = self._c
+        try:
+            c.select_folder(folder)
+            if c.search(["HEADER", "Message-ID", f"<{message_id}>"]):
+                return False
+            c.append(folder, raw, flags=[imapclient.SEEN])
+            return True
+        except IMAP_ERRORS as exc:
+            raise TransientError(f"APPEND to {folder} failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            with contextlib.suppress(*IMAP_ERRORS):
+                self.select()
+
     # -- waiting --------------------------------------------------------------------------
     def wait_for_mail(self, timeout: float) -> None:
         """IDLE when offered (and enabled), else NOOP + sleep by the caller's poll interval."""

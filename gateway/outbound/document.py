@@ -1,3 +1,9 @@
+"""The hand-over between compose (the producer) and the outbox (the consumer).
+
+Compose builds, signs and encrypts; what it hands over is final: the outbox never
+re-serialises ``raw``, so the bytes queued are the bytes sent and the bytes filed.
+"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,11 +12,12 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ComposedDocument:
     """A finished message, ready to queue: bytes exactly as they will be sent."""
-    message_id: str            # without angle brackets
-    case: str                  # case reference (Aktenzeichen) as given
-    mail_from: str             # envelope sender ([smtp] from)
+
+    message_id: str  # without angle brackets
+    case: str  # case reference (Aktenzeichen) as given
+    mail_from: str  # envelope sender ([smtp] from)
     recipients: tuple[str, ...]  # envelope recipients (To + Cc + Bcc)
-    raw: bytes                 # RFC 5322 message, CRLF line ends
-    signed: str                # "smime" | "openpgp" | "none"
+    raw: bytes  # RFC 5322 message, CRLF line ends
+    signed: str  # "smime" | "openpgp" | "none"
     encrypted: bool
     key_sources: tuple[tuple[str, str], ...]  # (recipient, which certificate/key was used)

@@ -14,8 +14,8 @@ interchangeable. Two guarantees every backend keeps:
 
 ``snapshot()`` gives reads that all see one moment, which ``audit verify`` needs to
 compare the chain, the checkpoints and the message rows. ``StoreOperations`` writes the
-operations once over any backend's unit of work. Outbox and delivery stores join here
-later, with their own Protocols beside ``MessageStore``.
+operations once over any backend's unit of work. The outbox (``OutboxStore``) sits beside
+``MessageStore`` under the same two guarantees; delivery receipts join later.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
 from gateway.records.export import JsonlExport
 from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessageRecord, State
+from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint, Signer
 
 
@@ -44,6 +45,10 @@ class ChangedMeanwhile(StoreError, PermanentError):
 
 class DuplicateKey(StoreError):
     """A message with this id or idempotency key is already recorded; nothing was written."""
+
+
+class StaleOutboxState(StoreError):
+    """An outbox document was not in the state the caller read it in (someone else acted first)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,23 @@ class AuditReader(Protocol):
         ...
 
 
-class ReadSnapshot(MessageReader, AuditReader, Protocol):
+class OutboxReader(Protocol):
+    def outbox_get(self, outbox_id: str) -> OutboxRecord | None: ...
+
+    def outbox_list(self, states: Sequence[OutboxState] = (), *, case_ref: str | None = None) -> list[OutboxRecord]:
+        """Documents in any of ``states`` (all when empty), oldest first."""
+        ...
+
+    def outbox_counts(self) -> dict[str, int]:
+        """How many documents are in each state."""
+        ...
+
+    def outbox_lacking_copies(self, *, sent_folder: bool = False) -> list[OutboxRecord]:
+        """Finished documents sent to someone without their case-folder copy (``sent_folder``: or Sent copy)."""
+        ...
+
+
+class ReadSnapshot(MessageReader, AuditReader, OutboxReader, Protocol):
     """Reads that all see the same moment of the store."""
 
 
@@ -175,6 +196,17 @@ class UnitOfWork(Protocol):
 
     def seal(self) -> None:
         """Sign the current head unless a checkpoint covers it already (needs a signer)."""
+        ...
+
+    def insert_outbox(self, rec: OutboxRecord) -> None:
+        """Record a new outbox document and its recipients; ``DuplicateKey`` if the id is taken."""
+        ...
+
+    def save_outbox(
+        self, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+    ) -> None:
+        """Write the document's state and recipients; ``StaleOutboxState`` unless its state is in
+        ``expect`` (and its claim is ``expect_claim``, when given)."""
         ...
 
 
@@ -225,6 +257,26 @@ class MessageStore(MessageReader, Protocol):
         ...
 
 
+class OutboxStore(OutboxReader, Protocol):
+    """Outbox state changes, each committed together with the events that describe it."""
+
+    def outbox_enqueue(self, rec: OutboxRecord, events: Sequence[AuditEvent]) -> None:
+        """Record a document whose bytes are already durable in its spool file."""
+        ...
+
+    def outbox_save(
+        self,
+        rec: OutboxRecord,
+        events: Sequence[AuditEvent],
+        *,
+        expect: Sequence[OutboxState] | None = None,
+        expect_claim: str | None = None,
+    ) -> None:
+        """Move a document to ``rec``'s state; ``expect``: the states it must be in, ``expect_claim``:
+        the claim it must carry (else ``StaleOutboxState``)."""
+        ...
+
+
 class AuditStore(AuditReader, Protocol):
     def record_events(self, events: Sequence[AuditEvent]) -> None:
         """Events that change no message state (config loaded, certificates collected)."""
@@ -239,7 +291,7 @@ class AuditStore(AuditReader, Protocol):
         ...
 
 
-class Store(MessageStore, AuditStore, Protocol):
+class Store(MessageStore, AuditStore, OutboxStore, Protocol):
     """One open store. Not shared between threads: each thread opens its own."""
 
     readonly_note: str | None  # set when a read-only opening may not see the newest entries
@@ -256,7 +308,7 @@ class Store(MessageStore, AuditStore, Protocol):
 
 # -- the operations, once for every backend -----------------------------------------------------
 class StoreOperations:
-    """``MessageStore`` and ``AuditStore`` writes over a backend's ``unit_of_work``."""
+    """``MessageStore``, ``AuditStore`` and ``OutboxStore`` writes over a backend's ``unit_of_work``."""
 
     audit_settings: AuditSettings
 
@@ -334,6 +386,26 @@ class StoreOperations:
 
     def record_events(self, events: Sequence[AuditEvent]) -> None:
         with self.unit_of_work() as uow:
+            uow.append(events)
+
+    def outbox_enqueue(self, rec: OutboxRecord, events: Sequence[AuditEvent]) -> None:
+        rec.created_at = rec.created_at or iso(utcnow())
+        rec.updated_at = rec.updated_at or rec.created_at
+        with self.unit_of_work() as uow:
+            uow.insert_outbox(rec)
+            uow.append(events)
+
+    def outbox_save(
+        self,
+        rec: OutboxRecord,
+        events: Sequence[AuditEvent],
+        *,
+        expect: Sequence[OutboxState] | None = None,
+        expect_claim: str | None = None,
+    ) -> None:
+        rec.updated_at = iso(utcnow())
+        with self.unit_of_work() as uow:
+            uow.save_outbox(rec, expect, expect_claim)
             uow.append(events)
 
     def seal(self) -> None:

@@ -1,4 +1,4 @@
-"""The daemon: one worker thread per mailbox, reconnecting with capped backoff.
+"""The daemon: one worker thread per mailbox, and one draining the outbox when ``[smtp]`` is set.
 
 One failing mailbox never stops the others: each worker has its own IMAP session and
 store connection, and its errors go to its own status row and log lines. ``once`` mode
@@ -31,6 +31,7 @@ from gateway.records.chain import AuditEvent
 from gateway.records.messages import MailboxState
 from gateway.records.open import open_store
 from gateway.records.store import Store
+from gateway.service import outbox_worker
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.daemon")
@@ -104,6 +105,8 @@ class Daemon:
             for listener in self.listeners:
                 listener.start()  # a port that cannot be bound ends the run here, before any mailbox
                 started.append(listener)
+            if self.config.smtp is not None:
+                threads.append(threading.Thread(target=self._outbox, name="outbox", daemon=True))
             for t in threads:
                 t.start()
             for t in threads:
@@ -216,6 +219,17 @@ class Daemon:
                 backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
             _close_quietly(wlog, intake, store)
+
+    def _outbox(self) -> None:
+        def failed(text: str) -> None:
+            with self._lock:
+                self.report.failures[outbox_worker.NAME] = text
+
+        def passed(_: object) -> None:
+            with self._lock:
+                self.report.failures.pop(outbox_worker.NAME, None)
+
+        outbox_worker.run_outbox(self.config, self.stop, once=self.once, on_pass=passed, on_failure=failed)
 
     def _retry_in(self, attempts: int, backoff: float) -> float | None:
         """Seconds until the next attempt; ``None`` when ``once`` mode has made its last."""

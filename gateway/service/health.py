@@ -21,7 +21,7 @@ from gateway.unwrap import UnwrapContext
 
 @dataclass(frozen=True)
 class CheckResult:
-    check: str  # "config" | "routes" | "keys" | "crl" | "outbound" | "storage" | "submission" | "mailbox"
+    check: str  # "config" | "routes" | "keys" | "crl" | "outbound" | "storage" | "submission" | "mailbox" | "smtp"
     target: str
     ok: bool
     detail: str = ""
@@ -59,6 +59,8 @@ def run_checks(config: Config) -> list[CheckResult]:
             results.append(CheckResult("mailbox", mb.name, False, str(exc)))
         finally:
             session.close()
+    if config.smtp is not None:
+        results.append(smtp_check(config))
     return results
 
 
@@ -79,6 +81,21 @@ def outbound_checks(config: Config) -> list[CheckResult]:
         return [CheckResult("outbound", "sign/encrypt", True, detail)]
     finally:
         keys.close()
+def smtp_check(config: Config) -> CheckResult:
+    """The relay: reachable, TLS as configured, the login accepted; and whether it offers DSN."""
+    import smtplib
+
+    from gateway.outbound.smtp import SmtpAgent
+
+    assert config.smtp is not None
+    target = f"{config.smtp.host}:{config.smtp.port}"
+    try:
+        detail = SmtpAgent(config.smtp).probe()
+    except (OSError, smtplib.SMTPException) as exc:
+        return CheckResult("smtp", target, False, f"{type(exc).__name__}: {exc}")
+    if config.smtp.request_dsn and "dsn" not in detail:
+        return CheckResult("smtp", target, True, detail + "; no DSN: delivery receipts cannot be asked for", True)
+    return CheckResult("smtp", target, True, detail)
 
 
 def route_checks(config: Config) -> list[CheckResult]:

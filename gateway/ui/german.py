@@ -167,6 +167,26 @@ GERMAN: dict[str, str] = {
     "note: {message}": "Hinweis: {message}",
     "wrote {path}": "{path} geschrieben",
     "released {id} into {path}": "{id} freigegeben nach {path}",
+    "outbox {id}: {state}": "Postausgang {id}: {state}",
+    "Queued for sending to {recipients} (Message-ID {message_id})": (
+        "Zum Versand an {recipients} eingereiht (Message-ID {message_id})"
+    ),
+    "Handed to the relay for {recipients}; it answered: {replies}": (
+        "An den Mailserver übergeben für {recipients}; Antwort: {replies}"
+    ),
+    "The relay deferred it ({replies}); next attempt at {next}": (
+        "Vom Mailserver zurückgestellt ({replies}); nächster Versuch um {next}"
+    ),
+    "Not delivered to {recipients}: {replies}": "Nicht zugestellt an {recipients}: {replies}",
+    "Sent again after a crash (same Message-ID {message_id})": (
+        "Nach einem Absturz erneut gesendet (gleiche Message-ID {message_id})"
+    ),
+    "Stopped in the outbox by {actor}": "Im Postausgang angehalten von {actor}",
+    "Released from the outbox hold by {actor}": "Im Postausgang freigegeben von {actor}",
+    "Retry requested by {actor}": "Neuer Versuch angefordert von {actor}",
+    "Withdrawn from the outbox by {actor}": "Aus dem Postausgang zurückgezogen von {actor}",
+    "The sent copy was filed in {path}": "Die gesendete Fassung wurde abgelegt in {path}",
+    "Copied to the mailbox folder {folder}": "In den Postfachordner {folder} kopiert",
     "cannot read {path}: {reason}": "{path} nicht lesbar: {reason}",
     "is a directory": "ist ein Verzeichnis",
     "no such file": "Datei nicht gefunden",
@@ -246,6 +266,21 @@ GERMAN: dict[str, str] = {
     "CASE_REFERENCE": "AKTENZEICHEN",
     "PATH": "PFAD",
     "FILES": "DATEIEN",
+    "RECIPIENTS": "EMPFÄNGER",
+    "ATTEMPTS": "VERSUCHE",
+    "NEXT_ATTEMPT_AT": "NÄCHSTER_VERSUCH",
+    "LAST_REPLY": "LETZTE_ANTWORT",
+    "ADDRESS": "ADRESSE",
+    "REPLY": "ANTWORT",
+    "QUEUE_ID": "WARTESCHLANGEN_ID",
+    "UPDATED_AT": "GEÄNDERT",
+    "MESSAGE_ID": "MESSAGE-ID",
+    "MAIL_FROM": "ABSENDER_UMSCHLAG",
+    "SIGNED": "SIGNIERT",
+    "ENCRYPTED": "VERSCHLÜSSELT",
+    "CREATED_AT": "EINGEREIHT",
+    "RESENT": "ERNEUT_GESENDET",
+    "SENT_PATH": "GESENDETE_KOPIE",
 }
 
 # The reason codes' words live with their German in one table (gateway.ui.reasons).

@@ -9,7 +9,9 @@ from typing import Any
 
 from gateway.records.chain import AuditEntry, ChainHead
 from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
+from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint
+from gateway.records.sqlite import outbox as outbox_sql
 from gateway.records.sqlite.connect import sqlite_errors
 from gateway.records.store import EntryFilter
 
@@ -113,6 +115,23 @@ class SQLiteReader:
 
     def _messages(self, where: str, args: Sequence[Any] = ()) -> list[MessageRecord]:
         return [message_from_row(r) for r in self._all(f"SELECT * FROM messages WHERE {where}", args)]  # noqa: S608
+
+    # -- the outbox --------------------------------------------------------------------------------
+    def outbox_get(self, outbox_id: str) -> OutboxRecord | None:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.get(self._conn, outbox_id)
+
+    def outbox_list(self, states: Sequence[OutboxState] = (), *, case_ref: str | None = None) -> list[OutboxRecord]:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.select(self._conn, states, case_ref)
+
+    def outbox_counts(self) -> dict[str, int]:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.counts(self._conn)
+
+    def outbox_lacking_copies(self, *, sent_folder: bool = False) -> list[OutboxRecord]:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.lacking_copies(self._conn, sent_folder=sent_folder)
 
     # -- messages ----------------------------------------------------------------------------------
     def get(self, msg_id: str) -> MessageRecord | None:

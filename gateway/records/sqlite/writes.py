@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso
 from gateway.records.messages import MailboxStatus, MessageRecord
+from gateway.records.outbox import OutboxRecord, OutboxState
+from gateway.records.sqlite import outbox as outbox_sql
 from gateway.records.sqlite.reads import MESSAGE_COLUMNS, message_values
 from gateway.records.store import AuditSettings, StoreError
 
@@ -92,6 +94,15 @@ class SQLiteUnitOfWork:
 
     def update_status(self, status: MailboxStatus) -> None:
         self._conn.execute(_UPSERT_STATUS, (status.mailbox, *(getattr(status, c) for c in _STATUS_FIELDS)))
+
+    # -- the outbox --------------------------------------------------------------------------------
+    def insert_outbox(self, rec: OutboxRecord) -> None:
+        outbox_sql.insert(self._conn, rec)
+
+    def save_outbox(
+        self, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+    ) -> None:
+        outbox_sql.save(self._conn, rec, expect, expect_claim)
 
     # -- the audit trail ---------------------------------------------------------------------------
     def _lock_head(self) -> ChainHead:

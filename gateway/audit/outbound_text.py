@@ -1,0 +1,78 @@
+"""The outbox's audit events in one sentence each, for the text, CSV and HTML reports.
+
+Outbox events carry the outbox id as ``document`` and no ``message``; ``held``,
+``released`` and ``bounced`` share their names with other events, so ``describe`` asks
+here first for entries of that shape. What was sent to whom and what the relay answered
+is in the sentences, so a case's report answers it without the details column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.records.chain import AuditEntry
+from gateway.ui import Locale
+
+
+def _d(e: AuditEntry, key: str) -> str:
+    value = e.details.get(key)
+    return "?" if value is None else str(value)
+
+
+def _replies(e: AuditEntry) -> str:
+    replies: Any = e.details.get("replies") or {}
+    if not isinstance(replies, dict):
+        return "?"
+    return "; ".join(f"{rcpt}: {reply}" for rcpt, reply in sorted(replies.items())) or "?"
+
+
+def _who(actor: str, lc: Locale) -> str:
+    from gateway.audit.report import actor_text
+
+    return actor_text(actor, lc)
+
+
+def _note(text: str, e: AuditEntry, lc: Locale) -> str:
+    note = e.details.get("note")
+    return text + lc.t("; note: {note}", note=note) if note else text
+
+
+def _recipients(e: AuditEntry) -> str:
+    found: Any = e.details.get("recipients") or []
+    return ", ".join(str(r) for r in found) if isinstance(found, list) else "?"
+
+
+OUTBOUND: dict[str, Callable[[AuditEntry, Locale], str]] = {
+    "queued": lambda e, lc: lc.t(
+        "Queued for sending to {recipients} (Message-ID {message_id})",
+        recipients=_recipients(e),
+        message_id=_d(e, "message_id"),
+    ),
+    "submitted": lambda e, lc: lc.t(
+        "Handed to the relay for {recipients}; it answered: {replies}", recipients=_recipients(e), replies=_replies(e)
+    ),
+    "deferred": lambda e, lc: lc.t(
+        "The relay deferred it ({replies}); next attempt at {next}", replies=_replies(e), next=_d(e, "next_attempt_at")
+    ),
+    "bounced": lambda e, lc: lc.t(
+        "Not delivered to {recipients}: {replies}", recipients=_recipients(e), replies=_replies(e)
+    ),
+    "resent": lambda e, lc: lc.t(
+        "Sent again after a crash (same Message-ID {message_id})", message_id=_d(e, "message_id")
+    ),
+    "held": lambda e, lc: _note(lc.t("Stopped in the outbox by {actor}", actor=_who(e.actor, lc)), e, lc),
+    "released": lambda e, lc: _note(lc.t("Released from the outbox hold by {actor}", actor=_who(e.actor, lc)), e, lc),
+    "retry-requested": lambda e, lc: _note(lc.t("Retry requested by {actor}", actor=_who(e.actor, lc)), e, lc),
+    "cancelled": lambda e, lc: _note(lc.t("Withdrawn from the outbox by {actor}", actor=_who(e.actor, lc)), e, lc),
+    "filed-sent": lambda e, lc: lc.t("The sent copy was filed in {path}", path=_d(e, "path")),
+    "copied-to-sent-folder": lambda e, lc: lc.t("Copied to the mailbox folder {folder}", folder=_d(e, "folder")),
+}
+
+
+def describe_outbound(e: AuditEntry, lc: Locale) -> str | None:
+    """The sentence for an outbox event, or None when ``e`` is not one."""
+    if e.document is None or e.message is not None:
+        return None
+    fn = OUTBOUND.get(e.event)
+    return fn(e, lc) if fn is not None else None

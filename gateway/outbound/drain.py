@@ -1,0 +1,292 @@
+"""One pass over the outbox: recover, pick what is due, hand it to the relay, record the answers.
+
+The order of commits is the whole crash story:
+
+1. ``active`` is committed before the relay sees DATA (with ``attempts`` counted).
+2. After the relay's 250 the recipients' ``sent`` is committed at once.
+3. The sent copy is filed in the case folder, then its path is committed.
+
+A crash between 1 and 2 leaves the document ``active``: the next pass resends it (same
+bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``; that window
+is the only way a recipient can get a document twice. A crash between 2 and 3 leaves a
+finished document without its sent copy: the next pass files it. ``hooks`` let tests
+stop the pass exactly inside these windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from gateway.clock import iso, utcnow
+from gateway.config import Config
+from gateway.errors import TransientError
+from gateway.filing.areas import Area
+from gateway.filing.sent import file_sent_copy
+from gateway.outbound import scheduler
+from gateway.outbound.claim import claimant_alive, this_process
+from gateway.outbound.outbox import OutboxError, spool_bytes
+from gateway.outbound.smtp import Attempt, SmtpAgent
+from gateway.records.chain import AuditEvent
+from gateway.records.outbox import DONE, WAITING, OutboxRecord
+from gateway.records.store import StaleOutboxState, Store
+
+log = structlog.get_logger("poststelle.outbox")
+RESENT_AFTER_CRASH = "resent-after-crash"
+
+
+@dataclass
+class DrainHooks:
+    """Points where tests make the pass fail as a crash would (no-ops in production)."""
+
+    after_accept: Callable[[OutboxRecord, Attempt], None] = lambda rec, att: None
+    after_sent_commit: Callable[[OutboxRecord], None] = lambda rec: None
+
+
+@dataclass
+class DrainReport:
+    sent: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    bounced: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    filed: list[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+    unfiled: list[str] = field(default_factory=list)
+    next_wakeup: str | None = None
+
+
+class Drain:
+    """The outbox's delivery side for one process; ``clock`` is injectable for tests."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        agent: SmtpAgent | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        hooks: DrainHooks | None = None,
+        copy_to_sent: Callable[[OutboxRecord, bytes], str] | None = None,
+    ) -> None:
+        if config.smtp is None:
+            raise OutboxError("no [smtp] section: the outbox has no relay to drain to")
+        self.config = config
+        self.smtp = config.smtp
+        self.store = store
+        self.agent = agent or SmtpAgent(config.smtp)
+        self.clock = clock
+        self.hooks = hooks or DrainHooks()
+        self.copy_to_sent = copy_to_sent
+
+    def run_once(self) -> DrainReport:
+        """Recover crash leftovers, then attempt every due document once."""
+        report = DrainReport()
+        for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
+            self._copies(rec, report)
+        for rec in self.store.outbox_list(["active"]):
+            if claimant_alive(rec.claimed_by):
+                continue  # another process (the daemon) is sending it right now
+            self._attempt(rec, report, after_crash=True)
+        for rec in scheduler.due(self.store.outbox_list(WAITING), self.clock()):
+            self._attempt(rec, report, after_crash=False)
+        report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
+        return report
+
+    # -- one document ---------------------------------------------------------------------------
+    def _event(self, kind: str, rec: OutboxRecord, **details: Any) -> AuditEvent:
+        return AuditEvent(kind, case=rec.case_ref, document=rec.id, details={"message_id": rec.message_id, **details})
+
+    def _attempt(self, rec: OutboxRecord, report: DrainReport, *, after_crash: bool) -> None:
+        now = self.clock()
+        before = rec.state
+        if scheduler.expired(rec, now, self.smtp.max_lifetime) and not after_crash:
+            self._expire(rec, report)
+            return
+        try:
+            raw = spool_bytes(rec)
+        except (OSError, OutboxError) as exc:
+            rec.state, rec.last_reply = "hold", f"spool file unusable: {exc}"
+            self._save(rec, [self._event("held", rec, reason="spool-unusable", error=str(exc))], [before])
+            report.held.append(rec.id)
+            return
+        old_claim = rec.claimed_by if after_crash else None
+        rec.state = "active"
+        rec.claimed_by = this_process()
+        rec.attempts += 1
+        events = []
+        if after_crash:
+            rec.resent = True
+            events.append(self._event("resent", rec, reason=RESENT_AFTER_CRASH, attempt=rec.attempts))
+            report.resent.append(rec.id)
+        if not self._save(rec, events, [before], claim=old_claim):
+            return  # a person held or cancelled it meanwhile, or another pass took it
+        pending = [r.address for r in rec.pending()]
+        att = self.agent.send(rec.mail_from, pending, raw, rec.envid)
+        self.hooks.after_accept(rec, att)
+        self._record(rec, att, report)
+
+    def _record(self, rec: OutboxRecord, att: Attempt, report: DrainReport) -> None:
+        now = self.clock()
+        at = iso(now)
+        accepted, temporary, permanent = [], [], []
+        for r in rec.recipients:
+            if r.address not in att.replies:
+                continue
+            reply = att.replies[r.address]
+            r.reply, r.updated_at = str(reply), at
+            outcome = reply.outcome
+            if outcome == "accepted":
+                r.state, r.queue_id = "sent", att.queue_ids.get(r.address)
+                accepted.append(r.address)
+            elif outcome == "permanent":
+                r.state = "bounced"
+                permanent.append(r.address)
+            else:
+                temporary.append(r.address)
+        rec.last_reply = att.error or (str(next(iter(att.replies.values()))) if att.replies else None)
+        events: list[AuditEvent] = []
+        if accepted:
+            events.append(
+                self._event(
+                    "submitted",
+                    rec,
+                    recipients=accepted,
+                    replies={a: str(att.replies[a]) for a in accepted},
+                    queue_ids={a: att.queue_ids.get(a) for a in accepted},
+                    dsn_requested=att.dsn,
+                    envid=rec.envid if att.dsn else None,
+                    attempt=rec.attempts,
+                    resent_after_crash=rec.resent,
+                )
+            )
+        if permanent:
+            events.append(
+                self._event("bounced", rec, recipients=permanent, replies={a: str(att.replies[a]) for a in permanent})
+            )
+        if rec.pending():
+            if scheduler.expired(rec, now, self.smtp.max_lifetime):
+                self._bounce_pending(rec, at, events)
+            else:
+                rec.state = "deferred"
+                rec.next_attempt_at = scheduler.next_attempt(
+                    now, rec.attempts, self.smtp.min_backoff, self.smtp.max_backoff
+                )
+                events.append(
+                    self._event(
+                        "deferred",
+                        rec,
+                        recipients=[r.address for r in rec.pending()],
+                        replies={a: str(att.replies[a]) for a in temporary},
+                        next_attempt_at=rec.next_attempt_at,
+                        attempt=rec.attempts,
+                    )
+                )
+        if not rec.pending():
+            rec.state = "bounced" if any(r.state == "bounced" for r in rec.recipients) else "sent"
+            rec.next_attempt_at = None
+        if not self._save(rec, events, ["active"], claim=rec.claimed_by):
+            return  # cannot happen while claims hold; the next pass would resend, marked
+        {"sent": report.sent, "bounced": report.bounced, "deferred": report.deferred}[rec.state].append(rec.id)
+        log.info("outbox attempt", id=rec.id, state=rec.state, accepted=len(accepted), error=att.error)
+        if rec.state in DONE:
+            self.hooks.after_sent_commit(rec)
+            self._copies(rec, report)
+
+    def _bounce_pending(self, rec: OutboxRecord, at: str, events: list[AuditEvent]) -> None:
+        expired = []
+        for r in rec.pending():
+            r.state, r.updated_at = "bounced", at
+            r.reply = f"expired after max_lifetime; last reply: {r.reply}"
+            expired.append(r.address)
+        events.append(
+            self._event(
+                "bounced",
+                rec,
+                recipients=expired,
+                reason="max-lifetime",
+                replies={r.address: r.reply for r in rec.recipients if r.address in expired},
+            )
+        )
+
+    def _expire(self, rec: OutboxRecord, report: DrainReport) -> None:
+        before = rec.state
+        events: list[AuditEvent] = []
+        self._bounce_pending(rec, iso(self.clock()), events)
+        rec.state = "bounced"
+        rec.next_attempt_at = None
+        if self._save(rec, events, [before]):
+            report.bounced.append(rec.id)
+            self._copies(rec, report)
+
+    def _save(
+        self, rec: OutboxRecord, events: list[AuditEvent], expect: list[Any], *, claim: str | None = None
+    ) -> bool:
+        try:
+            self.store.outbox_save(rec, events, expect=expect, expect_claim=claim)
+        except StaleOutboxState as exc:
+            log.info("outbox document changed meanwhile", id=rec.id, error=str(exc))
+            return False
+        return True
+
+    # -- the sent copies --------------------------------------------------------------------------
+    def _copies(self, rec: OutboxRecord, report: DrainReport) -> None:
+        """What a finished document still lacks: its copy in the case folder, then in Sent."""
+        if not rec.sent_to_someone():
+            return
+        if rec.sent_path is None:
+            try:
+                self._file(rec, report)
+            except (OSError, OutboxError, ValueError) as exc:
+                # One case folder that cannot take the copy (a link, a full disk) must not stop
+                # the outbox: the copy is tried again at every pass and audit verify names it.
+                log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
+                report.unfiled.append(rec.id)
+                return
+        if self.copy_to_sent is not None and rec.sent_path is not None and rec.sent_folder is None:
+            self._copy_to_sent(rec, report)
+
+    def _copy_to_sent(self, rec: OutboxRecord, report: DrainReport) -> None:
+        """IMAP APPEND to the mailbox's Sent folder; a failure is retried at the next pass."""
+        assert self.copy_to_sent is not None
+        try:
+            folder = self.copy_to_sent(rec, spool_bytes(rec))
+        except (TransientError, OSError, OutboxError) as exc:
+            log.warning("copy to the Sent folder failed; retried at the next pass", id=rec.id, error=str(exc))
+            return
+        before = rec.state
+        rec.sent_folder = folder
+        if self._save(rec, [self._event("copied-to-sent-folder", rec, folder=folder)], [before]):
+            report.copied.append(rec.id)
+
+    def _file(self, rec: OutboxRecord, report: DrainReport) -> None:
+        raw = spool_bytes(rec)
+        metadata = {
+            "id": rec.id,
+            "message_id": rec.message_id,
+            "case_reference": rec.case_ref,
+            "case_folder": rec.case_folder,
+            "mail_from": rec.mail_from,
+            "envid": rec.envid,
+            "signed": rec.signed,
+            "encrypted": rec.encrypted,
+            "key_sources": [list(k) for k in rec.key_sources],
+            "recipients": [r.to_json() for r in rec.recipients],
+            "attempts": rec.attempts,
+            "resent_after_crash": rec.resent,
+            "queued_at": rec.created_at,
+        }
+        area = Area.open(self.config, "cases")
+        try:
+            path, manifest_sha = file_sent_copy(area, rec.case_folder, rec.id, raw, metadata, sent_at=self.clock())
+        finally:
+            area.close()
+        before = rec.state
+        rec.sent_path, rec.sent_manifest_sha256 = str(path), manifest_sha
+        rel = f"{rec.case_folder}/{path.parent.name}/{path.name}"
+        if self._save(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)], [before]):
+            report.filed.append(rec.id)

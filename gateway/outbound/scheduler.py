@@ -1,0 +1,48 @@
+"""What in the outbox is due, and when to try again: pure decisions, never the network.
+
+Postfix's rule: a retry is a persisted schedule, not a sleep. A deferred document carries
+its next attempt time; the wait doubles from ``min_backoff`` up to ``max_backoff``; a
+document still not accepted ``max_lifetime`` after it was queued is bounced. The clock
+is an argument, so tests drive days of retries without waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from gateway.clock import iso
+from gateway.records.outbox import WAITING, OutboxRecord
+
+
+def backoff(attempts: int, min_backoff: float, max_backoff: float) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt (1, 2, …): doubling, capped."""
+    if attempts < 1:
+        return min_backoff
+    # Cap the exponent: 2**60 minutes is past any max_backoff anyone configures.
+    return float(min(min_backoff * 2 ** min(attempts - 1, 60), max_backoff))
+
+
+def next_attempt(now: datetime, attempts: int, min_backoff: float, max_backoff: float) -> str:
+    return iso(now + timedelta(seconds=backoff(attempts, min_backoff, max_backoff)))
+
+
+def is_due(rec: OutboxRecord, now: datetime) -> bool:
+    """Waiting and its time has come (a document never tried is due at once)."""
+    return rec.state in WAITING and (rec.next_attempt_at is None or rec.next_attempt_at <= iso(now))
+
+
+def due(records: Iterable[OutboxRecord], now: datetime) -> list[OutboxRecord]:
+    """The documents to attempt now, the longest waiting first."""
+    return sorted((r for r in records if is_due(r, now)), key=lambda r: (r.next_attempt_at or r.created_at, r.id))
+
+
+def expired(rec: OutboxRecord, now: datetime, max_lifetime: float) -> bool:
+    """Queued longer ago than ``max_lifetime``: no further attempt, the document bounces."""
+    return bool(rec.created_at) and rec.created_at <= iso(now - timedelta(seconds=max_lifetime))
+
+
+def next_wakeup(records: Iterable[OutboxRecord]) -> str | None:
+    """The earliest scheduled attempt among waiting documents (None: nothing scheduled)."""
+    times = [r.next_attempt_at or r.created_at for r in records if r.state in WAITING]
+    return min(times) if times else None

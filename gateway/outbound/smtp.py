@@ -1,0 +1,200 @@
+"""The delivery agent: one SMTP transaction per attempt, answers sorted per recipient.
+
+Protocol only; what an answer means for the document (deferred, bounced, sent) is the
+drain's business. Transport security follows ``[smtp] security``: implicit TLS, STARTTLS
+(refused if the relay does not offer it), or plain only to loopback (the loader checks).
+DSN parameters (RET=HDRS, ENVID, NOTIFY, ORCPT) are sent only when the relay advertises
+DSN: a server that does not know them must refuse them (RFC 3461), and that would bounce
+a document for asking politely.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.config import SmtpConfig
+
+Outcome = Literal["accepted", "temporary", "permanent"]
+_QUEUE_ID = re.compile(rb"queued as ([0-9A-Za-z]+)")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One SMTP reply, kept as the relay gave it (for the record and for people)."""
+
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+    @property
+    def outcome(self) -> Outcome:
+        if 200 <= self.code < 400:
+            return "accepted"
+        return "temporary" if 400 <= self.code < 500 else "permanent"
+
+
+@dataclass
+class Attempt:
+    """What one transaction achieved: per recipient the final reply and, if accepted, the queue id."""
+
+    replies: dict[str, Reply] = field(default_factory=dict)
+    queue_ids: dict[str, str] = field(default_factory=dict)
+    dsn: bool = False  # whether DSN parameters were sent
+    error: str | None = None  # a transaction-level failure (connection, TLS, AUTH, MAIL FROM)
+
+    def outcome(self, rcpt: str) -> Outcome:
+        return self.replies[rcpt].outcome
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext: printable ASCII except ``+`` and ``=``, everything else ``+HH``."""
+    return "".join(
+        c if 33 <= ord(c) <= 126 and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode()) for c in value
+    )
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> Reply:
+    text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+    return Reply(exc.smtp_code, text)
+
+
+def _decode(msg: bytes | str) -> str:
+    return msg.decode("utf-8", "replace") if isinstance(msg, bytes) else msg
+
+
+class SmtpAgent:
+    """Hands documents to the configured relay; one connection per ``send``."""
+
+    def __init__(self, cfg: SmtpConfig, *, local_hostname: str | None = None) -> None:
+        self.cfg = cfg
+        self.local_hostname = local_hostname
+
+    def _tls(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+    def _connect(self) -> smtplib.SMTP:
+        cfg = self.cfg
+        smtp: smtplib.SMTP
+        if cfg.security == "tls":
+            smtp = smtplib.SMTP_SSL(
+                cfg.host, cfg.port, local_hostname=self.local_hostname, timeout=cfg.timeout, context=self._tls()
+            )
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, local_hostname=self.local_hostname, timeout=cfg.timeout)
+        try:
+            smtp.ehlo()
+            if cfg.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise smtplib.SMTPNotSupportedError("the relay does not offer STARTTLS; nothing was sent")
+                smtp.starttls(context=self._tls())
+                smtp.ehlo()
+            if cfg.username is not None and cfg.password is not None:
+                smtp.login(cfg.username, cfg.password.reveal())
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def probe(self) -> str:
+        """Connect, secure, log in and quit (``poststelle check``); what the relay offers, or raises."""
+        smtp = self._connect()
+        try:
+            offers = [x for x in ("dsn", "8bitmime", "smtputf8", "size") if smtp.has_extn(x)]
+        finally:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+        return f"{self.cfg.security} {self.cfg.host}:{self.cfg.port}, offers {', '.join(offers) or 'no extensions'}"
+
+    def send(self, mail_from: str, recipients: Sequence[str], raw: bytes, envid: str) -> Attempt:
+        """One transaction for ``recipients``; never raises for what the relay or network does."""
+        att = Attempt()
+        try:
+            smtp = self._connect()
+        except smtplib.SMTPResponseException as exc:
+            return self._all(
+                att,
+                recipients,
+                Reply(451 if exc.smtp_code >= 500 else exc.smtp_code, _reply(exc).text),
+                f"connecting: {_reply(exc)}",
+            )
+        except (OSError, smtplib.SMTPException) as exc:
+            return self._all(att, recipients, Reply(451, f"4.4.1 {exc}"), f"connecting: {exc}")
+        try:
+            self._transaction(smtp, att, mail_from, recipients, raw, envid)
+        except smtplib.SMTPServerDisconnected as exc:
+            self._undecided(att, recipients, Reply(451, f"4.4.2 connection lost: {exc}"))
+        except (OSError, smtplib.SMTPException) as exc:
+            self._undecided(att, recipients, Reply(451, f"4.4.2 {exc}"))
+        except (UnicodeError, ValueError) as exc:
+            # What this message or envelope is cannot be said in SMTP: retrying will not help.
+            self._undecided(att, recipients, Reply(554, f"5.6.7 cannot be sent as given: {exc}"))
+        finally:
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                smtp.close()
+        return att
+
+    def _transaction(
+        self, smtp: smtplib.SMTP, att: Attempt, mail_from: str, recipients: Sequence[str], raw: bytes, envid: str
+    ) -> None:
+        att.dsn = self.cfg.request_dsn and smtp.has_extn("dsn")
+        mail_opts: list[str] = []
+        if att.dsn:
+            mail_opts += ["RET=HDRS", f"ENVID={xtext(envid)}"]
+        if smtp.has_extn("8bitmime") and any(b > 127 for b in raw):
+            mail_opts.append("BODY=8BITMIME")
+        code, msg = smtp.mail(mail_from, mail_opts)
+        if code != 250:
+            smtp.rset()
+            self._all(att, recipients, Reply(code, _decode(msg)), f"MAIL FROM: {code} {_decode(msg)}")
+            return
+        rcpt_opts = ["NOTIFY=SUCCESS,FAILURE,DELAY"] if att.dsn else []
+        accepted: list[str] = []
+        for rcpt in recipients:
+            opts = [*rcpt_opts, f"ORCPT=rfc822;{xtext(rcpt)}"] if att.dsn else []
+            code, msg = smtp.rcpt(rcpt, opts)
+            reply = Reply(code, _decode(msg))
+            if code in (250, 251):
+                accepted.append(rcpt)
+            else:
+                att.replies[rcpt] = reply
+        if not accepted:
+            smtp.rset()
+            return
+        answer: bytes | str
+        try:
+            code, answer = smtp.data(raw)
+        except smtplib.SMTPDataError as exc:
+            code, answer = exc.smtp_code, exc.smtp_error
+        reply = Reply(code, _decode(answer))
+        m = _QUEUE_ID.search(answer if isinstance(answer, bytes) else answer.encode())
+        for rcpt in accepted:
+            att.replies[rcpt] = reply
+            if m and reply.outcome == "accepted":
+                att.queue_ids[rcpt] = m.group(1).decode()
+
+    @staticmethod
+    def _all(att: Attempt, recipients: Sequence[str], reply: Reply, error: str) -> Attempt:
+        att.error = error
+        for rcpt in recipients:
+            att.replies.setdefault(rcpt, reply)
+        return att
+
+    @staticmethod
+    def _undecided(att: Attempt, recipients: Sequence[str], reply: Reply) -> None:
+        """A dropped connection: every recipient without a final answer is deferred."""
+        att.error = str(reply)
+        for rcpt in recipients:
+            att.replies.setdefault(rcpt, reply)

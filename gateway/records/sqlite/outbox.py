@@ -1,0 +1,146 @@
+"""The SQL of the outbox: reading and writing documents and their recipients.
+
+Writes run inside the store's transaction (BEGIN IMMEDIATE), so a state change and the
+audit events describing it commit together. ``save`` compares the stored state with the
+one the caller read (``expect``): a person's ``hold`` and the delivery agent's ``active``
+cannot both win.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.records.outbox import OutboxRecord, OutboxState, RecipientStatus
+from gateway.records.store import StaleOutboxState
+
+_COLUMNS = (
+    "id",
+    "message_id",
+    "case_ref",
+    "case_folder",
+    "mail_from",
+    "sha256",
+    "size",
+    "path",
+    "signed",
+    "encrypted",
+    "key_sources",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+    "envid",
+    "last_reply",
+    "resent",
+    "sent_path",
+    "sent_manifest_sha256",
+    "sent_folder",
+    "claimed_by",
+)
+_MUTABLE = (
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "updated_at",
+    "last_reply",
+    "resent",
+    "sent_path",
+    "sent_manifest_sha256",
+    "sent_folder",
+    "claimed_by",
+)
+_INSERT = f"INSERT INTO outbox ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
+_UPDATE = f"UPDATE outbox SET {', '.join(f'{c}=?' for c in _MUTABLE)} WHERE id=?"  # noqa: S608
+_RCPT_UPSERT = (
+    "INSERT INTO outbox_recipients (outbox_id, position, address, state, reply, queue_id, updated_at) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(outbox_id, position) DO UPDATE SET "
+    "state=excluded.state, reply=excluded.reply, queue_id=excluded.queue_id, updated_at=excluded.updated_at"
+)
+
+
+def _value(rec: OutboxRecord, col: str) -> Any:
+    v = getattr(rec, col)
+    if col == "key_sources":
+        return json.dumps([list(k) for k in v])
+    if col in ("encrypted", "resent"):
+        return int(v)
+    return v
+
+
+def _recipient_rows(rec: OutboxRecord) -> list[tuple[Any, ...]]:
+    return [
+        (rec.id, i, r.address, r.state, r.reply, r.queue_id, r.updated_at or rec.updated_at)
+        for i, r in enumerate(rec.recipients)
+    ]
+
+
+def insert(conn: sqlite3.Connection, rec: OutboxRecord) -> None:
+    conn.execute(_INSERT, tuple(_value(rec, c) for c in _COLUMNS))
+    conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
+
+
+def save(
+    conn: sqlite3.Connection, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+) -> None:
+    """Write ``rec``'s state and recipients; ``expect``: the states the row may be in now;
+    ``expect_claim``: the claim it must still carry (two passes recovering one crash)."""
+    if expect is not None or expect_claim is not None:
+        row = conn.execute("SELECT state, claimed_by FROM outbox WHERE id=?", (rec.id,)).fetchone()
+        if row is None or (expect is not None and row[0] not in expect):
+            found = row[0] if row is not None else "missing"
+            raise StaleOutboxState(f"outbox {rec.id} is {found}, not {' or '.join(expect or ())}")
+        if expect_claim is not None and row[1] != expect_claim:
+            raise StaleOutboxState(f"outbox {rec.id} was claimed by {row[1]} meanwhile")
+    conn.execute(_UPDATE, (*(_value(rec, c) for c in _MUTABLE), rec.id))
+    conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
+
+
+def _record(conn: sqlite3.Connection, row: sqlite3.Row) -> OutboxRecord:
+    d = dict(row)
+    d["key_sources"] = [tuple(k) for k in json.loads(d["key_sources"] or "[]")]
+    d["encrypted"] = bool(d["encrypted"])
+    d["resent"] = bool(d["resent"])
+    rows = conn.execute(
+        "SELECT address, state, reply, queue_id, updated_at FROM outbox_recipients WHERE outbox_id=? ORDER BY position",
+        (d["id"],),
+    ).fetchall()
+    d["recipients"] = [RecipientStatus(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return OutboxRecord(**d)
+
+
+def get(conn: sqlite3.Connection, outbox_id: str) -> OutboxRecord | None:
+    row = conn.execute("SELECT * FROM outbox WHERE id=?", (outbox_id,)).fetchone()
+    return _record(conn, row) if row is not None else None
+
+
+def lacking_copies(conn: sqlite3.Connection, *, sent_folder: bool) -> list[OutboxRecord]:
+    """Finished documents sent to someone whose case-folder copy (or Sent-folder copy) is missing."""
+    missing = "(sent_path IS NULL OR sent_folder IS NULL)" if sent_folder else "sent_path IS NULL"
+    sql = (
+        f"SELECT * FROM outbox WHERE state IN ('sent', 'bounced') AND {missing} AND EXISTS "  # noqa: S608
+        "(SELECT 1 FROM outbox_recipients r WHERE r.outbox_id = outbox.id AND r.state = 'sent') ORDER BY created_at, id"
+    )
+    return [_record(conn, row) for row in conn.execute(sql).fetchall()]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return {row[0]: int(row[1]) for row in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state")}
+
+
+def select(
+    conn: sqlite3.Connection, states: Sequence[OutboxState] = (), case_ref: str | None = None
+) -> list[OutboxRecord]:
+    where: list[str] = ["1=1"]
+    args: list[Any] = []
+    if states:
+        where.append(f"state IN ({','.join('?' * len(states))})")
+        args.extend(states)
+    if case_ref is not None:
+        where.append("case_ref = ?")
+        args.append(case_ref)
+    sql = f"SELECT * FROM outbox WHERE {' AND '.join(where)} ORDER BY created_at, id"  # noqa: S608
+    return [_record(conn, row) for row in conn.execute(sql, args).fetchall()]

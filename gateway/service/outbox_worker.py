@@ -1,0 +1,77 @@
+"""The daemon's outbox thread: a drain pass, then sleep until the next attempt is due.
+
+Beside the mailbox workers, with its own store connection. New documents (queued by the
+CLI or compose in another process) are noticed at the next poll; a deferred one wakes the
+thread when its time comes. A fault is logged, recorded in the trail and retried with a
+capped backoff, like a mailbox's; ``once`` makes a single pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+import structlog
+
+from gateway.clock import utcnow
+from gateway.config import Config
+from gateway.outbound.drain import Drain, DrainReport
+from gateway.outbound.sentfolder import copier_from_config
+from gateway.records.chain import AuditEvent
+from gateway.records.open import open_store
+from gateway.records.store import Store
+
+log = structlog.get_logger("poststelle.outbox")
+POLL = 10.0  # seconds between looks for newly queued documents
+BACKOFF_MAX = 300.0
+NAME = "outbox"
+
+
+def _seconds_until(when: str | None, now: datetime) -> float:
+    if when is None:
+        return POLL
+    due = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    return max(0.5, min(POLL, (due - now).total_seconds()))
+
+
+def run_outbox(
+    config: Config,
+    stop: threading.Event,
+    *,
+    once: bool,
+    on_pass: Callable[[DrainReport], None],
+    on_failure: Callable[[str], None],
+) -> None:
+    """Drain until ``stop`` (or one pass with ``once``); ``on_failure`` gets a one-line error."""
+    store: Store | None = None
+    backoff = 1.0
+    try:
+        while not stop.is_set():
+            try:
+                if store is None:
+                    store = open_store(config)
+                report = Drain(config, store, copy_to_sent=copier_from_config(config)).run_once()
+                store.export_jsonl()
+                on_pass(report)
+                backoff = 1.0
+                wait = _seconds_until(report.next_wakeup, utcnow())
+            except Exception as exc:
+                text = f"{type(exc).__name__}: {exc}"[:500]
+                log.error("outbox pass failed", error=text, exc_info=exc)
+                on_failure(text)
+                if store is not None:
+                    try:
+                        store.record_events([AuditEvent("outbox-error", details={"error": text})])
+                    except Exception as record_exc:  # noqa: BLE001 - the log has it
+                        log.error("could not record the outbox error", error=str(record_exc))
+                    store.close()
+                    store = None
+                wait = backoff
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            if once:
+                return
+            stop.wait(wait)
+    finally:
+        if store is not None:
+            store.close()

@@ -1,0 +1,76 @@
+"""Outbox test helpers: documents as compose will hand them over, a clock tests move, configs."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gateway.outbound.document import ComposedDocument
+
+
+def document(
+    *,
+    case: str = "63-BV-2026-0412",
+    to: tuple[str, ...] = ("user1@mailbox.test",),
+    mail_from: str = "rathaus@mailbox.test",
+    body: bytes | None = None,
+) -> ComposedDocument:
+    """A plain signed-looking letter with CRLF line ends and a fresh Message-ID."""
+    mid = f"{secrets.token_hex(8)}@rathaus.test"
+    body = (
+        body
+        if body is not None
+        else (
+            "Sehr geehrte Damen und Herren,\r\n\r\nanbei der Bescheid (Grüße aus Hofheim).\r\n.\r\n"
+            ".Zeile mit Punkt am Anfang\r\n"
+        ).encode()
+    )
+    raw = (
+        f"From: Rathaus <{mail_from}>\r\nTo: {', '.join(to)}\r\n"
+        f"Subject: Az. {case} Bescheid\r\nMessage-ID: <{mid}>\r\n"
+        "Date: Wed, 02 Dec 2026 09:00:00 +0100\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + body
+    return ComposedDocument(mid, case, mail_from, to, raw, "none", False, ())
+
+
+class Clock:
+    """Time that moves only when a test says so."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def smtp_config(root: Path, *, port: int, extra: dict[str, Any] | None = None) -> Path:
+    """A config with no mailbox and an ``[smtp]`` relay on loopback (plain, no AUTH)."""
+    smtp: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "plain",
+        "from": "rathaus@mailbox.test",
+        "min_backoff": "5m",
+        "max_backoff": "1h",
+        "max_lifetime": "5d",
+        "timeout": 10,
+        **(extra or {}),
+    }
+    lines = ["[storage]", f'state_dir = "{root}/state"', f'cases_dir = "{root}/state/cases"', "", "[smtp]"]
+    for k, v in smtp.items():
+        if isinstance(v, bool):
+            lines.append(f"{k} = {'true' if v else 'false'}")
+        elif isinstance(v, int | float):
+            lines.append(f"{k} = {v}")
+        else:
+            lines.append(f'{k} = "{v}"')
+    lines.append('\n[logging]\nformat = "json"\n')
+    path = root / "poststelle.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
