@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from gateway.config import Config, load_config
+from gateway.demo.dovecot import Dovecot, dovecot_available
 from gateway.errors import ConfigError
 from gateway.statedir import init_storage
-from gateway.demo.dovecot import Dovecot, dovecot_available
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
