@@ -21,6 +21,7 @@ this module too. Opening the store is ``gateway.records.open``.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -138,11 +139,15 @@ def require_roots(config: Config) -> None:
     from gateway.errors import ConfigError
 
     for key, path in roots(config):
-        if not path.is_dir():
-            problem = "is not a directory" if path.exists() else "does not exist"
-            raise ConfigError(
-                str(config.path), key, f"{path} {problem} (create it with `poststelle init`, or mount the share)"
-            )
+        try:
+            if stat.S_ISDIR(path.stat().st_mode):
+                continue
+            problem = "is not a directory"
+        except FileNotFoundError:
+            problem = "does not exist (create it with `poststelle init`, or mount the share)"
+        except OSError as exc:
+            problem = f"cannot be reached: {exc.strerror}"
+        raise ConfigError(str(config.path), key, f"{path} {problem}")
 
 
 def prepare_state(config: Config) -> None:
