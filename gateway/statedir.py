@@ -173,6 +173,10 @@ def init_storage(config: Config) -> list[Path]:
             probe = probe.parent
         for m in reversed(missing):
             m.mkdir(mode=config.storage.dir_mode)
-            m.chmod(config.storage.dir_mode)
+            # Exactly dir_mode whatever the umask. Only when the umask took bits away: a chmod
+            # by a user outside the directory's group would drop the setgid bit inherited
+            # from the parent (the clerks' group on a share), which must reach everything below.
+            if stat.S_IMODE(m.stat().st_mode) & 0o777 != config.storage.dir_mode:
+                m.chmod(config.storage.dir_mode | (m.stat().st_mode & stat.S_ISGID))
             made.append(m)
     return made

@@ -185,6 +185,26 @@ def test_init_creates_the_roots_and_layout_and_a_second_init_creates_nothing(env
     env.cli("check", check=True)
 
 
+def test_init_keeps_the_clerks_group_of_a_setgid_parent_down_to_the_filed_letters(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    share = tmp_path / "share"
+    share.mkdir()
+    os.chown(share, 0, NOBODY)
+    share.chmod(0o2750)
+    config = write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)])
+    text = config.read_text().replace(f'cases_dir = "{tmp_path}/state/cases"', f'cases_dir = "{share}/akten"')
+    config.write_text(text)
+    env = Env(dovecot, user, tmp_path, config)
+    env.cli("init", check=True)
+    env.append(letter(subject="Az. 63-BV-2026-0304 Schreiben"))
+    env.cli("run", "--once", check=True)
+    filed = [p for p in (share / "akten").rglob("*") if ".incoming" not in p.parts]
+    assert filed and all(p.stat().st_gid == NOBODY for p in [share / "akten", *filed])
+    assert all(p.stat().st_mode & stat.S_ISGID for p in [share / "akten", *filed] if p.is_dir())
+
+
 # -- every start-up failure is one line ---------------------------------------------------------
 @pytest.fixture
 def shared_root(dovecot: Dovecot, new_user: Callable[[], str]) -> Iterator[tuple[Path, str]]:
