@@ -194,15 +194,17 @@ def test_init_keeps_the_clerks_group_of_a_setgid_parent_down_to_the_filed_letter
     os.chown(share, 0, NOBODY)
     share.chmod(0o2750)
     config = write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)])
-    text = config.read_text().replace(f'cases_dir = "{tmp_path}/state/cases"', f'cases_dir = "{share}/akten"')
+    shutil.rmtree(tmp_path / "state")
+    text = config.read_text().replace(f'"{tmp_path}/state', f'"{share}/state')  # state_dir and cases_dir
     config.write_text(text)
-    env = Env(dovecot, user, tmp_path, config)
+    env = Env(dovecot, user, share, config)
     env.cli("init", check=True)
     env.append(letter(subject="Az. 63-BV-2026-0304 Schreiben"))
     env.cli("run", "--once", check=True)
-    filed = [p for p in (share / "akten").rglob("*") if ".incoming" not in p.parts]
-    assert filed and all(p.stat().st_gid == NOBODY for p in [share / "akten", *filed])
-    assert all(p.stat().st_mode & stat.S_ISGID for p in [share / "akten", *filed] if p.is_dir())
+    (entry,) = env.entries()
+    made = [share / "state", *(share / "state").rglob("*")]
+    assert entry in made and all(p.stat().st_gid == NOBODY for p in made)
+    assert all(p.stat().st_mode & stat.S_ISGID for p in made if p.is_dir())
 
 
 # -- every start-up failure is one line ---------------------------------------------------------
