@@ -40,7 +40,7 @@ from gateway.records.chain import AuditEvent  # noqa: E402
 from gateway.records.messages import MessageRecord  # noqa: E402
 from gateway.records.open import open_store  # noqa: E402
 from gateway.records.store import Store  # noqa: E402
-from gateway.statedir import cases_dir  # noqa: E402
+from gateway.statedir import cases_dir, init_storage  # noqa: E402
 
 EVENTS_PER_MESSAGE = 8
 BATCH = 50
@@ -67,6 +67,7 @@ def build(root: Path, n_entries: int, n_folders: int) -> Path:
     cfg_path = root / "poststelle.toml"
     cfg_path.write_text(config_text(root))
     config = load_config(cfg_path)
+    init_storage(config)
     store = open_store(config)
     n_messages = n_entries // EVENTS_PER_MESSAGE
     pdf = fake_pdf(6_000, seed=3)

@@ -32,9 +32,11 @@ import imapclient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gateway.config import load_config  # noqa: E402
 from gateway.demo.dovecot import Dovecot  # noqa: E402
 from gateway.demo.samples import fake_pdf, letter  # noqa: E402
 from gateway.filing.durable import fsync_dir, write_file  # noqa: E402
+from gateway.statedir import init_storage  # noqa: E402
 
 SUBJECTS = [
     "Bauantrag Az.: 63-BV-2026-{n:04d}",
@@ -210,6 +212,7 @@ def run_gateway(config: Path, server: Dovecot | None = None) -> GatewayRun:
     the processes share (the Python runtime, OpenSSL, cryptography's Rust library) counts
     once in the sum instead of once per process, as summed RSS would count it.
     """
+    init_storage(load_config(config))  # what `poststelle init` makes; not part of the timed run
     start = time.perf_counter()
     server0 = server.cpu_seconds() if server else 0.0
     busy0, cpu0 = _machine_busy(), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -36,7 +36,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from ingest import WorkDirs, work_root  # noqa: E402
 from support.pgp_keys import Key, World, headers, pgp_encrypted  # noqa: E402
 
+from gateway.config import load_config  # noqa: E402
 from gateway.demo.dovecot import Dovecot  # noqa: E402
+from gateway.statedir import init_storage  # noqa: E402
 
 SENDER = "buergeramt@nachbarstadt.example"
 
@@ -101,6 +103,7 @@ def run_gateway(config: Path) -> tuple[float, int, int | None]:
     """Seconds, peak RSS in KiB, and the gpg process count from the shutdown log line."""
     log_path = config.parent / "gateway.log"  # a file, not a pipe: info logging would fill a pipe
     log_file = log_path.open("wb")
+    init_storage(load_config(config))  # what `poststelle init` makes; not part of the timed run
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "cli", "run", "--once", "--config", str(config)],
                             cwd=REPO, stderr=log_file, stdout=log_file)

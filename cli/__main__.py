@@ -9,11 +9,28 @@ only when it runs as the program.
 
 from __future__ import annotations
 
+import sys
+
 
 def main() -> None:
-    from cli.main import app
+    """Run the app; a failure of the machine or the gateway that no command caught is one line, exit 1.
 
-    app(prog_name="poststelle")
+    The commands report what they expect themselves; this is the last net under them, so an
+    administrator never gets a traceback for a full disk or a file they may not read (a bug
+    in our code, any other exception, keeps its traceback).
+    """
+    from cli.main import app
+    from gateway.errors import PoststelleError
+
+    try:
+        app(prog_name="poststelle")
+    except (PoststelleError, OSError) as exc:
+        from gateway.display import safe_text
+        from gateway.service.startup import describe
+
+        sys.stderr.write(f"error: {safe_text(describe(exc))}\n")
+        sys.stderr.flush()
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from gateway.audit.findings import VerifyReport
 from gateway.audit.report import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
 from gateway.audit.verify import verify_state
 from gateway.config import Config
+from gateway.filemodes import file_mode
 from gateway.records.chain import ChainBreak
 from gateway.records.open import open_store
 from gateway.records.signing import key_id, load_public_key, public_key_pem
@@ -232,12 +233,12 @@ def export_cmd(
 
 
 def _write(output: Path, text: str) -> None:
-    """Reports hold personal data: created 0640, never world-readable."""
+    """Reports hold personal data: created with the gateway's file mode (0640), never world-readable."""
     if str(output) == "-":
         sys.stdout.write(text)
         return
     try:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode())
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
     except OSError as exc:

@@ -22,6 +22,7 @@ import typer
 from gateway.config import Config, load_config, resolve_config_path
 from gateway.display import json_text, safe_text
 from gateway.errors import ConfigError, PermanentError
+from gateway.filemodes import apply as apply_modes
 from gateway.records.actors import Actor, cli_actor
 from gateway.records.open import open_store
 from gateway.records.store import Store
@@ -61,6 +62,8 @@ def get_config(path: Path | None) -> Config:
     except ConfigError as exc:
         typer.echo(_locale.t("configuration error: {message}", message=safe_text(exc)), err=True)
         raise typer.Exit(EXIT_CONFIG) from None
+    # Whatever this command writes (a release, an export) gets the gateway's modes, not the caller's umask.
+    apply_modes(config.storage.file_mode, config.storage.dir_mode)
     use_locale(Locale(language=config.ui.language, timezone=config.ui.timezone))
     for warning in config.warnings:
         typer.echo(_locale.t("warning: {message}", message=safe_text(warning)), err=True)

@@ -9,10 +9,23 @@ from typing import TYPE_CHECKING
 import typer
 
 from cli import audit, cases, inspect, outbox, quarantine, route, send, submission
-from cli.common import ConfigOption, JsonOption, echo, get_config, print_json, print_table
+from cli.common import (
+    EXIT_CONFIG,
+    ConfigOption,
+    JsonOption,
+    echo,
+    fail,
+    get_config,
+    locale,
+    person_decision,
+    print_json,
+    print_table,
+)
 from gateway.config import Config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PoststelleError
 from gateway.logs import setup_logging
+from gateway.records.actors import Actor
+from gateway.records.store import Store
 
 if TYPE_CHECKING:
     from gateway.service.daemon import Listener
@@ -55,8 +68,12 @@ def run(
     once: bool = typer.Option(False, "--once", help="Process what is waiting, then exit."),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Run the gateway daemon: fetch, verify, route and file every incoming message."""
+    """Run the gateway daemon: fetch, verify, route and file every incoming message.
+
+    Only one runs per state directory; a second one exits at once naming the pid of the first.
+    """
     from gateway.service.daemon import Daemon
+    from gateway.service.startup import describe
 
     cfg = get_config(config)
     setup_logging(cfg.logging.level, cfg.logging.format)
@@ -64,8 +81,10 @@ def run(
         daemon = Daemon(cfg, once=once, listeners=_listeners(cfg, once))
         report = daemon.run()  # a submission port that cannot be bound is a ConfigError too
     except ConfigError as exc:
-        echo(f"configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        echo(locale().t("configuration error: {message}", message=exc), err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (PoststelleError, OSError) as exc:  # the lock, the disk, the ledger: one line, no traceback
+        fail(locale().t("cannot start: {reason}", reason=describe(exc)))
     if not report.ok:
         for name, error in sorted(report.failures.items()):
             echo(f"{name if name == 'outbox' else 'mailbox ' + name}: {error}", err=True)
@@ -83,6 +102,38 @@ def _listeners(cfg: Config, once: bool) -> list[Listener]:
     raise ConfigError(
         str(cfg.path), "submission", "the submission listener needs the outbox, which this build does not include yet"
     )
+
+
+@app.command()
+def init(config: Path | None = ConfigOption) -> None:
+    """Create state_dir, cases_dir and the state layout (modes from [storage]), the ledger and the audit key.
+
+    The daemon never creates the two directories itself: a share that is not mounted must
+    stop it, not receive the letters on the root disk. Run once, as the gateway's user;
+    running it again creates only what is missing.
+    """
+    from gateway.records.chain import AuditEvent
+    from gateway.statedir import init_storage, require_roots
+
+    cfg = get_config(config)
+    try:
+        made = init_storage(cfg)
+        require_roots(cfg)
+    except OSError as exc:
+        from gateway.service.startup import describe
+
+        fail(locale().t("cannot create: {reason}", reason=describe(exc)))
+
+    def record(store: Store, actor: Actor) -> None:
+        details = {"created": [str(p) for p in made], "file_mode": f"{cfg.storage.file_mode:04o}",
+                   "dir_mode": f"{cfg.storage.dir_mode:04o}", **actor.fields()}
+        store.record_events([AuditEvent("state-initialised", details=details, actor=actor.name)])
+
+    person_decision(cfg, record)
+    for p in made:
+        echo(locale().t("created {path}", path=p))
+    if not made:
+        echo(locale().t("nothing to create: {path} is set up", path=cfg.storage.state_dir))
 
 
 @app.command()

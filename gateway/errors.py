@@ -56,3 +56,10 @@ class SecurityError(PoststelleError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class StartupError(PoststelleError):
+    """The gateway cannot start on this machine as it is: a directory, a file, the disk.
+
+    The message is one line for the administrator: what failed, where, and the setting.
+    """

@@ -4,6 +4,7 @@ The daemon, the CLI, the auditors' tools and the tests ask here, so they agree o
 layout (docs/case-folders.md describes it for people)::
 
     <state_dir>/
+        poststelle.lock         held by the one daemon working on this state directory, with its pid
         ledger.sqlite3
         audit/                  audit-signing.key, audit-signing.pub.pem, audit.jsonl
         quarantine/<entry>/     the case-entry layout, plus reason.json
@@ -22,6 +23,7 @@ this module too. Opening the store is ``gateway.records.open``.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,7 +114,76 @@ def audit_jsonl_path(config: Config) -> Path:
     return config.audit.jsonl_file or audit_dir(config) / "audit.jsonl"
 
 
+def lock_path(config: Config) -> Path:
+    """The lock file one daemon holds for as long as it runs (``service.statelock``)."""
+    return config.storage.state_dir / "poststelle.lock"
+
+
+def roots(config: Config) -> list[tuple[str, Path]]:
+    """The two directories the administrator provides, by their setting's name."""
+    return [("storage.state_dir", config.storage.state_dir), ("storage.cases_dir", cases_dir(config))]
+
+
+def layout_dirs(config: Config) -> list[Path]:
+    """The directories the gateway keeps inside ``state_dir``, made by ``init`` or on start."""
+    state = config.storage.state_dir
+    return [
+        quarantine_dir(config),
+        audit_dir(config),
+        state / "staging",
+        staging_dir(config, "cases"),
+        staging_dir(config, "quarantine"),
+    ]
+
+
+def require_roots(config: Config) -> None:
+    """ConfigError unless ``state_dir`` and ``cases_dir`` exist as directories.
+
+    They are never created on start: a share that is not mounted would otherwise receive
+    the letters on the root disk, where nobody looks for them. ``poststelle init`` creates
+    them once, on purpose.
+    """
+    from gateway.errors import ConfigError
+
+    for key, path in roots(config):
+        try:
+            if stat.S_ISDIR(path.stat().st_mode):
+                continue
+            problem = "is not a directory"
+        except FileNotFoundError:
+            problem = "does not exist (create it with `poststelle init`, or mount the share)"
+        except OSError as exc:
+            problem = f"cannot be reached: {exc.strerror}"
+        raise ConfigError(str(config.path), key, f"{path} {problem}")
+
+
 def prepare_state(config: Config) -> None:
-    """Create the state and cases directories (0750) on first start."""
-    for d in (config.storage.state_dir, cases_dir(config), quarantine_dir(config), audit_dir(config)):
-        d.mkdir(parents=True, exist_ok=True, mode=0o750)
+    """Make the state layout inside an existing ``state_dir`` (after ``require_roots``)."""
+    require_roots(config)
+    for d in layout_dirs(config):
+        d.mkdir(exist_ok=True, mode=config.storage.dir_mode)
+
+
+def init_storage(config: Config) -> list[Path]:
+    """Create ``state_dir``, ``cases_dir`` and the state layout with the configured modes; returns what was made.
+
+    What ``poststelle init`` does, and what the demo and the tests use to set up their
+    directories. Existing directories keep their modes (an administrator's group and setgid
+    bit stay); new ones get exactly ``dir_mode``, whatever the umask.
+    """
+    made: list[Path] = []
+    for d in [config.storage.state_dir, cases_dir(config), *layout_dirs(config)]:
+        missing = []
+        probe = d
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        for m in reversed(missing):
+            m.mkdir(mode=config.storage.dir_mode)
+            # Exactly dir_mode whatever the umask. Only when the umask took bits away: a chmod
+            # by a user outside the directory's group would drop the setgid bit inherited
+            # from the parent (the clerks' group on a share), which must reach everything below.
+            if stat.S_IMODE(m.stat().st_mode) & 0o777 != config.storage.dir_mode:
+                m.chmod(config.storage.dir_mode | (m.stat().st_mode & stat.S_ISGID))
+            made.append(m)
+    return made

@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, settings
 
 from gateway.config import Config, load_config
 from gateway.demo.dovecot import Dovecot, dovecot_available
+from gateway.errors import ConfigError
+from gateway.statedir import init_storage
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -134,7 +136,20 @@ def write_config(root: Path, mailboxes: list[dict[str, Any]], *, extra: str = ""
     lines.append(extra)
     path = root / "poststelle.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
+    init_dirs(path)
     return path
+
+
+def init_dirs(config_path: Path) -> None:
+    """Create the config's state and cases directories as ``poststelle init`` does (start-up never does).
+
+    A config that does not load (a test of the loader) has nothing to create.
+    """
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return
+    init_storage(config)
 
 
 def mailbox_entry(dovecot: Dovecot, user: str, root: Path, *, name: str = "rathaus", **over: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.records.chain import AuditEntry, AuditEvent
 from gateway.records.open import open_store
+from gateway.statedir import init_storage
 from gateway.ui import DEFAULT, Locale
 from gateway.ui.german import GERMAN
 
@@ -213,6 +214,7 @@ def trail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config = write_config(tmp_path)
     times = iter([WINTER, SUMMER])
     monkeypatch.setattr(writes, "now_iso", lambda: next(times))
+    init_storage(load_config(config))  # as `poststelle init` does
     store = open_store(load_config(config))
     store.record_events([AuditEvent("fetched", message="msg-1", details={"mailbox": "rathaus", "folder": "INBOX",
                                                                    "uid": 7, "size": 2048})])

@@ -249,7 +249,7 @@ def test_cases_dir_on_a_mount_of_its_own_is_staged_inside_it_and_everything_is_f
     unshare = shutil.which("unshare")
     real = tmp_path / "share-on-its-own-mount"
     real.mkdir()
-    env.cases_dir.mkdir(parents=True)
+    env.cases_dir.mkdir(parents=True, exist_ok=True)  # made by the fixture, as `poststelle init` does
     bind = f"mount --bind {real} {env.cases_dir}"
     if unshare is None or os.geteuid() != 0:
         pytest.skip("needs unshare(1) and root for a private bind mount")

@@ -45,6 +45,8 @@ from gateway.config.model import (
     default_analysis_workers,
 )
 from gateway.errors import ConfigError
+from gateway.filemodes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE
+from gateway.filemodes import problem as modes_problem
 from gateway.mime.cut import MAX_PARTS
 from gateway.statedir import default_cases_dir, default_gnupg_home
 
@@ -184,6 +186,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _mode(r: _Reader, name: str, default: int) -> int:
+    """An octal mode written as a string (``"0640"``): TOML has no octal literal a person reads as one."""
+    text = r.str_(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"0?[0-7]{3}", text):
+        raise r.fail(name, f'{text!r} is not an octal mode such as "{default:04o}"')
+    return int(text, 8)
 
 
 def _read_secret_file(r: _Reader, name: str, warnings: list[str]) -> Secret | None:
@@ -536,8 +548,13 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         # The case folders are a share others write to; the ledger, the quarantine, the
         # staging directory and the audit key must not be reachable through it.
         raise sr.fail("cases_dir", f"must not be {state_dir} itself, contain it, or lie in its own folders")
+    file_mode = _mode(sr, "file_mode", DEFAULT_FILE_MODE)
+    dir_mode = _mode(sr, "dir_mode", DEFAULT_DIR_MODE)
+    reason = modes_problem(file_mode, dir_mode)
+    if reason is not None:
+        raise sr.fail("file_mode", reason)
     sr.finish()
-    storage = StorageConfig(state_dir=state_dir, cases_dir=cases_dir)
+    storage = StorageConfig(state_dir=state_dir, cases_dir=cases_dir, file_mode=file_mode, dir_mode=dir_mode)
 
     lr = top.sub("limits", top.table_("limits"))
     limits = LimitsConfig(

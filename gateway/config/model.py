@@ -33,6 +33,10 @@ class Secret:
 class StorageConfig:
     state_dir: Path
     cases_dir: Path
+    #: Modes of what the gateway writes, whatever the umask (``gateway.filemodes``); a group
+    #: on ``cases_dir`` gives the clerks read access (docs/case-folders.md, "Who may read").
+    file_mode: int = 0o640
+    dir_mode: int = 0o750
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from gateway.demo.samples import demo_corpus
 from gateway.logs import setup_logging
 from gateway.records.open import open_store
 from gateway.service.daemon import Daemon
-from gateway.statedir import audit_dir, cases_dir
+from gateway.statedir import audit_dir, cases_dir, init_storage
 from gateway.ui.reasons import signature_state
 
 USER = "rathaus"
@@ -112,6 +112,7 @@ def run_demo(workdir: Path | None) -> int:
         for desc, _ in corpus:
             typer.echo(f"   - {desc}")
         config = load_config(config_path)
+        init_storage(config)  # what `poststelle init` does on a real install
         setup_logging(config.logging.level, config.logging.format)
         typer.echo("== poststelle run --once")
         report = Daemon(config, once=True).run()

@@ -53,7 +53,7 @@ class Area:
         """
         root = area_root(config, name)
         private = staging_dir(config, name)
-        root_fd = open_root(root)
+        root_fd = open_root(root, create=name != "cases")  # cases_dir is never made on the fly (`init`)
         try:
             owners = frozenset({os.geteuid(), os.fstat(root_fd).st_uid})
             staging_fd = open_root(private)

@@ -27,6 +27,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.filemodes import dir_mode, file_mode
+
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -57,11 +59,11 @@ def check_component(name: str) -> str:
 def open_root(path: Path, *, create: bool = True) -> int:
     """The descriptor of a configured root directory (links in the configured path resolved now)."""
     if create:
-        path.mkdir(parents=True, exist_ok=True, mode=0o750)
+        path.mkdir(parents=True, exist_ok=True, mode=dir_mode())
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def open_dir(name: str, *, dir_fd: int, create: bool = False, where: str = "", mode: int = 0o750) -> int:
+def open_dir(name: str, *, dir_fd: int, create: bool = False, where: str = "", mode: int | None = None) -> int:
     """Open (and with ``create``, make) the directory ``name`` in ``dir_fd`` without following a link.
 
     Raises ``UnsafeDirectory`` when ``name`` is a symbolic link or not a directory,
@@ -77,7 +79,7 @@ def open_dir(name: str, *, dir_fd: int, create: bool = False, where: str = "", m
             if not create:
                 raise
             with contextlib.suppress(FileExistsError):
-                os.mkdir(name, mode, dir_fd=dir_fd)
+                os.mkdir(name, dir_mode() if mode is None else mode, dir_fd=dir_fd)
         except OSError as exc:
             raise _unsafe(exc, name, dir_fd, label) from None
     return os.open(name, OPEN_DIR, dir_fd=dir_fd)
@@ -103,14 +105,16 @@ def check_owner(fd: int, owners: Iterable[int], label: str) -> None:
         raise UnsafeDirectory(label, f"belongs to uid {uid}, not to the gateway or the share's owner")
 
 
-def write_at(dir_fd: int, name: str, data: bytes | Iterable[bytes], *, mode: int = 0o640, sync: bool = False) -> int:
+def write_at(
+    dir_fd: int, name: str, data: bytes | Iterable[bytes], *, mode: int | None = None, sync: bool = False
+) -> int:
     """Create file ``name`` in ``dir_fd`` (never a link, never over an existing name); returns its size.
 
     ``data`` may be an iterable of chunks, written as they come (a message larger than the
     limit streamed from the server). ``sync=False`` leaves flushing to the caller, who syncs
     a whole batch; ``fdatasync`` otherwise (the name becomes durable with its directory).
     """
-    fd = os.open(check_component(name), CREATE_FILE, mode, dir_fd=dir_fd)
+    fd = os.open(check_component(name), CREATE_FILE, file_mode() if mode is None else mode, dir_fd=dir_fd)
     size = 0
     try:
         for chunk in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:

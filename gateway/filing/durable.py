@@ -13,6 +13,8 @@ import ctypes.util
 import os
 from pathlib import Path
 
+from gateway.filemodes import dir_mode, file_mode
+
 
 def fsync_dir(path: Path) -> None:
     """Persist a directory entry (a rename or a new file) itself, not just file contents."""
@@ -23,9 +25,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes, *, mode: int = 0o640, sync: bool = True) -> None:
+def write_file(path: Path, data: bytes, *, mode: int | None = None, sync: bool = True) -> None:
     """Create ``path`` with ``data`` (and flush it unless the caller syncs the batch); never overwrites."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, file_mode() if mode is None else mode)
     try:
         view = memoryview(data)
         while view:
@@ -39,7 +41,7 @@ def write_file(path: Path, data: bytes, *, mode: int = 0o640, sync: bool = True)
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o640, overwrite: bool = False) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None, overwrite: bool = False) -> None:
     """Write ``path`` atomically (temp + fsync + rename + dir fsync).
 
     With ``overwrite=False`` an existing file is an error: records are never rewritten.
@@ -55,7 +57,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o640, overwrite: bool 
     fsync_dir(path.parent)
 
 
-def makedirs_durable(path: Path, *, mode: int = 0o750) -> None:
+def makedirs_durable(path: Path, *, mode: int | None = None) -> None:
     """Create ``path`` and any missing parents, fsyncing each parent that gained an entry."""
     missing: list[Path] = []
     p = path
@@ -64,7 +66,7 @@ def makedirs_durable(path: Path, *, mode: int = 0o750) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir(mode=mode)
+            d.mkdir(mode=dir_mode() if mode is None else mode)
         except FileExistsError:
             continue
         fsync_dir(d.parent)

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.filemodes import dir_mode
 from gateway.filing.areas import Area, Areas
 from gateway.filing.dirs import (
     UnsafeDirectory,
@@ -203,7 +204,7 @@ def stage_files(
             check_component(component)
     with _fd(_bucket_fd(area, bucket, create=True)) as bucket_fd:
         remove_at(bucket_fd, name)  # a leftover of an attempt that did not reach the ledger
-        os.mkdir(name, 0o750, dir_fd=bucket_fd)
+        os.mkdir(name, dir_mode(), dir_fd=bucket_fd)
         with _fd(open_dir(name, dir_fd=bucket_fd)) as entry_fd:
             manifest_files = _write_files(entry_fd, files, sync=sync)
     staging = area.staging / bucket / name if bucket else area.staging / name
@@ -220,7 +221,7 @@ def _write_files(entry_fd: int, files: Sequence[EntryFile], *, sync: bool) -> di
                 if head != "attachments" or "/" in tail:
                     raise ValueError(f"unexpected entry file {f.relpath!r}")
                 if attachments is None:
-                    os.mkdir("attachments", 0o750, dir_fd=entry_fd)
+                    os.mkdir("attachments", dir_mode(), dir_fd=entry_fd)
                     attachments = open_dir("attachments", dir_fd=entry_fd)
                 target, fname = attachments, tail
             else:

@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from gateway.config import Config
+from gateway.filemodes import apply as apply_modes
 from gateway.filing.areas import Areas
 from gateway.filing.entries import EntryFile, StagedFiles, case_folder_problem, entry_files, entry_name, stage_files
 from gateway.inbound.decide import Plan, analyse, oversize_plan, unsafe_folder_plan
@@ -46,6 +47,7 @@ _worker_areas: Areas | None = None
 def _init_worker(config: Config, parent: int) -> None:
     global _worker_config, _worker_ctx, _worker_areas
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    apply_modes(config.storage.file_mode, config.storage.dir_mode)  # also a worker's files
     _worker_config = config
     _worker_ctx = UnwrapContext.from_config(config, collect_certificates=False)
     _worker_areas = Areas(config)  # opened on first use, for the life of the worker

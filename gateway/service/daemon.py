@@ -3,7 +3,8 @@
 One failing mailbox never stops the others: each worker has its own IMAP session and
 store connection, and its errors go to its own status row and log lines. ``once`` mode
 processes what is waiting and returns; the exit status says whether every mailbox
-succeeded.
+succeeded. Start-up (``service.startup``) takes the state directory's lock first, so a
+second daemon on the same state refuses before it writes anything.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gateway.records.messages import MailboxState
 from gateway.records.open import open_store
 from gateway.records.store import Store
 from gateway.service import outbox_worker
+from gateway.service.startup import start
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.daemon")
@@ -68,31 +70,50 @@ class Daemon:
         self.stop = threading.Event()
         self.report = RunReport()
         self._lock = threading.Lock()
-        self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
-        # One pool for all mailboxes, started before any worker thread exists.
-        self.analyser = Analyser(config, self.ctx, workers=config.processing.analysis_workers)
+        self.state_lock = start(config)  # one daemon per state directory; raises before writing anything
+        try:
+            self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
+            # One pool for all mailboxes, started before any worker thread exists.
+            self.analyser = Analyser(config, self.ctx, workers=config.processing.analysis_workers)
+        except BaseException:
+            self.state_lock.release()
+            raise
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         log.info("stop requested", signal=signum)
         self.stop.set()
 
     def run(self) -> RunReport:
-        store = open_store(self.config)
-        store.record_events(
-            [
-                AuditEvent(
-                    "config-loaded",
-                    details={
-                        "path": str(self.config.path),
-                        "sha256": self.config.sha256,
-                        "mailboxes": [m.name for m in self.config.mailboxes],
-                        "routes": [r.name for r in self.config.routes],
-                        "mode": "once" if self.once else "daemon",
-                    },
-                )
-            ]
-        )
-        store.export_jsonl()
+        try:
+            return self._run()
+        finally:
+            self.state_lock.release()
+
+    def _run(self) -> RunReport:
+        store: Store | None = None
+        try:
+            store = open_store(self.config)
+            store.record_events(
+                [
+                    AuditEvent(
+                        "config-loaded",
+                        details={
+                            "path": str(self.config.path),
+                            "sha256": self.config.sha256,
+                            "mailboxes": [m.name for m in self.config.mailboxes],
+                            "routes": [r.name for r in self.config.routes],
+                            "mode": "once" if self.once else "daemon",
+                        },
+                    )
+                ]
+            )
+            store.export_jsonl()
+        except BaseException:  # a locked or full ledger: nothing started yet, close what is open
+            self.analyser.close()
+            self.ctx.close()
+            if store is not None:
+                store.close()
+            raise
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)

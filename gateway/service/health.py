@@ -145,13 +145,11 @@ def crl_checks(ctx: UnwrapContext) -> list[CheckResult]:
 
 
 def writable(d: Path) -> tuple[bool, str]:
-    """Can the gateway create files there (or create the directory, on first start)?"""
-    probe = d
-    while not probe.exists():
-        probe = probe.parent
-    if probe != d:
-        ok = os.access(probe, os.W_OK | os.X_OK)
-        return ok, "will be created" if ok else f"cannot create (nearest existing: {probe})"
+    """Can the gateway create files there? A missing directory fails: start-up never creates it."""
+    if not d.exists():
+        return False, "missing (create it with `poststelle init`, or mount the share)"
+    if not d.is_dir():
+        return False, "not a directory"
     try:
         with tempfile.NamedTemporaryFile(dir=d):
             pass

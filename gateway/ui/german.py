@@ -191,6 +191,10 @@ GERMAN: dict[str, str] = {
     "is a directory": "ist ein Verzeichnis",
     "no such file": "Datei nicht gefunden",
     "permission denied": "keine Berechtigung",
+    "cannot start: {reason}": "Start nicht möglich: {reason}",
+    "cannot create: {reason}": "Anlegen nicht möglich: {reason}",
+    "created {path}": "{path} angelegt",
+    "nothing to create: {path} is set up": "nichts anzulegen: {path} ist eingerichtet",
     # -- audit verify (cli.audit) -------------------------------------------------------------------
     "FAILED: {n} break": "FEHLGESCHLAGEN: {n} Unstimmigkeit",
     "FAILED: {n} breaks": "FEHLGESCHLAGEN: {n} Unstimmigkeiten",

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from gateway.filemodes import dir_mode, file_mode
+
 
 class CertStore:
     """A directory of ``<sha256>.der`` files; created on first write."""
@@ -32,9 +34,10 @@ class CertStore:
         target = self.path_for(digest)
         if target.exists():
             return digest
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=dir_mode())
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".der")
         try:
+            os.fchmod(fd, file_mode())  # mkstemp makes 0600; the gateway's files share one mode
             with os.fdopen(fd, "wb") as fh:
                 fh.write(der)
                 fh.flush()

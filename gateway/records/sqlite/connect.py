@@ -8,6 +8,7 @@ transaction as the version bump, so a database is always at one version.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from urllib.parse import quote
 
+from gateway.filemodes import file_mode
 from gateway.records.store import DuplicateKey, StoreError
 
 BUSY_TIMEOUT = 30  # seconds a writer waits for another's transaction
@@ -36,8 +38,13 @@ def sqlite_errors(what: str) -> Iterator[None]:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A writing connection; autocommit mode, transactions are explicit."""
+    """A writing connection; autocommit mode, transactions are explicit.
+
+    The file is made here with the gateway's mode (SQLite would use 0644 under the umask);
+    its WAL and shared-memory files take the database file's mode.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, file_mode()))
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -1,0 +1,99 @@
+"""What must hold before the daemon touches a mailbox, and one line for each way it can fail.
+
+A daemon that starts half-way (a key it cannot read, a state directory it cannot write) is
+worse than one that does not start: it looks alive and files nothing, or fails later with
+a traceback nobody reads. Everything the daemon will need from the machine is tried here,
+in the order an administrator fixes it, and each failure is a ``ConfigError`` (a setting
+names a path that does not work) or a ``StartupError`` (the machine refused), each
+reducible to one line by ``describe``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.errors import ConfigError, StartupError
+from gateway.filemodes import apply as apply_modes
+from gateway.service.statelock import StateLock
+from gateway.statedir import cases_dir, require_roots
+
+
+def start(config: Config) -> StateLock:
+    """Check the machine and take the state directory's lock; the caller releases it.
+
+    Order: the modes (before anything is created), the two roots (never created here),
+    the lock (which is also the test that ``state_dir`` is writable), then every file the
+    configuration names, read once as the daemon will read it.
+    """
+    apply_modes(config.storage.file_mode, config.storage.dir_mode)
+    require_roots(config)
+    state = config.storage.state_dir
+    try:
+        lock = StateLock.acquire(config)
+    except OSError as exc:
+        raise StartupError(f"state directory {state} (storage.state_dir): {_cause(exc)}") from None
+    try:
+        if not os.access(cases_dir(config), os.W_OK | os.X_OK):
+            raise StartupError(f"case folders {cases_dir(config)} (storage.cases_dir): not writable")
+        for key, path in configured_files(config):
+            _try_read(config, key, path)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def configured_files(config: Config) -> Iterator[tuple[str, Path]]:
+    """Every file the configuration names that the daemon reads, with its setting's name."""
+    for i, mb in enumerate(config.mailboxes):
+        if mb.ca_file is not None:
+            yield f"mailbox[{i}].ca_file", mb.ca_file
+    if config.smime is not None:
+        for i, ident in enumerate(config.smime.identities):
+            for name in ("key_file", "cert_file", "pkcs12_file", "password_file"):
+                value: Path | None = getattr(ident, name)
+                if value is not None:
+                    yield f"smime.identity[{i}].{name}", value
+        for i, p in enumerate(config.smime.trust_anchors):
+            yield f"smime.trust_anchors[{i}]", p
+        for i, p in enumerate(config.smime.crl_files):
+            yield f"smime.crl_files[{i}]", p
+    if config.openpgp is not None:
+        for i, p in enumerate(config.openpgp.secret_keys):
+            yield f"openpgp.secret_keys[{i}]", p
+        for name in ("passphrase_file", "correspondents"):
+            value = getattr(config.openpgp, name)
+            if value is not None:
+                yield f"openpgp.{name}", value
+    if config.audit.key_file is not None and config.audit.key_file.exists():
+        yield "audit.key_file", config.audit.key_file
+
+
+def _try_read(config: Config, key: str, path: Path) -> None:
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+    except OSError as exc:
+        raise ConfigError(str(config.path), key, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _cause(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"not writable ({exc.strerror})"
+    return exc.strerror or str(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a start-up failure: the OS's words and the path, never a Python repr."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        return f"{exc.strerror}: {where}" if where else exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
