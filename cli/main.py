@@ -94,14 +94,20 @@ def run(
 def _listeners(cfg: Config, once: bool) -> list[Listener]:
     """The SMTP submission listener when ``[submission]`` is configured (daemon mode only).
 
-    It spools into the outbox (gateway/outbound/outbox.py); until the outbox is part of
-    the build, a configured listener stops start-up rather than silently not listening.
+    Letters handed in are protected and queued like ``send``'s (``outbound/handin.py``), so
+    the listener needs ``[outbound]`` (how to sign) and ``[smtp]`` (who delivers them): a
+    listener that could only refuse every letter stops start-up instead.
     """
     if cfg.submission is None or once:
         return []
-    raise ConfigError(
-        str(cfg.path), "submission", "the submission listener needs the outbox, which this build does not include yet"
-    )
+    for section, present in (("outbound", cfg.outbound), ("smtp", cfg.smtp)):
+        if present is None:
+            problem = f"the submission listener queues letters for sending, which needs [{section}]"
+            raise ConfigError(str(cfg.path), "submission", problem)
+    from gateway.outbound.handin import OutboxSpool
+    from gateway.outbound.submission import SubmissionListener
+
+    return [SubmissionListener(cfg, OutboxSpool(cfg))]
 
 
 @app.command()

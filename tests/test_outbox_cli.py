@@ -56,4 +56,5 @@ def test_outbox_commands_list_show_hold_release_cancel_and_record_the_os_user(tm
     store = open_store(config, readonly=True)
     trail = [(e.event, e.actor) for e in store.select(EntryFilter(events=("held", "released", "cancelled")))]
     store.close()
-    assert trail == [("held", cli_actor()), ("released", cli_actor()), ("cancelled", cli_actor())]
+    me = cli_actor().name
+    assert trail == [("held", me), ("released", me), ("cancelled", me)]

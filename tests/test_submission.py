@@ -502,11 +502,11 @@ def test_a_port_in_use_is_a_config_error_naming_the_listen_key(tmp_path: Path, u
     assert info.value.key == "submission.listen"
 
 
-def test_run_with_a_submission_section_but_no_outbox_stops_with_a_config_error(tmp_path: Path) -> None:
+def test_run_with_a_submission_section_but_nothing_to_send_with_stops_with_a_config_error(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     proc = cli(cfg.path, "run")
     assert proc.returncode == 2
-    assert "submission: the submission listener needs the outbox" in proc.stderr
+    assert "submission: the submission listener queues letters for sending, which needs [outbound]" in proc.stderr
 
 
 # --- the users file -------------------------------------------------------------------------

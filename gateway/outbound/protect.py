@@ -22,7 +22,7 @@ from cryptography import x509
 
 from gateway.config import Config, OutboundConfig
 from gateway.errors import ConfigError
-from gateway.outbound.compose import ComposeError, Letter, draft
+from gateway.outbound.compose import ComposeError, Draft, Letter, draft
 from gateway.outbound.document import ComposedDocument
 from gateway.outbound.encrypt import encrypt_openpgp, encrypt_smime
 from gateway.outbound.keys import KeyFinder, PgpRecipient, SmimeRecipient, load_certificates
@@ -157,9 +157,14 @@ def compose_document(
     letter: Letter, *, mail_from: str, config: Config, keys: OutboundKeys, at: datetime
 ) -> ComposedDocument:
     """Validate, build, sign and encrypt ``letter``; ComposeError and nothing produced on any problem."""
+    d = draft(letter, mail_from=mail_from, now=at, max_bytes=config.limits.max_message_bytes)
+    return protect_draft(d, config=config, keys=keys, at=at)
+
+
+def protect_draft(d: Draft, *, config: Config, keys: OutboundKeys, at: datetime) -> ComposedDocument:
+    """Sign and encrypt a built message (from ``send`` or handed in by a mail program) as configured."""
     outbound = config.outbound or OutboundConfig()
     max_bytes = config.limits.max_message_bytes
-    d = draft(letter, mail_from=mail_from, now=at, max_bytes=max_bytes)
     scheme = encryption_scheme(outbound, keys)
     certs: dict[str, SmimeRecipient] = {}
     pgp_keys: dict[str, PgpRecipient] = {}
