@@ -8,7 +8,17 @@ from typing import Any
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, echo, fail, get_config, person_decision, print_json, print_table
+from cli.common import (
+    ConfigOption,
+    JsonOption,
+    echo,
+    fail,
+    get_config,
+    locale,
+    person_decision,
+    print_json,
+    print_table,
+)
 from gateway.filing.refile import refile
 from gateway.records.open import open_store
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
@@ -61,7 +71,8 @@ def show_case(
         rows.append(
             {
                 "id": m.id,
-                "received": m.internaldate,
+                "received": m.internaldate,  # the arrival, with the server's offset
+                "fetched": m.fetched_at or None,
                 "from": m.from_addr,
                 "subject": m.subject,
                 "verdict": (m.verdict or {}).get("verdict"),
@@ -76,11 +87,18 @@ def show_case(
         return
     echo(f"Case {msgs[0].case_ref}  (folder {folder})")
     print_table(
-        [{**r, "warnings": ", ".join(r["warnings"]) or None} for r in rows],
+        [{**r, "received": _arrival_cell(r), "warnings": ", ".join(r["warnings"]) or None} for r in rows],
         ["id", "received", "from", "verdict", "warnings", "subject"],
     )
     for r in rows:
         echo(f"  {r['id']}: {r['path']}")
+
+
+def _arrival_cell(row: dict[str, Any]) -> str | None:
+    """The arrival for the table; without one (the server gave no INTERNALDATE) the fetch, marked as such."""
+    if row["received"] or not row["fetched"]:
+        return row["received"]  # type: ignore[no-any-return]
+    return locale().t("{time} (fetched)", time=locale().time(row["fetched"]))
 
 
 @app.command("move")

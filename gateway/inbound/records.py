@@ -29,7 +29,8 @@ def fetched_event(rec: MessageRecord) -> AuditEvent:
             "sha256": rec.sha256,
             "size": rec.size,
             "message_id": rec.message_id,
-            "internaldate": rec.internaldate,
+            "received": rec.internaldate,  # the arrival (INTERNALDATE, server's offset); None if not given
+            "fetched": rec.fetched_at,
         },
     )
 
@@ -131,6 +132,7 @@ def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
         "uidvalidity": rec.uidvalidity,
         "uid": rec.uid,
         "received": rec.internaldate,
+        "fetched": rec.fetched_at or None,
         "sha256": rec.sha256,
         "size": rec.size,
         "message_id": rec.message_id,
