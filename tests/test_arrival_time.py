@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -257,3 +258,45 @@ def test_arrival_keeps_the_server_offset_and_survives_the_trip_to_a_worker() -> 
     assert pickle.loads(pickle.dumps(arrival)) == arrival  # noqa: S301 - our own bytes
     with pytest.raises(ValueError, match="timezone-aware"):
         Arrival(received=datetime(2026, 11, 27, 23, 30), fetched=utcnow())
+
+
+# --- the report, from the trail alone --------------------------------------------------------
+
+
+def report_of(details: dict[str, object], language: str = "en") -> str:
+    """The HTML report of one fetched letter (fetched on Monday morning) and its verdict."""
+    from gateway.audit.html import render_html
+    from gateway.audit.report import AuditQuery
+    from gateway.records.chain import AuditEntry
+    from gateway.ui import Locale
+
+    monday = "2026-11-30T07:00:00.000000Z"
+    key = {"mailbox": "rathaus", "folder": "INBOX", "uid": 7, "size": 2048}
+    entries = [
+        AuditEntry(1, monday, "fetched", "daemon", "m1", None, None, None, {**key, **details}, "0" * 64, "f" * 64),
+        AuditEntry(2, monday, "verdict", "daemon", "m1", None, None, None, {"verdict": "no"}, "f" * 64, "e" * 64),
+    ]
+    page = render_html(entries, records={}, query=AuditQuery(), generated_at=monday, verification=None,
+                       locale=Locale(language=language))
+    return " ".join(re.sub(r"<style>.*?</style>|<[^>]+>", " ", page, flags=re.S).split())
+
+
+def test_report_heads_a_letter_with_its_arrival_and_says_when_it_was_fetched() -> None:
+    arrived = {"received": "2026-11-27T22:30:00+00:00", "fetched": "2026-11-30T07:00:00.000000Z"}
+    en = report_of(arrived)
+    assert "Letter received 2026-11-27 23:30:00 CET" in en
+    assert "2026-11-30 08:00:00 CET" in en  # the fetch, as the entry's own time
+    assert "delivered to the mailbox 2026-11-27 23:30:00 CET" in en
+    assert "Zugang im Postfach: 27.11.2026 23:30:00 MEZ" in report_of(arrived, "de")
+
+
+def test_report_of_a_letter_without_internaldate_says_the_fetch_time_stands_in() -> None:
+    page = report_of({"received": None, "fetched": "2026-11-30T07:00:00.000000Z"})
+    assert "Letter received 2026-11-30 08:00:00 CET" in page
+    assert "the server gave no arrival time, the fetch time stands for it" in page
+
+
+def test_report_of_an_older_trail_reads_its_internaldate() -> None:
+    page = report_of({"internaldate": "2026-11-30T07:00:00.000000Z"})
+    assert "Letter received 2026-11-30 08:00:00 CET" in page
+    assert "delivered to the mailbox" not in page and "no arrival time" not in page
