@@ -14,6 +14,7 @@ from cli.common import (
     echo,
     fail,
     get_config,
+    locale,
     person_decision,
     print_json,
     print_table,
@@ -72,7 +73,8 @@ def show_case(
         rows.append(
             {
                 "id": m.id,
-                "received": m.internaldate,
+                "received": m.internaldate,  # the arrival, with the server's offset
+                "fetched": m.fetched_at or None,
                 "from": m.from_addr,
                 "subject": m.subject,
                 "verdict": (m.verdict or {}).get("verdict"),
@@ -88,12 +90,22 @@ def show_case(
         return
     echo(f"Case {msgs[0].case_ref}  (folder {folder})")
     print_table(
-        [{**r, "signature": signature_words(r["signature"]), "warnings": ", ".join(r["warnings"]) or None}
-         for r in rows],
+        [
+            {**r, "received": _arrival_cell(r), "signature": signature_words(r["signature"]),
+             "warnings": ", ".join(r["warnings"]) or None}
+            for r in rows
+        ],
         ["id", "received", "from", "verdict", "signature", "warnings", "subject"],
     )
     for r in rows:
         echo(f"  {r['id']}: {r['path']}")
+
+
+def _arrival_cell(row: dict[str, Any]) -> str | None:
+    """The arrival for the table; without one (the server gave no INTERNALDATE) the fetch, marked as such."""
+    if row["received"] or not row["fetched"]:
+        return row["received"]  # type: ignore[no-any-return]
+    return locale().t("{time} (fetched)", time=locale().time(row["fetched"]))
 
 
 @app.command("move")

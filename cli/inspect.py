@@ -16,6 +16,7 @@ error); 2 for usage problems (bad ``--at``, unreadable file) and configuration e
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from gateway.clock import utcnow
 from gateway.display import json_text
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
+from gateway.unwrap.verdict import TimeSource
 
 EXIT_USAGE = 2
 
@@ -36,7 +38,8 @@ FilesArgument = typer.Argument(
 AtOption = typer.Option(
     None,
     "--at",
-    help="Validate certificates as of this ISO-8601 moment (e.g. the arrival time); default now. "
+    help="Validate certificates as of this ISO-8601 moment. Default: the arrival recorded in the "
+    "manifest.json next to the file (a case folder's original.eml), else now. "
     "Without a UTC offset the time is taken as UTC.",
 )
 
@@ -51,6 +54,43 @@ def parse_at(value: str | None) -> datetime:
         typer.echo(f"error: --at: not an ISO-8601 date/time: {value!r}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def recorded_arrival(path: Path) -> tuple[datetime, TimeSource] | None:
+    """The arrival the gateway recorded for the entry ``path`` belongs to, if it is one.
+
+    An entry's ``manifest.json`` lists its files and says when the message arrived
+    (``received``, the server's INTERNALDATE) and when it was fetched. Re-checking an
+    archived letter as of its arrival answers "was it verified when it came in". Manifests
+    written before the two were told apart carry no ``fetched``: their ``received`` is the
+    fetch time, and is called that.
+    """
+    try:
+        data = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or path.name not in data["files"]:
+        return None
+    candidates: list[tuple[object, TimeSource]] = [
+        (data.get("received"), "arrival" if "fetched" in data else "fetch"),
+        (data.get("fetched"), "fetch"),
+    ]
+    for value, source in candidates:
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if moment.tzinfo is not None:
+                return moment, source
+    return None
+
+
+def validation_moment(path: Path, given: datetime | None) -> tuple[datetime, TimeSource]:
+    """``--at`` if given, else the recorded arrival of the entry, else now."""
+    if given is not None:
+        return given, "given"
+    return recorded_arrival(path) or (utcnow(), "now")
 
 
 def _read(path: Path) -> bytes | str:
@@ -78,7 +118,17 @@ def _row(name: str, verdict: dict[str, Any]) -> dict[str, Any]:
         "encryption": enc.get("status"),
         "reasons": ", ".join(verdict.get("reasons") or []) or None,
         "warnings": ", ".join(verdict.get("warnings") or []) or None,
+        "validated": _validated(verdict),
     }
+
+
+def _validated(verdict: dict[str, Any]) -> str | None:
+    """When certificates were judged, in the reader's zone, and which moment that was."""
+    at, source = verdict.get("validated_at"), verdict.get("validation_time_source")
+    if not at:
+        return None
+    lc = locale()
+    return lc.t("{time} ({source})", time=lc.time(str(at)), source=lc.t(str(source)))
 
 
 def inspect_cmd(
@@ -91,7 +141,7 @@ def inspect_cmd(
     from gateway.inbound.decide import analyse
     from gateway.unwrap import UnwrapContext
 
-    moment = parse_at(at)
+    given = parse_at(at) if at is not None else None
     cfg = get_config(config)
     # Logs go to stderr so that stdout stays a clean table or JSON lines.
     setup_logging(cfg.logging.level, cfg.logging.format)
@@ -112,12 +162,13 @@ def inspect_cmd(
             typer.echo(locale().t("error: {message}", message=message), err=True)
             unreadable += 1
             continue
-        verdict = analyse(raw, cfg, ctx, at=moment).verdict.to_json()
+        moment, source = validation_moment(path, given)
+        verdict = analyse(raw, cfg, ctx, at=moment, at_source=source).verdict.to_json()
         if as_json:
             typer.echo(json_text({"file": str(path), **verdict}))
         else:
             rows.append(_row(str(path), verdict))
     if not as_json and rows:
-        print_table(rows, ["file", "verdict", "signature", "signer", "encryption", "reasons", "warnings"])
+        print_table(rows, ["file", "verdict", "signature", "signer", "encryption", "reasons", "warnings", "validated"])
     if unreadable:
         raise typer.Exit(EXIT_USAGE)

@@ -135,8 +135,10 @@ def test_table_shows_verdict_signature_signer_encryption_and_reasons(setup: tupl
     code, out, _ = inspect(config, str(mails / "good.eml"), str(mails / "rogue.eml"))
     assert code == 0
     header, good, rogue = out.splitlines()
-    assert header.split() == ["FILE", "VERDICT", "SIGNATURE", "SIGNER", "ENCRYPTION", "REASONS", "WARNINGS"]
-    assert good.split()[1:] == ["verified", "valid", "alice@example.org", "decrypted", "-", "-"]
+    columns = ["FILE", "VERDICT", "SIGNATURE", "SIGNER", "ENCRYPTION", "REASONS", "WARNINGS", "VALIDATED"]
+    assert header.split() == columns
+    assert good.split()[1:7] == ["verified", "valid", "alice@example.org", "decrypted", "-", "-"]
+    assert good.endswith("(now)"), "a file outside an entry is validated as of now, and says so"
     assert rogue.split()[1:4] == ["unverified", "untrusted", "alice@example.org"]
     assert "untrusted-chain" in rogue
 

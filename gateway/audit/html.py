@@ -96,8 +96,10 @@ class Item:
     @property
     def received(self) -> str:
         for e in self.entries:
-            if e.event == "fetched" and e.details.get("internaldate"):
-                return str(e.details["internaldate"])
+            if e.event == "fetched":  # the arrival; trails before it was recorded so say "internaldate"
+                arrival = e.details.get("received") or e.details.get("internaldate")
+                if arrival:
+                    return str(arrival)
         return self.entries[0].at
 
     @property

@@ -234,16 +234,25 @@ def _failing(e: AuditEntry, lc: Locale) -> str:
             mailbox=_d(e, "mailbox"), error=_d(e, "error"),
         )
     return lc.t("Mailbox {mailbox} cannot be read; retrying ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error"))
+def _fetched(e: AuditEntry, lc: Locale) -> str:
+    """The fetch, and when the message had arrived in the mailbox (the entry's own time is the fetch)."""
+    text = lc.t(
+        "Received in mailbox {mailbox}/{folder} (UID {uid}, {size} bytes)",
+        mailbox=_d(e, "mailbox"), folder=_d(e, "folder"), uid=_d(e, "uid"), size=_d(e, "size"),
+    )
+    if "received" not in e.details:  # recorded before arrival and fetch were told apart
+        return text
+    received = e.details.get("received")
+    if received:
+        return text + lc.t("; delivered to the mailbox {received}", received=lc.time(str(received)))
+    return text + lc.t("; the server gave no arrival time, the fetch time stands for it")
 
 
 DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "config-loaded": lambda e, lc: lc.t(
         "Gateway started with configuration {path} (sha256 {sha256}…)", path=_d(e, "path"), sha256=_d(e, "sha256")[:16]
     ),
-    "fetched": lambda e, lc: lc.t(
-        "Received in mailbox {mailbox}/{folder} (UID {uid}, {size} bytes)",
-        mailbox=_d(e, "mailbox"), folder=_d(e, "folder"), uid=_d(e, "uid"), size=_d(e, "size"),
-    ),
+    "fetched": lambda e, lc: _fetched(e, lc),
     "duplicate": lambda e, lc: lc.t(
         "Same message as {original} arrived again; not filed twice", original=_d(e, "duplicate_of")
     ),

@@ -266,13 +266,17 @@ class Dovecot:
 
     # ----------------------------------------------------------------- mailbox helpers
 
-    def append(self, user: str, folder: str, messages: Iterable[bytes]) -> None:
-        """APPEND each message to ``folder`` (created if missing), like a real sender would."""
+    def append(self, user: str, folder: str, messages: Iterable[bytes], *, msg_time: dt.datetime | None = None) -> None:
+        """APPEND each message to ``folder`` (created if missing), like a real sender would.
+
+        ``msg_time`` (aware) becomes the messages' INTERNALDATE, as if they had been
+        delivered then; by default the server takes the moment of the APPEND.
+        """
         with self._session(user) as conn:
             if not conn.folder_exists(folder):
                 conn.create_folder(folder)
             for message in messages:
-                conn.append(folder, message)
+                conn.append(folder, message, msg_time=msg_time)
 
     def create_folder(self, user: str, folder: str) -> None:
         """Create ``folder`` over IMAP unless it exists."""

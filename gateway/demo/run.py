@@ -24,6 +24,7 @@ from gateway.logs import setup_logging
 from gateway.records.open import open_store
 from gateway.service.daemon import Daemon
 from gateway.statedir import audit_dir, cases_dir, init_storage
+from gateway.ui import Locale
 from gateway.ui.reasons import signature_state
 
 USER = "rathaus"
@@ -132,12 +133,15 @@ def run_demo(workdir: Path | None) -> int:
     typer.echo("== quarantine")
     for rec in store.in_state("quarantined"):
         typer.echo(f"   {rec.id}: {', '.join(rec.reasons)}  ({rec.path})")
-    typer.echo("== verdicts")
+    typer.echo("== verdicts (arrival in the mailbox, as the server recorded it)")
+    lc = Locale(language=config.ui.language, timezone=config.ui.timezone)
     for rec in store.all_messages():
         v = rec.verdict or {}
         state = signature_state(v)
         words = f"  [{state.text()}]" if state is not None else ""
-        typer.echo(f"   {rec.id} {rec.state:11} {v.get('verdict', '-'):10} {', '.join(v.get('reasons', []))}{words}")
+        arrived = lc.time(rec.internaldate) if rec.internaldate else "-"
+        reasons = ", ".join(v.get("reasons", []))
+        typer.echo(f"   {rec.id} arrived {arrived}  {rec.state:11} {v.get('verdict', '-'):10} {reasons}{words}")
     n = store.count()
     store.close()
     typer.echo(f"== audit trail: {n} entries (in {audit_dir(config)})")

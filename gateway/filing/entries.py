@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,8 @@ MANIFEST_SCHEMA = 1
 
 
 def entry_name(received: datetime, msg_id: str) -> str:
-    """``20261125T091500Z_<id>``: sorts by arrival, unique by the ledger id."""
-    return f"{received.strftime('%Y%m%dT%H%M%SZ')}_{msg_id}"
+    """``20261125T091500Z_<id>``: sorts by arrival (as a UTC instant, whatever zone it came in), unique by the id."""
+    return f"{received.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}_{msg_id}"
 
 
 #: The shape of every entry name (``entry_name``): the only thing a staging sweep removes.

@@ -44,6 +44,7 @@ class QuarantineEntry:
         return {
             "id": self.record.id,
             "received": self.record.internaldate,
+            "fetched": self.record.fetched_at or None,
             "mailbox": self.record.mailbox,
             "from": self.record.from_addr,
             "subject": self.record.subject,

@@ -20,7 +20,7 @@ from gateway.errors import SecurityError
 from gateway.mime.message import ParsedMessage, Part, decode_parts, headers_only, parse_message
 from gateway.routing.rules import RouteDecision, route
 from gateway.unwrap import UnwrapContext, UnwrapEvent, unwrap
-from gateway.unwrap.verdict import Verdict
+from gateway.unwrap.verdict import TimeSource, Verdict
 
 log = structlog.get_logger("poststelle.pipeline")
 Target = Literal["stored", "quarantined"]
@@ -57,16 +57,16 @@ def _policy_for(config: Config, decision: RouteDecision | None) -> PolicyConfig:
     return config.policy
 
 
-def analyse(raw: bytes, config: Config, ctx: UnwrapContext, *, at: datetime) -> Plan:
-    """Decide what happens to ``raw``. Never raises."""
+def analyse(raw: bytes, config: Config, ctx: UnwrapContext, *, at: datetime, at_source: TimeSource = "given") -> Plan:
+    """Decide what happens to ``raw``, judging signatures as of ``at`` (its arrival). Never raises."""
     try:
-        return _analyse(raw, config, ctx, at)
+        return _analyse(raw, config, ctx, at, at_source)
     except Exception as exc:
         log.exception("analysis failed", error=type(exc).__name__)
         return _quarantine([f"processing-error:{type(exc).__name__}"], None)
 
 
-def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Plan:
+def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime, at_source: TimeSource) -> Plan:
     try:
         outer = parse_message(raw, config.limits, decode=False)  # bodies decoded below, if they are the content
     except SecurityError as exc:
@@ -80,7 +80,7 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime) -> Pl
             message_id=head.message_id,
             date=head.date,
         )
-    result = unwrap(raw, ctx, at=at)
+    result = unwrap(raw, ctx, at=at, at_source=at_source)
     verdict = result.verdict
     subject = result.inner_subject if result.inner_subject is not None else outer.subject
     decision = route(subject, outer.from_addrs, config.routes, config.routing.unassigned, config.routing.folder_slash)

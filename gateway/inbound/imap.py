@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +26,7 @@ import structlog
 
 from gateway.config import MailboxConfig
 from gateway.errors import LoginRejected, TransientError
+from gateway.inbound.arrival import Arrival
 from gateway.inbound.failures import explain
 
 log = structlog.get_logger("poststelle.fetch")
@@ -45,16 +46,29 @@ IMAP_ERRORS: tuple[type[BaseException], ...] = (
 class Fetched:
     uid: int
     raw: bytes
-    internaldate: datetime
+    arrival: Arrival
 
 
 #: Bytes per partial fetch of a message streamed to disk (``fetch_stream``).
 STREAM_CHUNK = 512 * 1024
 
 
-def _internaldate(item: dict[bytes, Any]) -> datetime:
+def _arrival(item: dict[bytes, Any]) -> Arrival:
+    """INTERNALDATE with the offset the server gave, and now as the fetch moment.
+
+    The client runs with ``normalise_times = False`` (see ``connect``): imapclient's default
+    converts to the host's local time and drops the zone, which loses what the server said.
+    A missing or zone-less INTERNALDATE is not guessed: the arrival is then unknown and the
+    fetch moment stands in for it, recorded as such. The offset is kept as a plain
+    ``datetime.timezone`` so that the value pickles into the analysis workers.
+    """
     when = item.get(b"INTERNALDATE")
-    return when.astimezone(UTC) if isinstance(when, datetime) and when.tzinfo else datetime.now(UTC)
+    fetched = datetime.now(UTC)
+    if not isinstance(when, datetime) or when.utcoffset() is None:
+        return Arrival(received=None, fetched=fetched)
+    offset = when.utcoffset()
+    assert offset is not None
+    return Arrival(received=when.replace(tzinfo=timezone(offset)), fetched=fetched)
 
 
 def chunks(uids: Sequence[int], size: int = 500) -> Iterator[list[int]]:
@@ -114,6 +128,7 @@ class MailboxSession:
             )
             self.client = client
             quiet_protocol_trace(client)
+            client.normalise_times = False  # INTERNALDATE with the server's zone (``_arrival``)
             if cfg.security == "starttls":
                 step = "starting TLS (STARTTLS)"
                 client.starttls(ssl_context(cfg))
@@ -200,10 +215,10 @@ class MailboxSession:
             raw = item.get(b"BODY[]")
             if not isinstance(raw, bytes) or not raw:
                 raise TransientError(f"empty FETCH answer for UID {uid}")
-            yield Fetched(uid=uid, raw=raw, internaldate=_internaldate(item))
+            yield Fetched(uid=uid, raw=raw, arrival=_arrival(item))
 
-    def fetch_stream(self, uid: int, *, chunk: int = STREAM_CHUNK) -> tuple[datetime, Iterator[bytes]]:
-        """One message's INTERNALDATE and its bytes as pieces, never the whole message at once.
+    def fetch_stream(self, uid: int, *, chunk: int = STREAM_CHUNK) -> tuple[Arrival, Iterator[bytes]]:
+        """One message's arrival (INTERNALDATE) and its bytes as pieces, never the whole message at once.
 
         For a message larger than the gateway will hold in memory: each piece is a partial
         fetch ``BODY.PEEK[]<offset.chunk>`` (RFC 3501 6.4.5), asked for only when the
@@ -215,7 +230,7 @@ class MailboxSession:
         first, item = self._piece(uid, 0, chunk, extra=["INTERNALDATE"])
         if not first:
             raise TransientError(f"empty FETCH answer for UID {uid}")
-        return _internaldate(item), self._pieces(uid, first, chunk)
+        return _arrival(item), self._pieces(uid, first, chunk)
 
     def _pieces(self, uid: int, piece: bytes, chunk: int) -> Iterator[bytes]:
         offset = 0

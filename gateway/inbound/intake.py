@@ -33,7 +33,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from gateway.filing.entries import (
     sha256_hex,
     sweep_staging,
 )
+from gateway.inbound.arrival import Arrival
 from gateway.inbound.decide import Plan
 from gateway.inbound.imap import MailboxSession
 from gateway.inbound.records import (
@@ -76,7 +76,7 @@ from gateway.statedir import area_root
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.intake")
-Work = tuple[int, datetime, EntryJob, PendingPlan]  # uid, INTERNALDATE, job, its preparation
+Work = tuple[int, Arrival, EntryJob, PendingPlan]  # uid, arrival (INTERNALDATE and fetch), job, its preparation
 
 
 def new_message_id() -> str:
@@ -271,17 +271,17 @@ class Intake:
             )
             for f in fetched
         ]
-        pending = self.analyser.submit([(f.raw, f.internaldate, job) for f, job in zip(fetched, jobs, strict=True)])
+        pending = self.analyser.submit([(f.raw, f.arrival, job) for f, job in zip(fetched, jobs, strict=True)])
         work: dict[int, Work] = {
-            f.uid: (f.uid, f.internaldate, job, p) for f, job, p in zip(fetched, jobs, pending, strict=True)
+            f.uid: (f.uid, f.arrival, job, p) for f, job, p in zip(fetched, jobs, pending, strict=True)
         }
         for uid in uids:
             if uid in big:
-                at, pieces = session.fetch_stream(uid)
+                arrival, pieces = session.fetch_stream(uid)
                 job, prepared = prepare_oversize(
-                    pieces, at, new_message_id(), self.mb.name, big[uid], self.config, self.areas
+                    pieces, arrival, new_message_id(), self.mb.name, big[uid], self.config, self.areas
                 )
-                work[uid] = (uid, at, job, PendingPlan(self.analyser, None, value=prepared))
+                work[uid] = (uid, arrival, job, PendingPlan(self.analyser, None, value=prepared))
         return [work[uid] for uid in uids]
 
     def _batch(
@@ -300,8 +300,8 @@ class Intake:
         planned: list[tuple[MessageRecord, Prepared]] = []
         duplicates: list[MessageRecord] = []
         events: list[AuditEvent] = []
-        for uid, at, job, pending in work:
-            rec, prepared = self._decide(session, uid, at, job, seen, pending)
+        for uid, arrival, job, pending in work:
+            rec, prepared = self._decide(session, uid, arrival, job, seen, pending)
             events.append(fetched_event(rec))
             if prepared is None:
                 duplicates.append(rec)
@@ -347,7 +347,7 @@ class Intake:
         self,
         session: MailboxSession,
         uid: int,
-        at: datetime,
+        arrival: Arrival,
         job: EntryJob,
         seen: dict[str, MessageRecord],
         pending: PendingPlan,
@@ -368,7 +368,8 @@ class Intake:
             sha256=sha,
             message_id=None,
             size=job.size,
-            internaldate=iso(at),
+            internaldate=arrival.received_text,
+            fetched_at=arrival.fetched_text,
             state="processing",
             target_state="stored",
         )

@@ -30,7 +30,8 @@ def fetched_event(rec: MessageRecord) -> AuditEvent:
             "sha256": rec.sha256,
             "size": rec.size,
             "message_id": rec.message_id,
-            "internaldate": rec.internaldate,
+            "received": rec.internaldate,  # the arrival (INTERNALDATE, server's offset); None if not given
+            "fetched": rec.fetched_at,
         },
     )
 
@@ -132,6 +133,7 @@ def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
         "uidvalidity": rec.uidvalidity,
         "uid": rec.uid,
         "received": rec.internaldate,
+        "fetched": rec.fetched_at or None,
         "sha256": rec.sha256,
         "size": rec.size,
         "message_id": rec.message_id,

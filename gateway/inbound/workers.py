@@ -25,7 +25,6 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 import structlog
@@ -34,6 +33,7 @@ from gateway.config import Config
 from gateway.filemodes import apply as apply_modes
 from gateway.filing.areas import Areas
 from gateway.filing.entries import EntryFile, StagedFiles, case_folder_problem, entry_files, entry_name, stage_files
+from gateway.inbound.arrival import Arrival
 from gateway.inbound.decide import Plan, analyse, oversize_plan, unsafe_folder_plan
 from gateway.unwrap import UnwrapContext
 
@@ -87,8 +87,10 @@ def placement(plan: Plan) -> tuple[str, str | None]:
     return "cases", plan.route.case_folder
 
 
-def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: UnwrapContext, areas: Areas) -> Prepared:
-    """Analyse a message and stage its entry's files; never raises.
+def prepare(
+    raw: bytes, arrival: Arrival, job: EntryJob, config: Config, ctx: UnwrapContext, areas: Areas
+) -> Prepared:
+    """Analyse a message as of its arrival and stage its entry's files; never raises.
 
     A case folder that is a link, not a directory or not ours right now quarantines this
     message (``unsafe-case-folder``) instead of stopping the batch; ``publish_entries``
@@ -96,7 +98,7 @@ def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: Unwrap
     returned, not raised: the intake turns it into a transient error for the whole batch,
     and recovery sweeps the staging area.
     """
-    plan = analyse(raw, config, ctx, at=at)
+    plan = analyse(raw, config, ctx, at=arrival.at, at_source=arrival.source)
     try:
         area, folder = placement(plan)
         if folder is not None:
@@ -109,7 +111,7 @@ def prepare(raw: bytes, at: datetime, job: EntryJob, config: Config, ctx: Unwrap
             raw, decrypted=plan.decrypted, parts=plan.parts, extra_json=_json_files(plan), raw_sha256=job.sha256
         )
         staged: StagedFiles | None = stage_files(
-            areas[area], folder, entry_name(at, job.msg_id), files, bucket=job.bucket, sync=False
+            areas[area], folder, entry_name(arrival.utc, job.msg_id), files, bucket=job.bucket, sync=False
         )
         error = None
     except (OSError, ValueError) as exc:
@@ -129,7 +131,7 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def prepare_oversize(
-    chunks: Iterable[bytes], at: datetime, msg_id: str, bucket: str, reported: int, config: Config, areas: Areas
+    chunks: Iterable[bytes], arrival: Arrival, msg_id: str, bucket: str, reported: int, config: Config, areas: Areas
 ) -> tuple[EntryJob, Prepared]:
     """Stream a message over ``max_message_bytes`` into a quarantine entry, chunk by chunk.
 
@@ -151,7 +153,7 @@ def prepare_oversize(
     files = [EntryFile("original.eml", b"", stream=keep_head(chunks)), *_entry_json(plan)]
     try:
         staged: StagedFiles | None = stage_files(
-            areas["quarantine"], None, entry_name(at, msg_id), files, bucket=bucket, sync=False
+            areas["quarantine"], None, entry_name(arrival.utc, msg_id), files, bucket=bucket, sync=False
         )
         error = None
     except (OSError, ValueError) as exc:
@@ -173,13 +175,13 @@ def _ready() -> None:
     """The empty job that makes a worker start (``Analyser._start``)."""
 
 
-Item = tuple[bytes, datetime, EntryJob]
+Item = tuple[bytes, Arrival, EntryJob]
 CHUNK = 8  # messages per worker job
 
 
 def _jobs(items: list[Item]) -> list[Prepared]:
     assert _worker_config is not None and _worker_ctx is not None and _worker_areas is not None
-    return [prepare(raw, at, job, _worker_config, _worker_ctx, _worker_areas) for raw, at, job in items]
+    return [prepare(raw, arrival, job, _worker_config, _worker_ctx, _worker_areas) for raw, arrival, job in items]
 
 
 class PendingPlan:
@@ -228,8 +230,8 @@ class Analyser:
 
     def prepare(self, item: Item) -> Prepared:
         """Prepare one message here, in this process."""
-        raw, at, job = item
-        return prepare(raw, at, job, self.config, self.ctx, self.areas)
+        raw, arrival, job = item
+        return prepare(raw, arrival, job, self.config, self.ctx, self.areas)
 
     def _start(self) -> None:
         """Start the pool, and its workers right away.

@@ -60,6 +60,10 @@ GERMAN: dict[str, str] = {
     "Received in mailbox {mailbox}/{folder} (UID {uid}, {size} bytes)": (
         "Eingegangen im Postfach {mailbox}/{folder} (UID {uid}, {size} Bytes)"
     ),
+    "; delivered to the mailbox {received}": "; Zugang im Postfach: {received}",
+    "; the server gave no arrival time, the fetch time stands for it": (
+        "; der Server nannte keine Zugangszeit, es gilt die Abrufzeit"
+    ),
     "Same message as {original} arrived again; not filed twice": (
         "Dieselbe Nachricht wie {original} erneut eingegangen; nicht doppelt abgelegt"
     ),
@@ -239,6 +243,13 @@ GERMAN: dict[str, str] = {
     "SUMMARY": "BESCHREIBUNG",
     "ID": "ID",
     "RECEIVED": "EINGANG",
+    "VALIDATED": "GEPRÜFT ZUM",
+    "{time} (fetched)": "{time} (Abruf)",
+    "arrival": "Zugang",
+    "fetch": "Abruf",
+    "given": "vorgegeben",
+    "now": "jetzt",
+    "{time} ({source})": "{time} ({source})",
     "FROM": "ABSENDER",
     "REASONS": "GRÜNDE",
     "SUBJECT": "BETREFF",

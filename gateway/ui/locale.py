@@ -20,8 +20,9 @@ from gateway.ui.german import GERMAN
 
 CATALOGUES: dict[str, dict[str, str]] = {"de": GERMAN}
 
-#: The gateway's own timestamp form (``gateway.clock.iso``), optionally without fraction.
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|\+00:00)")
+#: The gateway's own timestamp form (``gateway.clock.iso``), optionally without fraction; or
+#: an instant with the offset a server gave it (an arrival time, ``2026-11-27T23:30:00+01:00``).
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})")
 
 #: German names of the zone abbreviations a German reader knows; others are shown as the zone gives them.
 _GERMAN_ABBREVIATIONS = {"CET": "MEZ", "CEST": "MESZ"}
@@ -34,7 +35,7 @@ def translate(text: str, language: str) -> str:
 
 
 def is_timestamp(value: object) -> bool:
-    """Whether ``value`` is a UTC instant as the gateway records it (``2026-11-25T09:15:00.000000Z``)."""
+    """Whether ``value`` is an instant as recorded: ``2026-11-25T09:15:00.000000Z``, or with an offset."""
     return isinstance(value, str) and _TIMESTAMP.fullmatch(value) is not None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from gateway.mime.cut import MimeError, parse_entity
@@ -33,6 +33,7 @@ from gateway.unwrap.verdict import (
     EncryptionStatus,
     Scheme,
     SignatureInfo,
+    TimeSource,
     Verdict,
 )
 
@@ -62,15 +63,21 @@ class UnwrapResult:
     signer_certificates: tuple[bytes, ...] = ()
 
 
-def unwrap(raw: bytes, ctx: UnwrapContext, *, at: datetime) -> UnwrapResult:
-    """Open all layers of ``raw`` and return one verdict. Never raises."""
+def unwrap(raw: bytes, ctx: UnwrapContext, *, at: datetime, at_source: TimeSource = "given") -> UnwrapResult:
+    """Open all layers of ``raw`` as of ``at`` and return one verdict. Never raises.
+
+    ``at`` is the moment certificates and keys are judged at: for mail, its arrival, so
+    that a certificate that expired while the message waited in the mailbox still
+    verifies. ``at_source`` says which moment that is; the verdict records it.
+    """
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     try:
-        return _unwrap(raw, ctx, at)
+        result = _unwrap(raw, ctx, at)
     except Exception as exc:  # last line of defence, the verdict says why
         log.exception("unwrap failed unexpectedly")
-        return _quarantine(raw, at, "unwrap-error", None, (), detail=type(exc).__name__)
+        result = _quarantine(raw, at, "unwrap-error", None, (), detail=type(exc).__name__)
+    return replace(result, verdict=replace(result.verdict, validation_time_source=at_source))
 
 
 def _unwrap(raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:

@@ -16,6 +16,9 @@ VerdictName = Literal["verified", "unverified", "quarantined"]
 SignatureStatus = Literal["valid", "invalid", "untrusted", "none", "error"]
 EncryptionStatus = Literal["decrypted", "none", "failed", "partial"]
 Scheme = Literal["smime", "openpgp"]
+#: Which moment ``validated_at`` is: the arrival (INTERNALDATE), the fetch (the server gave no
+#: INTERNALDATE), a moment a person gave (``inspect --at``, or a caller of ``unwrap``), or now.
+TimeSource = Literal["arrival", "fetch", "given", "now"]
 
 #: Signature statuses from best to worst. Where several signatures count (several
 #: SignerInfos, several OpenPGP signatures, several layers over the content), the worst wins:
@@ -81,6 +84,7 @@ class Verdict:
     signature: SignatureInfo = field(default_factory=SignatureInfo)
     encryption: EncryptionInfo = field(default_factory=EncryptionInfo)
     validated_at: datetime | None = None
+    validation_time_source: TimeSource | None = None
     subject_source: Literal["outer", "protected"] = "outer"
     #: What a clerk must see about a verified message that does not make it less proven
     #: (docs/verdict.md, "Warnings"); empty unless ``verified``.
@@ -98,6 +102,7 @@ class Verdict:
             "signature": self.signature.to_json(),
             "encryption": self.encryption.to_json(),
             "validated_at": self.validated_at.isoformat() if self.validated_at else None,
+            "validation_time_source": self.validation_time_source if self.validated_at else None,
             "subject_source": self.subject_source,
             "warnings": list(self.warnings),
         }

@@ -408,6 +408,7 @@ def raw_signer_info(
     attrs: tuple[str, ...] = ("signing_time", "message_digest", "content_type"),
     digest: bytes | None = None,
     content_type: str = "data",
+    signed_at: dt.datetime = NOW,
 ) -> object:
     """A SignerInfo with chosen signed attributes, in the given (possibly non-DER) order."""
     import hashlib
@@ -423,7 +424,8 @@ def raw_signer_info(
             value = digest if digest is not None else hashlib.sha256(content).digest()
             items.append(ac.CMSAttribute({"type": "message_digest", "values": [value]}))
         elif name == "signing_time":
-            items.append(ac.CMSAttribute({"type": "signing_time", "values": [ac.Time({"utc_time": NOW})]}))
+            when = ac.Time({"utc_time": signed_at.astimezone(dt.UTC)})
+            items.append(ac.CMSAttribute({"type": "signing_time", "values": [when]}))
     cert = ax.Certificate.load(party.cert.public_bytes(DER))
     is_ec = isinstance(party.key, ec.EllipticCurvePrivateKey)
     si = ac.SignerInfo(
