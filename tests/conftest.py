@@ -38,6 +38,16 @@ settings.register_profile("poststelle", deadline=None, suppress_health_check=LOA
 settings.load_profile("poststelle")
 
 
+@pytest.fixture(autouse=True)
+def _keep_the_umask() -> Iterator[None]:
+    """A daemon or CLI run in the test process sets the umask from ``[storage]`` modes
+    (``gateway.filemodes``); later tests must start from the caller's umask again."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield
+    os.umask(saved)
+
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
     if not dovecot_available():
