@@ -1,7 +1,7 @@
 """A throwaway Postfix relay for the demo, the tests and the benchmarks (root only).
 
 It plays the authority's mail server: accepts on 127.0.0.1, advertises DSN, delivers the
-``mailbox_domain`` by LMTP into a (throwaway) Dovecot, routes ``remote_routes`` domains to
+``mailbox_domain`` (one domain, or several separated by spaces) by LMTP into a (throwaway) Dovecot, routes ``remote_routes`` domains to
 scripted SMTP peers by a transport map, and refuses chosen recipients at RCPT time from
 an access map (a real 5xx from a real Postfix). Own config, queue and data directories
 under ``root``; nothing of the system's Postfix is used or started.
