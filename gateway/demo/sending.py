@@ -204,8 +204,10 @@ def _send(config_path: Path, pdf: Path, body: Path, res: SendingResult) -> dict[
 
 
 def _drain(config: Config, res: SendingResult) -> None:
-    typer.echo("== poststelle run --once (the intake finds nothing new; the outbox is drained)")
+    typer.echo("== poststelle run --once (drains the outbox; the intake looks at the INBOX again)")
     report = Daemon(config, once=True).run()
+    for name, outcome in report.outcomes.items():
+        typer.echo(f"   mailbox {name}: stored {outcome.stored}, quarantined {outcome.quarantined}")
     for name, error in report.failures.items():
         res.problems.append(f"{name}: {error}")
         typer.echo(f"   {name} FAILED: {error}")
