@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from cryptography.hazmat.primitives import serialization
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.clock import utcnow
 from gateway.config import Config, load_config
 from gateway.demo.dovecot import Dovecot
-from gateway.demo.pki import SENDER, DemoPKI
+from gateway.demo.pki import RECIPIENT, SENDER, DemoPKI
 from gateway.demo.postfix import Postfix, postfix_unavailable
 from gateway.demo.samples import fake_pdf
 from gateway.records.open import open_store
@@ -44,10 +44,12 @@ from gateway.statedir import cases_dir
 from gateway.ui.reasons import signature_state
 
 #: The town hall's address: the ``[smtp] from``, named by its demo certificate (pki.RECIPIENT).
-AUTHORITY = "rathaus@stadt.example"
+AUTHORITY = RECIPIENT
+#: The town hall's Dovecot login (Dovecot's LMTP delivers ``local@any.domain`` to user ``local``).
+AUTHORITY_USER = AUTHORITY.partition("@")[0]
 #: The correspondent: the court whose verified letter put its certificate into the store.
 CORRESPONDENT = SENDER
-#: The court's Dovecot login (Dovecot's LMTP delivers ``local@any.domain`` to user ``local``).
+#: The court's Dovecot login.
 CORRESPONDENT_USER = CORRESPONDENT.partition("@")[0]
 CORRESPONDENT_PASSWORD = "demo-only-court-password"  # noqa: S105 - a throwaway server's throwaway account
 #: The court's case the town hall answers in (the case folder the intake made for its letters).
@@ -55,6 +57,7 @@ CASE = "VG 1 K 1234/25"
 SUBJECT = "Stellungnahme der Stadt"
 #: How long Postfix may take to hand the letter and its DSN to Dovecot; bounds a failure only.
 DELIVERY_TIMEOUT = 30.0
+T = TypeVar("T")
 _DSN_FIELDS = re.compile(rb"^(Final-Recipient|Action|Status|Remote-MTA|Diagnostic-Code):[^\r\n]*", re.M)
 
 
@@ -101,6 +104,7 @@ class SendingResult:
     """What the sending part saw; ``ok`` only when every step did what the demo promises."""
 
     outbound_id: str = ""
+    envid: str = ""
     state: str = ""
     arrived: bool = False
     verdict: str = ""
@@ -155,7 +159,7 @@ def _outgoing(work: Path) -> tuple[Path, Path]:
     return pdf, body
 
 
-def _wait(found: Callable[[], bytes | None]) -> bytes | None:
+def _wait(found: Callable[[], T | None]) -> T | None:
     """Poll a mailbox until Postfix has delivered; the deadline only bounds a failure."""
     deadline = time.monotonic() + DELIVERY_TIMEOUT
     while True:
@@ -219,7 +223,7 @@ def _drain(config: Config, res: SendingResult) -> None:
     if rec is None:
         res.problems.append("the outbox row is missing")
         return
-    res.state = rec.state
+    res.state, res.envid = rec.state, rec.envid
     typer.echo(f"== outbox row {rec.id}: {rec.state} after {rec.attempts} attempt(s), ENVID {rec.envid}")
     for r in rec.recipients:
         typer.echo(f"   {r.address}: {r.state}, relay replied '{r.reply}', Postfix queue id {r.queue_id}")
@@ -268,25 +272,27 @@ def _arrival(work: Path, server: Dovecot, pki: DemoPKI, message_id: str, res: Se
         typer.echo(f"   reasons: {reasons}")
 
 
-def _dsn(work: Path, server: Dovecot, config: Config, res: SendingResult) -> None:
-    store = open_store(config, readonly=True)
-    try:
-        rec = store.outbox_get(res.outbound_id)
-    finally:
-        store.close()
-    envid = (rec.envid if rec else "").encode()
+def _dsn(work: Path, server: Dovecot, res: SendingResult) -> None:
+    envid = res.envid.encode()
 
     def is_dsn(m: bytes) -> bool:
         return b"multipart/report" in m and envid in m
 
-    raw = _wait(lambda: _fetch(server, "rathaus", "INBOX", is_dsn))
-    where = "INBOX"
-    if raw is None:  # the intake of the same run may have been quicker than the notice
-        raw, where = _fetch(server, "rathaus", "Poststelle/Processed", is_dsn), "Poststelle/Processed"
-    if raw is None:
+    def find() -> tuple[bytes, str] | None:
+        # The intake of the same run looks at the INBOX beside the drain, so a quick notice
+        # may already have been taken in and moved to Processed.
+        for folder in ("INBOX", "Poststelle/Processed"):
+            raw = _fetch(server, AUTHORITY_USER, folder, is_dsn)
+            if raw is not None:
+                return raw, folder
+        return None
+
+    found = _wait(find) if envid else None
+    if found is None:
         res.problems.append("no delivery status notification came back")
         typer.echo("== NO delivery status notification came back")
         return
+    raw, where = found
     res.dsn = True
     saved = work / "delivery-status.eml"
     saved.write_bytes(raw)
@@ -316,7 +322,7 @@ def send_document(work: Path, server: Dovecot, relay: Postfix | None, config: Co
         return res
     _drain(config, res)
     _arrival(work, server, pki, summary["message_id"], res)
-    _dsn(work, server, config, res)
+    _dsn(work, server, res)
     return res
 
 
