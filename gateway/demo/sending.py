@@ -241,7 +241,8 @@ def _arrival(work: Path, server: Dovecot, pki: DemoPKI, message_id: str, res: Se
     raw = _wait(lambda: _fetch(server, CORRESPONDENT_USER, "INBOX", lambda m: needle in m.lower()))
     if raw is None:
         res.problems.append("the letter did not arrive in the court's mailbox")
-        typer.echo(f"== the letter did NOT arrive in the court's mailbox\n{server.root}")
+        log = work / "postfix" / "postfix.log"
+        typer.echo(f"== the letter did NOT arrive in the court's mailbox (Postfix's log: {log})")
         return
     res.arrived = True
     received = work / "received-by-court.eml"
