@@ -202,7 +202,8 @@ def _send(config_path: Path, pdf: Path, body: Path, res: SendingResult) -> dict[
     summary: dict[str, Any] = json.loads(done.stdout)
     res.outbound_id = summary["outbound_id"]
     keys = "; ".join(f"{k['recipient']}: {k['source']}" for k in summary["keys"]) or "-"
-    typer.echo(f"   queued as {res.outbound_id}: signed {summary['signed']}, encrypted {summary['encrypted']}")
+    protection = f"signed ({summary['signed']})" + (", encrypted" if summary["encrypted"] else ", not encrypted")
+    typer.echo(f"   queued as {res.outbound_id}: {protection}")
     typer.echo(f"   certificates used: {keys}")
     return summary
 
