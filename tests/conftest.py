@@ -38,6 +38,16 @@ settings.register_profile("poststelle", deadline=None, suppress_health_check=LOA
 settings.load_profile("poststelle")
 
 
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """A gateway started in process sets the umask from its file modes (gateway.filemodes);
+    later tests must not write their files under it (an unprivileged user could not read them)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
     if not dovecot_available():
