@@ -41,6 +41,7 @@ from gateway.outbound.users import (
     parse_users,
     write_users,
 )
+from gateway.statedir import init_storage
 
 SENDER = "rathaus@hofheim.example"
 PASSWORD = "korrekt Pferd Batterie"
@@ -158,7 +159,9 @@ def make_config(
     )
     path = root / "poststelle.toml"
     path.write_text(text, encoding="utf-8")
-    return load_config(path)
+    config = load_config(path)
+    init_storage(config)  # the roots, as `poststelle init` makes them (start-up never does)
+    return config
 
 
 @pytest.fixture
