@@ -1,10 +1,11 @@
 """A throwaway Postfix relay for the demo, the tests and the benchmarks (root only).
 
 It plays the authority's mail server: accepts on 127.0.0.1, advertises DSN, delivers the
-``mailbox_domain`` by LMTP into a (throwaway) Dovecot, routes ``remote_routes`` domains to
-scripted SMTP peers by a transport map, and refuses chosen recipients at RCPT time from
-an access map (a real 5xx from a real Postfix). Own config, queue and data directories
-under ``root``; nothing of the system's Postfix is used or started.
+``mailbox_domain`` (one domain, or several separated by spaces) by LMTP into a (throwaway)
+Dovecot, routes ``remote_routes`` domains to scripted SMTP peers by a transport map, and
+refuses chosen recipients at RCPT time from an access map (a real 5xx from a real Postfix).
+Own config, queue and data directories under ``root``; nothing of the system's Postfix is
+used or started.
 
 Start-up avoids Postfix's two slow paths: a ``main.cf`` written "just now" stalls every
 postfix command for a while (its mtime is set into the past), and ``postfix check`` is

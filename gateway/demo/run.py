@@ -20,6 +20,14 @@ from gateway.config import load_config
 from gateway.demo.dovecot import Dovecot, dovecot_available
 from gateway.demo.pki import build_demo_pki, smime_letters
 from gateway.demo.samples import demo_corpus
+from gateway.demo.sending import (
+    CORRESPONDENT_PASSWORD,
+    CORRESPONDENT_USER,
+    demo_relay,
+    explore_hints,
+    outbound_toml,
+    send_document,
+)
 from gateway.logs import setup_logging
 from gateway.records.open import open_store
 from gateway.service.daemon import Daemon
@@ -99,12 +107,14 @@ def run_demo(workdir: Path | None) -> int:
     work = Path(workdir or tempfile.mkdtemp(prefix="poststelle-demo-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chmod(work, 0o755)  # noqa: S103 - Dovecot (user nobody) must reach its dirs
-    if (work / "state").exists():
-        shutil.rmtree(work / "state")
+    for previous in ("state", "dovecot", "postfix", "court"):  # a rerun in the same --dir starts afresh
+        if (work / previous).exists():
+            shutil.rmtree(work / previous)
     typer.echo(f"== Poststelle demo in {work}")
-    with Dovecot(work / "dovecot", {USER: PASSWORD}) as server:
+    users = {USER: PASSWORD, CORRESPONDENT_USER: CORRESPONDENT_PASSWORD}
+    with Dovecot(work / "dovecot", users) as server, demo_relay(work, server) as relay:
         pki = build_demo_pki(work / "pki")
-        config_path = write_demo_config(work, server, pki.smime_toml())
+        config_path = write_demo_config(work, server, pki.smime_toml() + outbound_toml(relay))
         corpus = demo_corpus() + smime_letters(pki)
         server.append(USER, "INBOX", [m for _, m in corpus])
         typer.echo(
@@ -127,6 +137,7 @@ def run_demo(workdir: Path | None) -> int:
         typer.echo("== IMAP folders afterwards")
         for folder in ("INBOX", "Poststelle/Processed", "Poststelle/Quarantine"):
             typer.echo(f"   {folder}: {len(server.folder_uids(USER, folder))} messages")
+        sending = send_document(work, server, relay, config, pki)
     typer.echo(f"== case folders ({cases_dir(config)})")
     _tree(cases_dir(config))
     store = open_store(config, readonly=True)
@@ -167,4 +178,6 @@ def run_demo(workdir: Path | None) -> int:
     typer.echo(f"   .venv/bin/poststelle status -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle audit log -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle inspect -c {config_path} {cases_dir(config)}/*/*/original.eml")
-    return 0 if report.ok else 1
+    for hint in explore_hints(work, config_path, relay):
+        typer.echo(f"   .venv/bin/{hint}")
+    return 0 if report.ok and (relay is None or sending.ok) else 1

@@ -1,0 +1,145 @@
+"""``poststelle demo`` end to end: the inbound part, then a document sent for a case.
+
+The demo runs once per module as a subprocess (it sets up logging and signal handlers
+of its own) in a directory the Postfix and Dovecot users can reach; the tests then read
+what it left behind: the ledger, the case folder, the letter as the court's mailbox
+received it and the delivery status notification. The sending part needs Postfix, which
+must start as root: those tests skip elsewhere, naming the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import POSTSTELLE
+
+from gateway.config import load_config
+from gateway.demo.postfix import postfix_unavailable
+from gateway.demo.sending import AUTHORITY, CASE, CORRESPONDENT, demo_relay, outbound_toml
+from gateway.records.open import open_store
+
+
+@dataclass
+class DemoRun:
+    work: Path
+    rc: int
+    out: str
+    err: str
+
+
+def body(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[DemoRun]:
+    reason = postfix_unavailable()
+    if reason is not None:
+        pytest.skip(f"the demo's sending part needs a throwaway Postfix: {reason}")
+    work = Path(tempfile.mkdtemp(prefix="pst-demo-"))
+    try:
+        done = subprocess.run(
+            [*POSTSTELLE, "demo", "--dir", str(work)], capture_output=True, text=True, timeout=300, check=False
+        )
+        yield DemoRun(work, done.returncode, done.stdout, done.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_demo_sends_the_document_and_the_outbox_row_says_sent_with_postfixs_queue_id(demo: DemoRun) -> None:
+    assert demo.rc == 0, demo.out + demo.err
+    config = load_config(demo.work / "poststelle.toml")
+    store = open_store(config, readonly=True)
+    try:
+        (rec,) = store.outbox_list()
+    finally:
+        store.close()
+    assert rec.state == "sent" and rec.case_ref == CASE and rec.mail_from == AUTHORITY
+    assert rec.signed == "smime" and rec.encrypted
+    (rcpt,) = rec.recipients
+    assert rcpt.address == CORRESPONDENT and rcpt.queue_id and (rcpt.reply or "").startswith("250")
+    assert f"== outbox row {rec.id}: sent" in demo.out and rcpt.queue_id in demo.out
+    assert any("smime certstore" in source for _, source in rec.key_sources)
+
+
+def test_the_sent_copy_in_the_case_folder_is_what_arrived_in_the_courts_mailbox(demo: DemoRun) -> None:
+    config = load_config(demo.work / "poststelle.toml")
+    store = open_store(config, readonly=True)
+    try:
+        (rec,) = store.outbox_list()
+    finally:
+        store.close()
+    assert rec.sent_path is not None and Path(rec.sent_path).parent.name == "sent"
+    sent = (Path(rec.sent_path) / "message.eml").read_bytes()
+    received = (demo.work / "received-by-court.eml").read_bytes()
+    assert body(received) == body(sent)
+    assert "== arrived in the court's mailbox" in demo.out
+
+
+def test_the_courts_poststelle_finds_the_letter_signed_by_the_town_hall_and_verified(demo: DemoRun) -> None:
+    done = subprocess.run(
+        [
+            *POSTSTELLE,
+            "inspect",
+            "--json",
+            "-c",
+            str(demo.work / "court" / "poststelle.toml"),
+            str(demo.work / "received-by-court.eml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    verdict = json.loads(done.stdout)
+    assert verdict["verdict"] == "verified"
+    assert verdict["signature"]["signer"] == AUTHORITY
+    assert verdict["encryption"]["status"] == "decrypted"
+    assert "verdict verified: signature valid" in demo.out
+
+
+def test_postfixs_delivery_status_notification_reaches_the_town_halls_mailbox(demo: DemoRun) -> None:
+    config = load_config(demo.work / "poststelle.toml")
+    store = open_store(config, readonly=True)
+    try:
+        (rec,) = store.outbox_list()
+    finally:
+        store.close()
+    dsn = (demo.work / "delivery-status.eml").read_bytes()
+    assert b"multipart/report" in dsn and f"Original-Envelope-Id: {rec.envid}".encode() in dsn
+    assert f"Final-Recipient: rfc822; {CORRESPONDENT}".encode() in dsn and b"Status: 2.0.0" in dsn
+    assert "== delivery status notification from Postfix" in demo.out and "Status: 2.0.0" in demo.out
+
+
+def test_audit_verify_stays_green_after_sending_and_the_report_path_is_printed(demo: DemoRun) -> None:
+    assert "audit verify: OK" in demo.out
+    report = demo.work / "audit-report.html"
+    assert report.is_file() and str(report) in demo.out
+
+
+def test_without_a_postfix_the_sending_part_is_skipped_in_one_line_and_not_configured(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import gateway.demo.sending as sending
+
+    monkeypatch.setattr(sending, "sending_unavailable", lambda: "Postfix's master must start as root")
+    with demo_relay(tmp_path, server=None) as relay:  # type: ignore[arg-type]  # never reached
+        assert relay is None
+    assert capsys.readouterr().out == "== sending a document: skipped (Postfix's master must start as root)\n"
+    assert outbound_toml(None) == ""
+
+
+def test_the_town_halls_demo_certificate_names_the_from_address_it_signs_with(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from gateway.demo.pki import build_demo_pki
+
+    pki = build_demo_pki(tmp_path / "pki")
+    san = pki.recipient.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.RFC822Name) == [AUTHORITY]
