@@ -33,7 +33,7 @@ from gateway.outbound import outbox
 from gateway.outbound.drain import RESENT_AFTER_CRASH
 from gateway.records.open import open_store
 from gateway.records.store import EntryFilter, StoreError
-from gateway.statedir import outbox_dir
+from gateway.statedir import outbox_dir, staging_dir
 
 DOCUMENTS = 300
 MIN_KILLS = 12  # kills that must hit a run with documents left to send
@@ -200,6 +200,8 @@ def test_random_kill_9_while_300_documents_are_sent_loses_none_and_marks_every_d
     for rec in records.values():
         assert rec.sent_path is not None, f"{rec.id} has no sent copy"
         assert (Path(rec.sent_path) / "message.eml").read_bytes() == outbox.spool_bytes(rec)
+    # A kill between staging a sent copy and publishing it left it staged; the retry removed it.
+    assert list(staging_dir(config, "cases").iterdir()) == [], "no sent copy is left staged"
 
     proc = subprocess.run(
         [*POSTSTELLE, "audit", "verify", "--json"], cwd=REPO, env=environ, capture_output=True, text=True, timeout=300
