@@ -229,6 +229,31 @@ def test_a_crash_after_the_sent_commit_files_the_copy_on_the_next_pass_without_r
     assert report.filed == [oid] and report.resent == [] and len(peer.received) == 1
 
 
+def test_a_crash_before_the_sent_copy_is_published_leaves_nothing_staged_after_the_next_pass(
+    config: Config, store: Store, peer: ScriptedPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between staging the sent copy and its rename: the retry, a moment later, cleans up."""
+    import gateway.filing.sent as sent_copy
+    from gateway.statedir import staging_dir
+
+    def crash(*args: Any, **kw: Any) -> None:
+        raise SimulatedCrash
+
+    clock = Clock()
+    oid = outbox.enqueue(config, store, document())
+    with monkeypatch.context() as m:
+        m.setattr(sent_copy, "rename_noreplace", crash)
+        with pytest.raises(SimulatedCrash):
+            Drain(config, store, clock=clock).run_once()
+    staging = staging_dir(config, "cases")
+    assert [p.name.endswith(oid) for p in staging.iterdir()] == [True]
+    clock.advance(5)  # the next pass stages under another name
+    report = Drain(config, store, clock=clock).run_once()
+    assert report.filed == [oid] and report.resent == [] and len(peer.received) == 1
+    assert list(staging.iterdir()) == []
+    assert verify_state(config).ok
+
+
 def test_a_document_older_than_max_lifetime_bounces_without_another_attempt(
     config: Config, store: Store, peer: ScriptedPeer
 ) -> None:

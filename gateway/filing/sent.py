@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.filing.areas import Area
-from gateway.filing.dirs import UnsafeDirectory, check_owner, open_dir, read_at, rename_noreplace
-from gateway.filing.entries import EntryFile, entry_name, open_case_folder, stage_entry
+from gateway.filing.dirs import UnsafeDirectory, check_owner, open_dir, read_at, remove_at, rename_noreplace
+from gateway.filing.entries import ENTRY_NAME, EntryFile, entry_name, open_case_folder, stage_entry
 
 SENT = "sent"
 SENT_FILE = "message.eml"
@@ -64,11 +64,26 @@ def _existing(sent_fd: int, outbox_id: str) -> tuple[str, bytes] | None:
     return None
 
 
+def _discard_staged(area: Area, outbox_id: str) -> None:
+    """Remove copies of ``outbox_id`` a crash left staged before their publishing rename.
+
+    Each attempt stages under a name carrying its own time, so a later attempt does not
+    replace such a leftover and no intake sweep looks at the staging root (mailboxes stage
+    in their own buckets). The entry-name shape with this outbox id is all that is removed.
+    """
+    suffix = f"_{outbox_id}"
+    with os.scandir(area.staging_fd) as it:
+        names = [e.name for e in it if e.name.endswith(suffix) and ENTRY_NAME.fullmatch(e.name)]
+    for name in names:
+        remove_at(area.staging_fd, name)
+
+
 def file_sent_copy(
     area: Area, folder: str, outbox_id: str, raw: bytes, metadata: dict[str, Any], *, sent_at: datetime
 ) -> tuple[Path, str]:
     """Publish the sent copy of ``outbox_id`` in ``folder``; returns (path, manifest sha256)."""
     with _fd(_sent_dir(area, folder)) as sent_fd:
+        _discard_staged(area, outbox_id)
         found = _existing(sent_fd, outbox_id)
         if found is not None:
             name, manifest = found
