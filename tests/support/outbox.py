@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.config import load_config
 from gateway.outbound.document import ComposedDocument
+from gateway.statedir import init_storage
 
 
 def document(
@@ -73,4 +75,5 @@ def smtp_config(root: Path, *, port: int, extra: dict[str, Any] | None = None) -
     lines.append('\n[logging]\nformat = "json"\n')
     path = root / "poststelle.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
+    init_storage(load_config(path))  # what `poststelle init` makes: a run refuses missing roots
     return path
