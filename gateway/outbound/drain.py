@@ -84,16 +84,19 @@ class Drain:
         self.copy_to_sent = copy_to_sent
 
     def run_once(self) -> DrainReport:
-        """Recover crash leftovers, then attempt every due document once."""
+        """Recover crash leftovers, then attempt every due document once (on one relay connection)."""
         report = DrainReport()
         for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
             self._copies(rec, report)
-        for rec in self.store.outbox_list(["active"]):
-            if claimant_alive(rec.claimed_by):
-                continue  # another process (the daemon) is sending it right now
-            self._attempt(rec, report, after_crash=True)
-        for rec in scheduler.due(self.store.outbox_list(WAITING), self.clock()):
-            self._attempt(rec, report, after_crash=False)
+        try:
+            for rec in self.store.outbox_list(["active"]):
+                if claimant_alive(rec.claimed_by):
+                    continue  # another process (the daemon) is sending it right now
+                self._attempt(rec, report, after_crash=True)
+            for rec in scheduler.due(self.store.outbox_list(WAITING), self.clock()):
+                self._attempt(rec, report, after_crash=False)
+        finally:
+            self.agent.close()
         report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
         return report
 
