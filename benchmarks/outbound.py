@@ -96,8 +96,8 @@ format = "json"
 """
 
 
-def queue_child(config_path: Path, n: int, pdf: Path) -> None:
-    """Compose and queue ``n`` letters (the child process the benchmark times)."""
+def queue_child(config_path: Path, first: int, n: int, pdf: Path) -> None:
+    """Compose and queue letters ``first`` .. ``first + n - 1`` (one clerk's process)."""
     from gateway.config import load_config
     from gateway.outbound.outbox import enqueue
     from gateway.outbound.protect import OutboundKeys, compose_document
@@ -107,7 +107,7 @@ def queue_child(config_path: Path, n: int, pdf: Path) -> None:
     keys = OutboundKeys.from_config(config)
     store = open_store(config)
     try:
-        for i in range(n):
+        for i in range(first, first + n):
             doc = compose_document(letter_for(i, pdf), mail_from=FROM, config=config, keys=keys, at=datetime.now(UTC))
             enqueue(config, store, doc, actor="bench")
     finally:
@@ -120,16 +120,17 @@ class Measured(NamedTuple):
     peak_kib: int
 
 
-def measured(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
-    """Run ``cmd`` to its end, sampling its VmHWM (peak RSS since exec) every 50 ms."""
+def measured(cmds: list[list[str]], env: dict[str, str] | None = None) -> Measured:
+    """Run ``cmds`` side by side to their end, sampling each one's VmHWM (peak RSS since exec)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env) for cmd in cmds]
     peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _status_kib(proc.pid, "VmHWM:"))
+    while any(p.poll() is None for p in procs):
+        peak = max(peak, *(_status_kib(p.pid, "VmHWM:") for p in procs))
         time.sleep(0.05)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[2:4]} failed with exit code {proc.returncode}")
+    for cmd, p in zip(cmds, procs, strict=True):
+        if p.returncode != 0:
+            raise SystemExit(f"{cmd[2:4]} failed with exit code {p.returncode}")
     return Measured(time.perf_counter() - start, peak)
 
 
@@ -167,11 +168,15 @@ class Figures(NamedTuple):
     drain_kib: int
 
 
-def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox) -> Figures:
+def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox, clerks: int) -> Figures:
+    """Queue with ``clerks`` processes side by side (compose is CPU-bound), then one ``run --once``."""
     start = time.perf_counter()
-    queued = measured([sys.executable, __file__, "--queue-child", str(cfg), str(n), str(pdf)])
+    shares = [n // clerks + (1 if k < n % clerks else 0) for k in range(clerks)]
+    firsts = [sum(shares[:k]) for k in range(clerks)]
+    queued = measured([[sys.executable, __file__, "--queue-child", str(cfg), str(first), str(share), str(pdf)]
+                       for first, share in zip(firsts, shares, strict=True) if share])
     env = {**os.environ, "POSTSTELLE_CONFIG": str(cfg), "PYTHONPATH": str(REPO)}
-    drained = measured([sys.executable, "-m", "cli", "run", "--once"], env=env)
+    drained = measured([[sys.executable, "-m", "cli", "run", "--once"]], env=env)
     done = inbox.wait_for(n, timeout=60 + n)
     return Figures(done - start, queued.elapsed, drained.elapsed, queued.peak_kib, drained.peak_kib)
 
@@ -195,11 +200,12 @@ def naive(pki: DemoPKI, corr: Path, pdf: Path, n: int, relay: Postfix, inbox: In
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--queue-child":
-        queue_child(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--queue-child":
+        queue_child(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, action="append", help="documents (repeatable; default 500 and 2000)")
+    ap.add_argument("--clerks", type=int, default=2, help="processes queueing side by side (default 2, the cores)")
     ap.add_argument("--no-dsn", action="store_true", help="do not ask Postfix for delivery status notices")
     ap.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
@@ -219,7 +225,7 @@ def main() -> None:
         ):
             inbox = Inbox(server, TO_USER)
             print(f"documents: ~{PDF_BYTES // 1000} KB PDF each, S/MIME signed + encrypted (RSA-2048, AES-256), "
-                  f"DSN {'off' if args.no_dsn else 'requested'}; 2 cores shared")
+                  f"DSN {'off' if args.no_dsn else 'requested'}; {args.clerks} processes queueing")
             print(f"{'N':>6} {'queue s':>8} {'drain s':>8} {'total s':>8} {'docs/s':>7} {'queue RSS MB':>12} "
                   f"{'drain RSS MB':>12} {'naive s':>8} {'naive docs/s':>12} {'ratio':>6}")
             for i, n in enumerate(sizes):
@@ -230,7 +236,7 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "cli", "init", "--config", str(cfg)], cwd=REPO,
                                check=True, capture_output=True)
                 os.sync()
-                ours = poststelle(cfg, pdf, n, inbox)
+                ours = poststelle(cfg, pdf, n, inbox, args.clerks)
                 inbox.clear()
                 rate = n / ours.total
                 if args.no_baseline:
