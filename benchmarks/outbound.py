@@ -16,6 +16,11 @@ same unprotected message, ``openssl cms -sign`` and ``openssl cms -encrypt`` as 
 processes, and a new ``smtplib`` connection for ``sendmail`` (no durability, no
 records, no DSN), as a shell script would do it.
 
+CPU ms/doc counts the queueing and draining processes (ours) and the openssl processes
+plus this script's own drafting and smtplib (naive); the relay's and Dovecot's work is
+the same for both and not in it. On a machine shared with others it says more than
+documents/s, which depends on what else runs.
+
 Peak RSS is each child process's VmHWM (reset at exec), sampled while it runs; two N
 show whether it grows with N. Targets (issue 12, 2 cores): >= 150 documents/s end to
 end, >= 5x the baseline, RSS flat in N.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import smtplib
 import subprocess
 import sys
@@ -166,11 +172,17 @@ class Figures(NamedTuple):
     drain: float
     queue_kib: int
     drain_kib: int
+    cpu: float  # CPU seconds of the queueing and draining processes
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox, clerks: int) -> Figures:
     """Queue with ``clerks`` processes side by side (compose is CPU-bound), then one ``run --once``."""
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu(resource.RUSAGE_CHILDREN)
     shares = [n // clerks + (1 if k < n % clerks else 0) for k in range(clerks)]
     firsts = [sum(shares[:k]) for k in range(clerks)]
     queued = measured([[sys.executable, __file__, "--queue-child", str(cfg), str(first), str(share), str(pdf)]
@@ -178,12 +190,14 @@ def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox, clerks: int) -> Figur
     env = {**os.environ, "POSTSTELLE_CONFIG": str(cfg), "PYTHONPATH": str(REPO)}
     drained = measured([[sys.executable, "-m", "cli", "run", "--once"]], env=env)
     done = inbox.wait_for(n, timeout=60 + n)
-    return Figures(done - start, queued.elapsed, drained.elapsed, queued.peak_kib, drained.peak_kib)
+    cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu0
+    return Figures(done - start, queued.elapsed, drained.elapsed, queued.peak_kib, drained.peak_kib, cpu)
 
 
-def naive(pki: DemoPKI, corr: Path, pdf: Path, n: int, relay: Postfix, inbox: Inbox) -> float:
-    """openssl cms -sign, openssl cms -encrypt, smtplib per document; seconds until all arrived."""
+def naive(pki: DemoPKI, corr: Path, pdf: Path, n: int, relay: Postfix, inbox: Inbox) -> tuple[float, float]:
+    """openssl cms -sign, openssl cms -encrypt, smtplib per document; seconds until all arrived, CPU seconds."""
     start = time.perf_counter()
+    cpu0 = _cpu(resource.RUSAGE_CHILDREN) + _cpu(resource.RUSAGE_SELF)
     for i in range(n):
         d = draft(letter_for(i, pdf), mail_from=FROM, now=datetime.now(UTC), max_bytes=MAX_BYTES)
         signed = subprocess.run(
@@ -196,7 +210,8 @@ def naive(pki: DemoPKI, corr: Path, pdf: Path, n: int, relay: Postfix, inbox: In
         headers = d.headers.replace(b"MIME-Version: 1.0\r\n", b"")
         with smtplib.SMTP(relay.host, relay.port) as smtp:
             smtp.sendmail(FROM, [TO], headers + enveloped)
-    return inbox.wait_for(n, timeout=60 + n) - start
+    cpu = _cpu(resource.RUSAGE_CHILDREN) + _cpu(resource.RUSAGE_SELF) - cpu0
+    return inbox.wait_for(n, timeout=60 + n) - start, cpu
 
 
 def main() -> None:
@@ -227,7 +242,8 @@ def main() -> None:
             print(f"documents: ~{PDF_BYTES // 1000} KB PDF each, S/MIME signed + encrypted (RSA-2048, AES-256), "
                   f"DSN {'off' if args.no_dsn else 'requested'}; {args.clerks} processes queueing")
             print(f"{'N':>6} {'queue s':>8} {'drain s':>8} {'total s':>8} {'docs/s':>7} {'queue RSS MB':>12} "
-                  f"{'drain RSS MB':>12} {'naive s':>8} {'naive docs/s':>12} {'ratio':>6}")
+                  f"{'drain RSS MB':>12} {'naive s':>8} {'naive docs/s':>12} {'ratio':>6} "
+                  f"{'CPU ms/doc ours/naive':>22}")
             for i, n in enumerate(sizes):
                 work = dirs.root / f"run{i}"
                 work.mkdir()
@@ -240,15 +256,16 @@ def main() -> None:
                 inbox.clear()
                 rate = n / ours.total
                 if args.no_baseline:
-                    base_s, base_rate, ratio = float("nan"), float("nan"), float("nan")
+                    base_s, base_rate, ratio, base_cpu = float("nan"), float("nan"), float("nan"), float("nan")
                 else:
-                    base_s = naive(pki, corr, pdf, n, relay, inbox)
+                    base_s, base_cpu = naive(pki, corr, pdf, n, relay, inbox)
                     base_rate = n / base_s
                     ratio = rate / base_rate
                     inbox.clear()
                 print(f"{n:>6} {ours.queue:>8.1f} {ours.drain:>8.1f} {ours.total:>8.1f} {rate:>7.0f} "
                       f"{ours.queue_kib / 1024:>12.1f} {ours.drain_kib / 1024:>12.1f} {base_s:>8.1f} "
-                      f"{base_rate:>12.0f} {ratio:>6.1f}", flush=True)
+                      f"{base_rate:>12.0f} {ratio:>6.1f} {ours.cpu / n * 1000:>10.1f}/{base_cpu / n * 1000:<11.1f}",
+                      flush=True)
     print("targets: >= 150 documents/s end to end, >= 5x the naive baseline, peak RSS flat in N")
 
 
