@@ -97,6 +97,7 @@ class SentCopy:
     outbox_id: str
     raw: bytes
     metadata: dict[str, Any]
+    sha256: str | None = None  # of ``raw``, when the caller has checked it already
 
 
 def file_sent_copies(
@@ -121,8 +122,8 @@ def file_sent_copies(
                 results[i] = area.root / c.folder / SENT / found[0], hashlib.sha256(found[1]).hexdigest()
                 continue
             name = entry_name(sent_at, c.outbox_id)
-            entry = stage_entry(area, None, name, [EntryFile(SENT_FILE, c.raw)], {"kind": "sent", **c.metadata},
-                                sync=False)
+            files = [EntryFile(SENT_FILE, c.raw, c.sha256)]
+            entry = stage_entry(area, None, name, files, {"kind": "sent", **c.metadata}, sync=False)
             staged.append((i, name, entry.manifest_sha256))
         except (OSError, ValueError) as exc:
             results[i] = exc

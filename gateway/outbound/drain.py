@@ -92,6 +92,8 @@ class Drain:
         self.hooks = hooks or DrainHooks()
         self.copy_to_sent = copy_to_sent
         self._carried: _Carried | None = None
+        #: Spool bytes already checked against their sha256 in this pass, kept until filed.
+        self._verified: dict[str, bytes] = {}
         self._waiting_copies: list[OutboxRecord] = []
 
     def run_once(self) -> DrainReport:
@@ -105,8 +107,10 @@ class Drain:
                 if claimant_alive(rec.claimed_by):
                     continue  # another process (the daemon) is sending it right now
                 self._attempt(rec, report, after_crash=True)
-            for rec in scheduler.due(self.store.outbox_list(WAITING), self.clock()):
-                self._attempt(rec, report, after_crash=False)
+            due = scheduler.due(self.store.outbox_list(WAITING), self.clock())
+            due.reverse()
+            while due:  # each record let go once attempted: memory stays flat however many are due
+                self._attempt(due.pop(), report, after_crash=False)
         finally:
             self.agent.close()
         self._flush(report)
@@ -145,6 +149,8 @@ class Drain:
         att = self.agent.send(rec.mail_from, pending, raw, rec.envid)
         self.hooks.after_accept(rec, att)
         self._record(rec, att, report)
+        if rec.state in DONE and rec.sent_to_someone():
+            self._verified[rec.id] = raw  # for its sent copy: read and checked once
 
     def _record(self, rec: OutboxRecord, att: Attempt, report: DrainReport) -> None:
         now = self.clock()
@@ -285,11 +291,12 @@ class Drain:
 
     def _file_waiting(self, report: DrainReport) -> None:
         recs, self._waiting_copies = self._waiting_copies, []
+        verified, self._verified = self._verified, {}
         if not recs:
             return
         unfiled = [r for r in recs if r.sent_path is None]
         if unfiled:
-            self._file(unfiled, report)
+            self._file(unfiled, report, verified)
         for rec in recs:
             if self.copy_to_sent is not None and rec.sent_path is not None and rec.sent_folder is None:
                 self._copy_to_sent(rec, report)
@@ -313,11 +320,13 @@ class Drain:
         if self._save(rec, [self._event("copied-to-sent-folder", rec, folder=folder)], [before]):
             report.copied.append(rec.id)
 
-    def _file(self, recs: list[OutboxRecord], report: DrainReport) -> None:
+    def _file(self, recs: list[OutboxRecord], report: DrainReport, verified: dict[str, bytes]) -> None:
         copies: list[tuple[OutboxRecord, SentCopy]] = []
         for rec in recs:
             try:
-                copies.append((rec, SentCopy(rec.case_folder, rec.id, spool_bytes(rec), self._manifest(rec))))
+                raw = verified.get(rec.id)
+                copies.append((rec, SentCopy(rec.case_folder, rec.id, raw if raw is not None else spool_bytes(rec),
+                                             self._manifest(rec), rec.sha256)))
             except (OSError, OutboxError) as exc:
                 self._file_failed(rec, report, exc)
         if not copies:
