@@ -25,6 +25,8 @@ from email import quoprimime
 from email.utils import format_datetime
 from pathlib import Path
 
+import pybase64
+
 from gateway.errors import PermanentError
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
 
@@ -255,8 +257,13 @@ def _address_field(name: str, addresses: tuple[str, ...]) -> bytes:
 
 
 def base64_lines(data: bytes) -> bytes:
-    """Base64 in 76-character CRLF lines (RFC 2045), at C speed."""
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+    """Base64 in 76-character CRLF lines (RFC 2045).
+
+    pybase64's ``encodebytes`` gives the same bytes as the standard library's, which
+    calls the encoder once per 57-byte line from Python: for a document's attachment,
+    signature and envelope that loop was the largest single cost of composing.
+    """
+    return pybase64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
 def text_entity(body: str) -> bytes:

@@ -26,17 +26,18 @@ from gateway.clock import iso, utcnow
 from gateway.config import Config
 from gateway.errors import TransientError
 from gateway.filing.areas import Area
-from gateway.filing.sent import file_sent_copy
+from gateway.filing.sent import SentCopy, file_sent_copies
 from gateway.outbound import scheduler
 from gateway.outbound.claim import claimant_alive, this_process
 from gateway.outbound.outbox import OutboxError, spool_bytes
 from gateway.outbound.smtp import Attempt, SmtpAgent
 from gateway.records.chain import AuditEvent
 from gateway.records.outbox import DONE, WAITING, OutboxRecord
-from gateway.records.store import StaleOutboxState, Store
+from gateway.records.store import OutboxChange, Store
 
 log = structlog.get_logger("poststelle.outbox")
 RESENT_AFTER_CRASH = "resent-after-crash"
+FILE_BATCH = 64  # sent copies filed per group commit
 
 
 @dataclass
@@ -45,6 +46,14 @@ class DrainHooks:
 
     after_accept: Callable[[OutboxRecord, Attempt], None] = lambda rec, att: None
     after_sent_commit: Callable[[OutboxRecord], None] = lambda rec: None
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """An attempt's outcome waiting to be committed with the next change, and what follows its commit."""
+
+    change: OutboxChange
+    then: Callable[[], None]
 
 
 @dataclass
@@ -82,18 +91,29 @@ class Drain:
         self.clock = clock
         self.hooks = hooks or DrainHooks()
         self.copy_to_sent = copy_to_sent
+        self._carried: _Carried | None = None
+        #: Spool bytes already checked against their sha256 in this pass, kept until filed.
+        self._verified: dict[str, bytes] = {}
+        self._waiting_copies: list[OutboxRecord] = []
 
     def run_once(self) -> DrainReport:
-        """Recover crash leftovers, then attempt every due document once."""
+        """Recover crash leftovers, then attempt every due document once (on one relay connection)."""
         report = DrainReport()
         for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
             self._copies(rec, report)
-        for rec in self.store.outbox_list(["active"]):
-            if claimant_alive(rec.claimed_by):
-                continue  # another process (the daemon) is sending it right now
-            self._attempt(rec, report, after_crash=True)
-        for rec in scheduler.due(self.store.outbox_list(WAITING), self.clock()):
-            self._attempt(rec, report, after_crash=False)
+        self._file_waiting(report)
+        try:
+            for rec in self.store.outbox_list(["active"]):
+                if claimant_alive(rec.claimed_by):
+                    continue  # another process (the daemon) is sending it right now
+                self._attempt(rec, report, after_crash=True)
+            due = scheduler.due(self.store.outbox_list(WAITING), self.clock())
+            due.reverse()
+            while due:  # each record let go once attempted: memory stays flat however many are due
+                self._attempt(due.pop(), report, after_crash=False)
+        finally:
+            self.agent.close()
+        self._flush(report)
         report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
         return report
 
@@ -129,6 +149,8 @@ class Drain:
         att = self.agent.send(rec.mail_from, pending, raw, rec.envid)
         self.hooks.after_accept(rec, att)
         self._record(rec, att, report)
+        if rec.state in DONE and rec.sent_to_someone():
+            self._verified[rec.id] = raw  # for its sent copy: read and checked once
 
     def _record(self, rec: OutboxRecord, att: Attempt, report: DrainReport) -> None:
         now = self.clock()
@@ -189,13 +211,19 @@ class Drain:
         if not rec.pending():
             rec.state = "bounced" if any(r.state == "bounced" for r in rec.recipients) else "sent"
             rec.next_attempt_at = None
-        if not self._save(rec, events, ["active"], claim=rec.claimed_by):
-            return  # cannot happen while claims hold; the next pass would resend, marked
-        {"sent": report.sent, "bounced": report.bounced, "deferred": report.deferred}[rec.state].append(rec.id)
-        log.info("outbox attempt", id=rec.id, state=rec.state, accepted=len(accepted), error=att.error)
-        if rec.state in DONE:
-            self.hooks.after_sent_commit(rec)
-            self._copies(rec, report)
+
+        def committed() -> None:
+            {"sent": report.sent, "bounced": report.bounced, "deferred": report.deferred}[rec.state].append(rec.id)
+            log.info("outbox attempt", id=rec.id, state=rec.state, accepted=len(accepted), error=att.error)
+            if rec.state in DONE:
+                self.hooks.after_sent_commit(rec)
+                self._copies(rec, report)
+
+        # Committed with the next document's claim (or at the end of the pass): one commit per
+        # document instead of two. Nothing is sent between this relay answer and that commit,
+        # so the window in which a crash leads to a resend is still this one document's.
+        # (A stale save cannot happen while claims hold; the next pass would resend, marked.)
+        self._carried = _Carried(OutboxChange(rec, events, ["active"], rec.claimed_by), committed)
 
     def _bounce_pending(self, rec: OutboxRecord, at: str, events: list[AuditEvent]) -> None:
         expired = []
@@ -226,29 +254,58 @@ class Drain:
     def _save(
         self, rec: OutboxRecord, events: list[AuditEvent], expect: list[Any], *, claim: str | None = None
     ) -> bool:
-        try:
-            self.store.outbox_save(rec, events, expect=expect, expect_claim=claim)
-        except StaleOutboxState as exc:
-            log.info("outbox document changed meanwhile", id=rec.id, error=str(exc))
-            return False
-        return True
+        """Commit ``rec``'s change together with the last attempt's outcome, if one waits."""
+        return self._save_many([OutboxChange(rec, events, expect, claim)])[0]
+
+    def _save_many(self, changes: list[OutboxChange]) -> list[bool]:
+        carried, self._carried = self._carried, None
+        made = self.store.outbox_save_many(([carried.change] if carried else []) + changes)
+        carried_made = made.pop(0) if carried is not None else False
+        for change, ok in zip(([carried.change] if carried else []) + changes, [carried_made, *made]
+                              if carried else made, strict=True):
+            if not ok:
+                log.info("outbox document changed meanwhile", id=change.rec.id, state=change.rec.state)
+        if carried is not None and carried_made:
+            carried.then()
+        return made
+
+    def _flush(self, report: DrainReport) -> None:
+        """Commit a waiting outcome, then file the sent copies waiting for their batch."""
+        if self._carried is not None:
+            self._save_many([])
+        self._file_waiting(report)
 
     # -- the sent copies --------------------------------------------------------------------------
     def _copies(self, rec: OutboxRecord, report: DrainReport) -> None:
-        """What a finished document still lacks: its copy in the case folder, then in Sent."""
+        """What a finished document still lacks: its copy in the case folder, then in Sent.
+
+        Filed in batches of ``FILE_BATCH`` (group commit: two file-system flushes and one
+        ledger commit for the batch); a crash before the batch is filed leaves finished
+        documents without their copies, which the next pass files.
+        """
         if not rec.sent_to_someone():
             return
-        if rec.sent_path is None:
-            try:
-                self._file(rec, report)
-            except (OSError, OutboxError, ValueError) as exc:
-                # One case folder that cannot take the copy (a link, a full disk) must not stop
-                # the outbox: the copy is tried again at every pass and audit verify names it.
-                log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
-                report.unfiled.append(rec.id)
-                return
-        if self.copy_to_sent is not None and rec.sent_path is not None and rec.sent_folder is None:
-            self._copy_to_sent(rec, report)
+        self._waiting_copies.append(rec)
+        if len(self._waiting_copies) >= FILE_BATCH:
+            self._file_waiting(report)
+
+    def _file_waiting(self, report: DrainReport) -> None:
+        recs, self._waiting_copies = self._waiting_copies, []
+        verified, self._verified = self._verified, {}
+        if not recs:
+            return
+        unfiled = [r for r in recs if r.sent_path is None]
+        if unfiled:
+            self._file(unfiled, report, verified)
+        for rec in recs:
+            if self.copy_to_sent is not None and rec.sent_path is not None and rec.sent_folder is None:
+                self._copy_to_sent(rec, report)
+
+    def _file_failed(self, rec: OutboxRecord, report: DrainReport, exc: Exception) -> None:
+        # One case folder that cannot take the copy (a link, a full disk) must not stop
+        # the outbox: the copy is tried again at every pass and audit verify names it.
+        log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
+        report.unfiled.append(rec.id)
 
     def _copy_to_sent(self, rec: OutboxRecord, report: DrainReport) -> None:
         """IMAP APPEND to the mailbox's Sent folder; a failure is retried at the next pass."""
@@ -263,9 +320,39 @@ class Drain:
         if self._save(rec, [self._event("copied-to-sent-folder", rec, folder=folder)], [before]):
             report.copied.append(rec.id)
 
-    def _file(self, rec: OutboxRecord, report: DrainReport) -> None:
-        raw = spool_bytes(rec)
-        metadata = {
+    def _file(self, recs: list[OutboxRecord], report: DrainReport, verified: dict[str, bytes]) -> None:
+        copies: list[tuple[OutboxRecord, SentCopy]] = []
+        for rec in recs:
+            try:
+                raw = verified.get(rec.id)
+                copies.append((rec, SentCopy(rec.case_folder, rec.id, raw if raw is not None else spool_bytes(rec),
+                                             self._manifest(rec), rec.sha256)))
+            except (OSError, OutboxError) as exc:
+                self._file_failed(rec, report, exc)
+        if not copies:
+            return
+        area = Area.open(self.config, "cases")
+        try:
+            results = file_sent_copies(area, [c for _, c in copies], sent_at=self.clock())
+        finally:
+            area.close()
+        changes: list[OutboxChange] = []
+        for (rec, _), result in zip(copies, results, strict=True):
+            if isinstance(result, Exception):
+                self._file_failed(rec, report, result)
+                continue
+            path, manifest_sha = result
+            rec.sent_path, rec.sent_manifest_sha256 = str(path), manifest_sha
+            rel = f"{rec.case_folder}/{path.parent.name}/{path.name}"
+            changes.append(OutboxChange(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)],
+                                        [rec.state]))
+        for change, ok in zip(changes, self._save_many(changes), strict=True):
+            if ok:
+                report.filed.append(change.rec.id)
+
+    @staticmethod
+    def _manifest(rec: OutboxRecord) -> dict[str, Any]:
+        return {
             "id": rec.id,
             "message_id": rec.message_id,
             "case_reference": rec.case_ref,
@@ -280,13 +367,3 @@ class Drain:
             "resent_after_crash": rec.resent,
             "queued_at": rec.created_at,
         }
-        area = Area.open(self.config, "cases")
-        try:
-            path, manifest_sha = file_sent_copy(area, rec.case_folder, rec.id, raw, metadata, sent_at=self.clock())
-        finally:
-            area.close()
-        before = rec.state
-        rec.sent_path, rec.sent_manifest_sha256 = str(path), manifest_sha
-        rel = f"{rec.case_folder}/{path.parent.name}/{path.name}"
-        if self._save(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)], [before]):
-            report.filed.append(rec.id)

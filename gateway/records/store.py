@@ -52,6 +52,16 @@ class StaleOutboxState(StoreError):
 
 
 @dataclass(frozen=True)
+class OutboxChange:
+    """One document's state change for ``outbox_save_many``, as ``outbox_save`` takes it."""
+
+    rec: OutboxRecord
+    events: Sequence[AuditEvent]
+    expect: Sequence[OutboxState] | None = None
+    expect_claim: str | None = None
+
+
+@dataclass(frozen=True)
 class EntryFilter:
     """Which audit entries to select; every condition given must hold. Results in chain order.
 
@@ -276,6 +286,13 @@ class OutboxStore(OutboxReader, Protocol):
         the claim it must carry (else ``StaleOutboxState``)."""
         ...
 
+    def outbox_save_many(self, changes: Sequence[OutboxChange]) -> list[bool]:
+        """Several ``outbox_save`` in one transaction (one commit); per change whether it was made.
+
+        A change whose expectation no longer holds is left out (False), the others commit.
+        """
+        ...
+
 
 class AuditStore(AuditReader, Protocol):
     def record_events(self, events: Sequence[AuditEvent]) -> None:
@@ -407,6 +424,22 @@ class StoreOperations:
         with self.unit_of_work() as uow:
             uow.save_outbox(rec, expect, expect_claim)
             uow.append(events)
+
+    def outbox_save_many(self, changes: Sequence[OutboxChange]) -> list[bool]:
+        now = iso(utcnow())
+        made: list[bool] = []
+        with self.unit_of_work() as uow:
+            for c in changes:
+                c.rec.updated_at = now
+                try:
+                    # The expectation is checked before anything of this change is written.
+                    uow.save_outbox(c.rec, c.expect, c.expect_claim)
+                except StaleOutboxState:
+                    made.append(False)
+                    continue
+                uow.append(c.events)
+                made.append(True)
+        return made
 
     def seal(self) -> None:
         with self.unit_of_work() as uow:

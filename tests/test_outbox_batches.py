@@ -1,0 +1,138 @@
+"""The drain's shared costs: one relay connection per pass, outcomes committed together, copies filed in batches."""
+
+from __future__ import annotations
+
+import base64
+import os
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from support.outbox import document, smtp_config
+from support.smtp_peer import ScriptedPeer
+
+from gateway.audit.verify import verify_state
+from gateway.config import Config, load_config
+from gateway.outbound import outbox
+from gateway.outbound.compose import base64_lines
+from gateway.outbound.drain import Drain
+from gateway.outbound.smtp import SmtpAgent, dot_stuff
+from gateway.records.open import open_store
+from gateway.records.store import OutboxChange, Store
+from gateway.routing.casenames import case_folder_name
+from gateway.statedir import cases_dir
+
+
+@pytest.fixture
+def peer() -> Iterator[ScriptedPeer]:
+    with ScriptedPeer() as p:
+        yield p
+
+
+@pytest.fixture
+def config(tmp_path: Path, peer: ScriptedPeer) -> Config:
+    return load_config(smtp_config(tmp_path, port=peer.port))
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[Store]:
+    s = open_store(config)
+    yield s
+    s.close()
+
+
+class CountingAgent(SmtpAgent):
+    """The real agent, counting the connections it opens."""
+
+    connections = 0
+
+    def _connect(self):  # type: ignore[no-untyped-def]
+        self.connections += 1
+        return super()._connect()
+
+
+@given(st.binary(max_size=400).map(lambda b: b.replace(b"x", b".").replace(b"y", b"\n")))
+def test_dot_stuffing_is_smtplibs(raw: bytes) -> None:
+    assert dot_stuff(raw) == smtplib._quote_periods(raw)  # type: ignore[attr-defined]
+
+
+@given(st.binary(max_size=3000))
+def test_base64_lines_are_the_standard_librarys_mime_lines_with_crlf(data: bytes) -> None:
+    assert base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def test_a_pass_sends_every_due_document_over_one_relay_connection(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    docs = [document() for _ in range(5)]
+    ids = [outbox.enqueue(config, store, d) for d in docs]
+    assert config.smtp is not None
+    agent = CountingAgent(config.smtp)
+    report = Drain(config, store, agent).run_once()
+    assert sorted(report.sent) == sorted(ids) and sorted(report.filed) == sorted(ids)
+    assert agent.connections == 1
+    assert [r.content for r in peer.received] == [d.raw for d in docs]
+
+
+def test_the_agent_reconnects_when_the_relay_dropped_the_kept_connection(tmp_path: Path) -> None:
+    first, second = document(), document()
+    with ScriptedPeer() as relay:
+        config = load_config(smtp_config(tmp_path, port=relay.port))
+        assert config.smtp is not None
+        agent = CountingAgent(config.smtp)
+        assert agent.send(first.mail_from, first.recipients, first.raw, "e1").outcome(first.recipients[0]) == "accepted"
+    with ScriptedPeer(port=relay.port) as restarted:  # the kept connection died with the first relay
+        att = agent.send(second.mail_from, second.recipients, second.raw, "e2")
+        agent.close()
+        assert att.outcome(second.recipients[0]) == "accepted" and att.error is None
+        assert [r.content for r in restarted.received] == [second.raw]
+    assert agent.connections == 2
+
+
+def test_lines_starting_with_dots_reach_the_relay_as_written(config: Config, peer: ScriptedPeer) -> None:
+    assert config.smtp is not None
+    agent = SmtpAgent(config.smtp)
+    dots = document(body=b".\r\n..\r\n.Zeile\r\nEnde ohne Zeilenende")
+    agent.send(dots.mail_from, dots.recipients, dots.raw, "e")
+    agent.close()
+    # A last line without CRLF gets one, as smtplib's own DATA has always done.
+    assert [r.content for r in peer.received] == [dots.raw + b"\r\n"]
+
+
+def test_save_many_leaves_out_a_change_whose_state_moved_and_commits_the_others(config: Config, store: Store) -> None:
+    ids = [outbox.enqueue(config, store, document()) for _ in range(3)]
+    outbox.hold(store, ids[1], actor="clerk")
+    recs = [store.outbox_get(i) for i in ids]
+    changes = []
+    for rec in recs:
+        assert rec is not None
+        rec.state = "cancelled"
+        changes.append(OutboxChange(rec, [], ["queued"]))
+    assert store.outbox_save_many(changes) == [True, False, True]
+    states = [r.state for i in ids if (r := store.outbox_get(i)) is not None]
+    assert states == ["cancelled", "hold", "cancelled"]
+
+
+def test_a_case_folder_that_is_a_link_stops_only_its_own_sent_copy(
+    config: Config, store: Store, tmp_path: Path
+) -> None:
+    cases = ["63-BV-2026-0001", "63-BV-2026-0002", "63-BV-2026-0003"]
+    docs = [document(case=c) for c in cases]
+    ids = [outbox.enqueue(config, store, d) for d in docs]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, cases_dir(config) / case_folder_name(cases[1]))
+    report = Drain(config, store).run_once()
+    assert sorted(report.sent) == sorted(ids)
+    assert sorted(report.filed) == sorted([ids[0], ids[2]]) and report.unfiled == [ids[1]]
+    assert list(elsewhere.iterdir()) == []
+    for oid, doc in ((ids[0], docs[0]), (ids[2], docs[2])):
+        rec = store.outbox_get(oid)
+        assert rec is not None and rec.sent_path is not None
+        assert (Path(rec.sent_path) / "message.eml").read_bytes() == doc.raw
+    os.unlink(cases_dir(config) / case_folder_name(cases[1]))
+    assert Drain(config, store).run_once().filed == [ids[1]]
+    assert verify_state(config).ok
