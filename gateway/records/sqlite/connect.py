@@ -110,11 +110,10 @@ _NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 
 def migrations() -> list[Migration]:
-    """The numbered scripts shipped in ``schema/``, in order; numbers increase, each used once.
+    """The numbered scripts shipped in ``schema/``, in order: 1, 2, 3 … without a gap.
 
-    A gap is tolerated while migrations of parallel branches arrive one by one (the
-    outbox's 0004 before 0003), but a database already past a missing number would never
-    run it: before a release the numbers must run 1, 2, 3 … again.
+    A database records the last number it ran (``user_version``), so a script numbered
+    below it would never run: the numbers must be contiguous, which this checks.
     """
     found: list[Migration] = []
     for item in (files("gateway.records.sqlite") / "schema").iterdir():
@@ -123,8 +122,8 @@ def migrations() -> list[Migration]:
             found.append(Migration(int(m.group(1)), item.name, item.read_text(encoding="utf-8")))
     found.sort(key=lambda mig: mig.version)
     versions = [mig.version for mig in found]
-    if len(set(versions)) != len(versions) or (versions and versions[0] != 1):
-        raise RuntimeError(f"schema scripts are not numbered uniquely from 1: {[mig.name for mig in found]}")
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"schema scripts are not numbered 1..n without gaps: {[mig.name for mig in found]}")
     return found
 
 
