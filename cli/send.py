@@ -6,7 +6,7 @@ a ``ComposeError`` naming the field, address or file, and nothing queued), then 
 the one place that connects the two, so the command can be tested with any queue.
 
 Exit status: 0 queued (or composed with ``--dry-run``), 1 refused, 2 configuration error
-or the outbox is not available.
+(also: no ``[smtp]`` relay, since nothing would ever send the document).
 """
 
 from __future__ import annotations
