@@ -1,0 +1,1 @@
+"""Receipts: DSNs, MDNs and De-Mail confirmations recognised at intake, matched to sent documents."""
