@@ -21,11 +21,12 @@ from cli.common import (
     print_table,
 )
 from gateway.outbound import outbox
+from gateway.outbound.doorbell import ring
 from gateway.records.actors import Actor
 from gateway.records.open import open_store
 from gateway.records.outbox import OUTBOX_STATES, OutboxRecord
 from gateway.records.store import Store
-from gateway.statedir import ledger_path
+from gateway.statedir import ledger_path, outbox_doorbell
 
 app = typer.Typer(help="The outbox: list, show, hold, release, retry, cancel.", no_args_is_help=True)
 
@@ -111,6 +112,8 @@ def show_cmd(outbox_id: str, config: Path | None = ConfigOption, as_json: bool =
 def _decide(config: Path | None, as_json: bool, act: Callable[[Store, Actor], OutboxRecord], done: str) -> None:
     cfg = get_config(config)
     rec = person_decision(cfg, act)
+    if rec.state == "queued":
+        ring(outbox_doorbell(cfg))  # released or retried: the daemon need not wait for its poll
     if as_json:
         print_json(rec.to_json())
     else:

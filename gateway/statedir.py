@@ -13,6 +13,7 @@ layout (docs/case-folders.md describes it for people)::
         crls/<url hash>/        CRLs fetched from distribution points ([smime] fetch_crls)
         gnupg/                  the OpenPGP home, unless configured elsewhere
         outbox/<id>.eml         queued outgoing documents, the exact bytes to send
+        outbox.wake             FIFO: a queued document rings it, the daemon's outbox thread listens
     <cases_dir>/<case folder>/<entry>/      cases_dir defaults to <state_dir>/cases
     <cases_dir>/<case folder>/sent/<entry>/ the exact bytes sent, with manifest.json
     <root>/.incoming/[<mailbox>/]<entry>/   staging instead, for a root on another mount than state_dir
@@ -92,6 +93,11 @@ def area_root(config: Config, area: str) -> Path:
 def outbox_dir(config: Config) -> Path:
     """The outbox's spool: one file per queued document, written before its row commits."""
     return config.storage.state_dir / "outbox"
+
+
+def outbox_doorbell(config: Config) -> Path:
+    """The FIFO a queueing process writes a byte to, so the daemon drains at once (Postfix's pickup)."""
+    return config.storage.state_dir / "outbox.wake"
 
 
 def ledger_path(config: Config) -> Path:

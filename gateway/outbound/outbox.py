@@ -23,11 +23,12 @@ from gateway.config import Config
 from gateway.errors import PermanentError
 from gateway.filing.durable import atomic_write, makedirs_durable
 from gateway.outbound.document import ComposedDocument
+from gateway.outbound.doorbell import ring
 from gateway.records.chain import AuditEvent
 from gateway.records.outbox import OutboxRecord, OutboxState, RecipientStatus
 from gateway.records.store import StaleOutboxState, Store
 from gateway.routing.casenames import case_folder_name, case_reference_from_folder
-from gateway.statedir import outbox_dir
+from gateway.statedir import outbox_dir, outbox_doorbell
 
 __all__ = ["OutboxError", "cancel", "enqueue", "hold", "release", "retry", "spool_bytes"]
 
@@ -118,6 +119,7 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
     except BaseException:
         path.unlink(missing_ok=True)  # no row, no promise: the spool file goes too
         raise
+    ring(outbox_doorbell(config))
     return outbox_id
 
 

@@ -1,7 +1,8 @@
-"""The daemon's outbox thread: a drain pass, then sleep until the next attempt is due.
+"""The daemon's outbox thread: a drain pass, then sleep until the next attempt is due or the bell rings.
 
 Beside the mailbox workers, with its own store connection. New documents (queued by the
-CLI or compose in another process) are noticed at the next poll; a deferred one wakes the
+CLI, the submission listener or another process) ring the outbox's doorbell and are sent
+at once; the poll is the fallback for a ring that got lost; a deferred one wakes the
 thread when its time comes. A fault is logged, recorded in the trail and retried with a
 capped backoff, like a mailbox's; ``once`` makes a single pass.
 """
@@ -16,11 +17,13 @@ import structlog
 
 from gateway.clock import utcnow
 from gateway.config import Config
+from gateway.outbound.doorbell import Doorbell
 from gateway.outbound.drain import Drain, DrainReport
 from gateway.outbound.sentfolder import copier_from_config
 from gateway.records.chain import AuditEvent
 from gateway.records.open import open_store
 from gateway.records.store import Store
+from gateway.statedir import outbox_doorbell
 
 log = structlog.get_logger("poststelle.outbox")
 POLL = 10.0  # seconds between looks for newly queued documents
@@ -46,6 +49,7 @@ def run_outbox(
     """Drain until ``stop`` (or one pass with ``once``); ``on_failure`` gets a one-line error."""
     store: Store | None = None
     backoff = 1.0
+    bell = None if once else Doorbell(outbox_doorbell(config))
     try:
         while not stop.is_set():
             try:
@@ -69,9 +73,11 @@ def run_outbox(
                     store = None
                 wait = backoff
                 backoff = min(backoff * 2, BACKOFF_MAX)
-            if once:
+            if bell is None:
                 return
-            stop.wait(wait)
+            bell.wait(wait, stop)
     finally:
         if store is not None:
             store.close()
+        if bell is not None:
+            bell.close()

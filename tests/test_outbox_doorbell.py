@@ -1,0 +1,87 @@
+"""The outbox's doorbell: a queued document reaches the relay without waiting for the daemon's poll."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from support.outbox import document, smtp_config
+from support.smtp_peer import ScriptedPeer
+
+from gateway.config import load_config
+from gateway.outbound import outbox
+from gateway.outbound.doorbell import Doorbell, ring
+from gateway.records.open import open_store
+from gateway.service import outbox_worker
+from gateway.statedir import outbox_doorbell
+
+
+def test_ringing_with_no_daemon_listening_is_harmless(tmp_path: Path) -> None:
+    assert ring(tmp_path / "never-made.wake") is False
+    os.mkfifo(tmp_path / "nobody.wake")
+    assert ring(tmp_path / "nobody.wake") is False  # a FIFO without a reader: dropped, no block
+
+
+def test_a_ring_wakes_the_listener_and_is_consumed(tmp_path: Path) -> None:
+    bell = Doorbell(tmp_path / "outbox.wake")
+    stop = threading.Event()
+    try:
+        for _ in range(3):
+            assert ring(tmp_path / "outbox.wake") is True
+        assert bell.wait(3600, stop) is True  # three rings answered by one look
+        stop.set()
+        assert bell.wait(3600, stop) is False  # consumed; and a stop ends the wait
+    finally:
+        bell.close()
+
+
+def test_a_full_pipe_of_unanswered_rings_never_blocks_the_queueing_side(tmp_path: Path) -> None:
+    bell = Doorbell(tmp_path / "outbox.wake")
+    try:
+        for _ in range(70_000):  # more than a pipe holds
+            assert ring(tmp_path / "outbox.wake") is True
+    finally:
+        bell.close()
+
+
+def test_something_else_at_the_doorbell_path_falls_back_to_polling(tmp_path: Path) -> None:
+    (tmp_path / "outbox.wake").write_text("not a fifo")
+    bell = Doorbell(tmp_path / "outbox.wake")
+    stop = threading.Event()
+    stop.set()
+    assert bell.fd is None
+    assert bell.wait(3600, stop) is False
+    assert (tmp_path / "outbox.wake").read_text() == "not a fifo"
+
+
+def test_the_daemon_sends_a_document_queued_after_its_first_pass_without_waiting_for_the_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_worker, "POLL", 3600.0)  # only the doorbell can start the second pass
+    with ScriptedPeer() as peer:
+        config = load_config(smtp_config(tmp_path, port=peer.port))
+        stop = threading.Event()
+        first_pass = threading.Event()
+        thread = threading.Thread(
+            target=outbox_worker.run_outbox,
+            args=(config, stop),
+            kwargs={"once": False, "on_pass": lambda _: first_pass.set(), "on_failure": lambda _: None},
+        )
+        thread.start()
+        try:
+            assert first_pass.wait(120), "the outbox thread made no first pass"
+            store = open_store(config)
+            doc = document()
+            outbox.enqueue(config, store, doc)
+            store.close()
+            assert peer.wait_for(1, timeout=120), "the queued document was not sent"
+            assert peer.received[0].content == doc.raw
+            assert stat.S_ISFIFO(outbox_doorbell(config).lstat().st_mode)
+        finally:
+            stop.set()
+            thread.join(60)
+        assert not thread.is_alive()
+
