@@ -77,6 +77,26 @@ def test_a_pass_sends_every_due_document_over_one_relay_connection(
     assert [r.content for r in peer.received] == [d.raw for d in docs]
 
 
+def test_a_pass_in_lanes_sends_every_document_once_and_files_every_copy(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    docs = [document(case=f"63-BV-2026-{i % 3:04d}") for i in range(23)]
+    ids = [outbox.enqueue(config, store, d) for d in docs]
+    opened: list[Store] = []
+
+    def factory() -> Store:
+        opened.append(open_store(config))
+        return opened[-1]
+
+    report = Drain(config, store, store_factory=factory).run_once()
+    assert config.smtp is not None and len(opened) == config.smtp.connections - 1
+    assert sorted(report.sent) == sorted(ids) and sorted(report.filed) == sorted(ids)
+    assert sorted(r.content for r in peer.received) == sorted(d.raw for d in docs)
+    assert all(rec.state == "sent" and rec.sent_path for rec in store.outbox_list())
+    assert not any(rec.resent for rec in store.outbox_list())
+    assert verify_state(config).ok
+
+
 def test_the_agent_reconnects_when_the_relay_dropped_the_kept_connection(tmp_path: Path) -> None:
     first, second = document(), document()
     with ScriptedPeer() as relay:

@@ -510,6 +510,7 @@ def _smtp(r: _Reader, warnings: list[str]) -> SmtpConfig:
         max_backoff=max_backoff,
         max_lifetime=_duration(r, "max_lifetime", 5 * 86400.0),
         timeout=r.float_("timeout", 60.0, minimum=1.0),
+        connections=r.int_("connections", 4, minimum=1, maximum=50),
     )
     r.finish()
     return cfg

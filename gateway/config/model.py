@@ -264,6 +264,7 @@ class SmtpConfig:
     max_backoff: float = 3600.0
     max_lifetime: float = 5 * 86400.0
     timeout: float = 60.0
+    connections: int = 4  # at most this many transactions with the relay at once (Postfix's concurrency limit)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,19 @@ bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``; that
 is the only way a recipient can get a document twice. A crash between 2 and 3 leaves a
 finished document without its sent copy: the next pass files it. ``hooks`` let tests
 stop the pass exactly inside these windows.
+
+Like Postfix's delivery agents, a pass works on up to ``[smtp] connections`` documents at
+once: each lane has its own relay connection and ledger connection and runs the steps
+above for one document at a time, so at most that many documents are inside the window
+when a crash comes. Waiting for the relay's answer and for the disk is most of a
+document's time; lanes overlap those waits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -81,7 +88,9 @@ class Drain:
         clock: Callable[[], datetime] = utcnow,
         hooks: DrainHooks | None = None,
         copy_to_sent: Callable[[OutboxRecord, bytes], str] | None = None,
+        store_factory: Callable[[], Store] | None = None,
     ) -> None:
+        """``store_factory`` opens a ledger connection per extra lane; without it a pass has one lane."""
         if config.smtp is None:
             raise OutboxError("no [smtp] section: the outbox has no relay to drain to")
         self.config = config
@@ -95,6 +104,9 @@ class Drain:
         #: Spool bytes already checked against their sha256 in this pass, kept until filed.
         self._verified: dict[str, bytes] = {}
         self._waiting_copies: list[OutboxRecord] = []
+        self.store_factory = store_factory
+        self.lanes = config.smtp.connections if store_factory is not None else 1
+        self.file_batch = max(8, FILE_BATCH // self.lanes)  # the bytes kept for filing stay bounded
 
     def run_once(self) -> DrainReport:
         """Recover crash leftovers, then attempt every due document once (on one relay connection)."""
@@ -109,13 +121,71 @@ class Drain:
                 self._attempt(rec, report, after_crash=True)
             due = scheduler.due(self.store.outbox_list(WAITING), self.clock())
             due.reverse()
-            while due:  # each record let go once attempted: memory stays flat however many are due
-                self._attempt(due.pop(), report, after_crash=False)
+            if self.lanes > 1 and len(due) > 1:
+                self._in_lanes(due, report)
+            else:
+                while due:  # each record let go once attempted: memory stays flat however many are due
+                    self._attempt(due.pop(), report, after_crash=False)
         finally:
             self.agent.close()
         self._flush(report)
         report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
         return report
+
+    # -- lanes ------------------------------------------------------------------------------------
+    def _in_lanes(self, due: list[OutboxRecord], report: DrainReport) -> None:
+        """Attempt ``due`` (last first) in up to ``lanes`` lanes; this one is a lane too."""
+        lock = threading.Lock()
+
+        def take() -> Iterator[OutboxRecord]:
+            while True:
+                with lock:
+                    if not due:
+                        return
+                    rec = due.pop()
+                yield rec
+
+        reports: list[DrainReport] = []
+        threads: list[threading.Thread] = []
+        failures: list[BaseException] = []
+        try:
+            for _ in range(min(self.lanes, len(due)) - 1):
+                reports.append(DrainReport())
+                threads.append(threading.Thread(target=self._lane, args=(take(), reports[-1], failures),
+                                                name="outbox-lane", daemon=True))
+            for t in threads:
+                t.start()
+            for rec in take():
+                self._attempt(rec, report, after_crash=False)
+        finally:
+            if failures:
+                with lock:
+                    due.clear()  # a failed lane: the others stop after the document in hand
+            for t in threads:
+                t.join()
+            for lane_report in reports:
+                _merge(report, lane_report)
+        if failures:
+            raise failures[0]
+
+    def _lane(self, work: Iterator[OutboxRecord], report: DrainReport, failures: list[BaseException]) -> None:
+        """Another lane, in its own thread: its own relay and ledger connections (SQLite's are per thread)."""
+        assert self.store_factory is not None
+        try:
+            store = self.store_factory()
+            try:
+                lane = Drain(self.config, store, clock=self.clock, hooks=self.hooks, copy_to_sent=self.copy_to_sent)
+                lane.file_batch = self.file_batch
+                try:
+                    for rec in work:
+                        lane._attempt(rec, report, after_crash=False)
+                finally:
+                    lane.agent.close()
+                lane._flush(report)
+            finally:
+                store.close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the pass, which raises it
+            failures.append(exc)
 
     # -- one document ---------------------------------------------------------------------------
     def _event(self, kind: str, rec: OutboxRecord, **details: Any) -> AuditEvent:
@@ -286,7 +356,7 @@ class Drain:
         if not rec.sent_to_someone():
             return
         self._waiting_copies.append(rec)
-        if len(self._waiting_copies) >= FILE_BATCH:
+        if len(self._waiting_copies) >= self.file_batch:
             self._file_waiting(report)
 
     def _file_waiting(self, report: DrainReport) -> None:
@@ -367,3 +437,10 @@ class Drain:
             "resent_after_crash": rec.resent,
             "queued_at": rec.created_at,
         }
+
+
+def _merge(into: DrainReport, other: DrainReport) -> None:
+    for f in fields(DrainReport):
+        value = getattr(other, f.name)
+        if isinstance(value, list):
+            getattr(into, f.name).extend(value)

@@ -55,7 +55,9 @@ def run_outbox(
             try:
                 if store is None:
                     store = open_store(config)
-                report = Drain(config, store, copy_to_sent=copier_from_config(config)).run_once()
+                report = Drain(
+                    config, store, copy_to_sent=copier_from_config(config), store_factory=lambda: open_store(config)
+                ).run_once()
                 store.export_jsonl()
                 on_pass(report)
                 backoff = 1.0
