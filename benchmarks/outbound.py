@@ -73,7 +73,7 @@ def letter_for(i: int, pdf: Path) -> Letter:
     )
 
 
-def config_text(root: Path, pki: DemoPKI, corr: Path, relay: Postfix, *, dsn: bool) -> str:
+def config_text(root: Path, pki: DemoPKI, corr: Path, relay: Postfix, *, dsn: bool, connections: int = 4) -> str:
     return f"""
 [storage]
 state_dir = "{root}/state"
@@ -99,6 +99,7 @@ security = "plain"
 from = "{FROM}"
 request_dsn = {"true" if dsn else "false"}
 timeout = 60
+connections = {connections}
 
 [logging]
 level = "warning"
@@ -245,6 +246,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, action="append", help="documents (repeatable; default 500 and 2000)")
     ap.add_argument("--clerks", type=int, default=2, help="processes queueing side by side (default 2, the cores)")
+    ap.add_argument("--connections", type=int, default=4, help="[smtp] connections: lanes to the relay (default 4)")
     ap.add_argument("--no-dsn", action="store_true", help="do not ask Postfix for delivery status notices")
     ap.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
@@ -272,7 +274,7 @@ def main() -> None:
                 work = dirs.root / f"run{i}"
                 work.mkdir()
                 cfg = work / "poststelle.toml"
-                cfg.write_text(config_text(work, pki, corr, relay, dsn=not args.no_dsn))
+                cfg.write_text(config_text(work, pki, corr, relay, dsn=not args.no_dsn, connections=args.connections))
                 subprocess.run([sys.executable, "-m", "cli", "init", "--config", str(cfg)], cwd=REPO,
                                check=True, capture_output=True)
                 os.sync()

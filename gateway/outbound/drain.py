@@ -13,9 +13,9 @@ finished document without its sent copy: the next pass files it. ``hooks`` let t
 stop the pass exactly inside these windows.
 
 Like Postfix's delivery agents, a pass works on up to ``[smtp] connections`` documents at
-once: each lane has its own relay connection and ledger connection and runs the steps
-above for one document at a time, so at most that many documents are inside the window
-when a crash comes. Waiting for the relay's answer and for the disk is most of a
+once: each lane has its own relay connection, shares the store (whose lock orders the
+commits) and runs the steps above for one document at a time, so at most that many
+documents are inside the window when a crash comes. Waiting for the relay's answer and for the disk is most of a
 document's time; lanes overlap those waits.
 """
 
@@ -88,9 +88,9 @@ class Drain:
         clock: Callable[[], datetime] = utcnow,
         hooks: DrainHooks | None = None,
         copy_to_sent: Callable[[OutboxRecord, bytes], str] | None = None,
-        store_factory: Callable[[], Store] | None = None,
+        lanes: int = 1,
     ) -> None:
-        """``store_factory`` opens a ledger connection per extra lane; without it a pass has one lane."""
+        """``lanes``: documents worked on at once (the daemon passes ``[smtp] connections``)."""
         if config.smtp is None:
             raise OutboxError("no [smtp] section: the outbox has no relay to drain to")
         self.config = config
@@ -104,8 +104,7 @@ class Drain:
         #: Spool bytes already checked against their sha256 in this pass, kept until filed.
         self._verified: dict[str, bytes] = {}
         self._waiting_copies: list[OutboxRecord] = []
-        self.store_factory = store_factory
-        self.lanes = config.smtp.connections if store_factory is not None else 1
+        self.lanes = max(1, lanes)
         self.file_batch = max(8, FILE_BATCH // self.lanes)  # the bytes kept for filing stay bounded
 
     def run_once(self) -> DrainReport:
@@ -169,21 +168,16 @@ class Drain:
             raise failures[0]
 
     def _lane(self, work: Iterator[OutboxRecord], report: DrainReport, failures: list[BaseException]) -> None:
-        """Another lane, in its own thread: its own relay and ledger connections (SQLite's are per thread)."""
-        assert self.store_factory is not None
+        """Another lane, in its own thread, with its own relay connection and its own carried outcome."""
         try:
-            store = self.store_factory()
+            lane = Drain(self.config, self.store, clock=self.clock, hooks=self.hooks, copy_to_sent=self.copy_to_sent)
+            lane.file_batch = self.file_batch
             try:
-                lane = Drain(self.config, store, clock=self.clock, hooks=self.hooks, copy_to_sent=self.copy_to_sent)
-                lane.file_batch = self.file_batch
-                try:
-                    for rec in work:
-                        lane._attempt(rec, report, after_crash=False)
-                finally:
-                    lane.agent.close()
-                lane._flush(report)
+                for rec in work:
+                    lane._attempt(rec, report, after_crash=False)
             finally:
-                store.close()
+                lane.agent.close()
+            lane._flush(report)
         except BaseException as exc:  # noqa: BLE001 - handed to the pass, which raises it
             failures.append(exc)
 

@@ -55,9 +55,8 @@ def run_outbox(
             try:
                 if store is None:
                     store = open_store(config)
-                report = Drain(
-                    config, store, copy_to_sent=copier_from_config(config), store_factory=lambda: open_store(config)
-                ).run_once()
+                lanes = config.smtp.connections if config.smtp is not None else 1
+                report = Drain(config, store, copy_to_sent=copier_from_config(config), lanes=lanes).run_once()
                 store.export_jsonl()
                 on_pass(report)
                 backoff = 1.0

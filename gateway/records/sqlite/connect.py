@@ -45,7 +45,9 @@ def connect(path: Path) -> sqlite3.Connection:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, file_mode()))
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
+    # Shared by the threads of one store (the outbox's lanes): every use goes through the
+    # store's lock, so SQLite's own same-thread check would only forbid what is safe.
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     _finish(conn)
