@@ -18,6 +18,7 @@ from typing import Any
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
 from gateway.audit.manifests import verify_entry
 from gateway.filing.sent import SENT
+from gateway.receipts.placement import RECEIPTS
 from gateway.records.chain import ChainBreak
 from gateway.records.messages import MessageRecord
 from gateway.statedir import STAGING
@@ -70,6 +71,11 @@ def list_disk_entries(cases_dir: Path, quarantine_dir: Path) -> tuple[list[DiskE
             sent, sent_links = _subdirs(folder / SENT)
             out.extend(DiskEntry("sent", f"{folder.name}/{SENT}/{e.name}", e) for e in sent)
             out.extend(DiskEntry("sent", f"{folder.name}/{SENT}/{e.name}", e, link=_target(e)) for e in sent_links)
+        if any(e.name == RECEIPTS for e in entries):
+            entries = [e for e in entries if e.name != RECEIPTS]
+            got, got_links = _subdirs(folder / RECEIPTS)
+            out.extend(DiskEntry("cases", f"{folder.name}/{RECEIPTS}/{e.name}", e) for e in got)
+            out.extend(DiskEntry("cases", f"{folder.name}/{RECEIPTS}/{e.name}", e, link=_target(e)) for e in got_links)
         out.extend(DiskEntry("cases", f"{folder.name}/{e.name}", e) for e in entries)
         out.extend(DiskEntry("cases", f"{folder.name}/{e.name}", e, link=_target(e)) for e in linked)
     entries, linked = _subdirs(quarantine_dir)
@@ -123,7 +129,7 @@ def record_key(rec: MessageRecord) -> tuple[str, str] | None:
     if state == "quarantined":
         return "quarantine", parts[-1]
     if state in ("stored", "released"):
-        return "cases", "/".join(parts[-2:])
+        return "cases", "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == RECEIPTS else parts[-2:])
     return None
 
 

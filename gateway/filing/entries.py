@@ -280,14 +280,23 @@ def stage_entry(
 def open_case_folder(area: Area, folder: str, *, create: bool) -> int:
     """The case folder's descriptor, opened without following a link; the caller closes it.
 
-    Raises ``UnsafeDirectory`` when the folder is a symbolic link, not a directory, or
+    ``folder`` is a case folder or one of its subfolders (``<case>/receipts``): each
+    component is opened through its parent's descriptor and checked on its own.
+    Raises ``UnsafeDirectory`` when a component is a symbolic link, not a directory, or
     belongs to someone other than the gateway or the share's owner; ``FileNotFoundError``
     when it is missing and ``create`` is false. Checked on every call, never remembered:
     the folder can change between two messages.
     """
-    fd = open_dir(folder, dir_fd=area.root_fd, create=create, where=str(area.root))
+    parts = folder.split("/")
+    fd = os.dup(area.root_fd)
+    where = str(area.root)
     try:
-        check_owner(fd, area.owners, str(area.root / folder))
+        for part in parts:
+            child = open_dir(part, dir_fd=fd, create=create, where=where)
+            os.close(fd)
+            fd = child
+            where = f"{where}/{part}"
+            check_owner(fd, area.owners, where)
     except BaseException:
         os.close(fd)
         raise
