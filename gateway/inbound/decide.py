@@ -18,6 +18,9 @@ import structlog
 from gateway.config import Config, PolicyConfig
 from gateway.errors import SecurityError
 from gateway.mime.message import ParsedMessage, Part, decode_parts, headers_only, parse_message
+from gateway.receipts.match import ReceiptMatch
+from gateway.receipts.model import MalformedReceipt, Receipt
+from gateway.receipts.recognise import recognise
 from gateway.routing.rules import RouteDecision, route
 from gateway.unwrap import UnwrapContext, UnwrapEvent, unwrap
 from gateway.unwrap.verdict import TimeSource, Verdict
@@ -43,6 +46,8 @@ class Plan:
     unwrap_events: tuple[UnwrapEvent, ...] = ()
     signer_certificates: tuple[bytes, ...] = ()
     warnings: list[str] = field(default_factory=list)
+    receipt: Receipt | MalformedReceipt | None = None  # a DSN, MDN or De-Mail confirmation, not a letter
+    receipt_match: ReceiptMatch | None = None  # the sent document it is about (matched where the ledger is)
 
 
 def _quarantine(plan_reasons: list[str], verdict: Verdict | None, **kw: object) -> Plan:
@@ -104,6 +109,21 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime, at_so
             return _quarantine([f"inner-{exc.reason}"], verdict, **common)
     else:
         decode_parts(outer)
+    receipt = recognise(raw, result.content)
+    if receipt is not None:
+        # Evidence about a document we sent, not a letter: no routing by subject, no letter
+        # policy. Where it goes is decided once it is matched (``receipt_plan``).
+        return Plan(
+            target="stored",
+            reasons=[],
+            verdict=verdict,
+            signer_certificates=result.signer_certificates,
+            parts=content.parts,
+            decrypted=decrypted,
+            warnings=content.warnings,
+            receipt=receipt,
+            **common,  # type: ignore[arg-type]
+        )
     policy = _policy_for(config, decision)
     reasons: list[str] = []
     if policy.require_signature and not verdict.verified:
@@ -124,6 +144,29 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime, at_so
         warnings=content.warnings,
         **common,  # type: ignore[arg-type]
     )
+
+
+def receipt_plan(plan: Plan, found: ReceiptMatch) -> Plan:
+    """A recognised receipt's plan once matched: into its document's case, or quarantined with the reason."""
+    if found.matched:
+        assert found.case_folder is not None
+        route = RouteDecision(found.case_ref, found.case_folder, f"receipt:{found.kind}", ("receipt-matched",))
+        return dataclasses.replace(plan, route=route, receipt_match=found)
+    assert found.problem is not None
+    quarantined = _quarantine(
+        [found.problem],
+        plan.verdict,
+        route=None,
+        subject=plan.subject,
+        from_addrs=plan.from_addrs,
+        message_id=plan.message_id,
+        date=plan.date,
+        parts=plan.parts,
+        decrypted=plan.decrypted,
+        unwrap_events=plan.unwrap_events,
+        warnings=[*plan.warnings, *found.ignored],
+    )
+    return dataclasses.replace(quarantined, receipt=plan.receipt, receipt_match=found)
 
 
 def oversize_plan(head: bytes, size: int, limit: int) -> Plan:
@@ -167,4 +210,4 @@ def unsafe_folder_plan(plan: Plan, detail: str) -> Plan:
     )
 
 
-__all__ = ["Plan", "analyse", "oversize_plan", "unsafe_folder_plan"]
+__all__ = ["Plan", "analyse", "oversize_plan", "receipt_plan", "unsafe_folder_plan"]

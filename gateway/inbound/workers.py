@@ -34,7 +34,11 @@ from gateway.filemodes import apply as apply_modes
 from gateway.filing.areas import Areas
 from gateway.filing.entries import EntryFile, StagedFiles, case_folder_problem, entry_files, entry_name, stage_files
 from gateway.inbound.arrival import Arrival
-from gateway.inbound.decide import Plan, analyse, oversize_plan, unsafe_folder_plan
+from gateway.inbound.decide import Plan, analyse, oversize_plan, receipt_plan, unsafe_folder_plan
+from gateway.receipts.lookup import outbox_lookup
+from gateway.receipts.match import match_receipt
+from gateway.receipts.placement import receipts_folder
+from gateway.records.store import StoreError
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.analysis")
@@ -84,6 +88,8 @@ def placement(plan: Plan) -> tuple[str, str | None]:
     if plan.target == "quarantined":
         return "quarantine", None
     assert plan.route is not None
+    if plan.receipt_match is not None:
+        return "cases", receipts_folder(plan.route.case_folder)
     return "cases", plan.route.case_folder
 
 
@@ -100,6 +106,8 @@ def prepare(
     """
     plan = analyse(raw, config, ctx, at=arrival.at, at_source=arrival.source)
     try:
+        if plan.receipt is not None:
+            plan = receipt_plan(plan, match_receipt(plan.receipt, outbox_lookup(config)))
         area, folder = placement(plan)
         if folder is not None:
             problem = case_folder_problem(areas[area], folder)
@@ -114,7 +122,7 @@ def prepare(
             areas[area], folder, entry_name(arrival.utc, job.msg_id), files, bucket=job.bucket, sync=False
         )
         error = None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StoreError) as exc:
         staged, error = None, f"{type(exc).__name__}: {exc}"
     return Prepared(replace(plan, parts=[], decrypted=None), staged, error)
 
