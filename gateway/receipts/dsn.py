@@ -4,9 +4,10 @@ CPython parses ``message/delivery-status`` into a list of header blocks (the per
 block, then one per recipient); ``get_payload(decode=True)`` is ``None`` there, so the blocks
 are read as parsed, and a block the parser had to repair (a line that is no field) is refused.
 
-ENVID and ORCPT were sent as xtext (RFC 3461) and come back that way in
-``Original-Envelope-Id`` and ``Original-Recipient``; they are decoded so they compare equal
-to what the outbox recorded. Postfix's own fields (``X-Postfix-Queue-ID``) and other
+ENVID and ORCPT were sent as xtext (RFC 3461) and come back in ``Original-Envelope-Id`` and
+``Original-Recipient``, xtext-encoded or already decoded depending on the MTA (Postfix
+decodes); :func:`gateway.receipts.fields.from_xtext` reads either, so they compare equal to
+what the outbox recorded. Postfix's own fields (``X-Postfix-Queue-ID``) and other
 extensions are ignored.
 
 A DSN is accepted only when every recipient block says one clear thing: an Action from RFC
@@ -23,10 +24,10 @@ from gateway.receipts.fields import (
     FieldError,
     block_fields,
     display_value,
+    from_xtext,
     returned_message_id,
     strict_value,
     typed_address,
-    xtext_decode,
 )
 from gateway.receipts.model import Dsn, DsnRecipient, MalformedReceipt
 from gateway.receipts.report import report_parts
@@ -82,7 +83,7 @@ def _parse(msg: Message) -> Dsn:
         raise FieldError("per-message block: recipient fields")
     envid = head.get("original-envelope-id")
     return Dsn(
-        envid=xtext_decode(strict_value(envid, "Original-Envelope-Id"), "Original-Envelope-Id") if envid else None,
+        envid=from_xtext(strict_value(envid, "Original-Envelope-Id"), "Original-Envelope-Id") if envid else None,
         reporting_mta=display_value(head["reporting-mta"]),
         arrival_date=_optional_strict(head, "arrival-date", "Arrival-Date"),
         recipients=tuple(_recipient(block, i) for i, block in enumerate(blocks[1:], 1)),

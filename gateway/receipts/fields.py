@@ -27,6 +27,7 @@ __all__ = [
     "block_fields",
     "display_value",
     "first_header",
+    "from_xtext",
     "message_id",
     "strict_value",
     "typed_address",
@@ -34,7 +35,9 @@ __all__ = [
     "xtext_decode",
 ]
 
-_FOLD = re.compile(r"\r\n(?=[ \t])|\r(?=[ \t])|\n(?=[ \t])")
+# Folding is a line end (CRLF, or LF in a message stored with LF) before white space; a bare CR
+# is no line end, stays in the value and is refused by strict_value.
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 # One line of printable ASCII (space and tab allowed inside): what a strict field may hold.
 _STRICT = re.compile(r"[\x20-\x7e\t]*")
 _ADDRESS_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -110,8 +113,8 @@ def block_fields(block: Message, single: Iterable[str], what: str) -> dict[str, 
 def typed_address(value: str, field: str, *, xtext: bool = False) -> str:
     """The address of an ``address-type ";" address`` field (``rfc822; bob@example.org`` -> the address).
 
-    ``xtext`` decodes the address as RFC 3461 xtext, the form ORCPT travels in and
-    comes back in (``Original-Recipient`` of a DSN).
+    ``xtext`` reads the address with :func:`from_xtext`: ORCPT travels as RFC 3461 xtext and
+    comes back in ``Original-Recipient`` of a DSN, encoded or decoded depending on the MTA.
     """
     text = strict_value(value, field)
     kind, sep, address = text.partition(";")
@@ -119,10 +122,26 @@ def typed_address(value: str, field: str, *, xtext: bool = False) -> str:
     if not sep or not _ADDRESS_TYPE.fullmatch(kind):
         raise FieldError(f"{field}: not 'type; address'")
     if xtext:
-        address = xtext_decode(address, field)
+        address = from_xtext(address, field)
     if not address or any(c.isspace() for c in address):
         raise FieldError(f"{field}: empty or spaced address")
     return address
+
+
+def from_xtext(value: str, field: str) -> str:
+    """A value that travelled as xtext (ENVID, ORCPT), whichever form the MTA wrote it back in.
+
+    RFC 3461 sends ENVID and ORCPT xtext-encoded; MTAs differ in what they write into the
+    DSN. Postfix 3.7 writes the decoded value (``41.c0ffee+1=x y``), others the xtext as
+    received (``41.c0ffee+2B1+3Dx+20y``). A value that is valid xtext and has a ``+`` is
+    decoded (strictly: a bad byte sequence or a control character is refused); any other
+    value is taken as already decoded. The two readings differ only for a decoded value
+    that looks like xtext (a literal ``+2B``); the outbox's envids contain no ``+``, so
+    for them both forms read the same.
+    """
+    if "+" in value and _XTEXT.fullmatch(value):
+        return xtext_decode(value, field)
+    return value
 
 
 def xtext_decode(value: str, field: str) -> str:
