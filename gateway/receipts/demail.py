@@ -20,7 +20,7 @@ import re
 import xml.etree.ElementTree as ET
 from email.message import Message
 
-from gateway.receipts.fields import FieldError, first_header, strict_value
+from gateway.receipts.fields import FieldError, detail, first_header, strict_value
 from gateway.receipts.model import DemailConfirmation, MalformedReceipt
 from gateway.receipts.safexml import UnsafeXml, XmlError, parse_xml
 
@@ -74,9 +74,9 @@ def parse_demail_confirmation(msg: Message, body: Message | None = None) -> Dema
     try:
         return _parse(msg, msg if body is None else body)
     except _Refused as exc:
-        return MalformedReceipt("demail", exc.reason, str(exc))
+        return MalformedReceipt("demail", exc.reason, detail(exc))
     except FieldError as exc:
-        return MalformedReceipt("demail", MALFORMED, str(exc))
+        return MalformedReceipt("demail", MALFORMED, detail(exc))
 
 
 def _parse(msg: Message, body: Message) -> DemailConfirmation:

@@ -23,6 +23,7 @@ from email.message import Message
 from gateway.receipts.fields import (
     FieldError,
     block_fields,
+    detail,
     display_value,
     from_xtext,
     returned_message_id,
@@ -67,7 +68,7 @@ def parse_dsn(msg: Message) -> Dsn | MalformedReceipt:
     try:
         return _parse(msg)
     except FieldError as exc:
-        return MalformedReceipt("dsn", MALFORMED, str(exc))
+        return MalformedReceipt("dsn", MALFORMED, detail(exc))
 
 
 def _parse(msg: Message) -> Dsn:

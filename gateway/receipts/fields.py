@@ -25,6 +25,7 @@ from gateway.mime.headers import decode_header_text
 __all__ = [
     "FieldError",
     "block_fields",
+    "detail",
     "display_value",
     "first_header",
     "from_xtext",
@@ -72,6 +73,11 @@ def strict_value(value: str, field: str) -> str:
 def display_value(value: str) -> str:
     """Free text (Diagnostic-Code, Reporting-UA) made safe to store and show, never rejected."""
     return decode_header_text(unfold(value), encoded_words=False)
+
+
+def detail(exc: Exception) -> str:
+    """An error's text for ``MalformedReceipt.detail``: it may quote the sender's bytes, so made safe and short."""
+    return decode_header_text(str(exc), encoded_words=False)[:200]
 
 
 def first_header(msg: Message, name: str) -> str | None:

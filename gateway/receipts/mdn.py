@@ -18,6 +18,7 @@ from email.message import Message
 from gateway.receipts.fields import (
     FieldError,
     block_fields,
+    detail,
     display_value,
     message_id,
     returned_message_id,
@@ -47,7 +48,7 @@ def parse_mdn(msg: Message) -> Mdn | MalformedReceipt:
     try:
         return _parse(msg)
     except FieldError as exc:
-        return MalformedReceipt("mdn", MALFORMED, str(exc))
+        return MalformedReceipt("mdn", MALFORMED, detail(exc))
 
 
 def _parse(msg: Message) -> Mdn:

@@ -21,7 +21,7 @@ import re
 
 from gateway.receipts.demail import CONFIRMATIONS, NOT_RECEIPTS, UNKNOWN_TYPE, message_type, parse_demail_confirmation
 from gateway.receipts.dsn import parse_dsn
-from gateway.receipts.fields import FieldError, unfold
+from gateway.receipts.fields import FieldError, detail, unfold
 from gateway.receipts.mdn import parse_mdn
 from gateway.receipts.model import MalformedReceipt, Receipt, ReceiptKind
 
@@ -77,7 +77,7 @@ def _demail(raw: bytes, content: bytes, value: str) -> Receipt | MalformedReceip
     try:
         kind = message_type(value)
     except FieldError as exc:
-        return MalformedReceipt("demail", UNKNOWN_TYPE, str(exc))
+        return MalformedReceipt("demail", UNKNOWN_TYPE, detail(exc))
     if kind in NOT_RECEIPTS:
         return None
     if kind not in CONFIRMATIONS:
