@@ -367,6 +367,16 @@ def test_retrieval_confirmation_gives_private_id_times_hash_and_its_parts() -> N
     assert got.has_xml and got.has_pdf
 
 
+def test_a_prefixed_root_with_unqualified_children_is_read() -> None:
+    xml = (
+        b"<?xml version='1.0'?><dm:Acknowledge-Message xmlns:dm='urn:de-mail'><Time>\n  2026-12-02T09:00:07Z\n</Time>"
+        b"<DeliveryTime>2026-12-03T10:00:00Z</DeliveryTime><Hash>v=1;\n  a=sha256</Hash></dm:Acknowledge-Message>"
+    )
+    got = recognise(raw := demail_confirmation("confirmation of retrieve", private_id="p", xml=xml), raw)
+    assert isinstance(got, DemailConfirmation)
+    assert (got.time, got.delivery_time, got.hash) == ("2026-12-02T09:00:07Z", "2026-12-03T10:00:00Z", "v=1; a=sha256")
+
+
 @pytest.mark.parametrize("kind", ["confirmation of dispatch", "confirmation of receipt"])
 def test_dispatch_and_receipt_confirmations_are_read_without_a_delivery_time(kind: str) -> None:
     got = recognise(raw := demail_confirmation(kind, private_id="p1", with_pdf=False), raw)
@@ -443,6 +453,13 @@ def test_xml_with_a_dtd_or_entities_is_refused_as_unsafe(xml: bytes) -> None:
         ({"xml": acknowledge_xml(delivery_time=None)}, "retrieve without DeliveryTime"),
         ({"xml": acknowledge_xml(delivery_time="t").replace(b"<Time>", b"<Time>x</Time><Time>")}, "two Times"),
         ({"xml": b"<Acknowledge-Message xmlns='urn:de-mail'><Time>t</Time>"}, "not well-formed"),
+        (
+            {
+                "xml": b"<a:Acknowledge-Message xmlns:a='urn:de-mail'><a:Time>t</a:Time><Time>u</Time>"
+                b"<DeliveryTime>d</DeliveryTime></a:Acknowledge-Message>"
+            },
+            "qualified and unqualified Time",
+        ),
         ({"extra_headers": [("X-de-mail-private-id", "a\u00e4b")]}, "unicode private id"),
         ({"extra_headers": [("X-de-mail-private-id", "x" * 1025)]}, "private id too long"),
         ({"extra_headers": [("From", "a@x, b@y")]}, "two senders"),

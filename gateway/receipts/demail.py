@@ -177,8 +177,12 @@ def _xml_root(data: bytes, root_name: str) -> ET.Element:
 
 
 def _element(root: ET.Element, name: str) -> str | None:
-    """The text of the root's one child ``name`` (in ``urn:de-mail``); twice or with markup is refused."""
-    found = root.findall(f"{{{NAMESPACE}}}{name}")
+    """The text of the root's one child ``name``; twice or with markup is refused.
+
+    The child may be qualified (``urn:de-mail``, as the root) or unqualified (a schema with
+    unqualified local elements); both spellings together count as twice.
+    """
+    found = [child for child in root if child.tag in (f"{{{NAMESPACE}}}{name}", name)]
     if not found:
         return None
     if len(found) > 1:
