@@ -182,6 +182,13 @@ def test_a_status_with_a_comment_keeps_only_the_code() -> None:
         ),
         pytest.param(
             dsn_status(
+                HEAD + "\r\nOriginal-Envelope-Id: ours.1\r\nOriginal-Envelope-Id: theirs.2",
+                "Final-Recipient: rfc822; a@b\r\nAction: failed\r\nStatus: 5.1.1",
+            ),
+            id="two-envids",
+        ),
+        pytest.param(
+            dsn_status(
                 HEAD,
                 "Final-Recipient: rfc822; a@b\r\nOriginal-Recipient: rfc822; a+0A@b\r\nAction: failed\r\nStatus: 5.1.1",
             ),
