@@ -50,7 +50,9 @@ def recognise(raw: bytes, content: bytes) -> Receipt | MalformedReceipt | None:
     ``raw`` is the message as fetched (its header carries ``X-de-mail-*``); ``content`` is
     what decryption and verification delivered (``raw`` itself for a plain message).
     """
-    kind: ReceiptKind = "dsn"  # replaced before anything can fail; the field needs a value
+    # The claim's kind, for a MalformedReceipt if a parser raises; _fields cannot fail (a regex
+    # over bytes, latin-1 text), and the kind is settled from the header before any parsing.
+    kind: ReceiptKind = "dsn"
     try:
         head = _fields(raw)
         demail = head.get("x-de-mail-message-type")
@@ -60,15 +62,14 @@ def recognise(raw: bytes, content: bytes) -> Receipt | MalformedReceipt | None:
         ctype = head.get("content-type") if content is raw or content == raw else _fields(content).get("content-type")
         if ctype is None or not _REPORT.match(ctype):
             return None
+        kind = "mdn" if "disposition-notification" in ctype.lower() else "dsn"
         msg = email.message_from_bytes(content, policy=email.policy.compat32)
         report_type = msg.get_param("report-type")
         parser = _REPORTS.get(report_type.strip().lower()) if isinstance(report_type, str) else None
         if parser is None:
             return None  # another kind of report (abuse feedback, TLS reports): no receipt of ours
-        if parser == "mdn":
-            kind = "mdn"
-            return parse_mdn(msg)
-        return parse_dsn(msg)
+        kind = "mdn" if parser == "mdn" else "dsn"
+        return parse_mdn(msg) if parser == "mdn" else parse_dsn(msg)
     except Exception as exc:  # noqa: BLE001 - the contract is "never raises": the claim is quarantined
         return MalformedReceipt(kind, MALFORMED, type(exc).__name__)
 
