@@ -26,6 +26,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from gateway.config import Config
+from gateway.config.model import DeemedServedShift
 from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEvent
 from gateway.records.deliveries import DeliveryRecord, DeliveryStep, Outcome, OutcomeKind, TimelineEntry
@@ -50,8 +52,7 @@ WITHOUT_DELIVERY: tuple[DeliveryState, ...] = ("queued", "submitted", "relayed",
 #: States a record can be in (what ``deliveries list --state`` accepts).
 RECORD_STATES: tuple[DeliveryState, ...] = (*ORDER, "failed")
 
-Shift = Literal["next-working-day", "none"]
-SHIFTS: tuple[Shift, ...] = ("next-working-day", "none")
+Shift = DeemedServedShift
 
 
 def rank(state: DeliveryState) -> int:
@@ -155,6 +156,12 @@ class ServiceRule:
             while not self.working_day(day):
                 day += timedelta(days=1)
         return day
+
+
+def service_rule(config: Config) -> ServiceRule:
+    """The configured rule: ``[deliveries]`` for the count and calendar, ``[ui]`` for the zone."""
+    d = config.deliveries
+    return ServiceRule(d.service_fiction_days, d.deemed_served_shift, frozenset(d.public_holidays), config.ui.timezone)
 
 
 ServiceBasis = Literal["retrieval", "fiction", "failed"]
