@@ -296,6 +296,19 @@ GERMAN: dict[str, str] = {
     "CREATED_AT": "EINGEREIHT",
     "RESENT": "ERNEUT_GESENDET",
     "SENT_PATH": "GESENDETE_KOPIE",
+    # -- poststelle deliveries (cli/deliveries.py) ----------------------------------------------------
+    "DOCUMENT_ID": "DOKUMENT",
+    "RECIPIENT": "EMPFÄNGER",
+    "SERVED_ON": "ZUGESTELLT_AM",
+    "OVERDUE": "ÜBERFÄLLIG",
+    "DISPATCHED_AT": "VERSANDT",
+    "RETRIEVED_AT": "ABGEHOLT",
+    "STEP": "SCHRITT",
+    "KIND": "ART",
+    "SHA256": "SHA256",
+    "yes": "ja",
+    "deemed served": "gilt als zugestellt",
+    "retrieved": "abgeholt",
 }
 
 # The reason codes' words live with their German in one table (gateway.ui.reasons).
