@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_config import problem, write
 
+from gateway.config import DeliveriesConfig, load_config
 from gateway.receipts.deliveries import (
     ORDER,
     RANK,
@@ -17,6 +20,7 @@ from gateway.receipts.deliveries import (
     is_overdue,
     new_record,
     service_of,
+    service_rule,
     state_event,
 )
 from gateway.receipts.model import EVIDENCE_KINDS, DeliveryState, EvidenceKind
@@ -232,3 +236,41 @@ def test_a_record_without_delivery_evidence_is_overdue_after_the_configured_time
     failed, _ = run(step("queued", "2026-12-01T09:00:00Z", "outbox"), step("failed"))
     assert not is_overdue(delivered, datetime(2027, 1, 1, tzinfo=UTC), two_days)
     assert not is_overdue(failed, datetime(2027, 1, 1, tzinfo=UTC), two_days)
+
+
+# -- [deliveries] in the config ---------------------------------------------------------------------
+def test_deliveries_settings_default_to_four_days_shifted_and_two_days_overdue(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path))
+    assert cfg.deliveries == DeliveriesConfig(4, "next-working-day", (), 2 * 86400.0)
+    rule = service_rule(cfg)
+    assert rule == ServiceRule(4, "next-working-day", frozenset(), "Europe/Berlin")
+
+
+def test_deliveries_settings_are_read_with_holidays_as_dates_or_strings(tmp_path: Path) -> None:
+    extra = (
+        '[deliveries]\nservice_fiction_days = 3\ndeemed_served_shift = "none"\noverdue_after = "12h"\n'
+        'public_holidays = ["2029-12-26", 2029-12-25]\n'
+    )
+    d = load_config(write(tmp_path, extra)).deliveries
+    assert (d.service_fiction_days, d.deemed_served_shift, d.overdue_after) == (3, "none", 12 * 3600.0)
+    assert d.public_holidays == (date(2029, 12, 25), date(2029, 12, 26))
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "words"),
+    [
+        ("service_fiction_days = 0\n", "deliveries.service_fiction_days", "between 1 and 30"),
+        ('service_fiction_days = "4"\n', "deliveries.service_fiction_days", "an integer"),
+        ('deemed_served_shift = "previous"\n', "deliveries.deemed_served_shift", "next-working-day, none"),
+        ('overdue_after = "soon"\n', "deliveries.overdue_after", "duration"),
+        ('public_holidays = ["25.12.2029"]\n', "deliveries.public_holidays[0]", "2026-12-25"),
+        ("public_holidays = [2029-12-25T10:00:00]\n", "deliveries.public_holidays[0]", "a date"),
+        ('public_holidays = [2029-12-25, "2029-12-25"]\n', "deliveries.public_holidays[1]", "listed twice"),
+        ("holidays = []\n", "deliveries.holidays", "unknown key"),
+    ],
+)
+def test_a_bad_deliveries_setting_names_the_key_and_the_problem(
+    tmp_path: Path, extra: str, key: str, words: str
+) -> None:
+    err = problem(tmp_path, "[deliveries]\n" + extra)
+    assert err.key == key and words in str(err)
