@@ -13,13 +13,16 @@ import pytest
 from support.outbox import Clock, document, smtp_config
 from support.smtp_peer import ScriptedPeer
 
+from gateway.audit.report import describe
 from gateway.config import Config, load_config
 from gateway.outbound import outbox
 from gateway.outbound.drain import Drain, DrainHooks
 from gateway.outbound.smtp import Attempt
+from gateway.records.deliveries import DeliveryStep, Evidence
 from gateway.records.open import open_store
 from gateway.records.outbox import OutboxRecord
 from gateway.records.store import EntryFilter, Store
+from gateway.ui import Locale
 
 
 class SimulatedCrash(BaseException):
@@ -65,6 +68,22 @@ def test_accepted_and_refused_recipients_become_submitted_and_failed_with_the_re
         ("gone@remote.test", "queued"), ("ok@remote.test", "queued"),
         ("gone@remote.test", "failed"), ("ok@remote.test", "submitted"),
     ]
+    assert describe(entries[2]) == "Delivery to gone@remote.test: failed (evidence: relay, 550 5.1.1 no such user)"
+    assert describe(entries[2], Locale(language="de")).startswith("Zustellung an gone@remote.test: failed (Nachweis")
+
+
+def test_a_step_that_leaves_the_state_says_so_in_the_audit_report(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    oid = outbox.enqueue(config, store, document(to=("ok@remote.test",)))
+    Drain(config, store).run_once()
+    evidence = Evidence("dsn", "63-BV-2026-0412/receipts/x.eml", "ab" * 32, "5.0.0")
+    store.delivery_apply([DeliveryStep(oid, "ok@remote.test", "delayed", "2026-12-02T10:00:00Z", evidence)], [])
+    (last,) = list(store.select(EntryFilter(document=oid, events=("delivery-state",))))[-1:]
+    assert describe(last) == (
+        "Delivery to ok@remote.test: delayed (evidence: dsn, 63-BV-2026-0412/receipts/x.eml); "
+        "the state stays submitted (delayed)"
+    )
 
 
 def test_a_deferral_is_a_delay_in_the_timeline_and_expiry_fails_the_recipient(
