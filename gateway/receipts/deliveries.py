@@ -79,8 +79,8 @@ def _decide(state: DeliveryState, step: DeliveryState, first: bool) -> tuple[Out
         return ("failed", "failed") if rank(state) < delivered else ("contradictory", state)
     if step == "delayed":
         return ("delayed" if rank(state) < delivered else "ignored-backwards"), state
-    if first or rank(step) > rank(state):
-        return "advanced", step if rank(step) >= rank(state) else state
+    if rank(step) > rank(state) or (first and step == state):
+        return "advanced", step
     return ("same" if step == state else "ignored-backwards"), state
 
 
