@@ -84,6 +84,15 @@ def test_a_failure_after_delivery_is_contradictory_and_the_record_stays_delivere
     assert len(rec.timeline) == 2 and rec.timeline[-1].outcome == "contradictory"
 
 
+def test_a_receipt_for_a_recipient_never_handed_over_is_contradictory_but_the_relays_word_counts() -> None:
+    rec = new_record(DOC, RCPT, "C", "2026-12-02T08:00:00Z")
+    for kind in ("dsn", "mdn", "demail"):
+        out = advance(rec, step("delivered", kind=kind), handed_over=False)
+        assert (out.kind, out.after) == ("contradictory", "queued")
+    out = advance(rec, step("failed", kind="relay", detail="550 5.1.1"), handed_over=False)
+    assert (out.kind, out.after) == ("failed", "failed")
+
+
 def test_the_same_receipt_twice_is_kept_twice_as_the_same_state() -> None:
     rec, kinds = run(step("delivered"), step("delivered"))
     assert kinds == ["advanced", "same"] and len(rec.timeline) == 2

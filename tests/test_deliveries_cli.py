@@ -32,7 +32,8 @@ def doc(oid: str, *recipients: str, case: str = CASE) -> OutboxRecord:
     return OutboxRecord(
         id=oid, message_id=f"{oid}@rathaus.test", case_ref=case, case_folder=case, mail_from="rathaus@mailbox.test",
         sha256="cd" * 32, size=10, path=f"/nowhere/{oid}.eml", signed="none", encrypted=False, envid=f"{oid}.e",
-        recipients=[RecipientStatus(r) for r in recipients], created_at="2018-12-20T09:00:00.000000Z",
+        state="sent", recipients=[RecipientStatus(r, "sent") for r in recipients],
+        created_at="2018-12-20T09:00:00.000000Z",
     )
 
 

@@ -17,7 +17,7 @@ from support.tamper import tamper_sql, tamper_sql_script
 from gateway.receipts.model import DeliveryState, EvidenceKind
 from gateway.records.chain import AuditEvent, verify_chain
 from gateway.records.deliveries import DeliveryStep, Evidence
-from gateway.records.outbox import OutboxRecord, RecipientStatus
+from gateway.records.outbox import OutboxRecord, OutboxState, RecipientStatus
 from gateway.records.sqlite.connect import migrations
 from gateway.records.store import EntryFilter, OutboxChange, Store, StoreError
 
@@ -36,7 +36,8 @@ def store(backend: Backend) -> Store:
     return backend.open()
 
 
-def doc(oid: str, *recipients: str, case: str = CASE) -> OutboxRecord:
+def doc(oid: str, *recipients: str, case: str = CASE, state: OutboxState = "sent") -> OutboxRecord:
+    """A document as the outbox records it; ``sent`` (the default): every recipient accepted by the relay."""
     return OutboxRecord(
         id=oid,
         message_id=f"{oid}@rathaus.test",
@@ -49,7 +50,8 @@ def doc(oid: str, *recipients: str, case: str = CASE) -> OutboxRecord:
         signed="none",
         encrypted=False,
         envid=f"{oid}.0011223344556677",
-        recipients=[RecipientStatus(r) for r in recipients],
+        state=state,
+        recipients=[RecipientStatus(r, "sent" if state == "sent" else "pending") for r in recipients],
         created_at=f"2026-12-02T08:00:0{len(oid) % 10}.000000Z",
     )
 
@@ -127,6 +129,22 @@ def test_a_document_recorded_without_delivery_records_gets_one_with_its_first_re
     assert [r.state for r in store.delivery_get("old")] == ["delivered"]
 
 
+def test_a_receipt_for_a_document_never_handed_over_is_kept_as_contradictory(store: Store) -> None:
+    """A cancelled (or held, or still waiting) document was never sent: no receipt can be about it."""
+    for oid, state in (("cancel", "cancelled"), ("waits", "deferred"), ("active", "active")):
+        enqueue(store, doc(oid, "a@x.test", state=state))
+    outcomes = store.delivery_apply(
+        [step("cancel", "a@x.test", "delivered"), step("waits", "a@x.test", "failed"),
+         step("active", "a@x.test", "delivered")],
+        [],
+    )
+    assert [o.kind for o in outcomes] == ["contradictory", "contradictory", "advanced"], "active: the relay has it"
+    assert {r.document_id: r.state for r in store.deliveries_list()} == {
+        "cancel": "queued", "waits": "queued", "active": "delivered"
+    }
+    assert store.delivery_get("cancel")[0].timeline[-1].evidence.path == f"{CASE}/receipts/cancel-delivered.eml"
+
+
 def test_deliveries_are_listed_by_case_and_state_oldest_document_first(store: Store) -> None:
     enqueue(store, doc("d1", "a@x.test", "b@x.test"))
     enqueue(store, doc("d22", "c@x.test", case="OTHER-1"))
@@ -150,8 +168,8 @@ def test_the_matcher_finds_documents_by_envid_and_message_id(store: Store) -> No
 
 
 def test_steps_given_with_an_outbox_change_commit_only_when_the_change_is_made(store: Store) -> None:
-    enqueue(store, doc("d1", "a@x.test"))
-    enqueue(store, doc("d2", "b@x.test"))
+    enqueue(store, doc("d1", "a@x.test", state="queued"))
+    enqueue(store, doc("d2", "b@x.test", state="queued"))
     one, two = store.outbox_get("d1"), store.outbox_get("d2")
     assert one is not None and two is not None
     one.state = two.state = "sent"

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.config import Config
 from gateway.config.model import DeemedServedShift
-from gateway.receipts.model import DeliveryState
+from gateway.receipts.model import DeliveryState, EvidenceKind
 from gateway.records.chain import AuditEvent
 from gateway.records.deliveries import DeliveryRecord, DeliveryStep, Outcome, OutcomeKind, TimelineEntry
 
@@ -52,6 +52,9 @@ WITHOUT_DELIVERY: tuple[DeliveryState, ...] = ("queued", "submitted", "relayed",
 #: States a record can be in (what ``deliveries list --state`` accepts).
 RECORD_STATES: tuple[DeliveryState, ...] = (*ORDER, "failed")
 
+#: Evidence that comes from outside (the relay's and the outbox's own records are not receipts).
+RECEIPT_KINDS: tuple[EvidenceKind, ...] = ("dsn", "mdn", "demail")
+
 Shift = DeemedServedShift
 
 
@@ -66,10 +69,14 @@ def new_record(document_id: str, recipient: str, case_ref: str, at: str) -> Deli
     return DeliveryRecord(document_id, recipient, case_ref, "queued", (), at, at)
 
 
-def _decide(state: DeliveryState, step: DeliveryState, first: bool) -> tuple[OutcomeKind, DeliveryState]:
+def _decide(
+    state: DeliveryState, step: DeliveryState, first: bool, receipt_out_of_place: bool
+) -> tuple[OutcomeKind, DeliveryState]:
     """(what the step does, the state after it) for a record in ``state``."""
     if step not in STEP_STATES:
         raise ValueError(f"a delivery step cannot name {step!r}")
+    if receipt_out_of_place:
+        return "contradictory", state
     delivered = RANK["delivered"]
     if state == "failed":
         if step == "failed":
@@ -84,10 +91,13 @@ def _decide(state: DeliveryState, step: DeliveryState, first: bool) -> tuple[Out
     return ("same" if step == state else "ignored-backwards"), state
 
 
-def advance(record: DeliveryRecord, step: DeliveryStep) -> Outcome:
+def advance(record: DeliveryRecord, step: DeliveryStep, *, handed_over: bool = True) -> Outcome:
     """Apply ``step`` to ``record``: the new record (timeline extended by the step) and what it did.
 
     Every step lands in the timeline with its evidence, whatever it does to the state.
+    ``handed_over``: whether the relay took the document for this recipient (or is
+    taking it); a receipt (DSN, MDN, De-Mail) for a recipient never handed over, such as
+    one of a cancelled document, contradicts the outbox and changes nothing.
     ``ValueError`` if the step names another document or recipient, or a state no
     evidence can name.
     """
@@ -96,7 +106,8 @@ def advance(record: DeliveryRecord, step: DeliveryStep) -> Outcome:
             f"step for {step.document_id}/{step.recipient} applied to {record.document_id}/{record.recipient}"
         )
     first = not record.timeline
-    kind, after = _decide(record.state, step.state, first)
+    out_of_place = not handed_over and step.evidence.kind in RECEIPT_KINDS
+    kind, after = _decide(record.state, step.state, first, out_of_place)
     before = None if first else record.state
     entry = TimelineEntry(step.state, step.at, step.evidence, kind, before, after, step.received_at)
     new = replace(record, state=after, timeline=(*record.timeline, entry))

@@ -118,6 +118,19 @@ class DeliveryRecord:
 
 
 @dataclass(frozen=True)
+class DeliveryTarget:
+    """What the outbox says about a (document, recipient) a step names.
+
+    ``handed_over``: the relay accepted the document for this recipient, or an attempt is
+    under way (``active``), so a receipt can be genuine. A receipt for a recipient never
+    handed over (a cancelled or held document, one still waiting) contradicts the outbox.
+    """
+
+    case_ref: str
+    handed_over: bool
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What ``advance`` (or the store applying a step) did: the record after the step, and why.
 

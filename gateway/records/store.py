@@ -32,7 +32,7 @@ from gateway.receipts.deliveries import advance, new_record, state_event
 from gateway.receipts.model import DeliveryState
 from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
-from gateway.records.deliveries import DeliveryRecord, DeliveryStep, Outcome
+from gateway.records.deliveries import DeliveryRecord, DeliveryStep, DeliveryTarget, Outcome
 from gateway.records.export import JsonlExport
 from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
@@ -249,8 +249,8 @@ class UnitOfWork(Protocol):
         """A delivery record as this transaction sees it, under its write lock."""
         ...
 
-    def delivery_target(self, document_id: str, recipient: str) -> str | None:
-        """The case reference of the outbox document if ``recipient`` is one of its envelope recipients."""
+    def delivery_target(self, document_id: str, recipient: str) -> DeliveryTarget | None:
+        """What the outbox says of the document and ``recipient`` (None unless one of its envelope recipients)."""
         ...
 
     def save_delivery(self, rec: DeliveryRecord, new_entries: int) -> None:
@@ -343,7 +343,8 @@ class DeliveryStore(DeliveryReader, Protocol):
         and one ``delivery-state`` event per recorded step; per step what it did.
 
         A step for a document or recipient the outbox does not know records nothing
-        (``not-ours``); a recorded document without a record yet gets one.
+        (``not-ours``); a recorded document without a record yet gets one; a receipt for a
+        recipient never handed over to the relay is kept as ``contradictory``.
         """
         ...
 
@@ -523,14 +524,14 @@ def apply_deliveries(uow: UnitOfWork, steps: Sequence[DeliveryStep]) -> list[Out
     now = iso(utcnow())
     outcomes: list[Outcome] = []
     for step in steps:
+        target = uow.delivery_target(step.document_id, step.recipient)
+        if target is None:
+            outcomes.append(Outcome("not-ours", step, None, None))
+            continue
         rec = uow.load_delivery(step.document_id, step.recipient)
         if rec is None:
-            case_ref = uow.delivery_target(step.document_id, step.recipient)
-            if case_ref is None:
-                outcomes.append(Outcome("not-ours", step, None, None))
-                continue
-            rec = new_record(step.document_id, step.recipient, case_ref, now)
-        outcome = advance(rec, step)
+            rec = new_record(step.document_id, step.recipient, target.case_ref, now)
+        outcome = advance(rec, step, handed_over=target.handed_over)
         assert outcome.record is not None
         saved = replace(outcome.record, updated_at=now)
         uow.save_delivery(saved, 1)

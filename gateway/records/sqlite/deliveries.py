@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.records.deliveries import DeliveryRecord, Evidence, TimelineEntry
+from gateway.records.deliveries import DeliveryRecord, DeliveryTarget, Evidence, TimelineEntry
 
 _TIMELINE_COLUMNS = "step, at, received_at, outcome, before, after, kind, path, sha256, detail"
 _SELECT = (
@@ -104,14 +104,16 @@ def select(conn: sqlite3.Connection, case_ref: str | None, states: Sequence[str]
     return _records(conn, conn.execute(sql, args).fetchall())
 
 
-def target(conn: sqlite3.Connection, document_id: str, recipient: str) -> str | None:
-    """The case reference of the outbox document when ``recipient`` is one of its envelope recipients."""
+def target(conn: sqlite3.Connection, document_id: str, recipient: str) -> DeliveryTarget | None:
+    """The outbox document's case and whether it was handed over, when ``recipient`` is one of its recipients."""
     row = conn.execute(
-        "SELECT o.case_ref FROM outbox o JOIN outbox_recipients r ON r.outbox_id = o.id "
+        "SELECT o.case_ref, o.state, r.state FROM outbox o JOIN outbox_recipients r ON r.outbox_id = o.id "
         "WHERE o.id = ? AND r.address = ?",
         (document_id, recipient),
     ).fetchone()
-    return None if row is None else str(row[0])
+    if row is None:
+        return None
+    return DeliveryTarget(str(row[0]), row[1] == "active" or row[2] == "sent")
 
 
 def save(conn: sqlite3.Connection, rec: DeliveryRecord, new_entries: int) -> None:

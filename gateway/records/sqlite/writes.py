@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso
-from gateway.records.deliveries import DeliveryRecord
+from gateway.records.deliveries import DeliveryRecord, DeliveryTarget
 from gateway.records.messages import MailboxStatus, MessageRecord
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.sqlite import deliveries as deliveries_sql
@@ -110,7 +110,7 @@ class SQLiteUnitOfWork:
     def load_delivery(self, document_id: str, recipient: str) -> DeliveryRecord | None:
         return deliveries_sql.get_one(self._conn, document_id, recipient)
 
-    def delivery_target(self, document_id: str, recipient: str) -> str | None:
+    def delivery_target(self, document_id: str, recipient: str) -> DeliveryTarget | None:
         return deliveries_sql.target(self._conn, document_id, recipient)
 
     def save_delivery(self, rec: DeliveryRecord, new_entries: int) -> None:
