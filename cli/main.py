@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli import audit, cases, inspect, outbox, quarantine, route, send, submission
+from cli import audit, cases, deliveries, inspect, outbox, quarantine, route, send, submission
 from cli.common import (
     EXIT_CONFIG,
     ConfigOption,
@@ -38,6 +38,7 @@ app = typer.Typer(
 )
 app.add_typer(audit.app, name="audit")
 app.add_typer(cases.app, name="cases")
+app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(route.app, name="route")

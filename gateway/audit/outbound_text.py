@@ -43,6 +43,22 @@ def _recipients(e: AuditEntry) -> str:
     return ", ".join(str(r) for r in found) if isinstance(found, list) else "?"
 
 
+def _delivery(e: AuditEntry, lc: Locale) -> str:
+    """A delivery step: what it named and its evidence; when the state stayed, which and why."""
+    found: Any = e.details.get("evidence")
+    evidence: dict[str, Any] = found if isinstance(found, dict) else {}
+    text = lc.t(
+        "Delivery to {recipient}: {state} (evidence: {kind}, {evidence})",
+        recipient=_d(e, "recipient"),
+        state=_d(e, "step"),
+        kind=evidence.get("kind") or "?",
+        evidence=evidence.get("path") or evidence.get("detail") or "-",
+    )
+    if e.details.get("outcome") not in ("advanced", "failed"):
+        text += lc.t("; the state stays {state} ({outcome})", state=_d(e, "to"), outcome=_d(e, "outcome"))
+    return text
+
+
 OUTBOUND: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "queued": lambda e, lc: lc.t(
         "Queued for sending to {recipients} (Message-ID {message_id})",
@@ -67,6 +83,7 @@ OUTBOUND: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "cancelled": lambda e, lc: _note(lc.t("Withdrawn from the outbox by {actor}", actor=_who(e.actor, lc)), e, lc),
     "filed-sent": lambda e, lc: lc.t("The sent copy was filed in {path}", path=_d(e, "path")),
     "copied-to-sent-folder": lambda e, lc: lc.t("Copied to the mailbox folder {folder}", folder=_d(e, "folder")),
+    "delivery-state": _delivery,
 }
 
 

@@ -14,10 +14,12 @@ import re
 import string
 import tomllib
 from collections.abc import Callable, Mapping
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.config.model import (
+    DEEMED_SERVED_SHIFTS,
     DEFAULT_CONFIG_PATH,
     ENCRYPT_MODES,
     LANGUAGES,
@@ -25,6 +27,7 @@ from gateway.config.model import (
     SIGN_MODES,
     AuditConfig,
     Config,
+    DeliveriesConfig,
     LimitsConfig,
     LoggingConfig,
     MailboxConfig,
@@ -516,6 +519,38 @@ def _smtp(r: _Reader, warnings: list[str]) -> SmtpConfig:
     return cfg
 
 
+def _holidays(r: _Reader, name: str) -> tuple[date, ...]:
+    """Dates as TOML dates (``2026-12-25``) or strings (``"2026-12-25"``), each once."""
+    out: list[date] = []
+    for i, item in enumerate(r.list_(name)):
+        key = f"{r.key(name)}[{i}]"
+        if isinstance(item, str):
+            try:
+                item = date.fromisoformat(item.strip())
+            except ValueError:
+                raise ConfigError(r.file, key, f"expected a date such as 2026-12-25, got {item!r}") from None
+        if isinstance(item, datetime) or not isinstance(item, date):
+            raise ConfigError(r.file, key, f"expected a date such as 2026-12-25, got {item!r}")
+        if item in out:
+            raise ConfigError(r.file, key, f"{item.isoformat()} is listed twice")
+        out.append(item)
+    return tuple(sorted(out))
+
+
+def _deliveries(r: _Reader) -> DeliveriesConfig:
+    shift = r.choice("deemed_served_shift", DEEMED_SERVED_SHIFTS, DeliveriesConfig.deemed_served_shift)
+    cfg = DeliveriesConfig(
+        service_fiction_days=r.int_(
+            "service_fiction_days", DeliveriesConfig.service_fiction_days, minimum=1, maximum=30
+        ),
+        deemed_served_shift=next(s for s in DEEMED_SERVED_SHIFTS if s == shift),
+        public_holidays=_holidays(r, "public_holidays"),
+        overdue_after=_duration(r, "overdue_after", DeliveriesConfig.overdue_after),
+    )
+    r.finish()
+    return cfg
+
+
 def _mime_parts(lr: _Reader) -> int:
     """``max_mime_parts``: at most what the MIME cutter honours (``mime.cut.MAX_PARTS``).
 
@@ -611,6 +646,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     submission = _submission(top.sub("submission", top.table_("submission"))) if "submission" in data else None
     outbound = _outbound(top.sub("outbound", top.table_("outbound")), smime, openpgp) if "outbound" in data else None
     smtp = _smtp(top.sub("smtp", top.table_("smtp")), warnings) if "smtp" in data else None
+    deliveries = _deliveries(top.sub("deliveries", top.table_("deliveries")))
     top.finish()
     return Config(
         path=Path(file),
@@ -631,6 +667,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         submission=submission,
         outbound=outbound,
         smtp=smtp,
+        deliveries=deliveries,
     )
 
 

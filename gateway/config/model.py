@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -267,6 +268,28 @@ class SmtpConfig:
     connections: int = 4  # at most this many transactions with the relay at once (Postfix's concurrency limit)
 
 
+DeemedServedShift = Literal["next-working-day", "none"]
+DEEMED_SERVED_SHIFTS: tuple[DeemedServedShift, ...] = ("next-working-day", "none")
+
+
+@dataclass(frozen=True)
+class DeliveriesConfig:
+    """``[deliveries]``: the service fiction of §5a VwZG and when a delivery counts as overdue.
+
+    A De-Mail document counts as served on day ``service_fiction_days`` after its dispatch
+    unless a retrieval confirmation arrives first; ``deemed_served_shift`` says whether a
+    day N on a Saturday, Sunday or one of ``public_holidays`` moves to the next working day
+    (docs/deliveries.md, "The calendar rule"). Holidays differ per Land, so they are listed
+    here, not built in. ``overdue_after`` (seconds) flags a document still without delivery
+    evidence that long after it was queued.
+    """
+
+    service_fiction_days: int = 4
+    deemed_served_shift: DeemedServedShift = "next-working-day"
+    public_holidays: tuple[date, ...] = ()
+    overdue_after: float = 2 * 86400.0
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -287,6 +310,7 @@ class Config:
     submission: SubmissionConfig | None = None
     outbound: OutboundConfig | None = None
     smtp: SmtpConfig | None = None
+    deliveries: DeliveriesConfig = field(default_factory=DeliveriesConfig)
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

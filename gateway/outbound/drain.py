@@ -38,7 +38,9 @@ from gateway.outbound import scheduler
 from gateway.outbound.claim import claimant_alive, this_process
 from gateway.outbound.outbox import OutboxError, spool_bytes
 from gateway.outbound.smtp import Attempt, SmtpAgent
+from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEvent
+from gateway.records.deliveries import DeliveryStep, Evidence
 from gateway.records.outbox import DONE, WAITING, OutboxRecord
 from gateway.records.store import OutboxChange, Store
 
@@ -220,6 +222,7 @@ class Drain:
         now = self.clock()
         at = iso(now)
         accepted, temporary, permanent = [], [], []
+        was_pending = {r.address for r in rec.pending()}
         for r in rec.recipients:
             if r.address not in att.replies:
                 continue
@@ -275,6 +278,7 @@ class Drain:
         if not rec.pending():
             rec.state = "bounced" if any(r.state == "bounced" for r in rec.recipients) else "sent"
             rec.next_attempt_at = None
+        steps = _relay_steps(rec, at, was_pending, temporary=temporary)
 
         def committed() -> None:
             {"sent": report.sent, "bounced": report.bounced, "deferred": report.deferred}[rec.state].append(rec.id)
@@ -287,7 +291,7 @@ class Drain:
         # document instead of two. Nothing is sent between this relay answer and that commit,
         # so the window in which a crash leads to a resend is still this one document's.
         # (A stale save cannot happen while claims hold; the next pass would resend, marked.)
-        self._carried = _Carried(OutboxChange(rec, events, ["active"], rec.claimed_by), committed)
+        self._carried = _Carried(OutboxChange(rec, events, ["active"], rec.claimed_by, steps), committed)
 
     def _bounce_pending(self, rec: OutboxRecord, at: str, events: list[AuditEvent]) -> None:
         expired = []
@@ -307,19 +311,27 @@ class Drain:
 
     def _expire(self, rec: OutboxRecord, report: DrainReport) -> None:
         before = rec.state
+        was_pending = {r.address for r in rec.pending()}
         events: list[AuditEvent] = []
         self._bounce_pending(rec, iso(self.clock()), events)
         rec.state = "bounced"
         rec.next_attempt_at = None
-        if self._save(rec, events, [before]):
+        steps = _relay_steps(rec, iso(self.clock()), was_pending, temporary=[])
+        if self._save(rec, events, [before], deliveries=steps):
             report.bounced.append(rec.id)
             self._copies(rec, report)
 
     def _save(
-        self, rec: OutboxRecord, events: list[AuditEvent], expect: list[Any], *, claim: str | None = None
+        self,
+        rec: OutboxRecord,
+        events: list[AuditEvent],
+        expect: list[Any],
+        *,
+        claim: str | None = None,
+        deliveries: list[DeliveryStep] | None = None,
     ) -> bool:
         """Commit ``rec``'s change together with the last attempt's outcome, if one waits."""
-        return self._save_many([OutboxChange(rec, events, expect, claim)])[0]
+        return self._save_many([OutboxChange(rec, events, expect, claim, deliveries or ())])[0]
 
     def _save_many(self, changes: list[OutboxChange]) -> list[bool]:
         carried, self._carried = self._carried, None
@@ -438,3 +450,23 @@ def _merge(into: DrainReport, other: DrainReport) -> None:
         value = getattr(other, f.name)
         if isinstance(value, list):
             getattr(into, f.name).extend(value)
+
+
+def _relay_steps(rec: OutboxRecord, at: str, was_pending: set[str], *, temporary: list[str]) -> list[DeliveryStep]:
+    """The delivery steps of the recipients this attempt decided, the relay's reply as evidence.
+
+    Accepted now: ``submitted``; refused (or expired) now: ``failed``; answered 4xx: ``delayed``.
+    """
+    steps: list[DeliveryStep] = []
+    for r in rec.recipients:
+        state: DeliveryState
+        if r.address not in was_pending:
+            continue
+        if r.state == "pending":
+            if r.address not in temporary:
+                continue
+            state = "delayed"
+        else:
+            state = "submitted" if r.state == "sent" else "failed"
+        steps.append(DeliveryStep(rec.id, r.address, state, at, Evidence("relay", None, None, r.reply)))
+    return steps

@@ -25,6 +25,7 @@ from gateway.filing.durable import atomic_write, makedirs_durable
 from gateway.outbound.document import ComposedDocument
 from gateway.outbound.doorbell import ring
 from gateway.records.chain import AuditEvent
+from gateway.records.deliveries import DeliveryStep, Evidence
 from gateway.records.outbox import OutboxRecord, OutboxState, RecipientStatus
 from gateway.records.store import StaleOutboxState, Store
 from gateway.routing.casenames import case_folder_name, case_reference_from_folder
@@ -114,8 +115,11 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
             "key_sources": [list(k) for k in doc.key_sources],
         },
     )
+    # Each recipient's delivery record starts here, committed with the row it belongs to.
+    evidence = Evidence("outbox", None, rec.sha256, f"Message-ID <{doc.message_id}>")
+    steps = [DeliveryStep(outbox_id, r, "queued", now, evidence) for r in doc.recipients]
     try:
-        store.outbox_enqueue(rec, [event])
+        store.outbox_enqueue(rec, [event], deliveries=steps)
     except BaseException:
         path.unlink(missing_ok=True)  # no row, no promise: the spool file goes too
         raise

@@ -14,6 +14,11 @@ from typing import Literal
 #: Where a receipt came from; also the ``kind`` of its evidence in the delivery timeline.
 ReceiptKind = Literal["dsn", "mdn", "demail"]
 
+#: The kind of a delivery step's evidence: a receipt, the relay's reply (``relay``), or the
+#: outbox's own record of the enqueue (``outbox``, for ``queued``).
+EvidenceKind = Literal["dsn", "mdn", "demail", "relay", "outbox"]
+EVIDENCE_KINDS: tuple[EvidenceKind, ...] = ("dsn", "mdn", "demail", "relay", "outbox")
+
 #: The states of one (document, recipient) delivery record, in their forward order; ``delayed``
 #: and ``failed`` sit outside the order (see ``deliveries.py``).
 DeliveryState = Literal[

@@ -14,21 +14,25 @@ interchangeable. Two guarantees every backend keeps:
 
 ``snapshot()`` gives reads that all see one moment, which ``audit verify`` needs to
 compare the chain, the checkpoints and the message rows. ``StoreOperations`` writes the
-operations once over any backend's unit of work. The outbox (``OutboxStore``) sits beside
-``MessageStore`` under the same two guarantees; delivery receipts join later.
+operations once over any backend's unit of work. The outbox (``OutboxStore``) and the
+delivery records (``DeliveryStore``) sit beside ``MessageStore`` under the same two
+guarantees; a delivery step given with an outbox change commits with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway.clock import iso, utcnow
 from gateway.errors import PermanentError, PoststelleError
+from gateway.receipts.deliveries import advance, new_record, state_event
+from gateway.receipts.model import DeliveryState
 from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
+from gateway.records.deliveries import DeliveryRecord, DeliveryStep, DeliveryTarget, Outcome
 from gateway.records.export import JsonlExport
 from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
@@ -59,6 +63,8 @@ class OutboxChange:
     events: Sequence[AuditEvent]
     expect: Sequence[OutboxState] | None = None
     expect_claim: str | None = None
+    #: Delivery steps committed with the change (``submitted`` or ``failed`` from the relay's answer).
+    deliveries: Sequence[DeliveryStep] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +173,27 @@ class OutboxReader(Protocol):
         ...
 
 
-class ReadSnapshot(MessageReader, AuditReader, OutboxReader, Protocol):
+class DeliveryReader(Protocol):
+    def deliveries_list(
+        self, states: Sequence[DeliveryState] = (), *, case_ref: str | None = None
+    ) -> list[DeliveryRecord]:
+        """Delivery records in any of ``states`` (all when empty), of one case if given, oldest document first."""
+        ...
+
+    def delivery_get(self, document_id: str) -> list[DeliveryRecord]:
+        """One document's delivery records, in the order of its envelope recipients (empty if none)."""
+        ...
+
+    def outbox_by_envid(self, envid: str) -> OutboxRecord | None:
+        """The document sent with this ENVID (a DSN's Original-Envelope-Id, De-Mail's private id)."""
+        ...
+
+    def outbox_by_message_id(self, message_id: str) -> OutboxRecord | None:
+        """The document sent with this Message-ID (without angle brackets), as an MDN names it."""
+        ...
+
+
+class ReadSnapshot(MessageReader, AuditReader, OutboxReader, DeliveryReader, Protocol):
     """Reads that all see the same moment of the store."""
 
 
@@ -217,6 +243,18 @@ class UnitOfWork(Protocol):
     ) -> None:
         """Write the document's state and recipients; ``StaleOutboxState`` unless its state is in
         ``expect`` (and its claim is ``expect_claim``, when given)."""
+        ...
+
+    def load_delivery(self, document_id: str, recipient: str) -> DeliveryRecord | None:
+        """A delivery record as this transaction sees it, under its write lock."""
+        ...
+
+    def delivery_target(self, document_id: str, recipient: str) -> DeliveryTarget | None:
+        """What the outbox says of the document and ``recipient`` (None unless one of its envelope recipients)."""
+        ...
+
+    def save_delivery(self, rec: DeliveryRecord, new_entries: int) -> None:
+        """Write the record's state and append its last ``new_entries`` timeline entries."""
         ...
 
 
@@ -270,8 +308,11 @@ class MessageStore(MessageReader, Protocol):
 class OutboxStore(OutboxReader, Protocol):
     """Outbox state changes, each committed together with the events that describe it."""
 
-    def outbox_enqueue(self, rec: OutboxRecord, events: Sequence[AuditEvent]) -> None:
-        """Record a document whose bytes are already durable in its spool file."""
+    def outbox_enqueue(
+        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, deliveries: Sequence[DeliveryStep] = ()
+    ) -> None:
+        """Record a document whose bytes are already durable in its spool file (with its
+        recipients' first delivery steps, ``queued``)."""
         ...
 
     def outbox_save(
@@ -294,6 +335,20 @@ class OutboxStore(OutboxReader, Protocol):
         ...
 
 
+class DeliveryStore(DeliveryReader, Protocol):
+    """Delivery records, each step committed together with the events that describe it."""
+
+    def delivery_apply(self, steps: Sequence[DeliveryStep], events: Sequence[AuditEvent]) -> list[Outcome]:
+        """Apply ``steps`` in order (``receipts.deliveries.advance``) in one transaction with ``events``
+        and one ``delivery-state`` event per recorded step; per step what it did.
+
+        A step for a document or recipient the outbox does not know records nothing
+        (``not-ours``); a recorded document without a record yet gets one; a receipt for a
+        recipient never handed over to the relay is kept as ``contradictory``.
+        """
+        ...
+
+
 class AuditStore(AuditReader, Protocol):
     def record_events(self, events: Sequence[AuditEvent]) -> None:
         """Events that change no message state (config loaded, certificates collected)."""
@@ -308,7 +363,7 @@ class AuditStore(AuditReader, Protocol):
         ...
 
 
-class Store(MessageStore, AuditStore, OutboxStore, Protocol):
+class Store(MessageStore, AuditStore, OutboxStore, DeliveryStore, Protocol):
     """One open store. Not shared between threads: each thread opens its own."""
 
     readonly_note: str | None  # set when a read-only opening may not see the newest entries
@@ -325,7 +380,8 @@ class Store(MessageStore, AuditStore, OutboxStore, Protocol):
 
 # -- the operations, once for every backend -----------------------------------------------------
 class StoreOperations:
-    """``MessageStore``, ``AuditStore`` and ``OutboxStore`` writes over a backend's ``unit_of_work``."""
+    """The writes of ``MessageStore``, ``AuditStore``, ``OutboxStore`` and ``DeliveryStore`` over a
+    backend's ``unit_of_work``."""
 
     audit_settings: AuditSettings
 
@@ -405,12 +461,15 @@ class StoreOperations:
         with self.unit_of_work() as uow:
             uow.append(events)
 
-    def outbox_enqueue(self, rec: OutboxRecord, events: Sequence[AuditEvent]) -> None:
+    def outbox_enqueue(
+        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, deliveries: Sequence[DeliveryStep] = ()
+    ) -> None:
         rec.created_at = rec.created_at or iso(utcnow())
         rec.updated_at = rec.updated_at or rec.created_at
         with self.unit_of_work() as uow:
             uow.insert_outbox(rec)
             uow.append(events)
+            apply_deliveries(uow, deliveries)
 
     def outbox_save(
         self,
@@ -438,8 +497,14 @@ class StoreOperations:
                     made.append(False)
                     continue
                 uow.append(c.events)
+                apply_deliveries(uow, c.deliveries)
                 made.append(True)
         return made
+
+    def delivery_apply(self, steps: Sequence[DeliveryStep], events: Sequence[AuditEvent]) -> list[Outcome]:
+        with self.unit_of_work() as uow:
+            uow.append(events)
+            return apply_deliveries(uow, steps)
 
     def seal(self) -> None:
         with self.unit_of_work() as uow:
@@ -450,3 +515,26 @@ class StoreOperations:
             return 0
         with self.snapshot() as snap:
             return self.audit_settings.export.export(snap)
+
+
+def apply_deliveries(uow: UnitOfWork, steps: Sequence[DeliveryStep]) -> list[Outcome]:
+    """Advance each step's record inside ``uow`` and chain a ``delivery-state`` event per recorded step."""
+    if not steps:
+        return []
+    now = iso(utcnow())
+    outcomes: list[Outcome] = []
+    for step in steps:
+        target = uow.delivery_target(step.document_id, step.recipient)
+        if target is None:
+            outcomes.append(Outcome("not-ours", step, None, None))
+            continue
+        rec = uow.load_delivery(step.document_id, step.recipient)
+        if rec is None:
+            rec = new_record(step.document_id, step.recipient, target.case_ref, now)
+        outcome = advance(rec, step, handed_over=target.handed_over)
+        assert outcome.record is not None
+        saved = replace(outcome.record, updated_at=now)
+        uow.save_delivery(saved, 1)
+        outcomes.append(replace(outcome, record=saved))
+    uow.append([state_event(o) for o in outcomes if o.record is not None])
+    return outcomes

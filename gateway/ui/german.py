@@ -191,6 +191,10 @@ GERMAN: dict[str, str] = {
     "Withdrawn from the outbox by {actor}": "Aus dem Postausgang zurückgezogen von {actor}",
     "The sent copy was filed in {path}": "Die gesendete Fassung wurde abgelegt in {path}",
     "Copied to the mailbox folder {folder}": "In den Postfachordner {folder} kopiert",
+    "Delivery to {recipient}: {state} (evidence: {kind}, {evidence})": (
+        "Zustellung an {recipient}: {state} (Nachweis: {kind}, {evidence})"
+    ),
+    "; the state stays {state} ({outcome})": "; der Zustand bleibt {state} ({outcome})",
     "cannot read {path}: {reason}": "{path} nicht lesbar: {reason}",
     "is a directory": "ist ein Verzeichnis",
     "no such file": "Datei nicht gefunden",
@@ -296,6 +300,19 @@ GERMAN: dict[str, str] = {
     "CREATED_AT": "EINGEREIHT",
     "RESENT": "ERNEUT_GESENDET",
     "SENT_PATH": "GESENDETE_KOPIE",
+    # -- poststelle deliveries (cli/deliveries.py) ----------------------------------------------------
+    "DOCUMENT_ID": "DOKUMENT",
+    "RECIPIENT": "EMPFÄNGER",
+    "SERVED_ON": "ZUGESTELLT_AM",
+    "OVERDUE": "ÜBERFÄLLIG",
+    "DISPATCHED_AT": "VERSANDT",
+    "RETRIEVED_AT": "ABGEHOLT",
+    "STEP": "SCHRITT",
+    "KIND": "ART",
+    "SHA256": "SHA256",
+    "yes": "ja",
+    "deemed served": "gilt als zugestellt",
+    "retrieved": "abgeholt",
 }
 
 # The reason codes' words live with their German in one table (gateway.ui.reasons).

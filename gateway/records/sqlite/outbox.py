@@ -117,6 +117,15 @@ def get(conn: sqlite3.Connection, outbox_id: str) -> OutboxRecord | None:
     return _record(conn, row) if row is not None else None
 
 
+def by_key(conn: sqlite3.Connection, column: str, value: str) -> OutboxRecord | None:
+    """The document whose ``envid`` or ``message_id`` is ``value`` (the oldest, should several share it)."""
+    if column not in ("envid", "message_id"):
+        raise ValueError(f"outbox documents are not looked up by {column!r}")
+    sql = f"SELECT * FROM outbox WHERE {column} = ? ORDER BY created_at, id LIMIT 1"  # noqa: S608
+    row = conn.execute(sql, (value,)).fetchone()
+    return _record(conn, row) if row is not None else None
+
+
 def lacking_copies(conn: sqlite3.Connection, *, sent_folder: bool) -> list[OutboxRecord]:
     """Finished documents sent to someone whose case-folder copy (or Sent-folder copy) is missing."""
     missing = "(sent_path IS NULL OR sent_folder IS NULL)" if sent_folder else "sent_path IS NULL"

@@ -7,10 +7,13 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEntry, ChainHead
+from gateway.records.deliveries import DeliveryRecord
 from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint
+from gateway.records.sqlite import deliveries as deliveries_sql
 from gateway.records.sqlite import outbox as outbox_sql
 from gateway.records.sqlite.connect import sqlite_errors
 from gateway.records.store import EntryFilter
@@ -132,6 +135,25 @@ class SQLiteReader:
     def outbox_lacking_copies(self, *, sent_folder: bool = False) -> list[OutboxRecord]:
         with sqlite_errors("reading the ledger"):
             return outbox_sql.lacking_copies(self._conn, sent_folder=sent_folder)
+
+    # -- delivery records ----------------------------------------------------------------------------
+    def deliveries_list(
+        self, states: Sequence[DeliveryState] = (), *, case_ref: str | None = None
+    ) -> list[DeliveryRecord]:
+        with sqlite_errors("reading the ledger"):
+            return deliveries_sql.select(self._conn, case_ref, states)
+
+    def delivery_get(self, document_id: str) -> list[DeliveryRecord]:
+        with sqlite_errors("reading the ledger"):
+            return deliveries_sql.of_document(self._conn, document_id)
+
+    def outbox_by_envid(self, envid: str) -> OutboxRecord | None:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.by_key(self._conn, "envid", envid)
+
+    def outbox_by_message_id(self, message_id: str) -> OutboxRecord | None:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.by_key(self._conn, "message_id", message_id)
 
     # -- messages ----------------------------------------------------------------------------------
     def get(self, msg_id: str) -> MessageRecord | None:

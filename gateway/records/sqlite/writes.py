@@ -13,8 +13,10 @@ import sqlite3
 from collections.abc import Sequence
 
 from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso
+from gateway.records.deliveries import DeliveryRecord, DeliveryTarget
 from gateway.records.messages import MailboxStatus, MessageRecord
 from gateway.records.outbox import OutboxRecord, OutboxState
+from gateway.records.sqlite import deliveries as deliveries_sql
 from gateway.records.sqlite import outbox as outbox_sql
 from gateway.records.sqlite.reads import MESSAGE_COLUMNS, message_values
 from gateway.records.store import AuditSettings, StoreError
@@ -103,6 +105,16 @@ class SQLiteUnitOfWork:
         self, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
     ) -> None:
         outbox_sql.save(self._conn, rec, expect, expect_claim)
+
+    # -- delivery records --------------------------------------------------------------------------
+    def load_delivery(self, document_id: str, recipient: str) -> DeliveryRecord | None:
+        return deliveries_sql.get_one(self._conn, document_id, recipient)
+
+    def delivery_target(self, document_id: str, recipient: str) -> DeliveryTarget | None:
+        return deliveries_sql.target(self._conn, document_id, recipient)
+
+    def save_delivery(self, rec: DeliveryRecord, new_entries: int) -> None:
+        deliveries_sql.save(self._conn, rec, new_entries)
 
     # -- the audit trail ---------------------------------------------------------------------------
     def _lock_head(self) -> ChainHead:
