@@ -199,7 +199,7 @@ def stage_files(
     The case folder itself is not looked at here: ``publish_entries`` opens it, without
     following a link, at the moment the entry goes in.
     """
-    for component in (folder, name, bucket or None):
+    for component in (*(folder.split("/") if folder is not None else ()), name, bucket or None):
         if component is not None:
             check_component(component)
     with _fd(_bucket_fd(area, bucket, create=True)) as bucket_fd:

@@ -28,6 +28,7 @@ are recognised by their sha256 and recorded as a duplicate, not stored twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -69,7 +70,9 @@ from gateway.inbound.records import (
     stored_event,
 )
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared, prepare_oversize
+from gateway.receipts.evidence import delivery_steps, stated_time
 from gateway.records.chain import AuditEvent
+from gateway.records.deliveries import DeliveryStep
 from gateway.records.messages import MessageRecord
 from gateway.records.store import Store
 from gateway.statedir import area_root
@@ -133,7 +136,7 @@ class Intake:
             assert rec.path is not None
             final = Path(rec.path)
             area = self.areas[_area(rec.target_state)]
-            folder = final.parent.name if final.parent != area.root else None
+            folder = _folder_in(area.root, final)
             if final_path(area.root, folder, final.name) == final:
                 manifest = published_manifest(area, folder, final.name)
             else:  # planned under a root the configuration has moved since: look where it was planned
@@ -142,7 +145,11 @@ class Intake:
             if manifest is not None:
                 rec.state = rec.target_state
                 rec.manifest_sha256 = sha256_hex(manifest)
-                self.ledger.finish([rec], [stored_event(rec, area.root, recovered=True)])
+                self.ledger.finish(
+                    [rec],
+                    [stored_event(rec, area.root, recovered=True)],
+                    deliveries=self._recovered_steps(rec, manifest),
+                )
                 self.log.info("recovered published entry", uid=rec.uid, msg=rec.id, state=rec.state)
             else:
                 discard_staging(area, final.name, self.mb.name)
@@ -327,13 +334,17 @@ class Intake:
             # Disk full or similar: nothing of this batch is finished; recovery finishes
             # what was published and abandons the rest, which is then fetched again.
             raise TransientError(f"writing entries failed: {exc}") from None
+        steps: list[DeliveryStep] = []
         for rec, prepared in planned:
             rec.state = prepared.plan.target
             done.append(rec)
             events.extend(outcome_events(rec, prepared.plan, self._root(rec.state)))
             self.log.info(rec.state, **outcome_log_fields(rec, prepared.plan))
+            found = prepared.plan.receipt_match
+            if found is not None and found.matched and rec.state == "stored":
+                steps.extend(self._receipt_steps(rec, found.to_json(), prepared.plan.date))
         moved_ids, moved_events, failure = self._moves_done(moves)
-        self.ledger.finish(done, [*events, *moved_events], server_done=moved_ids)
+        self.ledger.finish(done, [*events, *moved_events], server_done=moved_ids, deliveries=steps)
         out.moved = len(moved_ids)
         self._collect_certificates([(rec, prepared.plan) for rec, prepared in planned])
         self.after_commit()
@@ -398,6 +409,29 @@ class Intake:
         if plan.route is not None:
             base.case_ref, base.case_folder, base.route = plan.route.case_ref, plan.route.case_folder, plan.route.rule
         return base, prepared
+
+    def _receipt_steps(self, rec: MessageRecord, match: dict[str, Any], stated: str | None) -> list[DeliveryStep]:
+        """The delivery steps a stored receipt proves; its original bytes are the evidence."""
+        assert rec.path is not None
+        root = self._root("stored")
+        entry = Path(rec.path)
+        path = str((entry.relative_to(root) if entry.is_relative_to(root) else entry) / "original.eml")
+        received = rec.internaldate or rec.fetched_at or iso(utcnow())
+        at = stated_time(stated) or received
+        return delivery_steps(match, evidence_path=path, sha256=rec.sha256, at=at, received_at=received)
+
+    def _recovered_steps(self, rec: MessageRecord, manifest: bytes) -> list[DeliveryStep]:
+        """A receipt published before a crash: the steps from its manifest, as the batch would have committed."""
+        if rec.state != "stored":
+            return []
+        try:
+            meta = json.loads(manifest)
+        except ValueError:
+            return []
+        match = meta.get("receipt") if isinstance(meta, dict) else None
+        if not isinstance(match, dict) or match.get("problem") is not None:
+            return []
+        return self._receipt_steps(rec, match, meta.get("date"))
 
     def _seal(self, rec: MessageRecord, prepared: Prepared) -> StagedEntry:
         """Add the manifest (it holds ledger facts, such as reasons found by looking back)."""
@@ -483,6 +517,15 @@ class Intake:
             ids.extend(r.id for r in group)
             events.extend(server_moved_events(group, details))
         return ids, events, failure
+
+
+def _folder_in(root: Path, final: Path) -> str | None:
+    """The folder below ``root`` an entry path is in (``<case>`` or ``<case>/receipts``); None at the root."""
+    try:
+        rel = final.parent.relative_to(root)
+    except ValueError:
+        return final.parent.name  # not under the root any more: the caller reads it where it was planned
+    return None if rel == Path(".") else rel.as_posix()
 
 
 def _area(state: str) -> str:

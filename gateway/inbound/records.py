@@ -110,6 +110,18 @@ def outcome_events(rec: MessageRecord, plan: Plan, root: Path) -> list[AuditEven
                 details={**plan.route.to_json(), "subject": rec.subject},
             )
         )
+    if plan.receipt_match is not None:
+        found = plan.receipt_match
+        events.append(
+            AuditEvent(
+                "receipt-matched" if found.matched else "receipt-unmatched",
+                message=rec.id,
+                case=found.case_ref,
+                document=found.document_id,
+                correspondent=rec.from_addr,
+                details=found.to_json(),
+            )
+        )
     events.append(stored_event(rec, root))
     return events
 
@@ -148,6 +160,7 @@ def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
         "verdict": plan.verdict.verdict,
         "signature": _signature(plan),
         "warnings": list(plan.verdict.warnings),
+        **({"receipt": plan.receipt_match.to_json()} if plan.receipt_match is not None else {}),
     }
 
 

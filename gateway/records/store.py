@@ -266,9 +266,18 @@ class MessageStore(MessageReader, Protocol):
         ...
 
     def finish(
-        self, records: Sequence[MessageRecord], events: Sequence[AuditEvent], *, server_done: Sequence[str] = ()
+        self,
+        records: Sequence[MessageRecord],
+        events: Sequence[AuditEvent],
+        *,
+        server_done: Sequence[str] = (),
+        deliveries: Sequence[DeliveryStep] = (),
     ) -> None:
-        """Move planned records to their final state; ``server_done``: ids whose server-side move happened."""
+        """Move planned records to their final state; ``server_done``: ids whose server-side move happened.
+
+        ``deliveries``: the steps the batch's receipts prove, applied in the same transaction,
+        so a receipt is never stored without moving its records, nor the other way round.
+        """
         ...
 
     def abandon(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
@@ -401,7 +410,12 @@ class StoreOperations:
             uow.append(events)
 
     def finish(
-        self, records: Sequence[MessageRecord], events: Sequence[AuditEvent], *, server_done: Sequence[str] = ()
+        self,
+        records: Sequence[MessageRecord],
+        events: Sequence[AuditEvent],
+        *,
+        server_done: Sequence[str] = (),
+        deliveries: Sequence[DeliveryStep] = (),
     ) -> None:
         now = iso(utcnow())
         for rec in records:
@@ -410,6 +424,7 @@ class StoreOperations:
             uow.set_server_done(server_done)
             uow.finish_messages(records)
             uow.append(events)
+            apply_deliveries(uow, deliveries)
 
     def abandon(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
         with self.unit_of_work() as uow:
