@@ -15,7 +15,16 @@ import typer
 
 from cli.common import ConfigOption, JsonOption, echo, fail, get_config, locale, print_json, print_table
 from gateway.audit.findings import VerifyReport
-from gateway.audit.report import AuditQuery, export_csv, export_json, parse_time, row_of, select_entries
+from gateway.audit.outbound_view import DocumentView, case_documents
+from gateway.audit.report import (
+    AuditQuery,
+    entry_cases,
+    export_csv,
+    export_json,
+    parse_time,
+    row_of,
+    select_entries,
+)
 from gateway.audit.verify import verify_state
 from gateway.config import Config
 from gateway.filemodes import file_mode
@@ -217,19 +226,32 @@ def export_cmd(
         if fmt == "csv":
             text = export_csv(entries)
         elif fmt == "json":
-            text = export_json(entries, q, generated_at=generated)
+            text = export_json(
+                entries, q, generated_at=generated,
+                outbox=None if store is None else lambda cases: [
+                    d.to_json() for v in _documents(store, cases).values() for d in v
+                ],
+            )
         else:
             from gateway.audit.html import render_html
 
+            chosen = list(entries)
             records = {} if store is None else {r.id: r for r in store.all_messages()}
+            outbound = {} if store is None else _documents(store, entry_cases(chosen))
             verification = None if no_verify else verify_state(cfg)
             text = render_html(
-                entries, records=records, query=q, generated_at=generated, verification=verification, locale=locale()
+                chosen, records=records, query=q, generated_at=generated, verification=verification, locale=locale(),
+                outbound=outbound,
             )
     finally:
         if store is not None:
             store.close()
     _write(output, text)
+
+
+def _documents(store: Store, cases: list[str]) -> dict[str, list[DocumentView]]:
+    """Each case's outgoing documents as they stand now: what was sent to whom, what the relay answered."""
+    return {case: found for case in cases if (found := case_documents(store, case))}
 
 
 def _write(output: Path, text: str) -> None:

@@ -1,7 +1,9 @@
 """The HTML audit report: one self-contained file a reviewer opens in any browser.
 
 Per case, a timeline of the correspondence and what happened to each item, in plain
-sentences (``audit.report.describe``). No scripts, no external resources (a
+sentences (``audit.report.describe``), and the documents the authority sent in that case:
+to whom, what the relay answered per recipient, and (once receipts are recorded) whether
+they were delivered (``audit.outbound_view``). No scripts, no external resources (a
 Content-Security-Policy forbids loading any), inline CSS only, every value escaped:
 subjects, addresses and file names come from strangers' e-mail.
 
@@ -12,12 +14,21 @@ The recorded UTC instants stay in the record and the exports.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 
 from gateway.audit.findings import VerifyReport
+from gateway.audit.outbound_view import (
+    DOCUMENT_STATES,
+    RECIPIENT_STATES,
+    DeliveryInfo,
+    DocumentView,
+    RecipientView,
+    delivery_text,
+)
 from gateway.audit.report import AuditQuery, actor_text, describe, verdict_summary, warnings_text
+from gateway.display import safe_text
 from gateway.records.chain import AuditEntry
 from gateway.records.messages import MessageRecord
 from gateway.ui import DEFAULT, Locale, is_timestamp
@@ -56,6 +67,9 @@ td.when{white-space:nowrap;color:#47525e;width:170px}td.who{white-space:nowrap;c
 tr.warn td.what{color:#8a4300;font-weight:600}tr.ok td.what{color:#1c6b35}
 .seq{color:#8a96a3;font-size:12px}
 .warning{color:#8a4300;background:#fdf0e2;border-radius:4px;padding:3px 8px;margin:4px 0 8px;font-size:14px}
+table.rcpt th{text-align:left;font-weight:600;color:#47525e;padding:5px 8px;border-top:1px solid #e5eaef}
+table.rcpt{margin:4px 0 10px}td.reply{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px}
+h3.part{margin:18px 0 4px;color:#2d5b88}
 footer{color:#5b6773;font-size:13px;margin-top:40px;border-top:1px solid #d5dde5;padding-top:10px;
 word-break:break-all}
 @media print{body{background:#fff}.item{break-inside:avoid}}
@@ -161,8 +175,11 @@ def render_html(
     verification: VerifyReport | None,
     title: str | None = None,
     locale: Locale = DEFAULT,
+    outbound: Mapping[str, Sequence[DocumentView]] | None = None,
 ) -> str:
+    """The report; ``outbound`` holds each case's outgoing documents (``audit.outbound_view.case_documents``)."""
     lc = locale
+    documents = outbound or {}
     heading = title if title is not None else lc.t("Poststelle audit report")
     entry_list = list(entries)
     by_case, general = group_items(entry_list, records)
@@ -199,7 +216,9 @@ def render_html(
         out.append(f'<section id="case-{i}"><h2>{escape(lc.t("Case {case}", case=case))}</h2>')
         order = _count(lc, len(items), "{n} item, in order of arrival.", "{n} items, in order of arrival.")
         out.append(f'<p class="sub">{escape(order)}</p>')
-        out.extend(_item(item, lc) for item in items)
+        views = {d.id: d for d in documents.get(case, ())}
+        out.append(_documents_overview(list(views.values()), {i.id for i in items if i.kind == "document"}, lc))
+        out.extend(_item(item, lc, views.get(item.id) if item.kind == "document" else None) for item in items)
         out.append("</section>")
     if None in by_case:
         out.append(f'<section id="unassigned"><h2>{escape(lc.t("Not assigned to a case"))}</h2>')
@@ -288,17 +307,19 @@ def _break_text(b: dict[str, object], lc: Locale) -> str:
     return text
 
 
-def _item(item: Item, lc: Locale) -> str:
+def _item(item: Item, lc: Locale, document: DocumentView | None = None) -> str:
+    if document is not None:
+        return _document_item(item, document, lc)
     status = item.status
     badge = f'<span class="badge {status[1]}">{escape(lc.t(status[0]))}</span>' if status else ""
     label = lc.t("Letter received") if item.kind == "message" else lc.t(item.kind.capitalize())
     meta = [f"{escape(lc.t(item.kind))} {escape(item.id)}"]
     if item.sender:
-        meta.append(escape(lc.t("from {sender}", sender=item.sender)))
+        meta.append(_e(lc.t("from {sender}", sender=item.sender)))
     verdict = item.verdict(lc)
     if verdict:
         meta.append(escape(lc.t("signature check: {verdict}", verdict=verdict)))
-    subject = escape(item.subject) if item.subject else f"<i>{escape(lc.t('(unknown)'))}</i>"
+    subject = _e(item.subject) if item.subject else f"<i>{escape(lc.t('(unknown)'))}</i>"
     warning = escape(lc.t("Warning:"))
     parts = [
         '<div class="item">',
@@ -313,12 +334,98 @@ def _item(item: Item, lc: Locale) -> str:
     return "\n".join(parts)
 
 
+def _e(text: str) -> str:
+    """A stranger's text (subject, address, relay reply) for HTML: controls visible, markup escaped."""
+    return escape(safe_text(text))
+
+
+#: The outbox's state -> colour class of its badge.
+DOCUMENT_EMPHASIS = {"sent": "ok", "bounced": "warn", "hold": "warn", "deferred": "warn"}
+
+
+def _documents_overview(views: list[DocumentView], on_timeline: set[str], lc: Locale) -> str:
+    """The case's sent documents at a glance; each links to its place on the timeline when it is there."""
+    if not views:
+        return ""
+    rows = []
+    for d in views:
+        title = _e(d.title)
+        if d.id in on_timeline:
+            title = f'<a href="#document-{escape(d.id)}">{title}</a>'
+        to = ", ".join(
+            f"{_e(r.address)} ({escape(lc.t(RECIPIENT_STATES.get(r.state, r.state)))})" for r in d.recipients
+        )
+        rows.append(
+            f'<tr><td class="when">{escape(lc.time(d.queued_at))}</td><td>{title}<br>'
+            f'<span class="seq">{escape(lc.t("outbox id {id}", id=d.id))}</span></td>'
+            f"<td>{escape(lc.t(DOCUMENT_STATES.get(d.state, d.state)))}</td><td>{to}</td></tr>"
+        )
+    head = "".join(f"<th>{escape(lc.t(h))}</th>" for h in ("Queued", "Document", "State", "Recipients"))
+    return (
+        f'<h3 class="part">{escape(lc.t("Sent documents"))}</h3>'
+        f'<table class="rcpt"><tr>{head}</tr>' + "\n".join(rows) + "</table>"
+    )
+
+
+def _document_item(item: Item, d: DocumentView, lc: Locale) -> str:
+    """An outgoing document on the case's timeline: to whom, the relay's answers, its events."""
+    cls = DOCUMENT_EMPHASIS.get(d.state, "muted")
+    badge = f'<span class="badge {cls}">{escape(lc.t(DOCUMENT_STATES.get(d.state, d.state)))}</span>'
+    meta = [
+        escape(lc.t("outbox id {id}", id=d.id)),
+        _e(f"Message-ID <{d.message_id}>"),
+        escape(_count(lc, d.attempts, "{n} attempt", "{n} attempts")),
+        escape(lc.t("signed ({scheme})", scheme=d.signed) if d.signed != "none" else lc.t("not signed")),
+        escape(lc.t("encrypted") if d.encrypted else lc.t("not encrypted")),
+    ]
+    if d.resent:
+        meta.append(f"<b>{escape(lc.t('resent after a crash (same Message-ID)'))}</b>")
+    if d.sent_path:
+        meta.append(_e(lc.t("sent copy: {path}", path=d.sent_path)))
+    warning = escape(lc.t("Warning:"))
+    notes = []
+    if d.last_reply and d.state in ("deferred", "bounced", "hold"):
+        last = _e(lc.t("last answer: {reply}", reply=d.last_reply))
+        notes.append(f'<div class="warning"><b>{warning}</b> {last}</div>')
+    head = "".join(
+        f"<th>{escape(lc.t(h))}</th>" for h in ("Recipient", "State", "Relay's reply", "Queue id", "Delivery")
+    )
+    parts = [
+        f'<div class="item" id="document-{escape(d.id)}">',
+        f"<h3>{escape(lc.t('Outgoing document'))} {escape(lc.time(d.queued_at))}{badge}</h3>",
+        f"<div><b>{escape(lc.t('Subject:'))}</b> {_e(d.title)}</div>",
+        f'<div class="meta">{" · ".join(meta)}</div>',
+        *notes,
+        f'<table class="rcpt"><tr>{head}</tr>',
+        *(_recipient_row(r, lc) for r in d.recipients),
+        "</table><table>",
+        *(_row(e, lc) for e in item.entries),
+        "</table></div>",
+    ]
+    return "\n".join(parts)
+
+
+def _recipient_row(r: RecipientView, lc: Locale) -> str:
+    cls = {"sent": "ok", "bounced": "warn"}.get(r.state, "")
+    return (
+        f'<tr class="{cls}"><td>{_e(r.address)}</td>'
+        f'<td class="what">{escape(lc.t(RECIPIENT_STATES.get(r.state, r.state)))}</td>'
+        f'<td class="reply">{_e(r.reply or "–")}</td><td>{_e(r.queue_id or "–")}</td>'
+        f"<td>{delivery_cell(r.delivery, lc)}</td></tr>"
+    )
+
+
+def delivery_cell(delivery: DeliveryInfo | None, lc: Locale) -> str:
+    """One recipient's delivery, escaped for the table: where issue 13's delivery states are shown."""
+    return _e(delivery_text(delivery, lc))
+
+
 def _row(e: AuditEntry, lc: Locale) -> str:
     cls = EMPHASIS.get(e.event, "")
     return (
         f'<tr class="{cls}"><td class="when"><time datetime="{escape(e.at)}">{escape(lc.time(e.at))}</time><br>'
         f'<span class="seq">{escape(lc.t("entry {seq}", seq=e.seq))}</span></td>'
-        f'<td class="what">{escape(describe(e, lc))}</td><td class="who">{escape(actor_text(e.actor, lc))}</td></tr>'
+        f'<td class="what">{_e(describe(e, lc))}</td><td class="who">{_e(actor_text(e.actor, lc))}</td></tr>'
     )
 
 

@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -106,6 +106,11 @@ def _case_names(case: str) -> list[str]:
     with contextlib.suppress(InvalidCaseReference):
         folder = case_folder_name(case)
     return [case, folder]
+
+
+def entry_cases(entries: Iterable[AuditEntry]) -> list[str]:
+    """The case references the entries name, in order of first appearance."""
+    return list(dict.fromkeys(e.case for e in entries if e.case))
 
 
 def select_entries(audit: AuditReader, q: AuditQuery) -> Iterator[AuditEntry]:
@@ -362,7 +367,24 @@ def export_csv(entries: Iterator[AuditEntry]) -> str:
     return buf.getvalue()
 
 
-def export_json(entries: Iterator[AuditEntry], q: AuditQuery, *, generated_at: str) -> str:
-    """The entries exactly as chained (each can be re-hashed), with the filters that chose them."""
-    doc = {"generated_at": generated_at, "filters": q.describe(), "entries": [e.to_json() for e in entries]}
+def export_json(
+    entries: Iterator[AuditEntry],
+    q: AuditQuery,
+    *,
+    generated_at: str,
+    outbox: Callable[[list[str]], list[dict[str, Any]]] | None = None,
+) -> str:
+    """The entries exactly as chained (each can be re-hashed), with the filters that chose them.
+
+    ``outbox``, given the cases of the entries, returns their outgoing documents as they
+    stand now (``audit.outbound_view``); they go under ``outbox``, beside the entries.
+    """
+    chosen = list(entries)
+    doc: dict[str, Any] = {
+        "generated_at": generated_at,
+        "filters": q.describe(),
+        "entries": [e.to_json() for e in chosen],
+    }
+    if outbox is not None:
+        doc["outbox"] = outbox(entry_cases(chosen))
     return json_text(doc, indent=1, sort_keys=True) + "\n"

@@ -289,9 +289,38 @@ def _route(r: _Reader) -> RouteConfig:
             raise r.fail("case", f"template field {{{f}}} is not a named group of subject")
     policy = _policy(r.sub("policy", r.table_("policy"))) if "policy" in r.table else None
     require_clean_identity = r.bool_("require_clean_identity", False)
+    acknowledge = r.bool_("acknowledge", False)
     r.finish()
     return RouteConfig(name=name, subject=subject, case=case, from_=from_, policy=policy,
-                       require_clean_identity=require_clean_identity)
+                       require_clean_identity=require_clean_identity, acknowledge=acknowledge)
+
+
+def _check_acknowledgements(
+    file: str,
+    routes: tuple[RouteConfig, ...],
+    smtp: SmtpConfig | None,
+    outbound: OutboundConfig | None,
+    smime: SmimeConfig | None,
+    openpgp: OpenPGPConfig | None,
+) -> None:
+    """A route that acknowledges needs a relay, the authority's address and a key to sign with.
+
+    An acknowledgement is only worth anything signed: unsigned, anyone could have sent it.
+    Checked at start-up so that a route never silently acknowledges nothing.
+    """
+    for i, route in enumerate(routes):
+        if not route.acknowledge:
+            continue
+        key = f"route[{i}].acknowledge"
+        if smtp is None:
+            raise ConfigError(file, key, "acknowledge = true needs [smtp] (the relay and the authority's address)")
+        sign = (outbound or OutboundConfig()).sign
+        if sign == "none":
+            raise ConfigError(file, key, 'acknowledge = true needs a signature: [outbound] sign = "smime" or "openpgp"')
+        if sign == "smime" and (smime is None or not smime.identities):
+            raise ConfigError(file, key, "acknowledge = true needs [smime] identities to sign with")
+        if sign == "openpgp" and (openpgp is None or not openpgp.secret_keys):
+            raise ConfigError(file, key, "acknowledge = true needs [openpgp] secret_keys to sign with")
 
 
 def _smime(r: _Reader) -> SmimeConfig:
@@ -648,6 +677,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     smtp = _smtp(top.sub("smtp", top.table_("smtp")), warnings) if "smtp" in data else None
     deliveries = _deliveries(top.sub("deliveries", top.table_("deliveries")))
     top.finish()
+    _check_acknowledgements(file, routes, smtp, outbound, smime, openpgp)
     return Config(
         path=Path(file),
         sha256=sha256,

@@ -42,6 +42,8 @@ __all__ = [
     "encode_filename_param",
     "encode_subject",
     "full_subject",
+    "report_draft",
+    "report_entity",
 ]
 
 #: RFC 5322 recommends lines of at most 78 characters; every header built here keeps to it.
@@ -356,6 +358,22 @@ def draft(letter: Letter, *, mail_from: str, now: datetime, max_bytes: int) -> D
         files.append((name, data))
     text = text_entity(letter.body)
     entity = multipart("mixed", [text, *(attachment_entity(n, d) for n, d in files)]) if files else text
+    return _draft(case, sender, to, cc, subject, entity, now=now, max_bytes=max_bytes)
+
+
+def _draft(
+    case: str,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    subject: str,
+    entity: bytes,
+    *,
+    now: datetime,
+    max_bytes: int,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Draft:
+    """The outer headers for checked values around a built entity; ``extra`` fields are ASCII, checked by the caller."""
     domain = sender.rpartition("@")[2]
     message_id = f"{secrets.token_hex(16)}@{domain}"
     headers = (
@@ -363,9 +381,54 @@ def draft(letter: Letter, *, mail_from: str, now: datetime, max_bytes: int) -> D
         + _address_field("To", to)
         + (_address_field("Cc", cc) if cc else b"")
         + f"Subject: {encode_subject(subject)}\r\n".encode("ascii")
-        + f"Date: {format_datetime(now)}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n".encode("ascii")
+        + f"Date: {format_datetime(now)}\r\nMessage-ID: <{message_id}>\r\n".encode("ascii")
+        + b"".join(f"{name}: {value}\r\n".encode("ascii") for name, value in extra)
+        + b"MIME-Version: 1.0\r\n"
     )
     if len(headers) + len(entity) > max_bytes:
         raise ComposeError("too-large", f"{len(headers) + len(entity)} bytes > [limits] max_message_bytes {max_bytes}")
     recipients = tuple(dict.fromkeys(to + cc))
     return Draft(message_id, case, sender, recipients, headers, entity)
+
+
+def report_entity(report_type: str, human_text: str, report: bytes) -> bytes:
+    """``multipart/report`` (RFC 6522): the text for people, then the machine-readable part.
+
+    ``report`` is a complete entity (its Content-Type, a blank line, its body) in 7-bit
+    CRLF lines; nothing of the reported message is added, the caller decides what is told.
+    """
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,63}", report_type):
+        raise ComposeError("invalid-text", f"report type {report_type!r}")
+    return multipart("report", [text_entity(human_text), report], f" report-type={report_type};")
+
+
+def report_draft(
+    *,
+    case: str,
+    mail_from: str,
+    to: str,
+    subject: str,
+    entity: bytes,
+    now: datetime,
+    max_bytes: int,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Draft:
+    """A message around a prepared entity (a ``report_entity``) to one recipient, checked like a letter.
+
+    ``extra`` header fields must be printable ASCII without CR/LF (refused otherwise): they
+    go into the message as given.
+    """
+    for name, value in extra:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", name) or not re.fullmatch(r"[ -~]{1,900}", value):
+            raise ComposeError("control-character", f"header {name!r} must be printable ASCII on one line")
+    return _draft(
+        check_case(case),
+        check_address(mail_from, field="from"),
+        (check_address(to, field="to"),),
+        (),
+        check_subject(subject),
+        entity,
+        now=now,
+        max_bytes=max_bytes,
+        extra=extra,
+    )
