@@ -41,7 +41,7 @@ import structlog
 
 from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig
-from gateway.errors import TransientError
+from gateway.errors import PermanentError, TransientError
 from gateway.filing.areas import Areas
 from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import (
@@ -70,6 +70,9 @@ from gateway.inbound.records import (
     stored_event,
 )
 from gateway.inbound.workers import Analyser, EntryJob, PendingPlan, Prepared, prepare_oversize
+from gateway.outbound.outbox import enqueue
+from gateway.outbound.protect import OutboundKeys
+from gateway.receipts.acknowledge import AcknowledgementError, acknowledgement_for, receipt_of, wants_acknowledgement
 from gateway.receipts.evidence import delivery_steps, stated_time
 from gateway.records.chain import AuditEvent
 from gateway.records.deliveries import DeliveryStep
@@ -122,10 +125,13 @@ class Intake:
         self.analyser = analyser or Analyser(config, ctx, workers=0)
         self.areas = Areas(config)  # the case folders and the quarantine, opened on first use
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
+        self._keys: OutboundKeys | None = None  # the authority's keys, loaded at the first acknowledgement
 
     def close(self) -> None:
         self.io.shutdown(wait=True)  # the analyser belongs to whoever passed it in
         self.areas.close()
+        if self._keys is not None:
+            self._keys.close()
 
     # -- crash recovery -------------------------------------------------------------------
     def recover(self) -> int:
@@ -347,6 +353,7 @@ class Intake:
         self.ledger.finish(done, [*events, *moved_events], server_done=moved_ids, deliveries=steps)
         out.moved = len(moved_ids)
         self._collect_certificates([(rec, prepared.plan) for rec, prepared in planned])
+        self._acknowledge([rec for rec, prepared in planned if prepared.plan.receipt is None])
         self.after_commit()
         if failure is not None:
             raise failure
@@ -441,6 +448,35 @@ class Intake:
         )
         rec.manifest_sha256 = staged.manifest_sha256
         return staged
+
+    def _acknowledge(self, records: Sequence[MessageRecord]) -> None:
+        """Queue a signed acknowledgement for each stored, verified letter whose route asks for one.
+
+        After the batch's commit and before the server is tidied, the same for every letter:
+        what is sent and when depends only on "received and stored" (``receipts/acknowledge``).
+        At most once: a crash before the queueing loses the acknowledgement, never repeats it.
+        Receipts are never acknowledged (two gateways would answer each other for ever).
+        """
+        wanted = [r for r in records if r.state == "stored" and wants_acknowledgement(self.config, r)]
+        if not wanted:
+            return
+        if self._keys is None:
+            self._keys = OutboundKeys.from_config(self.config)
+        events: list[AuditEvent] = []
+        for rec in wanted:
+            try:
+                doc = acknowledgement_for(receipt_of(rec), config=self.config, keys=self._keys)
+                outbox_id = enqueue(self.config, self.ledger, doc, actor="poststelle:acknowledgement")
+            except (AcknowledgementError, PermanentError) as exc:
+                self.log.warning("no acknowledgement", msg=rec.id, error=str(exc))
+                events.append(AuditEvent("acknowledgement-refused", message=rec.id, case=rec.case_ref,
+                                         details={"reason": getattr(exc, "reason", type(exc).__name__),
+                                                  "error": str(exc)[:300]}))
+                continue
+            events.append(AuditEvent("acknowledgement-queued", message=rec.id, case=rec.case_ref,
+                                     document=outbox_id, details={"to": doc.recipients[0]}))
+        if events:
+            self.ledger.record_events(events)
 
     def _collect_certificates(self, items: Sequence[tuple[MessageRecord, Plan]]) -> None:
         """Signer certificates of verified, committed messages go to the correspondents' store.
