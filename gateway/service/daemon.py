@@ -73,8 +73,10 @@ class Daemon:
         self.state_lock = start(config)  # one daemon per state directory; raises before writing anything
         try:
             self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
-            # One pool for all mailboxes, started before any worker thread exists.
-            self.analyser = Analyser(config, self.ctx, workers=config.processing.analysis_workers)
+            # One pool for all mailboxes, started before any worker thread exists; none
+            # without mailboxes (a gateway that only sends has nothing to analyse).
+            workers = config.processing.analysis_workers if config.mailboxes else 0
+            self.analyser = Analyser(config, self.ctx, workers=workers)
         except BaseException:
             self.state_lock.release()
             raise
