@@ -36,8 +36,8 @@ def smtp_section(port: int, sender: str) -> str:
     )
 
 
-def gateway(dovecot: Dovecot, root: Path, user: str, relay_port: int) -> Env:
-    path = write_config(root, [mailbox_entry(dovecot, user, root)], extra=smtp_section(relay_port, user))
+def gateway(dovecot: Dovecot, root: Path, user: str, relay_port: int, extra: str = "") -> Env:
+    path = write_config(root, [mailbox_entry(dovecot, user, root)], extra=smtp_section(relay_port, user) + extra)
     from gateway.statedir import init_storage
 
     env = Env(dovecot, user, root, path)
@@ -220,3 +220,23 @@ def test_contradictory_dsns_are_both_kept_and_the_later_failure_does_not_undo_th
     assert bob.state == "delivered"
     assert [t.outcome for t in bob.timeline if t.evidence.kind == "dsn"] == ["advanced", "contradictory"]
     assert len(list(env.cases_dir.glob("*/receipts/*"))) == 2
+
+
+def test_an_oversize_receipt_is_kept_in_quarantine_and_moves_no_record(env: Env) -> None:
+    with ScriptedPeer() as peer:
+        env = gateway(env.dovecot, env.root, env.user, peer.port, extra="\n[limits]\nmax_message_bytes = 200000\n")
+        store = open_store(env.config)
+        oid = outbox.enqueue(env.config, store, document(to=("bob@example.org",)))
+        assert Drain(env.config, store).run_once().sent == [oid]
+        rec = store.outbox_get(oid)
+        store.close()
+    assert rec is not None
+    dsn = postfix_dsn(envid=rec.envid, recipients=[Rcpt("bob@example.org", "delivered", "2.0.0")], returned="message")
+    big = dsn.replace(b"Sehr geehrte Damen und Herren,", b"A" * 76 + (b"\r\n" + b"A" * 76) * 4000)
+    assert len(big) > 200_000
+    env.append(big)
+    env.cli("run", "--once", check=True)
+    assert quarantine_reasons(env) == [["oversize"]]
+    assert states(env, oid) == {"bob@example.org": "submitted"}
+    (entry,) = env.quarantined()
+    assert (entry / "original.eml").read_bytes().replace(b"\r\n", b"\n") == big.replace(b"\r\n", b"\n")
