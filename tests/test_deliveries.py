@@ -130,13 +130,15 @@ steps_strategy = st.lists(
 )
 
 
-@given(steps_strategy)
+@given(steps_strategy, st.lists(st.booleans(), min_size=30, max_size=30))
 @settings(max_examples=300, deadline=None)
-def test_advance_never_moves_a_state_backwards_for_any_sequence_of_steps(steps: list[DeliveryStep]) -> None:
+def test_advance_never_moves_a_state_backwards_for_any_sequence_of_steps(
+    steps: list[DeliveryStep], handed_over: list[bool]
+) -> None:
     rec = new_record(DOC, RCPT, "C", "2026-12-02T08:00:00Z")
-    for s in steps:
+    for s, handed in zip(steps, handed_over, strict=False):
         before = rec.state
-        out = advance(rec, s)
+        out = advance(rec, s, handed_over=handed)
         assert out.record is not None
         rec = out.record
         if before == "failed":

@@ -63,7 +63,7 @@ class OutboxChange:
     events: Sequence[AuditEvent]
     expect: Sequence[OutboxState] | None = None
     expect_claim: str | None = None
-    #: Delivery steps committed with the change (``submitted`` or ``failed`` from the relay's answer).
+    #: Delivery steps committed with the change (``submitted``, ``delayed``, ``failed``: the relay's answer).
     deliveries: Sequence[DeliveryStep] = ()
 
 
