@@ -78,7 +78,8 @@ def test_a_sent_document_whose_dsn_was_taken_in_shows_delivered_with_its_evidenc
     out = tmp_path / "report.html"
     env.cli("audit", "export", "--format", "html", "-o", str(out), "--no-verify", check=True)
     text, _ = page_text(out.read_text(encoding="utf-8"))
-    document = text.split("Outgoing document", 1)[1]
+    overview, document = text.split(f"Case {CASE}", 2)[2].split("Outgoing document", 1)
+    assert f"{BOB} (delivered), {CAROL} (accepted by the relay)" in overview
     bob_row = document.split(f"{BOB} accepted by the relay", 1)[1].split(CAROL, 1)[0]
     assert f"delivered since {DSN_TIME} (evidence: {evidence})" in bob_row
     assert "no delivery confirmation" in document.split(f"{CAROL} accepted by the relay", 1)[1].split("Queued")[0]

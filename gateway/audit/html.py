@@ -21,6 +21,7 @@ from html import escape
 
 from gateway.audit.findings import VerifyReport
 from gateway.audit.outbound_view import (
+    DELIVERY_STATES,
     DOCUMENT_STATES,
     RECIPIENT_STATES,
     DeliveryInfo,
@@ -361,9 +362,7 @@ def _documents_overview(views: list[DocumentView], on_timeline: set[str], lc: Lo
         title = _e(d.title)
         if d.id in on_timeline:
             title = f'<a href="#document-{escape(d.id)}">{title}</a>'
-        to = ", ".join(
-            f"{_e(r.address)} ({escape(lc.t(RECIPIENT_STATES.get(r.state, r.state)))})" for r in d.recipients
-        )
+        to = ", ".join(f"{_e(r.address)} ({escape(_recipient_state(r, lc))})" for r in d.recipients)
         rows.append(
             f'<tr><td class="when">{escape(lc.time(d.queued_at))}</td><td>{title}<br>'
             f'<span class="seq">{escape(lc.t("outbox id {id}", id=d.id))}</span></td>'
@@ -374,6 +373,13 @@ def _documents_overview(views: list[DocumentView], on_timeline: set[str], lc: Lo
         f'<h3 class="part">{escape(lc.t("Sent documents"))}</h3>'
         f'<table class="rcpt"><tr>{head}</tr>' + "\n".join(rows) + "</table>"
     )
+
+
+def _recipient_state(r: RecipientView, lc: Locale) -> str:
+    """The overview's word for a recipient: what the receipts proved, else what the relay answered."""
+    if r.delivery is not None:
+        return lc.t(DELIVERY_STATES.get(r.delivery.state, r.delivery.state))
+    return lc.t(RECIPIENT_STATES.get(r.state, r.state))
 
 
 def _document_item(item: Item, d: DocumentView, lc: Locale) -> str:
