@@ -18,10 +18,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import POSTSTELLE
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.demo.postfix import postfix_unavailable
@@ -188,9 +191,30 @@ def test_the_town_halls_demo_certificate_names_the_from_address_it_signs_with(tm
     assert san.get_values_for_type(x509.RFC822Name) == [AUTHORITY]
 
 
-def test_the_demos_return_receipt_is_read_as_an_mdn_for_the_sent_message_by_the_reader() -> None:
-    from datetime import UTC, datetime
+@settings(max_examples=150, deadline=None)
+@given(subject=st.text(max_size=200))
+def test_the_demos_return_receipt_is_read_as_an_mdn_for_the_sent_message_whatever_the_subject(subject: str) -> None:
+    from email import message_from_bytes
+    from email.policy import default
 
+    from gateway.demo.receipts import thunderbird_mdn
+    from gateway.receipts.model import Mdn
+    from gateway.receipts.recognise import recognise
+
+    letter = f"From: {AUTHORITY}\r\nMessage-ID: <abc123@stadt.example>\r\n\r\nbody\r\n".encode()
+    raw = thunderbird_mdn(
+        original=letter, original_message_id="abc123@stadt.example", reader=CORRESPONDENT, sender=AUTHORITY,
+        subject=subject, at=datetime(2026, 12, 2, 9, 15, tzinfo=UTC),
+    )
+    mdn = recognise(raw, raw)
+    assert isinstance(mdn, Mdn) and mdn.disposition_type == "displayed"
+    head = message_from_bytes(raw, policy=default)
+    assert sorted(head.keys()) == sorted(
+        ["Content-Type", "Message-ID", "Date", "MIME-Version", "User-Agent", "From", "To", "Subject"]
+    )
+
+
+def test_the_demos_return_receipt_is_read_as_an_mdn_for_the_sent_message_by_the_reader() -> None:
     from gateway.demo.receipts import DISPLAYED, thunderbird_mdn
     from gateway.receipts.model import Mdn
     from gateway.receipts.recognise import recognise

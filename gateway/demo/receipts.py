@@ -48,7 +48,10 @@ def thunderbird_mdn(
     letter was displayed (the receipt's Date). Returns the whole message, CRLF line ends.
     """
     boundary = "------------" + secrets.token_hex(12)
-    title = f"Return Receipt (displayed) - {subject}"
+    # The subject is quoted from the letter: one line, no control characters, so it cannot
+    # add header fields of its own.
+    quoted = " ".join("".join(ch if ch.isprintable() else " " for ch in subject).split())
+    title = f"Return Receipt (displayed) - {quoted}"
     if not title.isascii():
         title = Header(title, "utf-8").encode(maxlinelen=76, linesep="\r\n")
     domain = reader.rpartition("@")[2]
