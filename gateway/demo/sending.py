@@ -128,7 +128,6 @@ class SendingResult:
     verdict: str = ""
     dsn: bool = False
     mdn: bool = False
-    receipts_filed: int = 0
     steps: tuple[str, ...] = ()  # the delivery record's steps, oldest first
     problems: list[str] = field(default_factory=list)
 
@@ -358,7 +357,6 @@ def _receipts(config: Config, res: SendingResult) -> None:
     typer.echo("== poststelle run --once (the intake takes the receipts in)")
     report = Daemon(config, once=True).run()
     for name, outcome in report.outcomes.items():
-        res.receipts_filed += outcome.stored
         typer.echo(f"   mailbox {name}: stored {outcome.stored}, quarantined {outcome.quarantined}")
     for name, error in report.failures.items():
         res.problems.append(f"{name}: {error}")
