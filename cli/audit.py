@@ -15,7 +15,7 @@ import typer
 
 from cli.common import ConfigOption, JsonOption, echo, fail, get_config, locale, print_json, print_table
 from gateway.audit.findings import VerifyReport
-from gateway.audit.outbound_view import DocumentView, case_documents
+from gateway.audit.outbound_view import DocumentView, case_deliveries, case_documents
 from gateway.audit.report import (
     AuditQuery,
     entry_cases,
@@ -250,8 +250,12 @@ def export_cmd(
 
 
 def _documents(store: Store, cases: list[str]) -> dict[str, list[DocumentView]]:
-    """Each case's outgoing documents as they stand now: what was sent to whom, what the relay answered."""
-    return {case: found for case in cases if (found := case_documents(store, case))}
+    """Each case's outgoing documents as they stand now: to whom, the relay's answers, what receipts say."""
+    return {
+        case: found
+        for case in cases
+        if (found := case_documents(store, case, deliveries=case_deliveries(store, case)))
+    }
 
 
 def _write(output: Path, text: str) -> None:

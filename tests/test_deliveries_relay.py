@@ -68,8 +68,12 @@ def test_accepted_and_refused_recipients_become_submitted_and_failed_with_the_re
         ("gone@remote.test", "queued"), ("ok@remote.test", "queued"),
         ("gone@remote.test", "failed"), ("ok@remote.test", "submitted"),
     ]
-    assert describe(entries[2]) == "Delivery to gone@remote.test: failed (evidence: relay, 550 5.1.1 no such user)"
-    assert describe(entries[2], Locale(language="de")).startswith("Zustellung an gone@remote.test: failed (Nachweis")
+    assert describe(entries[2]) == (
+        "Delivery to gone@remote.test: failed (evidence: the relay's reply, 550 5.1.1 no such user)"
+    )
+    assert describe(entries[2], Locale(language="de")) == (
+        "Zustellung an gone@remote.test: gescheitert (Nachweis: Antwort des Mailservers, 550 5.1.1 no such user)"
+    )
 
 
 def test_a_step_that_leaves_the_state_says_so_in_the_audit_report(
@@ -81,8 +85,8 @@ def test_a_step_that_leaves_the_state_says_so_in_the_audit_report(
     store.delivery_apply([DeliveryStep(oid, "ok@remote.test", "delayed", "2026-12-02T10:00:00Z", evidence)], [])
     (last,) = list(store.select(EntryFilter(document=oid, events=("delivery-state",))))[-1:]
     assert describe(last) == (
-        "Delivery to ok@remote.test: delayed (evidence: dsn, 63-BV-2026-0412/receipts/x.eml); "
-        "the state stays submitted (delayed)"
+        "Delivery to ok@remote.test: delayed (evidence: delivery status notification, "
+        "63-BV-2026-0412/receipts/x.eml); the state stays handed to the relay (a delay notice)"
     )
 
 

@@ -2,8 +2,9 @@
 
 Per case, a timeline of the correspondence and what happened to each item, in plain
 sentences (``audit.report.describe``), and the documents the authority sent in that case:
-to whom, what the relay answered per recipient, and (once receipts are recorded) whether
-they were delivered (``audit.outbound_view``). No scripts, no external resources (a
+to whom, what the relay answered per recipient, and what the receipts say about their
+delivery (``audit.outbound_view``). Receipts themselves appear on the timeline as items of
+their own ("Receipt received"), and each delivery step on the document's item. No scripts, no external resources (a
 Content-Security-Policy forbids loading any), inline CSS only, every value escaped:
 subjects, addresses and file names come from strangers' e-mail.
 
@@ -20,6 +21,7 @@ from html import escape
 
 from gateway.audit.findings import VerifyReport
 from gateway.audit.outbound_view import (
+    DELIVERY_STATES,
     DOCUMENT_STATES,
     RECIPIENT_STATES,
     DeliveryInfo,
@@ -115,6 +117,11 @@ class Item:
                 if arrival:
                     return str(arrival)
         return self.entries[0].at
+
+    @property
+    def is_receipt(self) -> bool:
+        """A DSN, MDN or De-Mail confirmation: evidence about a sent document, not a letter."""
+        return any(e.event in ("receipt-matched", "receipt-unmatched") for e in self.entries)
 
     @property
     def status(self) -> tuple[str, str] | None:
@@ -312,7 +319,10 @@ def _item(item: Item, lc: Locale, document: DocumentView | None = None) -> str:
         return _document_item(item, document, lc)
     status = item.status
     badge = f'<span class="badge {status[1]}">{escape(lc.t(status[0]))}</span>' if status else ""
-    label = lc.t("Letter received") if item.kind == "message" else lc.t(item.kind.capitalize())
+    if item.kind != "message":
+        label = lc.t(item.kind.capitalize())
+    else:
+        label = lc.t("Receipt received") if item.is_receipt else lc.t("Letter received")
     meta = [f"{escape(lc.t(item.kind))} {escape(item.id)}"]
     if item.sender:
         meta.append(_e(lc.t("from {sender}", sender=item.sender)))
@@ -352,9 +362,7 @@ def _documents_overview(views: list[DocumentView], on_timeline: set[str], lc: Lo
         title = _e(d.title)
         if d.id in on_timeline:
             title = f'<a href="#document-{escape(d.id)}">{title}</a>'
-        to = ", ".join(
-            f"{_e(r.address)} ({escape(lc.t(RECIPIENT_STATES.get(r.state, r.state)))})" for r in d.recipients
-        )
+        to = ", ".join(f"{_e(r.address)} ({escape(_recipient_state(r, lc))})" for r in d.recipients)
         rows.append(
             f'<tr><td class="when">{escape(lc.time(d.queued_at))}</td><td>{title}<br>'
             f'<span class="seq">{escape(lc.t("outbox id {id}", id=d.id))}</span></td>'
@@ -365,6 +373,13 @@ def _documents_overview(views: list[DocumentView], on_timeline: set[str], lc: Lo
         f'<h3 class="part">{escape(lc.t("Sent documents"))}</h3>'
         f'<table class="rcpt"><tr>{head}</tr>' + "\n".join(rows) + "</table>"
     )
+
+
+def _recipient_state(r: RecipientView, lc: Locale) -> str:
+    """The overview's word for a recipient: what the receipts proved, else what the relay answered."""
+    if r.delivery is not None:
+        return lc.t(DELIVERY_STATES.get(r.delivery.state, r.delivery.state))
+    return lc.t(RECIPIENT_STATES.get(r.state, r.state))
 
 
 def _document_item(item: Item, d: DocumentView, lc: Locale) -> str:

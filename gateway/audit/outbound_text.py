@@ -43,19 +43,51 @@ def _recipients(e: AuditEntry) -> str:
     return ", ".join(str(r) for r in found) if isinstance(found, list) else "?"
 
 
+#: What proves a delivery step, in words (``receipts.model.EvidenceKind``).
+EVIDENCE_KINDS = {
+    "dsn": "delivery status notification",
+    "mdn": "return receipt",
+    "demail": "De-Mail confirmation",
+    "relay": "the relay's reply",
+    "outbox": "the outbox",
+}
+
+#: Why a step left the state as it was (``records.deliveries.OutcomeKind``), in words.
+OUTCOMES = {
+    "same": "confirmed again",
+    "delayed": "a delay notice",
+    "ignored-backwards": "an earlier step, arrived late",
+    "contradictory": "contradicts the recorded state",
+    "not-ours": "not one of our documents",
+}
+
+
+def state_words(state: str, lc: Locale) -> str:
+    """A delivery state in words (``outbound_view.DELIVERY_STATES``); unknown ones as recorded."""
+    from gateway.audit.outbound_view import DELIVERY_STATES
+
+    return lc.t(DELIVERY_STATES.get(state, state))
+
+
 def _delivery(e: AuditEntry, lc: Locale) -> str:
     """A delivery step: what it named and its evidence; when the state stayed, which and why."""
     found: Any = e.details.get("evidence")
     evidence: dict[str, Any] = found if isinstance(found, dict) else {}
+    kind = str(evidence.get("kind") or "?")
     text = lc.t(
         "Delivery to {recipient}: {state} (evidence: {kind}, {evidence})",
         recipient=_d(e, "recipient"),
-        state=_d(e, "step"),
-        kind=evidence.get("kind") or "?",
+        state=state_words(_d(e, "step"), lc),
+        kind=lc.t(EVIDENCE_KINDS.get(kind, kind)),
         evidence=evidence.get("path") or evidence.get("detail") or "-",
     )
-    if e.details.get("outcome") not in ("advanced", "failed"):
-        text += lc.t("; the state stays {state} ({outcome})", state=_d(e, "to"), outcome=_d(e, "outcome"))
+    outcome = _d(e, "outcome")
+    if outcome not in ("advanced", "failed"):
+        text += lc.t(
+            "; the state stays {state} ({outcome})",
+            state=state_words(_d(e, "to"), lc),
+            outcome=lc.t(OUTCOMES.get(outcome, outcome)),
+        )
     return text
 
 

@@ -3,8 +3,11 @@
 The outbox record (``records.outbox``) says where a document stands now; the audit trail
 says how it got there. The reports show both: this module turns the record into plain
 values (``DocumentView``) that the HTML and JSON reports render, and keeps the one place
-where, per recipient, the delivery state from receipts will be shown (``delivery_text``):
-what the relay accepted is not yet what reached the recipient.
+where, per recipient, the delivery state from receipts is shown (``delivery_text``):
+what the relay accepted is not yet what reached the recipient. ``case_deliveries`` reads
+that state from the store's delivery records; only a receipt (DSN, MDN, De-Mail
+confirmation) counts, so a record that only the relay's answer moved reads "no delivery
+confirmation", the relay's reply standing in its own column.
 
 The subject is not part of the outbox record: it is read from the outer header block of
 the sent copy or the spool file (the header block only, bounded), and when neither can be
@@ -19,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.receipts.deliveries import RECEIPT_KINDS
+from gateway.records.deliveries import DeliveryRecord
 from gateway.records.outbox import OutboxRecord, RecipientStatus
-from gateway.records.store import OutboxReader
+from gateway.records.store import DeliveryReader, OutboxReader
 from gateway.ui import DEFAULT, Locale
 
 __all__ = [
@@ -28,7 +33,9 @@ __all__ = [
     "DeliveryInfo",
     "DocumentView",
     "RecipientView",
+    "case_deliveries",
     "case_documents",
+    "delivery_info",
     "delivery_text",
     "document_view",
     "read_subject",
@@ -167,6 +174,30 @@ def case_documents(
         copy = Path(rec.sent_path) / SENT_FILE if rec.sent_path else None
         views.append(document_view(rec, subject=read_subject([copy, rec.path]), deliveries=deliveries))
     return views
+
+
+def delivery_info(rec: DeliveryRecord) -> DeliveryInfo | None:
+    """What the receipts say about one recipient: the state, when it was reached, its evidence.
+
+    None while no receipt has set the state (queued, or submitted on the relay's 250 alone):
+    the report then says "no delivery confirmation". ``at`` is the moment the evidence
+    states; ``evidence`` the stored receipt file (relative to the case folders).
+    """
+    setting = [t for t in rec.timeline if t.outcome in ("advanced", "failed") and t.after == rec.state]
+    if not setting or setting[-1].evidence.kind not in RECEIPT_KINDS:
+        return None
+    last = setting[-1]
+    return DeliveryInfo(rec.state, last.at, last.evidence.path or last.evidence.detail)
+
+
+def case_deliveries(store: DeliveryReader, case_ref: str) -> dict[tuple[str, str], DeliveryInfo]:
+    """The case's delivery states from receipts, by (outbox id, recipient), for ``case_documents``."""
+    found: dict[tuple[str, str], DeliveryInfo] = {}
+    for rec in store.deliveries_list(case_ref=case_ref):
+        info = delivery_info(rec)
+        if info is not None:
+            found[(rec.document_id, rec.recipient)] = info
+    return found
 
 
 def _header_block(path: Path) -> bytes | None:

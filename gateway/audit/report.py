@@ -207,10 +207,62 @@ def _signature_checked(e: AuditEntry, lc: Locale) -> str:
 
 
 def _routed(e: AuditEntry, lc: Locale) -> str:
+    rule = _d(e, "rule")
+    if e.details.get("case_reference") and rule.startswith("receipt:"):
+        return lc.t("Assigned to case {case}, the case of the sent document it is about", case=_d(e, "case_reference"))
     if e.details.get("case_reference"):
         return lc.t("Assigned to case {case} by rule “{rule}”", case=_d(e, "case_reference"), rule=_d(e, "rule"))
     return _with_reasons(
         lc.t("Not assigned to a case; filed under {folder}", folder=_d(e, "case_folder")), e.details.get("reasons"), lc
+    )
+
+
+#: A receipt's kind as the subject of a sentence (``receipts.model.ReceiptKind``).
+RECEIPT_KINDS = {
+    "dsn": "Delivery status notification",
+    "mdn": "Return receipt",
+    "demail": "De-Mail confirmation",
+}
+#: How a receipt was matched to its sent document (``receipts.match``).
+MATCHED_BY = {
+    "envid": "its envelope id (ENVID)",
+    "message-id": "the document's Message-ID",
+    "private-id": "its De-Mail private id",
+}
+
+
+def _receipt_kind(e: AuditEntry, lc: Locale) -> str:
+    kind = _d(e, "kind")
+    return lc.t(RECEIPT_KINDS.get(kind, kind))
+
+
+def _receipt_matched(e: AuditEntry, lc: Locale) -> str:
+    """A receipt matched: which sent document, how, and per recipient the state it names."""
+    from gateway.audit.outbound_text import state_words
+
+    found: Any = e.details.get("steps")
+    steps = [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
+    named = "; ".join(f"{s.get('recipient', '?')}: {state_words(str(s.get('state', '?')), lc)}" for s in steps)
+    how = _d(e, "matched_by")
+    text = lc.t(
+        "{kind} for the sent document {document}, matched by {how}: {steps}",
+        kind=_receipt_kind(e, lc),
+        document=_d(e, "document"),
+        how=lc.t(MATCHED_BY.get(how, how)),
+        steps=named or "-",
+    )
+    ignored: Any = e.details.get("ignored")
+    if isinstance(ignored, list) and ignored:
+        text += lc.t("; left out: {ignored}", ignored="; ".join(str(i) for i in ignored))
+    return text
+
+
+def _receipt_unmatched(e: AuditEntry, lc: Locale) -> str:
+    """A receipt that moves no record: why, in a clerk's words (it is kept in quarantine)."""
+    return lc.t(
+        "{kind} that changes no delivery record: {reason}",
+        kind=_receipt_kind(e, lc),
+        reason=reasons_text([_d(e, "problem")], lc),
     )
 
 
@@ -282,6 +334,8 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
         actor=actor_text(e.actor, lc), old=_d(e, "from"), path=_d(e, "path"), note=_d(e, "note"),
     ),
     "moved": _moved,
+    "receipt-matched": _receipt_matched,
+    "receipt-unmatched": _receipt_unmatched,
     "processing-abandoned": lambda e, lc: lc.t("Processing was interrupted; the message is fetched again"),
     "mailbox-error": lambda e, lc: lc.t(
         "Reading mailbox {mailbox} failed unexpectedly ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error")

@@ -178,6 +178,6 @@ def run_demo(workdir: Path | None) -> int:
     typer.echo(f"   .venv/bin/poststelle status -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle audit log -c {config_path}")
     typer.echo(f"   .venv/bin/poststelle inspect -c {config_path} {cases_dir(config)}/*/*/original.eml")
-    for hint in explore_hints(work, config_path, relay):
+    for hint in explore_hints(work, config_path, relay, sending.outbound_id):
         typer.echo(f"   .venv/bin/{hint}")
     return 0 if report.ok and (relay is None or sending.ok) else 1

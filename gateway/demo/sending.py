@@ -1,13 +1,23 @@
-"""The outbound half of ``poststelle demo``: a document sent for a case, and what comes back.
+"""The outbound half of ``poststelle demo``: a document sent for a case, and the receipts that come back.
 
 After the intake has filed the court's verified S/MIME letter, the town hall answers it:
 ``poststelle send`` signs the document with the town hall's identity and encrypts it to
 the court's certificate, which the certificate store learnt from that verified letter
-(``encrypt = "auto"``). ``run --once`` drains the outbox into a throwaway Postfix, which
-delivers by LMTP into the demo's Dovecot, where the court has a mailbox of its own. The
-demo then shows the outbox row, the sent copy in the case folder, the letter as it arrived
-at the court and what the court's Poststelle makes of it, and the delivery status
-notification Postfix sends back to the town hall's INBOX.
+(``encrypt = "auto"``). The outbox is drained into a throwaway Postfix, which delivers by
+LMTP into the demo's Dovecot, where the court has a mailbox of its own. The demo shows the
+outbox row, the sent copy in the case folder, the letter as it arrived at the court and
+what the court's Poststelle makes of it.
+
+Then the receipts: Postfix's delivery status notification comes back to the town hall's
+INBOX (the envelope sender), and the court's clerk opens the letter and lets the mail
+program send a return receipt (an MDN, ``demo/receipts.py``) through the same Postfix.
+One ``run --once`` takes both in: they are matched to the sent document, filed under the
+case's ``receipts/`` and move its delivery record (submitted, relayed, displayed), which
+the demo prints with ``poststelle deliveries show``.
+
+The drain is the daemon's outbox pass alone (``service.outbox_worker``), so that the DSN
+is still in the INBOX when the receipts' run starts, whichever is quicker, Postfix or the
+intake: the demo's output is the same on every machine.
 
 Postfix's master must start as root. Elsewhere the sending part is skipped with one line
 saying why, and the configuration gets no ``[smtp]``/``[outbound]`` at all, so the inbound
@@ -19,8 +29,10 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import smtplib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,9 +49,11 @@ from gateway.config import Config, load_config
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.pki import RECIPIENT, SENDER, DemoPKI
 from gateway.demo.postfix import Postfix, postfix_unavailable
+from gateway.demo.receipts import thunderbird_mdn
 from gateway.demo.samples import fake_pdf
 from gateway.records.open import open_store
 from gateway.service.daemon import Daemon
+from gateway.service.outbox_worker import run_outbox
 from gateway.statedir import cases_dir
 from gateway.ui.reasons import signature_state
 
@@ -59,6 +73,9 @@ SUBJECT = "Stellungnahme der Stadt"
 DELIVERY_TIMEOUT = 30.0
 T = TypeVar("T")
 _DSN_FIELDS = re.compile(rb"^(Final-Recipient|Action|Status|Remote-MTA|Diagnostic-Code):[^\r\n]*", re.M)
+_MDN_FIELDS = re.compile(rb"^(Final-Recipient|Original-Message-ID|Disposition):[^\r\n]*", re.M)
+#: The delivery states the demo's document must have passed through, in order.
+EXPECTED_STEPS = ("queued", "submitted", "relayed", "displayed")
 
 
 def sending_unavailable() -> str | None:
@@ -106,14 +123,18 @@ class SendingResult:
     outbound_id: str = ""
     envid: str = ""
     state: str = ""
+    message_id: str = ""
     arrived: bool = False
     verdict: str = ""
     dsn: bool = False
+    mdn: bool = False
+    steps: tuple[str, ...] = ()  # the delivery record's steps, oldest first
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.state == "sent" and self.arrived and self.verdict == "verified" and self.dsn
+        sent = self.state == "sent" and self.arrived and self.verdict == "verified"
+        return not self.problems and sent and self.dsn and self.mdn and self.steps == EXPECTED_STEPS
 
 
 def _write_court(work: Path, pki: DemoPKI) -> Path:
@@ -201,6 +222,7 @@ def _send(config_path: Path, pdf: Path, body: Path, res: SendingResult) -> dict[
         return None
     summary: dict[str, Any] = json.loads(done.stdout)
     res.outbound_id = summary["outbound_id"]
+    res.message_id = summary["message_id"]
     keys = "; ".join(f"{k['recipient']}: {k['source']}" for k in summary["keys"]) or "-"
     protection = f"signed ({summary['signed']})" + (", encrypted" if summary["encrypted"] else ", not encrypted")
     typer.echo(f"   queued as {res.outbound_id}: {protection}")
@@ -209,13 +231,13 @@ def _send(config_path: Path, pdf: Path, body: Path, res: SendingResult) -> dict[
 
 
 def _drain(config: Config, res: SendingResult) -> None:
-    typer.echo("== poststelle run --once (drains the outbox; the intake looks at the INBOX again)")
-    report = Daemon(config, once=True).run()
-    for name, outcome in report.outcomes.items():
-        typer.echo(f"   mailbox {name}: stored {outcome.stored}, quarantined {outcome.quarantined}")
-    for name, error in report.failures.items():
-        res.problems.append(f"{name}: {error}")
-        typer.echo(f"   {name} FAILED: {error}")
+    typer.echo("== the outbox pass of poststelle run (the intake waits for the receipts)")
+
+    def failed(error: str) -> None:
+        res.problems.append(f"outbox: {error}")
+        typer.echo(f"   outbox FAILED: {error}")
+
+    run_outbox(config, threading.Event(), once=True, on_pass=lambda _: None, on_failure=failed)
     store = open_store(config, readonly=True)
     try:
         rec = store.outbox_get(res.outbound_id)
@@ -237,14 +259,14 @@ def _drain(config: Config, res: SendingResult) -> None:
         typer.echo(f"   and a copy in the town hall's IMAP folder '{rec.sent_folder}'")
 
 
-def _arrival(work: Path, server: Dovecot, pki: DemoPKI, message_id: str, res: SendingResult) -> None:
+def _arrival(work: Path, server: Dovecot, pki: DemoPKI, message_id: str, res: SendingResult) -> bytes | None:
     needle = f"Message-ID: <{message_id}>".lower().encode()
     raw = _wait(lambda: _fetch(server, CORRESPONDENT_USER, "INBOX", lambda m: needle in m.lower()))
     if raw is None:
         res.problems.append("the letter did not arrive in the court's mailbox")
         log = work / "postfix" / "postfix.log"
         typer.echo(f"== the letter did NOT arrive in the court's mailbox (Postfix's log: {log})")
-        return
+        return None
     res.arrived = True
     received = work / "received-by-court.eml"
     received.write_bytes(raw)
@@ -272,45 +294,86 @@ def _arrival(work: Path, server: Dovecot, pki: DemoPKI, message_id: str, res: Se
     reasons = ", ".join(verdict.get("reasons") or [])
     if reasons:
         typer.echo(f"   reasons: {reasons}")
+    return raw
 
 
-def _dsn(work: Path, server: Dovecot, res: SendingResult) -> None:
+def _dsn(server: Dovecot, res: SendingResult) -> None:
     envid = res.envid.encode()
 
     def is_dsn(m: bytes) -> bool:
-        return b"multipart/report" in m and envid in m
+        return b"report-type=delivery-status" in m and envid in m
 
-    def find() -> tuple[bytes, str] | None:
-        # The intake of the same run looks at the INBOX beside the drain, so a quick notice
-        # may already have been taken in and moved to Processed.
-        for folder in ("INBOX", "Poststelle/Processed"):
-            raw = _fetch(server, AUTHORITY_USER, folder, is_dsn)
-            if raw is not None:
-                return raw, folder
-        return None
-
-    found = _wait(find) if envid else None
-    if found is None:
+    raw = _wait(lambda: _fetch(server, AUTHORITY_USER, "INBOX", is_dsn)) if envid else None
+    if raw is None:
         res.problems.append("no delivery status notification came back")
         typer.echo("== NO delivery status notification came back")
         return
-    raw, where = found
     res.dsn = True
-    saved = work / "delivery-status.eml"
-    saved.write_bytes(raw)
     subject = message_from_bytes(raw, policy=default).get("Subject", "")
-    typer.echo(f"== delivery status notification from Postfix in the town hall's {where}: '{subject}'")
+    typer.echo(f"== delivery status notification from Postfix in the town hall's INBOX: '{subject}'")
     for line in _DSN_FIELDS.finditer(raw):
         typer.echo(f"   {line.group(0).decode(errors='replace')}")
-    typer.echo(f"   saved as {saved}")
     if b"Action: relayed" in raw:
         typer.echo("   (relayed: Postfix handed it to the court's server, Dovecot by LMTP, which sends no notice)")
-    if where == "INBOX":
-        typer.echo("   It stays in the INBOX: the next `run --once` takes it in as an ordinary, unsigned letter")
-        typer.echo("   without a case (_unassigned); reading DSNs into delivery records comes next.")
-    else:
-        typer.echo("   This run's intake already took it in as an ordinary, unsigned letter (_unassigned);")
-        typer.echo("   reading DSNs into delivery records comes next.")
+
+
+def _mdn(relay: Postfix, server: Dovecot, letter: bytes, res: SendingResult) -> None:
+    """The court's clerk opens the letter; the mail program sends a return receipt through Postfix."""
+    subject = str(message_from_bytes(letter, policy=default).get("Subject", SUBJECT))
+    mdn = thunderbird_mdn(
+        original=letter,
+        original_message_id=res.message_id,
+        reader=CORRESPONDENT,
+        sender=AUTHORITY,
+        subject=subject,
+        at=utcnow(),
+    )
+    typer.echo("== the court opens the letter; its mail program sends a return receipt (MDN, RFC 8098)")
+    try:
+        with smtplib.SMTP(relay.host, relay.port, timeout=DELIVERY_TIMEOUT) as smtp:
+            smtp.sendmail("", [AUTHORITY], mdn)  # MDNs go with an empty envelope sender (RFC 8098 2.1)
+    except (OSError, smtplib.SMTPException) as exc:
+        res.problems.append(f"the return receipt could not be sent: {exc}")
+        typer.echo(f"   FAILED to send it through Postfix: {exc}")
+        return
+    needle = res.message_id.encode()
+
+    def is_mdn(m: bytes) -> bool:
+        return b"report-type=disposition-notification" in m and needle in m
+
+    raw = _wait(lambda: _fetch(server, AUTHORITY_USER, "INBOX", is_mdn))
+    if raw is None:
+        res.problems.append("the return receipt did not arrive in the town hall's mailbox")
+        typer.echo("   it did NOT arrive in the town hall's INBOX")
+        return
+    res.mdn = True
+    typer.echo("   arrived in the town hall's INBOX, beside the delivery status notification:")
+    for line in _MDN_FIELDS.finditer(raw):
+        typer.echo(f"   {line.group(0).decode(errors='replace')}")
+
+
+def _receipts(config: Config, res: SendingResult) -> None:
+    """One ``run --once`` takes both receipts in; then the delivery record as a clerk asks for it."""
+    typer.echo("== poststelle run --once (the intake takes the receipts in)")
+    report = Daemon(config, once=True).run()
+    for name, outcome in report.outcomes.items():
+        typer.echo(f"   mailbox {name}: stored {outcome.stored}, quarantined {outcome.quarantined}")
+    for name, error in report.failures.items():
+        res.problems.append(f"{name}: {error}")
+        typer.echo(f"   {name} FAILED: {error}")
+    store = open_store(config, readonly=True)
+    try:
+        records = store.delivery_get(res.outbound_id)
+    finally:
+        store.close()
+    res.steps = tuple(t.state for r in records for t in r.timeline)
+    if res.steps != EXPECTED_STEPS:
+        res.problems.append(f"the delivery record went {' -> '.join(res.steps) or 'nowhere'}")
+    args = ["deliveries", "show", res.outbound_id, "-c", str(config.path)]
+    typer.echo(f"== poststelle {' '.join(args[:3])}")
+    done = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, check=False)
+    shown = done.stdout.rstrip() if done.returncode == 0 else f"FAILED: {done.stderr.strip()}"
+    typer.echo("   " + shown.replace("\n", "\n   "))
 
 
 def send_document(work: Path, server: Dovecot, relay: Postfix | None, config: Config, pki: DemoPKI) -> SendingResult:
@@ -323,16 +386,22 @@ def send_document(work: Path, server: Dovecot, relay: Postfix | None, config: Co
     if summary is None:
         return res
     _drain(config, res)
-    _arrival(work, server, pki, summary["message_id"], res)
-    _dsn(work, server, res)
+    letter = _arrival(work, server, pki, res.message_id, res)
+    _dsn(server, res)
+    if letter is not None:
+        _mdn(relay, server, letter, res)
+    _receipts(config, res)
     return res
 
 
-def explore_hints(work: Path, config_path: Path, relay: Postfix | None) -> list[str]:
+def explore_hints(work: Path, config_path: Path, relay: Postfix | None, document: str = "") -> list[str]:
     """Commands for a look around the sending part afterwards (none when it was skipped)."""
     if relay is None:
         return []
+    shown = [f"poststelle deliveries show {document} --json -c {config_path}"] if document else []
     return [
         f"poststelle outbox list -c {config_path}",
+        f"poststelle deliveries list -c {config_path}",
+        *shown,
         f"poststelle inspect -c {work / 'court' / 'poststelle.toml'} {work / 'received-by-court.eml'}",
     ]

@@ -195,6 +195,31 @@ GERMAN: dict[str, str] = {
         "Zustellung an {recipient}: {state} (Nachweis: {kind}, {evidence})"
     ),
     "; the state stays {state} ({outcome})": "; der Zustand bleibt {state} ({outcome})",
+    "delivery status notification": "Zustellbenachrichtigung",
+    "return receipt": "Lesebestätigung",
+    "De-Mail confirmation": "De-Mail-Bestätigung",
+    "the relay's reply": "Antwort des Mailservers",
+    "the outbox": "Postausgang",
+    "confirmed again": "erneut bestätigt",
+    "a delay notice": "eine Verzögerungsmeldung",
+    "an earlier step, arrived late": "ein früherer Schritt, verspätet eingegangen",
+    "contradicts the recorded state": "widerspricht dem erfassten Zustand",
+    "not one of our documents": "keines unserer Dokumente",
+    # -- receipts on the case timeline (gateway.audit.report, gateway.audit.html) --------------------
+    "Receipt received": "Nachweis eingegangen",
+    "Delivery status notification": "Zustellbenachrichtigung",
+    "Return receipt": "Lesebestätigung",
+    "its envelope id (ENVID)": "seine Umschlagkennung (ENVID)",
+    "the document's Message-ID": "die Message-ID des Dokuments",
+    "its De-Mail private id": "seine De-Mail-Kennung (private id)",
+    "{kind} for the sent document {document}, matched by {how}: {steps}": (
+        "{kind} zum gesendeten Dokument {document}, zugeordnet über {how}: {steps}"
+    ),
+    "; left out: {ignored}": "; nicht berücksichtigt: {ignored}",
+    "{kind} that changes no delivery record: {reason}": "{kind}, der keinen Zustellstand ändert: {reason}",
+    "Assigned to case {case}, the case of the sent document it is about": (
+        "Dem Aktenzeichen {case} zugeordnet, dem des gesendeten Dokuments, auf das er sich bezieht"
+    ),
     # -- sent documents in the reports (gateway.audit.html, gateway.audit.outbound_view) -------------
     "Sent documents": "Gesendete Dokumente",
     "Outgoing document": "Ausgangsdokument",

@@ -167,6 +167,21 @@ _WORDS: dict[str, tuple[str, str]] = {
         "es sind andere Adressen als die des Unterzeichners genannt, was hier nicht erlaubt ist"),
     "unsafe-case-folder": (
         "the case folder could not be written safely", "der Aktenordner konnte nicht sicher beschrieben werden"),
+    # -- receipts (gateway.receipts): why a DSN, MDN or De-Mail confirmation moved no delivery record
+    "unmatched-receipt": (
+        "a receipt for none of our sent documents", "ein Nachweis zu keinem unserer gesendeten Dokumente"),
+    "receipt-for-cancelled-document": (
+        "a receipt for a document that was withdrawn", "ein Nachweis zu einem zurückgezogenen Dokument"),
+    "receipt-names-no-recipient": (
+        "a receipt naming none of the document's recipients",
+        "ein Nachweis, der keinen Empfänger des Dokuments nennt"),
+    "malformed-delivery-status": (
+        "an unreadable delivery status notification", "eine unlesbare Zustellbenachrichtigung"),
+    "malformed-disposition-notification": (
+        "an unreadable return receipt", "eine unlesbare Lesebestätigung"),
+    "malformed-demail-confirmation": (
+        "an unreadable De-Mail confirmation", "eine unlesbare De-Mail-Bestätigung"),
+    "malformed-receipt": ("an unreadable receipt", "ein unlesbarer Nachweis"),
     # -- codes of older records
     "untrusted-signer": (
         "the signer's certificate is not trusted", "dem Zertifikat des Unterzeichners wird nicht vertraut"),
@@ -186,6 +201,8 @@ NOT_ABOUT_THE_SIGNATURE = frozenset({
     "protected-from-ambiguous", "no-from", "multiple-from", "from-unparseable", "from-ambiguous",
     "signing-time-in-future", "signing-time-mismatch", "partially-encrypted", "malformed-mime",
     "too-many-layers", "unwrap-error", *(c for c in _WORDS if c.startswith(("decryption-failed-", "policy-"))),
+    "unmatched-receipt", "receipt-for-cancelled-document", "receipt-names-no-recipient", "malformed-delivery-status",
+    "malformed-disposition-notification", "malformed-demail-confirmation", "malformed-receipt",
 })
 
 REASONS: dict[str, str] = {code: en for code, (en, _de) in _WORDS.items()} | {
