@@ -268,7 +268,7 @@ def parse_demail_headers(raw: bytes) -> DemailMeta:
     chosen = values.get("chosen_recipient")
     from_field = first.get("from")
     return DemailMeta(
-        present=bool(raw_values),
+        present=any(name.startswith(PREFIX) for name in first),
         from_=from_field.text() if from_field is not None else None,
         chosen_recipients=_recipients(chosen) if isinstance(chosen, str) else (),
         raw_values=tuple(raw_values),

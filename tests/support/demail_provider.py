@@ -184,16 +184,24 @@ def build_message(
     present = {n.lower() for n, _ in fields}
     names = covered if covered is not None else tuple(n for n in TR_ORDER if n.lower() in present)
     lines = [f"{n}: {v}\r\n".encode() for n, v in fields]
-    first: dict[str, bytes] = {}
+    # The n-th listing of a name covers its n-th occurrence from the top (none: nothing).
+    occurrences: dict[str, list[bytes]] = {}
     for (n, _), line in zip(fields, lines, strict=True):
-        first.setdefault(n.lower(), line)
+        occurrences.setdefault(n.lower(), []).append(line)
+    taken: dict[str, int] = {}
+    covered_bytes = []
+    for n in names:
+        i = taken.get(n.lower(), 0)
+        taken[n.lower()] = i + 1
+        found = occurrences.get(n.lower(), [])
+        covered_bytes.append(found[i] if i < len(found) else b"")
     bh = base64.b64encode(hashlib.new(hash_name, _canonical_body(body)).digest()).decode()
     a = f"{hash_name}/{sig}" if sig else hash_name
     q = "q=x-header/x-de-mail-signature-certificate; " if sig else ""
     tags = (f"v=1; a={a}; c=simple/simple; d={PROVIDER}; {q}{extra_tags}"
             f"h={':'.join(n.lower() for n in names)};\r\n bh={bh};\r\n b=")
     own = f"X-de-mail-integrity: {tags}".encode()
-    header_data = b"".join(first.get(n.lower(), b"") for n in names) + own
+    header_data = b"".join(covered_bytes) + own
     if sig is None:
         value = hashlib.new(hash_name, header_data).digest()
     else:
