@@ -36,7 +36,8 @@ def test_a_message_without_demail_fields_is_not_a_demail() -> None:
 
 
 def test_header_names_are_case_insensitive() -> None:
-    meta = parse_demail_headers(b"x-DE-MAIL-Authoritative: YES\r\nX-De-Mail-Message-Type: Confirmation  of receipt\r\n\r\n")
+    meta = parse_demail_headers(
+        b"x-DE-MAIL-Authoritative: YES\r\nX-De-Mail-Message-Type: Confirmation  of receipt\r\n\r\n")
     assert meta.authoritative is True
     assert meta.message_type == "confirmation of receipt"
 

@@ -43,8 +43,8 @@ from gateway.mime.cut import canonical_crlf
 from gateway.unwrap.smime.pki import PathResult
 
 __all__ = [
-    "INTEGRITY_FIELD",
     "CERTIFICATE_FIELD",
+    "INTEGRITY_FIELD",
     "IntegrityResult",
     "IntegrityStatus",
     "PathValidator",

@@ -202,10 +202,7 @@ def build_message(
             f"h={':'.join(n.lower() for n in names)};\r\n bh={bh};\r\n b=")
     own = f"X-de-mail-integrity: {tags}".encode()
     header_data = b"".join(covered_bytes) + own
-    if sig is None:
-        value = hashlib.new(hash_name, header_data).digest()
-    else:
-        value = _sign(signer, sig, hash_name, header_data)
+    value = hashlib.new(hash_name, header_data).digest() if sig is None else _sign(signer, sig, hash_name, header_data)
     integrity = own + _fold(base64.b64encode(value).decode()).encode() + b"\r\n"
     out = integrity
     if sig is not None:
