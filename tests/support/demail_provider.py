@@ -39,7 +39,9 @@ TR_ORDER = (
     "X-de-mail-version", "X-de-mail-private-id", "X-de-mail-message-id",
     "X-de-mail-account-holder",
 )
-_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
+}
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
