@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.demail_provider import (
+    DAY,
     NOW,
     add_header,
     build_message,
@@ -51,8 +53,6 @@ def test_a_provider_signature_is_valid_for_each_algorithm(validator: Validator, 
     assert (result.status, result.reasons) == ("valid", ())
     assert (result.hash_algorithm, result.signature_algorithm) == (hash_name, sig)
     signer = provider_pki().ec if sig == "ec-dsa" else provider_pki().rsa
-    from hashlib import sha256
-
     assert result.provider_certificate_sha256 == sha256(
         signer.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     assert result.covered_headers[0] == "from" and "x-de-mail-authoritative" in result.covered_headers
@@ -116,6 +116,12 @@ def test_a_certificate_of_the_wrong_key_type_is_invalid(validator: Validator) ->
 def test_an_expired_provider_certificate_is_invalid_at_arrival(validator: Validator) -> None:
     result = check(build_message(signer=provider_pki().expired), validator)
     assert (result.status, result.reasons) == ("invalid", ("cert-expired",))
+
+
+def test_the_certificate_is_judged_at_the_arrival_time(validator: Validator) -> None:
+    message = build_message(signer=provider_pki().expired)
+    result = verify_integrity(message, validator=validator, at=NOW - 100 * DAY)
+    assert (result.status, result.reasons) == ("valid", ())
 
 
 def test_without_anchors_a_signature_proves_nothing() -> None:
