@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -226,7 +226,7 @@ def _certificate(first: dict[str, RawField], steps: list[str]) -> tuple[x509.Cer
         der = base64.b64decode(_WSP.sub("", f.value_bytes.decode("ascii")), validate=True)
         cert = x509.load_der_x509_certificate(der)
         cert.public_key()
-    except (UnicodeDecodeError, binascii.Error, ValueError):
+    except (UnicodeDecodeError, binascii.Error, ValueError, UnsupportedAlgorithm):
         raise _Invalid("certificate-unreadable") from None
     fingerprint = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
     steps.append(f"provider certificate: {cert.subject.rfc4514_string()}, "
@@ -266,7 +266,7 @@ def _verify_signature(cert: x509.Certificate, sig_name: str, hash_name: str, sig
     except InvalidSignature:
         steps.append("signature: does NOT verify with the certificate's public key")
         raise _Invalid("bad-signature") from None
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         steps.append("signature: unusable with the certificate's public key")
         raise _Invalid("bad-signature") from None
     steps.append("signature: verifies with the certificate's public key")
