@@ -55,3 +55,14 @@ def test_an_unusable_anchor_file_is_named(tmp_path: Path, content: bytes | None,
 def test_an_unknown_demail_key_is_named(tmp_path: Path) -> None:
     err = problem(tmp_path, "[demail]\nservice_fiction_days = 3\n")
     assert (err.key, err.problem) == ("demail.service_fiction_days", "unknown key")
+
+
+def test_the_example_configs_demail_block_is_valid_when_uncommented(tmp_path: Path) -> None:
+    text = (Path(__file__).parent.parent / "config" / "poststelle.example.toml").read_text(encoding="utf-8")
+    start = text.index("# [demail]")
+    block = text[start:text.index("\n\n", start)].splitlines()
+    anchor = provider_pki().write_anchor(tmp_path)
+    lines = [ln[2:].replace("/etc/poststelle/demail-provider-ca.pem", str(anchor))
+             for ln in block if ln.startswith("# ") and not ln.startswith("#  ")]
+    d = load_config(write(tmp_path, "\n".join(lines) + "\n")).demail
+    assert (d.enabled, d.provider_trust_anchors, d.treat_authoritative_as_verified) == (False, (anchor,), True)
