@@ -28,6 +28,7 @@ from gateway.config.model import (
     AuditConfig,
     Config,
     DeliveriesConfig,
+    DemailConfig,
     LimitsConfig,
     LoggingConfig,
     MailboxConfig,
@@ -47,6 +48,7 @@ from gateway.config.model import (
     UiConfig,
     default_analysis_workers,
 )
+from gateway.demail.anchors import load_provider_anchors
 from gateway.errors import ConfigError
 from gateway.filemodes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE
 from gateway.filemodes import problem as modes_problem
@@ -580,6 +582,27 @@ def _deliveries(r: _Reader) -> DeliveriesConfig:
     return cfg
 
 
+def _demail(r: _Reader) -> DemailConfig:
+    """``[demail]``: the anchors are read here, so a bad PEM file stops the start-up.
+
+    Enabled without anchors would make every provider signature "untrusted"; that is a
+    configuration mistake, said now rather than on every De-Mail.
+    """
+    anchors = _path_list(r, "provider_trust_anchors")
+    load_provider_anchors(anchors, r.file)
+    cfg = DemailConfig(
+        enabled=r.bool_("enabled", DemailConfig.enabled),
+        provider_trust_anchors=anchors,
+        treat_authoritative_as_verified=r.bool_(
+            "treat_authoritative_as_verified", DemailConfig.treat_authoritative_as_verified
+        ),
+    )
+    if cfg.enabled and not anchors:
+        raise r.fail("provider_trust_anchors", "enabled = true needs at least one provider CA certificate")
+    r.finish()
+    return cfg
+
+
 def _mime_parts(lr: _Reader) -> int:
     """``max_mime_parts``: at most what the MIME cutter honours (``mime.cut.MAX_PARTS``).
 
@@ -676,6 +699,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     outbound = _outbound(top.sub("outbound", top.table_("outbound")), smime, openpgp) if "outbound" in data else None
     smtp = _smtp(top.sub("smtp", top.table_("smtp")), warnings) if "smtp" in data else None
     deliveries = _deliveries(top.sub("deliveries", top.table_("deliveries")))
+    demail = _demail(top.sub("demail", top.table_("demail")))
     top.finish()
     _check_acknowledgements(file, routes, smtp, outbound, smime, openpgp)
     return Config(
@@ -698,6 +722,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         outbound=outbound,
         smtp=smtp,
         deliveries=deliveries,
+        demail=demail,
     )
 
 

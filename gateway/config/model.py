@@ -294,6 +294,24 @@ class DeliveriesConfig:
 
 
 @dataclass(frozen=True)
+class DemailConfig:
+    """``[demail]``: reading De-Mail metadata and proving the provider's integrity value.
+
+    ``provider_trust_anchors`` are the CA certificates (PEM) the provider signing
+    certificates must chain to; they are the only source of trust for
+    ``X-de-mail-integrity`` (never DNS, never the S/MIME anchors).
+    ``treat_authoritative_as_verified``: a De-Mail sent "absenderbestätigt" with a valid
+    provider signature counts as verified for its sender address without S/MIME, because
+    the provider vouches for the sender (docs/demail.md). The service fiction's number of
+    days lives in ``[deliveries] service_fiction_days``.
+    """
+
+    enabled: bool = False
+    provider_trust_anchors: tuple[Path, ...] = ()
+    treat_authoritative_as_verified: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     sha256: str
@@ -314,6 +332,7 @@ class Config:
     outbound: OutboundConfig | None = None
     smtp: SmtpConfig | None = None
     deliveries: DeliveriesConfig = field(default_factory=DeliveriesConfig)
+    demail: DemailConfig = field(default_factory=DemailConfig)
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

@@ -69,6 +69,8 @@ def configured_files(config: Config) -> Iterator[tuple[str, Path]]:
             value = getattr(config.openpgp, name)
             if value is not None:
                 yield f"openpgp.{name}", value
+    for i, p in enumerate(config.demail.provider_trust_anchors):
+        yield f"demail.provider_trust_anchors[{i}]", p
     if config.audit.key_file is not None and config.audit.key_file.exists():
         yield "audit.key_file", config.audit.key_file
 
