@@ -99,6 +99,10 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime, at_so
     }
     if verdict.verdict == "quarantined" or result.quarantine_reason:
         return _quarantine([result.quarantine_reason or "unwrap-failed"], verdict, **common)
+    if verdict.demail is not None and verdict.demail.get("reasons"):
+        # A De-Mail claiming "absenderbestätigt" that its provider's signature does not prove:
+        # a forgery until someone looks.
+        return _quarantine(list(verdict.demail["reasons"]), verdict, **common)
     content: ParsedMessage = outer
     decrypted = None
     if result.content != raw:

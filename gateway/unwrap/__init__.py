@@ -74,10 +74,47 @@ def unwrap(raw: bytes, ctx: UnwrapContext, *, at: datetime, at_source: TimeSourc
         at = at.replace(tzinfo=UTC)
     try:
         result = _unwrap(raw, ctx, at)
+        if ctx.demail is not None and _has_demail_fields(raw):
+            result = _with_demail(result, raw, ctx, at)
     except Exception as exc:  # last line of defence, the verdict says why
         log.exception("unwrap failed unexpectedly")
         result = _quarantine(raw, at, "unwrap-error", None, (), detail=type(exc).__name__)
     return replace(result, verdict=replace(result.verdict, validation_time_source=at_source))
+
+
+def _has_demail_fields(raw: bytes) -> bool:
+    end = raw.find(b"\r\n\r\n")
+    head = raw[: end if end >= 0 else 65536].lower()
+    return head.startswith(b"x-de-mail-") or b"\nx-de-mail-" in head
+
+
+#: The only gap a proven authoritative De-Mail may close: an unsigned message whose one
+#: problem is having no signature of its own.
+_UNSIGNED = ("no-signature",)
+
+
+def _with_demail(result: UnwrapResult, raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:
+    """Add the De-Mail judgement (``demail.verdict.assess``) to the verdict.
+
+    A claimed "absenderbestätigt" that is not proven makes the message unverified, with the
+    reasons, whatever else verified it: the claim itself is then false. A proven one makes an
+    unsigned message verified for its sender when ``treat_authoritative_as_verified`` (the
+    provider vouches for the sender, §3a VwVfG); a signed message keeps its own verdict.
+    """
+    from gateway.demail.verdict import assess
+
+    assert ctx.demail is not None
+    judged = assess(raw, validator=ctx.demail.validator, at=at,
+                    treat_authoritative_as_verified=ctx.demail.treat_authoritative_as_verified)
+    verdict = replace(result.verdict, demail=judged.to_json())
+    if verdict.verdict != "quarantined" and judged.reasons:
+        verdict = replace(verdict, verdict="unverified", warnings=(),
+                          reasons=tuple(dict.fromkeys([*verdict.reasons, *judged.reasons])))
+    elif (judged.verified_sender is not None and verdict.verdict == "unverified" and verdict.reasons == _UNSIGNED
+          and verdict.from_addr is not None and verdict.from_addr.lower() == judged.verified_sender.lower()):
+        verdict = replace(verdict, verdict="verified", reasons=())
+    event = UnwrapEvent("demail-checked", {k: v for k, v in judged.to_json().items() if k != "steps"})
+    return replace(result, verdict=verdict, events=(*result.events, event))
 
 
 def _unwrap(raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:

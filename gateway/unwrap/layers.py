@@ -107,6 +107,14 @@ class SchemeHandler(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DemailCheck:
+    """``[demail]`` when enabled: the provider anchors' validator and the verified-sender policy."""
+
+    validator: Any
+    treat_authoritative_as_verified: bool = True
+
+
 class UnwrapContext:
     """Handlers and limits, built once at start-up."""
 
@@ -117,11 +125,13 @@ class UnwrapContext:
         certstore: CertStore | None = None,
         max_depth: int = 20,
         max_parts: int = 500,
+        demail: DemailCheck | None = None,
     ) -> None:
         self.handlers = tuple(handlers)
         self.certstore = certstore
         self.max_depth = max_depth
         self.max_parts = max_parts
+        self.demail = demail
 
     @classmethod
     def from_config(
@@ -140,6 +150,14 @@ class UnwrapContext:
         from gateway.unwrap.smime.handler import SmimeHandler
 
         store = CertStore(certstore_dir(config, "smime")) if collect_certificates else None
+        demail = None
+        if config.demail is not None and config.demail.enabled:
+            from gateway.demail.trust import validator_from_files
+
+            demail = DemailCheck(
+                validator_from_files(config.demail.provider_trust_anchors, str(config.path)),
+                config.demail.treat_authoritative_as_verified,
+            )
         return cls(
             [SmimeHandler.from_config(config.smime, config_file=str(config.path),
                                       crl_cache_dir=crl_cache_dir(config),
@@ -149,6 +167,7 @@ class UnwrapContext:
             certstore=store,
             max_depth=config.limits.max_mime_depth,
             max_parts=config.limits.max_mime_parts,
+            demail=demail,
         )
 
     def close(self) -> None:

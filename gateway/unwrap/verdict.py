@@ -89,6 +89,9 @@ class Verdict:
     #: What a clerk must see about a verified message that does not make it less proven
     #: (docs/verdict.md, "Warnings"); empty unless ``verified``.
     warnings: tuple[str, ...] = ()
+    #: The De-Mail part (``demail.verdict.DemailVerdict.to_json``) when ``[demail]`` is on
+    #: and the message carries De-Mail fields; None otherwise.
+    demail: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def verified(self) -> bool:
@@ -105,4 +108,5 @@ class Verdict:
             "validation_time_source": self.validation_time_source if self.validated_at else None,
             "subject_source": self.subject_source,
             "warnings": list(self.warnings),
+            **({"demail": self.demail} if self.demail is not None else {}),
         }

@@ -1,0 +1,60 @@
+"""De-Mail at intake: a proven "absenderbestätigt" De-Mail is verified and routed, a forged one quarantined."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Env, mailbox_entry, write_config
+from support.demail_provider import build_message, demail_fields, provider_pki, tamper_body
+
+from gateway.demo.dovecot import Dovecot
+from gateway.statedir import init_storage
+
+SUBJECT = "Az. 63-BV-2026-0412 Widerspruch"
+
+
+def demail_env(dovecot: Dovecot, root: Path, user: str) -> Env:
+    anchor = provider_pki().write_anchor(root)
+    extra = f'\n[demail]\nenabled = true\nprovider_trust_anchors = ["{anchor}"]\n'
+    env = Env(dovecot, user, root, write_config(root, [mailbox_entry(dovecot, user, root)], extra=extra))
+    init_storage(env.config)
+    return env
+
+
+def demail(subject: str = SUBJECT) -> bytes:
+    fields = [(n, subject if n == "Subject" else v) for n, v in demail_fields()]
+    return build_message(fields=fields)
+
+
+def manifests(root: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/manifest.json"))]
+
+
+def test_a_proven_authoritative_demail_is_verified_for_its_sender_and_routed(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    env = demail_env(dovecot, tmp_path, new_user())
+    env.append(demail())
+    env.cli("run", "--once", check=True)
+    (entry,) = env.entries()
+    assert entry.parent.name == "63-BV-2026-0412"
+    verdict = json.loads((entry / "verification.json").read_text())
+    assert verdict["verdict"] == "verified" and verdict["reasons"] == []
+    assert verdict["demail"]["integrity"] == "valid" and verdict["demail"]["authoritative_proven"] is True
+    assert env.cli("audit", "verify").returncode == 0
+
+
+def test_a_forged_authoritative_demail_is_quarantined_and_says_why(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    env = demail_env(dovecot, tmp_path, new_user())
+    env.append(tamper_body(demail()))
+    env.cli("run", "--once", check=True)
+    assert env.entries() == []
+    (entry,) = env.quarantined()
+    reasons = json.loads((entry / "reason.json").read_text())["reasons"]
+    assert "demail-authoritative-unproven" in reasons
+    verdict = json.loads((entry / "verification.json").read_text())
+    assert verdict["verdict"] != "verified" and verdict["demail"]["integrity"] == "invalid"
