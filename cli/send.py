@@ -22,6 +22,7 @@ from gateway.clock import utcnow
 from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.outbound.compose import Attachment, ComposeError, Letter
+from gateway.outbound.demail_options import DemailOptions
 from gateway.outbound.document import ComposedDocument
 
 Enqueue = Callable[[Config, ComposedDocument], str]
@@ -87,6 +88,14 @@ def send_cmd(
     body: str | None = typer.Option(None, "--body", help="A UTF-8 text file with the letter's text, or - for stdin."),
     mail_from: str | None = typer.Option(None, "--from", help="Sender address (default: \\[smtp] from)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and compose, queue nothing."),
+    demail: bool = typer.Option(False, "--demail", help="Send as a De-Mail (needs [demail] enabled)."),
+    dispatch: bool = typer.Option(False, "--dispatch-confirmation", help="De-Mail: ask for a Versandbestätigung."),
+    receipt: bool = typer.Option(False, "--receipt-confirmation", help="De-Mail: ask for an Eingangsbestätigung."),
+    retrieval: bool = typer.Option(
+        False, "--retrieval-confirmation", help="De-Mail: ask for an Abholbestätigung (needs --private)."
+    ),
+    private: bool = typer.Option(False, "--private", help="De-Mail: persönlich (only the recipient may open it)."),
+    authoritative: bool = typer.Option(False, "--authoritative", help="De-Mail: absenderbestätigt."),
     as_json: bool = JsonOption,
     config: Path | None = ConfigOption,
 ) -> None:
@@ -95,8 +104,17 @@ def send_cmd(
     if cfg.outbound is None:
         fail("sending is not configured: add an [outbound] section", EXIT_CONFIG)
     sender = _mail_from(cfg, mail_from)
+    options = None
+    if demail:
+        if not cfg.demail.enabled:
+            fail("--demail: De-Mail is not configured: set [demail] enabled = true (the relay is the De-Mail "
+                 "gateway)", EXIT_CONFIG)
+        options = DemailOptions(dispatch, receipt, retrieval, private, authoritative)
+    elif any((dispatch, receipt, retrieval, private, authoritative)):
+        fail("the De-Mail options (--dispatch-confirmation, --receipt-confirmation, --retrieval-confirmation, "
+             "--private, --authoritative) need --demail; nothing was queued")
     letter = Letter(case=case, to=tuple(to), cc=tuple(cc), subject=subject, body=_body(body),
-                    attachments=tuple(Attachment(f) for f in files or ()))
+                    attachments=tuple(Attachment(f) for f in files or ()), demail=options)
     enqueue = None if dry_run else ENQUEUE
     try:
         doc, outbound_id = send_letter(cfg, letter, sender, enqueue)
@@ -113,6 +131,7 @@ def send_cmd(
         "encrypted": doc.encrypted,
         "keys": [{"recipient": r, "source": s} for r, s in doc.key_sources],
         "bytes": len(doc.raw),
+        **({"demail": doc.demail, "private_id": doc.envid} if doc.demail is not None else {}),
         "queued": not dry_run,
     }
     if as_json:

@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email import quoprimime
 from email.utils import format_datetime
@@ -28,6 +28,7 @@ from pathlib import Path
 import pybase64
 
 from gateway.errors import PermanentError
+from gateway.outbound.demail_options import DemailOptionError, DemailOptions, demail_fields, new_private_id
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
 
 __all__ = [
@@ -96,6 +97,7 @@ class Letter:
     body: str = ""
     cc: tuple[str, ...] = ()
     attachments: tuple[Attachment, ...] = ()
+    demail: DemailOptions | None = None  # send as a De-Mail with these options
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class Draft:
     recipients: tuple[str, ...]
     headers: bytes
     entity: bytes
+    envid: str | None = None  # set by the caller (a De-Mail's private id); else the outbox makes one
+    demail: DemailOptions | None = None
 
 
 def _forbidden_char(text: str) -> str | None:
@@ -358,7 +362,15 @@ def draft(letter: Letter, *, mail_from: str, now: datetime, max_bytes: int) -> D
         files.append((name, data))
     text = text_entity(letter.body)
     entity = multipart("mixed", [text, *(attachment_entity(n, d) for n, d in files)]) if files else text
-    return _draft(case, sender, to, cc, subject, entity, now=now, max_bytes=max_bytes)
+    if letter.demail is None:
+        return _draft(case, sender, to, cc, subject, entity, now=now, max_bytes=max_bytes)
+    try:
+        private_id = new_private_id()
+        extra = demail_fields(letter.demail, private_id)
+    except DemailOptionError as exc:
+        raise ComposeError("demail-options", str(exc)) from None
+    d = _draft(case, sender, to, cc, subject, entity, now=now, max_bytes=max_bytes, extra=extra)
+    return replace(d, envid=private_id, demail=letter.demail)
 
 
 def _draft(

@@ -7,6 +7,7 @@ re-serialises ``raw``, so the bytes queued are the bytes sent and the bytes file
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -21,3 +22,5 @@ class ComposedDocument:
     signed: str  # "smime" | "openpgp" | "none"
     encrypted: bool
     key_sources: tuple[tuple[str, str], ...]  # (recipient, which certificate/key was used)
+    envid: str | None = None  # the ENVID to use (a De-Mail's private id); None: the outbox makes one
+    demail: dict[str, Any] | None = None  # the De-Mail options asked for, for the record

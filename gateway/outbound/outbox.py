@@ -36,6 +36,7 @@ __all__ = ["OutboxError", "cancel", "enqueue", "hold", "release", "retry", "spoo
 _ADDRESS = re.compile(r"[^@\s<>\x00-\x1f\x7f]+@[^@\s<>\x00-\x1f\x7f]+")
 _MESSAGE_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII without < > and spaces
 SIGNED = ("smime", "openpgp", "none")
+_ENVID = re.compile(r"[!-*,-<>-~]{1,100}")  # RFC 3461: xtext needs no escaping
 
 
 class OutboxError(PermanentError):
@@ -59,6 +60,8 @@ def _check(doc: ComposedDocument) -> None:
             raise OutboxError(f"{addr!r}: internationalised addresses (SMTPUTF8) are not supported yet")
     if len(set(doc.recipients)) != len(doc.recipients):
         raise OutboxError("a recipient is listed twice")
+    if doc.envid is not None and not _ENVID.fullmatch(doc.envid):
+        raise OutboxError(f"invalid ENVID {doc.envid!r} (printable ASCII without + or =, at most 100)")
     if doc.signed not in SIGNED:
         raise OutboxError(f"signed must be one of {', '.join(SIGNED)}, not {doc.signed!r}")
     if not doc.raw or b"\r\n\r\n" not in doc.raw:
@@ -92,7 +95,7 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
         path=str(path),
         signed=doc.signed,
         encrypted=doc.encrypted,
-        envid=f"{outbox_id}.{secrets.token_hex(8)}",
+        envid=doc.envid or f"{outbox_id}.{secrets.token_hex(8)}",
         recipients=[RecipientStatus(r, updated_at=now) for r in doc.recipients],
         key_sources=list(doc.key_sources),
         created_at=now,
@@ -113,6 +116,7 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
             "signed": doc.signed,
             "encrypted": doc.encrypted,
             "key_sources": [list(k) for k in doc.key_sources],
+            **({"demail": doc.demail, "envid": doc.envid} if doc.demail is not None else {}),
         },
     )
     # Each recipient's delivery record starts here, committed with the row it belongs to.

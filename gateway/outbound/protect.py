@@ -218,4 +218,6 @@ def protect_draft(d: Draft, *, config: Config, keys: OutboundKeys, at: datetime)
         signed=signed,
         encrypted=encrypt,
         key_sources=tuple(sources),
+        envid=d.envid,
+        demail=d.demail.to_json() if d.demail is not None else None,
     )

@@ -1,0 +1,129 @@
+"""Sending with De-Mail options: the option fields, a private id that is the ENVID, the TR's rule, confirmations matched."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Env, mailbox_entry, write_config
+from support.demail_provider import provider_pki
+from support.outbox import document
+from support.receipts import demail_confirmation
+from support.smime_pki import RECIPIENT, SENDER, TestPKI, build_pki
+from support.smtp_peer import ScriptedPeer
+from typer.testing import CliRunner
+
+import cli.send
+from cli.main import app
+from gateway.config import Config
+from gateway.demo.dovecot import Dovecot
+from gateway.outbound import outbox
+from gateway.outbound.demail_options import new_private_id
+from gateway.outbound.document import ComposedDocument
+from gateway.outbound.drain import Drain
+from gateway.records.open import open_store
+from gateway.statedir import init_storage
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def pki() -> TestPKI:
+    return build_pki()
+
+
+def config_file(pki: TestPKI, root: Path, *, demail: bool) -> Path:
+    files = pki.write(root / "pki")
+    corr = root / "corr"
+    corr.mkdir(exist_ok=True)
+    (corr / "alice.pem").write_bytes(pki["sender"].cert_pem())
+    anchor = provider_pki().write_anchor(root)
+    section = f'\n[demail]\nenabled = true\nprovider_trust_anchors = ["{anchor}"]\n' if demail else ""
+    path = root / "poststelle.toml"
+    path.write_text(f"""[storage]
+state_dir = "{root}/state"
+
+[smime]
+identities = [{{ key_file = "{files["recipient.key"]}", cert_file = "{files["recipient.pem"]}" }}]
+trust_anchors = ["{files["root"]}"]
+
+[outbound]
+sign = "smime"
+encrypt = "auto"
+correspondents_dir = "{corr}"
+{section}""")
+    (root / "body.txt").write_text("Guten Tag,\nanbei der Bescheid.\n")
+    return path
+
+
+def send(path: Path, *extra: str) -> list[str]:
+    return ["send", "--config", str(path), "--from", RECIPIENT, "--case", "1 K 1234/25", "--to", SENDER,
+            "--subject", "Bescheid", "--body", str(path.parent / "body.txt"), *extra]
+
+
+def test_demail_options_set_the_fields_and_a_private_id_that_becomes_the_envid(
+    pki: TestPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = config_file(pki, tmp_path, demail=True)
+    queued: list[ComposedDocument] = []
+
+    def enqueue(cfg: Config, doc: ComposedDocument) -> str:
+        queued.append(doc)
+        return "out-0001"
+
+    monkeypatch.setattr(cli.send, "ENQUEUE", enqueue)
+    result = runner.invoke(app, send(path, "--demail", "--private", "--retrieval-confirmation", "--authoritative"))
+    assert result.exit_code == 0, result.output
+    (doc,) = queued
+    head = doc.raw.split(b"\r\n\r\n", 1)[0].decode()
+    assert "X-de-mail-confirmation-of-retrieve: yes" in head and "X-de-mail-private: yes" in head
+    assert "X-de-mail-authoritative: yes" in head and "X-de-mail-confirmation-of-dispatch: no" in head
+    assert doc.envid is not None and f"X-de-mail-private-id: {doc.envid}\r\n" in head + "\r\n"
+    assert doc.demail == {"dispatch_confirmation": False, "receipt_confirmation": False,
+                          "retrieval_confirmation": True, "private": True, "authoritative": True}
+
+
+def test_an_abholbestaetigung_without_persoenlich_is_refused_and_nothing_queued(
+    pki: TestPKI, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, send(config_file(pki, tmp_path, demail=True), "--demail", "--retrieval-confirmation"))
+    assert result.exit_code == 1
+    assert "--private" in result.output and "Abholbestätigung" in result.output
+
+
+def test_demail_needs_the_demail_section_and_options_need_demail(pki: TestPKI, tmp_path: Path) -> None:
+    path = config_file(pki, tmp_path, demail=False)
+    assert runner.invoke(app, send(path, "--demail")).exit_code == 2
+    result = runner.invoke(app, send(path, "--private"))
+    assert result.exit_code == 1 and "need --demail" in result.output
+
+
+def test_the_providers_abholbestaetigung_matched_by_private_id_marks_the_document_retrieved(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    with ScriptedPeer() as peer:
+        smtp = f'[smtp]\nhost = "127.0.0.1"\nport = {peer.port}\nsecurity = "plain"\nfrom = "{user}@mailbox.test"\n'
+        env = Env(dovecot, user, tmp_path, write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)], extra=smtp))
+        init_storage(env.config)
+        store = open_store(env.config)
+        private_id = new_private_id()
+        doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
+        oid = outbox.enqueue(env.config, store, doc)
+        assert Drain(env.config, store).run_once().sent == [oid]
+        rec = store.outbox_get(oid)
+        store.close()
+    assert rec is not None and rec.envid == private_id
+    env.append(demail_confirmation("confirmation of retrieve", private_id=private_id))
+    env.cli("run", "--once", check=True)
+    store = open_store(env.config, readonly=True)
+    try:
+        (delivery,) = store.delivery_get(oid)
+    finally:
+        store.close()
+    assert delivery.state == "retrieved" and delivery.timeline[-1].evidence.kind == "demail"
+    (manifest,) = env.cases_dir.glob("*/receipts/*/manifest.json")
+    assert json.loads(manifest.read_text())["receipt"]["matched_by"] == "private-id"
