@@ -1,4 +1,4 @@
-"""Sending with De-Mail options: the option fields, a private id that is the ENVID, the TR's rule, confirmations matched."""
+"""Sending with De-Mail options: the fields, a private id that is the ENVID, the TR's rule, confirmations matched."""
 
 from __future__ import annotations
 
