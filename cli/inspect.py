@@ -25,7 +25,7 @@ import typer
 
 from cli.common import EXIT_CONFIG, ConfigOption, JsonOption, get_config, locale, print_table
 from gateway.clock import utcnow
-from gateway.display import json_text
+from gateway.display import json_text, safe_text
 from gateway.errors import ConfigError
 from gateway.logs import setup_logging
 from gateway.unwrap.verdict import TimeSource
@@ -131,6 +131,18 @@ def _validated(verdict: dict[str, Any]) -> str | None:
     return lc.t("{time} ({source})", time=lc.time(str(at)), source=lc.t(str(source)))
 
 
+def _explain_demail(name: str, demail: dict[str, Any]) -> None:
+    """The De-Mail integrity check step by step, so an auditor can redo it by hand (docs/demail.md)."""
+    lc = locale()
+    typer.echo("")
+    typer.echo(lc.t("De-Mail integrity of {file}: {status}", file=name, status=demail.get("integrity")))
+    reasons = [*(demail.get("integrity_reasons") or []), *(demail.get("reasons") or [])]
+    if reasons:
+        typer.echo("  " + lc.t("reasons: {reasons}", reasons=", ".join(str(r) for r in reasons)))
+    for step in demail.get("steps") or []:
+        typer.echo(f"  {safe_text(str(step))}")
+
+
 def inspect_cmd(
     files: list[Path] = FilesArgument,
     as_json: bool = JsonOption,
@@ -152,6 +164,7 @@ def inspect_cmd(
         raise typer.Exit(EXIT_CONFIG) from None
 
     rows: list[dict[str, Any]] = []
+    explained: list[tuple[str, dict[str, Any]]] = []
     unreadable = 0
     for path in files:
         raw = _read(path)
@@ -168,7 +181,11 @@ def inspect_cmd(
             typer.echo(json_text({"file": str(path), **verdict}))
         else:
             rows.append(_row(str(path), verdict))
+            if verdict.get("demail"):
+                explained.append((str(path), verdict["demail"]))
     if not as_json and rows:
         print_table(rows, ["file", "verdict", "signature", "signer", "encryption", "reasons", "warnings", "validated"])
+    for name, demail in explained:
+        _explain_demail(name, demail)
     if unreadable:
         raise typer.Exit(EXIT_USAGE)

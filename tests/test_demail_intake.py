@@ -58,3 +58,15 @@ def test_a_forged_authoritative_demail_is_quarantined_and_says_why(
     assert "demail-authoritative-unproven" in reasons
     verdict = json.loads((entry / "verification.json").read_text())
     assert verdict["verdict"] != "verified" and verdict["demail"]["integrity"] == "invalid"
+
+
+def test_inspect_explains_the_integrity_check_line_by_line(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    env = demail_env(dovecot, tmp_path, new_user())
+    good, bad = tmp_path / "good.eml", tmp_path / "bad.eml"
+    good.write_bytes(demail())
+    bad.write_bytes(tamper_body(demail()))
+    out = env.cli("inspect", str(good), str(bad)).stdout
+    assert f"De-Mail integrity of {good}: valid" in out and f"De-Mail integrity of {bad}: invalid" in out
+    assert "bh" in out and "demail-authoritative-unproven" in out

@@ -262,6 +262,8 @@ GERMAN: dict[str, str] = {
     "not delivered": "nicht zugestellt",
     "on hold": "angehalten",
     "withdrawn": "zurückgezogen",
+    "De-Mail integrity of {file}: {status}": "De-Mail-Integrität von {file}: {status}",
+    "reasons: {reasons}": "Gründe: {reasons}",
     "cannot read {path}: {reason}": "{path} nicht lesbar: {reason}",
     "is a directory": "ist ein Verzeichnis",
     "no such file": "Datei nicht gefunden",
