@@ -70,3 +70,25 @@ def test_inspect_explains_the_integrity_check_line_by_line(
     out = env.cli("inspect", str(good), str(bad)).stdout
     assert f"De-Mail integrity of {good}: valid" in out and f"De-Mail integrity of {bad}: invalid" in out
     assert "bh" in out and "demail-authoritative-unproven" in out
+
+
+def test_a_route_that_takes_only_authoritative_demails_quarantines_a_plain_letter(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    from conftest import ROUTES
+
+    anchor = provider_pki().write_anchor(tmp_path)
+    name = 'name = "building permits"'
+    routes = ROUTES.replace(name, f"{name}\nrequire_demail_authoritative = true")
+    user = new_user()
+    extra = f'\n[demail]\nenabled = true\nprovider_trust_anchors = ["{anchor}"]\n'
+    env = Env(dovecot, user, tmp_path, write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)], extra=extra,
+                                                     routes=routes))
+    init_storage(env.config)
+    plain = (f"From: a@example.org\r\nTo: b@example.org\r\nSubject: {SUBJECT}\r\nMessage-ID: <p1@example.org>\r\n"
+             "Date: Wed, 02 Dec 2026 09:00:00 +0100\r\n\r\nHallo\r\n").encode()
+    env.append(plain, demail())
+    env.cli("run", "--once", check=True)
+    assert [e.parent.name for e in env.entries()] == ["63-BV-2026-0412"]
+    (entry,) = env.quarantined()
+    assert "policy-demail-authoritative-required" in json.loads((entry / "reason.json").read_text())["reasons"]

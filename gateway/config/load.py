@@ -291,10 +291,12 @@ def _route(r: _Reader) -> RouteConfig:
             raise r.fail("case", f"template field {{{f}}} is not a named group of subject")
     policy = _policy(r.sub("policy", r.table_("policy"))) if "policy" in r.table else None
     require_clean_identity = r.bool_("require_clean_identity", False)
+    require_demail_authoritative = r.bool_("require_demail_authoritative", False)
     acknowledge = r.bool_("acknowledge", False)
     r.finish()
     return RouteConfig(name=name, subject=subject, case=case, from_=from_, policy=policy,
-                       require_clean_identity=require_clean_identity, acknowledge=acknowledge)
+                       require_clean_identity=require_clean_identity, acknowledge=acknowledge,
+                       require_demail_authoritative=require_demail_authoritative)
 
 
 def _check_acknowledgements(

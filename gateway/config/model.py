@@ -104,6 +104,8 @@ class RouteConfig:
     #: A verified message with identity warnings (Sender or Reply-To not the signer) goes to
     #: quarantine instead of this route's case folder.
     require_clean_identity: bool = False
+    #: Only De-Mails sent "absenderbestätigt" with a proven provider signature ([demail]).
+    require_demail_authoritative: bool = False
     #: Send the verified signer of a document filed by this route a signed acknowledgement
     #: of receipt (an MDN, ``gateway.receipts.acknowledge``); needs ``[smtp]`` and a signing key.
     acknowledge: bool = False

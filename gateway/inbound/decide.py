@@ -134,6 +134,8 @@ def _analyse(raw: bytes, config: Config, ctx: UnwrapContext, at: datetime, at_so
         reasons.append("policy-signature-required")
     if policy.require_encryption and verdict.encryption.status != "decrypted":
         reasons.append("policy-encryption-required")
+    if decision.require_demail_authoritative and not (verdict.demail or {}).get("authoritative_proven"):
+        reasons.append("policy-demail-authoritative-required")
     if decision.require_clean_identity and verdict.warnings:
         reasons.append("policy-clean-identity-required")
     if reasons:

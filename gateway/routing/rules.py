@@ -28,6 +28,7 @@ class RouteDecision:
     reasons: tuple[str, ...] = ()
     policy: PolicyConfig | None = None  # the matched rule's policy override
     require_clean_identity: bool = False  # the matched rule refuses identity warnings
+    require_demail_authoritative: bool = False  # the matched rule takes only proven authoritative De-Mails
 
     @property
     def assigned(self) -> bool:
@@ -63,5 +64,6 @@ def route(
             folder = case_folder_name(reference, slash=slash)
         except InvalidCaseReference as exc:
             return RouteDecision(None, unassigned, rule.name, (f"invalid-case-reference:{exc.reason}",))
-        return RouteDecision(reference, folder, rule.name, (), rule.policy, rule.require_clean_identity)
+        return RouteDecision(reference, folder, rule.name, (), rule.policy, rule.require_clean_identity,
+                             rule.require_demail_authoritative)
     return RouteDecision(None, unassigned, None, ("no-rule-matched",))

@@ -182,6 +182,20 @@ _WORDS: dict[str, tuple[str, str]] = {
     "malformed-demail-confirmation": (
         "an unreadable De-Mail confirmation", "eine unlesbare De-Mail-Bestätigung"),
     "malformed-receipt": ("an unreadable receipt", "ein unlesbarer Nachweis"),
+    # -- De-Mail (gateway.demail): an "absenderbestätigt" claim the provider's signature does not prove
+    "demail-authoritative-unproven": (
+        "claims to be a sender-confirmed De-Mail, but the provider's signature does not prove it",
+        "gibt sich als absenderbestätigte De-Mail aus, die Signatur des Anbieters belegt das nicht"),
+    "demail-authoritative-not-covered": (
+        "the provider's signature does not cover the sender confirmation",
+        "die Signatur des Anbieters deckt die Absenderbestätigung nicht ab"),
+    "demail-from-not-single": (
+        "a De-Mail must name exactly one sender", "eine De-Mail muss genau einen Absender nennen"),
+    "demail-sender-mismatch": (
+        "the De-Mail sender differs from From", "der De-Mail-Absender weicht vom Absender (From) ab"),
+    "policy-demail-authoritative-required": (
+        "only sender-confirmed De-Mails are accepted here",
+        "hier werden nur absenderbestätigte De-Mails angenommen"),
     # -- codes of older records
     "untrusted-signer": (
         "the signer's certificate is not trusted", "dem Zertifikat des Unterzeichners wird nicht vertraut"),
