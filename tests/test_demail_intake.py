@@ -43,7 +43,11 @@ def test_a_proven_authoritative_demail_is_verified_for_its_sender_and_routed(
     verdict = json.loads((entry / "verification.json").read_text())
     assert verdict["verdict"] == "verified" and verdict["reasons"] == []
     assert verdict["demail"]["integrity"] == "valid" and verdict["demail"]["authoritative_proven"] is True
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["demail"]["authoritative_proven"] is True and manifest["demail"]["private"] is False
     assert env.cli("audit", "verify").returncode == 0
+    log = env.cli("audit", "log").stdout
+    assert "De-Mail checked: provider signature valid; absenderbestätigt: proven; persönlich: no" in log
 
 
 def test_a_forged_authoritative_demail_is_quarantined_and_says_why(

@@ -206,6 +206,22 @@ def _signature_checked(e: AuditEntry, lc: Locale) -> str:
     )
 
 
+def _demail_checked(e: AuditEntry, lc: Locale) -> str:
+    """The De-Mail check: the provider's integrity value, absenderbestätigt and persönlich (docs/demail.md)."""
+    meta = e.details.get("meta") if isinstance(e.details.get("meta"), dict) else {}
+    yes_no = {True: lc.t("yes"), False: lc.t("no"), None: "-"}
+    if e.details.get("authoritative") is True:
+        authoritative = lc.t("proven") if e.details.get("authoritative_proven") else lc.t("claimed, not proven")
+    else:
+        authoritative = yes_no[None if e.details.get("authoritative") is None else False]
+    text = lc.t(
+        "De-Mail checked: provider signature {integrity}; absenderbestätigt: {authoritative}; persönlich: {private}",
+        integrity=lc.t(_d(e, "integrity")), authoritative=authoritative,
+        private=yes_no.get(meta.get("private") if meta else None, "-"),
+    )
+    return _with_reasons(text, e.details.get("reasons"), lc)
+
+
 def _routed(e: AuditEntry, lc: Locale) -> str:
     rule = _d(e, "rule")
     if e.details.get("case_reference") and rule.startswith("receipt:"):
@@ -326,6 +342,7 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "verified": _signature_checked,  # the same event, as older trails name it
     "verdict": _verdict,
     "routed": _routed,
+    "demail-checked": _demail_checked,
     "stored": _stored,
     "quarantined": lambda e, lc: _with_reasons(lc.t("Held in quarantine"), e.details.get("reasons"), lc),
     "released": _released,

@@ -161,6 +161,22 @@ def manifest_metadata(rec: MessageRecord, plan: Plan) -> dict[str, Any]:
         "signature": _signature(plan),
         "warnings": list(plan.verdict.warnings),
         **({"receipt": plan.receipt_match.to_json()} if plan.receipt_match is not None else {}),
+        **({"demail": _demail_summary(plan.verdict.demail)} if plan.verdict.demail is not None else {}),
+    }
+
+
+def _demail_summary(demail: dict[str, Any]) -> dict[str, Any]:
+    """What a clerk needs of the De-Mail check in the manifest (the full check is in verification.json)."""
+    meta = demail.get("meta") or {}
+    return {
+        "integrity": demail.get("integrity"),
+        "authoritative": demail.get("authoritative"),
+        "authoritative_proven": demail.get("authoritative_proven"),
+        "private": meta.get("private"),
+        "private_id": meta.get("private_id"),
+        "message_type": meta.get("message_type"),
+        "provider_certificate_sha256": demail.get("provider_certificate_sha256"),
+        "reasons": demail.get("reasons") or [],
     }
 
 

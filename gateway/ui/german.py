@@ -264,6 +264,14 @@ GERMAN: dict[str, str] = {
     "withdrawn": "zurückgezogen",
     "De-Mail integrity of {file}: {status}": "De-Mail-Integrität von {file}: {status}",
     "reasons: {reasons}": "Gründe: {reasons}",
+    "De-Mail checked: provider signature {integrity}; absenderbestätigt: {authoritative}; persönlich: {private}": (
+        "De-Mail geprüft: Signatur des Anbieters {integrity}; absenderbestätigt: {authoritative}; "
+        "persönlich: {private}"
+    ),
+    "claimed, not proven": "behauptet, nicht belegt",
+    "proven": "belegt",
+    "hash-only": "nur Prüfsumme",
+    "no": "nein",
     "cannot read {path}: {reason}": "{path} nicht lesbar: {reason}",
     "is a directory": "ist ein Verzeichnis",
     "no such file": "Datei nicht gefunden",
