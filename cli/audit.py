@@ -28,6 +28,7 @@ from gateway.audit.report import (
 from gateway.audit.verify import verify_state
 from gateway.config import Config
 from gateway.filemodes import file_mode
+from gateway.receipts.deliveries import ServiceRule, service_rule
 from gateway.records.chain import ChainBreak
 from gateway.records.open import open_store
 from gateway.records.signing import key_id, load_public_key, public_key_pem
@@ -229,7 +230,7 @@ def export_cmd(
             text = export_json(
                 entries, q, generated_at=generated,
                 outbox=None if store is None else lambda cases: [
-                    d.to_json() for v in _documents(store, cases).values() for d in v
+                    d.to_json() for v in _documents(store, cases, service_rule(cfg)).values() for d in v
                 ],
             )
         else:
@@ -237,7 +238,7 @@ def export_cmd(
 
             chosen = list(entries)
             records = {} if store is None else {r.id: r for r in store.all_messages()}
-            outbound = {} if store is None else _documents(store, entry_cases(chosen))
+            outbound = {} if store is None else _documents(store, entry_cases(chosen), service_rule(cfg))
             verification = None if no_verify else verify_state(cfg)
             text = render_html(
                 chosen, records=records, query=q, generated_at=generated, verification=verification, locale=locale(),
@@ -249,12 +250,12 @@ def export_cmd(
     _write(output, text)
 
 
-def _documents(store: Store, cases: list[str]) -> dict[str, list[DocumentView]]:
+def _documents(store: Store, cases: list[str], rule: ServiceRule | None = None) -> dict[str, list[DocumentView]]:
     """Each case's outgoing documents as they stand now: to whom, the relay's answers, what receipts say."""
     return {
         case: found
         for case in cases
-        if (found := case_documents(store, case, deliveries=case_deliveries(store, case)))
+        if (found := case_documents(store, case, deliveries=case_deliveries(store, case, rule)))
     }
 
 

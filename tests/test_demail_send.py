@@ -127,3 +127,29 @@ def test_the_providers_abholbestaetigung_matched_by_private_id_marks_the_documen
     assert delivery.state == "retrieved" and delivery.timeline[-1].evidence.kind == "demail"
     (manifest,) = env.cases_dir.glob("*/receipts/*/manifest.json")
     assert json.loads(manifest.read_text())["receipt"]["matched_by"] == "private-id"
+
+
+def test_the_report_shows_a_demail_documents_dispatch_and_its_deemed_served_date(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    with ScriptedPeer() as peer:
+        smtp = f'[smtp]\nhost = "127.0.0.1"\nport = {peer.port}\nsecurity = "plain"\nfrom = "{user}@mailbox.test"\n'
+        env = Env(dovecot, user, tmp_path, write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)], extra=smtp))
+        init_storage(env.config)
+        store = open_store(env.config)
+        private_id = new_private_id()
+        doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
+        oid = outbox.enqueue(env.config, store, doc)
+        assert Drain(env.config, store).run_once().sent == [oid]
+        store.close()
+    env.append(demail_confirmation("confirmation of dispatch", private_id=private_id))
+    env.cli("run", "--once", check=True)
+    out = tmp_path / "report.json"
+    env.cli("audit", "export", "--format", "json", "--output", str(out), check=True)
+    (sent,) = json.loads(out.read_text())["outbox"]
+    delivery = sent["recipients"][0]["delivery"]
+    assert delivery["state"] == "dispatched" and delivery["served"]["basis"] == "fiction"
+    html = tmp_path / "report.html"
+    env.cli("audit", "export", "--format", "html", "--output", str(html), "--no-verify", check=True)
+    assert f"deemed served on {delivery['served']['date']}" in html.read_text()

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.receipts.deliveries import RECEIPT_KINDS
+from gateway.receipts.deliveries import RECEIPT_KINDS, ServiceRule, service_of
 from gateway.records.deliveries import DeliveryRecord
 from gateway.records.outbox import OutboxRecord, RecipientStatus
 from gateway.records.store import DeliveryReader, OutboxReader
@@ -58,6 +58,8 @@ class DeliveryInfo:
     state: str
     at: str | None = None
     evidence: str | None = None
+    #: A De-Mail document's service (§5a VwZG): "served on DATE (retrieval)" or "deemed served on DATE".
+    served: tuple[str, str] | None = None  # (basis: retrieval | fiction, ISO date)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class RecipientView:
         }
         if self.delivery is not None:
             d["delivery"] = {"state": self.delivery.state, "at": self.delivery.at, "evidence": self.delivery.evidence}
+            if self.delivery.served is not None:
+                d["delivery"]["served"] = {"basis": self.delivery.served[0], "date": self.delivery.served[1]}
         return d
 
 
@@ -190,12 +194,22 @@ def delivery_info(rec: DeliveryRecord) -> DeliveryInfo | None:
     return DeliveryInfo(rec.state, last.at, last.evidence.path or last.evidence.detail)
 
 
-def case_deliveries(store: DeliveryReader, case_ref: str) -> dict[tuple[str, str], DeliveryInfo]:
-    """The case's delivery states from receipts, by (outbox id, recipient), for ``case_documents``."""
+def case_deliveries(
+    store: DeliveryReader, case_ref: str, rule: ServiceRule | None = None
+) -> dict[tuple[str, str], DeliveryInfo]:
+    """The case's delivery states from receipts, by (outbox id, recipient), for ``case_documents``.
+
+    With ``rule`` (``receipts.deliveries.service_rule``), a De-Mail document's service date too.
+    """
     found: dict[tuple[str, str], DeliveryInfo] = {}
     for rec in store.deliveries_list(case_ref=case_ref):
         info = delivery_info(rec)
         if info is not None:
+            service = service_of(rec, rule) if rule is not None else None
+            if service is not None and service.basis == "retrieval" and service.served_on is not None:
+                info = replace(info, served=("retrieval", service.served_on.isoformat()))
+            elif service is not None and service.basis == "fiction" and service.deemed_served_on is not None:
+                info = replace(info, served=("fiction", service.deemed_served_on.isoformat()))
             found[(rec.document_id, rec.recipient)] = info
     return found
 
@@ -306,4 +320,8 @@ def delivery_text(delivery: DeliveryInfo | None, lc: Locale = DEFAULT) -> str:
         text += " " + lc.t("since {time}", time=lc.time(delivery.at))
     if delivery.evidence:
         text += " " + lc.t("(evidence: {evidence})", evidence=delivery.evidence)
+    if delivery.served is not None:
+        basis, day = delivery.served
+        text += "; " + (lc.t("served on {date} (Abholbestätigung)", date=day) if basis == "retrieval"
+                        else lc.t("deemed served on {date} (§5a VwZG)", date=day))
     return text

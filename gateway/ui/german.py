@@ -269,6 +269,8 @@ GERMAN: dict[str, str] = {
         "persönlich: {private}"
     ),
     "claimed, not proven": "behauptet, nicht belegt",
+    "served on {date} (Abholbestätigung)": "zugestellt am {date} (Abholbestätigung)",
+    "deemed served on {date} (§5a VwZG)": "gilt als zugestellt am {date} (§5a VwZG)",
     "proven": "belegt",
     "hash-only": "nur Prüfsumme",
     "no": "nein",
