@@ -160,8 +160,13 @@ def _mark_sent(store: Store, recs: list[OutboxRecord]) -> None:
             "submitted",
             case=rec.case_ref,
             document=rec.id,
-            details={"message_id": rec.message_id, "recipients": [r.address for r in rec.recipients],
-                     "dsn_requested": True, "envid": rec.envid, "attempt": 1},
+            details={
+                "message_id": rec.message_id,
+                "recipients": [r.address for r in rec.recipients],
+                "dsn_requested": True,
+                "envid": rec.envid,
+                "attempt": 1,
+            },
         )
         changes.append(OutboxChange(rec, [event], ["queued"], None, steps))
     if not all(store.outbox_save_many(changes)):
@@ -197,7 +202,8 @@ def postfix_dsn(rec: OutboxRecord, action: str, *, mta: str = "mail.nachbarstadt
     header = (
         f"Return-Path: <>\r\nDate: {DSN_DATE}\r\nFrom: MAILER-DAEMON@{mta} (Mail Delivery System)\r\n"
         f"Subject: Successful Mail Delivery Report\r\nTo: {rec.mail_from}\r\nAuto-Submitted: auto-replied\r\n"
-        f'MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="{boundary}"\r\n'
+        "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n"
+        f'\tboundary="{boundary}"\r\n'
         f"Content-Transfer-Encoding: 8bit\r\nMessage-Id: <20261202080005.{queue_id}@{mta}>\r\n\r\n"
         "This is a MIME-encapsulated message.\r\n\r\n"
     )
