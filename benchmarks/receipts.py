@@ -45,7 +45,7 @@ from ingest import GatewayRun, WorkDirs, config_text, run_gateway, work_root  # 
 from gateway.clock import iso, utcnow  # noqa: E402
 from gateway.config import Config, load_config  # noqa: E402
 from gateway.demo.dovecot import Dovecot  # noqa: E402
-from gateway.demo.samples import letter  # noqa: E402
+from gateway.demo.samples import fake_pdf, letter  # noqa: E402
 from gateway.records.chain import AuditEvent  # noqa: E402
 from gateway.records.deliveries import DeliveryStep, Evidence  # noqa: E402
 from gateway.records.open import open_store  # noqa: E402
@@ -216,11 +216,16 @@ def dsns(docs: list[OutboxRecord]) -> Iterator[bytes]:
 
 
 def letters(n: int, size: int) -> Iterator[bytes]:
-    """Ordinary letters of about ``size`` bytes, routed into the documents' case folders."""
-    filler = "Sehr geehrte Damen und Herren,\n\nanbei erhalten Sie die Unterlagen.\n"
-    pad = max(1, (size - len(letter(subject="Bauantrag Az.: 63-BV-2026-0000", body=filler))) // len(filler) + 1)
+    """Ordinary letters of about ``size`` bytes (text and a small PDF), routed into the documents' case folders.
+
+    Multipart like the DSNs (and like most letters an authority receives), so that both
+    runs cut, store and record the same number of parts of about the same size.
+    """
+    body = "Sehr geehrte Damen und Herren,\n\nanbei erhalten Sie die Unterlagen.\n"
+    plain = letter(subject="Bauantrag Az.: 63-BV-2026-0000", body=body, attachment=("Anlage.pdf", fake_pdf(0)))
+    pdf = fake_pdf(max(0, size - len(plain)) * 3 // 4, seed=7)  # base64 makes it a third larger
     for i in range(n):
-        yield letter(subject=f"Bauantrag Az.: {case_of(i)}", body=filler * pad)
+        yield letter(subject=f"Bauantrag Az.: {case_of(i)}", body=body, attachment=(f"Anlage-{i}.pdf", pdf))
 
 
 # -- checking -----------------------------------------------------------------------------------
