@@ -123,6 +123,9 @@ def seed_outbox(config: Config, n: int) -> list[OutboxRecord]:
             _enqueue_all(store, [rec for rec, _ in chunk], now)
             _mark_sent(store, [rec for rec, _ in chunk])
             docs.extend(rec for rec, _ in chunk)
+        # Exported as the processes that queued and sent them would have: the timed run
+        # exports only what the intake adds to the trail.
+        store.export_jsonl()
     finally:
         store.close()
     return docs

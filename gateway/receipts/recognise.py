@@ -20,7 +20,7 @@ import email.policy
 import re
 from email.message import Message
 
-from gateway.mime.cut import Entity, MimeError, children, parse_entity
+from gateway.mime.cut import MimeError, parse_entity, split_multipart
 from gateway.receipts.demail import CONFIRMATIONS, NOT_RECEIPTS, UNKNOWN_TYPE, message_type, parse_demail_confirmation
 from gateway.receipts.dsn import MALFORMED as DSN_MALFORMED
 from gateway.receipts.dsn import parse_dsn
@@ -111,18 +111,22 @@ def _attach_parts(msg: Message, content: bytes) -> None:
     """
     top = parse_entity(content)
     if top.is_multipart:
-        msg.set_payload([_part(kid) for kid in children(top)])
+        boundary = top.params.get("boundary")
+        if boundary is None:
+            raise MimeError("multipart without boundary")
+        msg.set_payload([_part(raw) for raw in split_multipart(top.body, boundary)])
 
 
-def _part(entity: Entity) -> Message:
+def _part(raw: bytes) -> Message:
     """One part as ``email`` parses it; a leaf's header alone, its body kept as the text it is.
 
     For a part that is neither ``message/*`` nor ``multipart/*`` the feed parser keeps the
     body as it is, so parsing only the header gives the same ``Message`` for less.
     """
-    if entity.is_multipart or entity.content_type.startswith("message/"):
-        return email.message_from_bytes(entity.raw, policy=email.policy.compat32)
-    return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(entity.raw)
+    head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    if head.get_content_maintype() in ("message", "multipart"):
+        return email.message_from_bytes(raw, policy=email.policy.compat32)
+    return head
 
 
 def _fields(message: bytes) -> dict[str, str]:
