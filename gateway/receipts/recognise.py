@@ -18,10 +18,14 @@ import email
 import email.parser
 import email.policy
 import re
+from email.message import Message
 
+from gateway.mime.cut import MimeError, parse_entity, split_multipart
 from gateway.receipts.demail import CONFIRMATIONS, NOT_RECEIPTS, UNKNOWN_TYPE, message_type, parse_demail_confirmation
+from gateway.receipts.dsn import MALFORMED as DSN_MALFORMED
 from gateway.receipts.dsn import parse_dsn
 from gateway.receipts.fields import FieldError, detail, unfold
+from gateway.receipts.mdn import MALFORMED as MDN_MALFORMED
 from gateway.receipts.mdn import parse_mdn
 from gateway.receipts.model import MalformedReceipt, Receipt, ReceiptKind
 
@@ -63,12 +67,18 @@ def recognise(raw: bytes, content: bytes) -> Receipt | MalformedReceipt | None:
         if ctype is None or not _REPORT.match(ctype):
             return None
         kind = "mdn" if "disposition-notification" in ctype.lower() else "dsn"
-        msg = email.message_from_bytes(content, policy=email.policy.compat32)
+        end = _HEAD_END.search(content)
+        head_block = content if end is None else content[: end.end()]
+        msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head_block)
         report_type = msg.get_param("report-type")
         parser = _REPORTS.get(report_type.strip().lower()) if isinstance(report_type, str) else None
         if parser is None:
             return None  # another kind of report (abuse feedback, TLS reports): no receipt of ours
         kind = "mdn" if parser == "mdn" else "dsn"
+        try:
+            _attach_parts(msg, content)
+        except MimeError as exc:
+            return MalformedReceipt(kind, MDN_MALFORMED if kind == "mdn" else DSN_MALFORMED, f"MIME: {exc.detail}")
         return parse_mdn(msg) if parser == "mdn" else parse_dsn(msg)
     except Exception as exc:  # noqa: BLE001 - the contract is "never raises": the claim is quarantined
         return MalformedReceipt(kind, MALFORMED, type(exc).__name__)
@@ -87,6 +97,36 @@ def _demail(raw: bytes, content: bytes, value: str) -> Receipt | MalformedReceip
     same = content is raw or content == raw
     headers = body if same else email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
     return parse_demail_confirmation(headers, body)
+
+
+def _attach_parts(msg: Message, content: bytes) -> None:
+    """Give the report's header (``policy.compat32``) its parts, cut by ``mime.cut``.
+
+    The same tree ``email.message_from_bytes`` builds, with the parts cut where
+    ``parse_message`` cut them for the entry (the parts read are the parts stored), each
+    parsed by ``email`` on its own. The feed parser over the whole message compiles a
+    regular expression for every new boundary, and a reporting MTA writes a new boundary
+    into every report: that compile was most of the cost of recognising a receipt.
+    ``MimeError`` for a structure that cannot be cut (``parse_message`` refuses it too).
+    """
+    top = parse_entity(content)
+    if top.is_multipart:
+        boundary = top.params.get("boundary")
+        if boundary is None:
+            raise MimeError("multipart without boundary")
+        msg.set_payload([_part(raw) for raw in split_multipart(top.body, boundary)])
+
+
+def _part(raw: bytes) -> Message:
+    """One part as ``email`` parses it; a leaf's header alone, its body kept as the text it is.
+
+    For a part that is neither ``message/*`` nor ``multipart/*`` the feed parser keeps the
+    body as it is, so parsing only the header gives the same ``Message`` for less.
+    """
+    head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    if head.get_content_maintype() in ("message", "multipart"):
+        return email.message_from_bytes(raw, policy=email.policy.compat32)
+    return head
 
 
 def _fields(message: bytes) -> dict[str, str]:
