@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Env, mailbox_entry, write_config
-from support.demail_provider import provider_pki
+from support.demail_provider import build_message, demail_fields, provider_pki
 from support.outbox import document
 from support.receipts import demail_confirmation
 from support.smime_pki import RECIPIENT, SENDER, TestPKI, build_pki
@@ -28,6 +28,26 @@ from gateway.records.open import open_store
 from gateway.statedir import init_storage
 
 runner = CliRunner()
+
+
+def signed_confirmation(message_type: str, private_id: str) -> bytes:
+    """A provider's confirmation (XML and PDF, support.receipts) with the provider's integrity value."""
+    unsigned = demail_confirmation(message_type, private_id=private_id)
+    head, body = unsigned.split(b"\r\n\r\n", 1)
+    content_type = next(line for line in head.decode().replace("\r\n\t", " ").replace("\r\n ", " ").split("\r\n")
+                        if line.lower().startswith("content-type:")).split(":", 1)[1].strip()
+    fields = [*demail_fields(authoritative=False, private_id=private_id, message_type=message_type),
+              ("MIME-Version", "1.0"), ("Content-Type", content_type)]
+    return build_message(fields=fields, body=body)
+
+
+def demail_gateway(dovecot: Dovecot, root: Path, user: str, relay_port: int) -> Env:
+    anchor = provider_pki().write_anchor(root)
+    extra = (f'[smtp]\nhost = "127.0.0.1"\nport = {relay_port}\nsecurity = "plain"\nfrom = "{user}@mailbox.test"\n'
+             f'\n[demail]\nenabled = true\nprovider_trust_anchors = ["{anchor}"]\n')
+    env = Env(dovecot, user, root, write_config(root, [mailbox_entry(dovecot, user, root)], extra=extra))
+    init_storage(env.config)
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +126,7 @@ def test_the_providers_abholbestaetigung_matched_by_private_id_marks_the_documen
 ) -> None:
     user = new_user()
     with ScriptedPeer() as peer:
-        smtp = f'[smtp]\nhost = "127.0.0.1"\nport = {peer.port}\nsecurity = "plain"\nfrom = "{user}@mailbox.test"\n'
-        env = Env(dovecot, user, tmp_path, write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)], extra=smtp))
-        init_storage(env.config)
+        env = demail_gateway(dovecot, tmp_path, user, peer.port)
         store = open_store(env.config)
         private_id = new_private_id()
         doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
@@ -117,7 +135,7 @@ def test_the_providers_abholbestaetigung_matched_by_private_id_marks_the_documen
         rec = store.outbox_get(oid)
         store.close()
     assert rec is not None and rec.envid == private_id
-    env.append(demail_confirmation("confirmation of retrieve", private_id=private_id))
+    env.append(signed_confirmation("confirmation of retrieve", private_id))
     env.cli("run", "--once", check=True)
     store = open_store(env.config, readonly=True)
     try:
@@ -134,16 +152,14 @@ def test_the_report_shows_a_demail_documents_dispatch_and_its_deemed_served_date
 ) -> None:
     user = new_user()
     with ScriptedPeer() as peer:
-        smtp = f'[smtp]\nhost = "127.0.0.1"\nport = {peer.port}\nsecurity = "plain"\nfrom = "{user}@mailbox.test"\n'
-        env = Env(dovecot, user, tmp_path, write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)], extra=smtp))
-        init_storage(env.config)
+        env = demail_gateway(dovecot, tmp_path, user, peer.port)
         store = open_store(env.config)
         private_id = new_private_id()
         doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
         oid = outbox.enqueue(env.config, store, doc)
         assert Drain(env.config, store).run_once().sent == [oid]
         store.close()
-    env.append(demail_confirmation("confirmation of dispatch", private_id=private_id))
+    env.append(signed_confirmation("confirmation of dispatch", private_id))
     env.cli("run", "--once", check=True)
     out = tmp_path / "report.json"
     env.cli("audit", "export", "--format", "json", "--output", str(out), check=True)
@@ -153,3 +169,27 @@ def test_the_report_shows_a_demail_documents_dispatch_and_its_deemed_served_date
     html = tmp_path / "report.html"
     env.cli("audit", "export", "--format", "html", "--output", str(html), "--no-verify", check=True)
     assert f"deemed served on {delivery['served']['date']}" in html.read_text()
+
+
+def test_a_confirmation_without_the_providers_signature_is_quarantined_and_moves_nothing(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    user = new_user()
+    with ScriptedPeer() as peer:
+        env = demail_gateway(dovecot, tmp_path, user, peer.port)
+        store = open_store(env.config)
+        private_id = new_private_id()
+        doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
+        oid = outbox.enqueue(env.config, store, doc)
+        assert Drain(env.config, store).run_once().sent == [oid]
+        store.close()
+    env.append(demail_confirmation("confirmation of retrieve", private_id=private_id))
+    env.cli("run", "--once", check=True)
+    (entry,) = env.quarantined()
+    assert json.loads((entry / "reason.json").read_text())["reasons"] == ["demail-confirmation-unproven"]
+    store = open_store(env.config, readonly=True)
+    try:
+        (delivery,) = store.delivery_get(oid)
+    finally:
+        store.close()
+    assert delivery.state == "submitted"

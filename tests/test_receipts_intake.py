@@ -175,7 +175,7 @@ def test_receipts_that_belong_to_nothing_are_quarantined_and_move_no_record(sent
         thunderbird_mdn(original_message_id=rec.message_id, final_recipient="mallory@example.org"),
         # a malformed delivery-status part
         postfix_dsn(envid=envid, delivery_status="garbage without any field\r\n", queue_id="A3"),
-        # a De-Mail confirmation for a private id we never used
+        # a De-Mail confirmation without the provider's integrity value
         demail_confirmation("confirmation of retrieve", private_id="not-ours"),
     )
     env.cli("run", "--once", check=True)
@@ -183,7 +183,8 @@ def test_receipts_that_belong_to_nothing_are_quarantined_and_move_no_record(sent
     reasons = quarantine_reasons(env)
     assert len(reasons) == 5
     flat = [r for rs in reasons for r in rs]
-    assert flat.count("unmatched-receipt") == 2 and flat.count("receipt-names-no-recipient") == 2
+    assert flat.count("unmatched-receipt") == 1 and flat.count("receipt-names-no-recipient") == 2
+    assert flat.count("demail-confirmation-unproven") == 1  # no provider signature: nobody's word
     assert any(r.startswith("malformed") for r in flat)
     assert not list(env.cases_dir.glob("*/receipts/*"))
     assert env.cli("audit", "verify").returncode == 0

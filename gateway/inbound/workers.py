@@ -36,7 +36,8 @@ from gateway.filing.entries import EntryFile, StagedFiles, case_folder_problem, 
 from gateway.inbound.arrival import Arrival
 from gateway.inbound.decide import Plan, analyse, oversize_plan, receipt_plan, unsafe_folder_plan
 from gateway.receipts.lookup import outbox_lookup
-from gateway.receipts.match import match_receipt
+from gateway.receipts.match import ReceiptMatch, match_receipt, unproven
+from gateway.receipts.model import kind_of
 from gateway.receipts.placement import receipts_folder
 from gateway.records.store import StoreError
 from gateway.unwrap import UnwrapContext
@@ -107,7 +108,10 @@ def prepare(
     plan = analyse(raw, config, ctx, at=arrival.at, at_source=arrival.source)
     try:
         if plan.receipt is not None:
-            plan = receipt_plan(plan, match_receipt(plan.receipt, outbox_lookup(config)))
+            problem = unproven(plan.receipt, plan.verdict.demail)
+            found = (ReceiptMatch(kind_of(plan.receipt), problem=problem) if problem is not None
+                     else match_receipt(plan.receipt, outbox_lookup(config)))
+            plan = receipt_plan(plan, found)
         area, folder = placement(plan)
         if folder is not None:
             problem = case_folder_problem(areas[area], folder)

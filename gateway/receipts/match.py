@@ -35,6 +35,7 @@ from gateway.receipts.model import (
 from gateway.records.outbox import OutboxRecord
 
 UNMATCHED = "unmatched-receipt"
+UNPROVEN = "demail-confirmation-unproven"
 CANCELLED = "receipt-for-cancelled-document"
 NOBODY = "receipt-names-no-recipient"
 
@@ -128,6 +129,19 @@ def _recipient(doc: OutboxRecord, *candidates: str | None) -> str | None:
         if a is not None and a in by_lower:
             return by_lower[a]
     return None
+
+
+def unproven(receipt: Receipt | MalformedReceipt, demail: dict[str, object] | None) -> str | None:
+    """Why a De-Mail confirmation is not evidence, or None (any other receipt: None).
+
+    A confirmation is the provider's word: it counts only with the provider's valid
+    integrity value (``[demail]`` enabled, ``demail.verdict``). Anyone can write the
+    fields and the XML; without that signature it would let a stranger mark a document
+    retrieved and start or stop a service deadline.
+    """
+    if not isinstance(receipt, DemailConfirmation):
+        return None
+    return None if demail is not None and demail.get("integrity") == "valid" else UNPROVEN
 
 
 def match_receipt(receipt: Receipt | MalformedReceipt, lookup: OutboxLookup) -> ReceiptMatch:

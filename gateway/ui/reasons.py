@@ -182,6 +182,9 @@ _WORDS: dict[str, tuple[str, str]] = {
     "malformed-demail-confirmation": (
         "an unreadable De-Mail confirmation", "eine unlesbare De-Mail-Bestätigung"),
     "malformed-receipt": ("an unreadable receipt", "ein unlesbarer Nachweis"),
+    "demail-confirmation-unproven": (
+        "a De-Mail confirmation without a valid signature of the provider",
+        "eine De-Mail-Bestätigung ohne gültige Signatur des Anbieters"),
     # -- De-Mail (gateway.demail): an "absenderbestätigt" claim the provider's signature does not prove
     "demail-authoritative-unproven": (
         "claims to be a sender-confirmed De-Mail, but the provider's signature does not prove it",
@@ -217,6 +220,7 @@ NOT_ABOUT_THE_SIGNATURE = frozenset({
     "too-many-layers", "unwrap-error", *(c for c in _WORDS if c.startswith(("decryption-failed-", "policy-"))),
     "unmatched-receipt", "receipt-for-cancelled-document", "receipt-names-no-recipient", "malformed-delivery-status",
     "malformed-disposition-notification", "malformed-demail-confirmation", "malformed-receipt",
+    "demail-confirmation-unproven",
 })
 
 REASONS: dict[str, str] = {code: en for code, (en, _de) in _WORDS.items()} | {
