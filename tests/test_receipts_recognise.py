@@ -81,6 +81,9 @@ def test_every_report_the_intake_can_parse_is_read_as_the_whole_message_parse_re
         parse_message(data, LimitsConfig())  # what the intake does before recognising
     except Exception:  # noqa: BLE001 - analyse quarantines the message on any of them, before recognising
         assume(False)
+    # The oracle's own quirk: CPython's feed parser misreads a top-level header block with a
+    # NUL byte in it (it finds no parts); the cutter the intake stores the parts with does not.
+    assume(b"\x00" not in data.split(b"\r\n\r\n", 1)[0])
     got = recognise(data, data)
     assume(got is not None and not isinstance(got, MalformedReceipt))
     assert got == whole_parse(data)
