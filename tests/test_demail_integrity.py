@@ -8,6 +8,7 @@ its own implementation of TR 01201 / RFC 6376; the RSA signature is also checked
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import subprocess
 from hashlib import sha256
@@ -302,10 +303,17 @@ def test_the_result_serialises_to_json(validator: Validator) -> None:
 # --- hostile input never raises ----------------------------------------------------------
 
 
+@functools.cache
+def _signed_once(sig: str | None) -> bytes:
+    """One message per scheme for the whole run: an ECDSA signature's length varies from one
+    signing to the next, and hypothesis needs the same draws for the same choices."""
+    return build_message(sig=sig)
+
+
 @FAST
 @given(st.data())
 def test_a_mutated_integrity_value_never_raises(validator: Validator, data: st.DataObject) -> None:
-    message = build_message(sig=data.draw(st.sampled_from(["rsa", "ec-dsa", None])))
+    message = _signed_once(data.draw(st.sampled_from(["rsa", "ec-dsa", None])))
     value = bytearray(integrity_value(message))
     for _ in range(data.draw(st.integers(1, 6))):
         i = data.draw(st.integers(0, len(value) - 1))
