@@ -84,6 +84,19 @@ def send(path: Path, *extra: str) -> list[str]:
             "--subject", "Bescheid", "--body", str(path.parent / "body.txt"), *extra]
 
 
+def sent_demail(dovecot: Dovecot, root: Path, user: str) -> tuple[Env, str, str]:
+    """A gateway whose relay (a scripted peer) accepted one De-Mail: the gateway, its outbox id, its private id."""
+    with ScriptedPeer() as peer:
+        env = demail_gateway(dovecot, root, user, peer.port)
+        store = open_store(env.config)
+        private_id = new_private_id()
+        doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
+        oid = outbox.enqueue(env.config, store, doc)
+        assert Drain(env.config, store).run_once().sent == [oid]
+        store.close()
+    return env, oid, private_id
+
+
 def test_demail_options_set_the_fields_and_a_private_id_that_becomes_the_envid(
     pki: TestPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,15 +163,7 @@ def test_the_providers_abholbestaetigung_matched_by_private_id_marks_the_documen
 def test_the_report_shows_a_demail_documents_dispatch_and_its_deemed_served_date(
     dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
 ) -> None:
-    user = new_user()
-    with ScriptedPeer() as peer:
-        env = demail_gateway(dovecot, tmp_path, user, peer.port)
-        store = open_store(env.config)
-        private_id = new_private_id()
-        doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
-        oid = outbox.enqueue(env.config, store, doc)
-        assert Drain(env.config, store).run_once().sent == [oid]
-        store.close()
+    env, _, private_id = sent_demail(dovecot, tmp_path, new_user())
     env.append(signed_confirmation("confirmation of dispatch", private_id))
     env.cli("run", "--once", check=True)
     out = tmp_path / "report.json"
@@ -174,15 +179,7 @@ def test_the_report_shows_a_demail_documents_dispatch_and_its_deemed_served_date
 def test_a_confirmation_without_the_providers_signature_is_quarantined_and_moves_nothing(
     dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
 ) -> None:
-    user = new_user()
-    with ScriptedPeer() as peer:
-        env = demail_gateway(dovecot, tmp_path, user, peer.port)
-        store = open_store(env.config)
-        private_id = new_private_id()
-        doc = dataclasses.replace(document(to=("buerger@provider.de-mail.test",)), envid=private_id)
-        oid = outbox.enqueue(env.config, store, doc)
-        assert Drain(env.config, store).run_once().sent == [oid]
-        store.close()
+    env, oid, private_id = sent_demail(dovecot, tmp_path, new_user())
     env.append(demail_confirmation("confirmation of retrieve", private_id=private_id))
     env.cli("run", "--once", check=True)
     (entry,) = env.quarantined()
