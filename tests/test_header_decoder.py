@@ -135,3 +135,31 @@ def test_protected_subject_loses_encoded_controls_like_the_outer_one(pki: TestPK
     res = run_unwrap(signed_message(pki["sender"], inner), ctx)
     assert res.verdict.verified
     assert res.inner_subject == "Az 4711\ufffd[2J\ufffd"
+
+
+_CHARSET_LABEL = st.one_of(
+    st.sampled_from(["utf-8", "us-ascii", "iso-8859-1", "unicode_escape", "rot13", "hex", "utf\x008", "", "x" * 80]),
+    st.text(st.characters(codec="latin-1"), max_size=12),
+)
+
+
+@_SETTINGS
+@given(_CHARSET_LABEL, st.binary(max_size=40))
+def test_a_text_part_with_any_charset_label_is_read_never_a_processing_error(
+    plain_config: Config, label: str, body: bytes
+) -> None:
+    """A label naming no codec, a codec that is not a charset, or holding a NUL reads as unlabelled."""
+    quoted = label.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
+    raw = (
+        b"From: a@example.org\r\nSubject: Az. 1 K 1/25\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: text/plain; charset="' + quoted.encode("latin-1") + b'"\r\n\r\n' + body + b"\r\n"
+    )
+    plan = analyse(raw, plain_config, UnwrapContext(), at=datetime.now(UTC))
+    assert not any(r.startswith("processing-error") for r in plan.verdict.reasons)
+
+
+def test_a_nul_in_the_charset_label_does_not_stop_the_letter(plain_config: Config) -> None:
+    raw = b'From: a@example.org\r\nSubject: Az. 1 K 1/25\r\nContent-Type: text/plain; charset="utf\x008"\r\n'
+    raw += b"\r\nhallo\r\n"
+    plan = analyse(raw, plain_config, UnwrapContext(), at=datetime.now(UTC))
+    assert tuple(plan.verdict.reasons) == ("no-signature",)

@@ -74,6 +74,11 @@ def _codec_name(label: str) -> str | None:
     return _SUPERSET.get(name, name)
 
 
+def codec_for_charset(label: str) -> str | None:
+    """Python's codec for a MIME charset label; ``None`` for one that is unusable or not a charset."""
+    return _codec_name(label)
+
+
 def _try_decode(data: bytes, codec: str, errors: str = "strict") -> str | None:
     try:
         return data.decode(codec, errors)

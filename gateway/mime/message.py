@@ -24,7 +24,7 @@ from email.message import Message
 from gateway.config import LimitsConfig
 from gateway.errors import SecurityError
 from gateway.mime.cut import Entity, MimeError, children, decode_body, parse_entity
-from gateway.mime.headers import decode_header_text
+from gateway.mime.headers import codec_for_charset, decode_header_text
 
 
 @dataclass(frozen=True)
@@ -199,9 +199,18 @@ def _filename(head: Message) -> str | None:
 
 
 def _as_utf8(charset: str | None, data: bytes) -> bytes:
+    """Re-encode a text part as UTF-8, reading its declared charset only when it is a real one.
+
+    The label is the sender's: it may name no codec, a codec that is not a charset
+    (``unicode_escape`` would rewrite the text) or hold a NUL byte. Such a label is treated as
+    absent, like a label that does not decode the data.
+    """
+    usable = charset if charset and codec_for_charset(charset) is not None else None
     try:
-        text = data.decode(charset or "us-ascii")
-    except (LookupError, UnicodeDecodeError):
+        if charset and usable is None:
+            raise LookupError(charset)
+        text = data.decode(usable or "us-ascii")
+    except (LookupError, ValueError):
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
