@@ -94,3 +94,11 @@ def test_every_report_the_intake_can_parse_is_read_as_the_whole_message_parse_re
     got = recognise(data, data)
     assume(got is not None and not isinstance(got, MalformedReceipt))
     assert got == whole_parse(data)
+
+
+@pytest.mark.parametrize("raw", [REPORTS[0], REPORTS[4]], ids=["dsn", "mdn"])
+def test_a_report_type_in_rfc2231_form_is_read_like_the_plain_one(raw: bytes) -> None:
+    """``report-type*=us-ascii''delivery-status`` names the same report (RFC 2231 section 4)."""
+    encoded = re.sub(rb"report-type=([a-z-]+)", rb"report-type*=us-ascii''\1", raw, count=1)
+    assert encoded != raw
+    assert recognise(encoded, encoded) == recognise(raw, raw)

@@ -28,6 +28,7 @@ from gateway.receipts.fields import FieldError, detail, unfold
 from gateway.receipts.mdn import MALFORMED as MDN_MALFORMED
 from gateway.receipts.mdn import parse_mdn
 from gateway.receipts.model import MalformedReceipt, Receipt, ReceiptKind
+from gateway.receipts.report import report_type_of
 
 __all__ = ["MALFORMED", "recognise"]
 
@@ -70,7 +71,7 @@ def recognise(raw: bytes, content: bytes) -> Receipt | MalformedReceipt | None:
         end = _HEAD_END.search(content)
         head_block = content if end is None else content[: end.end()]
         msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head_block)
-        report_type = msg.get_param("report-type")
+        report_type = report_type_of(msg)
         parser = _REPORTS.get(report_type.strip().lower()) if isinstance(report_type, str) else None
         if parser is None:
             return None  # another kind of report (abuse feedback, TLS reports): no receipt of ours

@@ -8,6 +8,8 @@ sender show one thing to a mail program and another to us.
 
 from __future__ import annotations
 
+import email.utils
+import urllib.parse
 from dataclasses import dataclass
 from email.message import Message
 
@@ -29,11 +31,27 @@ class Report:
     returned: Message | None
 
 
+def report_type_of(msg: Message) -> str | None:
+    """The report-type parameter, also in its RFC 2231 form (``report-type*=us-ascii''delivery-status``).
+
+    ``email`` decodes RFC 2231 only for parameter names made of word characters, so the
+    hyphenated name is decoded here.
+    """
+    value = msg.get_param("report-type")
+    if isinstance(value, str):
+        return value
+    extended = msg.get_param("report-type*")
+    if not isinstance(extended, str):
+        return None
+    _charset, _language, text = email.utils.decode_rfc2231(extended)
+    return urllib.parse.unquote(text, encoding="ascii", errors="replace")
+
+
 def report_parts(msg: Message, report_type: str, status_type: str) -> Report:
     """The parts of a ``multipart/report; report-type=<report_type>``; :class:`FieldError` if it is not one."""
     if msg.get_content_type() != "multipart/report":
         raise FieldError(f"not multipart/report but {msg.get_content_type()}")
-    kind = msg.get_param("report-type")
+    kind = report_type_of(msg)
     if not isinstance(kind, str) or kind.strip().lower() != report_type:
         raise FieldError(f"report-type is not {report_type}")
     parts = msg.get_payload()
