@@ -19,6 +19,7 @@ from gateway.clock import utcnow
 from gateway.config import Config
 from gateway.outbound.doorbell import Doorbell
 from gateway.outbound.drain import Drain, DrainReport
+from gateway.outbound.orphans import sweep_orphans
 from gateway.outbound.sentfolder import copier_from_config
 from gateway.records.chain import AuditEvent
 from gateway.records.open import open_store
@@ -50,11 +51,15 @@ def run_outbox(
     store: Store | None = None
     backoff = 1.0
     bell = None if once else Doorbell(outbox_doorbell(config))
+    swept = False
     try:
         while not stop.is_set():
             try:
                 if store is None:
                     store = open_store(config)
+                if not swept:
+                    sweep_orphans(config, store)
+                    swept = True
                 lanes = config.smtp.connections if config.smtp is not None else 1
                 report = Drain(config, store, copy_to_sent=copier_from_config(config), lanes=lanes).run_once()
                 store.export_jsonl()
