@@ -11,6 +11,7 @@ import base64
 import email
 import email.policy
 import hashlib
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,13 +35,19 @@ from support.smime_pki import (
     openssl,
     openssl_verify,
 )
+from typer.testing import CliRunner
 
+from cli.main import app
 from gateway.config import Config, parse_config
 from gateway.inbound.decide import analyse
+from gateway.outbound import outbox
 from gateway.outbound.compose import ComposeError, Letter
 from gateway.outbound.document import ComposedDocument
 from gateway.outbound.handin import submitted_draft
 from gateway.outbound.protect import OutboundKeys, compose_document
+from gateway.records.open import open_store
+from gateway.records.store import EntryFilter, StoreError
+from gateway.statedir import init_storage, outbox_dir
 from gateway.unwrap import UnwrapContext
 
 CASE = "1 K 1234/25"
@@ -313,3 +320,78 @@ def test_envelope_recipients_a_mail_program_left_out_of_to_and_cc_are_bcc() -> N
         case="1 K 1/25",
     )
     assert d.bcc == ("chef@rathaus.example",)
+
+
+# --- what is recorded --------------------------------------------------------------------------
+
+
+def test_a_refusal_and_the_bcc_are_in_the_outbox_record_and_the_queued_audit_entry(pki: TestPKI, tmp: Path) -> None:
+    cfg = config(tmp, pki, {"expired": pki["expired"], "sender": pki["sender"]})
+    init_storage(cfg)
+    doc = compose(cfg, letter(tmp, to=("expired@example.org",), bcc=(SENDER,)))
+    store = open_store(cfg)
+    try:
+        oid = outbox.enqueue(cfg, store, doc)
+        rec = store.outbox_get(oid)
+        (copy,) = [r for r in store.outbox_list() if r.id != oid]
+        entries = {e.document: e.details for e in store.select(EntryFilter(events=("queued",)))}
+    finally:
+        store.close()
+    refusal = f"certificate of expired@example.org refused: expired ({_source('expired', pki['expired'].cert)})"
+    assert rec is not None and rec.key_refusals == [refusal] and rec.bcc == [SENDER] and not rec.encrypted
+    assert copy.bcc_copy_of == oid and copy.bcc == [SENDER] and copy.encrypted and copy.key_refusals == []
+    assert entries[oid]["key_refusals"] == [refusal] and entries[oid]["bcc"] == [SENDER]
+    assert entries[copy.id]["bcc_copy_of"] == oid and entries[copy.id]["key_sources"][0][0] == SENDER
+
+
+def test_a_failed_commit_queues_neither_the_letter_nor_its_bcc_copies(
+    pki: TestPKI, tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(tmp, pki, {"sender": pki["sender"]})
+    init_storage(cfg)
+    doc = compose(cfg, letter(tmp, to=("nocert@example.org",), bcc=(SENDER,)))
+    assert len(doc.bcc_copies) == 1
+    store = open_store(cfg)
+
+    def fail(*args: object, **kw: object) -> None:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(store, "outbox_enqueue", fail)
+    try:
+        with pytest.raises(StoreError):
+            outbox.enqueue(cfg, store, doc)
+        assert store.outbox_list() == []
+    finally:
+        store.close()
+    assert list(outbox_dir(cfg).iterdir()) == []
+
+
+def test_send_cli_takes_bcc_and_reports_its_copies_and_the_refusals(pki: TestPKI, tmp: Path) -> None:
+    files = pki.write(tmp / "pki")
+    (tmp / "me.pem").write_bytes(pki["recipient"].cert_pem() + pki.inter.cert_pem())
+    corr = tmp / "corr"
+    corr.mkdir()
+    (corr / "alice.pem").write_bytes(pki["sender"].cert_pem())
+    (corr / "expired.pem").write_bytes(pki["expired"].cert_pem())
+    path = tmp / "poststelle.toml"
+    path.write_text(f"""[storage]
+state_dir = "{tmp}/state"
+
+[smime]
+identities = [{{ key_file = "{files["recipient.key"]}", cert_file = "{tmp / "me.pem"}" }}]
+trust_anchors = ["{files["root"]}"]
+
+[outbound]
+sign = "smime"
+encrypt = "auto"
+correspondents_dir = "{corr}"
+""")
+    result = CliRunner().invoke(app, ["send", "--config", str(path), "--from", RECIPIENT, "--case", CASE,
+                                      "--to", "expired@example.org", "--bcc", SENDER, "--subject", "Bescheid",
+                                      "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["recipients"] == ["expired@example.org"] and out["encrypted"] is False and out["bcc"] == [SENDER]
+    assert out["key_refusals"][0].startswith("certificate of expired@example.org refused: expired")
+    (copy,) = out["bcc_copies"]
+    assert copy["recipients"] == [SENDER] and copy["encrypted"] is True
