@@ -22,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.smime_pki import (
     DAY,
     NOW,
@@ -43,15 +45,22 @@ from gateway.inbound.decide import analyse
 from gateway.outbound import outbox
 from gateway.outbound.compose import ComposeError, Letter
 from gateway.outbound.document import ComposedDocument
+from gateway.outbound.envelope import enveloped_data
 from gateway.outbound.handin import submitted_draft
-from gateway.outbound.protect import OutboundKeys, compose_document
+from gateway.outbound.protect import OutboundKeys, _with_message_id, compose_document
 from gateway.records.open import open_store
 from gateway.records.store import EntryFilter, StoreError
 from gateway.statedir import init_storage, outbox_dir
 from gateway.unwrap import UnwrapContext
+from gateway.unwrap.smime import cms as cms_lib
 
 CASE = "1 K 1234/25"
 EMAIL_EKU = [ExtendedKeyUsageOID.EMAIL_PROTECTION]
+#: Keys for the property tests, made once: the properties are about the envelope, not the keys.
+_CURVES = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1(), "secp521r1": ec.SECP521R1()}
+EC_KEYS = {name: _leaf(name, f"{name}@example.org", ec.generate_private_key(c), build_pki().inter, eku=EMAIL_EKU)
+           for name, c in _CURVES.items()}
+RSA_KEY = build_pki()["sender"]
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +404,36 @@ correspondents_dir = "{corr}"
     assert out["key_refusals"][0].startswith("certificate of expired@example.org refused: expired")
     (copy,) = out["bcc_copies"]
     assert copy["recipients"] == [SENDER] and copy["encrypted"] is True
+
+
+# --- properties --------------------------------------------------------------------------------
+
+_FIELD = st.tuples(
+    st.sampled_from(["To", "Cc", "Subject", "Message-ID", "Message-Id", "X-Note", "Date"]),
+    st.lists(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20), min_size=1,
+             max_size=3),
+)
+
+
+@given(st.lists(_FIELD, max_size=8))
+def test_a_bcc_copy_has_exactly_one_message_id_and_every_other_field_unchanged(
+    fields: list[tuple[str, list[str]]],
+) -> None:
+    def folded(name: str, parts: list[str]) -> bytes:  # the first part on the field's line, the rest folded
+        return f"{name}: {parts[0]}\r\n".encode() + b"".join(b" " + p.encode() + b"\r\n" for p in parts[1:])
+
+    out = _with_message_id(b"".join(folded(n, p) for n, p in fields), "new@rathaus.example")
+    lines = out.split(b"\r\n")[:-1]
+    assert [x for x in lines if x.lower().startswith(b"message-id:")] == [b"Message-ID: <new@rathaus.example>"]
+    kept = b"".join(folded(n, p) for n, p in fields if n.lower() != "message-id")
+    assert out == kept + b"Message-ID: <new@rathaus.example>\r\n"
+
+
+@settings(max_examples=20, deadline=None)
+@given(content=st.binary(max_size=300), curve=st.sampled_from(["secp256r1", "secp384r1", "secp521r1"]))
+def test_every_recipient_of_an_enveloped_letter_recovers_the_exact_content(content: bytes, curve: str) -> None:
+    ec_key = EC_KEYS[curve]
+    der = enveloped_data(content, [ec_key.cert, RSA_KEY.cert])
+    for party in (ec_key, RSA_KEY):
+        opened = cms_lib.decrypt(der, [cms_lib.RecipientKey(party.key, party.cert)])
+        assert opened.content == content
