@@ -33,10 +33,14 @@ from support.smime_pki import (
     TestPKI,
     _leaf,
     _rsa,
+    body_of,
     build_pki,
     openssl,
     openssl_verify,
+    pkcs7_mime,
+    signed_message,
 )
+from support.smime_pki import headers as smime_headers
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -437,3 +441,35 @@ def test_every_recipient_of_an_enveloped_letter_recovers_the_exact_content(conte
     for party in (ec_key, RSA_KEY):
         opened = cms_lib.decrypt(der, [cms_lib.RecipientKey(party.key, party.cert)])
         assert opened.content == content
+
+
+# --- the intake opens what other EC senders produce ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("curve", "options"),
+    [
+        ("secp256r1", ["-aes256"]),
+        ("secp256r1", ["-aes128", "-keyopt", "ecdh_kdf_md:sha256"]),
+        ("secp384r1", ["-aes256", "-keyopt", "ecdh_kdf_md:sha384"]),
+    ],
+)
+def test_poststelle_opens_mail_openssl_encrypted_to_its_ec_identity(
+    pki: TestPKI, tmp: Path, curve: str, options: list[str]
+) -> None:
+    bob = EC_KEYS[curve]
+    (tmp / "bob.pem").write_bytes(bob.cert_pem())
+    inner = body_of(signed_message(pki["sender"]))
+    cipher, *keyopt = options  # -keyopt applies to the -recip before it
+    res = openssl("cms", "-encrypt", "-binary", "-outform", "DER", cipher, "-recip", str(tmp / "bob.pem"), *keyopt,
+                  stdin=inner)
+    assert res.returncode == 0, res.stderr.decode()
+    raw = pkcs7_mime(smime_headers(SENDER), res.stdout, "enveloped-data")
+    bob_cfg = config(tmp, pki, {}, identity=bob)
+    ctx = UnwrapContext.from_config(bob_cfg, collect_certificates=False, fetch_crls=False)
+    try:
+        v = analyse(raw, bob_cfg, ctx, at=NOW).verdict.to_json()
+    finally:
+        ctx.close()
+    assert v["encryption"]["status"] == "decrypted", v  # type: ignore[index]
+    assert v["verdict"] == "verified" and v["signature"]["signer"] == SENDER  # type: ignore[index]
