@@ -44,7 +44,7 @@ from support.smime_pki import headers as smime_headers
 from typer.testing import CliRunner
 
 from cli.main import app
-from gateway.config import Config, parse_config
+from gateway.config import Config, load_config, parse_config
 from gateway.inbound.decide import analyse
 from gateway.outbound import outbox
 from gateway.outbound.compose import ComposeError, Letter
@@ -379,7 +379,9 @@ def test_a_failed_commit_queues_neither_the_letter_nor_its_bcc_copies(
     assert list(outbox_dir(cfg).iterdir()) == []
 
 
-def test_send_cli_takes_bcc_and_reports_its_copies_and_the_refusals(pki: TestPKI, tmp: Path) -> None:
+@pytest.fixture
+def cli_config(pki: TestPKI, tmp: Path) -> Path:
+    """A config file with a relay (never reached here) and Alice's and an expired certificate."""
     files = pki.write(tmp / "pki")
     (tmp / "me.pem").write_bytes(pki["recipient"].cert_pem() + pki.inter.cert_pem())
     corr = tmp / "corr"
@@ -398,16 +400,43 @@ trust_anchors = ["{files["root"]}"]
 sign = "smime"
 encrypt = "auto"
 correspondents_dir = "{corr}"
+
+[smtp]
+host = "127.0.0.1"
+port = 25
+security = "plain"
+from = "{RECIPIENT}"
 """)
-    result = CliRunner().invoke(app, ["send", "--config", str(path), "--from", RECIPIENT, "--case", CASE,
-                                      "--to", "expired@example.org", "--bcc", SENDER, "--subject", "Bescheid",
-                                      "--dry-run", "--json"])
+    init_storage(load_config(path))
+    return path
+
+
+def send_args(path: Path, *extra: str) -> list[str]:
+    return ["send", "--config", str(path), "--case", CASE, "--to", "expired@example.org", "--bcc", SENDER,
+            "--subject", "Bescheid", *extra]
+
+
+def test_send_cli_takes_bcc_and_reports_its_copies_and_the_refusals(cli_config: Path) -> None:
+    result = CliRunner().invoke(app, send_args(cli_config, "--dry-run", "--json"))
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["recipients"] == ["expired@example.org"] and out["encrypted"] is False and out["bcc"] == [SENDER]
     assert out["key_refusals"][0].startswith("certificate of expired@example.org refused: expired")
     (copy,) = out["bcc_copies"]
     assert copy["recipients"] == [SENDER] and copy["encrypted"] is True
+
+
+def test_outbox_show_names_the_bcc_recipients_and_the_refused_certificate(cli_config: Path) -> None:
+    sent = CliRunner().invoke(app, send_args(cli_config))
+    assert sent.exit_code == 0, sent.output
+    assert "certificate of expired@example.org refused: expired" in sent.stderr
+    outbox_id = sent.stdout.strip()
+    shown = CliRunner().invoke(app, ["outbox", "show", outbox_id, "--config", str(cli_config)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert any(line.startswith("bcc ") and line.endswith(SENDER) for line in lines)
+    assert any(line.startswith("key_refusals ") and "certificate of expired@example.org refused: expired" in line
+               for line in lines)
 
 
 # --- properties --------------------------------------------------------------------------------
