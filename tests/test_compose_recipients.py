@@ -79,12 +79,12 @@ def tmp() -> Iterator[Path]:
 
 
 def config(tmp: Path, pki: TestPKI, parties: dict[str, Party], *, identity: Party | None = None,
-           anchors: bool = True, **outbound: str) -> Config:
+           anchors: bool = True, chain: bool = True, **outbound: str) -> Config:
     """The authority (the PKI's ``recipient``) sending; ``parties`` are the correspondents directory."""
     files = pki.write(tmp / "pki")
     me = identity or pki["recipient"]
     (tmp / "me.key").write_bytes(me.key_pem())
-    (tmp / "me.pem").write_bytes(me.cert_pem() + pki.inter.cert_pem())
+    (tmp / "me.pem").write_bytes(me.cert_pem() + (pki.inter.cert_pem() if chain else b""))
     corr = tmp / "correspondents"
     corr.mkdir(exist_ok=True)
     for name, party in parties.items():
@@ -272,6 +272,14 @@ def test_without_trust_anchors_no_certificate_is_used(pki: TestPKI, tmp: Path) -
     doc = compose(cfg, letter(tmp, to=(SENDER,)))
     assert not doc.encrypted
     assert doc.key_refusals[0].startswith(f"certificate of {SENDER} refused: no [smime] trust_anchors")
+
+
+def test_an_intermediate_ca_in_the_correspondents_directory_completes_the_path(pki: TestPKI, tmp: Path) -> None:
+    without = compose(config(tmp / "a", pki, {"sender": pki["sender"]}, chain=False), letter(tmp, to=(SENDER,)))
+    assert not without.encrypted and "does not chain" in without.key_refusals[0]
+    with_ca = compose(config(tmp / "b", pki, {"sender": pki["sender"], "ca": pki.inter}, chain=False),
+                      letter(tmp, to=(SENDER,)))
+    assert with_ca.encrypted and with_ca.key_refusals == ()
 
 
 # --- Bcc ---------------------------------------------------------------------------------------

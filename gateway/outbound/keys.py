@@ -138,6 +138,14 @@ def _names(cert: x509.Certificate, address: str) -> bool:
     return _has_address(cert, address) or any(_same_address(e, address) for e in _subject_emails(cert))
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    """Only CA certificates can be part of a path; leaves would only enlarge the cache key and the search."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
 class KeyFinder:
     """Looks up recipients' S/MIME certificates and OpenPGP keys as of a moment.
 
@@ -162,7 +170,8 @@ class KeyFinder:
         self.certstore = certstore
         self.correspondents = tuple(correspondents)
         self.validator = validator
-        self.intermediates = tuple(dict.fromkeys((*intermediates, *(c for c, _ in self.correspondents))))
+        self.intermediates = tuple(dict.fromkeys(
+            c for c in (*intermediates, *(c for c, _ in self.correspondents)) if _is_ca(c)))
         self.gpg = gpg
         self.pinned = {f.upper(): tuple(a.lower() for a in v) for f, v in (pinned or {}).items()}
         self.trusted_folder_keys = trusted_folder_keys
