@@ -102,8 +102,15 @@ def show_cmd(outbox_id: str, config: Path | None = ConfigOption, as_json: bool =
         "resent",
         "sent_path",
         "last_reply",
+        "bcc",
+        "bcc_copy_of",
+        "key_refusals",
     ):
         value = getattr(rec, key)
+        if isinstance(value, list):  # bcc, key_refusals: one line each
+            for i, item in enumerate(value or ["-"]):
+                echo(f"{header(key).lower() if i == 0 else '':16} {item}")
+            continue
         shown = locale().time(value) if key.endswith("_at") and isinstance(value, str) else value
         echo(f"{header(key).lower():16} {'-' if shown is None else shown}")
     print_table([r.to_json() for r in rec.recipients], ["address", "state", "reply", "queue_id", "updated_at"])

@@ -84,6 +84,9 @@ def send_cmd(
     case: str = typer.Option(..., "--case", help="The case reference (Aktenzeichen); a new case is fine."),
     to: list[str] = typer.Option(..., "--to", help="Recipient address (repeatable)."),
     cc: list[str] = typer.Option([], "--cc", help="Copy recipient address (repeatable)."),
+    bcc: list[str] = typer.Option(
+        [], "--bcc", help="Blind copy recipient (repeatable): in no header; its own message when encrypting."
+    ),
     subject: str = typer.Option(..., "--subject", help="The subject; the case reference is added."),
     body: str | None = typer.Option(None, "--body", help="A UTF-8 text file with the letter's text, or - for stdin."),
     mail_from: str | None = typer.Option(None, "--from", help="Sender address (default: \\[smtp] from)."),
@@ -114,7 +117,7 @@ def send_cmd(
         fail("the De-Mail options (--dispatch-confirmation, --receipt-confirmation, --retrieval-confirmation, "
              "--private, --authoritative) need --demail; nothing was queued")
     letter = Letter(case=case, to=tuple(to), cc=tuple(cc), subject=subject, body=_body(body),
-                    attachments=tuple(Attachment(f) for f in files or ()), demail=options)
+                    attachments=tuple(Attachment(f) for f in files or ()), demail=options, bcc=tuple(bcc))
     enqueue = None if dry_run else ENQUEUE
     try:
         doc, outbound_id = send_letter(cfg, letter, sender, enqueue)
@@ -130,13 +133,24 @@ def send_cmd(
         "signed": doc.signed,
         "encrypted": doc.encrypted,
         "keys": [{"recipient": r, "source": s} for r, s in doc.key_sources],
+        "key_refusals": list(doc.key_refusals),
+        "bcc": list(doc.bcc),
+        "bcc_copies": [
+            {"message_id": c.message_id, "recipients": list(c.recipients), "encrypted": c.encrypted,
+             "keys": [{"recipient": r, "source": s} for r, s in c.key_sources],
+             "key_refusals": list(c.key_refusals)}
+            for c in doc.bcc_copies
+        ],
         "bytes": len(doc.raw),
         **({"demail": doc.demail, "private_id": doc.envid} if doc.demail is not None else {}),
         "queued": not dry_run,
     }
     if as_json:
         print_json(summary)
-    elif dry_run:
+        return
+    for line in (*doc.key_refusals, *(t for c in doc.bcc_copies for t in c.key_refusals)):
+        echo(line, err=True)  # why a letter goes out unencrypted
+    if dry_run:
         echo(f"composed (not queued): <{doc.message_id}> signed={doc.signed} encrypted={doc.encrypted} "
              f"{len(doc.raw)} bytes")
     else:

@@ -98,6 +98,7 @@ class Letter:
     cc: tuple[str, ...] = ()
     attachments: tuple[Attachment, ...] = ()
     demail: DemailOptions | None = None  # send as a De-Mail with these options
+    bcc: tuple[str, ...] = ()  # blind copies: in the envelope, never in a header
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Draft:
     entity: bytes
     envid: str | None = None  # set by the caller (a De-Mail's private id); else the outbox makes one
     demail: DemailOptions | None = None
+    bcc: tuple[str, ...] = ()  # the recipients that are Bcc (also in ``recipients``, in no header)
 
 
 def _forbidden_char(text: str) -> str | None:
@@ -348,6 +350,9 @@ def draft(letter: Letter, *, mail_from: str, now: datetime, max_bytes: int) -> D
     sender = check_address(mail_from, field="from")
     to = tuple(check_address(a, field="to") for a in letter.to)
     cc = tuple(check_address(a, field="cc") for a in letter.cc)
+    bcc = tuple(a for a in dict.fromkeys(check_address(a, field="bcc") for a in letter.bcc) if a not in to + cc)
+    if bcc and letter.demail is not None:
+        raise ComposeError("demail-options", "Bcc is not offered for De-Mail: the provider states every recipient")
     if not to:
         raise ComposeError("no-recipients", "give at least one --to address")
     subject = full_subject(case, check_subject(letter.subject))
@@ -363,7 +368,8 @@ def draft(letter: Letter, *, mail_from: str, now: datetime, max_bytes: int) -> D
     text = text_entity(letter.body)
     entity = multipart("mixed", [text, *(attachment_entity(n, d) for n, d in files)]) if files else text
     if letter.demail is None:
-        return _draft(case, sender, to, cc, subject, entity, now=now, max_bytes=max_bytes)
+        d = _draft(case, sender, to, cc, subject, entity, now=now, max_bytes=max_bytes)
+        return replace(d, recipients=(*d.recipients, *bcc), bcc=bcc) if bcc else d
     try:
         private_id = new_private_id()
         extra = demail_fields(letter.demail, private_id)

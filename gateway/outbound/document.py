@@ -17,10 +17,18 @@ class ComposedDocument:
     message_id: str  # without angle brackets
     case: str  # case reference (Aktenzeichen) as given
     mail_from: str  # envelope sender ([smtp] from)
-    recipients: tuple[str, ...]  # envelope recipients (To + Cc + Bcc)
+    recipients: tuple[str, ...]  # envelope recipients (To + Cc, and Bcc riding along unencrypted)
     raw: bytes  # RFC 5322 message, CRLF line ends
     signed: str  # "smime" | "openpgp" | "none"
     encrypted: bool
     key_sources: tuple[tuple[str, str], ...]  # (recipient, which certificate/key was used)
     envid: str | None = None  # the ENVID to use (a De-Mail's private id); None: the outbox makes one
     demail: dict[str, Any] | None = None  # the De-Mail options asked for, for the record
+    #: The letter's Bcc recipients (this document's own, for a Bcc copy): in no header, recorded
+    #: so the authority knows who got it; those also in ``recipients`` ride in this envelope.
+    bcc: tuple[str, ...] = ()
+    #: "certificate of X refused: expired (source)" for recipients left without one.
+    key_refusals: tuple[str, ...] = ()
+    #: Separate messages for Bcc recipients (encrypted to them and the authority only); queued
+    #: with this one, in the same transaction.
+    bcc_copies: tuple[ComposedDocument, ...] = ()

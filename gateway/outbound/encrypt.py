@@ -9,26 +9,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from gateway.outbound.compose import ComposeError, base64_lines, boundary
+from gateway.outbound.envelope import enveloped_data
 from gateway.unwrap.openpgp.gpg import GpgError, GpgHome
 
 __all__ = ["encrypt_openpgp", "encrypt_smime"]
 
 
 def encrypt_smime(entity: bytes, recipients: Sequence[x509.Certificate]) -> bytes:
-    """``application/pkcs7-mime; smime-type=enveloped-data`` (AES-256-CBC, RSA key transport).
+    """``application/pkcs7-mime; smime-type=enveloped-data`` (AES-256-CBC; RSA key transport, EC key agreement).
 
-    The DER is base64-encoded here with CRLF lines, so the line-end question of the S/MIME
-    text output never arises.
+    When every recipient has an RSA key, ``cryptography``'s envelope builder does it (OpenSSL
+    underneath); with any EC recipient, ``envelope.py`` builds the structure, since that
+    builder knows RSA only. The DER is base64-encoded here with CRLF lines, so the line-end
+    question of the S/MIME text output never arises.
     """
-    builder = pkcs7.PKCS7EnvelopeBuilder().set_data(entity).set_content_encryption_algorithm(algorithms.AES256)
-    for cert in dict.fromkeys(recipients):
-        builder = builder.add_recipient(cert)
+    certs = list(dict.fromkeys(recipients))
     try:
-        der = builder.encrypt(Encoding.DER, [pkcs7.PKCS7Options.Binary])
+        if all(isinstance(c.public_key(), rsa.RSAPublicKey) for c in certs):
+            builder = pkcs7.PKCS7EnvelopeBuilder().set_data(entity).set_content_encryption_algorithm(algorithms.AES256)
+            for cert in certs:
+                builder = builder.add_recipient(cert)
+            der = builder.encrypt(Encoding.DER, [pkcs7.PKCS7Options.Binary])
+        else:
+            der = enveloped_data(entity, certs)
     except (TypeError, ValueError) as exc:
         raise ComposeError("encryption-failed", str(exc)) from None
     body = base64_lines(der)

@@ -5,7 +5,8 @@ taken; this is the ``Spool`` it hands the letter to. The mail program built the 
 message, so only the protection is ours: the outer header lines (From, To, Subject, Date,
 Message-ID) stay outside, the Content-* headers and the body become the entity that is
 signed and encrypted exactly as ``send`` protects its own (``protect.protect_draft``).
-``Bcc`` is dropped from the header (its recipients are in the envelope only), a missing
+``Bcc`` is dropped from the header (its recipients are in the envelope only, and every
+envelope recipient that To and Cc do not show is treated as Bcc, like ``send --bcc``), a missing
 Message-ID or Date is added, and line ends become CRLF before anything is signed, since
 the relay would otherwise change the signed bytes on the way.
 """
@@ -13,7 +14,7 @@ the relay would otherwise change the signed bytes on the way.
 from __future__ import annotations
 
 import secrets
-from email.utils import format_datetime
+from email.utils import format_datetime, getaddresses
 
 from gateway.clock import utcnow
 from gateway.config import Config
@@ -51,6 +52,7 @@ def submitted_draft(raw: bytes, *, mail_from: str, recipients: tuple[str, ...], 
     content: list[bytes] = []
     message_id = None
     has_date = False
+    shown: list[str] = []
     for f in _fields(head):
         name = f.split(b":", 1)[0].strip().lower()
         if f.lower().startswith(_CONTENT):
@@ -62,6 +64,9 @@ def submitted_draft(raw: bytes, *, mail_from: str, recipients: tuple[str, ...], 
             if name == b"message-id":
                 message_id = f.split(b":", 1)[1].strip().strip(b"<>").decode("ascii", "replace")
             has_date = has_date or name == b"date"
+            if name in (b"to", b"cc"):
+                value = f.split(b":", 1)[1].decode("utf-8", "replace").replace("\r\n", "")
+                shown.extend(addr.lower() for _, addr in getaddresses([value]) if addr)
             outer.append(f)
     sender = check_address(mail_from, field="from")
     if not message_id or any(c in message_id for c in " <>\r\n") or "@" not in message_id:
@@ -80,7 +85,9 @@ def submitted_draft(raw: bytes, *, mail_from: str, recipients: tuple[str, ...], 
     to = tuple(check_address(r, field="to") for r in recipients)
     if not to:
         raise ComposeError("no-recipients", "the envelope names no recipient")
-    return Draft(message_id, check_case(case), sender, to, b"".join(outer), entity)
+    # Envelope recipients the header does not show are Bcc (the mail program took them off).
+    bcc = tuple(a for a in to if a.lower() not in shown)
+    return Draft(message_id, check_case(case), sender, to, b"".join(outer), entity, bcc=bcc)
 
 
 class OutboxSpool:

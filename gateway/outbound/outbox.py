@@ -74,15 +74,42 @@ def _check(doc: ComposedDocument) -> None:
 
 
 def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str | None = None) -> str:
-    """Queue ``doc`` durably and return its outbox id; nothing is queued when it raises."""
-    _check(doc)
+    """Queue ``doc`` (and its Bcc copies) durably and return its outbox id; nothing is queued when it raises.
+
+    A letter and the separate messages of its Bcc recipients commit in one transaction: a
+    crash never leaves the To/Cc message queued without the Bcc copies, or the reverse.
+    """
+    docs = (doc, *doc.bcc_copies)
+    for d in docs:
+        _check(d)
     folder = case_folder_name(doc.case, slash=config.routing.folder_slash)  # InvalidCaseReference
     case_ref = case_reference_from_folder(folder)
-    outbox_id = new_outbox_id()
     spool = outbox_dir(config)
     makedirs_durable(spool)
-    path = spool / f"{outbox_id}.eml"
-    atomic_write(path, doc.raw, mode=0o600)
+    ids = [new_outbox_id() for _ in docs]
+    paths: list[Path] = []
+    try:
+        records = []
+        for i, (outbox_id, d) in enumerate(zip(ids, docs, strict=True)):
+            path = spool / f"{outbox_id}.eml"
+            paths.append(path)
+            atomic_write(path, d.raw, mode=0o600)
+            records.append(_queued(d, outbox_id, path, folder, case_ref, actor, copy_of=ids[0] if i else None))
+        (rec, events, steps), *more = records
+        store.outbox_enqueue(rec, events, deliveries=steps, more=more)
+    except BaseException:
+        for path in paths:
+            path.unlink(missing_ok=True)  # no row, no promise: the spool files go too
+        raise
+    ring(outbox_doorbell(config))
+    return ids[0]
+
+
+def _queued(
+    doc: ComposedDocument, outbox_id: str, path: Path, folder: str, case_ref: str, actor: str | None,
+    *, copy_of: str | None,
+) -> tuple[OutboxRecord, list[AuditEvent], list[DeliveryStep]]:
+    """The row, its ``queued`` event and its recipients' first delivery steps."""
     now = iso(utcnow())
     rec = OutboxRecord(
         id=outbox_id,
@@ -100,6 +127,9 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
         key_sources=list(doc.key_sources),
         created_at=now,
         updated_at=now,
+        bcc=list(doc.bcc),
+        bcc_copy_of=copy_of,
+        key_refusals=list(doc.key_refusals),
     )
     event = AuditEvent(
         "queued",
@@ -116,19 +146,16 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
             "signed": doc.signed,
             "encrypted": doc.encrypted,
             "key_sources": [list(k) for k in doc.key_sources],
+            **({"bcc": list(doc.bcc)} if doc.bcc else {}),
+            **({"bcc_copy_of": copy_of} if copy_of else {}),
+            **({"key_refusals": list(doc.key_refusals)} if doc.key_refusals else {}),
             **({"demail": doc.demail, "envid": doc.envid} if doc.demail is not None else {}),
         },
     )
     # Each recipient's delivery record starts here, committed with the row it belongs to.
     evidence = Evidence("outbox", None, rec.sha256, f"Message-ID <{doc.message_id}>")
     steps = [DeliveryStep(outbox_id, r, "queued", now, evidence) for r in doc.recipients]
-    try:
-        store.outbox_enqueue(rec, [event], deliveries=steps)
-    except BaseException:
-        path.unlink(missing_ok=True)  # no row, no promise: the spool file goes too
-        raise
-    ring(outbox_doorbell(config))
-    return outbox_id
+    return rec, [event], steps
 
 
 def spool_bytes(rec: OutboxRecord) -> bytes:

@@ -71,6 +71,9 @@ class OutboxRecord:
     sent_manifest_sha256: str | None = None
     sent_folder: str | None = None  # the IMAP folder a copy was appended to
     claimed_by: str | None = None  # host:pid:start of the process that made it active
+    bcc: list[str] = field(default_factory=list)  # Bcc recipients (in no header); see docs/outbound.md
+    bcc_copy_of: str | None = None  # a Bcc recipient's own message: the outbox id of the letter
+    key_refusals: list[str] = field(default_factory=list)  # "certificate of X refused: expired (…)"
 
     def sent_to_someone(self) -> bool:
         return any(r.state == "sent" for r in self.recipients)

@@ -314,14 +314,24 @@ class MessageStore(MessageReader, Protocol):
         ...
 
 
+#: A document to record with ``outbox_enqueue``: its row, its events, its first delivery steps.
+QueuedDocument = tuple[OutboxRecord, Sequence[AuditEvent], Sequence[DeliveryStep]]
+
+
 class OutboxStore(OutboxReader, Protocol):
     """Outbox state changes, each committed together with the events that describe it."""
 
     def outbox_enqueue(
-        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, deliveries: Sequence[DeliveryStep] = ()
+        self,
+        rec: OutboxRecord,
+        events: Sequence[AuditEvent],
+        *,
+        deliveries: Sequence[DeliveryStep] = (),
+        more: Sequence[QueuedDocument] = (),
     ) -> None:
         """Record a document whose bytes are already durable in its spool file (with its
-        recipients' first delivery steps, ``queued``)."""
+        recipients' first delivery steps, ``queued``); ``more``: documents that commit with it
+        (a letter's separate messages for Bcc recipients)."""
         ...
 
     def outbox_save(
@@ -477,14 +487,20 @@ class StoreOperations:
             uow.append(events)
 
     def outbox_enqueue(
-        self, rec: OutboxRecord, events: Sequence[AuditEvent], *, deliveries: Sequence[DeliveryStep] = ()
+        self,
+        rec: OutboxRecord,
+        events: Sequence[AuditEvent],
+        *,
+        deliveries: Sequence[DeliveryStep] = (),
+        more: Sequence[QueuedDocument] = (),
     ) -> None:
-        rec.created_at = rec.created_at or iso(utcnow())
-        rec.updated_at = rec.updated_at or rec.created_at
         with self.unit_of_work() as uow:
-            uow.insert_outbox(rec)
-            uow.append(events)
-            apply_deliveries(uow, deliveries)
+            for r, evs, steps in ((rec, events, deliveries), *more):
+                r.created_at = r.created_at or iso(utcnow())
+                r.updated_at = r.updated_at or r.created_at
+                uow.insert_outbox(r)
+                uow.append(evs)
+                apply_deliveries(uow, steps)
 
     def outbox_save(
         self,

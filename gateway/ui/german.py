@@ -379,6 +379,9 @@ GERMAN: dict[str, str] = {
     "CREATED_AT": "EINGEREIHT",
     "RESENT": "ERNEUT_GESENDET",
     "SENT_PATH": "GESENDETE_KOPIE",
+    "BCC": "BCC",
+    "BCC_COPY_OF": "BCC_KOPIE_VON",
+    "KEY_REFUSALS": "ABGELEHNTE_ZERTIFIKATE",
     # -- poststelle deliveries (cli/deliveries.py) ----------------------------------------------------
     "DOCUMENT_ID": "DOKUMENT",
     "RECIPIENT": "EMPFÄNGER",

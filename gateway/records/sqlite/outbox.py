@@ -40,6 +40,9 @@ _COLUMNS = (
     "sent_manifest_sha256",
     "sent_folder",
     "claimed_by",
+    "bcc",
+    "bcc_copy_of",
+    "key_refusals",
 )
 _MUTABLE = (
     "state",
@@ -66,6 +69,8 @@ def _value(rec: OutboxRecord, col: str) -> Any:
     v = getattr(rec, col)
     if col == "key_sources":
         return json.dumps([list(k) for k in v])
+    if col in ("bcc", "key_refusals"):
+        return json.dumps(list(v))
     if col in ("encrypted", "resent"):
         return int(v)
     return v
@@ -102,6 +107,8 @@ def save(
 def _record(conn: sqlite3.Connection, row: sqlite3.Row) -> OutboxRecord:
     d = dict(row)
     d["key_sources"] = [tuple(k) for k in json.loads(d["key_sources"] or "[]")]
+    d["bcc"] = list(json.loads(d["bcc"] or "[]"))
+    d["key_refusals"] = list(json.loads(d["key_refusals"] or "[]"))
     d["encrypted"] = bool(d["encrypted"])
     d["resent"] = bool(d["resent"])
     rows = conn.execute(

@@ -38,10 +38,11 @@ from collections import OrderedDict
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from asn1crypto import x509 as a_x509
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
@@ -110,6 +111,22 @@ def usage_problems(cert: x509.Certificate) -> list[str]:
     return problems
 
 
+def encryption_usage_problems(cert: x509.Certificate) -> list[str]:
+    """RFC 8550 usage rules for a recipient certificate: EKU as for signers; key usage, when
+    present, allows keyEncipherment (RSA key transport) or keyAgreement (EC key agreement)."""
+    problems = [p for p in usage_problems(cert) if p == "wrong-eku"]
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return problems
+    if isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
+        if not ku.key_agreement:
+            problems.append("wrong-key-usage")
+    elif not ku.key_encipherment:
+        problems.append("wrong-key-usage")
+    return problems
+
+
 def _drive(factory: Any) -> Any:
     """Run a pyhanko coroutine that does no I/O without an event loop.
 
@@ -174,11 +191,16 @@ class Validator:
         return self.policy.allow_sha1
 
     def validate(
-        self, leaf: x509.Certificate, candidates: Sequence[x509.Certificate], at: datetime
+        self, leaf: x509.Certificate, candidates: Sequence[x509.Certificate], at: datetime,
+        *, purpose: Literal["signing", "encryption"] = "signing",
     ) -> PathResult:
-        """Is ``leaf`` a usable S/MIME signer certificate at ``at``?"""
+        """Is ``leaf`` a usable S/MIME signer (or, ``purpose="encryption"``, recipient) certificate at ``at``?
+
+        The path, validity and revocation are judged alike; only the key usage differs.
+        """
         at = _utc(at)
-        static = usage_problems(leaf) + self.policy.certificate_key_problems(leaf)
+        usage = usage_problems(leaf) if purpose == "signing" else encryption_usage_problems(leaf)
+        static = usage + self.policy.certificate_key_problems(leaf)
         if static:
             return PathResult(False, tuple(static))
         if not self.anchors:
