@@ -143,6 +143,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     tls.key.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    tls.key.chmod(0o600)
     tls.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return tls
 
