@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import POSTSTELLE, REPO
+from conftest import POSTSTELLE, REPO, Env
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -194,3 +194,13 @@ def test_run_refuses_to_start_with_a_key_open_to_others_exit_2(tmp_path: Path) -
     )
     assert proc.returncode == 2, proc.stderr
     assert str(path) in proc.stderr and "openpgp.secret_keys[0]" in proc.stderr and str(secret) in proc.stderr
+
+
+def test_the_audit_key_the_gateway_made_stops_start_up_once_opened_to_others(env: Env) -> None:
+    env.cli("init", check=True)
+    key = env.state_dir / "audit" / "audit-signing.key"
+    assert key.exists()
+    key.chmod(0o644)
+    proc = env.cli("run", "--once")
+    assert proc.returncode == 2
+    assert "audit.key_file" in proc.stderr and f"{key} is open to others (mode 0644)" in proc.stderr
