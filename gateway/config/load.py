@@ -240,7 +240,7 @@ def _secret_list(r: _Reader, name: str) -> tuple[Path, ...]:
     return tuple(out)
 
 
-def _read_secret_file(r: _Reader, name: str, warnings: list[str]) -> Secret | None:
+def _read_secret_file(r: _Reader, name: str) -> Secret | None:
     p = r.secret_path(name)
     if p is None:
         return None
@@ -264,7 +264,7 @@ def _mailbox(r: _Reader, warnings: list[str]) -> MailboxConfig:
     if security == "plain" and not _is_loopback(host):
         raise r.fail("security", f"plain IMAP is only allowed to a loopback address, not {host!r}")
     inline = r.str_("password")
-    from_file = _read_secret_file(r, "password_file", warnings)
+    from_file = _read_secret_file(r, "password_file")
     if inline is not None and from_file is not None:
         raise r.fail("password", "set either password or password_file, not both")
     if inline is None and from_file is None:
@@ -558,7 +558,7 @@ def _smtp(r: _Reader, warnings: list[str]) -> SmtpConfig:
     if not _ADDRESS.fullmatch(mail_from):
         raise r.fail("from", f"expected one address such as rathaus@example.org, got {mail_from!r}")
     username = r.str_("username")
-    password = _read_secret_file(r, "password_file", warnings)
+    password = _read_secret_file(r, "password_file")
     if (username is None) != (password is None):
         raise r.fail("password_file" if password is None else "username", "give username and password_file together")
     min_backoff = _duration(r, "min_backoff", 300.0)
