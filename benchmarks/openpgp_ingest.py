@@ -161,6 +161,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
     bob = world.gen("Buergeramt", SENDER)
     secret = root / "rathaus-secret.asc"
     secret.write_bytes(world.secret(us))
+    secret.chmod(0o600)
     (root / "correspondents").mkdir()
     (root / "correspondents" / "buergeramt.asc").write_bytes(world.public(bob))
     users = {f"u{i}": "pw" for i in range(len(sizes))}

@@ -52,6 +52,7 @@ def tmp() -> Iterator[Path]:
 def make_config(tmp: Path, k: Keys, rita: tuple[World, Key], **outbound: str) -> Config:
     secret = tmp / "us.asc"
     secret.write_bytes(k.world.secret(k.us))
+    secret.chmod(0o600)
     corr = tmp / "corr"
     corr.mkdir(exist_ok=True)
     (corr / "people.asc").write_bytes(k.world.public(k.bob, k.bob2, k.expired, k.dave))

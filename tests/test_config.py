@@ -133,6 +133,7 @@ def test_smime_revocation_settings_are_read(tmp_path: Path) -> None:
 def test_the_shipped_example_config_is_valid(tmp_path: Path) -> None:
     text = (REPO / "config" / "poststelle.example.toml").read_text()
     (tmp_path / "pw").write_text("x")
+    (tmp_path / "pw").chmod(0o600)
     p = tmp_path / "example.toml"
     p.write_text(text.replace("/etc/poststelle/rathaus.secret", str(tmp_path / "pw")))
     cfg = load_config(p)

@@ -17,6 +17,7 @@ def openpgp_env(dovecot: Dovecot, tmp_path: Path, user: str, k: Keys) -> Env:
     (tmp_path / "pgp").mkdir()
     secret = tmp_path / "pgp" / "rathaus-secret.asc"
     secret.write_bytes(k.world.secret(k.us))
+    secret.chmod(0o600)
     corr = tmp_path / "pgp" / "correspondents"
     corr.mkdir()
     (corr / "bob.asc").write_bytes(k.world.public(k.bob))

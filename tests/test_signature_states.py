@@ -57,6 +57,7 @@ def gateway_env(dovecot: Dovecot, root: Path, user: str, pki: TestPKI, k: Keys, 
     (root / "pgp").mkdir()
     secret = root / "pgp" / "rathaus-secret.asc"
     secret.write_bytes(k.world.secret(k.us))
+    secret.chmod(0o600)
     corr = root / "pgp" / "correspondents"
     corr.mkdir()
     (corr / "bob.asc").write_bytes(k.world.public(k.bob))

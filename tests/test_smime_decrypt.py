@@ -209,6 +209,8 @@ def test_context_from_config_loads_pem_pkcs12_anchor_dirs_and_crls(pki: TestPKI,
         )
     )
     (tmp_path / "old.pass").write_text("geheim\n")
+    for private in (p12, tmp_path / "old.pass"):
+        private.chmod(0o600)
     anchors = tmp_path / "anchors"
     anchors.mkdir()
     (anchors / "root.pem").write_bytes(pki.root.cert_pem())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import smtplib
 import socket
 import ssl
@@ -143,6 +144,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     tls.key.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    tls.key.chmod(0o600)
     tls.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     return tls
 
@@ -409,8 +411,11 @@ def test_a_bad_listen_address_is_a_config_error(tmp_path: Path, listen: str, pro
 
 
 def test_a_certificate_without_its_key_is_a_config_error(tmp_path: Path, tls: Tls) -> None:
+    wrong = tmp_path / "not-a-key.pem"
+    shutil.copyfile(tls.ca, wrong)
+    wrong.chmod(0o600)  # private, as a key file must be: the pair is what is wrong
     with pytest.raises(ConfigError) as info:
-        make_config(tmp_path, tls=Tls(tls.cert, tls.ca, tls.ca))  # a certificate where the key belongs
+        make_config(tmp_path, tls=Tls(tls.cert, wrong, tls.ca))  # a certificate where the key belongs
     assert info.value.key == "submission.tls_cert"
 
 

@@ -18,6 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.config import secrets
 from gateway.config.model import (
     DEEMED_SERVED_SHIFTS,
     DEFAULT_CONFIG_PATH,
@@ -138,6 +139,13 @@ class _Reader:
             raise self.fail(name, f"file not found: {p}")
         return p
 
+    def secret_path(self, name: str, *, must_exist: bool = True) -> Path | None:
+        """A secret's file (a path or ``credential:NAME``), refused when others may open it."""
+        value = self.str_(name)
+        if not value:
+            return None
+        return _secret_file(self.file, self.key(name), value, must_exist=must_exist)
+
     def table_(self, name: str) -> Mapping[str, Any]:
         value = self._get(name, dict, "a table", {})
         assert value is not None
@@ -203,19 +211,43 @@ def _mode(r: _Reader, name: str, default: int) -> int:
     return int(text, 8)
 
 
-def _read_secret_file(r: _Reader, name: str, warnings: list[str]) -> Secret | None:
-    p = r.path(name)
+def _secret_file(file: str, key: str, value: str, *, must_exist: bool) -> Path:
+    """Resolve a secret's setting (``config/secrets.py``) and refuse a file others may open.
+
+    ``must_exist = False`` is for files the gateway makes itself (the audit key, the users
+    file); a credential must always exist, since only systemd can put it there.
+    """
+    try:
+        path = secrets.resolve(value)
+    except secrets.SecretError as exc:
+        raise ConfigError(file, key, str(exc)) from None
+    if (must_exist or secrets.is_credential(value)) and not path.is_file():
+        raise ConfigError(file, key, f"file not found: {path}")
+    problem = secrets.exposure_problem(path)
+    if problem is not None:
+        raise ConfigError(file, key, problem)
+    return path
+
+
+def _secret_list(r: _Reader, name: str) -> tuple[Path, ...]:
+    """A list of secrets' files, each a path or ``credential:NAME``."""
+    out = []
+    for i, item in enumerate(r.list_(name)):
+        key = f"{r.key(name)}[{i}]"
+        if not isinstance(item, str):
+            raise ConfigError(r.file, key, "expected a path string")
+        out.append(_secret_file(r.file, key, item, must_exist=True))
+    return tuple(out)
+
+
+def _read_secret_file(r: _Reader, name: str) -> Secret | None:
+    p = r.secret_path(name)
     if p is None:
         return None
     try:
         text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise r.fail(name, f"file not found: {p}") from None
     except OSError as exc:
         raise r.fail(name, f"cannot read {p}: {exc.strerror}") from None
-    mode = p.stat().st_mode
-    if mode & 0o077:
-        warnings.append(f"{r.file}: {r.key(name)}: {p} is readable by group or others (chmod 600)")
     secret = text.rstrip("\r\n")
     if not secret:
         raise r.fail(name, f"{p} is empty")
@@ -232,7 +264,7 @@ def _mailbox(r: _Reader, warnings: list[str]) -> MailboxConfig:
     if security == "plain" and not _is_loopback(host):
         raise r.fail("security", f"plain IMAP is only allowed to a loopback address, not {host!r}")
     inline = r.str_("password")
-    from_file = _read_secret_file(r, "password_file", warnings)
+    from_file = _read_secret_file(r, "password_file")
     if inline is not None and from_file is not None:
         raise r.fail("password", "set either password or password_file, not both")
     if inline is None and from_file is None:
@@ -331,10 +363,10 @@ def _smime(r: _Reader) -> SmimeConfig:
     identities = []
     for ir in _tables(r, "identities"):
         ident = SmimeIdentityConfig(
-            key_file=ir.existing_file("key_file"),
+            key_file=ir.secret_path("key_file"),
             cert_file=ir.existing_file("cert_file"),
-            pkcs12_file=ir.existing_file("pkcs12_file"),
-            password_file=ir.existing_file("password_file"),
+            pkcs12_file=ir.secret_path("pkcs12_file"),
+            password_file=ir.secret_path("password_file"),
         )
         if ident.pkcs12_file is None and (ident.key_file is None or ident.cert_file is None):
             raise ir.fail("key_file", "give key_file and cert_file, or pkcs12_file")
@@ -388,8 +420,8 @@ def _openpgp(r: _Reader, state_dir: Path) -> OpenPGPConfig:
         raise r.fail("correspondents", f"directory not found: {correspondents}")
     cfg = OpenPGPConfig(
         gnupg_home=home,
-        secret_keys=_path_list(r, "secret_keys"),
-        passphrase_file=r.existing_file("passphrase_file"),
+        secret_keys=_secret_list(r, "secret_keys"),
+        passphrase_file=r.secret_path("passphrase_file"),
         correspondents=correspondents,
         correspondents_trusted=r.bool_("correspondents_trusted", False),
         pinned=tuple(pinned),
@@ -464,7 +496,8 @@ def _submission(r: _Reader) -> SubmissionConfig:
     from gateway.outbound.tlsserver import server_context
 
     host, port = _listen(r, "listen", "127.0.0.1:10587")
-    users_file = r.path("users_file", required=True)
+    r.str_("users_file", required=True)
+    users_file = r.secret_path("users_file", must_exist=False)  # made by `poststelle submission-user add`
     assert users_file is not None
     if not users_file.is_absolute():
         raise r.fail("users_file", f"must be an absolute path, got {users_file}")
@@ -474,7 +507,7 @@ def _submission(r: _Reader) -> SubmissionConfig:
     if not re.fullmatch(r"[!-?A-~]+@[A-Za-z0-9.-]+", sender):
         raise r.fail("sender", f"expected one plain address such as rathaus@example.org, got {sender!r}")
     cert = r.existing_file("tls_cert")
-    key = r.existing_file("tls_key")
+    key = r.secret_path("tls_key")
     if (cert is None) != (key is None):
         raise r.fail("tls_key" if key is None else "tls_cert", "set tls_cert and tls_key together")
     if cert is not None and key is not None:
@@ -525,7 +558,7 @@ def _smtp(r: _Reader, warnings: list[str]) -> SmtpConfig:
     if not _ADDRESS.fullmatch(mail_from):
         raise r.fail("from", f"expected one address such as rathaus@example.org, got {mail_from!r}")
     username = r.str_("username")
-    password = _read_secret_file(r, "password_file", warnings)
+    password = _read_secret_file(r, "password_file")
     if (username is None) != (password is None):
         raise r.fail("password_file" if password is None else "username", "give username and password_file together")
     min_backoff = _duration(r, "min_backoff", 300.0)
@@ -687,7 +720,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
 
     ar = top.sub("audit", top.table_("audit"))
     audit = AuditConfig(
-        key_file=ar.path("key_file"),
+        key_file=ar.secret_path("key_file", must_exist=False),  # made 0600 on first start
         jsonl_file=ar.path("jsonl_file"),
         checkpoint_every=ar.int_("checkpoint_every", 1000, minimum=1),
     )

@@ -33,7 +33,9 @@ from gateway.records.messages import MailboxState
 from gateway.records.open import open_store
 from gateway.records.store import Store
 from gateway.service import outbox_worker
+from gateway.service.notify import Notifier
 from gateway.service.startup import start
+from gateway.service.supervise import LedgerFigures, Supervisor
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.daemon")
@@ -70,6 +72,11 @@ class Daemon:
         self.stop = threading.Event()
         self.report = RunReport()
         self._lock = threading.Lock()
+        self.notifier = Notifier()  # systemd's Type=notify; silent without $NOTIFY_SOCKET
+        figures = LedgerFigures(config)
+        self.threads: list[threading.Thread] = []
+        alive = lambda: self.stop.is_set() or all(t.is_alive() for t in self.threads)  # noqa: E731
+        self.supervisor = Supervisor(self.notifier, alive, figures, on_close=figures.close)
         self.state_lock = start(config)  # one daemon per state directory; raises before writing anything
         try:
             self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
@@ -84,6 +91,7 @@ class Daemon:
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         log.info("stop requested", signal=signum)
         self.stop.set()
+        self.notifier.stopping()
 
     def run(self) -> RunReport:
         try:
@@ -130,14 +138,19 @@ class Daemon:
                 started.append(listener)
             if self.config.smtp is not None:
                 threads.append(threading.Thread(target=self._outbox, name="outbox", daemon=True))
+            self.threads = threads
             for t in threads:
                 t.start()
+            if not self.once:
+                self.notifier.ready()
+                self.supervisor.start()
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=0.5)
             while started and not self.stop.wait(0.5):
                 pass  # the listeners serve until a stop is requested, mailboxes or not
         finally:
+            self.supervisor.close()
             for listener in reversed(started):
                 listener.stop()
             self.analyser.close()
@@ -189,6 +202,7 @@ class Daemon:
                         # (a locked ledger, a bug) must not be retried every second.
                         backoff = BACKOFF_MIN
                         state.succeeded(store, wlog)
+                        self.supervisor.passed()
                         with self._lock:
                             self.report.outcomes.setdefault(mb.name, BatchOutcome()).add(outcome)
                         if outcome.stored or outcome.quarantined or outcome.duplicates:
@@ -249,6 +263,7 @@ class Daemon:
                 self.report.failures[outbox_worker.NAME] = text
 
         def passed(_: object) -> None:
+            self.supervisor.passed()
             with self._lock:
                 self.report.failures.pop(outbox_worker.NAME, None)
 

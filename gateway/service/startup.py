@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.config.secrets import exposure_problem
 from gateway.errors import ConfigError, StartupError
 from gateway.filemodes import apply as apply_modes
 from gateway.service.statelock import StateLock
-from gateway.statedir import cases_dir, require_roots
+from gateway.statedir import audit_key_path, cases_dir, require_roots
 
 
 def start(config: Config) -> StateLock:
@@ -41,6 +42,7 @@ def start(config: Config) -> StateLock:
             raise StartupError(f"case folders {cases_dir(config)} (storage.cases_dir): not writable")
         for key, path in configured_files(config):
             _try_read(config, key, path)
+        _check_audit_key(config)
     except BaseException:
         lock.release()
         raise
@@ -73,6 +75,17 @@ def configured_files(config: Config) -> Iterator[tuple[str, Path]]:
         yield f"demail.provider_trust_anchors[{i}]", p
     if config.audit.key_file is not None and config.audit.key_file.exists():
         yield "audit.key_file", config.audit.key_file
+
+
+def _check_audit_key(config: Config) -> None:
+    """The audit key the gateway made itself (0600) must not have been opened to others since.
+
+    A configured ``key_file`` was checked when the configuration was read; the default one
+    under ``state_dir`` is only known here.
+    """
+    problem = exposure_problem(audit_key_path(config))
+    if problem is not None:
+        raise ConfigError(str(config.path), "audit.key_file", problem)
 
 
 def _try_read(config: Config, key: str, path: Path) -> None:

@@ -75,6 +75,7 @@ class TestPKI:
         out["root_crl"].write_bytes(self.root_crl.public_bytes(DER))
         for name, party in self.parties.items():
             (directory / f"{name}.key").write_bytes(party.key_pem())
+            (directory / f"{name}.key").chmod(0o600)  # the loader refuses a private key others may read
             (directory / f"{name}.pem").write_bytes(party.cert_pem())
             out[f"{name}.key"] = directory / f"{name}.key"
             out[f"{name}.pem"] = directory / f"{name}.pem"
