@@ -39,8 +39,7 @@ def start(config: Config) -> StateLock:
     try:
         if not os.access(cases_dir(config), os.W_OK | os.X_OK):
             raise StartupError(f"case folders {cases_dir(config)} (storage.cases_dir): not writable")
-        for key, path in configured_files(config):
-            _try_read(config, key, path)
+        check_files(config)
     except BaseException:
         lock.release()
         raise
@@ -73,6 +72,12 @@ def configured_files(config: Config) -> Iterator[tuple[str, Path]]:
         yield f"demail.provider_trust_anchors[{i}]", p
     if config.audit.key_file is not None and config.audit.key_file.exists():
         yield "audit.key_file", config.audit.key_file
+
+
+def check_files(config: Config) -> None:
+    """Read every configured file once as the daemon will; the first that fails is a ``ConfigError``."""
+    for key, path in configured_files(config):
+        _try_read(config, key, path)
 
 
 def _try_read(config: Config, key: str, path: Path) -> None:
