@@ -389,6 +389,24 @@ GERMAN: dict[str, str] = {
     "STEP": "SCHRITT",
     "KIND": "ART",
     "SHA256": "SHA256",
+    # -- poststelle status (cli/status.py) ----------------------------------------------------------
+    "CONNECTED": "VERBUNDEN",
+    "IDLE": "WARTET_AUF_POST",
+    "daemon: running, pid {pid}": "Dienst: läuft, PID {pid}",
+    ", since {at}": ", seit {at}",
+    ", configuration {sha}": ", Konfiguration {sha}",
+    "daemon: not running": "Dienst: läuft nicht",
+    " (stopped {at}: {why})": " (beendet {at}: {why})",
+    "the configuration file has changed since; send SIGHUP to reload it": (
+        "die Konfigurationsdatei wurde seither geändert; SIGHUP lädt sie neu"
+    ),
+    "messages: ": "Nachrichten: ",
+    "none yet": "noch keine",
+    "outbox: ": "Postausgang: ",
+    "empty": "leer",
+    "outbox thread: {state}, since start sent {sent}, deferred {deferred}, bounced {bounced}": (
+        "Postausgang-Thread: {state}, seit dem Start gesendet {sent}, zurückgestellt {deferred}, abgewiesen {bounced}"
+    ),
     "yes": "ja",
     "deemed served": "gilt als zugestellt",
     "retrieved": "abgeholt",
