@@ -21,12 +21,13 @@ password_file = "{root}/{secret}"
 
 
 def config(tmp_path: Path, *, state: str = "state", mailboxes: tuple[str, ...] = ("rathaus", "bauamt"),
-           secret: str = "pw", extra: str = "") -> Config:
+           bauamt_file: str = "pw", extra: str = "") -> Config:
     for name, text in (("pw", "secret\n"), ("pw2", "other\n")):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o600)
     text = f'[storage]\nstate_dir = "{tmp_path}/{state}"\n'
-    text += "".join(MAILBOX.format(name=n, root=tmp_path, secret=secret if n == "bauamt" else "pw") for n in mailboxes)
+    for n in mailboxes:
+        text += MAILBOX.format(name=n, root=tmp_path, secret=bauamt_file if n == "bauamt" else "pw")
     path = tmp_path / "poststelle.toml"
     path.write_text(text + extra)
     return load_config(path)
@@ -37,7 +38,7 @@ def test_unchanged_configuration_restarts_nothing(tmp_path: Path) -> None:
 
 
 def test_changed_password_restarts_only_that_mailbox(tmp_path: Path) -> None:
-    old, new = config(tmp_path), config(tmp_path, secret="pw2")
+    old, new = config(tmp_path), config(tmp_path, bauamt_file="pw2")
     plan = plan_reload(old, new)
     assert (plan.changed, plan.added, plan.removed, plan.analysis) == (("bauamt",), (), (), False)
     assert plan.restarted(new) == ("bauamt",)
