@@ -33,6 +33,8 @@ def daemon_state(cfg: Config) -> dict[str, Any]:
         # The file is another run's (the daemon has not written its own yet): its figures are not this one's.
         out = {"running": True, "pid": pid}
         snapshot = {}
+    if pid is None and snapshot.get("running"):
+        out["stopped_because"] = "ended without stopping cleanly (killed or crashed)"
     out["config_changed"] = bool(snapshot.get("config_sha256")) and snapshot.get("config_sha256") != cfg.sha256
     out["mailboxes"] = snapshot.get("mailboxes") or {}
     return out

@@ -206,3 +206,15 @@ def test_daemon_exits_0_on_sigterm_after_a_mailbox_failure_it_recovered_from(env
     assert proc.returncode == 0, log.read_text()[-3000:]
     (stopped,) = events(cfg, "daemon-stopped")
     assert stopped["reason"] == "signal"
+
+
+def test_status_of_a_daemon_that_was_killed_says_it_ended_without_stopping_cleanly(env: Env) -> None:
+    """The file says running, but nobody holds the lock: the pid in it is not taken for a live daemon."""
+    path = daemon_status_path(env.config)
+    (env.state_dir / "poststelle.lock").write_text("999999\n")
+    path.write_text(json.dumps({"pid": 999999, "started_at": "2026-12-01T08:00:00.000000Z", "config_sha256": "x",
+                                "version": "0.1.0", "running": True, "mailboxes": {}}))
+    status = json.loads(env.cli("status", "--json", check=True).stdout)["daemon"]
+    assert (status["running"], status["pid"]) == (False, None)
+    assert status["stopped_because"] == "ended without stopping cleanly (killed or crashed)"
+    assert status["config_changed"], "and it ran with another configuration than the file's"

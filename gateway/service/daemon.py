@@ -168,6 +168,7 @@ class Daemon:
             signal.signal(signal.SIGINT, self.request_stop)
             if not self.once:
                 signal.signal(signal.SIGHUP, self.request_reload)
+        self.board.started()
         started: list[Listener] = []
         stopped_because = "error"
         error: str | None = None

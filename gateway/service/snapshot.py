@@ -138,6 +138,11 @@ class StatusBoard:
             self._doc.outbox = None
             self._save(force=False)
 
+    def started(self) -> None:
+        """The first write: from now on ``status`` sees this run (the signal handlers are in place)."""
+        with self._lock:
+            self._save(force=True)
+
     def configured(self, sha256: str) -> None:
         with self._lock:
             self._doc.config_sha256 = sha256
