@@ -168,6 +168,7 @@ class Daemon:
             signal.signal(signal.SIGINT, self.request_stop)
             if not self.once:
                 signal.signal(signal.SIGHUP, self.request_reload)
+        self.board.register([mb.name for mb in self.config.mailboxes])
         self.board.started()
         started: list[Listener] = []
         stopped_because = "error"
@@ -220,7 +221,7 @@ class Daemon:
         halt = threading.Event()
         thread = threading.Thread(target=self._worker, args=(mb, halt), name=f"mailbox-{mb.name}", daemon=True)
         self._halts[mb.name], self._threads[mb.name] = halt, thread
-        self.board.mailbox(mb.name)  # listed (as starting) from now on
+        self.board.register([mb.name])  # listed (as starting) from now on
         thread.start()
 
     def _start_outbox(self) -> None:

@@ -87,6 +87,12 @@ class StatusBoard:
         self._write_failed = False
 
     # -- reports from the workers ----------------------------------------------------------------------
+    def register(self, names: list[str]) -> None:
+        """List mailboxes as starting, without a write of its own (their first connection writes)."""
+        with self._lock:
+            for name in names:
+                self._doc.mailboxes.setdefault(name, MailboxView())
+
     def mailbox(self, name: str, **changes: Any) -> None:
         """Set fields of one mailbox's view (``MailboxView``'s names); written when that changes anything."""
         with self._lock:
