@@ -150,7 +150,10 @@ def test_status_and_metrics_show_the_running_daemon_and_the_trail_its_start_and_
     env.append(letter(subject="Az. 63-BV-2026-0500 Bauantrag"))
     log = env.root / "daemon.log"
     with daemon(path, log) as proc:
-        wait_for("the letter filed", lambda: len(env.entries()) == 1)
+        # The first pass files the waiting letter; the status file says "ok" once it is recorded.
+        wait_for("the first pass", lambda: (read_status(daemon_status_path(cfg)) or {}).get("mailboxes", {})
+                 .get("rathaus", {}).get("state") == "ok")
+        assert len(env.entries()) == 1
         status = json.loads(env.cli("status", "--json", check=True).stdout)
         assert status["daemon"]["running"] and status["daemon"]["pid"] == proc.pid
         assert status["daemon"]["config_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
