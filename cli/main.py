@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from cli import audit, cases, deliveries, inspect, outbox, quarantine, route, send, submission
+from cli import audit, cases, deliveries, inspect, outbox, quarantine, route, send, status, submission
 from cli.common import (
     EXIT_CONFIG,
     ConfigOption,
@@ -45,6 +44,7 @@ app.add_typer(route.app, name="route")
 app.add_typer(submission.app, name="submission-user")
 app.command("inspect")(inspect.inspect_cmd)
 app.command("send")(send.send_cmd)
+app.command("status")(status.status_cmd)
 
 
 def _version_callback(value: bool) -> None:
@@ -156,42 +156,6 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
         print_table(rows, ["check", "target", "result", "detail"])
     if not all(r.ok for r in results):
         raise typer.Exit(1)
-
-
-@app.command()
-def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
-    """Per mailbox: state (ok, error, auth-failed) since when, last poll, backlog, last error; counts by state.
-
-    The counts are the ledger's (messages) and the outbox's (documents).
-    """
-    from gateway.records.open import open_store
-    from gateway.records.store import StoreError
-    from gateway.statedir import ledger_path
-
-    cfg = get_config(config)
-    statuses: list[dict[str, object]] = []
-    counts: dict[str, int] = {}
-    outgoing: dict[str, int] = {}
-    if ledger_path(cfg).exists():
-        store = open_store(cfg, readonly=True)
-        statuses = [s.to_json() for s in store.statuses()]
-        counts = store.counts_by_state()
-        with contextlib.suppress(StoreError):  # a ledger from before the outbox, opened read-only
-            outgoing = store.outbox_counts()
-        store.close()
-    known = {str(s["mailbox"]) for s in statuses}
-    statuses += [{"mailbox": mb.name} for mb in cfg.mailboxes if mb.name not in known]
-    if as_json:
-        print_json({"mailboxes": statuses, "messages": counts, "outbox": outgoing})
-        return
-    print_table(
-        statuses,
-        ["mailbox", "state", "state_since", "last_poll", "last_success", "backlog", "last_error_at", "last_error"],
-    )
-    typer.echo("")
-    typer.echo("messages: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
-    if outgoing or cfg.smtp is not None:
-        typer.echo("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(outgoing.items())) or "empty"))
 
 
 @app.command()

@@ -125,6 +125,11 @@ def lock_path(config: Config) -> Path:
     return config.storage.state_dir / "poststelle.lock"
 
 
+def daemon_status_path(config: Config) -> Path:
+    """The running daemon's state snapshot (``service.snapshot``), read by ``poststelle status``."""
+    return config.storage.state_dir / "daemon.status.json"
+
+
 def roots(config: Config) -> list[tuple[str, Path]]:
     """The two directories the administrator provides, by their setting's name."""
     return [("storage.state_dir", config.storage.state_dir), ("storage.cases_dir", cases_dir(config))]

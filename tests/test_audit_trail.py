@@ -42,12 +42,14 @@ def test_end_to_end_run_and_release_yield_exactly_the_expected_events(env: Env) 
     got = [(e.event, alias.get(e.message or "", e.message)) for e in entries(env)]
     assert got == [
         ("config-loaded", None),
+        ("daemon-started", None),
         *[("fetched", f"m{i}") for i in (1, 2, 3, 4)],
         *[(ev, m) for m in ("m1", "m2", "m3") for ev in ("verdict", "routed", "stored")],
         ("verdict", "m4"),
         ("quarantined", "m4"),
         ("moved", "m4"),
         *[("moved", m) for m in ("m1", "m2", "m3")],
+        ("daemon-stopped", None),
         ("released", "m4"),
     ]
     actors = [e.actor for e in entries(env)]
@@ -63,6 +65,8 @@ def test_end_to_end_run_and_release_yield_exactly_the_expected_events(env: Env) 
     assert released.details["note"] == "per phone" and released.details["quarantine_reasons"] == ["malformed-mime"]
     assert released.case == "63-BV-2026-0147"
     assert by_event[("config-loaded", None)].details["sha256"] == env.config.sha256
+    assert by_event[("daemon-started", None)].details["sha256"] == env.config.sha256
+    assert by_event[("daemon-stopped", None)].details["reason"] == "once-done"
     assert verify(env)[0] == 0
 
 

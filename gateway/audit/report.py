@@ -307,6 +307,15 @@ def _failing(e: AuditEntry, lc: Locale) -> str:
             mailbox=_d(e, "mailbox"), error=_d(e, "error"),
         )
     return lc.t("Mailbox {mailbox} cannot be read; retrying ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error"))
+def _stopped(e: AuditEntry, lc: Locale) -> str:
+    reason = e.details.get("reason")
+    if reason == "signal":
+        return lc.t("Daemon stopped by {signal}", signal=_d(e, "signal"))
+    if reason == "once-done":
+        return lc.t("Daemon stopped: the single run (--once) is done")
+    return lc.t("Daemon stopped by an error: {error}", error=_d(e, "error"))
+
+
 def _fetched(e: AuditEntry, lc: Locale) -> str:
     """The fetch, and when the message had arrived in the mailbox (the entry's own time is the fetch)."""
     text = lc.t(
@@ -324,6 +333,17 @@ def _fetched(e: AuditEntry, lc: Locale) -> str:
 DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "config-loaded": lambda e, lc: lc.t(
         "Gateway started with configuration {path} (sha256 {sha256}…)", path=_d(e, "path"), sha256=_d(e, "sha256")[:16]
+    ),
+    "daemon-started": lambda e, lc: lc.t(
+        "Daemon started (pid {pid}, version {version})", pid=_d(e, "pid"), version=_d(e, "version")
+    ),
+    "daemon-stopped": lambda e, lc: _stopped(e, lc),
+    "config-reloaded": lambda e, lc: lc.t(
+        "Configuration {path} reloaded (sha256 {sha256}…)", path=_d(e, "path"), sha256=_d(e, "sha256")[:16]
+    ),
+    "config-reload-rejected": lambda e, lc: lc.t(
+        "New configuration rejected, the one in force kept: {key}: {problem}",
+        key=_d(e, "key"), problem=_d(e, "problem"),
     ),
     "fetched": lambda e, lc: _fetched(e, lc),
     "duplicate": lambda e, lc: lc.t(

@@ -33,6 +33,7 @@ from gateway.config.model import (
     LimitsConfig,
     LoggingConfig,
     MailboxConfig,
+    MetricsConfig,
     OpenPGPConfig,
     OutboundConfig,
     PinnedKey,
@@ -521,6 +522,20 @@ def _submission(r: _Reader) -> SubmissionConfig:
         )
     r.finish()
     return SubmissionConfig(host=host, port=port, users_file=users_file, sender=sender, tls_cert=cert, tls_key=key)
+def _metrics(r: _Reader) -> MetricsConfig:
+    """``[metrics]``: loopback only, unless ``allow_remote`` is set as a deliberate choice."""
+    host, port = _listen(r, "listen", "127.0.0.1:9465")
+    allow_remote = r.bool_("allow_remote", False)
+    if not allow_remote and not _is_loopback(host):
+        raise r.fail(
+            "listen",
+            f"{host} is not a loopback address: the endpoint has no authentication "
+            "(set allow_remote = true to serve it beyond this machine)",
+        )
+    r.finish()
+    return MetricsConfig(host=host, port=port, allow_remote=allow_remote)
+
+
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -735,6 +750,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     smtp = _smtp(top.sub("smtp", top.table_("smtp")), warnings) if "smtp" in data else None
     deliveries = _deliveries(top.sub("deliveries", top.table_("deliveries")))
     demail = _demail(top.sub("demail", top.table_("demail")))
+    metrics = _metrics(top.sub("metrics", top.table_("metrics"))) if "metrics" in data else None
     top.finish()
     _check_acknowledgements(file, routes, smtp, outbound, smime, openpgp)
     return Config(
@@ -758,6 +774,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         smtp=smtp,
         deliveries=deliveries,
         demail=demail,
+        metrics=metrics,
     )
 
 

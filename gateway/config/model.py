@@ -314,6 +314,20 @@ class DemailConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus text endpoint (``/metrics``) the daemon serves.
+
+    The figures name mailboxes and queue sizes, which an authority need not publish, and
+    the endpoint has no authentication: it listens on a loopback address unless
+    ``allow_remote`` says a person decided otherwise.
+    """
+
+    host: str
+    port: int
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     sha256: str
@@ -335,6 +349,7 @@ class Config:
     smtp: SmtpConfig | None = None
     deliveries: DeliveriesConfig = field(default_factory=DeliveriesConfig)
     demail: DemailConfig = field(default_factory=DemailConfig)
+    metrics: MetricsConfig | None = None
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

@@ -41,20 +41,25 @@ def write_file(path: Path, data: bytes, *, mode: int | None = None, sync: bool =
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int | None = None, overwrite: bool = False) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, mode: int | None = None, overwrite: bool = False, sync: bool = True
+) -> None:
     """Write ``path`` atomically (temp + fsync + rename + dir fsync).
 
     With ``overwrite=False`` an existing file is an error: records are never rewritten.
+    ``sync=False`` keeps the atomic rename (a reader sees the old or the new file, never a
+    torn one) without the flushes, for files that are not evidence (the daemon's status).
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    write_file(tmp, data, mode=mode)
+    write_file(tmp, data, mode=mode, sync=sync)
     if not overwrite and path.exists():
         tmp.unlink()
         raise FileExistsError(path)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def makedirs_durable(path: Path, *, mode: int | None = None) -> None:

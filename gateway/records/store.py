@@ -128,6 +128,10 @@ class MessageReader(Protocol):
 
     def counts_by_state(self) -> dict[str, int]: ...
 
+    def verification_counts(self) -> dict[str, int]:
+        """How many recorded messages got each verdict (verified, unverified, quarantined)."""
+        ...
+
     def statuses(self) -> list[MailboxStatus]: ...
 
 
@@ -172,6 +176,10 @@ class OutboxReader(Protocol):
         """Finished documents sent to someone without their case-folder copy (``sent_folder``: or Sent copy)."""
         ...
 
+    def outbox_oldest_waiting(self) -> str | None:
+        """When the oldest document still waiting to go out (queued or deferred) was queued; None if none."""
+        ...
+
 
 class DeliveryReader(Protocol):
     def deliveries_list(
@@ -182,6 +190,10 @@ class DeliveryReader(Protocol):
 
     def delivery_get(self, document_id: str) -> list[DeliveryRecord]:
         """One document's delivery records, in the order of its envelope recipients (empty if none)."""
+        ...
+
+    def delivery_counts(self) -> dict[str, int]:
+        """How many delivery records (document, recipient) are in each state."""
         ...
 
     def outbox_by_envid(self, envid: str) -> OutboxRecord | None:

@@ -5,11 +5,19 @@ store connection, and its errors go to its own status row and log lines. ``once`
 processes what is waiting and returns; the exit status says whether every mailbox
 succeeded. Start-up (``service.startup``) takes the state directory's lock first, so a
 second daemon on the same state refuses before it writes anything.
+
+Each worker has its own halt event, so a reloaded configuration (SIGHUP,
+``service.reload``) restarts only the workers it changes; the main thread owns every
+start and stop, and the signal handlers only raise flags and wake it. What the daemon is
+doing is kept on a ``StatusBoard`` (``service.snapshot``) for ``status`` and the metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
+import os
+import select
 import signal
 import socket
 import ssl
@@ -22,20 +30,24 @@ from typing import Protocol
 import structlog
 
 from gateway.clock import iso, utcnow
-from gateway.config import Config, MailboxConfig
-from gateway.errors import LoginRejected, TransientError
+from gateway.config import Config, MailboxConfig, load_config
+from gateway.errors import ConfigError, LoginRejected, PoststelleError, TransientError
 from gateway.inbound.failures import explain
 from gateway.inbound.imap import MailboxSession
 from gateway.inbound.intake import BatchOutcome, Intake
 from gateway.inbound.workers import Analyser
+from gateway.outbound.drain import DrainReport
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MailboxState
 from gateway.records.open import open_store
 from gateway.records.store import Store
 from gateway.service import outbox_worker
 from gateway.service.notify import Notifier
-from gateway.service.startup import start
+from gateway.service.reload import ReloadPlan, plan_reload
+from gateway.service.snapshot import StatusBoard
+from gateway.service.startup import check_files, start
 from gateway.service.supervise import LedgerFigures, Supervisor
+from gateway.statedir import daemon_status_path
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.daemon")
@@ -74,30 +86,64 @@ class Daemon:
         self._lock = threading.Lock()
         self.notifier = Notifier()  # systemd's Type=notify; silent without $NOTIFY_SOCKET
         figures = LedgerFigures(config)
-        self.threads: list[threading.Thread] = []
-        alive = lambda: self.stop.is_set() or all(t.is_alive() for t in self.threads)  # noqa: E731
+        alive = lambda: self.stop.is_set() or all(t.is_alive() for t in list(self._threads.values()))  # noqa: E731
         self.supervisor = Supervisor(self.notifier, alive, figures, on_close=figures.close)
+        self._halts: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._reload_wanted = False
+        self._stop_signal: int | None = None
+        # The handlers write a byte here: the main thread's wait ends at once (PEP 475
+        # retries a select that a signal interrupted, and then finds the byte).
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.state_lock = start(config)  # one daemon per state directory; raises before writing anything
         try:
             self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
             # One pool for all mailboxes, started before any worker thread exists; none
             # without mailboxes (a gateway that only sends has nothing to analyse).
-            workers = config.processing.analysis_workers if config.mailboxes else 0
-            self.analyser = Analyser(config, self.ctx, workers=workers)
+            self.analyser = _analyser(config, self.ctx)
+            self.board = StatusBoard(
+                daemon_status_path(config), pid=os.getpid(), config_sha256=config.sha256, version=_version()
+            )
+            if config.metrics is not None and not once:
+                from gateway.service.metrics import MetricsServer
+
+                self.listeners = (*self.listeners, MetricsServer(config, self.board))
         except BaseException:
             self.state_lock.release()
+            self._close_pipe()
             raise
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """Stop after the message in hand; safe in a signal handler (a flag, a byte, a log line)."""
         log.info("stop requested", signal=signum)
+        if signum and self._stop_signal is None:
+            self._stop_signal = signum
         self.stop.set()
         self.notifier.stopping()
+        self._wake()
+
+    def request_reload(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """Re-read the configuration file in the main thread (SIGHUP)."""
+        log.info("reload requested", signal=signum)
+        self._reload_wanted = True
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (already woken) or closed (the run is over)
+            os.write(self._wake_w, b"x")
 
     def run(self) -> RunReport:
         try:
             return self._run()
         finally:
             self.state_lock.release()
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def _run(self) -> RunReport:
         store: Store | None = None
@@ -105,16 +151,16 @@ class Daemon:
             store = open_store(self.config)
             store.record_events(
                 [
+                    AuditEvent("config-loaded", details=_config_details(self.config, self.once)),
                     AuditEvent(
-                        "config-loaded",
+                        "daemon-started",
                         details={
-                            "path": str(self.config.path),
+                            "pid": os.getpid(),
+                            "version": _version(),
                             "sha256": self.config.sha256,
-                            "mailboxes": [m.name for m in self.config.mailboxes],
-                            "routes": [r.name for r in self.config.routes],
                             "mode": "once" if self.once else "daemon",
                         },
-                    )
+                    ),
                 ]
             )
             store.export_jsonl()
@@ -127,34 +173,37 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        threads = [
-            threading.Thread(target=self._worker, args=(mb,), name=f"mailbox-{mb.name}", daemon=True)
-            for mb in self.config.mailboxes
-        ]
+            if not self.once:
+                signal.signal(signal.SIGHUP, self.request_reload)
+        self.board.register([mb.name for mb in self.config.mailboxes])
+        self.board.started()
         started: list[Listener] = []
+        stopped_because = "error"
+        error: str | None = None
         try:
             for listener in self.listeners:
                 listener.start()  # a port that cannot be bound ends the run here, before any mailbox
                 started.append(listener)
+            for mb in self.config.mailboxes:
+                self._start_worker(mb)
             if self.config.smtp is not None:
-                threads.append(threading.Thread(target=self._outbox, name="outbox", daemon=True))
-            self.threads = threads
-            for t in threads:
-                t.start()
+                self._start_outbox()
             if not self.once:
                 self.notifier.ready()
                 self.supervisor.start()
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.5)
-            while started and not self.stop.wait(0.5):
-                pass  # the listeners serve until a stop is requested, mailboxes or not
+            self._serve(store, bool(started))
+            stopped_because = "signal" if self.stop.is_set() else "once-done"
+        except BaseException as exc:
+            error = describe_error(exc)
+            raise
         finally:
             self.supervisor.close()
+            self._halt_all()
             for listener in reversed(started):
                 listener.stop()
             self.analyser.close()
             self.ctx.close()
+            self._record_stop(store, stopped_because, error)
             store.seal()
             store.export_jsonl()
             store.close()
@@ -164,7 +213,131 @@ class Daemon:
                     self.report.failures[mb.name] = "the worker ended without reading the mailbox"
         return self.report
 
-    def _worker(self, mb: MailboxConfig) -> None:
+    def _serve(self, store: Store, listening: bool) -> None:
+        """Run until every worker has ended (``once``) or a stop is requested; reload when asked."""
+        while True:
+            if self.stop.is_set():
+                self._halt_all()
+            elif self._reload_wanted:
+                self._reload_wanted = False
+                self.notifier.reloading()
+                try:
+                    self._reload(store)
+                finally:
+                    self.notifier.ready()
+            alive = any(t.is_alive() for t in self._threads.values())
+            if not alive and (self.stop.is_set() or not listening):
+                return
+            select.select([self._wake_r], [], [], 0.5)
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+
+    def _start_worker(self, mb: MailboxConfig) -> None:
+        halt = threading.Event()
+        thread = threading.Thread(target=self._worker, args=(mb, halt), name=f"mailbox-{mb.name}", daemon=True)
+        self._halts[mb.name], self._threads[mb.name] = halt, thread
+        self.board.register([mb.name])  # listed (as starting) from now on
+        thread.start()
+
+    def _start_outbox(self) -> None:
+        halt = threading.Event()
+        thread = threading.Thread(target=self._outbox, args=(halt,), name="outbox", daemon=True)
+        self._halts[outbox_worker.NAME], self._threads[outbox_worker.NAME] = halt, thread
+        thread.start()
+
+    def _halt(self, names: Sequence[str]) -> None:
+        """Ask these workers to stop after what they hold, and wait until they have."""
+        for name in names:
+            if name in self._halts:
+                self._halts[name].set()
+        for name in names:
+            thread = self._threads.pop(name, None)
+            self._halts.pop(name, None)
+            if thread is not None:
+                thread.join()
+
+    def _halt_all(self) -> None:
+        for halt in self._halts.values():
+            halt.set()
+
+    def _reload(self, store: Store) -> None:
+        """Apply the configuration file as it is now, or keep the running one and say why."""
+        path = self.config.path
+        try:
+            new = load_config(path)
+            plan = plan_reload(self.config, new)
+            check_files(new)
+            ctx, analyser = None, None
+            if plan.analysis:  # built before anything stops: unusable key material rejects the reload
+                ctx = UnwrapContext.from_config(new)
+                try:
+                    analyser = _analyser(new, ctx)
+                except BaseException:
+                    ctx.close()
+                    raise
+        except (PoststelleError, OSError) as exc:
+            key, problem = (exc.key, exc.problem) if isinstance(exc, ConfigError) else ("-", describe_error(exc))
+            kept = self.config.sha256
+            log.error("configuration reload rejected", file=str(path), key=key, problem=problem, kept=kept)
+            details = {"path": str(path), "key": key, "problem": problem, "kept_sha256": self.config.sha256}
+            self._record(store, AuditEvent("config-reload-rejected", details=details))
+            return
+        self._apply(store, new, plan, ctx, analyser)
+
+    def _apply(
+        self, store: Store, new: Config, plan: ReloadPlan, ctx: UnwrapContext | None, analyser: Analyser | None
+    ) -> None:
+        restarted = plan.restarted(new)
+        self._halt([*plan.removed, *restarted, *([outbox_worker.NAME] if plan.outbox else [])])
+        if ctx is not None and analyser is not None:
+            self.analyser.close()
+            self.ctx.close()
+            self.ctx, self.analyser = ctx, analyser
+        previous = self.config.sha256
+        self.config = new
+        if plan.logging:
+            from gateway.logs import setup_logging
+
+            setup_logging(new.logging.level, new.logging.format)
+        for name in plan.removed:
+            self.board.forget(name)
+            with self._lock:
+                self.report.failures.pop(name, None)
+        for mb in new.mailboxes:
+            if mb.name in restarted or mb.name in plan.added:
+                self._start_worker(mb)
+        if plan.outbox:
+            if new.smtp is not None:
+                self._start_outbox()
+            else:
+                self.board.no_outbox()
+                with self._lock:
+                    self.report.failures.pop(outbox_worker.NAME, None)
+        self.board.configured(new.sha256)
+        details = {**_config_details(new, self.once), "previous_sha256": previous, "changes": plan.summary()}
+        self._record(store, AuditEvent("config-reloaded", details=details))
+        log.info("configuration reloaded", sha256=new.sha256, restarted=list(restarted), **plan.summary())
+
+    def _record(self, store: Store, event: AuditEvent) -> None:
+        try:
+            store.record_events([event])
+            store.export_jsonl()
+        except Exception as exc:  # the log line has it; the daemon runs on
+            log.error("could not record", audit_event=event.type, error=describe_error(exc), exc_info=exc)
+
+    def _record_stop(self, store: Store, because: str, error: str | None) -> None:
+        details: dict[str, object] = {"reason": because, "pid": os.getpid()}
+        if because == "signal" and self._stop_signal is not None:
+            details["signal"] = signal.Signals(self._stop_signal).name
+        if error is not None:
+            details["error"] = error
+        words = because if error is None else f"{because}: {error}"
+        if "signal" in details:
+            words = f"signal {details['signal']}"
+        self.board.stopped(words)
+        self._record(store, AuditEvent("daemon-stopped", details=details))
+
+    def _worker(self, mb: MailboxConfig, halt: threading.Event) -> None:
         """Read one mailbox until stopped; every error is logged, recorded and retried.
 
         ``TransientError`` is the expected kind (the server is away): retried with a
@@ -175,7 +348,8 @@ class Daemon:
         other exception is a fault of ours or of the machine (a locked ledger, a bug): it
         gets a traceback in the log, a ``mailbox-error`` audit entry, and a fresh store and
         intake for the next attempt. Either way the worker lives on, so the mailbox is
-        never left unread while the process looks healthy.
+        never left unread while the process looks healthy. ``halt`` ends it after the
+        batch in hand (a stop, or a reload that changes this mailbox).
         """
         wlog = log.bind(mailbox=mb.name)
         backoff = BACKOFF_MIN
@@ -184,7 +358,7 @@ class Daemon:
         intake: Intake | None = None
         state = _Condition(mb)
         try:
-            while not self.stop.is_set():
+            while not halt.is_set():
                 attempts += 1
                 login_wait: float | None = None  # set when the login was rejected
                 session = MailboxSession(mb)
@@ -195,16 +369,22 @@ class Daemon:
                     if intake is None:
                         intake = self._intake(mb, store)
                     session.connect()
-                    wlog.info("connected", uidvalidity=session.uidvalidity, idle=session.has("IDLE") and mb.idle)
-                    while not self.stop.is_set():
+                    idling = session.has("IDLE") and mb.idle
+                    wlog.info("connected", uidvalidity=session.uidvalidity, idle=idling)
+                    self.board.mailbox(mb.name, connected=True, idle=idling)
+                    while not halt.is_set():
                         outcome = intake.run(session)
                         # Only a completed pass resets the backoff: a fault after connecting
                         # (a locked ledger, a bug) must not be retried every second.
                         backoff = BACKOFF_MIN
                         state.succeeded(store, wlog)
                         self.supervisor.passed()
+                        worked = bool(outcome.stored or outcome.quarantined or outcome.duplicates or outcome.moved)
+                        self.board.polled(mb.name, idle=idling, worked=worked)
                         with self._lock:
                             self.report.outcomes.setdefault(mb.name, BatchOutcome()).add(outcome)
+                            # A failure that has been recovered from is not the run's outcome.
+                            self.report.failures.pop(mb.name, None)
                         if outcome.stored or outcome.quarantined or outcome.duplicates:
                             wlog.info(
                                 "processed",
@@ -214,10 +394,8 @@ class Daemon:
                                 moved=outcome.moved,
                             )
                         if self.once:
-                            with self._lock:
-                                self.report.failures.pop(mb.name, None)
                             return
-                        self._wait(session, mb)
+                        self._wait(session, mb, halt)
                     return
                 except LoginRejected as exc:
                     text = str(exc)
@@ -248,26 +426,34 @@ class Daemon:
                 finally:
                     session.close()
                 if login_wait is not None:
-                    self.stop.wait(login_wait)
+                    halt.wait(login_wait)
                     continue
                 if self._retry_in(attempts, backoff) is None:
                     return
-                self.stop.wait(backoff)
+                halt.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
             _close_quietly(wlog, intake, store)
+            self.board.mailbox(mb.name, connected=False, idle=False)
 
-    def _outbox(self) -> None:
+    def _outbox(self, halt: threading.Event) -> None:
         def failed(text: str) -> None:
             with self._lock:
                 self.report.failures[outbox_worker.NAME] = text
+            self.board.outbox(error=text)
 
-        def passed(_: object) -> None:
+        def passed(report: DrainReport) -> None:
             self.supervisor.passed()
             with self._lock:
                 self.report.failures.pop(outbox_worker.NAME, None)
+            self.board.outbox(
+                sent=len(report.sent),
+                deferred=len(report.deferred),
+                bounced=len(report.bounced),
+                next_attempt_at=report.next_wakeup,
+            )
 
-        outbox_worker.run_outbox(self.config, self.stop, once=self.once, on_pass=passed, on_failure=failed)
+        outbox_worker.run_outbox(self.config, halt, once=self.once, on_pass=passed, on_failure=failed)
 
     def _retry_in(self, attempts: int, backoff: float) -> float | None:
         """Seconds until the next attempt; ``None`` when ``once`` mode has made its last."""
@@ -297,6 +483,7 @@ class Daemon:
         """
         with self._lock:
             self.report.failures[mb.name] = text
+        self.board.failed(mb.name, new, text)
         try:
             if store is None:
                 store = open_store(self.config)
@@ -316,13 +503,46 @@ class Daemon:
                 exc_info=exc,
             )
 
-    def _wait(self, session: MailboxSession, mb: MailboxConfig) -> None:
+    def _wait(self, session: MailboxSession, mb: MailboxConfig, halt: threading.Event) -> None:
         if mb.idle and session.has("IDLE"):
             # Any IDLE answer, or the slice ending, triggers a look at the folder.
             session.wait_for_mail(min(IDLE_SLICE, mb.poll_interval))
         else:
-            self.stop.wait(mb.poll_interval)
+            halt.wait(mb.poll_interval)
             session.noop()
+
+
+def _analyser(config: Config, ctx: UnwrapContext) -> Analyser:
+    return Analyser(config, ctx, workers=config.processing.analysis_workers if config.mailboxes else 0)
+
+
+def _config_details(config: Config, once: bool) -> dict[str, object]:
+    """What ``config-loaded`` and ``config-reloaded`` record: the file, its hash, what it configures."""
+    return {
+        "path": str(config.path),
+        "sha256": config.sha256,
+        "mailboxes": [m.name for m in config.mailboxes],
+        "routes": [r.name for r in config.routes],
+        "mode": "once" if once else "daemon",
+    }
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("poststelle")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the trail and the status file: the OS's words for an OSError, else the message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{type(exc).__name__}: {exc.strerror}{where}"[:ERROR_TEXT_MAX]
+    text = str(exc).strip().splitlines()
+    return (f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)[:ERROR_TEXT_MAX]
 
 
 def _export(store: Store) -> None:

@@ -40,8 +40,7 @@ def start(config: Config) -> StateLock:
     try:
         if not os.access(cases_dir(config), os.W_OK | os.X_OK):
             raise StartupError(f"case folders {cases_dir(config)} (storage.cases_dir): not writable")
-        for key, path in configured_files(config):
-            _try_read(config, key, path)
+        check_files(config)
         _check_audit_key(config)
     except BaseException:
         lock.release()
@@ -86,6 +85,12 @@ def _check_audit_key(config: Config) -> None:
     problem = exposure_problem(audit_key_path(config))
     if problem is not None:
         raise ConfigError(str(config.path), "audit.key_file", problem)
+
+
+def check_files(config: Config) -> None:
+    """Read every configured file once as the daemon will; the first that fails is a ``ConfigError``."""
+    for key, path in configured_files(config):
+        _try_read(config, key, path)
 
 
 def _try_read(config: Config, key: str, path: Path) -> None:

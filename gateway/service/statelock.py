@@ -96,6 +96,34 @@ class StateLock:
                 os.close(held.fd)
 
 
+def holder(config: Config) -> int | None:
+    """The pid of the process holding the state directory (a running daemon), or None if nobody does.
+
+    Tried with a shared, non-blocking ``flock``: it succeeds only when no daemon holds the
+    lock, so a pid left in the file by a crash is never taken for a running daemon. A
+    holder whose pid cannot be read counts as running, with pid 0.
+    """
+    path = lock_path(config)
+    key = path.parent.resolve() / path.name if path.parent.exists() else path
+    with _guard:
+        if key in _held:  # this process runs the daemon (a test, or ``run`` itself)
+            return os.getpid()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            return pid if pid is not None else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()

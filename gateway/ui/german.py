@@ -54,6 +54,14 @@ GERMAN: dict[str, str] = {
     ),
     "Filed in case folder {path}": "In der Akte abgelegt: {path}",
     " (completed after a restart)": " (nach einem Neustart abgeschlossen)",
+    "Daemon started (pid {pid}, version {version})": "Dienst gestartet (PID {pid}, Version {version})",
+    "Daemon stopped by {signal}": "Dienst beendet durch {signal}",
+    "Daemon stopped: the single run (--once) is done": "Dienst beendet: der einmalige Lauf (--once) ist fertig",
+    "Daemon stopped by an error: {error}": "Dienst beendet durch einen Fehler: {error}",
+    "Configuration {path} reloaded (sha256 {sha256}…)": "Konfiguration {path} neu geladen (sha256 {sha256}…)",
+    "New configuration rejected, the one in force kept: {key}: {problem}": (
+        "Neue Konfiguration abgelehnt, die geltende beibehalten: {key}: {problem}"
+    ),
     "Gateway started with configuration {path} (sha256 {sha256}…)": (
         "Gateway gestartet mit Konfiguration {path} (sha256 {sha256}…)"
     ),
@@ -392,6 +400,24 @@ GERMAN: dict[str, str] = {
     "STEP": "SCHRITT",
     "KIND": "ART",
     "SHA256": "SHA256",
+    # -- poststelle status (cli/status.py) ----------------------------------------------------------
+    "CONNECTED": "VERBUNDEN",
+    "IDLE": "WARTET_AUF_POST",
+    "daemon: running, pid {pid}": "Dienst: läuft, PID {pid}",
+    ", since {at}": ", seit {at}",
+    ", configuration {sha}": ", Konfiguration {sha}",
+    "daemon: not running": "Dienst: läuft nicht",
+    " (stopped {at}: {why})": " (beendet {at}: {why})",
+    "the configuration file has changed since; send SIGHUP to reload it": (
+        "die Konfigurationsdatei wurde seither geändert; SIGHUP lädt sie neu"
+    ),
+    "messages: ": "Nachrichten: ",
+    "none yet": "noch keine",
+    "outbox: ": "Postausgang: ",
+    "empty": "leer",
+    "outbox thread: {state}, since start sent {sent}, deferred {deferred}, bounced {bounced}": (
+        "Postausgang-Thread: {state}, seit dem Start gesendet {sent}, zurückgestellt {deferred}, abgewiesen {bounced}"
+    ),
     "yes": "ja",
     "deemed served": "gilt als zugestellt",
     "retrieved": "abgeholt",

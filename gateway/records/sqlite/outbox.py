@@ -160,3 +160,8 @@ def select(
         args.append(case_ref)
     sql = f"SELECT * FROM outbox WHERE {' AND '.join(where)} ORDER BY created_at, id"  # noqa: S608
     return [_record(conn, row) for row in conn.execute(sql, args).fetchall()]
+
+
+def oldest_waiting(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT MIN(created_at) FROM outbox WHERE state IN ('queued', 'deferred')").fetchone()
+    return str(row[0]) if row is not None and row[0] is not None else None

@@ -136,6 +136,10 @@ class SQLiteReader:
         with sqlite_errors("reading the ledger"):
             return outbox_sql.lacking_copies(self._conn, sent_folder=sent_folder)
 
+    def outbox_oldest_waiting(self) -> str | None:
+        with sqlite_errors("reading the ledger"):
+            return outbox_sql.oldest_waiting(self._conn)
+
     # -- delivery records ----------------------------------------------------------------------------
     def deliveries_list(
         self, states: Sequence[DeliveryState] = (), *, case_ref: str | None = None
@@ -146,6 +150,10 @@ class SQLiteReader:
     def delivery_get(self, document_id: str) -> list[DeliveryRecord]:
         with sqlite_errors("reading the ledger"):
             return deliveries_sql.of_document(self._conn, document_id)
+
+    def delivery_counts(self) -> dict[str, int]:
+        with sqlite_errors("reading the ledger"):
+            return deliveries_sql.counts(self._conn)
 
     def outbox_by_envid(self, envid: str) -> OutboxRecord | None:
         with sqlite_errors("reading the ledger"):
@@ -204,6 +212,13 @@ class SQLiteReader:
 
     def counts_by_state(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self._all("SELECT state, COUNT(*) FROM messages GROUP BY state")}
+
+    def verification_counts(self) -> dict[str, int]:
+        rows = self._all(
+            "SELECT json_extract(verdict, '$.verdict'), COUNT(*) FROM messages "
+            "WHERE verdict IS NOT NULL GROUP BY 1"
+        )
+        return {str(r[0]): int(r[1]) for r in rows if r[0] is not None}
 
     def statuses(self) -> list[MailboxStatus]:
         return [MailboxStatus(**dict(r)) for r in self._all("SELECT * FROM mailbox_status ORDER BY mailbox")]
