@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.audit.digests import DigestsBySeq, HashesBySeq
 from gateway.records.chain import GENESIS, ChainBreak
 from gateway.records.messages import MessageRecord
 
@@ -68,8 +69,8 @@ class Placement:
 class DbSnapshot:
     entries: int = 0
     head_hash: str = GENESIS
-    line_digests: dict[int, bytes] = field(default_factory=dict)
-    entry_hashes: dict[int, str] = field(default_factory=dict)
+    line_digests: DigestsBySeq = field(default_factory=DigestsBySeq)  # seq -> sha256 of the shipped line
+    entry_hashes: HashesBySeq = field(default_factory=HashesBySeq)  # seq -> the stored hash
     placements: dict[str, Placement] = field(default_factory=dict)
     refiled_from: dict[str, str] = field(default_factory=dict)  # old "<folder>/<entry>" -> its manifest sha256
     checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (seq, at)

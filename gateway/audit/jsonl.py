@@ -117,7 +117,7 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
             seen.add(seq)
             max_seen = max(max_seen, seq)
     _report_unknown(unknown, report)
-    top = min(max_seen, max(snap.line_digests, default=0))
+    top = min(max_seen, snap.line_digests.last())
     missing = [s for s in range(1, top + 1) if s not in seen]
     for first, last in _ranges(missing):
         report.breaks.append(

@@ -16,17 +16,16 @@ after its ledger row is planned, a line is exported after its entry is committed
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit.files import check_entries, list_disk_entries
+from gateway.audit.files import ManifestChecks, check_entries, list_disk_entries
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
 from gateway.audit.jsonl import JsonlScan, compare_jsonl, scan_jsonl
 from gateway.config import Config
-from gateway.records.chain import AuditEntry, ChainBreak, ChainHead, canonical, entry_hash, verify_chain
+from gateway.records.chain import ChainBreak, ChainChecker, ChainHead, ChainRow, entry_hash, row_entry
 from gateway.records.open import open_store
 from gateway.records.outbox import OutboxRecord
 from gateway.records.signing import key_id, load_public_key, verify_checkpoints
@@ -43,9 +42,10 @@ def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlSc
     snap = DbSnapshot()
     with store.snapshot() as reader:
         snap.content_hash = lambda seq: _content_hash(reader, seq)
-        n, head, breaks = verify_chain(_observe(reader.entries(), snap))
-        snap.entries, snap.head_hash = n, head
-        report.breaks.extend(breaks)
+        checker = ChainChecker()
+        _read_chain(reader.chain_rows(), checker, snap)
+        snap.entries, snap.head_hash = checker.count, checker.prev
+        report.breaks.extend(checker.breaks)
         check_head(reader, snap, report)
         checkpoints = reader.checkpoints()
         report.checkpoints, report.sealed_up_to, cp_breaks = verify_checkpoints(
@@ -90,7 +90,7 @@ def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> N
             "the ledger has no chain head row (not yet opened for writing since its upgrade, or the row was removed)"
         )
         return
-    last = ChainHead(max(snap.entry_hashes, default=0), snap.head_hash)
+    last = ChainHead(snap.entry_hashes.last(), snap.head_hash)
     if head != last:
         report.breaks.append(
             ChainBreak(
@@ -105,25 +105,50 @@ def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> N
         )
 
 
-def _observe(entries: Iterator[AuditEntry], snap: DbSnapshot) -> Iterator[AuditEntry]:
-    for e in entries:
-        snap.line_digests[e.seq] = hashlib.sha256(canonical(e.to_json())).digest()
-        snap.entry_hashes[e.seq] = e.hash
-        if e.event in PLACEMENT_EVENTS and e.message is not None:
-            path = e.details.get("path")
-            snap.placements[e.message] = Placement(
-                e.seq, e.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
-            )
-        elif e.event == "refiled" and e.message in snap.placements:
-            # A move keeps the message's state (stored or released) and changes where it is.
-            path, before = e.details.get("path"), snap.placements[e.message]
-            snap.placements[e.message] = Placement(
-                e.seq, before.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
-            )
-            source, left = e.details.get("from"), e.details.get("from_manifest_sha256")
-            if isinstance(source, str) and isinstance(left, str):
-                snap.refiled_from[source] = left
-        yield e
+def _read_chain(rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot) -> None:
+    """Check every row in order and keep what the other views need: digests and placements.
+
+    Only placement events are parsed (``row_entry``); the others are hashed as stored.
+    """
+    add_line, add_digest, add_hash, check = (
+        snap.line_digests.add, snap.entry_hashes.add_digest, snap.entry_hashes.add, checker.check
+    )
+    for row in rows:
+        seq = row[0]
+        line, digest = check(row)
+        add_line(seq, line)
+        if digest is not None:
+            add_digest(seq, digest)
+        else:
+            add_hash(seq, row[10])
+        if row[2] in _PLACING and row[4] is not None:
+            _place(row, snap)
+
+
+_PLACING = frozenset((*PLACEMENT_EVENTS, "refiled"))
+
+
+def _place(row: ChainRow, snap: DbSnapshot) -> None:
+    try:
+        e = row_entry(row)
+    except ValueError:
+        return  # the checker names the row (altered-entry); it places nothing
+    if not isinstance(e.details, dict) or e.message is None:
+        return
+    if e.event in PLACEMENT_EVENTS:
+        path = e.details.get("path")
+        snap.placements[e.message] = Placement(
+            e.seq, e.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
+        )
+    elif e.message in snap.placements:
+        # A move keeps the message's state (stored or released) and changes where it is.
+        path, before = e.details.get("path"), snap.placements[e.message]
+        snap.placements[e.message] = Placement(
+            e.seq, before.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
+        )
+        source, left = e.details.get("from"), e.details.get("from_manifest_sha256")
+        if isinstance(source, str) and isinstance(left, str):
+            snap.refiled_from[source] = left
 
 
 # -- the whole verification -----------------------------------------------------------------------
@@ -154,6 +179,17 @@ def verify_state(
     between("disk-listed")
     scan = scan_jsonl(jsonl_file or audit_jsonl_path(config))
     between("jsonl-scanned")
+    manifests = ManifestChecks(disk)  # on large states, worker processes read the files meanwhile
+    try:
+        snap = _read_db(config, public_key, scan, report)
+        check_entries(disk, snap, cases_root, quarantine_root, report, manifests.result())
+    finally:
+        manifests.close()
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _read_db(config: Config, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport) -> DbSnapshot:
     db = ledger_path(config)
     if not db.exists():
         report.warnings.append(f"no ledger at {db}: nothing recorded yet")
@@ -174,9 +210,7 @@ def verify_state(
             f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
             "(the gateway seals at the end of each run)"
         )
-    check_entries(disk, snap, cases_root, quarantine_root, report)
-    report.seconds = round(time.monotonic() - started, 3)
-    return report
+    return snap
 
 
 def _public_key(path: Path, report: VerifyReport) -> Ed25519PublicKey | None:

@@ -31,7 +31,7 @@ from gateway.errors import PermanentError, PoststelleError
 from gateway.receipts.deliveries import advance, new_record, state_event
 from gateway.receipts.model import DeliveryState
 from gateway.records.actors import DAEMON
-from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
+from gateway.records.chain import AuditEntry, AuditEvent, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord, DeliveryStep, DeliveryTarget, Outcome
 from gateway.records.export import JsonlExport
 from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessageRecord, State
@@ -134,6 +134,17 @@ class MessageReader(Protocol):
 class AuditReader(Protocol):
     def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:
         """Entries after ``since_seq``, in chain order."""
+        ...
+
+    def chain_rows(self, since_seq: int = 0) -> Iterator[ChainRow]:
+        """Entries after ``since_seq`` as plain rows (``chain.ChainRow``), in chain order, streamed.
+
+        What verification reads: every entry once, hashed from the stored bytes.
+        """
+        ...
+
+    def seqs_of_hash(self, entry_hash: str) -> list[int]:
+        """The seqs of the entries whose stored hash is ``entry_hash`` (one, in a sound chain)."""
         ...
 
     def entry(self, seq: int) -> AuditEntry | None: ...

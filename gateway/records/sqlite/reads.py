@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gateway.receipts.model import DeliveryState
-from gateway.records.chain import AuditEntry, ChainHead
+from gateway.records.chain import AuditEntry, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord
 from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
@@ -212,6 +212,20 @@ class SQLiteReader:
     def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:
         for row in self._iter(ENTRY_SELECT + " WHERE seq > ? ORDER BY seq", (since_seq,)):
             yield entry_from_row(row)
+
+    def chain_rows(self, since_seq: int = 0) -> Iterator[ChainRow]:
+        """Plain tuples, not ``sqlite3.Row``: a verification reads every entry once, and fast."""
+        with sqlite_errors("reading the ledger"):
+            cur = self._conn.cursor()
+            cur.row_factory = None
+            cur.arraysize = 2000
+            cur.execute(ENTRY_SELECT + " WHERE seq > ? ORDER BY seq", (since_seq,))
+            while rows := cur.fetchmany():
+                yield from rows
+
+    def seqs_of_hash(self, entry_hash: str) -> list[int]:
+        rows = self._all("SELECT seq FROM audit WHERE hash = ? ORDER BY seq", (entry_hash,))
+        return [int(r[0]) for r in rows]
 
     def entry(self, seq: int) -> AuditEntry | None:
         row = self._one(ENTRY_SELECT + " WHERE seq = ?", (seq,))
