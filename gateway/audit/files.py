@@ -31,7 +31,7 @@ _CHUNK = 256  # entries handed to a worker at a time
 
 #: An entry's manifest problems and the sha256 of its manifest (None when unreadable).
 Checked = tuple[list[ManifestProblem], str | None]
-_MANIFEST_KINDS = {
+MANIFEST_KINDS = {
     "missing": "file-missing",
     "altered": "file-altered",
     "unlisted file": "file-unlisted",
@@ -228,7 +228,7 @@ def check_entries(
                 # show. Every listed file still verifies, so this is named, not a break.
                 report.warnings.append(f"{p.path}: unlisted file in entry {d.rel} (not part of the filed message)")
                 continue
-            kind = _MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
+            kind = MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
             report.breaks.append(
                 ChainBreak(kind, None, f"{p.problem} (entry {d.rel})", expected=p.expected, found=p.found, file=p.path)
             )
@@ -338,9 +338,14 @@ def _checked(paths: list[Path], done: Mapping[Path, Checked]) -> dict[Path, Chec
 
 
 def check_manifests(paths: list[Path]) -> dict[Path, Checked]:
-    """Check entries against their manifests on threads (few entries)."""
+    """Check entries against their manifests on threads, a few dozen entries per task."""
+    size = max(1, min(64, len(paths) // (CHECK_THREADS * 4)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    out: dict[Path, Checked] = {}
     with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        return dict(zip(paths, pool.map(check_entry, paths), strict=True))
+        for chunk, checked in zip(chunks, pool.map(_check_chunk, chunks), strict=True):
+            out.update(zip(chunk, checked, strict=True))
+    return out
 
 
 def _check_chunk(paths: list[Path]) -> list[Checked]:
@@ -397,7 +402,7 @@ def _check_sent(
             if p.problem == "unlisted file":
                 report.warnings.append(f"{p.path}: unlisted file in sent copy {rel} (not part of what was sent)")
                 continue
-            kind = _MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
+            kind = MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
             text = f"{p.problem} (sent copy {rel})"
             report.breaks.append(ChainBreak(kind, None, text, expected=p.expected, found=p.found, file=p.path))
         known = snap.sent_copies.get(rel)

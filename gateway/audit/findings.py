@@ -34,6 +34,9 @@ class VerifyReport:
     jsonl_file: str | None = None
     jsonl_lines: int = 0
     jsonl_lagging: int = 0
+    #: ``audit verify --since``: the head an earlier run proved, and its entry's seq.
+    since_hash: str | None = None
+    since_seq: int | None = None
     breaks: list[ChainBreak] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0

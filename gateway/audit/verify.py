@@ -43,10 +43,10 @@ def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlSc
     with store.snapshot() as reader:
         snap.content_hash = lambda seq: _content_hash(reader, seq)
         checker = ChainChecker()
-        _read_chain(reader.chain_rows(), checker, snap)
+        read_chain(reader.chain_rows(), checker, snap)
         snap.entries, snap.head_hash = checker.count, checker.prev
         report.breaks.extend(checker.breaks)
-        check_head(reader, snap, report)
+        check_head(reader, ChainHead(snap.entry_hashes.last(), snap.head_hash), report)
         checkpoints = reader.checkpoints()
         report.checkpoints, report.sealed_up_to, cp_breaks = verify_checkpoints(
             checkpoints, snap.entry_hashes, public_key
@@ -78,7 +78,7 @@ def _content_hash(reader: AuditReader, seq: int) -> str | None:
     return entry_hash(entry.body()) if entry is not None else None
 
 
-def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> None:
+def check_head(reader: AuditReader, last: ChainHead, report: VerifyReport) -> None:
     """The head row is moved in the transaction that appends, so it names the last entry.
 
     A head row that names another one means entries were removed, added or rewritten
@@ -90,7 +90,6 @@ def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> N
             "the ledger has no chain head row (not yet opened for writing since its upgrade, or the row was removed)"
         )
         return
-    last = ChainHead(snap.entry_hashes.last(), snap.head_hash)
     if head != last:
         report.breaks.append(
             ChainBreak(
@@ -105,7 +104,7 @@ def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> N
         )
 
 
-def _read_chain(rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot) -> None:
+def read_chain(rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot) -> None:
     """Check every row in order and keep what the other views need: digests and placements.
 
     Only placement events are parsed (``row_entry``); the others are hashed as stored.
@@ -173,7 +172,7 @@ def verify_state(
     report = VerifyReport()
     cases_root = cases_dir(config)
     quarantine_root = quarantine_dir(config)
-    public_key = _public_key(public_key_file or audit_public_key_path(config), report)
+    public_key = public_key_for(public_key_file or audit_public_key_path(config), report)
 
     disk, report.case_folders = list_disk_entries(cases_root, quarantine_root)
     between("disk-listed")
@@ -213,7 +212,7 @@ def _read_db(config: Config, public_key: Ed25519PublicKey | None, scan: JsonlSca
     return snap
 
 
-def _public_key(path: Path, report: VerifyReport) -> Ed25519PublicKey | None:
+def public_key_for(path: Path, report: VerifyReport) -> Ed25519PublicKey | None:
     try:
         key = load_public_key(path)
     except FileNotFoundError:

@@ -102,6 +102,10 @@ class AuditSettings:
 class MessageReader(Protocol):
     def get(self, msg_id: str) -> MessageRecord | None: ...
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, MessageRecord]:
+        """The records of those ``ids`` that exist, by id (one query per few hundred ids)."""
+        ...
+
     def by_key(self, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, MessageRecord]:
         """The recorded messages among ``uids`` of one folder, by UID."""
         ...

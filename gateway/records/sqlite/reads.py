@@ -169,6 +169,13 @@ class SQLiteReader:
                 out[rec.uid] = rec
         return out
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, MessageRecord]:
+        out: dict[str, MessageRecord] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = list(ids[i : i + _CHUNK])
+            out.update((rec.id, rec) for rec in self._messages(f"id IN ({_marks(len(chunk))})", chunk))
+        return out
+
     def first_by_sha256(self, sha256: str) -> MessageRecord | None:
         row = self._one(
             "SELECT * FROM messages WHERE sha256=? AND state IN ('stored','quarantined','released') "
