@@ -47,6 +47,12 @@ class DigestsBySeq(Mapping[int, bytes]):
     def __len__(self) -> int:
         return self._count + len(self._other)
 
+    def dense_prefix(self, n: int) -> bytes | None:
+        """The digests of seqs 1..n joined, when all of them are held in order; else None."""
+        if n > self._count:
+            return None
+        return bytes(self._dense[: n * _SIZE]) if n < self._count else bytes(self._dense)
+
     def last(self) -> int:
         """The highest seq held (0 when empty), without walking every key."""
         return max(self._count, max(self._other, default=0))
