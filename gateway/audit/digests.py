@@ -1,8 +1,8 @@
 """Per-entry digests of a long trail, kept in 32 bytes each instead of one object per entry.
 
-Verification needs two digests per entry after the chain has been read (the stored hash
-for checkpoints and reports, the shipped line's sha256 for the JSON-lines comparison).
-A dict holds each as a key, a value and an object of its own, which for millions of
+Verification needs one digest per entry after the chain has been read: the shipped
+line's sha256, for the JSON-lines comparison. A dict holds each as a key, a value and an
+object of its own, which for millions of
 entries is most of the process's memory; a chain numbered 1, 2, 3 … fits in one
 ``bytearray`` indexed by seq. Whatever does not fit that (a gap, a value that is not a
 plain digest: only a damaged trail has them) is kept in a small dict beside it, so the
@@ -56,46 +56,3 @@ class DigestsBySeq(Mapping[int, bytes]):
     def last(self) -> int:
         """The highest seq held (0 when empty), without walking every key."""
         return max(self._count, max(self._other, default=0))
-
-
-class HashesBySeq(Mapping[int, str]):
-    """seq -> stored entry hash (hex text), held as raw digests where the text is plain hex."""
-
-    def __init__(self) -> None:
-        self._raw = DigestsBySeq()
-        self._text: dict[int, str] = {}
-
-    def add_digest(self, seq: int, digest: bytes) -> None:
-        """A hash already known to be a plain digest (its hex text is the stored hash)."""
-        if seq in self._text:
-            self._text[seq] = digest.hex()
-        else:
-            self._raw.add(seq, digest)
-
-    def add(self, seq: int, entry_hash: str) -> None:
-        try:
-            raw = bytes.fromhex(entry_hash)
-        except (ValueError, TypeError):
-            raw = b""
-        if len(raw) == _SIZE and raw.hex() == entry_hash and seq not in self._text:
-            self._raw.add(seq, raw)
-        else:
-            self._text[seq] = entry_hash
-
-    def __getitem__(self, seq: int) -> str:
-        if seq in self._text:
-            return self._text[seq]
-        return self._raw[seq].hex()
-
-    def __contains__(self, seq: object) -> bool:
-        return seq in self._text or seq in self._raw
-
-    def __iter__(self) -> Iterator[int]:
-        yield from self._raw
-        yield from (s for s in self._text if s not in self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw) + sum(1 for s in self._text if s not in self._raw)
-
-    def last(self) -> int:
-        return max(self._raw.last(), max(self._text, default=0))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.audit.digests import DigestsBySeq, HashesBySeq
+from gateway.audit.digests import DigestsBySeq
 from gateway.records.chain import GENESIS, ChainBreak
 from gateway.records.messages import MessageRecord
 
@@ -73,7 +73,9 @@ class DbSnapshot:
     entries: int = 0
     head_hash: str = GENESIS
     line_digests: DigestsBySeq = field(default_factory=DigestsBySeq)  # seq -> sha256 of the shipped line
-    entry_hashes: HashesBySeq = field(default_factory=HashesBySeq)  # seq -> the stored hash
+    #: The stored hash of each entry a checkpoint names, and of the last entry (``last_seq``).
+    entry_hashes: dict[int, str] = field(default_factory=dict)
+    last_seq: int = 0
     placements: dict[str, Placement] = field(default_factory=dict)
     refiled_from: dict[str, str] = field(default_factory=dict)  # old "<folder>/<entry>" -> its manifest sha256
     checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (seq, at)
@@ -83,3 +85,4 @@ class DbSnapshot:
     #: Outbox documents sent to someone whose copy is not recorded yet (filed at the next pass).
     sent_unfiled: set[str] = field(default_factory=set)
     content_hash: Callable[[int], str | None] = lambda seq: None
+    stored_hash: Callable[[int], str | None] = lambda seq: None

@@ -155,7 +155,7 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
                 f"entries {first}-{last} are in the ledger but not in the JSON-lines file"
                 if last != first
                 else f"entry {first} is in the ledger but not in the JSON-lines file",
-                expected=snap.entry_hashes.get(first),
+                expected=snap.stored_hash(first),
                 found=None,
                 file=str(scan.path),
             )

@@ -106,12 +106,12 @@ def _continuation(
     checker.check(first)
     checker.count = 0
     snap = DbSnapshot()
-    read_chain(rows, checker, snap)
+    after = [cp for cp in reader.checkpoints() if cp.seq > old]
+    read_chain(rows, checker, snap, {cp.seq for cp in after})
     snap.entries, snap.head_hash = checker.count, checker.prev
     report.entries, report.head_hash = checker.count, checker.prev
     report.breaks.extend(checker.breaks)
-    check_head(reader, ChainHead(old + checker.count, checker.prev), report)
-    after = [cp for cp in reader.checkpoints() if cp.seq > old]
+    check_head(reader, ChainHead(snap.last_seq or old, checker.prev), report)
     report.checkpoints, sealed, cp_breaks = verify_checkpoints(after, snap.entry_hashes, public_key)
     report.sealed_up_to = max(sealed, old) if not cp_breaks else sealed
     report.breaks.extend(cp_breaks)

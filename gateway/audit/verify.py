@@ -16,7 +16,7 @@ after its ledger row is planned, a line is exported after its entry is committed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -42,12 +42,13 @@ def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlSc
     snap = DbSnapshot()
     with store.snapshot() as reader:
         snap.content_hash = lambda seq: _content_hash(reader, seq)
+        snap.stored_hash = lambda seq: _stored_hash(reader, seq)
+        checkpoints = reader.checkpoints()
         checker = ChainChecker()
-        read_chain(reader.chain_rows(), checker, snap)
+        read_chain(reader.chain_rows(), checker, snap, {cp.seq for cp in checkpoints})
         snap.entries, snap.head_hash = checker.count, checker.prev
         report.breaks.extend(checker.breaks)
-        check_head(reader, ChainHead(snap.entry_hashes.last(), snap.head_hash), report)
-        checkpoints = reader.checkpoints()
+        check_head(reader, ChainHead(snap.last_seq, snap.head_hash), report)
         report.checkpoints, report.sealed_up_to, cp_breaks = verify_checkpoints(
             checkpoints, snap.entry_hashes, public_key
         )
@@ -70,6 +71,11 @@ def _outbox(reader: ReadSnapshot) -> list[OutboxRecord]:
         return reader.outbox_list()
     except StoreError:
         return []
+
+
+def _stored_hash(reader: AuditReader, seq: int) -> str | None:
+    entry = reader.entry(seq)
+    return entry.hash if entry is not None else None
 
 
 def _content_hash(reader: AuditReader, seq: int) -> str | None:
@@ -104,24 +110,24 @@ def check_head(reader: AuditReader, last: ChainHead, report: VerifyReport) -> No
         )
 
 
-def read_chain(rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot) -> None:
-    """Check every row in order and keep what the other views need: digests and placements.
+def read_chain(rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot, sealed: Container[int]) -> None:
+    """Check every row in order and keep what the other views need: line digests, placements,
+    and the stored hashes of the entries in ``sealed`` (the checkpoints' seqs) and of the last.
 
     Only placement events are parsed (``row_entry``); the others are hashed as stored.
     """
-    add_line, add_digest, add_hash, check = (
-        snap.line_digests.add, snap.entry_hashes.add_digest, snap.entry_hashes.add, checker.check
-    )
+    add_line, check, hashes = snap.line_digests.add, checker.check, snap.entry_hashes
+    row: ChainRow | None = None
     for row in rows:
         seq = row[0]
-        line, digest = check(row)
-        add_line(seq, line)
-        if digest is not None:
-            add_digest(seq, digest)
-        else:
-            add_hash(seq, row[10])
+        add_line(seq, check(row))
+        if seq in sealed:
+            hashes[seq] = row[10]
         if row[2] in _PLACING and row[4] is not None:
             _place(row, snap)
+    if row is not None:
+        snap.last_seq = row[0]
+        hashes[row[0]] = row[10]
 
 
 _PLACING = frozenset((*PLACEMENT_EVENTS, "refiled"))
