@@ -47,7 +47,8 @@ class VerifyReport:
 
     @property
     def unsealed(self) -> int:
-        return max(0, self.entries - self.sealed_up_to)
+        """Entries after the last signed checkpoint (``entries`` counts from ``since_seq`` with --since)."""
+        return max(0, (self.since_seq or 0) + self.entries - self.sealed_up_to)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k not in ("breaks",)}

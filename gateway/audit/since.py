@@ -66,6 +66,11 @@ def verify_since(config: Config, head_hash: str, *, public_key_file: Path | None
         store.close()
     if snap is not None:
         _check_placed(config, snap, report)
+        if report.unsealed:
+            report.warnings.append(
+                f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
+                "(the gateway seals at the end of each run)"
+            )
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
