@@ -20,7 +20,7 @@ from gateway.audit.manifests import ManifestProblem, check_entry
 from gateway.filing.sent import SENT
 from gateway.receipts.placement import RECEIPTS
 from gateway.records.chain import ChainBreak
-from gateway.records.messages import MessageRecord
+from gateway.records.messages import MessagePlace
 from gateway.statedir import STAGING
 
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
@@ -127,7 +127,7 @@ def _linked_component(root: Path, rel: str) -> Path | None:
 
 
 # -- comparing files, ledger rows and placement events ------------------------------------------
-def record_key(rec: MessageRecord) -> tuple[str, str] | None:
+def record_key(rec: MessagePlace) -> tuple[str, str] | None:
     """Where the ledger row says the message's entry is, in the disk listing's terms."""
     if rec.path is None:
         return None
@@ -169,7 +169,7 @@ def check_entries(
             )
     _check_sent([d for d in disk if d.area == "sent" and d.link is None], snap, cases_dir, report, done)
     by_key = {(d.area, d.rel): d for d in disk if d.link is None and d.area != "sent"}
-    expected: dict[tuple[str, str], MessageRecord] = {}
+    expected: dict[tuple[str, str], MessagePlace] = {}
     pending: set[tuple[str, str]] = set()
     for rec in snap.messages:
         key = record_key(rec)
@@ -271,7 +271,7 @@ def check_entries(
 
 
 def _compare_manifest(
-    d: DiskEntry, rec: MessageRecord, manifest_sha: str | None, placement: Placement | None, report: VerifyReport
+    d: DiskEntry, rec: MessagePlace, manifest_sha: str | None, placement: Placement | None, report: VerifyReport
 ) -> None:
     manifest_file = str(d.path / "manifest.json")
     if manifest_sha is not None and rec.manifest_sha256 != manifest_sha:

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.audit.digests import DigestsBySeq
 from gateway.records.chain import GENESIS, ChainBreak
-from gateway.records.messages import MessageRecord
+from gateway.records.messages import MessagePlace
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ class DbSnapshot:
     placements: dict[str, Placement] = field(default_factory=dict)
     refiled_from: dict[str, str] = field(default_factory=dict)  # old "<folder>/<entry>" -> its manifest sha256
     checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (seq, at)
-    messages: list[MessageRecord] = field(default_factory=list)
+    messages: list[MessagePlace] = field(default_factory=list)
     #: Sent copies the outbox recorded: "<folder>/sent/<entry>" -> (outbox id, manifest sha256).
     sent_copies: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     #: Outbox documents sent to someone whose copy is not recorded yet (filed at the next pass).

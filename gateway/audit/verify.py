@@ -54,7 +54,7 @@ def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlSc
         )
         report.breaks.extend(cp_breaks)
         snap.checkpoints = [(cp.seq, cp.at) for cp in checkpoints]
-        snap.messages = list(reader.all_messages())
+        snap.messages = list(reader.message_places())
         for rec in _outbox(reader):
             if rec.sent_path is not None:
                 parts = Path(rec.sent_path).parts

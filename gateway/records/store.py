@@ -34,7 +34,7 @@ from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord, DeliveryStep, DeliveryTarget, Outcome
 from gateway.records.export import JsonlExport
-from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessageRecord, State
+from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessagePlace, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint, Signer
 
@@ -123,6 +123,10 @@ class MessageReader(Protocol):
         ...
 
     def all_messages(self) -> Iterator[MessageRecord]: ...
+
+    def message_places(self) -> Iterator[MessagePlace]:
+        """Every message's place (``all_messages`` in the same order, five fields each)."""
+        ...
 
     def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
         """Messages filed (stored or released) in one case folder, oldest first."""

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEntry, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord
-from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
+from gateway.records.messages import CaseSummary, MailboxStatus, MessagePlace, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint
 from gateway.records.sqlite import deliveries as deliveries_sql
@@ -198,6 +198,14 @@ class SQLiteReader:
     def all_messages(self) -> Iterator[MessageRecord]:
         for row in self._iter("SELECT * FROM messages ORDER BY fetched_at"):
             yield message_from_row(row)
+
+    def message_places(self) -> Iterator[MessagePlace]:
+        with sqlite_errors("reading the ledger"):
+            cur = self._conn.cursor()
+            cur.row_factory = None
+            cur.execute("SELECT id, state, target_state, path, manifest_sha256 FROM messages ORDER BY fetched_at")
+            while rows := cur.fetchmany(2000):
+                yield from map(MessagePlace._make, rows)
 
     def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
         return self._messages("case_folder=? AND state IN ('stored','released') ORDER BY fetched_at", (case_folder,))
