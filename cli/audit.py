@@ -25,6 +25,7 @@ from gateway.audit.report import (
     row_of,
     select_entries,
 )
+from gateway.audit.since import verify_since
 from gateway.audit.verify import verify_state
 from gateway.config import Config
 from gateway.filemodes import file_mode
@@ -126,18 +127,34 @@ def verify_cmd(
     jsonl: Path | None = typer.Option(
         None, "--jsonl", help="A JSON-lines copy to compare (e.g. from log storage); default: the gateway's file."
     ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        metavar="HEAD_HASH",
+        help="Only what was added after this head (printed by an earlier verify): the entries after it, "
+        "the checkpoints signed since and the entries they filed. The earlier run covers the rest.",
+    ),
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Prove the record: chain, checkpoint signatures, JSON-lines copy, every case folder.
 
-    Exit status 1 names at least one break; 0 means everything checked holds together.
+    Prints the head hash: keep it, and ``--since HEAD_HASH`` later checks only what was
+    added after it. Exit status 1 names at least one break (an unknown HEAD_HASH is one);
+    0 means everything checked holds together.
     """
     cfg = get_config(config)
     if public_key is not None and not public_key.is_file():
         fail(f"public key file not found: {public_key}")
+    if since is not None and jsonl is not None:
+        fail("--jsonl compares the whole copy: use it without --since")
     try:
-        report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
+        if since is not None:
+            report = verify_since(cfg, since, public_key_file=public_key)
+        else:
+            report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
+    except ValueError as exc:
+        fail(str(exc))
     except (StoreError, OSError) as exc:
         fail(f"cannot read the state directory: {exc}")
     if as_json:
@@ -154,8 +171,17 @@ def _print_report(r: VerifyReport, key_file: Path) -> None:
     status = "OK" if r.ok else lc.t("FAILED: {n} break" if n == 1 else "FAILED: {n} breaks", n=n)
     typer.echo(lc.t("audit verify: {status}  ({seconds} s)", status=status, seconds=f"{r.seconds:.1f}"))
     key = lc.t("key {id} from {file}", id=r.public_key_id, file=key_file) if r.public_key_id else lc.t("no public key")
+    since = r.since_hash is not None
+    if not since:
+        entries = str(r.entries)
+    elif r.since_seq is None:
+        entries = lc.t("none checked: the head given is not an entry of this trail")
+    else:
+        entries = lc.t("{n} after entry {seq} (the head given)", n=r.entries, seq=r.since_seq)
+    found = not since or r.since_seq is not None
     lines = [
-        ("entries", lc.t("{n} (head {hash}…)", n=r.entries, hash=r.head_hash[:16])),
+        ("entries", entries),
+        ("head", lc.t("{hash} (keep it for `audit verify --since`)", hash=r.head_hash) if found else "-"),
         (
             "checkpoints",
             lc.t("{n} signed, checked with {key}; sealed up to entry {seq}", n=r.checkpoints, key=key,
@@ -163,12 +189,14 @@ def _print_report(r: VerifyReport, key_file: Path) -> None:
         ),
         (
             "case folders",
-            lc.t("{n} folders, {entries} entries checked against their manifests", n=r.case_folders,
-                 entries=r.case_entries),
+            lc.t("{entries} entries placed since checked against their manifests", entries=r.case_entries)
+            if since
+            else lc.t("{n} folders, {entries} entries checked against their manifests", n=r.case_folders,
+                      entries=r.case_entries),
         ),
         ("quarantine", lc.t("{n} entries checked against their manifests", n=r.quarantine_entries)),
         ("ledger", lc.t("{n} messages compared with the entries and the trail", n=r.ledger_messages)),
-        ("json-lines", _jsonl_line(r)),
+        ("json-lines", lc.t("not compared (--since)") if since else _jsonl_line(r)),
     ]
     for label, text in lines:
         echo(f"  {lc.t(label):13} {text}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,14 @@ from support.stores import SQLiteBackend
 from gateway.records.chain import (
     EMPTY_HEAD,
     AuditEvent,
+    ChainChecker,
+    ChainHead,
+    ChainRow,
     canonical,
     chain_events,
     entry_hash,
     join_canonical,
+    row_entry,
     verify_chain,
 )
 from gateway.records.store import Store
@@ -102,3 +107,58 @@ def test_a_rolled_back_entry_is_never_shipped(tmp_path: Path) -> None:
     finally:
         store.close()
         other.close()
+
+
+def _rows(evs: list[AuditEvent]) -> list[ChainRow]:
+    new = chain_events(evs, after=EMPTY_HEAD, at="2026-12-01T00:00:00.000000Z", default_actor="daemon")
+    return [
+        (e.seq, e.at, e.event, e.actor, e.message, e.case, e.document, e.correspondent, e.details_json, e.prev_hash,
+         e.hash)
+        for e in new
+    ]
+
+
+def _reformatted(row: ChainRow) -> ChainRow:
+    """The same details in another JSON form: the entry is unchanged, only its text is not canonical."""
+    return (*row[:8], json.dumps(json.loads(row[8]), indent=1), *row[9:])  # type: ignore[return-value]
+
+
+def _altered(row: ChainRow) -> ChainRow:
+    return (*row[:2], row[2] + "!", *row[3:])  # type: ignore[return-value]
+
+
+MUTATIONS = {
+    "none": lambda rows, i: rows,
+    "reformatted": lambda rows, i: [*rows[:i], _reformatted(rows[i]), *rows[i + 1 :]],
+    "altered": lambda rows, i: [*rows[:i], _altered(rows[i]), *rows[i + 1 :]],
+    "deleted": lambda rows, i: rows[:i] + rows[i + 1 :],
+    "swapped": lambda rows, i: [*rows[:i], *rows[i : i + 2][::-1], *rows[i + 2 :]],
+    "unreadable": lambda rows, i: [*rows[:i], (*rows[i][:8], "{", *rows[i][9:]), *rows[i + 1 :]],
+}
+
+
+@settings(deadline=None)
+@given(st.lists(events, min_size=2, max_size=6), st.sampled_from(sorted(MUTATIONS)), st.integers(0, 4))
+def test_the_streaming_checker_finds_what_the_entry_check_finds(evs: list[AuditEvent], how: str, at: int) -> None:
+    """Rows hashed as stored give the same breaks, head and shipped lines as parsed entries."""
+    rows = MUTATIONS[how](_rows(evs), min(at, len(evs) - 2))
+    checker = ChainChecker()
+    lines = [checker.check(r) for r in rows]
+    if how == "unreadable":
+        assert [b.kind for b in checker.breaks] == ["altered-entry"]
+        return
+    entries = [row_entry(r) for r in rows]
+    assert (checker.count, checker.prev, checker.breaks) == verify_chain(entries)
+    assert lines == [hashlib.sha256(canonical(e.to_json())).digest() for e in entries]
+
+
+def test_the_checker_continues_from_a_proven_head() -> None:
+    """Started at entry 3's head, entry 4 must link to it; a foreign head is a broken link."""
+    rows = _rows([AuditEvent("fetched", details={"n": n}) for n in range(6)])
+    checker = ChainChecker(ChainHead(3, rows[2][10]))
+    for r in rows[3:]:
+        checker.check(r)
+    assert (checker.count, checker.breaks, checker.prev) == (3, [], rows[-1][10])
+    stranger = ChainChecker(ChainHead(3, "ab" * 32))
+    stranger.check(rows[3])
+    assert [b.kind for b in stranger.breaks] == ["broken-link"]

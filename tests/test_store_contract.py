@@ -18,8 +18,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from support.stores import BACKENDS, Backend, SQLiteBackend
 from support.tamper import tamper_sql, tamper_sql_script
 
-from gateway.records.chain import EMPTY_HEAD, GENESIS, AuditEvent, ChainHead, chain_events, verify_chain
-from gateway.records.messages import MessageRecord, State
+from gateway.records.chain import (
+    EMPTY_HEAD,
+    GENESIS,
+    AuditEvent,
+    ChainHead,
+    canonical,
+    chain_events,
+    row_entry,
+    verify_chain,
+)
+from gateway.records.messages import MessagePlace, MessageRecord, State
 from gateway.records.signing import Signer, verify_checkpoints
 from gateway.records.sqlite.connect import migrations
 from gateway.records.store import ChangedMeanwhile, DuplicateKey, EntryFilter, Store, StoreError
@@ -293,6 +302,23 @@ def test_entries_since_entry_and_hashes_read_the_same_chain(store: Store) -> Non
     assert [e.seq for e in store.entries(since_seq=3)] == [4, 5]
     assert list(store.entry_hashes(since_seq=1)) == [(e.seq, e.hash) for e in entries[1:]]
     assert store.entry(2) == entries[1] and store.entry(6) is None
+
+
+def test_chain_rows_and_hash_lookup_read_the_entries_as_stored(store: Store) -> None:
+    """What verification streams: each entry's columns, its details in the canonical text that was hashed."""
+    store.record_events([ev(f"e{i}", details={"n": i, "ü": "ß"}) for i in range(5)])
+    entries = list(store.entries())
+    assert [row_entry(r) for r in store.chain_rows(since_seq=2)] == entries[2:]
+    assert all(r[8] == canonical(e.details).decode() for r, e in zip(store.chain_rows(), entries, strict=True))
+    assert store.seqs_of_hash(entries[3].hash) == [4] and store.seqs_of_hash(GENESIS) == []
+
+
+def test_message_places_and_get_many_read_what_get_reads(store: Store) -> None:
+    store.plan([rec("a", 1), rec("b", 2)], [ev("fetched", "a"), ev("fetched", "b")])
+    a, b = store.get("a"), store.get("b")
+    assert a is not None and b is not None
+    assert store.get_many(["b", "a", "nope"]) == {"a": a, "b": b}
+    assert list(store.message_places()) == [MessagePlace.of(r) for r in store.all_messages()]
 
 
 # -- checkpoints ----------------------------------------------------------------------------------

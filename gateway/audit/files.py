@@ -8,23 +8,30 @@ runs ``check_entries`` after the database snapshot.
 
 from __future__ import annotations
 
-import hashlib
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.manifests import verify_entry
+from gateway.audit.manifests import ManifestProblem, check_entry
 from gateway.filing.sent import SENT
 from gateway.receipts.placement import RECEIPTS
 from gateway.records.chain import ChainBreak
-from gateway.records.messages import MessageRecord
+from gateway.records.messages import MessagePlace
 from gateway.statedir import STAGING
 
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
-_MANIFEST_KINDS = {
+#: From this many entries on, the manifests are checked in worker processes (one per core):
+#: reading and hashing pays for starting them, and the parent reads the database meanwhile.
+PROCESS_FROM = 2000
+_CHUNK = 256  # entries handed to a worker at a time
+
+#: An entry's manifest problems and the sha256 of its manifest (None when unreadable).
+Checked = tuple[list[ManifestProblem], str | None]
+MANIFEST_KINDS = {
     "missing": "file-missing",
     "altered": "file-altered",
     "unlisted file": "file-unlisted",
@@ -120,7 +127,7 @@ def _linked_component(root: Path, rel: str) -> Path | None:
 
 
 # -- comparing files, ledger rows and placement events ------------------------------------------
-def record_key(rec: MessageRecord) -> tuple[str, str] | None:
+def record_key(rec: MessagePlace) -> tuple[str, str] | None:
     """Where the ledger row says the message's entry is, in the disk listing's terms."""
     if rec.path is None:
         return None
@@ -134,9 +141,19 @@ def record_key(rec: MessageRecord) -> tuple[str, str] | None:
 
 
 def check_entries(
-    disk: list[DiskEntry], snap: DbSnapshot, cases_dir: Path, quarantine_dir: Path, report: VerifyReport
+    disk: list[DiskEntry],
+    snap: DbSnapshot,
+    cases_dir: Path,
+    quarantine_dir: Path,
+    report: VerifyReport,
+    checked: Mapping[Path, Checked] | None = None,
 ) -> None:
-    """Each entry against its manifest, and each manifest against the ledger and the trail."""
+    """Each entry against its manifest, and each manifest against the ledger and the trail.
+
+    ``checked``: the manifest checks already made (``ManifestChecks``, started before the
+    database was read); entries not in it are checked here.
+    """
+    done = checked or {}
     for d in disk:
         if d.link is not None:
             report.breaks.append(
@@ -150,9 +167,9 @@ def check_entries(
                     file=str(d.path),
                 )
             )
-    _check_sent([d for d in disk if d.area == "sent" and d.link is None], snap, cases_dir, report)
+    _check_sent([d for d in disk if d.area == "sent" and d.link is None], snap, cases_dir, report, done)
     by_key = {(d.area, d.rel): d for d in disk if d.link is None and d.area != "sent"}
-    expected: dict[tuple[str, str], MessageRecord] = {}
+    expected: dict[tuple[str, str], MessagePlace] = {}
     pending: set[tuple[str, str]] = set()
     for rec in snap.messages:
         key = record_key(rec)
@@ -199,7 +216,7 @@ def check_entries(
     report.quarantine_entries = sum(1 for k in by_key if k[0] == "quarantine")
     states = {rec.id: rec.state for rec in snap.messages}
 
-    results = _hash_entries([d.path for d in by_key.values()])
+    results = _checked([d.path for d in by_key.values()], done)
     for key, d in sorted(by_key.items()):
         problems, manifest_sha = results[d.path]
         if d.area == "quarantine" and not d.path.exists():
@@ -211,7 +228,7 @@ def check_entries(
                 # show. Every listed file still verifies, so this is named, not a break.
                 report.warnings.append(f"{p.path}: unlisted file in entry {d.rel} (not part of the filed message)")
                 continue
-            kind = _MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
+            kind = MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
             report.breaks.append(
                 ChainBreak(kind, None, f"{p.problem} (entry {d.rel})", expected=p.expected, found=p.found, file=p.path)
             )
@@ -254,7 +271,7 @@ def check_entries(
 
 
 def _compare_manifest(
-    d: DiskEntry, rec: MessageRecord, manifest_sha: str | None, placement: Placement | None, report: VerifyReport
+    d: DiskEntry, rec: MessagePlace, manifest_sha: str | None, placement: Placement | None, report: VerifyReport
 ) -> None:
     manifest_file = str(d.path / "manifest.json")
     if manifest_sha is not None and rec.manifest_sha256 != manifest_sha:
@@ -313,30 +330,79 @@ def _compare_manifest(
         )
 
 
-def _hash_entries(paths: list[Path]) -> dict[Path, tuple[list[Any], str | None]]:
-    def one(path: Path) -> tuple[list[Any], str | None]:
-        try:
-            sha: str | None = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
-        except OSError:
-            sha = None
-        return verify_entry(path), sha
+def _checked(paths: list[Path], done: Mapping[Path, Checked]) -> dict[Path, Checked]:
+    """Every path's check: the ones made already, the rest now."""
+    todo = [p for p in paths if p not in done]
+    fresh = check_manifests(todo) if todo else {}
+    return {p: done[p] if p in done else fresh[p] for p in paths}
 
+
+def check_manifests(paths: list[Path]) -> dict[Path, Checked]:
+    """Check entries against their manifests on threads, a few dozen entries per task."""
+    size = max(1, min(64, len(paths) // (CHECK_THREADS * 4)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    out: dict[Path, Checked] = {}
     with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        return dict(zip(paths, pool.map(one, paths), strict=True))
+        for chunk, checked in zip(chunks, pool.map(_check_chunk, chunks), strict=True):
+            out.update(zip(chunk, checked, strict=True))
+    return out
 
 
-def _check_sent(disk: list[DiskEntry], snap: DbSnapshot, cases_dir: Path, report: VerifyReport) -> None:
+def _check_chunk(paths: list[Path]) -> list[Checked]:
+    return [check_entry(p) for p in paths]
+
+
+class ManifestChecks:
+    """Manifest checks running in the background while the caller reads the database.
+
+    Few entries are checked on threads when ``result`` is called; from ``PROCESS_FROM``
+    entries on, worker processes (one per core, started fresh: ``spawn``, so no lock or
+    connection of the parent is inherited) start checking at once, so the database and
+    the files are read at the same time on two cores.
+    """
+
+    def __init__(self, disk: list[DiskEntry], *, processes_from: int = PROCESS_FROM) -> None:
+        self.paths = [d.path for d in disk if d.link is None]
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[tuple[list[Path], Future[list[Checked]]]] = []
+        workers = os.cpu_count() or 1
+        if len(self.paths) >= processes_from and workers > 1:
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            for i in range(0, len(self.paths), _CHUNK):
+                chunk = self.paths[i : i + _CHUNK]
+                self._futures.append((chunk, self._pool.submit(_check_chunk, chunk)))
+
+    def result(self) -> dict[Path, Checked]:
+        if self._pool is None:
+            return check_manifests(self.paths)
+        out: dict[Path, Checked] = {}
+        try:
+            for chunk, future in self._futures:
+                out.update(zip(chunk, future.result(), strict=True))
+        finally:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+def _check_sent(
+    disk: list[DiskEntry], snap: DbSnapshot, cases_dir: Path, report: VerifyReport, done: Mapping[Path, Checked]
+) -> None:
     """Sent copies (``<case>/sent/<entry>``) against their manifests and the outbox rows."""
     report.sent_entries = len(disk)
     on_disk = {d.rel: d for d in disk}
-    results = _hash_entries([d.path for d in disk])
+    results = _checked([d.path for d in disk], done)
     for rel, d in sorted(on_disk.items()):
         problems, manifest_sha = results[d.path]
         for p in problems:
             if p.problem == "unlisted file":
                 report.warnings.append(f"{p.path}: unlisted file in sent copy {rel} (not part of what was sent)")
                 continue
-            kind = _MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
+            kind = MANIFEST_KINDS.get(p.problem, "manifest-unreadable")
             text = f"{p.problem} (sent copy {rel})"
             report.breaks.append(ChainBreak(kind, None, text, expected=p.expected, found=p.found, file=p.path))
         known = snap.sent_copies.get(rel)

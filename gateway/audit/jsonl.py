@@ -12,7 +12,8 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,11 +37,24 @@ class JsonlLine:
 
 @dataclass
 class JsonlScan:
+    """Every complete line's place and digest, in flat arrays (a long trail has millions of lines)."""
+
     path: Path
     exists: bool = False
     mtime: float = 0.0
-    lines: list[JsonlLine] = field(default_factory=list)
+    count: int = 0
+    digests: bytearray = field(default_factory=bytearray)  # 32 bytes per line
+    offsets: array[int] = field(default_factory=lambda: array("q"))
     torn_tail: bool = False
+
+    @property
+    def lines(self) -> Iterator[JsonlLine]:
+        for i in range(self.count):
+            length = self.offsets[i + 1] - self.offsets[i] - 1
+            yield JsonlLine(i + 1, self.offsets[i], length, bytes(self.digests[i * 32 : i * 32 + 32]))
+
+
+_BLOCK = 1 << 22
 
 
 def scan_jsonl(path: Path) -> JsonlScan:
@@ -57,20 +71,29 @@ def scan_jsonl(path: Path) -> JsonlScan:
         with open(path, "rb") as f:
             scan.exists = True
             scan.mtime = os.fstat(f.fileno()).st_mtime
-            offset = 0
-            for number, line in enumerate(f, start=1):
-                if not line.endswith(b"\n"):
-                    scan.torn_tail = True  # a crash mid-write; the next export rewrites it
-                    break
-                body = line[:-1]
-                scan.lines.append(JsonlLine(number, offset, len(body), hashlib.sha256(body).digest()))
-                offset += len(line)
+            _digest_lines(f.read, scan)
     except FileNotFoundError:
         pass
     finally:
         if lock is not None:
             lock.close()
     return scan
+
+
+def _digest_lines(read: Callable[[int], bytes], scan: JsonlScan) -> None:
+    """Read in large blocks and digest each complete line; ``offsets`` ends one past the last line."""
+    sha256, digests, offsets = hashlib.sha256, scan.digests, scan.offsets
+    offsets.append(0)
+    pos, rest = 0, b""
+    while block := read(_BLOCK):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for body in lines:
+            digests += sha256(body).digest()
+            pos += len(body) + 1
+            offsets.append(pos)
+    scan.count = len(offsets) - 1
+    scan.torn_tail = bool(rest)  # a crash mid-write; the next export rewrites it
 
 
 # -- comparing the JSON-lines file with the database ----------------------------------------------
@@ -98,7 +121,12 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
         elif snap.entries:
             report.warnings.append(f"no JSON-lines file at {scan.path}")
         return
-    report.jsonl_lines = len(scan.lines)
+    report.jsonl_lines = scan.count
+    prefix = snap.line_digests.dense_prefix(scan.count)
+    if prefix is not None and scan.digests == prefix:
+        # Line n holds entry n for every line: nothing is missing, reordered or altered.
+        _after_lines(scan, snap, scan.count, report)
+        return
     seen: set[int] = set()
     unknown: list[tuple[int, str | None]] = []
     max_seen = 0
@@ -117,7 +145,7 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
             seen.add(seq)
             max_seen = max(max_seen, seq)
     _report_unknown(unknown, report)
-    top = min(max_seen, max(snap.line_digests, default=0))
+    top = min(max_seen, snap.line_digests.last())
     missing = [s for s in range(1, top + 1) if s not in seen]
     for first, last in _ranges(missing):
         report.breaks.append(
@@ -127,11 +155,16 @@ def compare_jsonl(scan: JsonlScan, snap: DbSnapshot, report: VerifyReport) -> No
                 f"entries {first}-{last} are in the ledger but not in the JSON-lines file"
                 if last != first
                 else f"entry {first} is in the ledger but not in the JSON-lines file",
-                expected=snap.entry_hashes.get(first),
+                expected=snap.stored_hash(first),
                 found=None,
                 file=str(scan.path),
             )
         )
+    _after_lines(scan, snap, max_seen, report)
+
+
+def _after_lines(scan: JsonlScan, snap: DbSnapshot, max_seen: int, report: VerifyReport) -> None:
+    """What follows the last line: a torn tail, and entries the file lacks (lagging or truncated)."""
     report.jsonl_lagging = max(0, snap.entries - max_seen)
     if scan.torn_tail:
         report.warnings.append(

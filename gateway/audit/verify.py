@@ -16,17 +16,16 @@ after its ledger row is planned, a line is exported after its entry is committed
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit.files import check_entries, list_disk_entries
+from gateway.audit.files import ManifestChecks, check_entries, list_disk_entries
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
 from gateway.audit.jsonl import JsonlScan, compare_jsonl, scan_jsonl
 from gateway.config import Config
-from gateway.records.chain import AuditEntry, ChainBreak, ChainHead, canonical, entry_hash, verify_chain
+from gateway.records.chain import ChainBreak, ChainChecker, ChainHead, ChainRow, entry_hash, row_entry
 from gateway.records.open import open_store
 from gateway.records.outbox import OutboxRecord
 from gateway.records.signing import key_id, load_public_key, verify_checkpoints
@@ -43,17 +42,19 @@ def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlSc
     snap = DbSnapshot()
     with store.snapshot() as reader:
         snap.content_hash = lambda seq: _content_hash(reader, seq)
-        n, head, breaks = verify_chain(_observe(reader.entries(), snap))
-        snap.entries, snap.head_hash = n, head
-        report.breaks.extend(breaks)
-        check_head(reader, snap, report)
+        snap.stored_hash = lambda seq: _stored_hash(reader, seq)
         checkpoints = reader.checkpoints()
+        checker = ChainChecker()
+        read_chain(reader.chain_rows(), checker, snap, {cp.seq for cp in checkpoints})
+        snap.entries, snap.head_hash = checker.count, checker.prev
+        report.breaks.extend(checker.breaks)
+        check_head(reader, ChainHead(snap.last_seq, snap.head_hash), report)
         report.checkpoints, report.sealed_up_to, cp_breaks = verify_checkpoints(
             checkpoints, snap.entry_hashes, public_key
         )
         report.breaks.extend(cp_breaks)
         snap.checkpoints = [(cp.seq, cp.at) for cp in checkpoints]
-        snap.messages = list(reader.all_messages())
+        snap.messages = list(reader.message_places())
         for rec in _outbox(reader):
             if rec.sent_path is not None:
                 parts = Path(rec.sent_path).parts
@@ -72,13 +73,18 @@ def _outbox(reader: ReadSnapshot) -> list[OutboxRecord]:
         return []
 
 
+def _stored_hash(reader: AuditReader, seq: int) -> str | None:
+    entry = reader.entry(seq)
+    return entry.hash if entry is not None else None
+
+
 def _content_hash(reader: AuditReader, seq: int) -> str | None:
     """The hash of what the database entry says now (which differs from its stored hash if edited)."""
     entry = reader.entry(seq)
     return entry_hash(entry.body()) if entry is not None else None
 
 
-def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> None:
+def check_head(reader: AuditReader, last: ChainHead, report: VerifyReport) -> None:
     """The head row is moved in the transaction that appends, so it names the last entry.
 
     A head row that names another one means entries were removed, added or rewritten
@@ -90,7 +96,6 @@ def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> N
             "the ledger has no chain head row (not yet opened for writing since its upgrade, or the row was removed)"
         )
         return
-    last = ChainHead(max(snap.entry_hashes, default=0), snap.head_hash)
     if head != last:
         report.breaks.append(
             ChainBreak(
@@ -105,25 +110,50 @@ def check_head(reader: AuditReader, snap: DbSnapshot, report: VerifyReport) -> N
         )
 
 
-def _observe(entries: Iterator[AuditEntry], snap: DbSnapshot) -> Iterator[AuditEntry]:
-    for e in entries:
-        snap.line_digests[e.seq] = hashlib.sha256(canonical(e.to_json())).digest()
-        snap.entry_hashes[e.seq] = e.hash
-        if e.event in PLACEMENT_EVENTS and e.message is not None:
-            path = e.details.get("path")
-            snap.placements[e.message] = Placement(
-                e.seq, e.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
-            )
-        elif e.event == "refiled" and e.message in snap.placements:
-            # A move keeps the message's state (stored or released) and changes where it is.
-            path, before = e.details.get("path"), snap.placements[e.message]
-            snap.placements[e.message] = Placement(
-                e.seq, before.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
-            )
-            source, left = e.details.get("from"), e.details.get("from_manifest_sha256")
-            if isinstance(source, str) and isinstance(left, str):
-                snap.refiled_from[source] = left
-        yield e
+def read_chain(rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot, sealed: Container[int]) -> None:
+    """Check every row in order and keep what the other views need: line digests, placements,
+    and the stored hashes of the entries in ``sealed`` (the checkpoints' seqs) and of the last.
+
+    Only placement events are parsed (``row_entry``); the others are hashed as stored.
+    """
+    add_line, check, hashes = snap.line_digests.add, checker.check, snap.entry_hashes
+    row: ChainRow | None = None
+    for row in rows:
+        seq = row[0]
+        add_line(seq, check(row))
+        if seq in sealed:
+            hashes[seq] = row[10]
+        if row[2] in _PLACING and row[4] is not None:
+            _place(row, snap)
+    if row is not None:
+        snap.last_seq = row[0]
+        hashes[row[0]] = row[10]
+
+
+_PLACING = frozenset((*PLACEMENT_EVENTS, "refiled"))
+
+
+def _place(row: ChainRow, snap: DbSnapshot) -> None:
+    try:
+        e = row_entry(row)
+    except ValueError:
+        return  # the checker names the row (altered-entry); it places nothing
+    if not isinstance(e.details, dict) or e.message is None:
+        return
+    if e.event in PLACEMENT_EVENTS:
+        path = e.details.get("path")
+        snap.placements[e.message] = Placement(
+            e.seq, e.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
+        )
+    elif e.message in snap.placements:
+        # A move keeps the message's state (stored or released) and changes where it is.
+        path, before = e.details.get("path"), snap.placements[e.message]
+        snap.placements[e.message] = Placement(
+            e.seq, before.event, path if isinstance(path, str) else None, e.details.get("manifest_sha256")
+        )
+        source, left = e.details.get("from"), e.details.get("from_manifest_sha256")
+        if isinstance(source, str) and isinstance(left, str):
+            snap.refiled_from[source] = left
 
 
 # -- the whole verification -----------------------------------------------------------------------
@@ -148,12 +178,23 @@ def verify_state(
     report = VerifyReport()
     cases_root = cases_dir(config)
     quarantine_root = quarantine_dir(config)
-    public_key = _public_key(public_key_file or audit_public_key_path(config), report)
+    public_key = public_key_for(public_key_file or audit_public_key_path(config), report)
 
     disk, report.case_folders = list_disk_entries(cases_root, quarantine_root)
     between("disk-listed")
     scan = scan_jsonl(jsonl_file or audit_jsonl_path(config))
     between("jsonl-scanned")
+    manifests = ManifestChecks(disk)  # on large states, worker processes read the files meanwhile
+    try:
+        snap = _read_db(config, public_key, scan, report)
+        check_entries(disk, snap, cases_root, quarantine_root, report, manifests.result())
+    finally:
+        manifests.close()
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _read_db(config: Config, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport) -> DbSnapshot:
     db = ledger_path(config)
     if not db.exists():
         report.warnings.append(f"no ledger at {db}: nothing recorded yet")
@@ -174,12 +215,10 @@ def verify_state(
             f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
             "(the gateway seals at the end of each run)"
         )
-    check_entries(disk, snap, cases_root, quarantine_root, report)
-    report.seconds = round(time.monotonic() - started, 3)
-    return report
+    return snap
 
 
-def _public_key(path: Path, report: VerifyReport) -> Ed25519PublicKey | None:
+def public_key_for(path: Path, report: VerifyReport) -> Ed25519PublicKey | None:
     try:
         key = load_public_key(path)
     except FileNotFoundError:

@@ -15,7 +15,7 @@ These values carry no storage detail; each store backend converts its rows to th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 State = Literal["processing", "stored", "quarantined", "duplicate", "released"]
 FINAL_STATES: tuple[State, ...] = ("stored", "quarantined", "duplicate", "released")
@@ -56,6 +56,24 @@ class MessageRecord:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class MessagePlace(NamedTuple):
+    """Where the ledger says a message's entry is: what verification compares with the disk.
+
+    The few fields of a ``MessageRecord`` that ``audit verify`` reads for every message,
+    without the rest (a provider's ledger holds hundreds of thousands of messages).
+    """
+
+    id: str
+    state: str
+    target_state: str
+    path: str | None
+    manifest_sha256: str | None
+
+    @classmethod
+    def of(cls, rec: MessageRecord) -> MessagePlace:
+        return cls(rec.id, rec.state, rec.target_state, rec.path, rec.manifest_sha256)
 
 
 MailboxState = Literal["ok", "error", "auth-failed"]

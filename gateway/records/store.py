@@ -31,10 +31,10 @@ from gateway.errors import PermanentError, PoststelleError
 from gateway.receipts.deliveries import advance, new_record, state_event
 from gateway.receipts.model import DeliveryState
 from gateway.records.actors import DAEMON
-from gateway.records.chain import AuditEntry, AuditEvent, ChainHead
+from gateway.records.chain import AuditEntry, AuditEvent, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord, DeliveryStep, DeliveryTarget, Outcome
 from gateway.records.export import JsonlExport
-from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessageRecord, State
+from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessagePlace, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint, Signer
 
@@ -102,6 +102,10 @@ class AuditSettings:
 class MessageReader(Protocol):
     def get(self, msg_id: str) -> MessageRecord | None: ...
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, MessageRecord]:
+        """The records of those ``ids`` that exist, by id (one query per few hundred ids)."""
+        ...
+
     def by_key(self, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, MessageRecord]:
         """The recorded messages among ``uids`` of one folder, by UID."""
         ...
@@ -119,6 +123,10 @@ class MessageReader(Protocol):
         ...
 
     def all_messages(self) -> Iterator[MessageRecord]: ...
+
+    def message_places(self) -> Iterator[MessagePlace]:
+        """Every message's place (``all_messages`` in the same order, five fields each)."""
+        ...
 
     def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
         """Messages filed (stored or released) in one case folder, oldest first."""
@@ -138,6 +146,17 @@ class MessageReader(Protocol):
 class AuditReader(Protocol):
     def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:
         """Entries after ``since_seq``, in chain order."""
+        ...
+
+    def chain_rows(self, since_seq: int = 0) -> Iterator[ChainRow]:
+        """Entries after ``since_seq`` as plain rows (``chain.ChainRow``), in chain order, streamed.
+
+        What verification reads: every entry once, hashed from the stored bytes.
+        """
+        ...
+
+    def seqs_of_hash(self, entry_hash: str) -> list[int]:
+        """The seqs of the entries whose stored hash is ``entry_hash`` (one, in a sound chain)."""
         ...
 
     def entry(self, seq: int) -> AuditEntry | None: ...

@@ -302,7 +302,16 @@ GERMAN: dict[str, str] = {
     "quarantine": "Quarantäne",
     "ledger": "Eingangsbuch",
     "json-lines": "JSON-Lines",
-    "{n} (head {hash}…)": "{n} (letzter {hash}…)",
+    "{n} after entry {seq} (the head given)": "{n} nach Eintrag {seq} (dem angegebenen Kopf)",
+    "none checked: the head given is not an entry of this trail": (
+        "keine geprüft: der angegebene Kopf ist kein Eintrag dieser Kette"
+    ),
+    "{hash} (keep it for `audit verify --since`)": "{hash} (für `audit verify --since` aufbewahren)",
+    "{entries} entries placed since checked against their manifests": (
+        "{entries} seitdem abgelegte Einträge mit ihren Manifesten verglichen"
+    ),
+    "not compared (--since)": "nicht verglichen (--since)",
+    "head": "Kopf",
     "{n} signed, checked with {key}; sealed up to entry {seq}": (
         "{n} signiert, geprüft mit {key}; versiegelt bis Eintrag {seq}"
     ),

@@ -8,9 +8,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gateway.receipts.model import DeliveryState
-from gateway.records.chain import AuditEntry, ChainHead
+from gateway.records.chain import AuditEntry, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord
-from gateway.records.messages import CaseSummary, MailboxStatus, MessageRecord, State
+from gateway.records.messages import CaseSummary, MailboxStatus, MessagePlace, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint
 from gateway.records.sqlite import deliveries as deliveries_sql
@@ -177,6 +177,13 @@ class SQLiteReader:
                 out[rec.uid] = rec
         return out
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, MessageRecord]:
+        out: dict[str, MessageRecord] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = list(ids[i : i + _CHUNK])
+            out.update((rec.id, rec) for rec in self._messages(f"id IN ({_marks(len(chunk))})", chunk))
+        return out
+
     def first_by_sha256(self, sha256: str) -> MessageRecord | None:
         row = self._one(
             "SELECT * FROM messages WHERE sha256=? AND state IN ('stored','quarantined','released') "
@@ -199,6 +206,14 @@ class SQLiteReader:
     def all_messages(self) -> Iterator[MessageRecord]:
         for row in self._iter("SELECT * FROM messages ORDER BY fetched_at"):
             yield message_from_row(row)
+
+    def message_places(self) -> Iterator[MessagePlace]:
+        with sqlite_errors("reading the ledger"):
+            cur = self._conn.cursor()
+            cur.row_factory = None
+            cur.execute("SELECT id, state, target_state, path, manifest_sha256 FROM messages ORDER BY fetched_at")
+            while rows := cur.fetchmany(2000):
+                yield from map(MessagePlace._make, rows)
 
     def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
         return self._messages("case_folder=? AND state IN ('stored','released') ORDER BY fetched_at", (case_folder,))
@@ -227,6 +242,20 @@ class SQLiteReader:
     def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:
         for row in self._iter(ENTRY_SELECT + " WHERE seq > ? ORDER BY seq", (since_seq,)):
             yield entry_from_row(row)
+
+    def chain_rows(self, since_seq: int = 0) -> Iterator[ChainRow]:
+        """Plain tuples, not ``sqlite3.Row``: a verification reads every entry once, and fast."""
+        with sqlite_errors("reading the ledger"):
+            cur = self._conn.cursor()
+            cur.row_factory = None
+            cur.arraysize = 2000
+            cur.execute(ENTRY_SELECT + " WHERE seq > ? ORDER BY seq", (since_seq,))
+            while rows := cur.fetchmany():
+                yield from rows
+
+    def seqs_of_hash(self, entry_hash: str) -> list[int]:
+        rows = self._all("SELECT seq FROM audit WHERE hash = ? ORDER BY seq", (entry_hash,))
+        return [int(r[0]) for r in rows]
 
     def entry(self, seq: int) -> AuditEntry | None:
         row = self._one(ENTRY_SELECT + " WHERE seq = ?", (seq,))

@@ -1,0 +1,200 @@
+"""``audit verify --since HEAD_HASH``: prove what was added after a head an earlier run proved.
+
+A provider's trail grows by millions of entries a month; an auditor who verified it once
+keeps the head hash that run printed and afterwards checks only the continuation:
+
+- HEAD_HASH must be the hash of an entry of this trail, and that entry's content must
+  still hash to it. A hash from another trail, or from a history that was rewritten and
+  re-chained since (every later hash changes with it), names no entry: an error, never a
+  pass.
+- every entry after it links to the one before, starting with prev_hash = HEAD_HASH, is
+  numbered without a gap and hashes to its stored hash (``ChainChecker``);
+- every checkpoint signed after it verifies with the audit public key and matches the
+  chain, and the head row names the last entry;
+- every message placed (stored, quarantined, released, refiled) by those entries is in its
+  entry on disk, which matches its manifest, and the manifest is the one the trail and the
+  ledger recorded.
+
+What lies before HEAD_HASH (an entry edited in place, a case file altered since) is the
+earlier run's job; a full ``audit verify`` checks everything again. The JSON-lines copy is
+not compared here either (its comparison reads the whole file).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from gateway.audit.files import MANIFEST_KINDS, check_manifests
+from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
+from gateway.audit.verify import check_head, public_key_for, read_chain
+from gateway.config import Config
+from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
+from gateway.records.messages import MessagePlace
+from gateway.records.open import open_store
+from gateway.records.signing import verify_checkpoints
+from gateway.records.store import ReadSnapshot
+from gateway.statedir import audit_public_key_path, cases_dir, ledger_path, quarantine_dir
+
+HEAD_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def verify_since(config: Config, head_hash: str, *, public_key_file: Path | None = None) -> VerifyReport:
+    """Verify the entries after ``head_hash`` and what they placed; never writes.
+
+    ``ValueError`` when ``head_hash`` is not a sha256 in hex (a typing error, not a finding).
+    """
+    head_hash = head_hash.strip().lower()
+    if not HEAD_HASH.fullmatch(head_hash):
+        raise ValueError(f"not an entry hash (64 hex digits): {head_hash!r}")
+    started = time.monotonic()
+    report = VerifyReport(since_hash=head_hash)
+    public_key = public_key_for(public_key_file or audit_public_key_path(config), report)
+    db = ledger_path(config)
+    if not db.exists():
+        report.breaks.append(_unknown(head_hash, f"there is no ledger at {db}"))
+        return report
+    store = open_store(config, readonly=True)
+    try:
+        if store.readonly_note:
+            report.warnings.append(store.readonly_note)
+        with store.snapshot() as reader:
+            snap = _continuation(reader, head_hash, public_key, report)
+    finally:
+        store.close()
+    if snap is not None:
+        _check_placed(config, snap, report)
+        if report.unsealed:
+            report.warnings.append(
+                f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
+                "(the gateway seals at the end of each run)"
+            )
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _unknown(head_hash: str, why: str) -> ChainBreak:
+    return ChainBreak(
+        "unknown-head",
+        None,
+        f"the head to continue from is not an entry of this trail ({why}): the trail is another one, or its "
+        "history was rewritten before that head",
+        expected=head_hash,
+    )
+
+
+def _continuation(
+    reader: ReadSnapshot, head_hash: str, public_key: Ed25519PublicKey | None, report: VerifyReport
+) -> DbSnapshot | None:
+    """The chain from the old head on, the checkpoints after it and the head row, in one snapshot."""
+    seqs = reader.seqs_of_hash(head_hash)
+    if not seqs:
+        report.breaks.append(_unknown(head_hash, "no entry has this hash"))
+        return None
+    if len(seqs) > 1:
+        report.breaks.append(
+            ChainBreak("duplicate-hash", seqs[1], f"entries {', '.join(map(str, seqs))} hold the same hash", head_hash)
+        )
+    old = seqs[0]
+    report.since_seq = old
+    rows = reader.chain_rows(since_seq=old - 1)
+    first = next(rows, None)
+    if first is None or first[0] != old:
+        report.breaks.append(_unknown(head_hash, f"entry {old} cannot be read"))
+        return None
+    # The old head itself: its content must still hash to HEAD_HASH (its link backwards is
+    # the earlier run's job). The checker then starts from it, so the first entry after it
+    # must name HEAD_HASH as its prev_hash.
+    checker = ChainChecker(ChainHead(old - 1, first[9]))
+    checker.check(first)
+    checker.count = 0
+    snap = DbSnapshot()
+    after = [cp for cp in reader.checkpoints() if cp.seq > old]
+    read_chain(rows, checker, snap, {cp.seq for cp in after})
+    snap.entries, snap.head_hash = checker.count, checker.prev
+    report.entries, report.head_hash = checker.count, checker.prev
+    report.breaks.extend(checker.breaks)
+    check_head(reader, ChainHead(snap.last_seq or old, checker.prev), report)
+    report.checkpoints, sealed, cp_breaks = verify_checkpoints(after, snap.entry_hashes, public_key)
+    report.sealed_up_to = max(sealed, old) if not cp_breaks else sealed
+    report.breaks.extend(cp_breaks)
+    snap.messages = [MessagePlace.of(rec) for rec in reader.get_many(list(snap.placements)).values()]
+    return snap
+
+
+def _check_placed(config: Config, snap: DbSnapshot, report: VerifyReport) -> None:
+    """Each message the new entries placed: its entry against its manifest, the trail and the ledger."""
+    roots = {"cases": cases_dir(config), "quarantine": quarantine_dir(config)}
+    records = {rec.id: rec for rec in snap.messages}
+    where: dict[str, tuple[Path, Placement]] = {}
+    for msg, placement in snap.placements.items():
+        if placement.rel is None:
+            continue
+        area = "quarantine" if placement.event == "quarantined" else "cases"
+        where[msg] = (roots[area] / placement.rel, placement)
+    checked = check_manifests([path for path, _ in where.values()])
+    for msg, (path, placement) in sorted(where.items(), key=lambda item: item[1][1].seq):
+        problems, manifest_sha = checked[path]
+        rec = records.get(msg)
+        if rec is None:
+            report.breaks.append(
+                ChainBreak(
+                    "event-without-message",
+                    placement.seq,
+                    f"the trail records message {msg} as {placement.event}, but the ledger does not know it",
+                    expected=placement.manifest_sha256,
+                    file=placement.rel,
+                )
+            )
+            continue
+        if rec.state != placement.event:
+            report.breaks.append(
+                ChainBreak(
+                    "placement-differs",
+                    placement.seq,
+                    f"the trail's last placement of message {msg} is {placement.event!r}, the ledger says "
+                    f"{rec.state!r}",
+                    expected=placement.event,
+                    found=rec.state,
+                    file=str(path),
+                )
+            )
+        report.case_entries += placement.event != "quarantined"
+        report.quarantine_entries += placement.event == "quarantined"
+        for p in problems:
+            if p.problem == "unlisted file":
+                report.warnings.append(
+                    f"{p.path}: unlisted file in entry {placement.rel} (not part of the filed message)"
+                )
+                continue
+            kind = "entry-missing" if p.problem == "unreadable manifest: missing" else _kind(p.problem)
+            report.breaks.append(
+                ChainBreak(
+                    kind, placement.seq, f"{p.problem} (entry {placement.rel})", p.expected, p.found, file=p.path
+                )
+            )
+        if manifest_sha is None:
+            continue
+        for kind, recorded, whose in (
+            ("manifest-differs-from-audit", placement.manifest_sha256, f"audit entry {placement.seq}"),
+            ("manifest-differs-from-ledger", rec.manifest_sha256, "the ledger"),
+        ):
+            if recorded != manifest_sha:
+                report.breaks.append(
+                    ChainBreak(
+                        kind,
+                        placement.seq,
+                        f"manifest of message {msg} is not the one {whose} recorded",
+                        expected=recorded,
+                        found=manifest_sha,
+                        file=str(path / "manifest.json"),
+                    )
+                )
+    report.ledger_messages = len(records)
+
+
+def _kind(problem: str) -> str:
+    return MANIFEST_KINDS.get(problem, "manifest-unreadable")

@@ -1,0 +1,64 @@
+"""Manifest checks give the same findings on threads and in worker processes.
+
+Large states are checked in worker processes (``ManifestChecks``); the tamper tests run on
+small ones, which use threads. Entries filed with the gateway's own filing code, then
+tampered with, are checked both ways here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.audit.files import ManifestChecks, check_manifests, list_disk_entries
+from gateway.config import load_config
+from gateway.filing.areas import Area
+from gateway.filing.entries import EntryFile, write_entry
+from gateway.statedir import cases_dir, init_storage, quarantine_dir
+
+
+@pytest.fixture
+def filed(tmp_path: Path) -> tuple[Path, Path]:
+    """Six entries in two case folders; returns (cases root, quarantine root)."""
+    secret = tmp_path / "password"
+    secret.write_text("unused")
+    secret.chmod(0o600)
+    cfg = tmp_path / "poststelle.toml"
+    cfg.write_text(
+        f'[storage]\nstate_dir = "{tmp_path}/state"\n\n[[mailbox]]\nname = "m"\nhost = "127.0.0.1"\n'
+        f'username = "m"\npassword_file = "{secret}"\n'
+    )
+    config = load_config(cfg)
+    init_storage(config)
+    area = Area.open(config, "cases")
+    try:
+        for i in range(6):
+            files = [
+                EntryFile("original.eml", f"Subject: {i}\r\n\r\nbody\r\n".encode()),
+                EntryFile("attachments/Plan.pdf", b"%PDF-" + bytes([i]) * 100),
+            ]
+            write_entry(area, f"63-BV-2026-{i % 2:04d}", f"2026-01-0{i + 1}_{i:012x}", files, {"id": f"{i:012x}"})
+    finally:
+        area.close()
+    return cases_dir(config), quarantine_dir(config)
+
+
+def test_worker_processes_find_what_threads_find(filed: tuple[Path, Path], tmp_path: Path) -> None:
+    cases, quarantine = filed
+    entries = sorted(p for folder in cases.iterdir() if not folder.name.startswith(".") for p in folder.iterdir())
+    (entries[0] / "attachments" / "Plan.pdf").write_bytes(b"%PDF- altered")
+    (entries[1] / "original.eml").unlink()
+    (entries[2] / "Thumbs.db").write_bytes(b"x")
+    (tmp_path / "elsewhere.txt").write_bytes(b"outside")
+    os.symlink(tmp_path / "elsewhere.txt", entries[3] / "note.txt")
+    (entries[4] / "manifest.json").write_bytes(b"{not json")
+    disk, _ = list_disk_entries(cases, quarantine)
+    on_threads = check_manifests([d.path for d in disk])
+    checks = ManifestChecks(disk, processes_from=1)
+    in_processes = checks.result()
+    assert in_processes == on_threads
+    problems = {p.problem.split(":")[0] for found, _ in on_threads.values() for p in found}
+    assert problems == {"altered", "missing", "unlisted file", "symlink", "unreadable manifest"}
+    assert sum(1 for found, sha in on_threads.values() if not found and sha) == 1, "one entry is untouched"
