@@ -84,6 +84,7 @@ def config(tmp: Path, pki: TestPKI, parties: dict[str, Party], *, identity: Part
     files = pki.write(tmp / "pki")
     me = identity or pki["recipient"]
     (tmp / "me.key").write_bytes(me.key_pem())
+    (tmp / "me.key").chmod(0o600)
     (tmp / "me.pem").write_bytes(me.cert_pem() + (pki.inter.cert_pem() if chain else b""))
     corr = tmp / "correspondents"
     corr.mkdir(exist_ok=True)

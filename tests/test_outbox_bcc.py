@@ -123,6 +123,7 @@ def world(postfix: Any, tmp_path: Path, new_user: Callable[[], str]) -> Iterator
     }
     files = pki.write(tmp_path / "pki")
     (tmp_path / "me.key").write_bytes(authority.key_pem())
+    (tmp_path / "me.key").chmod(0o600)
     (tmp_path / "me.pem").write_bytes(authority.cert_pem() + pki.inter.cert_pem())
     corr = tmp_path / "correspondents"
     corr.mkdir()
