@@ -7,8 +7,12 @@ The order of commits is the whole crash story:
 3. The sent copy is filed in the case folder, then its path is committed.
 
 A crash between 1 and 2 leaves the document ``active``: the next pass resends it (same
-bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``; that window
-is the only way a recipient can get a document twice. A crash between 2 and 3 leaves a
+bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``. The network
+has the same window: a connection that dies after the end of DATA and before the relay's
+answer leaves it unknown whether the relay queued the document (RFC 1047); the attempt is
+deferred like any lost connection, and the next one is recorded as ``resent`` with
+``reply-lost``. These two are the only ways a recipient can get a document twice, and
+both are marked. A crash between 2 and 3 leaves a
 finished document without its sent copy: the next pass files it. ``hooks`` let tests
 stop the pass exactly inside these windows.
 
@@ -37,7 +41,7 @@ from gateway.filing.sent import SentCopy, file_sent_copies
 from gateway.outbound import scheduler
 from gateway.outbound.claim import claimant_alive, this_process
 from gateway.outbound.outbox import OutboxError, spool_bytes
-from gateway.outbound.smtp import Attempt, SmtpAgent
+from gateway.outbound.smtp import REPLY_LOST, Attempt, SmtpAgent
 from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEvent
 from gateway.records.deliveries import DeliveryStep, Evidence
@@ -46,6 +50,7 @@ from gateway.records.store import OutboxChange, Store
 
 log = structlog.get_logger("poststelle.outbox")
 RESENT_AFTER_CRASH = "resent-after-crash"
+RESENT_REPLY_LOST = "reply-lost"
 FILE_BATCH = 64  # sent copies filed per group commit
 
 
@@ -205,9 +210,11 @@ class Drain:
         rec.claimed_by = this_process()
         rec.attempts += 1
         events = []
-        if after_crash:
+        reply_lost = any(r.reply is not None and REPLY_LOST in r.reply for r in rec.pending())
+        if after_crash or reply_lost:
             rec.resent = True
-            events.append(self._event("resent", rec, reason=RESENT_AFTER_CRASH, attempt=rec.attempts))
+            reason = RESENT_AFTER_CRASH if after_crash else RESENT_REPLY_LOST
+            events.append(self._event("resent", rec, reason=reason, attempt=rec.attempts))
             report.resent.append(rec.id)
         if not self._save(rec, events, [before], claim=old_claim):
             return  # a person held or cancelled it meanwhile, or another pass took it
@@ -273,6 +280,7 @@ class Drain:
                         replies={a: str(att.replies[a]) for a in temporary},
                         next_attempt_at=rec.next_attempt_at,
                         attempt=rec.attempts,
+                        **({"reply_lost": True} if att.reply_lost else {}),
                     )
                 )
         if not rec.pending():
