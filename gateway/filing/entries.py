@@ -205,8 +205,15 @@ def stage_files(
     with _fd(_bucket_fd(area, bucket, create=True)) as bucket_fd:
         remove_at(bucket_fd, name)  # a leftover of an attempt that did not reach the ledger
         os.mkdir(name, dir_mode(), dir_fd=bucket_fd)
-        with _fd(open_dir(name, dir_fd=bucket_fd)) as entry_fd:
-            manifest_files = _write_files(entry_fd, files, sync=sync)
+        try:
+            with _fd(open_dir(name, dir_fd=bucket_fd)) as entry_fd:
+                manifest_files = _write_files(entry_fd, files, sync=sync)
+        except BaseException:
+            # A half-written entry (a full disk, most often) goes at once: it would hold the
+            # space that is missing until the next pass's sweep.
+            with contextlib.suppress(OSError):
+                remove_at(bucket_fd, name)
+            raise
     staging = area.staging / bucket / name if bucket else area.staging / name
     return StagedFiles(area.name, bucket, name, folder, final_path(area.root, folder, name), staging, manifest_files)
 

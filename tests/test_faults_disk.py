@@ -1,0 +1,96 @@
+"""A full disk under the case folders or the state directory: nothing acknowledged, nothing half-written.
+
+Each test mounts a small tmpfs (root only; skipped otherwise, saying so), fills it, lets
+a pass fail, checks that the server still holds every message, that no entry is half
+there, and that the mailbox's status, the log and the trail say "disk full" with the
+path; then frees the space and checks that the next pass files everything exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Env, init_dirs, mailbox_entry, write_config
+from support.exactly_once import audit_verify_is_green, each_message_once, event_types, staging_leftovers
+
+from gateway.demo.dovecot import Dovecot
+from gateway.demo.samples import fake_pdf, letter
+from gateway.records.open import open_store
+
+SUBJECTS = [f"Az. 63-BV-2026-{800 + i:04d}" for i in range(3)]
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str = "2m") -> Iterator[Path]:
+    """``path`` on a tmpfs of ``size`` for the duration (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    _mount_tmpfs(path, size)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(fs: Path, leave: int) -> Path:
+    """Write a filler file until only about ``leave`` bytes are free on ``fs``."""
+    filler = fs / "filler.bin"
+    st = os.statvfs(fs)
+    free = st.f_bavail * st.f_frsize
+    with filler.open("wb") as f:
+        f.write(b"\0" * max(free - leave, 0))
+    return filler
+
+
+def status_of(env: Env) -> dict[str, object]:
+    status = json.loads(env.cli("status", "--json", check=True).stdout)
+    (mailbox,) = status["mailboxes"]
+    return dict(mailbox)
+
+
+@pytest.fixture
+def full_cases(dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]) -> Iterator[tuple[Env, Path]]:
+    """A mailbox with three letters whose cases_dir is a 2 MB tmpfs with about 64 KB free."""
+    user = new_user()
+    cfg = write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path, timeout=10)])
+    env = Env(dovecot, user, tmp_path, cfg)
+    with small_filesystem(env.cases_dir):
+        init_dirs(cfg)
+        env.append(*(letter(subject=s, attachment=("a.pdf", fake_pdf(200_000, seed=i))) for i, s in enumerate(SUBJECTS)))
+        yield env, fill(env.cases_dir, 64 * 1024)
+
+
+def test_full_case_folders_acknowledge_nothing_and_say_disk_full(full_cases: tuple[Env, Path]) -> None:
+    env, filler = full_cases
+    run = env.cli("run", "--once")
+    assert run.returncode == 1
+    assert len(env.uids("INBOX")) == len(SUBJECTS)  # nothing moved on the server
+    assert env.entries() == [] and staging_leftovers(env) == []
+    store = open_store(env.config, readonly=True)
+    try:
+        assert [r.state for r in store.all_messages() if r.state not in ("abandoned",)] == []
+    finally:
+        store.close()
+    status = status_of(env)
+    print(run.stderr[-3000:])
+    print(status)
+    assert "disk full" in str(status["last_error"]) and str(env.cases_dir) in str(status["last_error"])
+    assert "disk full" in run.stderr and "ENOSPC" in run.stderr
+    assert "disk-full" in event_types(env)
+    audit_verify_is_green(env)
+    filler.unlink()
+    env.cli("run", "--once", check=True)
+    each_message_once(env, SUBJECTS)
+    assert "mailbox-recovered" in event_types(env)
+    audit_verify_is_green(env)
