@@ -33,9 +33,11 @@ from gateway.outbound.sentfolder import sent_folder_copier
 from gateway.records.open import open_store
 from gateway.records.store import EntryFilter, Store
 
+Relay = tuple[Config, Store, TcpProxy, str, str]
+
 
 @pytest.fixture
-def relay(postfix: Any, tmp_path: Path, new_user: Callable[[], str]) -> Iterator[tuple[Config, Store, TcpProxy, str, str]]:
+def relay(postfix: Any, tmp_path: Path, new_user: Callable[[], str]) -> Iterator[Relay]:
     """An outbox whose relay is the session's Postfix behind the fault proxy."""
     sender, recipient = new_user(), new_user()
     with TcpProxy("127.0.0.1", postfix.port) as proxy:
@@ -60,7 +62,7 @@ def audit_verify_is_green(config: Config) -> None:
 
 
 def test_cut_inside_data_is_discarded_by_postfix_and_the_retry_delivers_once(
-    relay: tuple[Config, Store, TcpProxy, str, str], dovecot: Dovecot
+    relay: Relay, dovecot: Dovecot
 ) -> None:
     config, store, proxy, sender, recipient = relay
     clock = Clock()
@@ -84,7 +86,7 @@ def test_cut_inside_data_is_discarded_by_postfix_and_the_retry_delivers_once(
 
 
 def test_answer_lost_after_the_whole_message_is_resent_and_marked(
-    relay: tuple[Config, Store, TcpProxy, str, str], dovecot: Dovecot
+    relay: Relay, dovecot: Dovecot
 ) -> None:
     config, store, proxy, sender, recipient = relay
     clock = Clock()
@@ -115,7 +117,7 @@ def test_answer_lost_after_the_whole_message_is_resent_and_marked(
     ids=["inside-the-literal", "answer-lost-after-append"],
 )
 def test_cut_append_to_the_sent_folder_leaves_exactly_one_copy_after_the_next_pass(
-    relay: tuple[Config, Store, TcpProxy, str, str],
+    relay: Relay,
     dovecot: Dovecot,
     tmp_path: Path,
     direction: str,

@@ -112,11 +112,14 @@ class Daemon:
                 ]
             )
             store.export_jsonl()
-        except BaseException:  # a locked or full ledger: nothing started yet, close what is open
+        except BaseException as exc:  # a locked or full ledger: nothing started yet, close what is open
             self.analyser.close()
             self.ctx.close()
             if store is not None:
                 store.close()
+            if disk_full_code(exc) is not None:
+                where = str(ledger_path(self.config))
+                raise DiskFull(disk_full_text(exc, where), where) from exc
             raise
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.diskfull import disk_full_code
 from gateway.errors import ConfigError, StartupError
 from gateway.filemodes import apply as apply_modes
 from gateway.service.statelock import StateLock
@@ -89,6 +90,9 @@ def _try_read(config: Config, key: str, path: Path) -> None:
 def _cause(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"not writable ({exc.strerror})"
+    code = disk_full_code(exc)
+    if code is not None:
+        return f"disk full ({code}): {exc.strerror}"
     return exc.strerror or str(exc)
 
 
@@ -96,6 +100,9 @@ def describe(exc: BaseException) -> str:
     """One line for a start-up failure: the OS's words and the path, never a Python repr."""
     if isinstance(exc, OSError) and exc.strerror:
         where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
-        return f"{exc.strerror}: {where}" if where else exc.strerror
+        return f"{_cause(exc)}: {where}" if where else _cause(exc)
+    code = disk_full_code(exc)
     text = str(exc).strip().splitlines()
+    if code is not None and text and not text[0].startswith("disk full"):
+        return f"disk full ({code}): {text[0]}"
     return text[0] if text else type(exc).__name__

@@ -186,7 +186,8 @@ GERMAN: dict[str, str] = {
         "Nach einem Absturz erneut gesendet (gleiche Message-ID {message_id})"
     ),
     "Sent again: the relay's answer to the last attempt was lost (same Message-ID {message_id})": (
-        "Erneut gesendet: die Antwort des Relays auf den letzten Versuch ging verloren (gleiche Message-ID {message_id})"
+        "Erneut gesendet: die Antwort des Relays auf den letzten Versuch ging verloren "
+        "(gleiche Message-ID {message_id})"
     ),
     "Stopped in the outbox by {actor}": "Im Postausgang angehalten von {actor}",
     "Released from the outbox hold by {actor}": "Im Postausgang freigegeben von {actor}",
