@@ -125,7 +125,7 @@ class Drain:
                 if claimant_alive(rec.claimed_by):
                     continue  # another process (the daemon) is sending it right now
                 self._attempt(rec, report, after_crash=True)
-            due = scheduler.due(self.store.outbox_list(WAITING), self.clock())
+            due = scheduler.due(self.store.outbox_list(WAITING), self.clock(), self.smtp.max_backoff)
             due.reverse()
             if self.lanes > 1 and len(due) > 1:
                 self._in_lanes(due, report)
