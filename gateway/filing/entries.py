@@ -313,7 +313,10 @@ def open_case_folder(area: Area, folder: str, *, create: bool) -> int:
 def case_folder_problem(area: Area, folder: str) -> str | None:
     """Why an entry cannot go into ``folder`` right now (it is a link, ...), or None.
 
-    A missing folder is fine: publishing creates it.
+    A missing folder is fine: publishing creates it. One the gateway may not enter (a
+    person's ``chmod 000``, a wrong owner after a restore) is a problem like a link: the
+    message goes to quarantine saying so, instead of failing its whole batch at every
+    retry while the folder stays closed.
     """
     try:
         os.close(open_case_folder(area, folder, create=False))
@@ -321,6 +324,8 @@ def case_folder_problem(area: Area, folder: str) -> str | None:
         return None
     except UnsafeDirectory as exc:
         return exc.problem
+    except PermissionError as exc:
+        return f"is not accessible to the gateway ({exc.strerror})"
     return None
 
 
