@@ -25,6 +25,7 @@ from gateway.demo.samples import letter
 from gateway.records.open import open_store
 
 CLOSED = "63-BV-2026-0970"
+Runner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def nobodys_python() -> list[str] | None:
@@ -41,7 +42,7 @@ def nobodys_python() -> list[str] | None:
 
 
 @pytest.fixture
-def as_nobody(dovecot: Dovecot, new_user: Callable[[], str]) -> Iterator[tuple[Env, Callable[..., subprocess.CompletedProcess[str]]]]:
+def as_nobody(dovecot: Dovecot, new_user: Callable[[], str]) -> Iterator[tuple[Env, Runner]]:
     if os.geteuid() != 0 or shutil.which("runuser") is None:
         pytest.skip("needs root and runuser to run the gateway as another user (chmod 000 does not stop root)")
     python = nobodys_python()
@@ -69,7 +70,7 @@ def as_nobody(dovecot: Dovecot, new_user: Callable[[], str]) -> Iterator[tuple[E
 
 
 def test_unreadable_case_folder_quarantines_its_letter_with_the_reason(
-    as_nobody: tuple[Env, Callable[..., subprocess.CompletedProcess[str]]],
+    as_nobody: tuple[Env, Runner],
 ) -> None:
     env, run = as_nobody
     closed = env.cases_dir / CLOSED
