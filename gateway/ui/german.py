@@ -91,6 +91,13 @@ GERMAN: dict[str, str] = {
     "Mailbox {mailbox} works again (failing since {since}; last error: {error})": (
         "Postfach {mailbox} funktioniert wieder (gestört seit {since}; letzter Fehler: {error})"
     ),
+    "Mailbox {mailbox}: the disk is full at {path}; nothing was acknowledged, retrying ({error})": (
+        "Postfach {mailbox}: der Datenträger ist voll ({path}); nichts wurde quittiert, neuer Versuch folgt ({error})"
+    ),
+    "The system clock went back {seconds} s (last entry at {last}); entries are ordered by number": (
+        "Die Systemuhr ging {seconds} s zurück (letzter Eintrag um {last}); die Einträge gelten in ihrer Nummernfolge"
+    ),
+    "The outbox works again (last error: {error})": "Der Postausgang funktioniert wieder (letzter Fehler: {error})",
     # -- HTML report (gateway.audit.html) -----------------------------------------------------------
     "Filed": "Abgelegt",
     "Released from quarantine and filed": "Aus der Quarantäne freigegeben und abgelegt",
