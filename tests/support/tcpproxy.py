@@ -46,7 +46,9 @@ Action = Literal["cut", "stall"]
 class Trigger:
     """A fault armed on a byte pattern in one direction of the stream.
 
-    ``at="before"``: the bytes before the pattern are forwarded, the pattern is not.
+    ``at="before"``: the bytes before the pattern are forwarded, the pattern is not (when
+    the pattern arrives split over two reads, its first part has already gone: the peer
+    never sees it whole either way).
     ``at="after"``: the pattern and ``extra`` bytes more are forwarded. Then ``action``:
     ``cut`` (flush what is owed to both sides, then RST both) or ``stall`` (stop
     forwarding both ways and keep the sockets open: the client's own timeout must end it).
