@@ -14,14 +14,21 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Env, init_dirs, mailbox_entry, write_config
+from conftest import POSTSTELLE, REPO, Env, init_dirs, mailbox_entry, write_config
 from support.exactly_once import audit_verify_is_green, each_message_once, event_types, staging_leftovers
+from support.outbox import document, smtp_config
+from test_outbox_postfix import fetch_by_message_id, wait_for
 
+from gateway.config import load_config
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import fake_pdf, letter
+from gateway.outbound import outbox
+from gateway.outbound.drain import Drain
 from gateway.records.open import open_store
+from gateway.records.store import EntryFilter
 
 SUBJECTS = [f"Az. 63-BV-2026-{800 + i:04d}" for i in range(3)]
 
@@ -124,3 +131,32 @@ def test_full_state_directory_acknowledges_nothing_and_resumes_once_space_is_bac
         env.cli("run", "--once", check=True)
         each_message_once(env, SUBJECTS)
         audit_verify_is_green(env)
+
+
+def test_full_case_folders_delay_the_sent_copy_not_the_sending_and_it_is_filed_once_space_is_back(
+    postfix: Any, dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]
+) -> None:
+    sender, recipient = new_user(), new_user()
+    config = load_config(smtp_config(tmp_path, port=postfix.port, extra={"from": f"{sender}@mailbox.test"}))
+    with small_filesystem(config.storage.state_dir / "cases"):
+        init_dirs(config.path)
+        filler = fill(config.storage.state_dir / "cases", 0)
+        store = open_store(config)
+        try:
+            doc = document(to=(f"{recipient}@mailbox.test",), mail_from=f"{sender}@mailbox.test")
+            oid = outbox.enqueue(config, store, doc)
+            first = Drain(config, store).run_once()
+            assert first.sent == [oid] and first.unfiled == [oid]
+            assert Drain(config, store).run_once().unfiled == [oid]  # still full: tried again, recorded once
+            full = [e for e in store.select(EntryFilter(document=oid)) if e.event == "disk-full"]
+            assert len(full) == 1 and "ENOSPC" in full[0].details["error"]
+            filler.unlink()
+            assert Drain(config, store).run_once().filed == [oid]
+            rec = store.outbox_get(oid)
+            assert rec is not None and rec.sent_path is not None and rec.attempts == 1 and not rec.resent
+        finally:
+            store.close()
+        assert len(wait_for(lambda: fetch_by_message_id(dovecot, recipient, doc.message_id))) == 1
+        proc = subprocess.run([*POSTSTELLE, "audit", "verify"], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "POSTSTELLE_CONFIG": str(config.path)}, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

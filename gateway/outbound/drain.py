@@ -35,6 +35,7 @@ import structlog
 
 from gateway.clock import iso, utcnow
 from gateway.config import Config
+from gateway.diskfull import disk_full_code, disk_full_text, full_path
 from gateway.errors import TransientError
 from gateway.filing.areas import Area
 from gateway.filing.sent import SentCopy, file_sent_copies
@@ -47,10 +48,13 @@ from gateway.records.chain import AuditEvent
 from gateway.records.deliveries import DeliveryStep, Evidence
 from gateway.records.outbox import DONE, WAITING, OutboxRecord
 from gateway.records.store import OutboxChange, Store
+from gateway.statedir import area_root
 
 log = structlog.get_logger("poststelle.outbox")
 RESENT_AFTER_CRASH = "resent-after-crash"
 RESENT_REPLY_LOST = "reply-lost"
+#: Documents whose sent copy this process found no room for, with the error recorded as ``disk-full``.
+_FULL_REPORTED: dict[str, str] = {}
 FILE_BATCH = 64  # sent copies filed per group commit
 
 
@@ -388,7 +392,15 @@ class Drain:
     def _file_failed(self, rec: OutboxRecord, report: DrainReport, exc: Exception) -> None:
         # One case folder that cannot take the copy (a link, a full disk) must not stop
         # the outbox: the copy is tried again at every pass and audit verify names it.
-        log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
+        if disk_full_code(exc) is None:
+            log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
+        else:
+            where = full_path(exc, area_root(self.config, "cases"))
+            text = disk_full_text(exc, where)
+            log.error("disk full: the sent copy is filed at the next pass", id=rec.id, error=text, path=where)
+            if _FULL_REPORTED.get(rec.id) != text:  # once per document and error, not at every pass
+                _FULL_REPORTED[rec.id] = text
+                self.store.record_events([self._event("disk-full", rec, path=where, error=text)])
         report.unfiled.append(rec.id)
 
     def _copy_to_sent(self, rec: OutboxRecord, report: DrainReport) -> None:
@@ -426,6 +438,7 @@ class Drain:
                 self._file_failed(rec, report, result)
                 continue
             path, manifest_sha = result
+            _FULL_REPORTED.pop(rec.id, None)
             rec.sent_path, rec.sent_manifest_sha256 = str(path), manifest_sha
             rel = f"{rec.case_folder}/{path.parent.name}/{path.name}"
             changes.append(OutboxChange(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)],
