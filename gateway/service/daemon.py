@@ -34,7 +34,7 @@ from gateway.records.messages import MailboxState
 from gateway.records.open import open_store
 from gateway.records.store import Store
 from gateway.service import outbox_worker
-from gateway.service.startup import start
+from gateway.service.startup import check_ledger_complete, start
 from gateway.statedir import ledger_path
 from gateway.unwrap import UnwrapContext
 
@@ -96,6 +96,7 @@ class Daemon:
     def _run(self) -> RunReport:
         store: Store | None = None
         try:
+            check_ledger_complete(self.config)  # before anything writes (or checkpoints) the ledger
             store = open_store(self.config)
             store.record_events(
                 [
