@@ -430,6 +430,11 @@ class TcpProxy:
     def _arm_from_triggers(self, conn: _Conn, direction: Direction, data: bytes) -> None:
         """Turn the earliest matching trigger in ``data`` into a byte budget for this connection."""
         tail = conn.tails[direction]
+        with self._lock:
+            idle = not any(t.armed and t.direction == direction for t in self._triggers)
+        if idle:  # nothing to look for: keep the tail only (a trigger armed later sees what follows)
+            conn.tails[direction] = (tail + data[-(_TAIL - 1) :])[-(_TAIL - 1) :]
+            return
         window = tail + data
         conn.tails[direction] = window[-(_TAIL - 1) :]
         sent = conn.c2s_bytes if direction == "c2s" else conn.s2c_bytes
