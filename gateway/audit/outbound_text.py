@@ -118,6 +118,9 @@ OUTBOUND: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "cancelled": lambda e, lc: _note(lc.t("Withdrawn from the outbox by {actor}", actor=_who(e.actor, lc)), e, lc),
     "filed-sent": lambda e, lc: lc.t("The sent copy was filed in {path}", path=_d(e, "path")),
     "copied-to-sent-folder": lambda e, lc: lc.t("Copied to the mailbox folder {folder}", folder=_d(e, "folder")),
+    "disk-full": lambda e, lc: lc.t(
+        "The disk is full at {path}: the sent copy is filed once there is room again", path=_d(e, "path")
+    ),
     "delivery-state": _delivery,
 }
 

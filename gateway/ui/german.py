@@ -98,6 +98,9 @@ GERMAN: dict[str, str] = {
         "Die Systemuhr ging {seconds} s zurück (letzter Eintrag um {last}); die Einträge gelten in ihrer Nummernfolge"
     ),
     "The outbox works again (last error: {error})": "Der Postausgang funktioniert wieder (letzter Fehler: {error})",
+    "The disk is full at {path}: the sent copy is filed once there is room again": (
+        "Der Datenträger ist voll ({path}): die Ablage der gesendeten Kopie folgt, sobald wieder Platz ist"
+    ),
     # -- HTML report (gateway.audit.html) -----------------------------------------------------------
     "Filed": "Abgelegt",
     "Released from quarantine and filed": "Aus der Quarantäne freigegeben und abgelegt",
