@@ -150,3 +150,35 @@ def test_cut_append_to_the_sent_folder_leaves_exactly_one_copy_after_the_next_pa
         assert len(uids) == 1
     assert [e.event for e in events_of(store, oid)].count("copied-to-sent-folder") == 1
     audit_verify_is_green(config)
+
+
+def test_outbox_thread_records_its_recovery_after_a_failed_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that fails (here: the disk, as an OSError) is ``outbox-error``; the next good one ``outbox-recovered``."""
+    import threading
+
+    from gateway.service import outbox_worker
+
+    config = load_config(smtp_config(tmp_path, port=1))  # nothing is queued: a pass never dials the relay
+    real = Drain.run_once
+    calls: list[str] = []
+
+    def flaky(self: Drain) -> Any:
+        calls.append("pass")
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device", str(tmp_path / "state"))
+        return real(self)
+
+    monkeypatch.setattr(Drain, "run_once", flaky)
+    stop = threading.Event()
+    failures: list[str] = []
+    outbox_worker.run_outbox(config, stop, once=False, on_pass=lambda _: stop.set(), on_failure=failures.append)
+    assert len(calls) == 2 and len(failures) == 1
+    store = open_store(config, readonly=True)
+    try:
+        events = [e for e in store.entries() if e.event.startswith("outbox-")]
+    finally:
+        store.close()
+    assert [e.event for e in events] == ["outbox-error", "outbox-recovered"]
+    assert "No space left on device" in events[1].details["last_error"]
