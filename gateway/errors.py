@@ -31,6 +31,19 @@ class TransientError(PoststelleError):
     """The peer or the machine failed for now; the same work may succeed later."""
 
 
+class DiskFull(TransientError):
+    """A file system the gateway writes to is full: nothing was acknowledged, retried with backoff.
+
+    Its own kind because the administrator, not the server, must act: ``path`` is where
+    space has to be freed, and the text says "disk full" with the error code
+    (``gateway.diskfull``).
+    """
+
+    def __init__(self, text: str, path: str) -> None:
+        self.path = path
+        super().__init__(text)
+
+
 class PermanentError(PoststelleError):
     """The work itself is wrong and retrying will not help; record and move on.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import shutil
@@ -9,6 +10,7 @@ import smtplib
 import socket
 import ssl
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -247,3 +249,103 @@ def test_seeded_maildir_files_report_their_exact_sizes(dovecot: Dovecot) -> None
     assert sorted((d[b"RFC822.SIZE"], d[b"BODY[]"]) for d in fetched.values()) == sorted(
         (len(m), m) for m in as_crlf
     )
+
+
+# ---------------------------------------------------------------- proxy triggers
+
+
+class _Recorder:
+    """A loopback server that records what it receives and echoes it back, one connection at a time."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            got = b""
+            with conn:
+                while True:
+                    try:
+                        chunk = conn.recv(4096)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    got += chunk
+                    with contextlib.suppress(OSError):
+                        conn.sendall(chunk)
+            self.received.append(got)
+
+    def wait_for(self, n: int) -> list[bytes]:
+        """Until ``n`` connections have ended (each ends when the proxy closes it)."""
+        while len(self.received) < n:
+            self._thread.join(0.05)
+        return self.received
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    got = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, TimeoutError):
+            return got
+        if not chunk:
+            return got
+        got += chunk
+
+
+def test_proxy_cut_on_a_server_pattern_delivers_exactly_what_came_before_it(proxy: TcpProxy) -> None:
+    trigger = proxy.cut_on(b"CAPABILITY IMAP4rev1", at="before")
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as raw:
+        assert _read_all(raw) == b"* OK ["
+    assert trigger.fired == 1
+    plain_client(proxy.host, proxy.port).logout()  # fired once, then disarmed: the next one passes
+
+
+def test_proxy_finds_a_client_pattern_split_across_writes_and_cuts_before_it() -> None:
+    server = _Recorder()
+    try:
+        with TcpProxy("127.0.0.1", server.port) as proxy:
+            trigger = proxy.cut_on(b"UID MOVE", direction="c2s", at="before")
+            with socket.create_connection((proxy.host, proxy.port), timeout=5) as raw:
+                raw.sendall(b"a1 NOOP\r\n")
+                assert raw.recv(100) == b"a1 NOOP\r\n"  # echoed: the first write went through whole
+                raw.sendall(b"a2 UID MO")
+                raw.sendall(b"VE 1 Processed\r\n")
+                _read_all(raw)
+            (got,) = server.wait_for(1)
+        assert trigger.fired == 1
+        # The command never reached the server whole; what arrived in an earlier read ("UID MO")
+        # may have been forwarded before the rest showed it was the pattern.
+        assert got.startswith(b"a1 NOOP\r\na2 ") and b"UID MOVE" not in got
+    finally:
+        server.close()
+
+
+def test_proxy_cut_after_a_pattern_forwards_the_extra_bytes_then_resets(proxy: TcpProxy) -> None:
+    proxy.cut_on(b"[CAPABILITY", extra=7)
+    with socket.create_connection((proxy.host, proxy.port), timeout=5) as raw:
+        assert _read_all(raw) == b"* OK [CAPABILITY IMAP4r"
+
+
+def test_proxy_stall_forwards_nothing_more_and_leaves_the_client_to_its_timeout(proxy: TcpProxy) -> None:
+    trigger = proxy.cut_on(b"Dovecot", at="before", action="stall")
+    with socket.create_connection((proxy.host, proxy.port), timeout=1) as raw:
+        got = b""
+        with pytest.raises(TimeoutError):
+            while True:
+                got += raw.recv(4096)
+        assert got.startswith(b"* OK [CAPABILITY") and b"Dovecot" not in got
+    assert trigger.fired == 1

@@ -107,7 +107,10 @@ OUTBOUND: dict[str, Callable[[AuditEntry, Locale], str]] = {
         "Not delivered to {recipients}: {replies}", recipients=_recipients(e), replies=_replies(e)
     ),
     "resent": lambda e, lc: lc.t(
-        "Sent again after a crash (same Message-ID {message_id})", message_id=_d(e, "message_id")
+        "Sent again: the relay's answer to the last attempt was lost (same Message-ID {message_id})"
+        if e.details.get("reason") == "reply-lost"
+        else "Sent again after a crash (same Message-ID {message_id})",
+        message_id=_d(e, "message_id"),
     ),
     "held": lambda e, lc: _note(lc.t("Stopped in the outbox by {actor}", actor=_who(e.actor, lc)), e, lc),
     "released": lambda e, lc: _note(lc.t("Released from the outbox hold by {actor}", actor=_who(e.actor, lc)), e, lc),
@@ -115,6 +118,9 @@ OUTBOUND: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "cancelled": lambda e, lc: _note(lc.t("Withdrawn from the outbox by {actor}", actor=_who(e.actor, lc)), e, lc),
     "filed-sent": lambda e, lc: lc.t("The sent copy was filed in {path}", path=_d(e, "path")),
     "copied-to-sent-folder": lambda e, lc: lc.t("Copied to the mailbox folder {folder}", folder=_d(e, "folder")),
+    "disk-full": lambda e, lc: lc.t(
+        "The disk is full at {path}: the sent copy is filed once there is room again", path=_d(e, "path")
+    ),
     "delivery-state": _delivery,
 }
 

@@ -378,6 +378,15 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
         "Reading mailbox {mailbox} failed unexpectedly ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error")
     ),
     "mailbox-failing": _failing,
+    "disk-full": lambda e, lc: lc.t(
+        "Mailbox {mailbox}: the disk is full at {path}; nothing was acknowledged, retrying ({error})",
+        mailbox=_d(e, "mailbox"), path=_d(e, "path"), error=_d(e, "error"),
+    ),
+    "clock-went-back": lambda e, lc: lc.t(
+        "The system clock went back {seconds} s (last entry at {last}); entries are ordered by number",
+        seconds=_d(e, "seconds_back"), last=_d(e, "last_entry_at"),
+    ),
+    "outbox-recovered": lambda e, lc: lc.t("The outbox works again (last error: {error})", error=_d(e, "last_error")),
     "mailbox-recovered": lambda e, lc: lc.t(
         "Mailbox {mailbox} works again (failing since {since}; last error: {error})",
         mailbox=_d(e, "mailbox"), since=lc.time(_d(e, "since")) if _d(e, "since") else "?", error=_d(e, "last_error"),

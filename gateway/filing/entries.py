@@ -205,8 +205,15 @@ def stage_files(
     with _fd(_bucket_fd(area, bucket, create=True)) as bucket_fd:
         remove_at(bucket_fd, name)  # a leftover of an attempt that did not reach the ledger
         os.mkdir(name, dir_mode(), dir_fd=bucket_fd)
-        with _fd(open_dir(name, dir_fd=bucket_fd)) as entry_fd:
-            manifest_files = _write_files(entry_fd, files, sync=sync)
+        try:
+            with _fd(open_dir(name, dir_fd=bucket_fd)) as entry_fd:
+                manifest_files = _write_files(entry_fd, files, sync=sync)
+        except BaseException:
+            # A half-written entry (a full disk, most often) goes at once: it would hold the
+            # space that is missing until the next pass's sweep.
+            with contextlib.suppress(OSError):
+                remove_at(bucket_fd, name)
+            raise
     staging = area.staging / bucket / name if bucket else area.staging / name
     return StagedFiles(area.name, bucket, name, folder, final_path(area.root, folder, name), staging, manifest_files)
 
@@ -306,7 +313,10 @@ def open_case_folder(area: Area, folder: str, *, create: bool) -> int:
 def case_folder_problem(area: Area, folder: str) -> str | None:
     """Why an entry cannot go into ``folder`` right now (it is a link, ...), or None.
 
-    A missing folder is fine: publishing creates it.
+    A missing folder is fine: publishing creates it. One the gateway may not enter (a
+    person's ``chmod 000``, a wrong owner after a restore) is a problem like a link: the
+    message goes to quarantine saying so, instead of failing its whole batch at every
+    retry while the folder stays closed.
     """
     try:
         os.close(open_case_folder(area, folder, create=False))
@@ -314,6 +324,8 @@ def case_folder_problem(area: Area, folder: str) -> str | None:
         return None
     except UnsafeDirectory as exc:
         return exc.problem
+    except PermissionError as exc:
+        return f"is not accessible to the gateway ({exc.strerror})"
     return None
 
 

@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timezone
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +24,7 @@ import imapclient
 import imapclient.exceptions
 import structlog
 
+from gateway.clock import utcnow
 from gateway.config import MailboxConfig
 from gateway.errors import LoginRejected, TransientError
 from gateway.inbound.arrival import Arrival
@@ -63,7 +64,7 @@ def _arrival(item: dict[bytes, Any]) -> Arrival:
     ``datetime.timezone`` so that the value pickles into the analysis workers.
     """
     when = item.get(b"INTERNALDATE")
-    fetched = datetime.now(UTC)
+    fetched = utcnow()
     if not isinstance(when, datetime) or when.utcoffset() is None:
         return Arrival(received=None, fetched=fetched)
     offset = when.utcoffset()

@@ -41,7 +41,8 @@ import structlog
 
 from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig
-from gateway.errors import PermanentError, TransientError
+from gateway.diskfull import disk_full_code, disk_full_text, full_path
+from gateway.errors import DiskFull, PermanentError, TransientError
 from gateway.filing.areas import Areas
 from gateway.filing.dirs import UnsafeDirectory
 from gateway.filing.entries import (
@@ -339,6 +340,9 @@ class Intake:
         except OSError as exc:
             # Disk full or similar: nothing of this batch is finished; recovery finishes
             # what was published and abandons the rest, which is then fetched again.
+            if disk_full_code(exc) is not None:
+                where = full_path(exc, self.areas["cases"].root)
+                raise DiskFull(f"writing entries failed: {disk_full_text(exc, where)}", where) from None
             raise TransientError(f"writing entries failed: {exc}") from None
         steps: list[DeliveryStep] = []
         for rec, prepared in planned:
@@ -392,6 +396,8 @@ class Intake:
             target_state="stored",
         )
         prepared = pending.result()
+        if prepared.staged is None and prepared.disk_full is not None:
+            raise DiskFull(f"writing entries failed: {prepared.write_error}", prepared.disk_full)
         if prepared.staged is None:
             raise TransientError(f"writing entries failed: {prepared.write_error}")
         if first is not None:

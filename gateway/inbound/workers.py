@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from gateway.config import Config
+from gateway.diskfull import disk_full_code, disk_full_text, full_path
 from gateway.filemodes import apply as apply_modes
 from gateway.filing.areas import Areas
 from gateway.filing.entries import EntryFile, StagedFiles, case_folder_problem, entry_files, entry_name, stage_files
@@ -82,6 +83,7 @@ class Prepared:
     plan: Plan  # without parts and decrypted content: those are on disk now
     staged: StagedFiles | None
     write_error: str | None = None
+    disk_full: str | None = None  # where there was no room, when that was why writing failed
 
 
 def placement(plan: Plan) -> tuple[str, str | None]:
@@ -127,8 +129,16 @@ def prepare(
         )
         error = None
     except (OSError, ValueError, StoreError) as exc:
-        staged, error = None, f"{type(exc).__name__}: {exc}"
+        return _unwritten(replace(plan, parts=[], decrypted=None), exc, areas)
     return Prepared(replace(plan, parts=[], decrypted=None), staged, error)
+
+
+def _unwritten(plan: Plan, exc: BaseException, areas: Areas) -> Prepared:
+    """The plan with why its files could not be written; a full disk named as such, with the path."""
+    if disk_full_code(exc) is not None:
+        where = full_path(exc, areas[placement(plan)[0]].staging)
+        return Prepared(plan, None, disk_full_text(exc, where), disk_full=where)
+    return Prepared(plan, None, f"{type(exc).__name__}: {exc}")
 
 
 def _json_files(plan: Plan) -> dict[str, Any]:
@@ -163,6 +173,7 @@ def prepare_oversize(
     limit = config.limits.max_message_bytes
     plan = oversize_plan(b"", reported, limit)  # the json files need only the verdict and reasons
     files = [EntryFile("original.eml", b"", stream=keep_head(chunks)), *_entry_json(plan)]
+    full: str | None = None
     try:
         staged: StagedFiles | None = stage_files(
             areas["quarantine"], None, entry_name(arrival.utc, msg_id), files, bucket=bucket, sync=False
@@ -170,13 +181,16 @@ def prepare_oversize(
         error = None
     except (OSError, ValueError) as exc:
         staged, error = None, f"{type(exc).__name__}: {exc}"
+        if disk_full_code(exc) is not None:
+            full = full_path(exc, areas["quarantine"].staging)
+            error = disk_full_text(exc, full)
     sha, size = "", reported
     if staged is not None:
         sha, size = staged.files["original.eml"]["sha256"], staged.files["original.eml"]["size"]
     job = EntryJob(msg_id=msg_id, sha256=sha, bucket=bucket, size=size)
     end = _HEADER_END.search(head)
     header_block = bytes(head[: end.end()] if end else head)  # the body is nobody's business here
-    return job, Prepared(oversize_plan(header_block, reported, limit), staged, error)
+    return job, Prepared(oversize_plan(header_block, reported, limit), staged, error, disk_full=full)
 
 
 def _entry_json(plan: Plan) -> list[EntryFile]:

@@ -7,8 +7,12 @@ The order of commits is the whole crash story:
 3. The sent copy is filed in the case folder, then its path is committed.
 
 A crash between 1 and 2 leaves the document ``active``: the next pass resends it (same
-bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``; that window
-is the only way a recipient can get a document twice. A crash between 2 and 3 leaves a
+bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``. The network
+has the same window: a connection that dies after the end of DATA and before the relay's
+answer leaves it unknown whether the relay queued the document (RFC 1047); the attempt is
+deferred like any lost connection, and the next one is recorded as ``resent`` with
+``reply-lost``. These two are the only ways a recipient can get a document twice, and
+both are marked. A crash between 2 and 3 leaves a
 finished document without its sent copy: the next pass files it. ``hooks`` let tests
 stop the pass exactly inside these windows.
 
@@ -31,21 +35,26 @@ import structlog
 
 from gateway.clock import iso, utcnow
 from gateway.config import Config
+from gateway.diskfull import disk_full_code, disk_full_text, full_path
 from gateway.errors import TransientError
 from gateway.filing.areas import Area
 from gateway.filing.sent import SentCopy, file_sent_copies
 from gateway.outbound import scheduler
 from gateway.outbound.claim import claimant_alive, this_process
 from gateway.outbound.outbox import OutboxError, spool_bytes
-from gateway.outbound.smtp import Attempt, SmtpAgent
+from gateway.outbound.smtp import REPLY_LOST, Attempt, SmtpAgent
 from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEvent
 from gateway.records.deliveries import DeliveryStep, Evidence
 from gateway.records.outbox import DONE, WAITING, OutboxRecord
 from gateway.records.store import OutboxChange, Store
+from gateway.statedir import area_root
 
 log = structlog.get_logger("poststelle.outbox")
 RESENT_AFTER_CRASH = "resent-after-crash"
+RESENT_REPLY_LOST = "reply-lost"
+#: Documents whose sent copy this process found no room for, with the error recorded as ``disk-full``.
+_FULL_REPORTED: dict[str, str] = {}
 FILE_BATCH = 64  # sent copies filed per group commit
 
 
@@ -120,7 +129,7 @@ class Drain:
                 if claimant_alive(rec.claimed_by):
                     continue  # another process (the daemon) is sending it right now
                 self._attempt(rec, report, after_crash=True)
-            due = scheduler.due(self.store.outbox_list(WAITING), self.clock())
+            due = scheduler.due(self.store.outbox_list(WAITING), self.clock(), self.smtp.max_backoff)
             due.reverse()
             if self.lanes > 1 and len(due) > 1:
                 self._in_lanes(due, report)
@@ -205,9 +214,11 @@ class Drain:
         rec.claimed_by = this_process()
         rec.attempts += 1
         events = []
-        if after_crash:
+        reply_lost = any(r.reply is not None and REPLY_LOST in r.reply for r in rec.pending())
+        if after_crash or reply_lost:
             rec.resent = True
-            events.append(self._event("resent", rec, reason=RESENT_AFTER_CRASH, attempt=rec.attempts))
+            reason = RESENT_AFTER_CRASH if after_crash else RESENT_REPLY_LOST
+            events.append(self._event("resent", rec, reason=reason, attempt=rec.attempts))
             report.resent.append(rec.id)
         if not self._save(rec, events, [before], claim=old_claim):
             return  # a person held or cancelled it meanwhile, or another pass took it
@@ -273,6 +284,7 @@ class Drain:
                         replies={a: str(att.replies[a]) for a in temporary},
                         next_attempt_at=rec.next_attempt_at,
                         attempt=rec.attempts,
+                        **({"reply_lost": True} if att.reply_lost else {}),
                     )
                 )
         if not rec.pending():
@@ -380,7 +392,15 @@ class Drain:
     def _file_failed(self, rec: OutboxRecord, report: DrainReport, exc: Exception) -> None:
         # One case folder that cannot take the copy (a link, a full disk) must not stop
         # the outbox: the copy is tried again at every pass and audit verify names it.
-        log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
+        if disk_full_code(exc) is None:
+            log.error("filing the sent copy failed; retried at the next pass", id=rec.id, error=str(exc))
+        else:
+            where = full_path(exc, area_root(self.config, "cases"))
+            text = disk_full_text(exc, where)
+            log.error("disk full: the sent copy is filed at the next pass", id=rec.id, error=text, path=where)
+            if _FULL_REPORTED.get(rec.id) != text:  # once per document and error, not at every pass
+                _FULL_REPORTED[rec.id] = text
+                self.store.record_events([self._event("disk-full", rec, path=where, error=text)])
         report.unfiled.append(rec.id)
 
     def _copy_to_sent(self, rec: OutboxRecord, report: DrainReport) -> None:
@@ -418,6 +438,7 @@ class Drain:
                 self._file_failed(rec, report, result)
                 continue
             path, manifest_sha = result
+            _FULL_REPORTED.pop(rec.id, None)
             rec.sent_path, rec.sent_manifest_sha256 = str(path), manifest_sha
             rel = f"{rec.case_folder}/{path.parent.name}/{path.name}"
             changes.append(OutboxChange(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)],

@@ -27,14 +27,25 @@ def next_attempt(now: datetime, attempts: int, min_backoff: float, max_backoff: 
     return iso(now + timedelta(seconds=backoff(attempts, min_backoff, max_backoff)))
 
 
-def is_due(rec: OutboxRecord, now: datetime) -> bool:
-    """Waiting and its time has come (a document never tried is due at once)."""
-    return rec.state in WAITING and (rec.next_attempt_at is None or rec.next_attempt_at <= iso(now))
+def is_due(rec: OutboxRecord, now: datetime, max_backoff: float | None = None) -> bool:
+    """Waiting and its time has come (a document never tried is due at once).
+
+    With ``max_backoff``, an attempt scheduled further ahead than any backoff could put it
+    is due as well: only a wall clock that has since gone back (a bad NTP step) leaves
+    such a time, and the document must not wait for the clock to catch up.
+    """
+    if rec.state not in WAITING or rec.next_attempt_at is None:
+        return rec.state in WAITING
+    if rec.next_attempt_at <= iso(now):
+        return True
+    return max_backoff is not None and rec.next_attempt_at > iso(now + timedelta(seconds=max_backoff))
 
 
-def due(records: Iterable[OutboxRecord], now: datetime) -> list[OutboxRecord]:
+def due(records: Iterable[OutboxRecord], now: datetime, max_backoff: float | None = None) -> list[OutboxRecord]:
     """The documents to attempt now, the longest waiting first."""
-    return sorted((r for r in records if is_due(r, now)), key=lambda r: (r.next_attempt_at or r.created_at, r.id))
+    return sorted(
+        (r for r in records if is_due(r, now, max_backoff)), key=lambda r: (r.next_attempt_at or r.created_at, r.id)
+    )
 
 
 def expired(rec: OutboxRecord, now: datetime, max_lifetime: float) -> bool:

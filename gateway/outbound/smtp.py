@@ -21,6 +21,13 @@ from gateway.config import SmtpConfig
 
 Outcome = Literal["accepted", "temporary", "permanent"]
 _QUEUE_ID = re.compile(rb"queued as ([0-9A-Za-z]+)")
+#: In the deferral reply when the connection died after the whole message, before the answer:
+#: the relay may have queued it, so the next attempt may deliver it a second time.
+REPLY_LOST = "reply lost after the whole message was sent"
+
+
+class ReplyLost(smtplib.SMTPServerDisconnected):
+    """The end of DATA was sent and no answer came: accepted or not is unknown (RFC 1047)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Attempt:
     queue_ids: dict[str, str] = field(default_factory=dict)
     dsn: bool = False  # whether DSN parameters were sent
     error: str | None = None  # a transaction-level failure (connection, TLS, AUTH, MAIL FROM)
+    reply_lost: bool = False  # the whole message went out, its answer did not come back
 
     def outcome(self, rcpt: str) -> Outcome:
         return self.replies[rcpt].outcome
@@ -95,7 +103,10 @@ def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     smtp.send(stuffed + b".\r\n")
-    return smtp.getreply()
+    try:
+        return smtp.getreply()
+    except (OSError, smtplib.SMTPServerDisconnected) as exc:
+        raise ReplyLost(str(exc) or type(exc).__name__) from exc
 
 
 class SmtpAgent:
@@ -174,6 +185,9 @@ class SmtpAgent:
         try:
             self._transaction(smtp, att, mail_from, recipients, raw, envid)
             keep = True
+        except ReplyLost as exc:
+            att.reply_lost = True
+            self._undecided(att, recipients, Reply(451, f"4.4.2 {REPLY_LOST}: {exc}"))
         except smtplib.SMTPServerDisconnected as exc:
             self._undecided(att, recipients, Reply(451, f"4.4.2 connection lost: {exc}"))
         except (OSError, smtplib.SMTPException) as exc:

@@ -31,7 +31,8 @@ import structlog
 
 from gateway.clock import iso, utcnow
 from gateway.config import Config, MailboxConfig, load_config
-from gateway.errors import ConfigError, LoginRejected, PoststelleError, TransientError
+from gateway.diskfull import disk_full_code, disk_full_text
+from gateway.errors import ConfigError, DiskFull, LoginRejected, PoststelleError, TransientError
 from gateway.inbound.failures import explain
 from gateway.inbound.imap import MailboxSession
 from gateway.inbound.intake import BatchOutcome, Intake
@@ -45,9 +46,9 @@ from gateway.service import outbox_worker
 from gateway.service.notify import Notifier
 from gateway.service.reload import ReloadPlan, plan_reload
 from gateway.service.snapshot import StatusBoard
-from gateway.service.startup import check_files, start
+from gateway.service.startup import check_files, check_ledger_complete, start
 from gateway.service.supervise import LedgerFigures, Supervisor
-from gateway.statedir import daemon_status_path
+from gateway.statedir import daemon_status_path, ledger_path
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.daemon")
@@ -148,6 +149,7 @@ class Daemon:
     def _run(self) -> RunReport:
         store: Store | None = None
         try:
+            check_ledger_complete(self.config)  # before anything writes (or checkpoints) the ledger
             store = open_store(self.config)
             store.record_events(
                 [
@@ -164,11 +166,14 @@ class Daemon:
                 ]
             )
             store.export_jsonl()
-        except BaseException:  # a locked or full ledger: nothing started yet, close what is open
+        except BaseException as exc:  # a locked or full ledger: nothing started yet, close what is open
             self.analyser.close()
             self.ctx.close()
             if store is not None:
                 store.close()
+            if disk_full_code(exc) is not None:
+                where = str(ledger_path(self.config))
+                raise DiskFull(disk_full_text(exc, where), where) from exc
             raise
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
@@ -408,17 +413,29 @@ class Daemon:
                     if retry_in is None:
                         return
                     login_wait = retry_in
+                except DiskFull as exc:
+                    retry_in = self._retry_in(attempts, backoff)
+                    wlog.error("disk full", error=str(exc), path=exc.path, retry_in=retry_in)
+                    full = disk_full_event(mb, str(exc), exc.path)
+                    self._record_failure(store, mb, str(exc), retry_in=retry_in, state=state, also=full)
                 except TransientError as exc:
                     retry_in = self._retry_in(attempts, backoff)
                     wlog.warning("mailbox error", error=str(exc), retry_in=retry_in)
                     self._record_failure(store, mb, str(exc), retry_in=retry_in, state=state, new="error")
                 except Exception as exc:  # noqa: BLE001 - any fault is recorded and retried, never silent
                     retry_in = self._retry_in(attempts, backoff)
-                    text = error_text(exc, mb)
-                    wlog.error("mailbox failed unexpectedly", error=text, retry_in=retry_in, exc_info=exc)
-                    self._record_failure(
-                        store, mb, text, retry_in=retry_in, event=unexpected_event(mb, exc, text), state=state
-                    )
+                    if disk_full_code(exc) is not None:  # the ledger's file system: no traceback, the path
+                        where = str(ledger_path(self.config))
+                        text = disk_full_text(exc, where)
+                        wlog.error("disk full", error=text, path=where, retry_in=retry_in)
+                        full = disk_full_event(mb, text, where)
+                        self._record_failure(store, mb, text, retry_in=retry_in, state=state, also=full)
+                    else:
+                        text = error_text(exc, mb)
+                        wlog.error("mailbox failed unexpectedly", error=text, retry_in=retry_in, exc_info=exc)
+                        self._record_failure(
+                            store, mb, text, retry_in=retry_in, event=unexpected_event(mb, exc, text), state=state
+                        )
                     # Start the next attempt as a restart would: the old connection and
                     # intake may hold state the fault left half-done.
                     _close_quietly(wlog, intake, store)
@@ -472,6 +489,7 @@ class Daemon:
         state: _Condition,
         new: MailboxState = "error",
         event: AuditEvent | None = None,
+        also: AuditEvent | None = None,
     ) -> None:
         """Put the failure in the run report, the mailbox's status and (``event``) the trail.
 
@@ -480,6 +498,9 @@ class Daemon:
         the worker retries as planned. A change of state (``ok`` to ``error``, ``error`` to
         ``auth-failed``) is recorded with its start time and a ``mailbox-failing`` entry in
         the trail, unless ``event`` (``mailbox-error``) already records this attempt.
+        ``also`` (``disk-full``) is recorded beside it whenever the error is a new one, not
+        at every retry of the same. When the trail cannot be written (the disk it is on is
+        the full one), the log line says so.
         """
         with self._lock:
             self.report.failures[mb.name] = text
@@ -488,14 +509,15 @@ class Daemon:
             if store is None:
                 store = open_store(self.config)
                 try:
-                    state.failed(store, text, new, event)
+                    state.failed(store, text, new, event, also)
                 finally:
                     store.close()
             else:
-                state.failed(store, text, new, event)
+                state.failed(store, text, new, event, also)
         except Exception as exc:  # the failure is in the log and the report; retry
             log.error(
-                "could not record the mailbox error",
+                "could not record the mailbox error"
+                + (" (disk full: the status and the audit trail cannot be written)" if disk_full_code(exc) else ""),
                 mailbox=mb.name,
                 error=error_text(exc, mb),
                 original=text,
@@ -584,6 +606,11 @@ def error_text(exc: BaseException, mb: MailboxConfig) -> str:
     return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
 
 
+def disk_full_event(mb: MailboxConfig, text: str, path: str) -> AuditEvent:
+    """The trail's record that a pass stopped because a file system was full (nothing was acknowledged)."""
+    return AuditEvent("disk-full", details={"mailbox": mb.name, "folder": mb.folder, "path": path, "error": text})
+
+
 def unexpected_event(mb: MailboxConfig, exc: BaseException, text: str) -> AuditEvent:
     """The trail's record that a mailbox worker hit an error nobody planned for."""
     return AuditEvent(
@@ -605,6 +632,7 @@ class _Condition:
     def __init__(self, mb: MailboxConfig) -> None:
         self.mb = mb
         self.current: MailboxState | None = None
+        self.last_error: str | None = None  # recorded by this worker, so a retry's same error is not repeated
         self._loaded = False
 
     def load(self, store: Store) -> None:
@@ -615,8 +643,11 @@ class _Condition:
                 self.current = status.state
         self._loaded = True
 
-    def failed(self, store: Store, text: str, new: MailboxState, event: AuditEvent | None) -> None:
+    def failed(
+        self, store: Store, text: str, new: MailboxState, event: AuditEvent | None, also: AuditEvent | None = None
+    ) -> None:
         now = iso(utcnow())
+        repeated = new == self.current and text == self.last_error
         if new == self.current:
             store.set_status(self.mb.name, last_error=text, last_error_at=now)
         else:
@@ -625,10 +656,13 @@ class _Condition:
         if new != self.current and event is None:
             details = {"mailbox": self.mb.name, "folder": self.mb.folder, "state": new, "error": text}
             events.append(AuditEvent("mailbox-failing", details=details))
+        if also is not None and not repeated:
+            events.append(also)
         if events:
             store.record_events(events)
             store.export_jsonl()
         self.current = new
+        self.last_error = text
 
     def succeeded(self, store: Store, wlog: structlog.typing.FilteringBoundLogger) -> None:
         if self.current == "ok":

@@ -3,8 +3,10 @@
 Beside the mailbox workers, with its own store connection. New documents (queued by the
 CLI, the submission listener or another process) ring the outbox's doorbell and are sent
 at once; the poll is the fallback for a ring that got lost; a deferred one wakes the
-thread when its time comes. A fault is logged, recorded in the trail and retried with a
-capped backoff, like a mailbox's; ``once`` makes a single pass.
+thread when its time comes. A fault is logged, recorded in the trail (``outbox-error``)
+and retried with a capped backoff, like a mailbox's; the first pass that completes after
+one records ``outbox-recovered`` with the error it ends, so a reader of the trail sees
+when the outbox stood still. ``once`` makes a single pass.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def run_outbox(
     """Drain until ``stop`` (or one pass with ``once``); ``on_failure`` gets a one-line error."""
     store: Store | None = None
     backoff = 1.0
+    failing: str | None = None  # the error of the last failed pass, until one completes
     bell = None if once else Doorbell(outbox_doorbell(config))
     swept = False
     try:
@@ -62,6 +65,10 @@ def run_outbox(
                     swept = True
                 lanes = config.smtp.connections if config.smtp is not None else 1
                 report = Drain(config, store, copy_to_sent=copier_from_config(config), lanes=lanes).run_once()
+                if failing is not None:
+                    log.info("outbox works again", was=failing)
+                    store.record_events([AuditEvent("outbox-recovered", details={"last_error": failing})])
+                    failing = None
                 store.export_jsonl()
                 on_pass(report)
                 backoff = 1.0
@@ -70,6 +77,7 @@ def run_outbox(
                 text = f"{type(exc).__name__}: {exc}"[:500]
                 log.error("outbox pass failed", error=text, exc_info=exc)
                 on_failure(text)
+                failing = text
                 if store is not None:
                     try:
                         store.record_events([AuditEvent("outbox-error", details={"error": text})])

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from gateway.config import Config
 from gateway.config.secrets import exposure_problem
+from gateway.diskfull import disk_full_code
 from gateway.errors import ConfigError, StartupError
 from gateway.filemodes import apply as apply_modes
 from gateway.service.statelock import StateLock
-from gateway.statedir import audit_key_path, cases_dir, require_roots
+from gateway.statedir import audit_jsonl_path, audit_key_path, cases_dir, ledger_path, require_roots
 
 
 def start(config: Config) -> StateLock:
@@ -46,6 +47,43 @@ def start(config: Config) -> StateLock:
         lock.release()
         raise
     return lock
+
+
+def check_ledger_complete(config: Config) -> None:
+    """``StartupError`` when the shipped copy of the trail has entries the ledger lacks.
+
+    SQLite takes a write-ahead log cut short (a disk that lied about a flush, a copy of the
+    state directory made without its ``-wal`` file) as the end of the log: the newest
+    commits vanish without an error. The JSON-lines copy is written after each commit, so
+    it may lag the ledger but never lead it; when it leads, the ledger has lost
+    transactions, and a daemon writing on would reuse their numbers. The ledger is only
+    read here (read-only, so SQLite checkpoints nothing): both files stay as they are for
+    the administrator's restore.
+    """
+    from gateway.records.export import last_jsonl_seq
+    from gateway.records.open import open_store
+
+    copy = audit_jsonl_path(config)
+    shipped = last_jsonl_seq(copy)
+    if shipped == 0:
+        return
+    ledger = ledger_path(config)
+    if not ledger.exists():
+        head = 0
+    else:
+        store = open_store(config, readonly=True)
+        try:
+            found = store.head()
+        finally:
+            store.close()
+        head = found.seq if found is not None else 0
+    if head < shipped:
+        raise StartupError(
+            f"the ledger {ledger} ends at audit entry {head} but its shipped copy {copy} goes on to {shipped}: "
+            "the ledger has lost its newest transactions (a truncated or missing write-ahead log "
+            f"{ledger.name}-wal?); nothing was written. Restore the state directory from the newest backup "
+            "and run `poststelle audit verify`; to accept the loss, move the copy aside"
+        )
 
 
 def configured_files(config: Config) -> Iterator[tuple[str, Path]]:
@@ -107,6 +145,9 @@ def _try_read(config: Config, key: str, path: Path) -> None:
 def _cause(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"not writable ({exc.strerror})"
+    code = disk_full_code(exc)
+    if code is not None:
+        return f"disk full ({code}): {exc.strerror}"
     return exc.strerror or str(exc)
 
 
@@ -114,6 +155,9 @@ def describe(exc: BaseException) -> str:
     """One line for a start-up failure: the OS's words and the path, never a Python repr."""
     if isinstance(exc, OSError) and exc.strerror:
         where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
-        return f"{exc.strerror}: {where}" if where else exc.strerror
+        return f"{_cause(exc)}: {where}" if where else _cause(exc)
+    code = disk_full_code(exc)
     text = str(exc).strip().splitlines()
+    if code is not None and text and not text[0].startswith("disk full"):
+        return f"disk full ({code}): {text[0]}"
     return text[0] if text else type(exc).__name__

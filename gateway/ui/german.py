@@ -99,6 +99,16 @@ GERMAN: dict[str, str] = {
     "Mailbox {mailbox} works again (failing since {since}; last error: {error})": (
         "Postfach {mailbox} funktioniert wieder (gestört seit {since}; letzter Fehler: {error})"
     ),
+    "Mailbox {mailbox}: the disk is full at {path}; nothing was acknowledged, retrying ({error})": (
+        "Postfach {mailbox}: der Datenträger ist voll ({path}); nichts wurde quittiert, neuer Versuch folgt ({error})"
+    ),
+    "The system clock went back {seconds} s (last entry at {last}); entries are ordered by number": (
+        "Die Systemuhr ging {seconds} s zurück (letzter Eintrag um {last}); die Einträge gelten in ihrer Nummernfolge"
+    ),
+    "The outbox works again (last error: {error})": "Der Postausgang funktioniert wieder (letzter Fehler: {error})",
+    "The disk is full at {path}: the sent copy is filed once there is room again": (
+        "Der Datenträger ist voll ({path}): die Ablage der gesendeten Kopie folgt, sobald wieder Platz ist"
+    ),
     # -- HTML report (gateway.audit.html) -----------------------------------------------------------
     "Filed": "Abgelegt",
     "Released from quarantine and filed": "Aus der Quarantäne freigegeben und abgelegt",
@@ -192,6 +202,10 @@ GERMAN: dict[str, str] = {
     "Not delivered to {recipients}: {replies}": "Nicht zugestellt an {recipients}: {replies}",
     "Sent again after a crash (same Message-ID {message_id})": (
         "Nach einem Absturz erneut gesendet (gleiche Message-ID {message_id})"
+    ),
+    "Sent again: the relay's answer to the last attempt was lost (same Message-ID {message_id})": (
+        "Erneut gesendet: die Antwort des Relays auf den letzten Versuch ging verloren "
+        "(gleiche Message-ID {message_id})"
     ),
     "Stopped in the outbox by {actor}": "Im Postausgang angehalten von {actor}",
     "Released from the outbox hold by {actor}": "Im Postausgang freigegeben von {actor}",

@@ -11,6 +11,9 @@ that mailbox, the first ``times`` calls (default: every call). ``what`` is one o
 * ``record``: recording that the mailbox failed (its status and its ``mailbox-error``
   entry), so the failure happens while a failure is being recorded.
 
+``clock:SECONDS`` instead runs the whole program on a wall clock shifted by SECONDS
+(``clock:-3600``: an hour behind, as after a bad NTP step), through ``gateway.clock``.
+
 Everything else is the real program against the real Dovecot. The patches are made in
 this process only; the analysis workers it spawns import this module but run none of it.
 """
@@ -53,6 +56,9 @@ def install(spec: str) -> None:
     from gateway.records.sqlite.store import SQLiteStore
 
     what, mailbox, *rest = spec.split(":")
+    if what == "clock":
+        shift_clock(float(mailbox))
+        return
     budget = Budget(int(rest[0]) if rest else None)
 
     def wrap(name: str, hits: Callable[..., bool]) -> None:
@@ -78,6 +84,14 @@ def install(spec: str) -> None:
         )
     else:
         raise SystemExit(f"unknown fault {what!r}")
+
+
+def shift_clock(seconds: float) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from gateway import clock
+
+    clock.set_source(lambda: datetime.now(UTC) + timedelta(seconds=seconds))
 
 
 def main(argv: list[str]) -> None:

@@ -9,6 +9,13 @@ every socket. Control calls (``drop_all``, ``drop_after(live=True)``, ``stop``) 
 to that thread and wait until it has applied them, so when they return the effect has
 happened, and no socket is ever closed under another thread's feet (no fd-reuse races).
 Faults close with an RST (SO_LINGER 0), like a broken network path, not a polite FIN.
+
+Byte-pattern triggers (``cut_on``) place a fault at a protocol step rather than a byte
+count: "cut once the server has sent ``BODY[] {`` and 1000 bytes more" (inside a FETCH
+literal), "cut before the client's ``UID MOVE`` reaches the server", "stop forwarding once
+the server has sent the tagged OK". A trigger sees the stream, not the chunks it arrives
+in (a pattern split across reads is found), fires a set number of times over all
+connections and then disarms itself, so the proxy heals by itself and a retry gets through.
 """
 
 from __future__ import annotations
@@ -21,13 +28,44 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal
 
-__all__ = ["TcpProxy"]
+__all__ = ["TcpProxy", "Trigger"]
 
 _CHUNK = 65536
 _HIGH_WATER = 256 * 1024  # stop reading a side while its peer has this much unsent
 _RST = struct.pack("ii", 1, 0)
+_TAIL = 512  # bytes of each direction kept to find a pattern split across reads (patterns are shorter)
+Direction = Literal["s2c", "c2s"]
+Action = Literal["cut", "stall"]
+
+
+@dataclass
+class Trigger:
+    """A fault armed on a byte pattern in one direction of the stream.
+
+    ``at="before"``: the bytes before the pattern are forwarded, the pattern is not (when
+    the pattern arrives split over two reads, its first part has already gone: the peer
+    never sees it whole either way).
+    ``at="after"``: the pattern and ``extra`` bytes more are forwarded. Then ``action``:
+    ``cut`` (flush what is owed to both sides, then RST both) or ``stall`` (stop
+    forwarding both ways and keep the sockets open: the client's own timeout must end it).
+    ``fired`` counts the connections it hit; it disarms after ``times``.
+    """
+
+    pattern: bytes
+    direction: Direction
+    at: Literal["before", "after"]
+    extra: int
+    action: Action
+    times: int
+    fired: int = 0
+
+    @property
+    def armed(self) -> bool:
+        return self.fired < self.times
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,6 +75,14 @@ def _is_loopback(host: str) -> bool:
     except socket.gaierror:
         return False
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def _match(window: bytes, pattern: bytes, old: int) -> int | None:
+    """Where ``pattern`` first occurs in ``window`` ending in its new part (after ``old`` bytes)."""
+    at = window.find(pattern)
+    while at >= 0 and at + len(pattern) <= old:
+        at = window.find(pattern, at + 1)
+    return at if at >= 0 else None
 
 
 def _abort_socket(sock: socket.socket) -> None:
@@ -69,7 +115,11 @@ class _Conn:
         self.s2c_bytes = 0
         self.c2s_bytes = 0
         self.cut_at: int | None = None  # absolute s2c byte count at which to cut
+        self.c2s_limit: tuple[int, Action] | None = None  # absolute c2s count, then this fault
+        self.s2c_action: Action = "cut"  # what reaching ``cut_at`` does
         self.cutting = False  # budget reached: flush what is owed, then RST
+        self.stalled = False  # budget reached: forward nothing more, either way
+        self.tails: dict[Direction, bytes] = {"s2c": b"", "c2s": b""}
         self.closed = False
 
 
@@ -94,6 +144,7 @@ class TcpProxy:
         self._accepted = 0
         self._refused = 0
         self._conns: set[_Conn] = set()
+        self._triggers: list[Trigger] = []
         self._commands: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = queue.SimpleQueue()
         self._sel: selectors.DefaultSelector | None = None
         self._listener: socket.socket | None = None
@@ -180,14 +231,40 @@ class TcpProxy:
 
             self._call(arm_live)
 
+    def cut_on(
+        self,
+        pattern: bytes,
+        *,
+        direction: Direction = "s2c",
+        at: Literal["before", "after"] = "after",
+        extra: int = 0,
+        action: Action = "cut",
+        times: int = 1,
+    ) -> Trigger:
+        """Arm a fault at the first ``pattern`` seen in ``direction`` (see ``Trigger``).
+
+        Applies to live and new connections; only bytes read from now on are searched.
+        Returns the trigger, whose ``fired`` says whether the fault really happened.
+        """
+        if not pattern or len(pattern) >= _TAIL:
+            raise ValueError(f"pattern must be 1..{_TAIL - 1} bytes")
+        if extra < 0 or times < 1:
+            raise ValueError("extra must be >= 0 and times >= 1")
+        trigger = Trigger(pattern, direction, at, extra, action, times)
+        with self._lock:
+            self._triggers.append(trigger)
+        return trigger
+
     def refuse(self, on: bool) -> None:
         """While on, accept and immediately RST new connections (live ones are untouched)."""
         with self._lock:
             self._refusing = on
 
     def reset(self) -> None:
-        """Back to a faithful proxy: no refusing, no byte budgets (live connections stay)."""
+        """Back to a faithful proxy: no refusing, no byte budgets, no triggers (live connections stay)."""
         self.refuse(False)
+        with self._lock:
+            self._triggers.clear()
         self.drop_after(0)
 
     @property
@@ -324,19 +401,63 @@ class TcpProxy:
         if not data:
             end.eof_in = True
             return
+        direction: Direction = "c2s" if end.is_client else "s2c"
+        self._arm_from_triggers(conn, direction, data)
         if end.is_client:
+            if conn.c2s_limit is not None:
+                limit, action = conn.c2s_limit
+                room = limit - conn.c2s_bytes
+                if room <= len(data):
+                    data = data[: max(room, 0)]
+                    self._fault(conn, action)
             conn.c2s_bytes += len(data)
-            end.peer.out += data
-            self._flush(end.peer)
-            return
-        if conn.cut_at is not None:
-            room = conn.cut_at - conn.s2c_bytes
-            if room <= len(data):
-                data = data[: max(room, 0)]
-                conn.cutting = True
-        conn.s2c_bytes += len(data)
+        else:
+            if conn.cut_at is not None:
+                room = conn.cut_at - conn.s2c_bytes
+                if room <= len(data):
+                    data = data[: max(room, 0)]
+                    self._fault(conn, conn.s2c_action)
+            conn.s2c_bytes += len(data)
         end.peer.out += data
         self._flush(end.peer)
+
+    def _fault(self, conn: _Conn, action: Action) -> None:
+        if action == "stall":
+            conn.stalled = True
+        else:
+            conn.cutting = True
+
+    def _arm_from_triggers(self, conn: _Conn, direction: Direction, data: bytes) -> None:
+        """Turn the earliest matching trigger in ``data`` into a byte budget for this connection."""
+        tail = conn.tails[direction]
+        with self._lock:
+            idle = not any(t.armed and t.direction == direction for t in self._triggers)
+        if idle:  # nothing to look for: keep the tail only (a trigger armed later sees what follows)
+            conn.tails[direction] = (tail + data[-(_TAIL - 1) :])[-(_TAIL - 1) :]
+            return
+        window = tail + data
+        conn.tails[direction] = window[-(_TAIL - 1) :]
+        sent = conn.c2s_bytes if direction == "c2s" else conn.s2c_bytes
+        best: tuple[int, Trigger] | None = None
+        with self._lock:
+            for trigger in self._triggers:
+                if trigger.direction != direction or not trigger.armed:
+                    continue
+                at = _match(window, trigger.pattern, len(tail))
+                if at is None:
+                    continue
+                offset = at if trigger.at == "before" else at + len(trigger.pattern) + trigger.extra
+                limit = sent + max(offset - len(tail), 0)
+                if best is None or limit < best[0]:
+                    best = (limit, trigger)
+            if best is None:
+                return
+            limit, trigger = best
+            trigger.fired += 1
+        if direction == "c2s":
+            conn.c2s_limit = (limit, trigger.action)
+        else:
+            conn.cut_at, conn.s2c_action = limit, trigger.action
 
     def _flush(self, end: _End) -> None:
         while end.out:
@@ -348,8 +469,11 @@ class TcpProxy:
 
     def _after_io(self, conn: _Conn) -> None:
         """Propagate EOFs, finish cuts and closes, then refresh what we wait for."""
-        if conn.cutting and not conn.client.out:
+        if conn.cutting and not conn.client.out and not conn.upstream.out:
             self._abort(conn)
+            return
+        if conn.stalled:
+            self._update(conn)
             return
         for end in (conn.client, conn.upstream):
             if end.peer.eof_in and not end.out and not end.shut_out:
@@ -364,14 +488,15 @@ class TcpProxy:
     def _update(self, conn: _Conn) -> None:
         if conn.closed:
             return
-        if conn.cutting and not conn.client.out:
+        if conn.cutting and not conn.client.out and not conn.upstream.out:
             self._abort(conn)
             return
         if self._sel is None:
             return
         for end in (conn.client, conn.upstream):
             events = 0
-            if not end.eof_in and not conn.cutting and len(end.peer.out) < _HIGH_WATER:
+            reading = not (end.eof_in or conn.cutting or conn.stalled)
+            if reading and len(end.peer.out) < _HIGH_WATER:
                 events |= selectors.EVENT_READ
             if end.out:
                 events |= selectors.EVENT_WRITE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 
 from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso
 from gateway.records.deliveries import DeliveryRecord, DeliveryTarget
@@ -124,6 +125,21 @@ class SQLiteUnitOfWork:
             raise StoreError("the audit chain's head row is missing: run `poststelle audit verify`")
         return ChainHead(row[0], row[1])
 
+    def _clock_went_back(self, head: ChainHead, at: str) -> AuditEvent | None:
+        """``clock-went-back`` when ``at`` is earlier than the last entry's time, else None.
+
+        Recorded once per step back: the anomaly entry carries the new, earlier time, so the
+        entries after it are in order again. Nothing is refused: the trail's order is its
+        sequence numbers, and a reader must see that the times jumped, and by how much.
+        """
+        if head.seq == 0:
+            return None
+        row = self._conn.execute("SELECT at FROM audit WHERE seq = ?", (head.seq,)).fetchone()
+        if row is None or at >= row[0]:
+            return None
+        back = (_parse(row[0]) - _parse(at)).total_seconds()
+        return AuditEvent("clock-went-back", details={"last_entry_at": row[0], "now": at, "seconds_back": back})
+
     def _last_checkpoint(self) -> int:
         return int(self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints").fetchone()[0])
 
@@ -131,7 +147,11 @@ class SQLiteUnitOfWork:
         if not events:
             return
         s = self._settings
-        new = chain_events(events, after=self._lock_head(), at=now_iso(), default_actor=s.actor)
+        head, at = self._lock_head(), now_iso()
+        went_back = self._clock_went_back(head, at)
+        if went_back is not None:
+            events = [went_back, *events]
+        new = chain_events(events, after=head, at=at, default_actor=s.actor)
         self._conn.executemany(
             _INSERT_ENTRY,
             [
@@ -172,3 +192,7 @@ class SQLiteUnitOfWork:
             "INSERT OR IGNORE INTO audit_checkpoints (seq, at, hash, key_id, signature) VALUES (?,?,?,?,?)",
             (cp.seq, cp.at, cp.hash, cp.key_id, cp.signature),
         )
+
+
+def _parse(at: str) -> datetime:
+    return datetime.fromisoformat(at.replace("Z", "+00:00"))
