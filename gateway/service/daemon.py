@@ -328,7 +328,10 @@ class Daemon:
             store.record_events([event])
             store.export_jsonl()
         except Exception as exc:  # the log line has it; the daemon runs on
-            log.error("could not record", audit_event=event.type, error=describe_error(exc), exc_info=exc)
+            if disk_full_code(exc) is not None:  # a known condition, named; no traceback
+                log.error("could not record (disk full)", audit_event=event.type, error=describe_error(exc))
+            else:
+                log.error("could not record", audit_event=event.type, error=describe_error(exc), exc_info=exc)
 
     def _record_stop(self, store: Store, because: str, error: str | None) -> None:
         details: dict[str, object] = {"reason": because, "pid": os.getpid()}
