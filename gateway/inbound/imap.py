@@ -26,6 +26,7 @@ import structlog
 
 from gateway.config import MailboxConfig
 from gateway.errors import LoginRejected, TransientError
+from gateway.inbound import idle
 from gateway.inbound.arrival import Arrival
 from gateway.inbound.failures import explain
 
@@ -317,18 +318,34 @@ class MailboxSession:
                 self.select()
 
     # -- waiting --------------------------------------------------------------------------
-    def wait_for_mail(self, timeout: float) -> None:
-        """IDLE when offered (and enabled), else NOOP + sleep by the caller's poll interval."""
+    def idling(self) -> bool:
+        """Whether this mailbox waits with IDLE (enabled and offered), else by polling."""
+        return self.cfg.idle and self.has("IDLE")
+
+    def forget_news(self) -> None:
+        """Called before the folder is searched: news announced so far is in that answer."""
+        if self.client is not None:
+            idle.forget_news(self.client._imap)
+
+    def has_news(self) -> bool:
+        """Whether the server announced new messages (EXISTS, RECENT) since ``forget_news``."""
+        return self.client is not None and idle.has_news(self.client._imap)
+
+    def wait_for_mail(self, renew: float, *, wake_fd: int | None = None) -> idle.Wake:
+        """IDLE until news (``mail``), ``renew`` seconds (``renew``) or ``wake_fd`` readable (``stop``).
+
+        News that came with an earlier answer returns ``mail`` at once (``gateway.inbound.idle``).
+        Without IDLE: ``mail`` when news is known, else a NOOP and ``renew`` (the caller
+        sleeps its poll interval).
+        """
         c = self._c
         try:
-            if self.cfg.idle and self.has("IDLE"):
-                c.idle()
-                try:
-                    c.idle_check(timeout=timeout)
-                finally:
-                    c.idle_done()
-            else:
-                c.noop()
+            if self.idling():
+                return idle.idle(c._imap, renew=renew, wake_fd=wake_fd, timeout=self.cfg.timeout)
+            if self.has_news():
+                return "mail"
+            c.noop()
+            return "mail" if self.has_news() else "renew"
         except IMAP_ERRORS as exc:
             raise TransientError(f"IDLE/NOOP failed: {type(exc).__name__}: {exc}") from None
 

@@ -1,7 +1,13 @@
 """The daemon: one worker thread per mailbox, and one draining the outbox when ``[smtp]`` is set.
 
 One failing mailbox never stops the others: each worker has its own IMAP session and
-store connection, and its errors go to its own status row and log lines. ``once`` mode
+store connection, and its errors go to its own status row and log lines. A thread per
+mailbox (with a small stack, and no second thread while the mailbox is idle) rather than
+one event loop: a server that stalls in the middle of a command then holds only its own
+thread, never a worker that other mailboxes wait for. Logins ramp up with at most
+``LOGINS_IN_FLIGHT`` at a time, so a server with a login queue does not drop the
+connections of a start-up with hundreds of mailboxes. A stop request (SIGTERM) writes to
+a pipe that every IDLE waits on beside its socket, so it ends the waits at once. ``once`` mode
 processes what is waiting and returns; the exit status says whether every mailbox
 succeeded. Start-up (``service.startup``) takes the state directory's lock first, so a
 second daemon on the same state refuses before it writes anything.
@@ -9,7 +15,9 @@ second daemon on the same state refuses before it writes anything.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
+import os
 import signal
 import socket
 import ssl
@@ -40,7 +48,11 @@ log = structlog.get_logger("poststelle.daemon")
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 300.0
 ONCE_ATTEMPTS = 3
-IDLE_SLICE = 10.0  # seconds; bounds how long a stop request waits for an IDLE to end
+#: Logins (connect, TLS, LOGIN, SELECT) under way at once; the others wait their turn.
+LOGINS_IN_FLIGHT = 20
+#: Stack of a mailbox thread: address space, not memory (only touched pages are resident),
+#: but hundreds of the default 8 MiB reserve gigabytes for nothing.
+MAILBOX_STACK = 1024 * 1024
 
 
 @dataclass
@@ -70,6 +82,11 @@ class Daemon:
         self.stop = threading.Event()
         self.report = RunReport()
         self._lock = threading.Lock()
+        self._logins = threading.BoundedSemaphore(LOGINS_IN_FLIGHT)
+        self._in_pass: set[str] = set()  # mailboxes whose worker is processing mail (waited for at a stop)
+        # Written once at a stop; every IDLE polls the read end beside its socket (never read).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self.state_lock = start(config)  # one daemon per state directory; raises before writing anything
         try:
             self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
@@ -79,17 +96,27 @@ class Daemon:
             self.analyser = Analyser(config, self.ctx, workers=workers)
         except BaseException:
             self.state_lock.release()
+            self._close_wake()
             raise
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         log.info("stop requested", signal=signum)
         self.stop.set()
+        with contextlib.suppress(OSError):  # a full pipe already wakes everyone; a closed one has nobody to wake
+            os.write(self._wake_w, b"x")
 
     def run(self) -> RunReport:
         try:
             return self._run()
         finally:
             self.state_lock.release()
+            self._close_wake()
+
+    def _close_wake(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def _run(self) -> RunReport:
         store: Store | None = None
@@ -128,12 +155,18 @@ class Daemon:
             for listener in self.listeners:
                 listener.start()  # a port that cannot be bound ends the run here, before any mailbox
                 started.append(listener)
+            previous = threading.stack_size(MAILBOX_STACK)
+            try:
+                for t in threads:
+                    t.start()
+            finally:
+                threading.stack_size(previous)
             if self.config.smtp is not None:
-                threads.append(threading.Thread(target=self._outbox, name="outbox", daemon=True))
+                outbox = threading.Thread(target=self._outbox, name="outbox", daemon=True)
+                threads.append(outbox)
+                outbox.start()
             for t in threads:
-                t.start()
-            for t in threads:
-                while t.is_alive():
+                while t.is_alive() and not self._may_leave(t):
                     t.join(timeout=0.5)
             while started and not self.stop.wait(0.5):
                 pass  # the listeners serve until a stop is requested, mailboxes or not
@@ -181,16 +214,22 @@ class Daemon:
                     state.load(store)
                     if intake is None:
                         intake = self._intake(mb, store)
-                    session.connect()
+                    if not self._connect(session):
+                        return
                     wlog.info("connected", uidvalidity=session.uidvalidity, idle=session.has("IDLE") and mb.idle)
-                    while not self.stop.is_set():
-                        outcome = intake.run(session)
+                    while self._enter_pass(mb):
+                        try:
+                            session.forget_news()  # what was announced so far, the search below sees
+                            outcome = intake.run(session)
+                            state.succeeded(store, wlog)
+                        finally:
+                            self._leave_pass(mb)
                         # Only a completed pass resets the backoff: a fault after connecting
                         # (a locked ledger, a bug) must not be retried every second.
                         backoff = BACKOFF_MIN
-                        state.succeeded(store, wlog)
                         with self._lock:
                             self.report.outcomes.setdefault(mb.name, BatchOutcome()).add(outcome)
+                            self.report.failures.pop(mb.name, None)  # a stop after recovery exits 0
                         if outcome.stored or outcome.quarantined or outcome.duplicates:
                             wlog.info(
                                 "processed",
@@ -200,8 +239,6 @@ class Daemon:
                                 moved=outcome.moved,
                             )
                         if self.once:
-                            with self._lock:
-                                self.report.failures.pop(mb.name, None)
                             return
                         self._wait(session, mb)
                     return
@@ -301,12 +338,58 @@ class Daemon:
                 exc_info=exc,
             )
 
+    def _connect(self, session: MailboxSession) -> bool:
+        """Log in with at most ``LOGINS_IN_FLIGHT`` others; False when a stop came while waiting."""
+        while not self._logins.acquire(timeout=0.25):
+            if self.stop.is_set():
+                return False
+        try:
+            if self.stop.is_set():
+                return False
+            session.connect()
+            return True
+        finally:
+            self._logins.release()
+
+    def _enter_pass(self, mb: MailboxConfig) -> bool:
+        """Mark the mailbox as processing unless a stop was requested (then False).
+
+        Marked before the stop is checked, so the main thread, which checks the mark after
+        setting the stop, either waits for this pass or sees it never start.
+        """
+        with self._lock:
+            self._in_pass.add(mb.name)
+        if self.stop.is_set():
+            self._leave_pass(mb)
+            return False
+        return True
+
+    def _leave_pass(self, mb: MailboxConfig) -> None:
+        with self._lock:
+            self._in_pass.discard(mb.name)
+
+    def _may_leave(self, thread: threading.Thread) -> bool:
+        """After a stop, a mailbox worker that is not processing mail is not waited for.
+
+        It is connecting, waiting or backing off: nothing is in hand, and a login to a
+        dead server could otherwise hold the exit for the whole ``timeout``.
+        """
+        if not self.stop.is_set() or not thread.name.startswith("mailbox-"):
+            return False
+        with self._lock:
+            return thread.name.removeprefix("mailbox-") not in self._in_pass
+
     def _wait(self, session: MailboxSession, mb: MailboxConfig) -> None:
-        if mb.idle and session.has("IDLE"):
-            # Any IDLE answer, or the slice ending, triggers a look at the folder.
-            session.wait_for_mail(min(IDLE_SLICE, mb.poll_interval))
-        else:
-            self.stop.wait(mb.poll_interval)
+        """Until news, the IDLE renewal or a stop; without IDLE, the poll interval and a NOOP.
+
+        After the wait the worker looks at the whole folder (UID SEARCH against the
+        ledger), whatever woke it: a renewal finds what a lost notification did not say.
+        """
+        if session.idling():
+            session.wait_for_mail(mb.idle_renewal, wake_fd=self._wake_r)
+        elif not session.has_news():
+            if self.stop.wait(mb.poll_interval):
+                return
             session.noop()
 
 
