@@ -152,8 +152,10 @@ class MailboxSession:
         return self
 
     def select(self) -> None:
+        """Select the folder; its message count is not news (the caller looks at the whole folder next)."""
         info = self._c.select_folder(self.cfg.folder)
         self.uidvalidity = int(info[b"UIDVALIDITY"])
+        self.forget_news()
 
     def __enter__(self) -> MailboxSession:
         return self.connect() if self.client is None else self
