@@ -173,7 +173,7 @@ class Daemon:
         finally:
             for listener in reversed(started):
                 listener.stop()
-            self.analyser.close()
+            self.analyser.close(kill=self.stop.is_set())  # nothing is in hand once the workers have left
             self.ctx.close()
             store.seal()
             store.export_jsonl()
