@@ -189,6 +189,7 @@ def _ready() -> None:
 
 Item = tuple[bytes, Arrival, EntryJob]
 CHUNK = 8  # messages per worker job
+INLINE = 1  # batches this small are prepared in the calling thread (``Analyser.submit``)
 
 
 def _jobs(items: list[Item]) -> list[Prepared]:
@@ -268,9 +269,12 @@ class Analyser:
 
         Workers get them ``CHUNK`` at a time: one job per message made the gateway's
         feeder and result threads (which need its GIL) the bottleneck, and the workers
-        waited for work.
+        waited for work. A batch of ``INLINE`` messages or fewer (mail trickling in while
+        the daemon idles) is prepared right here: in the pool it would queue behind the
+        jobs of a backlog another mailbox is draining, and wait seconds for milliseconds
+        of work.
         """
-        if self.pool is None:
+        if self.pool is None or len(items) <= INLINE:
             return [PendingPlan(self, it, value=self.prepare(it)) for it in items]
         pending: list[PendingPlan] = []
         for start in range(0, len(items), CHUNK):
