@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
 from support.lineproxy import LineProxy
 
@@ -92,8 +93,10 @@ class NewsOnlyFromTheTest:
         return out
 
 
-def test_exists_in_the_same_read_as_the_idle_continuation_leads_to_a_fetch(env: Env) -> None:
-    """The message is appended just before the daemon's IDLE; its EXISTS arrives glued to ``+ idling``."""
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_exists_in_the_same_read_as_the_idle_continuation_leads_to_a_fetch(env: Env, where: str) -> None:
+    """The message is appended just before the daemon's IDLE; its EXISTS arrives glued to ``+ idling``
+    (right after it, or right before it: RFC 3501 allows untagged data before a continuation)."""
     news = NewsOnlyFromTheTest()
 
     def on_command(line: bytes) -> None:
@@ -104,7 +107,7 @@ def test_exists_in_the_same_read_as_the_idle_continuation_leads_to_a_fetch(env: 
     def rewrite(lines: list[bytes]) -> list[bytes]:
         out = news.strip(lines)
         if news.armed and not news.injected and any(ln.startswith(b"+ ") for ln in out):
-            at = next(i for i, ln in enumerate(out) if ln.startswith(b"+ ")) + 1
+            at = next(i for i, ln in enumerate(out) if ln.startswith(b"+ ")) + (1 if where == "after" else 0)
             out[at:at] = [b"* 1 EXISTS"]
             news.injected = True
         return out
@@ -250,3 +253,48 @@ def test_an_idle_mailbox_keeps_no_second_thread(env: Env) -> None:
         intake.close()
         ctx.close()
         store.close()
+
+
+class SlowLogin:
+    """A session whose login blocks until released, counting how many are under way at once."""
+
+    def __init__(self, gate: threading.Event, counter: dict[str, int], lock: threading.Lock) -> None:
+        self.gate, self.counter, self.lock = gate, counter, lock
+
+    def connect(self) -> None:
+        with self.lock:
+            self.counter["now"] += 1
+            self.counter["max"] = max(self.counter["max"], self.counter["now"])
+        assert self.gate.wait(60)
+        with self.lock:
+            self.counter["now"] -= 1
+            self.counter["done"] += 1
+
+
+def test_logins_ramp_up_with_at_most_twenty_in_flight(env: Env) -> None:
+    from gateway.service.daemon import LOGINS_IN_FLIGHT
+
+    env.config_path = write_config(
+        env.root, [mailbox_entry(env.dovecot, env.user, env.root)], extra="[processing]\nanalysis_workers = 0\n"
+    )
+    daemon = Daemon(env.config)
+    gate, lock = threading.Event(), threading.Lock()
+    counter = {"now": 0, "max": 0, "done": 0}
+    try:
+        logins = [
+            threading.Thread(target=daemon._connect, args=(SlowLogin(gate, counter, lock),))
+            for _ in range(LOGINS_IN_FLIGHT + 15)
+        ]
+        for t in logins:
+            t.start()
+        assert wait_for(lambda: counter["now"] == LOGINS_IN_FLIGHT, ARRIVAL_WAIT)
+        gate.set()
+        for t in logins:
+            t.join(60)
+    finally:
+        daemon.analyser.close()
+        daemon.ctx.close()
+        daemon.state_lock.release()
+        daemon._close_wake()
+    assert counter["done"] == LOGINS_IN_FLIGHT + 15
+    assert counter["max"] == LOGINS_IN_FLIGHT
