@@ -29,7 +29,7 @@ from gateway.inbound.imap import MailboxSession
 from gateway.inbound.intake import Intake
 from gateway.records.open import open_store
 from gateway.records.store import Store
-from gateway.service.daemon import Daemon
+from gateway.service.daemon import Daemon, RunReport
 from gateway.unwrap import UnwrapContext
 
 RENEWAL = 1740  # the longest IDLE the configuration allows: no test waits for it
@@ -54,10 +54,10 @@ def proxied_config(env: Env, proxy: LineProxy, **over: Any) -> None:
 
 
 @contextmanager
-def running(env: Env) -> Iterator[Daemon]:
-    """The daemon in a thread of this process, stopped (and joined) at the end."""
+def running(env: Env, reports: list[RunReport] | None = None) -> Iterator[Daemon]:
+    """The daemon in a thread of this process, stopped (and joined) at the end; its report into ``reports``."""
     daemon = Daemon(env.config)
-    runner = threading.Thread(target=daemon.run, name="daemon-under-test")
+    runner = threading.Thread(target=lambda: (reports if reports is not None else []).append(daemon.run()))
     runner.start()
     try:
         yield daemon
@@ -298,3 +298,20 @@ def test_logins_ramp_up_with_at_most_twenty_in_flight(env: Env) -> None:
         daemon._close_wake()
     assert counter["done"] == LOGINS_IN_FLIGHT + 15
     assert counter["max"] == LOGINS_IN_FLIGHT
+
+
+def test_a_stop_after_a_failure_that_has_recovered_reports_success(env: Env) -> None:
+    """The first connection is cut before the greeting; the retry works and files the letter."""
+    env.append(letter(subject="Az. 63-BV-2026-1506 nach dem Fehler"))
+    reports: list[RunReport] = []
+    with LineProxy(env.dovecot.imap_port, cut_first=1) as proxy:
+        proxied_config(env, proxy)
+        with running(env, reports):
+            assert wait_for(lambda: len(env.entries()) == 1, ARRIVAL_WAIT)
+    (report,) = reports
+    assert report.ok, report.failures
+    store = open_store(env.config, readonly=True)
+    try:
+        assert {s.mailbox: s.state for s in store.statuses()}["rathaus"] == "ok"
+    finally:
+        store.close()

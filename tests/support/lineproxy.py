@@ -29,8 +29,11 @@ def _keep(lines: list[bytes]) -> list[bytes]:
 class LineProxy:
     """Forward ``127.0.0.1:port`` to a loopback IMAP port, one pair of threads per connection."""
 
-    def __init__(self, target_port: int, *, rewrite: Rewrite = _keep, on_command: OnCommand | None = None) -> None:
+    def __init__(
+        self, target_port: int, *, rewrite: Rewrite = _keep, on_command: OnCommand | None = None, cut_first: int = 0
+    ) -> None:
         self.target_port = target_port
+        self.cut_first = cut_first  # this many connections are closed at once, before any greeting
         self.rewrite = rewrite
         self.on_command = on_command
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -63,6 +66,10 @@ class LineProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.cut_first > 0:
+                self.cut_first -= 1
+                client.close()
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._socks += [client, upstream]
