@@ -315,3 +315,20 @@ def test_a_stop_after_a_failure_that_has_recovered_reports_success(env: Env) -> 
         assert {s.mailbox: s.state for s in store.statuses()}["rathaus"] == "ok"
     finally:
         store.close()
+
+
+def test_a_connection_closed_during_idle_is_noticed_and_the_mailbox_read_again(env: Env) -> None:
+    idling = threading.Event()
+
+    def on_command(line: bytes) -> None:
+        if line.endswith(b" IDLE"):
+            idling.set()
+
+    with LineProxy(env.dovecot.imap_port, on_command=on_command) as proxy:
+        proxied_config(env, proxy)
+        with running(env):
+            assert idling.wait(ARRIVAL_WAIT), "the daemon never went into IDLE"
+            proxy.cut()
+            env.append(letter(subject="Az. 63-BV-2026-1507 nach dem Abbruch"))
+            arrived = wait_for(lambda: len(env.entries()) == 1, ARRIVAL_WAIT)
+    assert arrived, "the closed connection was not noticed before the renewal"

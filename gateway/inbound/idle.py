@@ -72,7 +72,7 @@ def _watch(imap: Any, *, renew: float, wake_fd: int | None, timeout: float | Non
     if wake_fd is not None:
         poller.register(wake_fd, select.POLLIN)
     while True:
-        while _readable_now(imap, timeout):
+        while _ahead(imap, timeout):
             imap._get_response()
         if "BYE" in imap.untagged_responses:
             raise TransientError("the server ended the connection during IDLE (BYE)")
@@ -84,22 +84,25 @@ def _watch(imap: Any, *, renew: float, wake_fd: int | None, timeout: float | Non
         ready = {fd for fd, _ in poller.poll(remaining * 1000)}
         if wake_fd is not None and wake_fd in ready:
             return "stop"
-        if sock.fileno() in ready:
-            imap._get_response()  # the server has begun to speak: read what it says, blocking
+        if sock.fileno() in ready and _ahead(imap, timeout) == b"":
+            # Readable, yet nothing to read: the end of the stream (TLS records of its own
+            # give ``None`` and are polled past).
+            raise TransientError("the server closed the connection during IDLE")
 
 
-def _readable_now(imap: Any, timeout: float | None) -> bool:
-    """Whether a response waits in imaplib's buffer (or in the socket) and can be read without waiting.
+def _ahead(imap: Any, timeout: float | None) -> bytes | None:
+    """What can be read without waiting: imaplib's buffer, else what the socket (or TLS) holds now.
 
-    ``peek`` returns what is buffered; with an empty buffer and the socket non-blocking it
-    reads what the kernel (or TLS) holds, and nothing when there is nothing.
+    ``b""`` when nothing is there (or, after a poll said readable, the end of the stream);
+    ``None`` when TLS read only a record of its own (a session ticket). ``peek`` fills an
+    empty buffer from the socket, which is non-blocking for that moment.
     """
     sock = imap.sock
     sock.settimeout(0)
     try:
-        return bool(imap.file.peek(1))
+        return bytes(imap.file.peek(1))
     except (BlockingIOError, ssl.SSLWantReadError):
-        return False
+        return None
     finally:
         sock.settimeout(timeout)
 

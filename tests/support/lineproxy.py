@@ -49,6 +49,15 @@ class LineProxy:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def cut(self) -> None:
+        """Close every live connection (the client sees the end of the stream); keep accepting new ones."""
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
