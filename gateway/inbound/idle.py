@@ -44,9 +44,10 @@ def forget_news(imap: Any) -> None:
 def idle(imap: Any, *, renew: float, wake_fd: int | None, timeout: float | None) -> Wake:
     """IDLE until news arrives (``mail``), ``renew`` seconds pass, or ``wake_fd`` is readable (``stop``).
 
-    Returns at once, without IDLE, when news is already known. The IDLE is always ended
-    (DONE and its tagged answer) before returning, so the connection is ready for the
-    next command; anything the server says on the way is kept for ``has_news``.
+    Returns at once, without IDLE, when news is already known. The IDLE is ended (DONE
+    and its tagged answer) before returning, so the connection is ready for the next
+    command, except at ``stop``: the connection is then still in IDLE and only good for
+    closing. Anything the server says on the way is kept for ``has_news``.
     ``timeout`` is the connection's read timeout, used for reading a response the server
     has begun to send. Raises ``TransientError`` for a refused IDLE, a BYE or a dead
     connection.
@@ -58,10 +59,13 @@ def idle(imap: Any, *, renew: float, wake_fd: int | None, timeout: float | None)
         if imap._get_response() is None:
             break
         _raise_if_finished(imap, tag)
+    why: Wake = "renew"
     try:
-        return _watch(imap, renew=renew, wake_fd=wake_fd, timeout=timeout)
+        why = _watch(imap, renew=renew, wake_fd=wake_fd, timeout=timeout)
+        return why
     finally:
-        _done(imap, tag)
+        if why != "stop":  # a stopping process drops the connection instead (``MailboxSession.wait_for_mail``)
+            _done(imap, tag)
 
 
 def _watch(imap: Any, *, renew: float, wake_fd: int | None, timeout: float | None) -> Wake:
