@@ -195,11 +195,12 @@ class Intake:
     def run(self, session: MailboxSession, *, max_rounds: int = 1000) -> BatchOutcome:
         """Process everything waiting in the folder; returns what was done.
 
-        The mailbox's status is written while there is a backlog and when the pass ends
-        after one; a pass that finds the folder empty writes nothing unless the status is
-        older than ``STATUS_REFRESH`` or the UIDVALIDITY changed. An idle mailbox looked at
-        after every IDLE renewal must not cost a disk write each time (hundreds of
-        mailboxes would keep the disk busy for nothing).
+        The mailbox's status is written while a backlog of more than one batch drains and
+        when a pass that found mail ends; a pass that finds the folder empty writes nothing
+        unless the status is older than ``STATUS_REFRESH`` or the UIDVALIDITY changed. An
+        idle mailbox looked at after every IDLE renewal must not cost a disk write each
+        time (hundreds of mailboxes would keep the disk busy for nothing), and a letter
+        trickling in costs one commit less.
         """
         try:
             return self._run(session, max_rounds)
@@ -212,8 +213,8 @@ class Intake:
         busy = False
         for _ in range(max_rounds):
             uids = session.list_uids()
-            if uids:
-                busy = True
+            busy = busy or bool(uids)
+            if len(uids) > self.mb.batch_size:  # a backlog worth showing while it drains (one batch is soon done)
                 self.ledger.set_status(
                     self.mb.name, last_poll=iso(utcnow()), backlog=len(uids), uidvalidity=session.uidvalidity
                 )
