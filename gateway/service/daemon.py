@@ -6,8 +6,9 @@ mailbox (with a small stack, and no second thread while the mailbox is idle) rat
 one event loop: a server that stalls in the middle of a command then holds only its own
 thread, never a worker that other mailboxes wait for. Logins ramp up with at most
 ``LOGINS_IN_FLIGHT`` at a time, so a server with a login queue does not drop the
-connections of a start-up with hundreds of mailboxes. A stop request (SIGTERM) writes to
-a pipe that every IDLE waits on beside its socket, so it ends the waits at once. ``once`` mode
+connections of a start-up with hundreds of mailboxes. At a stop (SIGTERM) the workers
+that are filing finish their batch; the others are not waited for, and a pipe that every
+IDLE polls beside its socket ends their waits once the trail is sealed. ``once`` mode
 processes what is waiting and returns; the exit status says whether every mailbox
 succeeded. Start-up (``service.startup``) takes the state directory's lock first, so a
 second daemon on the same state refuses before it writes anything.
@@ -84,7 +85,8 @@ class Daemon:
         self._lock = threading.Lock()
         self._logins = threading.BoundedSemaphore(LOGINS_IN_FLIGHT)
         self._in_pass: set[str] = set()  # mailboxes whose worker is processing mail (waited for at a stop)
-        # Written once at a stop; every IDLE polls the read end beside its socket (never read).
+        # Written once at the end of a run; every IDLE polls the read end beside its socket.
+        # Never closed after a run: a worker may still be about to poll it.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self.state_lock = start(config)  # one daemon per state directory; raises before writing anything
@@ -100,17 +102,26 @@ class Daemon:
             raise
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """Stop: workers that are filing finish their pass; the idle ones are woken at the very end.
+
+        Waking hundreds of idle workers at once made them compete with the main thread
+        (which seals the trail) for the interpreter; it seals first, then wakes them
+        (``_wake_idle``), and a daemon process does not wait for them to go.
+        """
         log.info("stop requested", signal=signum)
         self.stop.set()
-        with contextlib.suppress(OSError):  # a full pipe already wakes everyone; a closed one has nobody to wake
-            os.write(self._wake_w, b"x")
 
     def run(self) -> RunReport:
         try:
             return self._run()
         finally:
             self.state_lock.release()
-            self._close_wake()
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        """End every IDLE wait: one byte in the pipe they all poll (and never read)."""
+        with contextlib.suppress(OSError):  # a full pipe wakes them as well
+            os.write(self._wake_w, b"x")
 
     def _close_wake(self) -> None:
         for fd in (self._wake_r, self._wake_w):
