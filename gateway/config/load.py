@@ -118,11 +118,13 @@ class _Reader:
             raise self.fail(name, f"must be {bound}, got {value}")
         return value
 
-    def float_(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def float_(self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None) -> float:
         value = self._get(name, float, "a number", default)
         assert value is not None
         if value < minimum:
             raise self.fail(name, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.fail(name, f"must be <= {maximum}, got {value}")
         return value
 
     def bool_(self, name: str, default: bool) -> bool:
@@ -289,6 +291,7 @@ def _mailbox(r: _Reader, warnings: list[str]) -> MailboxConfig:
         quarantine_folder=folders["quarantine_folder"] or "Poststelle/Quarantine",
         idle=r.bool_("idle", True),
         poll_interval=r.float_("poll_interval", 60.0, minimum=1.0),
+        idle_renewal=r.float_("idle_renewal", 300.0, minimum=1.0, maximum=1740.0),
         batch_size=r.int_("batch_size", 50, minimum=1, maximum=1000),
         timeout=r.float_("timeout", 60.0, minimum=1.0),
         auth_retry_interval=r.float_("auth_retry_interval", 3600.0, minimum=60.0),

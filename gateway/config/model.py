@@ -82,6 +82,9 @@ class MailboxConfig:
     quarantine_folder: str = "Poststelle/Quarantine"
     idle: bool = True
     poll_interval: float = 60.0
+    #: Seconds an IDLE lasts before it is renewed (RFC 2177: under 29 minutes). News ends
+    #: it at once; the renewal only keeps the connection alive and re-checks the folder.
+    idle_renewal: float = 300.0
     batch_size: int = 50
     timeout: float = 60.0
     #: Seconds before a login the server rejected is tried again (a restart tries at once).

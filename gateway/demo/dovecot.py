@@ -96,12 +96,13 @@ class Dovecot:
 
     ``root`` is a directory this object may fill (config, certs, logs, mail homes); it is not
     deleted on stop so a failing test leaves the log behind. ``users`` maps login names to
-    passwords. Use as a context manager or call ``start``/``stop``.
+    passwords; ``extra_config`` is appended to the generated configuration (a benchmark raising
+    process limits). Use as a context manager or call ``start``/``stop``.
     """
 
     host: str = "127.0.0.1"
 
-    def __init__(self, root: Path, users: dict[str, str]) -> None:
+    def __init__(self, root: Path, users: dict[str, str], *, extra_config: str = "") -> None:
         for name, password in users.items():
             if not _USER_RE.match(name):
                 raise ValueError(f"user name {name!r} must match {_USER_RE.pattern}")
@@ -109,6 +110,7 @@ class Dovecot:
                 raise ValueError(f"password of {name!r} must not contain ':' or line breaks")
         self.root = Path(root).resolve()
         self._users = dict(users)
+        self._extra_config = extra_config  # appended to dovecot.conf (benchmarks raise limits)
         self._instance = f"poststelle-test-{secrets.token_hex(4)}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._seq = itertools.count()
@@ -554,6 +556,7 @@ service lmtp {{
 service anvil {{
   chroot =
 }}
+{self._extra_config}
 """
         self.conf_file.write_text(conf)
 

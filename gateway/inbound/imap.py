@@ -27,6 +27,7 @@ import structlog
 from gateway.clock import utcnow
 from gateway.config import MailboxConfig
 from gateway.errors import LoginRejected, TransientError
+from gateway.inbound import idle
 from gateway.inbound.arrival import Arrival
 from gateway.inbound.failures import explain
 
@@ -152,8 +153,10 @@ class MailboxSession:
         return self
 
     def select(self) -> None:
+        """Select the folder; its message count is not news (the caller looks at the whole folder next)."""
         info = self._c.select_folder(self.cfg.folder)
         self.uidvalidity = int(info[b"UIDVALIDITY"])
+        self.forget_news()
 
     def __enter__(self) -> MailboxSession:
         return self.connect() if self.client is None else self
@@ -168,6 +171,13 @@ class MailboxSession:
         try:
             client.logout()
         except Exception:  # noqa: BLE001 - closing a broken connection must not raise
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
+    def abort(self) -> None:
+        """Drop the connection without LOGOUT (a stopping daemon); the server sees it close."""
+        client, self.client = self.client, None
+        if client is not None:
             with contextlib.suppress(Exception):
                 client.shutdown()
 
@@ -318,18 +328,40 @@ class MailboxSession:
                 self.select()
 
     # -- waiting --------------------------------------------------------------------------
-    def wait_for_mail(self, timeout: float) -> None:
-        """IDLE when offered (and enabled), else NOOP + sleep by the caller's poll interval."""
+    def idling(self) -> bool:
+        """Whether this mailbox waits with IDLE (enabled and offered), else by polling."""
+        return self.cfg.idle and self.has("IDLE")
+
+    def forget_news(self) -> None:
+        """Called before the folder is searched: news announced so far is in that answer."""
+        if self.client is not None:
+            idle.forget_news(self.client._imap)
+
+    def has_news(self) -> bool:
+        """Whether the server announced new messages (EXISTS, RECENT) since ``forget_news``."""
+        return self.client is not None and idle.has_news(self.client._imap)
+
+    def wait_for_mail(self, renew: float, *, wake_fd: int | None = None) -> idle.Wake:
+        """IDLE until news (``mail``), ``renew`` seconds (``renew``) or ``wake_fd`` readable (``stop``).
+
+        News that came with an earlier answer returns ``mail`` at once (``gateway.inbound.idle``).
+        At ``stop`` the connection is dropped without DONE or LOGOUT: with hundreds of
+        mailboxes, two round trips each made a stop take seconds, and the server loses
+        nothing by a closed IDLE.
+        Without IDLE: ``mail`` when news is known, else a NOOP and ``renew`` (the caller
+        sleeps its poll interval).
+        """
         c = self._c
         try:
-            if self.cfg.idle and self.has("IDLE"):
-                c.idle()
-                try:
-                    c.idle_check(timeout=timeout)
-                finally:
-                    c.idle_done()
-            else:
-                c.noop()
+            if self.idling():
+                why = idle.idle(c._imap, renew=renew, wake_fd=wake_fd, timeout=self.cfg.timeout)
+                if why == "stop":
+                    self.abort()
+                return why
+            if self.has_news():
+                return "mail"
+            c.noop()
+            return "mail" if self.has_news() else "renew"
         except IMAP_ERRORS as exc:
             raise TransientError(f"IDLE/NOOP failed: {type(exc).__name__}: {exc}") from None
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -125,11 +126,30 @@ class Intake:
         self.log = log.bind(mailbox=mailbox.name)
         self.analyser = analyser or Analyser(config, ctx, workers=0)
         self.areas = Areas(config)  # the case folders and the quarantine, opened on first use
-        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{mailbox.name}")
+        self._io: ThreadPoolExecutor | None = None  # the pass's I/O thread (``io``)
+        self._status_written: tuple[float, int] | None = None  # (monotonic time, uidvalidity) of the last idle status
+        #: Seconds after which an idle mailbox's status (``last_poll``) is written again anyway.
+        self.status_refresh = STATUS_REFRESH
         self._keys: OutboundKeys | None = None  # the authority's keys, loaded at the first acknowledgement
 
+    @property
+    def io(self) -> ThreadPoolExecutor:
+        """The I/O thread of the current pass, started at its first IMAP command.
+
+        It ends with the pass (``_end_io``): an idle mailbox then costs one thread (its
+        worker's), not two, which matters when one process watches hundreds of mailboxes.
+        """
+        if self._io is None:
+            self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{self.mb.name}")
+        return self._io
+
+    def _end_io(self) -> None:
+        io, self._io = self._io, None
+        if io is not None:
+            io.shutdown(wait=True)
+
     def close(self) -> None:
-        self.io.shutdown(wait=True)  # the analyser belongs to whoever passed it in
+        self._end_io()  # the analyser belongs to whoever passed it in
         self.areas.close()
         if self._keys is not None:
             self._keys.close()
@@ -174,14 +194,31 @@ class Intake:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, session: MailboxSession, *, max_rounds: int = 1000) -> BatchOutcome:
-        """Process everything waiting in the folder; returns what was done."""
+        """Process everything waiting in the folder; returns what was done.
+
+        The mailbox's status is written while a backlog of more than one batch drains and
+        when a pass that found mail ends; a pass that finds the folder empty writes nothing
+        unless the status is older than ``STATUS_REFRESH`` or the UIDVALIDITY changed. An
+        idle mailbox looked at after every IDLE renewal must not cost a disk write each
+        time (hundreds of mailboxes would keep the disk busy for nothing), and a letter
+        trickling in costs one commit less.
+        """
+        try:
+            return self._run(session, max_rounds)
+        finally:
+            self._end_io()
+
+    def _run(self, session: MailboxSession, max_rounds: int) -> BatchOutcome:
         total = BatchOutcome()
         self.recover()
+        busy = False
         for _ in range(max_rounds):
             uids = session.list_uids()
-            self.ledger.set_status(
-                self.mb.name, last_poll=iso(utcnow()), backlog=len(uids), uidvalidity=session.uidvalidity
-            )
+            busy = busy or bool(uids)
+            if len(uids) > self.mb.batch_size:  # a backlog worth showing while it drains (one batch is soon done)
+                self.ledger.set_status(
+                    self.mb.name, last_poll=iso(utcnow()), backlog=len(uids), uidvalidity=session.uidvalidity
+                )
             self._reconcile(session, uids)
             if not uids:
                 break
@@ -198,8 +235,20 @@ class Intake:
             weights = {uid: 0 if uid in oversize else size for uid, size in sizes.items()}
             batches = plan_batches(new, weights, self.mb.batch_size)
             total.add(self._batches(session, batches, {u: sizes[u] for u in oversize}))
-        self.ledger.set_status(self.mb.name, last_success=iso(utcnow()), backlog=0)
+        if busy or self._status_stale(session.uidvalidity):
+            now = iso(utcnow())
+            self.ledger.set_status(
+                self.mb.name, last_poll=now, last_success=now, backlog=0, uidvalidity=session.uidvalidity
+            )
+            self._status_written = (time.monotonic(), session.uidvalidity)
         return total
+
+    def _status_stale(self, uidvalidity: int) -> bool:
+        """Whether an empty pass must write the status anyway (first pass, refresh due, new UIDVALIDITY)."""
+        if self._status_written is None:
+            return True
+        at, written = self._status_written
+        return written != uidvalidity or time.monotonic() - at >= self.status_refresh
 
     def _reconcile(self, session: MailboxSession, uids: Sequence[int]) -> None:
         """Rows whose move happened just before a crash: the server no longer has them."""
@@ -583,6 +632,9 @@ PREFETCH = 2  # batches fetched and being prepared ahead of the one being writte
 # uidlist), so fewer, larger MOVEs. A crash before the move leaves them in the folder,
 # finished in the ledger: they are recognised by their key and only moved.
 MOVE_GROUP = 250
+#: An idle mailbox's ``last_poll``/``last_success`` are rewritten at most this often (seconds);
+#: the running daemon knows the exact moment, the ledger needs only to show that it lives.
+STATUS_REFRESH = 3600.0
 
 
 def plan_batches(

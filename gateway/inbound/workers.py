@@ -203,6 +203,7 @@ def _ready() -> None:
 
 Item = tuple[bytes, Arrival, EntryJob]
 CHUNK = 8  # messages per worker job
+INLINE = 1  # batches this small are prepared in the calling thread (``Analyser.submit``)
 
 
 def _jobs(items: list[Item]) -> list[Prepared]:
@@ -282,9 +283,12 @@ class Analyser:
 
         Workers get them ``CHUNK`` at a time: one job per message made the gateway's
         feeder and result threads (which need its GIL) the bottleneck, and the workers
-        waited for work.
+        waited for work. A batch of ``INLINE`` messages or fewer (mail trickling in while
+        the daemon idles) is prepared right here: in the pool it would queue behind the
+        jobs of a backlog another mailbox is draining, and wait seconds for milliseconds
+        of work.
         """
-        if self.pool is None:
+        if self.pool is None or len(items) <= INLINE:
             return [PendingPlan(self, it, value=self.prepare(it)) for it in items]
         pending: list[PendingPlan] = []
         for start in range(0, len(items), CHUNK):
@@ -304,8 +308,21 @@ class Analyser:
             broken.shutdown(wait=False, cancel_futures=True)
             self.pool = None
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """Stop the workers; ``kill`` ends them at once instead of letting each wind down.
+
+        For a daemon that is stopping and has nothing in hand: an idle worker holds no
+        state (whatever it staged without an intent is swept by ``recover``), and a polite
+        exit of each interpreter took over a second on a busy machine, longer than a stop
+        may take.
+        """
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+            pool, self.pool = self.pool, None
+            found = getattr(pool, "_processes", None) if kill else None  # pid -> Process (CPython's pool)
+            processes = list(found.values()) if found else []
+            pool.shutdown(wait=not kill, cancel_futures=True)
+            for process in processes:
+                process.kill()
+            for process in processes:
+                process.join()
         self.areas.close()

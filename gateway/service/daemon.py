@@ -1,7 +1,14 @@
 """The daemon: one worker thread per mailbox, and one draining the outbox when ``[smtp]`` is set.
 
 One failing mailbox never stops the others: each worker has its own IMAP session and
-store connection, and its errors go to its own status row and log lines. ``once`` mode
+store connection, and its errors go to its own status row and log lines. A thread per
+mailbox (with a small stack, and no second thread while the mailbox is idle) rather than
+one event loop: a server that stalls in the middle of a command then holds only its own
+thread, never a worker that other mailboxes wait for. Logins ramp up with at most
+``LOGINS_IN_FLIGHT`` at a time, so a server with a login queue does not drop the
+connections of a start-up with hundreds of mailboxes. At a stop (SIGTERM) the workers
+that are filing finish their batch; the others are not waited for, and a pipe that every
+IDLE polls beside its socket ends their waits once the trail is sealed. ``once`` mode
 processes what is waiting and returns; the exit status says whether every mailbox
 succeeded. Start-up (``service.startup``) takes the state directory's lock first, so a
 second daemon on the same state refuses before it writes anything.
@@ -55,7 +62,11 @@ log = structlog.get_logger("poststelle.daemon")
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 300.0
 ONCE_ATTEMPTS = 3
-IDLE_SLICE = 10.0  # seconds; bounds how long a stop request waits for an IDLE to end
+#: Logins (connect, TLS, LOGIN, SELECT) under way at once; the others wait their turn.
+LOGINS_IN_FLIGHT = 20
+#: Stack of a mailbox thread: address space, not memory (only touched pages are resident),
+#: but hundreds of the default 8 MiB reserve gigabytes for nothing.
+MAILBOX_STACK = 1024 * 1024
 
 
 @dataclass
@@ -89,10 +100,12 @@ class Daemon:
         figures = LedgerFigures(config)
         alive = lambda: self.stop.is_set() or all(t.is_alive() for t in list(self._threads.values()))  # noqa: E731
         self.supervisor = Supervisor(self.notifier, alive, figures, on_close=figures.close)
-        self._halts: dict[str, threading.Event] = {}
+        self._halts: dict[str, _Halt] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._reload_wanted = False
         self._stop_signal: int | None = None
+        self._logins = threading.BoundedSemaphore(LOGINS_IN_FLIGHT)
+        self._in_pass: set[str] = set()  # mailboxes whose worker is processing mail (waited for at a stop)
         # The handlers write a byte here: the main thread's wait ends at once (PEP 475
         # retries a select that a signal interrupted, and then finds the byte).
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -115,7 +128,13 @@ class Daemon:
             raise
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
-        """Stop after the message in hand; safe in a signal handler (a flag, a byte, a log line)."""
+        """Stop; safe in a signal handler (a flag, a byte, a log line).
+
+        Workers that are filing finish their pass; the idle ones are woken only at the very
+        end (``_wake_idle``): hundreds of them waking at once would compete with the main
+        thread, which seals the trail, for the interpreter, and a stopping daemon does not
+        wait for them to go.
+        """
         log.info("stop requested", signal=signum)
         if signum and self._stop_signal is None:
             self._stop_signal = signum
@@ -139,6 +158,12 @@ class Daemon:
         finally:
             self.state_lock.release()
             self._close_pipe()
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        """End every worker's IDLE wait: a byte in the pipe each polls beside its socket."""
+        for halt in list(self._halts.values()):
+            halt.wake()
 
     def _close_pipe(self) -> None:
         for fd in (self._wake_r, self._wake_w):
@@ -206,7 +231,7 @@ class Daemon:
             self._halt_all()
             for listener in reversed(started):
                 listener.stop()
-            self.analyser.close()
+            self.analyser.close(kill=self.stop.is_set())  # nothing is in hand once the workers have left
             self.ctx.close()
             self._record_stop(store, stopped_because, error)
             store.seal()
@@ -230,7 +255,7 @@ class Daemon:
                     self._reload(store)
                 finally:
                     self.notifier.ready()
-            alive = any(t.is_alive() for t in self._threads.values())
+            alive = any(t.is_alive() and not self._may_leave(name) for name, t in list(self._threads.items()))
             if not alive and (self.stop.is_set() or not listening):
                 return
             select.select([self._wake_r], [], [], 0.5)
@@ -238,14 +263,18 @@ class Daemon:
                 os.read(self._wake_r, 512)
 
     def _start_worker(self, mb: MailboxConfig) -> None:
-        halt = threading.Event()
+        halt = _Halt()
         thread = threading.Thread(target=self._worker, args=(mb, halt), name=f"mailbox-{mb.name}", daemon=True)
         self._halts[mb.name], self._threads[mb.name] = halt, thread
         self.board.register([mb.name])  # listed (as starting) from now on
-        thread.start()
+        previous = threading.stack_size(MAILBOX_STACK)
+        try:
+            thread.start()
+        finally:
+            threading.stack_size(previous)
 
     def _start_outbox(self) -> None:
-        halt = threading.Event()
+        halt = _Halt()
         thread = threading.Thread(target=self._outbox, args=(halt,), name="outbox", daemon=True)
         self._halts[outbox_worker.NAME], self._threads[outbox_worker.NAME] = halt, thread
         thread.start()
@@ -255,11 +284,14 @@ class Daemon:
         for name in names:
             if name in self._halts:
                 self._halts[name].set()
+                self._halts[name].wake()
         for name in names:
             thread = self._threads.pop(name, None)
-            self._halts.pop(name, None)
+            halt = self._halts.pop(name, None)
             if thread is not None:
                 thread.join()
+            if halt is not None:
+                halt.close()
 
     def _halt_all(self) -> None:
         for halt in self._halts.values():
@@ -345,7 +377,7 @@ class Daemon:
         self.board.stopped(words)
         self._record(store, AuditEvent("daemon-stopped", details=details))
 
-    def _worker(self, mb: MailboxConfig, halt: threading.Event) -> None:
+    def _worker(self, mb: MailboxConfig, halt: _Halt) -> None:
         """Read one mailbox until stopped; every error is logged, recorded and retried.
 
         ``TransientError`` is the expected kind (the server is away): retried with a
@@ -376,16 +408,21 @@ class Daemon:
                     state.load(store)
                     if intake is None:
                         intake = self._intake(mb, store)
-                    session.connect()
-                    idling = session.has("IDLE") and mb.idle
+                    if not self._connect(session, halt):
+                        return
+                    idling = session.idling()
                     wlog.info("connected", uidvalidity=session.uidvalidity, idle=idling)
                     self.board.mailbox(mb.name, connected=True, idle=idling)
-                    while not halt.is_set():
-                        outcome = intake.run(session)
+                    while self._enter_pass(mb, halt):
+                        try:
+                            session.forget_news()  # what was announced so far, the search below sees
+                            outcome = intake.run(session)
+                            state.succeeded(store, wlog)
+                        finally:
+                            self._leave_pass(mb)
                         # Only a completed pass resets the backoff: a fault after connecting
                         # (a locked ledger, a bug) must not be retried every second.
                         backoff = BACKOFF_MIN
-                        state.succeeded(store, wlog)
                         self.supervisor.passed()
                         worked = bool(outcome.stored or outcome.quarantined or outcome.duplicates or outcome.moved)
                         self.board.polled(mb.name, idle=idling, worked=worked)
@@ -456,7 +493,7 @@ class Daemon:
             _close_quietly(wlog, intake, store)
             self.board.mailbox(mb.name, connected=False, idle=False)
 
-    def _outbox(self, halt: threading.Event) -> None:
+    def _outbox(self, halt: _Halt) -> None:
         def failed(text: str) -> None:
             with self._lock:
                 self.report.failures[outbox_worker.NAME] = text
@@ -473,7 +510,7 @@ class Daemon:
                 next_attempt_at=report.next_wakeup,
             )
 
-        outbox_worker.run_outbox(self.config, halt, once=self.once, on_pass=passed, on_failure=failed)
+        outbox_worker.run_outbox(self.config, halt.event, once=self.once, on_pass=passed, on_failure=failed)
 
     def _retry_in(self, attempts: int, backoff: float) -> float | None:
         """Seconds until the next attempt; ``None`` when ``once`` mode has made its last."""
@@ -528,13 +565,96 @@ class Daemon:
                 exc_info=exc,
             )
 
-    def _wait(self, session: MailboxSession, mb: MailboxConfig, halt: threading.Event) -> None:
-        if mb.idle and session.has("IDLE"):
-            # Any IDLE answer, or the slice ending, triggers a look at the folder.
-            session.wait_for_mail(min(IDLE_SLICE, mb.poll_interval))
-        else:
-            halt.wait(mb.poll_interval)
+    def _connect(self, session: MailboxSession, halt: _Halt) -> bool:
+        """Log in with at most ``LOGINS_IN_FLIGHT`` others; False when a stop came while waiting."""
+        while not self._logins.acquire(timeout=0.25):
+            if halt.is_set():
+                return False
+        try:
+            if halt.is_set():
+                return False
+            session.connect()
+            return True
+        finally:
+            self._logins.release()
+
+    def _enter_pass(self, mb: MailboxConfig, halt: _Halt) -> bool:
+        """Mark the mailbox as processing unless a stop was requested (then False).
+
+        Marked before the stop is checked, so the main thread, which checks the mark after
+        setting the stop, either waits for this pass or sees it never start.
+        """
+        with self._lock:
+            self._in_pass.add(mb.name)
+        if halt.is_set():
+            self._leave_pass(mb)
+            return False
+        return True
+
+    def _leave_pass(self, mb: MailboxConfig) -> None:
+        with self._lock:
+            self._in_pass.discard(mb.name)
+
+    def _may_leave(self, name: str) -> bool:
+        """After a stop, a mailbox worker that is not processing mail is not waited for.
+
+        It is connecting, waiting or backing off: nothing is in hand, and a login to a
+        dead server could otherwise hold the exit for the whole ``timeout``.
+        """
+        if not self.stop.is_set() or name == outbox_worker.NAME:
+            return False
+        with self._lock:
+            return name not in self._in_pass
+
+    def _wait(self, session: MailboxSession, mb: MailboxConfig, halt: _Halt) -> None:
+        """Until news, the IDLE renewal or a stop; without IDLE, the poll interval and a NOOP.
+
+        After the wait the worker looks at the whole folder (UID SEARCH against the
+        ledger), whatever woke it: a renewal finds what a lost notification did not say.
+        """
+        if session.idling():
+            session.wait_for_mail(mb.idle_renewal, wake_fd=halt.wake_fd)
+        elif not session.has_news():
+            if halt.wait(mb.poll_interval):
+                return
             session.noop()
+
+
+class _Halt:
+    """One worker's stop request: a flag its loops check, and a pipe its IDLE polls beside the socket.
+
+    ``set`` asks the worker to stop after what it holds; ``wake`` ends a wait on the server
+    at once. A stop sets every flag first and wakes the idle workers only after the trail is
+    sealed; a reload that restarts one mailbox does both at once and waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.wake_fd, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    @property
+    def event(self) -> threading.Event:
+        """The flag, for code that waits on a plain event (the outbox's doorbell)."""
+        return self._event
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (already woken) or closed
+            os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        """Only once the worker has ended: it may be about to poll the pipe."""
+        for fd in (self.wake_fd, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _analyser(config: Config, ctx: UnwrapContext) -> Analyser:

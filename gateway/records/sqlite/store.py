@@ -13,10 +13,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.records.sqlite.connect import connect, connect_readonly, migrate, sqlite_errors, user_version
+from gateway.records.sqlite.connect import BUSY_TIMEOUT, connect, connect_readonly, migrate, sqlite_errors, user_version
 from gateway.records.sqlite.reads import SQLiteReader
 from gateway.records.sqlite.writes import SQLiteUnitOfWork
 from gateway.records.store import AuditSettings, ReadSnapshot, StoreError, StoreOperations, UnitOfWork
+
+#: One lock per database file for the writers of this process (``_writer_lock``).
+_WRITERS: dict[Path, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    """The lock this process's writers of ``path`` queue on before BEGIN IMMEDIATE.
+
+    SQLite's busy handler waits by sleeping and retrying; a writer that commits batch after
+    batch (a mailbox draining a backlog) takes the lock again before the sleeper wakes, and
+    a mailbox with one new letter waited seconds for its turn. Waiting on a lock in the
+    process hands the turn over at the commit. Other processes (the CLI) still meet the
+    busy timeout.
+    """
+    key = path.resolve()
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.RLock())  # re-entrant: a nested write fails fast, as before
 
 
 class SQLiteStore(SQLiteReader, StoreOperations):
@@ -52,15 +70,22 @@ class SQLiteStore(SQLiteReader, StoreOperations):
         """BEGIN IMMEDIATE .. COMMIT; rolled back if the block raises."""
         if self.readonly:
             raise StoreError(f"{self.path} is opened read-only")
-        with self._lock, sqlite_errors("writing the ledger"):
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield SQLiteUnitOfWork(self._conn, self.audit_settings)
-            except BaseException:
-                if self._conn.in_transaction:  # some errors (a full disk) end it already
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        writers = _writer_lock(self.path)
+        # Bounded like the busy timeout: a wait that long falls back to SQLite's own (and its error).
+        queued = writers.acquire(timeout=BUSY_TIMEOUT)
+        try:
+            with self._lock, sqlite_errors("writing the ledger"):
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield SQLiteUnitOfWork(self._conn, self.audit_settings)
+                except BaseException:
+                    if self._conn.in_transaction:  # some errors (a full disk) end it already
+                        self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+        finally:
+            if queued:
+                writers.release()
 
     @contextmanager
     def snapshot(self) -> Iterator[ReadSnapshot]:
