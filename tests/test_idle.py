@@ -272,7 +272,7 @@ class SlowLogin:
 
 
 def test_logins_ramp_up_with_at_most_twenty_in_flight(env: Env) -> None:
-    from gateway.service.daemon import LOGINS_IN_FLIGHT
+    from gateway.service.daemon import LOGINS_IN_FLIGHT, _Halt
 
     env.config_path = write_config(
         env.root, [mailbox_entry(env.dovecot, env.user, env.root)], extra="[processing]\nanalysis_workers = 0\n"
@@ -282,7 +282,7 @@ def test_logins_ramp_up_with_at_most_twenty_in_flight(env: Env) -> None:
     counter = {"now": 0, "max": 0, "done": 0}
     try:
         logins = [
-            threading.Thread(target=daemon._connect, args=(SlowLogin(gate, counter, lock),))
+            threading.Thread(target=daemon._connect, args=(SlowLogin(gate, counter, lock), _Halt()))
             for _ in range(LOGINS_IN_FLIGHT + 15)
         ]
         for t in logins:
@@ -295,7 +295,7 @@ def test_logins_ramp_up_with_at_most_twenty_in_flight(env: Env) -> None:
         daemon.analyser.close()
         daemon.ctx.close()
         daemon.state_lock.release()
-        daemon._close_wake()
+        daemon._close_pipe()
     assert counter["done"] == LOGINS_IN_FLIGHT + 15
     assert counter["max"] == LOGINS_IN_FLIGHT
 
