@@ -44,8 +44,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from contract import add_options, row, write_rows  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from ingest import _status_kib, work_root  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402

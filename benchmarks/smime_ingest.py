@@ -1,6 +1,7 @@
 """S/MIME ingest benchmark: signed-then-encrypted ~100 KB messages through Dovecot into case folders.
 
-    .venv/bin/python benchmarks/smime_ingest.py [--n 2000 --n 5000] [--batch-size 50] [--no-volume] [--quick] [--json-out FILE]
+    .venv/bin/python benchmarks/smime_ingest.py [--n 2000 --n 5000] [--batch-size 50] [--no-volume]
+                                                [--quick] [--json-out FILE]
 
 For each N: seeds the INBOX of one IMAP user (Maildir drop) with N S/MIME messages
 (RSA-2048 sender signature over a multipart/mixed letter with a PDF-ish attachment, then
