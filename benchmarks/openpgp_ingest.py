@@ -174,9 +174,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     ap.add_argument("--no-baseline", action="store_true", help="skip the gpg-per-message baseline")
-    add_options(ap, "N = 150 only")
+    add_options(ap, "N = 100 only")
     args = ap.parse_args()
-    sizes = args.n or ([150] if args.quick else [1000, 3000])
+    sizes = args.n or ([100] if args.quick else [1000, 3000])
     with work_root("pst-pgpb-", keep=args.keep, volume=not args.no_volume) as work:
         rows = run_all(work, sizes, args.batch_size, args.workers, with_baseline=not args.no_baseline)
     print("targets: >= 80 msg/s end to end; peak RSS flat in N")

@@ -330,9 +330,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
-    add_options(ap, "N = 300 only")
+    add_options(ap, "N = 200 only")
     args = ap.parse_args()
-    sizes = args.n or ([300] if args.quick else [2000, 10000])
+    sizes = args.n or ([200] if args.quick else [2000, 10000])
     with work_root("pst-rcpt-", keep=args.keep, volume=not args.no_volume) as work:
         rows = run_all(work, sizes, args.batch_size, args.workers)
     print("targets: >= 300 receipts/s end to end, ratio to plain intake >= 0.75, peak RSS flat in N")

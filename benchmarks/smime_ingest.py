@@ -172,9 +172,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
-    add_options(ap, "N = 200 only")
+    add_options(ap, "N = 150 only")
     args = ap.parse_args()
-    sizes = args.n or ([200] if args.quick else [2000, 5000])
+    sizes = args.n or ([150] if args.quick else [2000, 5000])
     with work_root("pst-smime-bench-", keep=args.keep, volume=not args.no_volume) as work:
         rows = run_all(work, sizes, args.batch_size, args.workers)
     write_rows(args.json_out, rows)
