@@ -12,8 +12,8 @@ Postfix (relays to Dovecot by LMTP and sends real DSNs back) run for the whole s
 - composes and queues outgoing documents (``--outgoing`` per minute, S/MIME signed and
   encrypted, DSN requested), as ``poststelle send`` does; Postfix's DSNs come back into
   the authority's INBOX and must be taken in as receipts;
-- sends SIGKILL to the daemon at a random moment in every ``--kill-every`` seconds (±25 %)
-  and starts it again at once; analysis workers that outlive it are counted as orphans
+- sends SIGKILL to the daemon once in every ``--kill-every`` seconds (±25 %), at a random
+  moment shortly after an APPEND, and starts it again at once; analysis workers that outlive it are counted as orphans
   and ended, as systemd would end the rest of the unit;
 - samples the daemon's resident memory (VmRSS) and its process tree's PSS every few
   seconds.
@@ -371,6 +371,9 @@ def _run(opts: Options, rng: random.Random, config: Config, cfg: Path, server: D
             if due_out > 0:
                 _queue(config, keys, pdf, len(queued), due_out, queued)
             if now >= next_kill:
+                # Just after an APPEND, once IDLE has told the daemon (~0.5 s): the kill lands
+                # in the middle of taking a letter in far more often than at a random moment.
+                time.sleep(rng.uniform(0.3, 1.2))
                 daemon.kill9()
                 daemon.start()
                 next_kill = now + opts.kill_every * rng.uniform(0.75, 1.25)
