@@ -13,7 +13,8 @@ Postfix (relays to Dovecot by LMTP and sends real DSNs back) run for the whole s
   encrypted, DSN requested), as ``poststelle send`` does; Postfix's DSNs come back into
   the authority's INBOX and must be taken in as receipts;
 - sends SIGKILL to the daemon once in every ``--kill-every`` seconds (±25 %), at a random
-  moment shortly after an APPEND, and starts it again at once; analysis workers that outlive it are counted as orphans
+  moment while it works through a burst (``--burst`` letters and a third as many
+  documents, added just before), and starts it again at once; analysis workers that outlive it are counted as orphans
   and ended, as systemd would end the rest of the unit;
 - samples the daemon's resident memory (VmRSS) and its process tree's PSS every few
   seconds.
@@ -308,6 +309,7 @@ class Options:
     drain_timeout: float
     max_rss_slope: float
     seed: int
+    burst: int
 
 
 def soak(opts: Options, volume: bool) -> tuple[list[soak_checks.Check], dict[str, Any]]:
@@ -371,9 +373,15 @@ def _run(opts: Options, rng: random.Random, config: Config, cfg: Path, server: D
             if due_out > 0:
                 _queue(config, keys, pdf, len(queued), due_out, queued)
             if now >= next_kill:
-                # Just after an APPEND, once IDLE has told the daemon (~0.5 s): the kill lands
-                # in the middle of taking a letter in far more often than at a random moment.
-                time.sleep(rng.uniform(0.3, 1.2))
+                # A burst first (letters and documents), then the kill while the daemon works
+                # through it: at a random moment of a quiet minute it would mostly hit an idle
+                # daemon, and the crash windows (intent committed, entry filed, MOVE pending;
+                # relay's 250 before the sent commit) would go untried.
+                burst = [letters.make(len(appended) + k) for k in range(opts.burst)]
+                server.append(AUTHORITY_USER, "INBOX", [raw for _, raw in burst])
+                appended += [m for m, _ in burst]
+                _queue(config, keys, pdf, len(queued), max(1, opts.burst // 3), queued)
+                time.sleep(rng.uniform(0.5, 2.5))  # the kill's moment within the burst, not a synchronisation
                 daemon.kill9()
                 daemon.start()
                 next_kill = now + opts.kill_every * rng.uniform(0.75, 1.25)
@@ -481,6 +489,7 @@ def main() -> None:
     ap.add_argument("--sample-every", type=float, default=3.0, help="seconds between RSS samples (default 3)")
     ap.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for the final drain")
     ap.add_argument("--max-rss-slope", type=float, default=0.5, help="MB per minute the RSS may grow (default 0.5)")
+    ap.add_argument("--burst", type=int, default=20, help="letters appended just before each kill (default 20)")
     ap.add_argument("--seed", type=int, default=None, help="the kill schedule's random seed (default: the time)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     add_options(ap, "2 minutes, a kill every 40 s")
@@ -489,7 +498,7 @@ def main() -> None:
         args.minutes, args.kill_every, args.warmup = 2.0, 40.0, 15.0
     seed = args.seed if args.seed is not None else int(time.time())
     opts = Options(args.minutes, args.kill_every, args.incoming, args.outgoing, args.warmup, args.sample_every,
-                   args.drain_timeout, args.max_rss_slope, seed)
+                   args.drain_timeout, args.max_rss_slope, seed, args.burst)
     print(f"soak: {opts.minutes:g} min, kill every ~{opts.kill_every:g} s, {opts.incoming:g} letters and "
           f"{opts.outgoing:g} documents per minute, seed {seed}", flush=True)
     checks, figures = soak(opts, volume=not args.no_volume)
