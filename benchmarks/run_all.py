@@ -174,7 +174,7 @@ def _num(value: Any) -> str:
 
 
 def _met(r: Mapping[str, Any]) -> str:
-    status = r.get("status", "ok")
+    status = str(r.get("status", "ok"))
     if status != "ok":
         return status
     return "yes" if r.get("met") else "NO"
