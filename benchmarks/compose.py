@@ -1,6 +1,6 @@
 """Compose benchmark: N letters with a ~100 KB PDF, S/MIME signed and encrypted (RSA-2048).
 
-    .venv/bin/python benchmarks/compose.py [--quick] [-n 300]
+    .venv/bin/python benchmarks/compose.py [--quick] [-n 300] [--json-out FILE]
 
 Poststelle's path is ``gateway.outbound.protect.compose_document`` (build, sign with the
 authority's identity, encrypt to the recipient and to the authority), in process. The naive
@@ -23,7 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from contract import add_options, row, write_rows  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 
 from gateway.config import parse_config  # noqa: E402
@@ -38,7 +40,7 @@ PEM = Encoding.PEM
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=300)
-    parser.add_argument("--quick", action="store_true", help="N = 40")
+    add_options(parser, "N = 40")
     args = parser.parse_args()
     n = 40 if args.quick else args.n
     with tempfile.TemporaryDirectory(prefix="compose-bench-") as tmp_name:
@@ -90,6 +92,10 @@ def main() -> None:
     print(f"ratio: {naive / ours:.1f}x")
     # A child's peak counts the copy of this process it was forked from, before exec.
     print(f"peak RSS: this process {rss_self:.0f} MB; largest child {rss_child:.0f} MB (includes the fork before exec)")
+    write_rows(args.json_out, [row(
+        "compose", "documents/s", n / ours, n / naive, peak_rss_mb=rss_self,
+        target="faster than openssl cms (ratio > 1)", met=naive > ours,
+        notes=f"N={n}, ~{size // max(n, 1) // 1024} KB signed+encrypted; baseline: openssl cms sign+encrypt")])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Ingest benchmark: N realistic ~50 KB messages from a throwaway Dovecot into case folders.
 
-    .venv/bin/python benchmarks/ingest.py [--n 5000] [--n 20000] [--batch-size 50]
+    .venv/bin/python benchmarks/ingest.py [--n 5000] [--n 20000] [--batch-size 50] [--quick] [--json-out FILE]
 
 For each N: seeds the INBOX (Maildir drop), times ``poststelle run --once`` until the
 INBOX is empty (durable: fsync + ledger commits + MOVE) and reads the run's peak RSS.
@@ -25,12 +25,16 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import imapclient
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from contract import add_options, row, write_rows  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402
 from gateway.demo.dovecot import Dovecot  # noqa: E402
@@ -299,13 +303,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
+    add_options(ap, "N = 500 only")
     args = ap.parse_args()
+    sizes = args.n or ([500] if args.quick else [5000, 20000])
     with work_root("pst-bench-", keep=args.keep, volume=not args.no_volume) as work:
-        run_all(work, args.n or [5000, 20000], args.batch_size, args.workers)
+        rows = run_all(work, sizes, args.batch_size, args.workers)
     print("targets: >= 400 msg/s end to end; peak RSS <= 150 MB and flat in N")
+    write_rows(args.json_out, rows)
 
 
-def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
+def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> list[dict[str, Any]]:
+    """Run each size and print its line; the contract's rows (benchmarks/contract.py) for them."""
+    rows: list[dict[str, Any]] = []
     root = dirs.root
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(
@@ -336,6 +345,13 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
                 f"{gw_cores:>4.2f}/{all_cores:<4.2f} {server_cpu / n * 1000:>11.2f} {brate:>15.0f} {rate / brate:>6.2f}"
                 f"   (avg message {mb:.0f} KB)"
             )
+            rows.append(row(
+                "ingest-plain", "messages/s", rate, brate, peak_rss_mb=rss_kib / 1024,
+                target="rate >= 400; peak RSS <= 150 MB", met=rate >= 400 and rss_kib / 1024 <= 150,
+                notes=f"N={n}, ~{mb:.0f} KB; steady {steady:.0f}/s; +workers PSS {tree_kib / 1024:.0f} MB; "
+                      "baseline: IMAP fetch + fsync per message",
+            ))
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """OpenPGP ingest benchmark: N signed+encrypted ~100 KB messages through ``poststelle run --once``.
 
     .venv/bin/python benchmarks/openpgp_ingest.py [--n 1000] [--n 3000] [--batch-size 50] [--workers 0]
+                                                  [--quick] [--json-out FILE]
 
 Keys: the gateway (ed25519 + cv25519, secret key imported at start-up) and one pinned
 correspondent (ed25519). Every message is a PGP/MIME multipart/encrypted whose ciphertext
@@ -11,6 +12,11 @@ dropped into a throwaway Dovecot's Maildir.
 Printed per N: wall time of the run, messages/s, gpg processes per message (counted by
 the gateway's gpg wrapper, reported in its shutdown log line ``openpgp closed``), peak
 RSS (VmHWM of the gateway process) and how many messages were verified.
+
+The baseline, in the same run, on a second copy of the messages: a bare imapclient loop
+that FETCHes each message, runs ``gpg --decrypt`` on its armored part (one process per
+message, as a script would), requires gpg's GOODSIG and writes the plaintext to one file
+with fsync + rename (``ingest.baseline``).
 
 Target (issue 5, 2 cores): >= 80 messages/s; peak RSS flat in N.
 """
@@ -27,14 +33,17 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from contract import add_options, row, write_rows  # noqa: E402
 from ingest import WorkDirs, work_root  # noqa: E402
-from support.pgp_keys import Key, World, headers, pgp_encrypted  # noqa: E402
+from ingest import baseline as fetch_and_write  # noqa: E402
+from support.pgp_keys import GPG, Key, World, headers, pgp_encrypted  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402
 from gateway.demo.dovecot import Dovecot  # noqa: E402
@@ -139,6 +148,22 @@ def verified_count(root: Path) -> int:
     return n
 
 
+def baseline(server: Dovecot, user: str, out: Path, world: World) -> float:
+    """FETCH, ``gpg --decrypt`` of the armored part (GOODSIG required), one durable file per message."""
+    cmd = [GPG, "--homedir", str(world.home), "--batch", "--no-tty", "--trust-model", "always",
+           "--status-fd", "2", "--decrypt"]
+
+    def open_and_check(raw: bytes) -> bytes:
+        start = raw.index(b"-----BEGIN PGP MESSAGE-----")
+        end = raw.index(b"-----END PGP MESSAGE-----") + len(b"-----END PGP MESSAGE-----")
+        proc = subprocess.run(cmd, input=raw[start:end], capture_output=True, check=False)
+        if proc.returncode != 0 or b"[GNUPG:] GOODSIG" not in proc.stderr:
+            raise SystemExit(f"baseline: gpg --decrypt failed: {proc.stderr.decode(errors='replace')[-500:]}")
+        return proc.stdout
+
+    return fetch_and_write(server, user, out, open_and_check)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 1000 and 3000)")
@@ -148,13 +173,20 @@ def main() -> None:
                          "in the main process only, so gpg/msg is exact with --workers 0")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the gpg-per-message baseline")
+    add_options(ap, "N = 100 only")
     args = ap.parse_args()
+    sizes = args.n or ([100] if args.quick else [1000, 3000])
     with work_root("pst-pgpb-", keep=args.keep, volume=not args.no_volume) as work:
-        run_all(work, args.n or [1000, 3000], args.batch_size, args.workers)
+        rows = run_all(work, sizes, args.batch_size, args.workers, with_baseline=not args.no_baseline)
     print("targets: >= 80 msg/s end to end; peak RSS flat in N")
+    write_rows(args.json_out, rows)
 
 
-def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
+def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None, *,
+            with_baseline: bool = True) -> list[dict[str, Any]]:
+    """Run each size and print its line; the contract's rows (benchmarks/contract.py) for them."""
+    rows: list[dict[str, Any]] = []
     root = dirs.root
     world = World()
     us = world.gen("Rathaus", "rathaus@stadt.example")
@@ -164,30 +196,45 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
     secret.chmod(0o600)
     (root / "correspondents").mkdir()
     (root / "correspondents" / "buergeramt.asc").write_bytes(world.public(bob))
-    users = {f"u{i}": "pw" for i in range(len(sizes))}
-    print(f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'gpg/msg':>8} {'peak RSS MB':>12} {'verified':>9}")
+    users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
+    print(f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'gpg/msg':>8} {'peak RSS MB':>12} {'verified':>9} "
+          f"{'baseline msg/s':>15} {'ratio':>6}")
     try:
         with Dovecot(dirs.server / "dovecot", users) as server:
             for i, n in enumerate(sizes):
                 messages = corpus(world, us, bob, n)
                 kb = sum(len(m) for m in messages) / n / 1024
-                server.seed_maildir(f"u{i}", messages)
+                gw_user, base_user = f"u{2 * i}", f"u{2 * i + 1}"
+                server.seed_maildir(gw_user, messages)
+                if with_baseline:
+                    server.seed_maildir(base_user, messages)
                 del messages
                 os.sync()  # the run must not pay for writing back the seeded Maildir
                 work = root / f"run{i}"
                 work.mkdir()
                 cfg = work / "poststelle.toml"
-                cfg.write_text(config_text(work, server, f"u{i}", batch_size, secret, bob.fingerprint,
+                cfg.write_text(config_text(work, server, gw_user, batch_size, secret, bob.fingerprint,
                                            workers))
                 elapsed, rss_kib, spawns = run_gateway(cfg)
-                left = len(server.folder_uids(f"u{i}", "INBOX"))
+                left = len(server.folder_uids(gw_user, "INBOX"))
                 if left:
                     raise SystemExit(f"{left} messages left in the INBOX")
+                verified = verified_count(work)
+                brate = n / baseline(server, base_user, work / "baseline", world) if with_baseline else None
                 per = f"{spawns / n:.2f}" if spawns is not None else "?"
-                print(f"{n:>6} {elapsed:>10.1f} {n / elapsed:>8.0f} {per:>8} {rss_kib / 1024:>12.1f} "
-                      f"{verified_count(work):>9}   (avg message {kb:.0f} KB; gpg total {spawns})")
+                rate = n / elapsed
+                shown = f"{brate:>15.0f} {rate / brate:>6.2f}" if brate else f"{'-':>15} {'-':>6}"
+                print(f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {per:>8} {rss_kib / 1024:>12.1f} "
+                      f"{verified:>9} {shown}   (avg message {kb:.0f} KB; gpg total {spawns})", flush=True)
+                rows.append(row(
+                    "ingest-openpgp", "messages/s", rate, brate, peak_rss_mb=rss_kib / 1024,
+                    target="rate >= 80; all verified", met=rate >= 80 and verified == n,
+                    notes=f"N={n}, ~{kb:.0f} KB signed+encrypted; verified {verified}; gpg/msg {per}; "
+                          "baseline: fetch + gpg --decrypt per message",
+                ))
     finally:
         world.close()
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Outbound benchmark: N documents (~100 KB PDF, S/MIME signed and encrypted, RSA-2048) sent end to end.
 
-    .venv/bin/python benchmarks/outbound.py [--n 500] [--n 2000] [--no-dsn] [--no-volume]
+    .venv/bin/python benchmarks/outbound.py [--n 500] [--n 2000] [--no-dsn] [--no-volume] [--quick] [--json-out FILE]
 
 Poststelle's path, timed from the first compose to the last document in the recipient's
 Dovecot Maildir: a child process composes every letter with ``protect.compose_document``
@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from contract import add_options, row, write_rows  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from ingest import _status_kib, work_root  # noqa: E402
 
@@ -250,8 +251,10 @@ def main() -> None:
     ap.add_argument("--no-dsn", action="store_true", help="do not ask Postfix for delivery status notices")
     ap.add_argument("--no-baseline", action="store_true", help="skip the naive baseline")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
+    add_options(ap, "N = 100 only")
     args = ap.parse_args()
-    sizes = args.n or [500, 2000]
+    sizes = args.n or ([100] if args.quick else [500, 2000])
+    rows = []
     with work_root("pst-out-", volume=not args.no_volume) as dirs:
         pki = build_demo_pki(dirs.root / "pki")
         corr = dirs.root / "correspondents"
@@ -292,7 +295,16 @@ def main() -> None:
                       f"{ours.queue_kib / 1024:>12.1f} {ours.drain_kib / 1024:>12.1f} {base_s:>8.1f} "
                       f"{base_rate:>12.0f} {ratio:>6.1f} {ours.cpu / n * 1000:>10.1f}/{base_cpu / n * 1000:<11.1f}",
                       flush=True)
+                rows.append(row(
+                    "outbound", "documents/s", rate, base_rate, peak_rss_mb=max(ours.queue_kib, ours.drain_kib) / 1024,
+                    target="rate >= 150; ratio >= 5", met=rate >= 150 and ratio >= 5,
+                    notes=f"N={n}, DSN {'off' if args.no_dsn else 'requested'}; queue RSS "
+                          f"{ours.queue_kib / 1024:.0f} MB, daemon {ours.drain_kib / 1024:.0f} MB; CPU ms/doc "
+                          f"{ours.cpu / n * 1000:.1f} vs {base_cpu / n * 1000:.1f}; "
+                          "baseline: openssl cms sign+encrypt + smtplib per document",
+                ))
     print("targets: >= 150 documents/s end to end, >= 5x the naive baseline, peak RSS flat in N")
+    write_rows(args.json_out, rows)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,17 @@ Both validate the same test PKI (tests/smime_pki.py) and, when present, the Thun
 test certificates. Printed: per-validation time (median of N) and the verdict per case, so
 the choice in gateway/unwrap/pki.py can be re-checked on any machine:
 
-    .venv/bin/python benchmarks/pki_validators.py [N]
+    .venv/bin/python benchmarks/pki_validators.py [N] [--quick] [--json-out FILE]
+
+The contract row (benchmarks/contract.py) gives the gateway's validation of the good
+signer per second (a new Validator each time, no cache) against plain
+pyhanko-certvalidator's on the same path; "met"
+means the gateway accepted the good signer and rejected the revoked one.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -26,6 +32,9 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.policy_decl import PKIXValidationParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contract import add_options, row, self_peak_mb, write_rows
+
 from tests.support.smime_pki import NOW, build_pki
 
 DER = Encoding.DER
@@ -91,7 +100,12 @@ def timed(fn: Callable[[], str], n: int) -> tuple[str, float]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    ap = argparse.ArgumentParser()
+    ap.add_argument("n", type=int, nargs="?", default=200, help="validations per case (median of N)")
+    add_options(ap, "N = 20")
+    args = ap.parse_args()
+    n = 20 if args.quick else args.n
+    sender_hanko_ms = 0.0
     pki = build_pki()
     crls = [pki.crl.public_bytes(DER), pki.root_crl.public_bytes(DER)]
     inters = [pki.inter.cert]
@@ -104,6 +118,8 @@ def main() -> None:
         h_res, h_ms = timed(lambda leaf=leaf: hanko_validate(pki.root.cert, leaf, inters, crls),
                             max(n // 4, 5))
         print(f"{case:12} {c_res:46} {c_ms:6.3f}   {h_res:52} {h_ms:6.3f}")
+        if case == "sender":
+            sender_hanko_ms = h_ms
     from gateway.unwrap.smime.pki import Validator
 
     crl_objs = [pki.crl, pki.root_crl]
@@ -117,6 +133,14 @@ def main() -> None:
           f"cold {cold_ms:.3f} ms, cached {warm_ms:.3f} ms, result {cold_res}")
     revoked = Validator([pki.root.cert], crl_objs).validate(pki["revoked"].cert, inters, NOW)
     print(f"  revoked -> {revoked.reasons}")
+    good = not warm.validate(leaf, inters, NOW).reasons
+    write_rows(args.json_out, [row(
+        "pki-validators", "validations/s", 1000 / cold_ms if cold_ms else None,
+        1000 / sender_hanko_ms if sender_hanko_ms else None, peak_rss_mb=self_peak_mb(),
+        target="good signer valid, revoked rejected", met=good and bool(revoked.reasons),
+        notes=f"N={n}; rate: a new gateway Validator per validation ({cold_ms:.3f} ms; cached {warm_ms:.3f} ms); "
+              "baseline: pyhanko-certvalidator with CRLs",
+    )])
     interop = Path(__file__).resolve().parents[2] / "shared/interop/thunderbird"
     corpus = interop / "mailnews/test/data/smime"
     if corpus.is_dir():

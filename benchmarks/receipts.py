@@ -1,6 +1,7 @@
 """Receipts benchmark: N sent documents and their DSNs, recognised, matched and recorded by the intake.
 
     .venv/bin/python benchmarks/receipts.py [--n 2000] [--n 10000] [--batch-size 50] [--no-volume]
+                                            [--quick] [--json-out FILE]
 
 For each N: N documents are put into the outbox as the outbox and the drain record them
 (``queued`` with their first delivery step, then ``sent`` with the relay's ``submitted``
@@ -35,11 +36,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from contract import add_options, row, write_rows  # noqa: E402
 from ingest import GatewayRun, WorkDirs, config_text, run_gateway, work_root  # noqa: E402
 
 from gateway.clock import iso, utcnow  # noqa: E402
@@ -271,7 +274,9 @@ def one_run(work: Path, server: Dovecot, user: str, batch: int, workers: int | N
     return cfg, config
 
 
-def run_all(dirs: WorkDirs, sizes: list[int], batch: int, workers: int | None) -> None:
+def run_all(dirs: WorkDirs, sizes: list[int], batch: int, workers: int | None) -> list[dict[str, Any]]:
+    """Run each size and print its line; the contract's rows (benchmarks/contract.py) for them."""
+    rows: list[dict[str, Any]] = []
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
     print(
         f"{'N':>6} {'setup s':>8} {'receipts s':>10} {'rcpt/s':>7} {'steady':>7} {'peak RSS MB':>12} "
@@ -303,6 +308,13 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch: int, workers: int | None) -
                 f"{base.steady:>7.0f} {base.main_kib / 1024:>7.1f} {rate / brate:>6.2f}   (messages ~{size} B)",
                 flush=True,
             )
+            rows.append(row(
+                "receipts", "receipts/s", rate, brate, peak_rss_mb=ours.main_kib / 1024,
+                target="rate >= 300; ratio >= 0.75", met=rate >= 300 and rate >= 0.75 * brate,
+                notes=f"N={n}, DSNs ~{size} B; steady {ours.steady:.0f}/s; "
+                      "baseline: as many plain letters through the same run --once",
+            ))
+    return rows
 
 
 def _inbox_empty(server: Dovecot, user: str) -> None:
@@ -318,10 +330,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
+    add_options(ap, "N = 200 only")
     args = ap.parse_args()
+    sizes = args.n or ([200] if args.quick else [2000, 10000])
     with work_root("pst-rcpt-", keep=args.keep, volume=not args.no_volume) as work:
-        run_all(work, args.n or [2000, 10000], args.batch_size, args.workers)
+        rows = run_all(work, sizes, args.batch_size, args.workers)
     print("targets: >= 300 receipts/s end to end, ratio to plain intake >= 0.75, peak RSS flat in N")
+    write_rows(args.json_out, rows)
 
 
 if __name__ == "__main__":

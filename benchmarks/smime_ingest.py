@@ -1,6 +1,7 @@
 """S/MIME ingest benchmark: signed-then-encrypted ~100 KB messages through Dovecot into case folders.
 
     .venv/bin/python benchmarks/smime_ingest.py [--n 2000 --n 5000] [--batch-size 50] [--no-volume]
+                                                [--quick] [--json-out FILE]
 
 For each N: seeds the INBOX of one IMAP user (Maildir drop) with N S/MIME messages
 (RSA-2048 sender signature over a multipart/mixed letter with a PDF-ish attachment, then
@@ -36,12 +37,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # the test PKI and S/MIME builders
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from contract import add_options, row, write_rows  # noqa: E402
 from ingest import WorkDirs, config_text, run_gateway, work_root  # noqa: E402
 from ingest import baseline as fetch_and_write  # noqa: E402
 from support.smime_pki import (  # noqa: E402
@@ -169,12 +172,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="analysis worker processes (default: the gateway's)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
+    add_options(ap, "N = 150 only")
     args = ap.parse_args()
+    sizes = args.n or ([150] if args.quick else [2000, 5000])
     with work_root("pst-smime-bench-", keep=args.keep, volume=not args.no_volume) as work:
-        run_all(work, args.n or [2000, 5000], args.batch_size, args.workers)
+        rows = run_all(work, sizes, args.batch_size, args.workers)
+    write_rows(args.json_out, rows)
 
 
-def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> None:
+def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None) -> list[dict[str, Any]]:
+    """Run each size and print its line; the contract's rows (benchmarks/contract.py) for them."""
+    rows: list[dict[str, Any]] = []
     root = dirs.root
     from gateway.demo.dovecot import Dovecot
 
@@ -212,7 +220,14 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
                 f"{base:>11.1f} {brate:>15.0f} {rate / brate:>6.2f}   (avg message {avg_kb:.0f} KB)",
                 flush=True,
             )
+            rows.append(row(
+                "ingest-smime", "messages/s", rate, brate, peak_rss_mb=rss_kib / 1024,
+                target="rate >= 250; ratio >= 3", met=rate >= 250 and rate >= 3 * brate,
+                notes=f"N={n}, ~{avg_kb:.0f} KB signed+encrypted; steady {steady:.0f}/s; "
+                      f"+workers PSS {tree_kib / 1024:.0f} MB; baseline: fetch + openssl cms decrypt + verify",
+            ))
     print("targets: >= 250 msg/s end to end; >= 3x the baseline; peak RSS flat in N")
+    return rows
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -41,10 +41,17 @@ def connect(path: Path) -> sqlite3.Connection:
     """A writing connection; autocommit mode, transactions are explicit.
 
     The file is made here with the gateway's mode (SQLite would use 0644 under the umask);
-    its WAL and shared-memory files take the database file's mode.
+    its WAL and shared-memory files take the database file's mode. Only a missing file is
+    opened here: closing any descriptor of the database file drops every POSIX lock this
+    process holds on it, including the shared lock of its other open connections. Another
+    process closing its last connection would then take this process for gone, checkpoint
+    and delete the WAL under it, and every commit written afterwards would be lost.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, file_mode()))
+    if not path.exists():
+        # FileExistsError: another process made it just now; nothing of ours holds a lock on it yet.
+        with suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, file_mode()))
     # Shared by the threads of one store (the outbox's lanes): every use goes through the
     # store's lock, so SQLite's own same-thread check would only forbid what is safe.
     conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False)
