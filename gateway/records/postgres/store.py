@@ -1,0 +1,85 @@
+"""The PostgreSQL store: one database holds messages, mailbox status, the outbox and the trail.
+
+The same guarantees as the SQLite store, for several processes and nodes on one database:
+a unit of work is one transaction whose first statement locks the chain head, so writers
+serialise on it and the trail stays one chain; COMMIT returns only once the server has
+made it durable (``synchronous_commit``), and the gateway acts on the mail server only
+after that. A snapshot is one REPEATABLE READ transaction. A store's connection is shared
+by the threads of one store through its lock, like SQLite's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from gateway.records.postgres.connect import connect, describe, migrate, pg_errors, rollback, schema_version
+from gateway.records.postgres.reads import PostgresReader
+from gateway.records.postgres.writes import PostgresUnitOfWork, lock_head
+from gateway.records.store import AuditSettings, ReadSnapshot, StoreError, StoreOperations, UnitOfWork
+
+
+class PostgresStore(PostgresReader, StoreOperations):
+    """``Store`` on one PostgreSQL database; ``readonly`` opens it without ever writing (no migration)."""
+
+    def __init__(self, dsn: str, *, audit: AuditSettings | None = None, readonly: bool = False) -> None:
+        self.name = describe(dsn)
+        self.readonly = readonly
+        self.readonly_note: str | None = None
+        self.audit_settings = audit or AuditSettings()
+        # Re-entrant: a write begun inside a snapshot fails (one transaction per connection)
+        # instead of waiting for itself.
+        self._lock = threading.RLock()
+        self._in_snapshot = False
+        with pg_errors(f"cannot open the ledger {self.name}"):
+            conn = connect(dsn, readonly=readonly)
+            if not readonly:
+                try:
+                    migrate(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+        super().__init__(conn)
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock, pg_errors("reading the ledger"):
+            return schema_version(self._conn)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """BEGIN, lock the chain head, .. COMMIT; rolled back if the block raises."""
+        if self.readonly:
+            raise StoreError(f"{self.name} is opened read-only")
+        with self._lock:
+            if self._in_snapshot:
+                raise StoreError("a write inside a read snapshot of the same store: finish reading first")
+            with pg_errors("writing the ledger"):
+                self._conn.execute("BEGIN")
+                try:
+                    uow = PostgresUnitOfWork(self._conn, self.audit_settings, lock_head(self._conn))
+                    yield uow
+                except BaseException:
+                    rollback(self._conn)
+                    raise
+                self._conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[ReadSnapshot]:
+        """One REPEATABLE READ transaction: every read through the snapshot sees the same commit."""
+        with self._lock:
+            if self._in_snapshot:
+                raise StoreError("a snapshot inside a snapshot of the same store")
+            with pg_errors("reading the ledger"):
+                self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                self._conn.execute("SELECT 1")  # the snapshot is taken here, not at the first read
+            self._in_snapshot = True
+            try:
+                yield PostgresReader(self._conn)
+            finally:
+                self._in_snapshot = False
+                rollback(self._conn)  # read only: nothing to commit
+
+    def close(self) -> None:
+        self._conn.close()
