@@ -164,15 +164,14 @@ def status(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> No
 
     The counts are the ledger's (messages) and the outbox's (documents).
     """
-    from gateway.records.open import open_store
+    from gateway.records.open import open_store, store_exists
     from gateway.records.store import StoreError
-    from gateway.statedir import ledger_path
 
     cfg = get_config(config)
     statuses: list[dict[str, object]] = []
     counts: dict[str, int] = {}
     outgoing: dict[str, int] = {}
-    if ledger_path(cfg).exists():
+    if store_exists(cfg):
         store = open_store(cfg, readonly=True)
         statuses = [s.to_json() for s in store.statuses()]
         counts = store.counts_by_state()

@@ -27,11 +27,11 @@ from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
 from gateway.audit.jsonl import JsonlScan, compare_jsonl, scan_jsonl
 from gateway.config import Config
 from gateway.records.chain import AuditEntry, ChainBreak, ChainHead, canonical, entry_hash, verify_chain
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_exists, store_name
 from gateway.records.outbox import OutboxRecord
 from gateway.records.signing import key_id, load_public_key, verify_checkpoints
 from gateway.records.store import AuditReader, ReadSnapshot, Store, StoreError
-from gateway.statedir import audit_jsonl_path, audit_public_key_path, cases_dir, ledger_path, quarantine_dir
+from gateway.statedir import audit_jsonl_path, audit_public_key_path, cases_dir, quarantine_dir
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
 
@@ -154,9 +154,8 @@ def verify_state(
     between("disk-listed")
     scan = scan_jsonl(jsonl_file or audit_jsonl_path(config))
     between("jsonl-scanned")
-    db = ledger_path(config)
-    if not db.exists():
-        report.warnings.append(f"no ledger at {db}: nothing recorded yet")
+    if not store_exists(config):
+        report.warnings.append(f"no ledger at {store_name(config)}: nothing recorded yet")
         snap = DbSnapshot()
         compare_jsonl(scan, snap, report)  # lines without a ledger: the database was removed
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import TypeAlias
@@ -161,7 +161,5 @@ def rollback(conn: Conn) -> None:
     """Roll back what is open; a broken connection has nothing left to roll back."""
     if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         return
-    try:
+    with suppress(psycopg.Error):
         conn.execute("ROLLBACK")
-    except psycopg.Error:
-        pass

@@ -147,7 +147,7 @@ def lacking_copies(conn: Conn, *, sent_folder: bool) -> list[OutboxRecord]:
     """Finished documents sent to someone whose case-folder copy (or Sent-folder copy) is missing."""
     missing = "(sent_path IS NULL OR sent_folder IS NULL)" if sent_folder else "sent_path IS NULL"
     sql = (
-        f"{_SELECT} WHERE state IN ('sent', 'bounced') AND {missing} AND EXISTS "
+        f"{_SELECT} WHERE state IN ('sent', 'bounced') AND {missing} AND EXISTS "  # noqa: S608
         "(SELECT 1 FROM outbox_recipients r WHERE r.outbox_id = outbox.id AND r.state = 'sent') ORDER BY created_at, id"
     )
     return _records(conn, conn.execute(sql).fetchall())

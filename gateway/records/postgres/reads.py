@@ -38,7 +38,7 @@ _CASE_FILTER = (
 # ASCII letters match in either case, as in SQLite: the column's "C" collation folds only them.
 _CORRESPONDENT = "correspondent ILIKE %s ESCAPE '\\'"
 _CORRESPONDENT_FILTER = (
-    f"({_CORRESPONDENT} OR message IN (SELECT message FROM audit WHERE message IS NOT NULL AND {_CORRESPONDENT}))"
+    f"({_CORRESPONDENT} OR message IN (SELECT message FROM audit WHERE message IS NOT NULL AND {_CORRESPONDENT}))"  # noqa: S608
 )
 PAGE = 2000  # rows per page of a long read
 

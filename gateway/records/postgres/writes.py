@@ -36,7 +36,14 @@ _INSERT_ENTRY = (
     "details, prev_hash, hash, routed_case_folder) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _STATUS_FIELDS = (
-    "last_poll", "last_success", "last_error", "last_error_at", "backlog", "uidvalidity", "state", "state_since"
+    "last_poll",
+    "last_success",
+    "last_error",
+    "last_error_at",
+    "backlog",
+    "uidvalidity",
+    "state",
+    "state_since",
 )
 # A status written with state 'ok' (the mailbox works again) clears the error it had.
 _UPSERT_STATUS = """
