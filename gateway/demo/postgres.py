@@ -205,6 +205,15 @@ class Postgres:
         atexit.unregister(self.stop)
         self._run("pg_ctl", "-D", str(self.cluster), "-m", "fast", "-w", "-t", str(_START_TIMEOUT), "stop")
 
+    def crash(self) -> None:
+        """Stop the server the way a power cut would (``immediate``: no shutdown checkpoint);
+        ``start`` then recovers from the write-ahead log."""
+        if not self._started:
+            return
+        self._started = False
+        atexit.unregister(self.stop)
+        self._run("pg_ctl", "-D", str(self.cluster), "-m", "immediate", "-w", "-t", str(_START_TIMEOUT), "stop")
+
     # -- clients -----------------------------------------------------------------------------------
     def dsn(self, dbname: str = "postgres") -> str:
         """A DSN with the superuser's password, over TCP (as a gateway node reaches its database)."""
