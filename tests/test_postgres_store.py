@@ -158,8 +158,9 @@ def test_a_wrong_password_is_a_store_error_naming_the_database_not_the_password(
     assert "falsches-passwort" not in text and pg.server.password not in text
 
 
-def test_committed_entries_survive_the_server_stopping_without_warning() -> None:
-    """``pg_ctl stop -m immediate`` is a crash (no shutdown checkpoint): what was committed is there."""
+def test_committed_entries_survive_a_server_crash_and_the_store_resumes_after_it() -> None:
+    """``pg_ctl stop -m immediate`` is a crash (no shutdown checkpoint): what was committed is
+    there after recovery, the write cut off by the crash is not, and the same store goes on."""
     from gateway.demo.postgres import Postgres, postgres_unavailable
     from gateway.records.postgres.store import PostgresStore
 
@@ -178,13 +179,13 @@ def test_committed_entries_survive_the_server_stopping_without_warning() -> None
             server.crash()
             with pytest.raises(StoreError):
                 store.record_events([AuditEvent("fetched", message="after the crash")])
-            store.close()
             server.start()
-            again = PostgresStore(dsn)
-            trail = list(again.entries())
-            assert [e.message for e in trail] == [f"m{i}" for i in range(20)]
-            assert verify_chain(trail)[2] == [] and again.head() == head
-            again.close()
+            trail = list(store.entries())
+            assert [e.message for e in trail] == [f"m{i}" for i in range(20)], "the store reconnected by itself"
+            assert verify_chain(trail)[2] == [] and store.head() == head
+            store.record_events([AuditEvent("fetched", message="m20")])
+            assert verify_chain(store.entries())[:1] == (21,), "the chain goes on where the crash left it"
+            store.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

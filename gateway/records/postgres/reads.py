@@ -91,14 +91,18 @@ class PostgresReader:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
+    def _live(self) -> Conn:
+        """The connection to read on (the store replaces a broken one between transactions)."""
+        return self._conn
+
     # -- plumbing ----------------------------------------------------------------------------------
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[DictRow]:
         with pg_errors("reading the ledger"):
-            return self._conn.execute(sql, args).fetchall()
+            return self._live().execute(sql, args).fetchall()
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> DictRow | None:
         with pg_errors("reading the ledger"):
-            return self._conn.execute(sql, args).fetchone()
+            return self._live().execute(sql, args).fetchone()
 
     def _messages(self, where: str, args: Sequence[Any] = ()) -> list[MessageRecord]:
         return [message_from_row(r) for r in self._all(f"{_MESSAGE_SELECT} WHERE {where}", args)]
@@ -119,38 +123,38 @@ class PostgresReader:
     # -- the outbox --------------------------------------------------------------------------------
     def outbox_get(self, outbox_id: str) -> OutboxRecord | None:
         with pg_errors("reading the ledger"):
-            return outbox_sql.get(self._conn, outbox_id)
+            return outbox_sql.get(self._live(), outbox_id)
 
     def outbox_list(self, states: Sequence[OutboxState] = (), *, case_ref: str | None = None) -> list[OutboxRecord]:
         with pg_errors("reading the ledger"):
-            return outbox_sql.select(self._conn, states, case_ref)
+            return outbox_sql.select(self._live(), states, case_ref)
 
     def outbox_counts(self) -> dict[str, int]:
         with pg_errors("reading the ledger"):
-            return outbox_sql.counts(self._conn)
+            return outbox_sql.counts(self._live())
 
     def outbox_lacking_copies(self, *, sent_folder: bool = False) -> list[OutboxRecord]:
         with pg_errors("reading the ledger"):
-            return outbox_sql.lacking_copies(self._conn, sent_folder=sent_folder)
+            return outbox_sql.lacking_copies(self._live(), sent_folder=sent_folder)
 
     # -- delivery records --------------------------------------------------------------------------
     def deliveries_list(
         self, states: Sequence[DeliveryState] = (), *, case_ref: str | None = None
     ) -> list[DeliveryRecord]:
         with pg_errors("reading the ledger"):
-            return deliveries_sql.select(self._conn, case_ref, states)
+            return deliveries_sql.select(self._live(), case_ref, states)
 
     def delivery_get(self, document_id: str) -> list[DeliveryRecord]:
         with pg_errors("reading the ledger"):
-            return deliveries_sql.of_document(self._conn, document_id)
+            return deliveries_sql.of_document(self._live(), document_id)
 
     def outbox_by_envid(self, envid: str) -> OutboxRecord | None:
         with pg_errors("reading the ledger"):
-            return outbox_sql.by_key(self._conn, "envid", envid)
+            return outbox_sql.by_key(self._live(), "envid", envid)
 
     def outbox_by_message_id(self, message_id: str) -> OutboxRecord | None:
         with pg_errors("reading the ledger"):
-            return outbox_sql.by_key(self._conn, "message_id", message_id)
+            return outbox_sql.by_key(self._live(), "message_id", message_id)
 
     # -- messages ----------------------------------------------------------------------------------
     def get(self, msg_id: str) -> MessageRecord | None:
@@ -264,7 +268,7 @@ class PostgresReader:
 
     def head(self) -> ChainHead | None:
         with pg_errors("reading the ledger"):
-            if not has_table(self._conn, "audit_head"):
+            if not has_table(self._live(), "audit_head"):
                 return None
         row = self._one("SELECT seq, hash FROM audit_head WHERE id = 1")
         return ChainHead(row["seq"], row["hash"]) if row else None

@@ -6,6 +6,11 @@ serialise on it and the trail stays one chain; COMMIT returns only once the serv
 made it durable (``synchronous_commit``), and the gateway acts on the mail server only
 after that. A snapshot is one REPEATABLE READ transaction. A store's connection is shared
 by the threads of one store through its lock, like SQLite's.
+
+A connection the server dropped (a restart, a fail-over to the standby) is replaced at
+the start of the next transaction or read, never inside one: the unit of work that was
+cut off failed with a ``StoreError`` and nothing of it committed, so the caller's retry
+(the mailbox's next pass) starts clean on the new connection.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from gateway.records.postgres.connect import connect, describe, migrate, pg_errors, rollback, schema_version
+from gateway.records.postgres.connect import Conn, connect, describe, migrate, pg_errors, rollback, schema_version
 from gateway.records.postgres.reads import PostgresReader
 from gateway.records.postgres.writes import PostgresUnitOfWork, lock_head
 from gateway.records.store import AuditSettings, ReadSnapshot, StoreError, StoreOperations, UnitOfWork
@@ -25,6 +30,7 @@ class PostgresStore(PostgresReader, StoreOperations):
 
     def __init__(self, dsn: str, *, audit: AuditSettings | None = None, readonly: bool = False) -> None:
         self.name = describe(dsn)
+        self._dsn = dsn
         self.readonly = readonly
         self.readonly_note: str | None = None
         self.audit_settings = audit or AuditSettings()
@@ -42,10 +48,18 @@ class PostgresStore(PostgresReader, StoreOperations):
                     raise
         super().__init__(conn)
 
+    def _live(self) -> Conn:
+        """The connection, replaced first if the server dropped it (outside any transaction only)."""
+        if self._conn.broken and not self._in_snapshot:
+            with self._lock, pg_errors(f"cannot reach the ledger {self.name}"):
+                if self._conn.broken:
+                    self._conn = connect(self._dsn, readonly=self.readonly)
+        return self._conn
+
     @property
     def schema_version(self) -> int:
         with self._lock, pg_errors("reading the ledger"):
-            return schema_version(self._conn)
+            return schema_version(self._live())
 
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
@@ -55,15 +69,16 @@ class PostgresStore(PostgresReader, StoreOperations):
         with self._lock:
             if self._in_snapshot:
                 raise StoreError("a write inside a read snapshot of the same store: finish reading first")
+            conn = self._live()
             with pg_errors("writing the ledger"):
-                self._conn.execute("BEGIN")
+                conn.execute("BEGIN")
                 try:
-                    uow = PostgresUnitOfWork(self._conn, self.audit_settings, lock_head(self._conn))
+                    uow = PostgresUnitOfWork(conn, self.audit_settings, lock_head(conn))
                     yield uow
                 except BaseException:
-                    rollback(self._conn)
+                    rollback(conn)
                     raise
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
 
     @contextmanager
     def snapshot(self) -> Iterator[ReadSnapshot]:
@@ -71,15 +86,16 @@ class PostgresStore(PostgresReader, StoreOperations):
         with self._lock:
             if self._in_snapshot:
                 raise StoreError("a snapshot inside a snapshot of the same store")
+            conn = self._live()
             with pg_errors("reading the ledger"):
-                self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                self._conn.execute("SELECT 1")  # the snapshot is taken here, not at the first read
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                conn.execute("SELECT 1")  # the snapshot is taken here, not at the first read
             self._in_snapshot = True
             try:
-                yield PostgresReader(self._conn)
+                yield PostgresReader(conn)
             finally:
                 self._in_snapshot = False
-                rollback(self._conn)  # read only: nothing to commit
+                rollback(conn)  # read only: nothing to commit
 
     def close(self) -> None:
         self._conn.close()
