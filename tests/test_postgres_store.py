@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Env, mailbox_entry, write_config
+from conftest import POSTSTELLE, REPO, Env, mailbox_entry, write_config
 from support.audit import correspondence, entries, file_correspondence, records, verify
 from support.stores import PostgresBackend
 
@@ -188,6 +189,27 @@ def test_committed_entries_survive_a_server_crash_and_the_store_resumes_after_it
             store.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_status_and_audit_verify_before_the_first_run_see_an_empty_database_as_nothing_recorded(
+    pg_template: tuple[Any, str], tmp_path: Path
+) -> None:
+    server, _ = pg_template
+    empty = server.create_database(f"empty_{os.getpid()}")
+    path = config_with(tmp_path, 'backend = "postgresql"\ndsn_file = "{root}/dsn"', dsn=empty)
+    env = {**os.environ, "POSTSTELLE_CONFIG": str(path)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*POSTSTELLE, *args], capture_output=True, text=True, env=env, cwd=REPO, check=False)
+
+    status = cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["messages"] == {}
+    verified = cli("audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stderr
+    warnings = json.loads(verified.stdout)["warnings"]
+    assert any("nothing recorded yet" in w and "postgresql://postgres@127.0.0.1" in w for w in warnings)
+    assert server.password not in status.stdout + status.stderr + verified.stdout + verified.stderr
 
 
 # -- end to end -----------------------------------------------------------------------------------

@@ -52,11 +52,15 @@ def _backend(config: Config, settings: AuditSettings | None, *, readonly: bool) 
 
 
 def store_exists(config: Config) -> bool:
-    """Whether anything can have been recorded yet: the SQLite file exists, or PostgreSQL is
-    configured (its database is the provider's; the first writer makes the schema, and a
-    reader of one without it gets a ``StoreError`` naming the database)."""
+    """Whether anything can have been recorded yet: the SQLite file exists, or the PostgreSQL
+    database has the store's schema (the database itself is the provider's and exists
+    before the first start; the first writer makes the tables)."""
     if config.storage.backend == "postgresql":
-        return True
+        store = _backend(config, None, readonly=True)
+        try:
+            return store.schema_version > 0
+        finally:
+            store.close()
     return ledger_path(config).exists()
 
 
