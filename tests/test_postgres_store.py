@@ -212,6 +212,19 @@ def test_status_and_audit_verify_before_the_first_run_see_an_empty_database_as_n
     assert server.password not in status.stdout + status.stderr + verified.stdout + verified.stderr
 
 
+def test_check_reports_whether_the_database_answers_without_showing_the_password(
+    pg: PostgresBackend, tmp_path: Path
+) -> None:
+    from gateway.records.open import database_check
+
+    good = load_config(config_with(tmp_path, 'backend = "postgresql"\ndsn_file = "{root}/dsn"', dsn=pg.dsn))
+    assert database_check(good) == (True, "reachable, schema version 1")
+    wrong = pg.dsn.replace(pg.server.password, "falsches-passwort")
+    bad = load_config(config_with(tmp_path, 'backend = "postgresql"\ndsn_file = "{root}/dsn"', dsn=wrong))
+    ok, detail = database_check(bad)
+    assert not ok and "password authentication failed" in detail and "falsches-passwort" not in detail
+
+
 # -- end to end -----------------------------------------------------------------------------------
 @pytest.fixture
 def pg_env(dovecot: Any, pg: PostgresBackend, tmp_path: Path, new_user: Any) -> Env:

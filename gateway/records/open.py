@@ -13,7 +13,7 @@ from gateway.records.actors import DAEMON
 from gateway.records.export import JsonlExport
 from gateway.records.signing import Signer, load_or_create_key, public_key_pem
 from gateway.records.sqlite.store import SQLiteStore
-from gateway.records.store import AuditSettings, Store
+from gateway.records.store import AuditSettings, Store, StoreError
 from gateway.statedir import audit_jsonl_path, audit_key_path, audit_public_key_path, ledger_path, prepare_state
 
 
@@ -72,3 +72,21 @@ def store_name(config: Config) -> str:
         assert config.storage.dsn is not None
         return describe(config.storage.dsn.reveal())
     return str(ledger_path(config))
+
+
+def database_check(config: Config) -> tuple[bool, str]:
+    """For ``poststelle check``: whether the configured PostgreSQL database answers, and its
+    schema version; the detail names the problem, never the password."""
+    try:
+        store = _backend(config, None, readonly=True)
+    except StoreError as exc:
+        return False, str(exc)
+    try:
+        version = store.schema_version
+    except StoreError as exc:
+        return False, str(exc)
+    finally:
+        store.close()
+    if version == 0:
+        return True, "reachable, no tables yet (the first start creates them)"
+    return True, f"reachable, schema version {version}"
