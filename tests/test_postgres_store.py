@@ -148,6 +148,24 @@ def test_writers_on_many_connections_at_once_extend_one_chain(pg: PostgresBacken
         assert mine == [(b, k) for b in range(batches) for k in range(2)], "each writer's batches whole and in order"
 
 
+def test_a_database_set_to_commit_asynchronously_is_overruled_for_the_gateways_sessions(pg: PostgresBackend) -> None:
+    from gateway.records.postgres.connect import connect
+
+    pg.server.admin(f'ALTER DATABASE "{pg.database}" SET synchronous_commit = off')
+    conn = connect(pg.dsn)
+    try:
+        settings = {
+            r["name"]: r["setting"]
+            for r in conn.execute(
+                "SELECT name, setting FROM pg_settings "
+                "WHERE name IN ('synchronous_commit', 'fsync', 'full_page_writes')"
+            ).fetchall()
+        }
+    finally:
+        conn.close()
+    assert settings == {"synchronous_commit": "on", "fsync": "on", "full_page_writes": "on"}
+
+
 def test_a_wrong_password_is_a_store_error_naming_the_database_not_the_password(pg: PostgresBackend) -> None:
     from gateway.records.postgres.store import PostgresStore
 

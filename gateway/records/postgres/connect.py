@@ -82,7 +82,11 @@ def connect(dsn: str, *, readonly: bool = False) -> Conn:
     )
     try:
         conn.execute("SET lock_timeout = '" + LOCK_TIMEOUT + "'")
-        conn.execute("SET synchronous_commit = on")  # a commit returns only when it is durable
+        # A commit must return only once it is durable. A server set to "off" is raised to
+        # "on"; a stronger setting (a synchronous standby, remote_apply) is the provider's and kept.
+        row = conn.execute("SELECT current_setting('synchronous_commit') AS s").fetchone()
+        if row is not None and row["s"] == "off":
+            conn.execute("SET synchronous_commit = on")
         if readonly:
             conn.execute("SET default_transaction_read_only = on")
     except BaseException:
