@@ -151,7 +151,11 @@ def test_writers_on_many_connections_at_once_extend_one_chain(pg: PostgresBacken
 def test_a_database_set_to_commit_asynchronously_is_overruled_for_the_gateways_sessions(pg: PostgresBackend) -> None:
     from gateway.records.postgres.connect import connect
 
-    pg.server.admin(f'ALTER DATABASE "{pg.database}" SET synchronous_commit = off')
+    admin = connect(pg.dsn)
+    try:
+        admin.execute(f'ALTER DATABASE "{pg.database}" SET synchronous_commit = off'.encode())
+    finally:
+        admin.close()
     conn = connect(pg.dsn)
     try:
         settings = {

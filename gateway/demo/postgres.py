@@ -223,19 +223,9 @@ class Postgres:
         """The same over the unix socket in ``socket_dir``."""
         return f"host={self.socket_dir} port={self.port} user={SUPERUSER} password={self.password} dbname={dbname}"
 
-    def admin(self, *statements: str) -> None:
-        """Run statements as the superuser outside a transaction (CREATE/DROP DATABASE)."""
-        import psycopg
-
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            for stmt in statements:
-                conn.execute(stmt.encode("utf-8"))
-
     def create_database(self, name: str, *, template: str | None = None) -> str:
         """A new database (a copy of ``template`` when given); returns its DSN."""
-        clause = f' TEMPLATE "{template}"' if template else ""
-        self.admin(f'CREATE DATABASE "{name}"{clause}')
-        return self.dsn(name)
+        from gateway.records.postgres.connect import create_database
 
-    def drop_database(self, name: str) -> None:
-        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        create_database(self.dsn(), name, template=template)
+        return self.dsn(name)

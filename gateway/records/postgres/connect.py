@@ -167,3 +167,18 @@ def rollback(conn: Conn) -> None:
         return
     with suppress(psycopg.Error):
         conn.execute("ROLLBACK")
+
+
+def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> None:
+    """``CREATE DATABASE name`` (a copy of ``template`` when given), as the user of ``admin_dsn``.
+
+    For the throwaway servers of tests and benchmarks; a provider creates the gateway's
+    database itself (docs/hosting.md).
+    """
+    from psycopg import sql
+
+    stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
+        conn.execute(stmt)
