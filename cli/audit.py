@@ -31,10 +31,10 @@ from gateway.config import Config
 from gateway.filemodes import file_mode
 from gateway.receipts.deliveries import ServiceRule, service_rule
 from gateway.records.chain import ChainBreak
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_exists
 from gateway.records.signing import key_id, load_public_key, public_key_pem
 from gateway.records.store import Store, StoreError
-from gateway.statedir import audit_key_path, audit_public_key_path, ledger_path
+from gateway.statedir import audit_key_path, audit_public_key_path
 
 app = typer.Typer(help="The audit trail: log, verify, export, public key.", no_args_is_help=True)
 
@@ -78,7 +78,7 @@ def _query(
 
 
 def _open(cfg: Config) -> Store | None:
-    if not ledger_path(cfg).exists():
+    if not store_exists(cfg):
         return None
     try:
         store = open_store(cfg, readonly=True)

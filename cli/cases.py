@@ -22,9 +22,8 @@ from cli.common import (
     signature_words,
 )
 from gateway.filing.refile import refile
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_exists
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name
-from gateway.statedir import ledger_path
 
 app = typer.Typer(help="Case folders and the messages filed in them.", no_args_is_help=True)
 
@@ -33,7 +32,7 @@ app = typer.Typer(help="Case folders and the messages filed in them.", no_args_i
 def list_cases(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """List case folders with their message counts."""
     cfg = get_config(config)
-    if not ledger_path(cfg).exists():
+    if not store_exists(cfg):
         rows: list[dict[str, object]] = []
     else:
         store = open_store(cfg, readonly=True)

@@ -13,9 +13,8 @@ from gateway.clock import utcnow
 from gateway.config import Config
 from gateway.receipts.deliveries import RECORD_STATES, ServiceRule, is_overdue, service_of, service_rule
 from gateway.records.deliveries import DeliveryRecord
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_exists
 from gateway.routing.casenames import InvalidCaseReference, case_folder_name, case_reference_from_folder
-from gateway.statedir import ledger_path
 
 app = typer.Typer(help="Delivery records: list, show.", no_args_is_help=True)
 
@@ -53,7 +52,7 @@ def _case_refs(cfg: Config, case: str) -> list[str]:
 
 
 def _records(cfg: Config, case: str | None, state: str | None) -> list[DeliveryRecord]:
-    if not ledger_path(cfg).exists():
+    if not store_exists(cfg):
         return []
     states = [s for s in RECORD_STATES if s == state]
     store = open_store(cfg, readonly=True)
@@ -107,7 +106,7 @@ def show_cmd(document_id: str, config: Path | None = ConfigOption, as_json: bool
     """One document: per recipient the state, the timeline with its evidence files, served date, overdue."""
     cfg = get_config(config)
     records: list[DeliveryRecord] = []
-    if ledger_path(cfg).exists():
+    if store_exists(cfg):
         store = open_store(cfg, readonly=True)
         try:
             records = store.delivery_get(document_id)

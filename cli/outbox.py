@@ -23,10 +23,10 @@ from cli.common import (
 from gateway.outbound import outbox
 from gateway.outbound.doorbell import ring
 from gateway.records.actors import Actor
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_exists
 from gateway.records.outbox import OUTBOX_STATES, OutboxRecord
 from gateway.records.store import Store
-from gateway.statedir import ledger_path, outbox_doorbell
+from gateway.statedir import outbox_doorbell
 
 app = typer.Typer(help="The outbox: list, show, hold, release, retry, cancel.", no_args_is_help=True)
 
@@ -56,7 +56,7 @@ def list_cmd(
     if unknown:
         fail(f"unknown state {unknown[0]!r}; use {', '.join(OUTBOX_STATES)}")
     records: list[OutboxRecord] = []
-    if ledger_path(cfg).exists():
+    if store_exists(cfg):
         store = open_store(cfg, readonly=True)
         try:
             records = store.outbox_list([s for s in OUTBOX_STATES if s in state])
@@ -75,7 +75,7 @@ def list_cmd(
 def show_cmd(outbox_id: str, config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """One document: envelope, per-recipient answers and queue ids, where its sent copy is filed."""
     cfg = get_config(config)
-    if not ledger_path(cfg).exists():
+    if not store_exists(cfg):
         fail(f"no outbox document with id {outbox_id!r}")
     store = open_store(cfg, readonly=True)
     try:

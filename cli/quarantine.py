@@ -22,8 +22,7 @@ from cli.common import (
     signature_words,
 )
 from gateway.filing.quarantine import ReleaseError, get_entry, list_entries, release
-from gateway.records.open import open_store
-from gateway.statedir import ledger_path
+from gateway.records.open import open_store, store_exists
 from gateway.ui.reasons import reason_words
 
 app = typer.Typer(help="Quarantined messages: list, show, release.", no_args_is_help=True)
@@ -33,7 +32,7 @@ app = typer.Typer(help="Quarantined messages: list, show, release.", no_args_is_
 def list_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """List quarantined messages with their reasons."""
     cfg = get_config(config)
-    if not ledger_path(cfg).exists():
+    if not store_exists(cfg):
         entries = []
     else:
         store = open_store(cfg, readonly=True)

@@ -209,6 +209,38 @@ def env(dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str]) -> Env:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL (gateway/demo/postgres.py) for the whole run, fsync on.
+
+    Skipped, saying why, where PostgreSQL or psycopg is not installed (scripts/setup
+    installs both); the SQLite half of every backend test still runs there.
+    """
+    from gateway.demo.postgres import Postgres, postgres_unavailable
+
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="pst-pg-"))
+    os.chmod(root, 0o755)  # noqa: S103 - the server (user postgres when we are root) must reach its dirs
+    try:
+        with Postgres(root) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres: Any) -> tuple[Any, str]:
+    """The session's server and a template database with the store's schema: a test's fresh
+    database is a copy of it (``CREATE DATABASE … TEMPLATE``), far cheaper than migrating."""
+    from gateway.records.postgres.store import PostgresStore
+
+    name = "poststelle_template"
+    PostgresStore(postgres.create_database(name)).close()
+    return postgres, name
+
+
+@pytest.fixture(scope="session")
 def postfix(dovecot: Dovecot) -> Iterator[Any]:
     """A throwaway Postfix relaying ``mailbox.test`` into the session's Dovecot by LMTP.
 

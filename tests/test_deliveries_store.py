@@ -26,7 +26,7 @@ CASE = "63-BV-2026-0412"
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b = BACKENDS[request.param](tmp_path)
+    b = BACKENDS[request.param](request, tmp_path)
     yield b
     b.close_all()
 

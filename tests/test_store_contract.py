@@ -36,7 +36,7 @@ from gateway.records.store import ChangedMeanwhile, DuplicateKey, EntryFilter, S
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b = BACKENDS[request.param](tmp_path)
+    b = BACKENDS[request.param](request, tmp_path)
     yield b
     b.close_all()
 

@@ -26,11 +26,11 @@ from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
 from gateway.audit.jsonl import JsonlScan, compare_jsonl, scan_jsonl
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead, ChainRow, entry_hash, row_entry
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_exists, store_name
 from gateway.records.outbox import OutboxRecord
 from gateway.records.signing import key_id, load_public_key, verify_checkpoints
 from gateway.records.store import AuditReader, ReadSnapshot, Store, StoreError
-from gateway.statedir import audit_jsonl_path, audit_public_key_path, cases_dir, ledger_path, quarantine_dir
+from gateway.statedir import audit_jsonl_path, audit_public_key_path, cases_dir, quarantine_dir
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
 
@@ -195,9 +195,8 @@ def verify_state(
 
 
 def _read_db(config: Config, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport) -> DbSnapshot:
-    db = ledger_path(config)
-    if not db.exists():
-        report.warnings.append(f"no ledger at {db}: nothing recorded yet")
+    if not store_exists(config):
+        report.warnings.append(f"no ledger at {store_name(config)}: nothing recorded yet")
         snap = DbSnapshot()
         compare_jsonl(scan, snap, report)  # lines without a ledger: the database was removed
     else:

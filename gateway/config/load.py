@@ -46,6 +46,7 @@ from gateway.config.model import (
     SmimeIdentityConfig,
     SmtpConfig,
     StorageConfig,
+    StoreBackend,
     SubmissionConfig,
     UiConfig,
     default_analysis_workers,
@@ -255,6 +256,45 @@ def _read_secret_file(r: _Reader, name: str) -> Secret | None:
     if not secret:
         raise r.fail(name, f"{p} is empty")
     return Secret(secret)
+
+
+def _store_backend(r: _Reader) -> tuple[StoreBackend, Secret | None, Path | None]:
+    """``backend`` and, for PostgreSQL, the DSN from ``dsn_file``.
+
+    The DSN holds the database password, so its file must be readable by no one but the
+    gateway's user and group (0600 or 0640): a world-readable one is refused, not warned
+    about, because by then the password is out. It is checked here, at start-up, and its
+    syntax too, so a typo is a config error and not a failure of the first batch.
+    """
+    chosen = r.choice("backend", ("sqlite", "postgresql"), "sqlite")
+    backend: StoreBackend = "postgresql" if chosen == "postgresql" else "sqlite"
+    path = r.path("dsn_file")
+    if backend == "sqlite":
+        if path is not None:
+            raise r.fail("dsn_file", 'is only read with backend = "postgresql"')
+        return backend, None, None
+    if path is None:
+        raise r.fail("dsn_file", 'is required with backend = "postgresql" (a file holding the connection string)')
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise r.fail("dsn_file", f"file not found: {path}") from None
+    except OSError as exc:
+        raise r.fail("dsn_file", f"cannot read {path}: {exc.strerror}") from None
+    if mode & 0o007 or mode & 0o020:
+        raise r.fail("dsn_file", f"{path} has mode {mode & 0o777:04o}: it holds a password, use 0600 or 0640")
+    dsn = text.strip()
+    if not dsn:
+        raise r.fail("dsn_file", f"{path} is empty")
+    try:
+        from gateway.records.postgres.connect import dsn_problem
+    except ImportError:
+        raise r.fail("backend", "postgresql needs psycopg, not installed here (scripts/setup installs it)") from None
+    problem = dsn_problem(dsn)
+    if problem is not None:
+        raise r.fail("dsn_file", f"{path}: {problem}")
+    return backend, Secret(dsn), path
 
 
 def _mailbox(r: _Reader, warnings: list[str]) -> MailboxConfig:
@@ -694,8 +734,17 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     reason = modes_problem(file_mode, dir_mode)
     if reason is not None:
         raise sr.fail("file_mode", reason)
+    backend, dsn, dsn_file = _store_backend(sr)
     sr.finish()
-    storage = StorageConfig(state_dir=state_dir, cases_dir=cases_dir, file_mode=file_mode, dir_mode=dir_mode)
+    storage = StorageConfig(
+        state_dir=state_dir,
+        cases_dir=cases_dir,
+        file_mode=file_mode,
+        dir_mode=dir_mode,
+        backend=backend,
+        dsn=dsn,
+        dsn_file=dsn_file,
+    )
 
     lr = top.sub("limits", top.table_("limits"))
     limits = LimitsConfig(

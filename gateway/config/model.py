@@ -11,6 +11,7 @@ from typing import Literal
 
 DEFAULT_CONFIG_PATH = Path("/etc/poststelle/poststelle.toml")
 Security = Literal["tls", "starttls", "plain"]
+StoreBackend = Literal["sqlite", "postgresql"]
 
 
 class Secret:
@@ -38,6 +39,12 @@ class StorageConfig:
     #: on ``cases_dir`` gives the clerks read access (docs/case-folders.md, "Who may read").
     file_mode: int = 0o640
     dir_mode: int = 0o750
+    #: Where messages, the outbox and the trail are kept: ``sqlite`` (one file under
+    #: ``state_dir``, the embedded default) or ``postgresql`` (the database ``dsn`` names).
+    backend: StoreBackend = "sqlite"
+    #: The PostgreSQL connection string, password included, read from ``dsn_file``.
+    dsn: Secret | None = None
+    dsn_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,14 @@ import threading
 
 from gateway.config import Config
 from gateway.receipts.match import OutboxLookup
-from gateway.records.open import open_store
-from gateway.statedir import ledger_path
+from gateway.records.open import open_store, store_name
 
 _local = threading.local()
 
 
 def outbox_lookup(config: Config) -> OutboxLookup:
     """This thread's read-only view of the outbox of ``config``'s ledger."""
-    key = str(ledger_path(config))
+    key = store_name(config)
     opened: dict[str, OutboxLookup] = getattr(_local, "stores", None) or {}
     _local.stores = opened
     if key not in opened:

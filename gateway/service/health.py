@@ -15,6 +15,7 @@ from gateway.clock import utcnow
 from gateway.config import Config
 from gateway.errors import ConfigError, LoginRejected, TransientError
 from gateway.inbound.imap import MailboxSession
+from gateway.records.open import database_check, store_name
 from gateway.statedir import cases_dir
 from gateway.unwrap import UnwrapContext
 
@@ -47,6 +48,9 @@ def run_checks(config: Config) -> list[CheckResult]:
     for d in (config.storage.state_dir, cases_dir(config)):
         ok, detail = writable(d)
         results.append(CheckResult("storage", str(d), ok, detail))
+    if config.storage.backend == "postgresql":
+        ok, detail = database_check(config)
+        results.append(CheckResult("storage", store_name(config), ok, detail))
     results += submission_checks(config)
     for mb in config.mailboxes:
         session = MailboxSession(mb)
