@@ -45,9 +45,8 @@ def status_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -
 
     The counts are the ledger's (messages) and the outbox's (documents).
     """
-    from gateway.records.open import open_store
+    from gateway.records.open import open_store, store_exists
     from gateway.records.store import StoreError
-    from gateway.statedir import ledger_path
 
     cfg = get_config(config)
     daemon = daemon_state(cfg)
@@ -55,7 +54,7 @@ def status_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -
     statuses: list[dict[str, object]] = []
     counts: dict[str, int] = {}
     outgoing: dict[str, int] = {}
-    if ledger_path(cfg).exists():
+    if store_exists(cfg):
         store = open_store(cfg, readonly=True)
         statuses = [s.to_json() for s in store.statuses()]
         counts = store.counts_by_state()

@@ -240,7 +240,7 @@ def test_check_reports_whether_the_database_answers_without_showing_the_password
     from gateway.records.open import database_check
 
     good = load_config(config_with(tmp_path, 'backend = "postgresql"\ndsn_file = "{root}/dsn"', dsn=pg.dsn))
-    assert database_check(good) == (True, "reachable, schema version 1")
+    assert database_check(good) == (True, "reachable, schema version 2")
     wrong = pg.dsn.replace(pg.server.password, "falsches-passwort")
     bad = load_config(config_with(tmp_path, 'backend = "postgresql"\ndsn_file = "{root}/dsn"', dsn=wrong))
     ok, detail = database_check(bad)

@@ -34,10 +34,10 @@ from gateway.audit.verify import check_head, public_key_for, read_chain
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
 from gateway.records.messages import MessagePlace
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_exists, store_name
 from gateway.records.signing import verify_checkpoints
 from gateway.records.store import ReadSnapshot
-from gateway.statedir import audit_public_key_path, cases_dir, ledger_path, quarantine_dir
+from gateway.statedir import audit_public_key_path, cases_dir, quarantine_dir
 
 HEAD_HASH = re.compile(r"[0-9a-f]{64}")
 
@@ -53,9 +53,8 @@ def verify_since(config: Config, head_hash: str, *, public_key_file: Path | None
     started = time.monotonic()
     report = VerifyReport(since_hash=head_hash)
     public_key = public_key_for(public_key_file or audit_public_key_path(config), report)
-    db = ledger_path(config)
-    if not db.exists():
-        report.breaks.append(_unknown(head_hash, f"there is no ledger at {db}"))
+    if not store_exists(config):
+        report.breaks.append(_unknown(head_hash, f"there is no ledger at {store_name(config)}"))
         return report
     store = open_store(config, readonly=True)
     try:

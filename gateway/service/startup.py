@@ -61,14 +61,13 @@ def check_ledger_complete(config: Config) -> None:
     the administrator's restore.
     """
     from gateway.records.export import last_jsonl_seq
-    from gateway.records.open import open_store
+    from gateway.records.open import open_store, store_exists, store_name
 
     copy = audit_jsonl_path(config)
     shipped = last_jsonl_seq(copy)
     if shipped == 0:
         return
-    ledger = ledger_path(config)
-    if not ledger.exists():
+    if not store_exists(config):
         head = 0
     else:
         store = open_store(config, readonly=True)
@@ -78,11 +77,15 @@ def check_ledger_complete(config: Config) -> None:
             store.close()
         head = found.seq if found is not None else 0
     if head < shipped:
+        if config.storage.backend == "postgresql":
+            cause = "the database was restored from an older backup, or is not the one the copy came from?"
+        else:
+            cause = f"a truncated or missing write-ahead log {ledger_path(config).name}-wal?"
         raise StartupError(
-            f"the ledger {ledger} ends at audit entry {head} but its shipped copy {copy} goes on to {shipped}: "
-            "the ledger has lost its newest transactions (a truncated or missing write-ahead log "
-            f"{ledger.name}-wal?); nothing was written. Restore the state directory from the newest backup "
-            "and run `poststelle audit verify`; to accept the loss, move the copy aside"
+            f"the ledger {store_name(config)} ends at audit entry {head} but its shipped copy {copy} goes on to "
+            f"{shipped}: the ledger has lost its newest transactions ({cause}); nothing was written. Restore the "
+            "state directory from the newest backup and run `poststelle audit verify`; to accept the loss, move "
+            "the copy aside"
         )
 
 

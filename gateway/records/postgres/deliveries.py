@@ -138,3 +138,8 @@ def save(conn: Conn, rec: DeliveryRecord, new_entries: int) -> None:
     if rows:
         with conn.cursor() as cur:
             cur.executemany(_INSERT_ENTRY, rows)
+
+
+def counts(conn: Conn) -> dict[str, int]:
+    rows = conn.execute("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state").fetchall()
+    return {r["state"]: int(r["n"]) for r in rows}

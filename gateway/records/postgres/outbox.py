@@ -42,6 +42,9 @@ _COLUMNS = (
     "sent_manifest_sha256",
     "sent_folder",
     "claimed_by",
+    "bcc",
+    "bcc_copy_of",
+    "key_refusals",
 )
 _MUTABLE = (
     "state",
@@ -69,6 +72,8 @@ def _value(rec: OutboxRecord, col: str) -> Any:
     v = getattr(rec, col)
     if col == "key_sources":
         return json.dumps([list(k) for k in v])
+    if col in ("bcc", "key_refusals"):
+        return json.dumps(list(v))
     if col in ("encrypted", "resent"):
         return bool(v)
     return v
@@ -124,6 +129,8 @@ def _records(conn: Conn, rows: Sequence[DictRow]) -> list[OutboxRecord]:
     for row in rows:
         d = dict(row)
         d["key_sources"] = [tuple(k) for k in json.loads(d["key_sources"] or "[]")]
+        d["bcc"] = list(json.loads(d["bcc"] or "[]"))
+        d["key_refusals"] = list(json.loads(d["key_refusals"] or "[]"))
         d["recipients"] = recipients[d["id"]]
         out.append(OutboxRecord(**d))
     return out
@@ -169,3 +176,9 @@ def select(conn: Conn, states: Sequence[OutboxState] = (), case_ref: str | None 
         args.append(case_ref)
     sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY created_at, id"
     return _records(conn, conn.execute(sql, args).fetchall())
+
+
+def oldest_waiting(conn: Conn) -> str | None:
+    """When the longest-waiting document (queued or deferred) was created; None when none waits."""
+    row = conn.execute("SELECT MIN(created_at) AS t FROM outbox WHERE state IN ('queued', 'deferred')").fetchone()
+    return str(row["t"]) if row is not None and row["t"] is not None else None
