@@ -8,6 +8,7 @@ section at the end covers the upgrade of a database made before delivery records
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,28 @@ def test_the_matcher_finds_documents_by_envid_and_message_id(store: Store) -> No
     by_mid = store.outbox_by_message_id("d1@rathaus.test")
     assert by_mid is not None and by_mid.id == "d1"
     assert store.outbox_by_envid("d1") is None and store.outbox_by_message_id("<d1@rathaus.test>") is None
+
+
+def test_counts_the_oldest_waiting_document_and_bcc_fields_read_back_as_written(store: Store) -> None:
+    assert store.outbox_oldest_waiting() is None and store.delivery_counts() == {}
+    letter = replace(
+        doc("d1", "a@x.test", state="queued"),
+        bcc=["c@x.test"],
+        key_refusals=["certificate of a@x.test refused: expired (ldap)"],
+    )
+    copy = replace(doc("d22", "c@x.test", state="deferred"), bcc=["c@x.test"], bcc_copy_of="d1")
+    enqueue(store, letter)
+    enqueue(store, copy)
+    enqueue(store, doc("d333", "b@x.test"))  # sent: not waiting
+    got, got_copy = store.outbox_get("d1"), store.outbox_get("d22")
+    assert got is not None and (got.bcc, got.bcc_copy_of, got.key_refusals) == (letter.bcc, None, letter.key_refusals)
+    assert got_copy is not None and (got_copy.bcc, got_copy.bcc_copy_of, got_copy.key_refusals) == (
+        ["c@x.test"],
+        "d1",
+        [],
+    )
+    assert store.outbox_oldest_waiting() == letter.created_at
+    assert store.delivery_counts() == {"queued": 3}
 
 
 def test_steps_given_with_an_outbox_change_commit_only_when_the_change_is_made(store: Store) -> None:

@@ -321,6 +321,20 @@ def test_message_places_and_get_many_read_what_get_reads(store: Store) -> None:
     assert list(store.message_places()) == [MessagePlace.of(r) for r in store.all_messages()]
 
 
+def test_verification_counts_group_the_verdicts_of_recorded_messages(store: Store) -> None:
+    odd = {"verdict": "unverified", "reasons": ["signer name a\u0000b"]}  # text jsonb would refuse
+    store.plan(
+        [
+            rec("a", 1, verdict={"verdict": "verified"}),
+            rec("b", 2, verdict={"verdict": "verified"}),
+            rec("c", 3, verdict=odd),
+            rec("d", 4),
+        ],
+        [ev("fetched", m) for m in "abcd"],
+    )
+    assert store.verification_counts() == {"verified": 2, "unverified": 1}
+
+
 # -- checkpoints ----------------------------------------------------------------------------------
 def test_checkpoints_are_signed_every_n_entries_and_a_seal_covers_the_tail(backend: Backend) -> None:
     key = Ed25519PrivateKey.generate()

@@ -40,6 +40,8 @@ _CORRESPONDENT = "correspondent ILIKE %s ESCAPE '\\'"
 _CORRESPONDENT_FILTER = (
     f"({_CORRESPONDENT} OR message IN (SELECT message FROM audit WHERE message IS NOT NULL AND {_CORRESPONDENT}))"  # noqa: S608
 )
+#: A JSON ``\u0000`` escape (not preceded by an odd run of backslashes), as a PostgreSQL regex.
+_NUL_ESCAPE = r"(?<!\\)((?:\\\\)*)\\u0000"
 PAGE = 2000  # rows per page of a long read
 
 
@@ -251,9 +253,12 @@ class PostgresReader:
         return {r["state"]: int(r["n"]) for r in self._all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")}
 
     def verification_counts(self) -> dict[str, int]:
-        # json, not jsonb: the verdict's other fields may hold text jsonb refuses (a \u0000).
+        # PostgreSQL's JSON operators refuse a \u0000 escape anywhere in the text (a stranger's
+        # signer name may hold one); it is dropped before parsing, an escaped backslash
+        # before "u0000" is not.
         rows = self._all(
-            "SELECT verdict::json ->> 'verdict' AS v, COUNT(*) AS n FROM messages WHERE verdict IS NOT NULL GROUP BY 1"
+            f"SELECT regexp_replace(verdict, '{_NUL_ESCAPE}', '\\1', 'g')::json ->> 'verdict' AS v, "  # noqa: S608
+            "COUNT(*) AS n FROM messages WHERE verdict IS NOT NULL GROUP BY 1"
         )
         return {str(r["v"]): int(r["n"]) for r in rows if r["v"] is not None}
 
