@@ -47,7 +47,7 @@ from gateway.inbound.workers import Analyser
 from gateway.outbound.drain import DrainReport
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MailboxState
-from gateway.records.open import open_store
+from gateway.records.open import open_store, store_name
 from gateway.records.store import Store
 from gateway.service import outbox_worker
 from gateway.service.notify import Notifier
@@ -55,7 +55,7 @@ from gateway.service.reload import ReloadPlan, plan_reload
 from gateway.service.snapshot import StatusBoard
 from gateway.service.startup import check_files, check_ledger_complete, start
 from gateway.service.supervise import LedgerFigures, Supervisor
-from gateway.statedir import daemon_status_path, ledger_path
+from gateway.statedir import daemon_status_path
 from gateway.unwrap import UnwrapContext
 
 log = structlog.get_logger("poststelle.daemon")
@@ -197,7 +197,7 @@ class Daemon:
             if store is not None:
                 store.close()
             if disk_full_code(exc) is not None:
-                where = str(ledger_path(self.config))
+                where = store_name(self.config)
                 raise DiskFull(disk_full_text(exc, where), where) from exc
             raise
         if threading.current_thread() is threading.main_thread():
@@ -465,7 +465,7 @@ class Daemon:
                 except Exception as exc:  # noqa: BLE001 - any fault is recorded and retried, never silent
                     retry_in = self._retry_in(attempts, backoff)
                     if disk_full_code(exc) is not None:  # the ledger's file system: no traceback, the path
-                        where = str(ledger_path(self.config))
+                        where = store_name(self.config)
                         text = disk_full_text(exc, where)
                         wlog.error("disk full", error=text, path=where, retry_in=retry_in)
                         full = disk_full_event(mb, text, where)
