@@ -74,6 +74,8 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
         else:
             module, attr = COMMANDS[name]
             _app.command(name)(getattr(importlib.import_module(module), attr))
+    # The overview lists these commands first, as it did when they were imported eagerly.
+    _app.registered_commands.sort(key=lambda c: (c.name or "") not in COMMANDS)
     return _app
 
 
