@@ -19,11 +19,11 @@ def main() -> None:
     administrator never gets a traceback for a full disk or a file they may not read (a bug
     in our code, any other exception, keeps its traceback).
     """
-    from cli.main import app
+    from cli.main import build_app
     from gateway.errors import PoststelleError
 
     try:
-        app(prog_name="poststelle")
+        build_app(sys.argv[1:])(prog_name="poststelle")
     except (PoststelleError, OSError) as exc:
         from gateway.display import safe_text
         from gateway.service.startup import describe

@@ -10,31 +10,24 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cli.common import ConfigOption, JsonOption, echo, fail, get_config, locale, print_json, print_table
-from gateway.audit.findings import VerifyReport
-from gateway.audit.outbound_view import DocumentView, case_deliveries, case_documents
-from gateway.audit.report import (
-    AuditQuery,
-    entry_cases,
-    export_csv,
-    export_json,
-    parse_time,
-    row_of,
-    select_entries,
-)
-from gateway.audit.since import verify_since
-from gateway.audit.verify import verify_state
-from gateway.config import Config
-from gateway.filemodes import file_mode
-from gateway.receipts.deliveries import ServiceRule, service_rule
-from gateway.records.chain import ChainBreak
-from gateway.records.open import open_store, store_exists
-from gateway.records.signing import key_id, load_public_key, public_key_pem
-from gateway.records.store import Store, StoreError
 from gateway.statedir import audit_key_path, audit_public_key_path
+
+if TYPE_CHECKING:
+    from gateway.audit.findings import VerifyReport
+    from gateway.audit.outbound_view import DocumentView
+    from gateway.audit.report import AuditQuery
+    from gateway.config import Config
+    from gateway.receipts.deliveries import ServiceRule
+    from gateway.records.chain import ChainBreak
+    from gateway.records.store import Store
+
+# Each command imports what it runs: ``audit verify --since`` is an auditor's daily check,
+# and the report, export and outbound modules (and their crypto) are not its business.
 
 app = typer.Typer(help="The audit trail: log, verify, export, public key.", no_args_is_help=True)
 
@@ -63,6 +56,8 @@ def _query(
     event: list[str] | None,
     zone: str,
 ) -> AuditQuery:
+    from gateway.audit.report import AuditQuery, parse_time
+
     try:
         return AuditQuery(
             case=case,
@@ -78,6 +73,9 @@ def _query(
 
 
 def _open(cfg: Config) -> Store | None:
+    from gateway.records.open import open_store, store_exists
+    from gateway.records.store import StoreError
+
     if not store_exists(cfg):
         return None
     try:
@@ -106,6 +104,8 @@ def log_cmd(
     Times are shown in the ``[ui]`` time zone and sentences in its language; ``--json``
     gives the entries as recorded (UTC).
     """
+    from gateway.audit.report import row_of, select_entries
+
     cfg = get_config(config)
     q = _query(case, message, document, correspondent, since, until, event, cfg.ui.timezone)
     store = _open(cfg)
@@ -143,6 +143,8 @@ def verify_cmd(
     added after it. Exit status 1 names at least one break (an unknown HEAD_HASH is one);
     0 means everything checked holds together.
     """
+    from gateway.records.store import StoreError
+
     cfg = get_config(config)
     if public_key is not None and not public_key.is_file():
         fail(f"public key file not found: {public_key}")
@@ -150,8 +152,12 @@ def verify_cmd(
         fail("--jsonl compares the whole copy: use it without --since")
     try:
         if since is not None:
+            from gateway.audit.since import verify_since
+
             report = verify_since(cfg, since, public_key_file=public_key)
         else:
+            from gateway.audit.verify import verify_state
+
             report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
     except ValueError as exc:
         fail(str(exc))
@@ -244,6 +250,10 @@ def export_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Export the entries matching the filters; html is a report for reviewers without a terminal."""
+    from gateway.audit.report import entry_cases, export_csv, export_json, select_entries
+    from gateway.audit.verify import verify_state
+    from gateway.receipts.deliveries import service_rule
+
     if fmt not in ("csv", "json", "html"):
         fail(f"unknown format {fmt!r}: use csv, json or html")
     cfg = get_config(config)
@@ -280,6 +290,8 @@ def export_cmd(
 
 def _documents(store: Store, cases: list[str], rule: ServiceRule | None = None) -> dict[str, list[DocumentView]]:
     """Each case's outgoing documents as they stand now: to whom, the relay's answers, what receipts say."""
+    from gateway.audit.outbound_view import case_deliveries, case_documents
+
     return {
         case: found
         for case in cases
@@ -289,6 +301,8 @@ def _documents(store: Store, cases: list[str], rule: ServiceRule | None = None) 
 
 def _write(output: Path, text: str) -> None:
     """Reports hold personal data: created with the gateway's file mode (0640), never world-readable."""
+    from gateway.filemodes import file_mode
+
     if str(output) == "-":
         sys.stdout.write(text)
         return
@@ -307,6 +321,8 @@ def public_key_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Export the audit public key (PEM) that auditors use to check checkpoint signatures."""
+    from gateway.records.signing import key_id, load_public_key, public_key_pem
+
     cfg = get_config(config)
     key = None
     for path in (audit_public_key_path(cfg), audit_key_path(cfg)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -9,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli import audit, cases, deliveries, inspect, outbox, quarantine, route, send, status, submission
 from cli.common import (
     EXIT_CONFIG,
     ConfigOption,
@@ -24,29 +24,59 @@ from cli.common import (
 )
 from gateway.config import Config
 from gateway.errors import ConfigError, PoststelleError
-from gateway.logs import setup_logging
 from gateway.records.actors import Actor
 from gateway.records.store import Store
 
 if TYPE_CHECKING:
     from gateway.service.daemon import Listener
 
-app = typer.Typer(
+# Command groups and commands kept in their own modules: name -> (module, attribute).
+# A run of one command imports only its module (see ``build_app``); each module pulls in
+# what its commands need (the crypto libraries, the mail parsers), and an auditor's
+# ``audit verify`` should not pay for loading the S/MIME and OpenPGP stacks of ``inspect``.
+GROUPS = {
+    "audit": "cli.audit",
+    "cases": "cli.cases",
+    "deliveries": "cli.deliveries",
+    "outbox": "cli.outbox",
+    "quarantine": "cli.quarantine",
+    "route": "cli.route",
+    "submission-user": "cli.submission",
+}
+COMMANDS = {"inspect": ("cli.inspect", "inspect_cmd"), "send": ("cli.send", "send_cmd"),
+            "status": ("cli.status", "status_cmd")}
+
+_app = typer.Typer(
     name="poststelle",
     help="Poststelle: the secure digital mail room for legal correspondence.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(audit.app, name="audit")
-app.add_typer(cases.app, name="cases")
-app.add_typer(deliveries.app, name="deliveries")
-app.add_typer(outbox.app, name="outbox")
-app.add_typer(quarantine.app, name="quarantine")
-app.add_typer(route.app, name="route")
-app.add_typer(submission.app, name="submission-user")
-app.command("inspect")(inspect.inspect_cmd)
-app.command("send")(send.send_cmd)
-app.command("status")(status.status_cmd)
+_registered: set[str] = set()
+
+
+def build_app(argv: list[str] | None = None) -> typer.Typer:
+    """The app with the command modules ``argv`` needs registered: only the one it names, else all.
+
+    ``poststelle --help``, no arguments or an unknown name get every module, so the
+    overview and the error list every command; ``poststelle audit verify ...`` imports
+    ``cli.audit`` alone.
+    """
+    words = [a for a in (argv or []) if not a.startswith("-")]
+    first = words[0] if words else None
+    names = [first] if first in GROUPS or first in COMMANDS else [*GROUPS, *COMMANDS]
+    for name in names:
+        if name in _registered:
+            continue
+        _registered.add(name)
+        if name in GROUPS:
+            _app.add_typer(importlib.import_module(GROUPS[name]).app, name=name)
+        else:
+            module, attr = COMMANDS[name]
+            _app.command(name)(getattr(importlib.import_module(module), attr))
+    # The overview lists these commands first, as it did when they were imported eagerly.
+    _app.registered_commands.sort(key=lambda c: (c.name or "") not in COMMANDS)
+    return _app
 
 
 def _version_callback(value: bool) -> None:
@@ -57,7 +87,7 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     _version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the installed version and exit."
@@ -66,7 +96,7 @@ def _root(
     """Poststelle: the secure digital mail room for legal correspondence."""
 
 
-@app.command()
+@_app.command()
 def run(
     once: bool = typer.Option(False, "--once", help="Process what is waiting, then exit."),
     config: Path | None = ConfigOption,
@@ -75,6 +105,7 @@ def run(
 
     Only one runs per state directory; a second one exits at once naming the pid of the first.
     """
+    from gateway.logs import setup_logging  # structlog and rich: the daemon's, not every command's
     from gateway.service.daemon import Daemon
     from gateway.service.startup import describe
 
@@ -129,7 +160,7 @@ def _listeners(cfg: Config, once: bool) -> list[Listener]:
     return [SubmissionListener(cfg, OutboxSpool(cfg))]
 
 
-@app.command()
+@_app.command()
 def init(config: Path | None = ConfigOption) -> None:
     """Create state_dir, cases_dir and the state layout (modes from [storage]), the ledger and the audit key.
 
@@ -161,7 +192,7 @@ def init(config: Path | None = ConfigOption) -> None:
         echo(locale().t("nothing to create: {path} is set up", path=cfg.storage.state_dir))
 
 
-@app.command()
+@_app.command()
 def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Validate the config, key material, state directory, credentials and connectivity."""
     from gateway.service.health import run_checks
@@ -176,7 +207,7 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
         raise typer.Exit(1)
 
 
-@app.command()
+@_app.command()
 def demo(
     workdir: Path | None = typer.Option(None, "--dir", help="Keep the demo's files here (default: a temp dir)."),
 ) -> None:
@@ -186,8 +217,15 @@ def demo(
     raise typer.Exit(run_demo(workdir))
 
 
+def __getattr__(name: str) -> typer.Typer:
+    """``from cli.main import app``: the whole app, every command registered (tests, completion)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main() -> None:
-    app()
+    build_app(sys.argv[1:])()
 
 
 if __name__ == "__main__":

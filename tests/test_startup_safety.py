@@ -48,6 +48,7 @@ lock.release()
 
 AS_USER = (
     "import os, sys; import cli.main, gateway.service.daemon, gateway.service.startup, gateway.display; "
+    "import gateway.logs, gateway.demail.anchors; cli.main.build_app(); "  # the CLI imports these lazily
     "os.setgroups([]); os.setgid({uid}); os.setuid({uid}); "
     "sys.argv[0] = 'poststelle'; from cli.__main__ import main; main()"
 )

@@ -110,17 +110,24 @@ def check_head(reader: AuditReader, last: ChainHead, report: VerifyReport) -> No
         )
 
 
-def read_chain(rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot, sealed: Container[int]) -> None:
+def read_chain(
+    rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot, sealed: Container[int], *, lines: bool = True
+) -> None:
     """Check every row in order and keep what the other views need: line digests, placements,
     and the stored hashes of the entries in ``sealed`` (the checkpoints' seqs) and of the last.
 
     Only placement events are parsed (``row_entry``); the others are hashed as stored.
+    ``lines=False`` (no JSON-lines copy to compare) leaves the line digests out.
     """
     add_line, check, hashes = snap.line_digests.add, checker.check, snap.entry_hashes
+    check_entry = checker.check_entry
     row: ChainRow | None = None
     for row in rows:
         seq = row[0]
-        add_line(seq, check(row))
+        if lines:
+            add_line(seq, check(row))
+        else:
+            check_entry(row)
         if seq in sealed:
             hashes[seq] = row[10]
         if row[2] in _PLACING and row[4] is not None:

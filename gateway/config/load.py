@@ -51,7 +51,6 @@ from gateway.config.model import (
     UiConfig,
     default_analysis_workers,
 )
-from gateway.demail.anchors import load_provider_anchors
 from gateway.errors import ConfigError
 from gateway.filemodes import DEFAULT_DIR_MODE, DEFAULT_FILE_MODE
 from gateway.filemodes import problem as modes_problem
@@ -681,6 +680,8 @@ def _demail(r: _Reader) -> DemailConfig:
     Enabled without anchors would make every provider signature "untrusted"; that is a
     configuration mistake, said now rather than on every De-Mail.
     """
+    from gateway.demail.anchors import load_provider_anchors  # x509 only when the section is read
+
     anchors = _path_list(r, "provider_trust_anchors")
     load_provider_anchors(anchors, r.file)
     cfg = DemailConfig(
