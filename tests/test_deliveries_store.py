@@ -263,3 +263,21 @@ def test_a_version_4_database_with_outbox_documents_is_upgraded_and_they_get_rec
     assert [(r.state, r.case_ref) for r in store.delivery_get("old")] == [("delivered", "C1")]
     indexes = {row[0] for row in tamper_sql(sqlite.path, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"outbox_envid", "outbox_message_id", "deliveries_state"} <= indexes
+
+
+def test_a_reader_of_a_version_5_database_reads_its_outbox_documents_without_the_bcc_columns(
+    sqlite: SQLiteBackend,
+) -> None:
+    """``audit verify`` and ``outbox list`` open read-only and never migrate: the new code reads an old ledger."""
+    before = [m for m in migrations() if m.version <= 5]
+    tamper_sql_script(sqlite.path, "\n".join(m.script for m in before) + "\nPRAGMA user_version=5;")
+    tamper_sql(
+        sqlite.path,
+        "INSERT INTO outbox (id, message_id, case_ref, case_folder, mail_from, sha256, size, path, signed, "
+        "encrypted, state, created_at, updated_at, envid) VALUES ('old', 'old@r.test', 'C1', 'C1', 'r@r.test', "
+        "'00', 1, '/p', 'none', 0, 'sent', '2026-11-30T10:00:00Z', '2026-11-30T10:00:00Z', 'old.env')",
+    )
+    reader = sqlite.open(readonly=True)
+    assert reader.schema_version == 5
+    (rec,) = reader.outbox_list()
+    assert (rec.id, rec.bcc, rec.bcc_copy_of, rec.key_refusals) == ("old", [], None, [])

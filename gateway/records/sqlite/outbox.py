@@ -107,8 +107,10 @@ def save(
 def _record(conn: sqlite3.Connection, row: sqlite3.Row) -> OutboxRecord:
     d = dict(row)
     d["key_sources"] = [tuple(k) for k in json.loads(d["key_sources"] or "[]")]
-    d["bcc"] = list(json.loads(d["bcc"] or "[]"))
-    d["key_refusals"] = list(json.loads(d["key_refusals"] or "[]"))
+    # A ledger not yet migrated (read-only readers never migrate) has no Bcc columns.
+    d["bcc"] = list(json.loads(d.get("bcc") or "[]"))
+    d["key_refusals"] = list(json.loads(d.get("key_refusals") or "[]"))
+    d.setdefault("bcc_copy_of", None)
     d["encrypted"] = bool(d["encrypted"])
     d["resent"] = bool(d["resent"])
     rows = conn.execute(
