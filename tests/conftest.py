@@ -28,7 +28,7 @@ from gateway.statedir import init_storage
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 POSTSTELLE = [sys.executable, "-m", "cli"]
-USERS = {f"user{i}": f"pw-{i}" for i in range(200)}
+USERS = {f"user{i}": f"pw-{i}" for i in range(1000)}  # one per test that asks; the suite has outgrown 200
 _user_seq = itertools.count()
 
 # CI machines are shared and noisy: nothing about wall-clock time may fail a property test.

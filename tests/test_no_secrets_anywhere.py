@@ -75,6 +75,7 @@ def test_a_full_run_leaves_no_secret_in_logs_ledger_trail_case_folders_or_report
     (pgp / "correspondents").mkdir(parents=True)
     secret_key = world.secret(us)
     (pgp / "rathaus-secret.asc").write_bytes(secret_key)
+    (pgp / "rathaus-secret.asc").chmod(0o600)
     (pgp / "correspondents" / "bob.asc").write_bytes(world.public(bob))
     (pgp / "passphrase").write_text(PASSPHRASE)
     (pgp / "passphrase").chmod(0o600)
