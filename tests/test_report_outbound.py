@@ -207,6 +207,37 @@ def test_json_export_lists_the_cases_documents_beside_the_entries(
     assert {e["document"] for e in doc["entries"] if e["document"]} == {oid}
 
 
+def test_bcc_recipients_and_refused_certificates_are_shown_as_such_not_as_to_or_cc(
+    config: Config, store: Store, peer: ScriptedPeer
+) -> None:
+    from dataclasses import replace
+
+    letter = document(to=("a@remote.test", "hidden@remote.test"))
+    refusal = "certificate of a@remote.test refused: expired (correspondents directory)"
+    copy = replace(document(to=("blind@remote.test",)), bcc=("blind@remote.test",))
+    oid = outbox.enqueue(
+        config, store, replace(letter, bcc=("hidden@remote.test", "blind@remote.test"), key_refusals=(refusal,),
+                               bcc_copies=(copy,))
+    )
+    Drain(config, store).run_once()
+    views = {v.id: v for v in case_documents(store, CASE)}
+    [copy_id] = [i for i in views if i != oid]
+    assert views[copy_id].bcc_copy_of == oid and views[oid].key_refusals == (refusal,)
+    page = render(store)
+    text, _ = page_text(page)
+    overview = text.split("Sent documents", 1)[1].split("Outgoing document", 1)[0]
+    assert "a@remote.test (accepted by the relay)" in overview
+    assert "hidden@remote.test (Bcc) (accepted by the relay)" in overview
+    assert "blind@remote.test (Bcc) (accepted by the relay)" in overview
+    assert f"Warning: a recipient's key was not used: {refusal}" in text
+    assert f"blind copy (Bcc) of {oid}" in text and f'href="#document-{oid}"' in page
+    german, _ = page_text(render(store, "de"))
+    assert f"Blindkopie (Bcc) von {oid}" in german and "Schlüssel eines Empfängers nicht verwendet" in german
+    exported = views[oid].to_json()
+    assert exported["bcc"] == ["hidden@remote.test", "blind@remote.test"] and exported["key_refusals"] == [refusal]
+    assert views[copy_id].to_json()["bcc_copy_of"] == oid
+
+
 def test_subject_reading_never_raises_on_odd_files(tmp_path: Path) -> None:
     folded = tmp_path / "folded.eml"
     folded.write_bytes(b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n aus Hofheim\r\n\r\nbody")

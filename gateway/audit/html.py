@@ -362,7 +362,9 @@ def _documents_overview(views: list[DocumentView], on_timeline: set[str], lc: Lo
         title = _e(d.title)
         if d.id in on_timeline:
             title = f'<a href="#document-{escape(d.id)}">{title}</a>'
-        to = ", ".join(f"{_e(r.address)} ({escape(_recipient_state(r, lc))})" for r in d.recipients)
+        to = ", ".join(
+            f"{_e(r.address)}{_bcc_mark(d, r.address, lc)} ({escape(_recipient_state(r, lc))})" for r in d.recipients
+        )
         rows.append(
             f'<tr><td class="when">{escape(lc.time(d.queued_at))}</td><td>{title}<br>'
             f'<span class="seq">{escape(lc.t("outbox id {id}", id=d.id))}</span></td>'
@@ -373,6 +375,14 @@ def _documents_overview(views: list[DocumentView], on_timeline: set[str], lc: Lo
         f'<h3 class="part">{escape(lc.t("Sent documents"))}</h3>'
         f'<table class="rcpt"><tr>{head}</tr>' + "\n".join(rows) + "</table>"
     )
+
+
+def _bcc_mark(d: DocumentView, address: str, lc: Locale) -> str:
+    """The mark after a recipient no header of the letter names, so no reader takes them for To or Cc."""
+    blind = {a.lower() for a in d.bcc}
+    if address.lower() in blind or d.bcc_copy_of is not None:
+        return " " + escape(lc.t("(Bcc)"))
+    return ""
 
 
 def _recipient_state(r: RecipientView, lc: Locale) -> str:
@@ -397,8 +407,14 @@ def _document_item(item: Item, d: DocumentView, lc: Locale) -> str:
         meta.append(f"<b>{escape(lc.t('resent after a crash (same Message-ID)'))}</b>")
     if d.sent_path:
         meta.append(_e(lc.t("sent copy: {path}", path=d.sent_path)))
+    if d.bcc_copy_of is not None:
+        copied = f'<a href="#document-{escape(d.bcc_copy_of)}">{escape(d.bcc_copy_of)}</a>'
+        meta.append(escape(lc.t("blind copy (Bcc) of {id}", id="{id}")).replace("{id}", copied))
     warning = escape(lc.t("Warning:"))
     notes = []
+    for refusal in d.key_refusals:
+        text = _e(lc.t("a recipient's key was not used: {reason}", reason=refusal))
+        notes.append(f'<div class="warning"><b>{warning}</b> {text}</div>')
     if d.last_reply and d.state in ("deferred", "bounced", "hold"):
         last = _e(lc.t("last answer: {reply}", reply=d.last_reply))
         notes.append(f'<div class="warning"><b>{warning}</b> {last}</div>')
@@ -412,7 +428,7 @@ def _document_item(item: Item, d: DocumentView, lc: Locale) -> str:
         f'<div class="meta">{" · ".join(meta)}</div>',
         *notes,
         f'<table class="rcpt"><tr>{head}</tr>',
-        *(_recipient_row(r, lc) for r in d.recipients),
+        *(_recipient_row(r, lc, _bcc_mark(d, r.address, lc)) for r in d.recipients),
         "</table><table>",
         *(_row(e, lc) for e in item.entries),
         "</table></div>",
@@ -420,10 +436,10 @@ def _document_item(item: Item, d: DocumentView, lc: Locale) -> str:
     return "\n".join(parts)
 
 
-def _recipient_row(r: RecipientView, lc: Locale) -> str:
+def _recipient_row(r: RecipientView, lc: Locale, mark: str = "") -> str:
     cls = {"sent": "ok", "bounced": "warn"}.get(r.state, "")
     return (
-        f'<tr class="{cls}"><td>{_e(r.address)}</td>'
+        f'<tr class="{cls}"><td>{_e(r.address)}{mark}</td>'
         f'<td class="what">{escape(lc.t(RECIPIENT_STATES.get(r.state, r.state)))}</td>'
         f'<td class="reply">{_e(r.reply or "–")}</td><td>{_e(r.queue_id or "–")}</td>'
         f"<td>{delivery_cell(r.delivery, lc)}</td></tr>"

@@ -106,6 +106,12 @@ class DocumentView:
     sent_path: str | None
     last_reply: str | None
     recipients: tuple[RecipientView, ...] = field(default_factory=tuple)
+    #: Envelope recipients no header shows (``send --bcc``): the report must not present them as To/Cc.
+    bcc: tuple[str, ...] = ()
+    #: For a Bcc recipient's own encrypted copy: the outbox id of the letter it copies.
+    bcc_copy_of: str | None = None
+    #: Why a recipient's certificate or key was not used (so an unencrypted letter says why).
+    key_refusals: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -127,6 +133,9 @@ class DocumentView:
             "sent_path": self.sent_path,
             "last_reply": self.last_reply,
             "recipients": [r.to_json() for r in self.recipients],
+            "bcc": list(self.bcc),
+            "bcc_copy_of": self.bcc_copy_of,
+            "key_refusals": list(self.key_refusals),
         }
 
 
@@ -156,6 +165,9 @@ def document_view(
         sent_path=sent_copy_name(rec),
         last_reply=rec.last_reply,
         recipients=tuple(_recipient(r, found.get((rec.id, r.address))) for r in rec.recipients),
+        bcc=tuple(rec.bcc),
+        bcc_copy_of=rec.bcc_copy_of,
+        key_refusals=tuple(rec.key_refusals),
     )
 
 
