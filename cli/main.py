@@ -142,22 +142,33 @@ def _leave_now(code: int) -> None:
 
 
 def _listeners(cfg: Config, once: bool) -> list[Listener]:
-    """The SMTP submission listener when ``[submission]`` is configured (daemon mode only).
+    """The SMTP submission listener and the send socket, when configured (daemon mode only).
 
     Letters handed in are protected and queued like ``send``'s (``outbound/handin.py``), so
     the listener needs ``[outbound]`` (how to sign) and ``[smtp]`` (who delivers them): a
     listener that could only refuse every letter stops start-up instead.
     """
-    if cfg.submission is None or once:
+    if once:
         return []
-    for section, present in (("outbound", cfg.outbound), ("smtp", cfg.smtp)):
-        if present is None:
-            problem = f"the submission listener queues letters for sending, which needs [{section}]"
-            raise ConfigError(str(cfg.path), "submission", problem)
-    from gateway.outbound.handin import OutboxSpool
-    from gateway.outbound.submission import SubmissionListener
+    listeners: list[Listener] = []
+    services = (("submission", "submission listener", cfg.submission), ("send_socket", "send socket", cfg.send_socket))
+    for name, what, wanted in services:
+        if wanted is None:
+            continue
+        for section, present in (("outbound", cfg.outbound), ("smtp", cfg.smtp)):
+            if present is None:
+                problem = f"the {what} queues letters for sending, which needs [{section}]"
+                raise ConfigError(str(cfg.path), name, problem)
+    if cfg.submission is not None:
+        from gateway.outbound.handin import OutboxSpool
+        from gateway.outbound.submission import SubmissionListener
 
-    return [SubmissionListener(cfg, OutboxSpool(cfg))]
+        listeners.append(SubmissionListener(cfg, OutboxSpool(cfg)))
+    if cfg.send_socket is not None:
+        from gateway.outbound.sendsocket import SendSocketListener
+
+        listeners.append(SendSocketListener(cfg))
+    return listeners
 
 
 @_app.command()

@@ -11,9 +11,11 @@ Exit status: 0 queued (or composed with ``--dry-run``), 1 refused, 2 configurati
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,7 +25,11 @@ from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.outbound.compose import Attachment, ComposeError, Letter
 from gateway.outbound.demail_options import DemailOptions
-from gateway.outbound.document import ComposedDocument
+from gateway.outbound.document import ComposedDocument, send_summary
+from gateway.outbound.sendwire import SendRequest
+
+#: Where the daemon's send socket is unless ``[send_socket] path`` says otherwise (the unit's RuntimeDirectory).
+DEFAULT_SEND_SOCKET = Path("/run/poststelle/send.sock")
 
 Enqueue = Callable[[Config, ComposedDocument], str]
 
@@ -101,9 +107,36 @@ def send_cmd(
     authoritative: bool = typer.Option(False, "--authoritative", help="De-Mail: absenderbestätigt."),
     as_json: bool = JsonOption,
     config: Path | None = ConfigOption,
+    send_socket: Path | None = typer.Option(
+        None, "--socket", envvar="POSTSTELLE_SEND_SOCKET", readable=False,  # a socket: connect() decides
+        help="Hand the letter to the running daemon through its send socket (how clerks send: "
+        "the daemon signs with keys they may not read).",
+    ),
 ) -> None:
     """Sign (and where possible encrypt) documents for a case and queue them for sending."""
-    cfg = get_config(config)
+    through = _socket_to_use(send_socket, config)
+    cfg = None
+    if through is None:
+        cfg = get_config(config)
+        if cfg.send_socket is not None and not os.access(cfg.storage.state_dir, os.W_OK):
+            # Queueing here would fail (the state directory is the gateway's): the daemon
+            # composes the same letter with the keys this account may not read.
+            through = cfg.send_socket.path
+    if through is not None:
+        if mail_from:
+            fail("--from: a letter handed to the daemon always goes out from the authority's address")
+        flags = (dispatch, receipt, retrieval, private, authoritative)
+        if any(flags) and not demail:
+            fail("the De-Mail options need --demail; nothing was queued")
+        names = ("dispatch_confirmation", "receipt_confirmation", "retrieval_confirmation", "private", "authoritative")
+        request = SendRequest(
+            case=case, to=tuple(to), cc=tuple(cc), bcc=tuple(bcc), subject=subject, body=_body(body),
+            attachments=_read_files(files or []), demail=dict(zip(names, flags, strict=True)) if demail else None,
+            dry_run=dry_run,
+        )
+        _send_through(through, request, as_json)
+        return
+    assert cfg is not None
     if cfg.outbound is None:
         fail("sending is not configured: add an [outbound] section", EXIT_CONFIG)
     sender = _mail_from(cfg, mail_from)
@@ -125,34 +158,83 @@ def send_cmd(
         fail(str(exc))
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
-    summary = {
-        "outbound_id": outbound_id or None,
-        "message_id": doc.message_id,
-        "case": doc.case,
-        "recipients": list(doc.recipients),
-        "signed": doc.signed,
-        "encrypted": doc.encrypted,
-        "keys": [{"recipient": r, "source": s} for r, s in doc.key_sources],
-        "key_refusals": list(doc.key_refusals),
-        "bcc": list(doc.bcc),
-        "bcc_copies": [
-            {"message_id": c.message_id, "recipients": list(c.recipients), "encrypted": c.encrypted,
-             "keys": [{"recipient": r, "source": s} for r, s in c.key_sources],
-             "key_refusals": list(c.key_refusals)}
-            for c in doc.bcc_copies
-        ],
-        "bytes": len(doc.raw),
-        **({"demail": doc.demail, "private_id": doc.envid} if doc.demail is not None else {}),
-        "queued": not dry_run,
-    }
+    _print_summary(send_summary(doc, outbound_id, queued=not dry_run), as_json)
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    """The outbound id (or, composed only, what was composed); refused keys on stderr."""
     if as_json:
         print_json(summary)
         return
-    for line in (*doc.key_refusals, *(t for c in doc.bcc_copies for t in c.key_refusals)):
+    refusals = [*summary["key_refusals"], *(t for c in summary["bcc_copies"] for t in c["key_refusals"])]
+    for line in refusals:
         echo(line, err=True)  # why a letter goes out unencrypted
-    if dry_run:
-        echo(f"composed (not queued): <{doc.message_id}> signed={doc.signed} encrypted={doc.encrypted} "
-             f"{len(doc.raw)} bytes")
+    if not summary["queued"]:
+        echo(f"composed (not queued): <{summary['message_id']}> signed={summary['signed']} "
+             f"encrypted={summary['encrypted']} {summary['bytes']} bytes")
     else:
-        echo(outbound_id)
+        echo(summary["outbound_id"])
 
+
+def _socket_to_use(given: Path | None, config: Path | None) -> Path | None:
+    """The daemon's send socket when the letter must go through it, else None (compose here).
+
+    ``--socket`` says so; without it, a clerk who may not read the configuration (it holds
+    the secrets' places and is the gateway's group's) hands the letter to the daemon at
+    the default socket when one is there.
+    """
+    if given is not None:
+        return given
+    from gateway.config.load import resolve_config_path
+
+    path = resolve_config_path(config)
+    if path.exists() and not os.access(path, os.R_OK) and DEFAULT_SEND_SOCKET.exists():
+        return DEFAULT_SEND_SOCKET
+    return None
+
+
+def _send_through(path: Path, request: SendRequest, as_json: bool) -> None:
+    """Hand ``request`` to the daemon and print its answer as a local ``send`` would."""
+    import socket
+
+    from gateway.outbound.sendwire import WireError, encode_request, read_answer
+
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            conn.connect(str(path))
+        except FileNotFoundError:
+            fail(f"--socket {path}: no such socket: is the gateway's daemon running? nothing was queued")
+        except PermissionError:
+            fail(f"--socket {path}: permission denied: the records office adds clerks to the socket's group; "
+                 "nothing was queued")
+        except OSError as exc:
+            fail(f"--socket {path}: {exc.strerror or exc}: nothing was queued")
+        try:
+            conn.sendall(encode_request(request))
+            conn.shutdown(socket.SHUT_WR)
+            answer = read_answer(conn.recv)
+        except (OSError, WireError) as exc:
+            fail(f"--socket {path}: the daemon did not answer ({exc}); check `poststelle outbox list` before "
+                 "sending again")
+    finally:
+        conn.close()
+    if not answer["ok"]:
+        status = answer.get("exit", 1)
+        fail(str(answer.get("error", "refused")), status if status in (1, EXIT_CONFIG) else 1)
+    _print_summary(answer["summary"], as_json)
+
+
+def _read_files(files: list[Path]) -> tuple[tuple[str, bytes], ...]:
+    """The attachments' names and bytes, read as the clerk (the daemon never opens a clerk's path)."""
+    out = []
+    for f in files:
+        try:
+            out.append((f.name, f.read_bytes()))
+        except FileNotFoundError:
+            fail(f"{f}: no such file; nothing was queued")
+        except IsADirectoryError:
+            fail(f"{f}: is a directory; nothing was queued")
+        except OSError as exc:
+            fail(f"{f}: {exc.strerror or type(exc).__name__}; nothing was queued")
+    return tuple(out)

@@ -55,7 +55,7 @@ def test_the_service_unit_is_a_notify_service_with_a_watchdog_and_no_capabilitie
         assert line in settings
     assert any(s.startswith("WatchdogSec=") for s in settings)
     rw = next(s for s in settings if s.startswith("ReadWritePaths="))
-    assert rw.split("=", 1)[1].split() == ["/var/lib/poststelle", "-/srv/poststelle/cases"]
+    assert rw.split("=", 1)[1].split() == ["/var/lib/poststelle", "-/srv/poststelle/cases", "-/run/poststelle"]
 
 
 def installed_root(tmp_path: Path) -> Path:
@@ -107,6 +107,7 @@ def test_tmpfiles_makes_the_directories_with_owners_and_modes_for_service_and_cl
         "etc/credstore": (0o700, 0, 0),
         "var/lib/poststelle": (0o2750, service, clerks),
         "srv/poststelle/cases": (0o2750, service, clerks),
+        "run/poststelle": (0o2750, service, groups["poststelle-send"][0]),  # the send socket's, for senders
     }
     for rel, (mode, uid, gid) in expected.items():
         st = (root / rel).stat()

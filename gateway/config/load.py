@@ -42,6 +42,7 @@ from gateway.config.model import (
     RouteConfig,
     RoutingConfig,
     Secret,
+    SendSocketConfig,
     SmimeConfig,
     SmimeIdentityConfig,
     SmtpConfig,
@@ -578,6 +579,25 @@ def _metrics(r: _Reader) -> MetricsConfig:
     return MetricsConfig(host=host, port=port, allow_remote=allow_remote)
 
 
+def _send_socket(r: _Reader) -> SendSocketConfig:
+    """``[send_socket]``: an absolute socket path in an existing directory, and a known group."""
+    import grp
+
+    path = Path(r.str_("path", "/run/poststelle/send.sock") or "/run/poststelle/send.sock")
+    if not path.is_absolute():
+        raise r.fail("path", f"must be an absolute path, got {path}")
+    if len(os.fsencode(path)) > 107:
+        raise r.fail("path", f"a Unix socket path may have at most 107 bytes, got {len(os.fsencode(path))}")
+    group = r.str_("group")
+    if group is not None:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise r.fail("group", f"no such group: {group!r}") from None
+    r.finish()
+    return SendSocketConfig(path=path, group=group)
+
+
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -804,6 +824,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     deliveries = _deliveries(top.sub("deliveries", top.table_("deliveries")))
     demail = _demail(top.sub("demail", top.table_("demail")))
     metrics = _metrics(top.sub("metrics", top.table_("metrics"))) if "metrics" in data else None
+    send_socket = _send_socket(top.sub("send_socket", top.table_("send_socket"))) if "send_socket" in data else None
     top.finish()
     _check_acknowledgements(file, routes, smtp, outbound, smime, openpgp)
     return Config(
@@ -828,6 +849,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         deliveries=deliveries,
         demail=demail,
         metrics=metrics,
+        send_socket=send_socket,
     )
 
 

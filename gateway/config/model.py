@@ -324,6 +324,22 @@ class DemailConfig:
 
 
 @dataclass(frozen=True)
+class SendSocketConfig:
+    """``[send_socket]``: where clerks' ``poststelle send`` hands letters to the running daemon.
+
+    Clerks may not read the authority's signing key, the configuration or the outbox, so
+    their ``send`` cannot compose and queue by itself (as Postfix's ``sendmail`` cannot
+    write the queue and hands mail to ``postdrop``). The daemon listens on a Unix socket of
+    mode 0660 in ``group`` (or in the group of its setgid directory, as tmpfiles.d makes
+    ``/run/poststelle``): who may connect is decided by the file system, and who did is
+    read from the kernel (``SO_PEERCRED``), never from what the client says.
+    """
+
+    path: Path
+    group: str | None = None
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """``[metrics]``: the Prometheus text endpoint (``/metrics``) the daemon serves.
 
@@ -360,6 +376,7 @@ class Config:
     deliveries: DeliveriesConfig = field(default_factory=DeliveriesConfig)
     demail: DemailConfig = field(default_factory=DemailConfig)
     metrics: MetricsConfig | None = None
+    send_socket: SendSocketConfig | None = None
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

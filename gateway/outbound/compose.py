@@ -85,6 +85,9 @@ class Attachment:
 
     path: Path
     filename: str | None = None
+    #: The file's bytes when they were read elsewhere: by a clerk's ``send`` that hands the
+    #: letter to the daemon over its socket (``path`` is then only the clerk's file name).
+    data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,10 @@ def multipart(subtype: str, parts: list[bytes], params: str = "") -> bytes:
 
 def _read_attachment(att: Attachment, budget: int) -> tuple[str, bytes]:
     name = check_filename(att.filename if att.filename is not None else att.path.name)
+    if att.data is not None:
+        if len(att.data) > budget:
+            raise ComposeError("too-large", f"{att.path}: {len(att.data)} bytes exceed the message limit")
+        return name, att.data
     try:
         with att.path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size

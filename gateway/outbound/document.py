@@ -32,3 +32,35 @@ class ComposedDocument:
     #: Separate messages for Bcc recipients (encrypted to them and the authority only); queued
     #: with this one, in the same transaction.
     bcc_copies: tuple[ComposedDocument, ...] = ()
+
+
+def send_summary(doc: ComposedDocument, outbound_id: str | None, *, queued: bool) -> dict[str, Any]:
+    """What ``send --json`` prints about a composed letter, whichever process composed it."""
+
+    def keys(d: ComposedDocument) -> list[dict[str, str]]:
+        return [{"recipient": r, "source": s} for r, s in d.key_sources]
+
+    return {
+        "outbound_id": outbound_id or None,
+        "message_id": doc.message_id,
+        "case": doc.case,
+        "recipients": list(doc.recipients),
+        "signed": doc.signed,
+        "encrypted": doc.encrypted,
+        "keys": keys(doc),
+        "key_refusals": list(doc.key_refusals),
+        "bcc": list(doc.bcc),
+        "bcc_copies": [
+            {
+                "message_id": c.message_id,
+                "recipients": list(c.recipients),
+                "encrypted": c.encrypted,
+                "keys": keys(c),
+                "key_refusals": list(c.key_refusals),
+            }
+            for c in doc.bcc_copies
+        ],
+        "bytes": len(doc.raw),
+        **({"demail": doc.demail, "private_id": doc.envid} if doc.demail is not None else {}),
+        "queued": queued,
+    }

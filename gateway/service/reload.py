@@ -28,6 +28,7 @@ FIXED: dict[str, str] = {
     "audit": "the open ledger signs and ships the trail with these settings",
     "submission": "the submission listener binds its address once",
     "metrics": "the metrics endpoint binds its address once",
+    "send_socket": "the send socket is bound once",
 }
 #: What the analysis (the unwrap context and the worker processes) is built from.
 ANALYSIS: tuple[str, ...] = (
