@@ -6,6 +6,7 @@ write permission (``open_store(..., readonly=True)`` says when that limits what 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from datetime import UTC, datetime
@@ -321,21 +322,42 @@ def public_key_cmd(
     config: Path | None = ConfigOption,
 ) -> None:
     """Export the audit public key (PEM) that auditors use to check checkpoint signatures."""
-    from gateway.records.signing import key_id, load_public_key, public_key_pem
+    from gateway.records.signing import key_id, load_public_key, load_public_keys, public_key_pem
 
     cfg = get_config(config)
-    key = None
-    for path in (audit_public_key_path(cfg), audit_key_path(cfg)):
-        try:
-            key = load_public_key(path)
-            break
-        except (OSError, ValueError):
-            continue
-    if key is None:
+    keys = []
+    try:
+        keys = load_public_keys(audit_public_key_path(cfg))  # every key the gateway used, oldest first
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            keys = [load_public_key(audit_key_path(cfg))]
+    if not keys:
         fail(f"no readable audit key at {audit_public_key_path(cfg)} (the gateway creates it at first start)")
-    pem = public_key_pem(key).decode("ascii")
+    pem = "".join(public_key_pem(k).decode("ascii") for k in keys)
     if output is None:
         sys.stdout.write(pem)
     else:
         _write(output, pem)
-    typer.echo(f"audit key id {key_id(key)}", err=True)
+    typer.echo(f"audit key id {', '.join(key_id(k) for k in keys)}", err=True)
+
+
+@app.command("rotate-key")
+def rotate_key_cmd(config: Path | None = ConfigOption) -> None:
+    """Hand the audit signing over to a new key; the old key signs the handover (stop the daemon first).
+
+    Auditors keep the public key they were first given: ``audit verify`` learns each later
+    key from the handover the previous key signed. Run it again after a crash to finish.
+    """
+    from gateway.audit.rotate import rotate_audit_key
+    from gateway.errors import PoststelleError
+    from gateway.records.actors import cli_actor
+    from gateway.service.startup import describe
+
+    cfg = get_config(config)
+    try:
+        done = rotate_audit_key(cfg, cli_actor().name)
+    except (PoststelleError, OSError, ValueError) as exc:
+        fail(f"audit key not rotated: {exc if isinstance(exc, ValueError) else describe(exc)}")
+    echo(f"audit key {done.old_key_id} -> {done.new_key_id} (handover entry {done.seq}); "
+         f"the old key file is kept as {audit_key_path(cfg).name}.retired-{done.old_key_id}: archive it offline or "
+         "destroy it")

@@ -338,6 +338,9 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
         "Daemon started (pid {pid}, version {version})", pid=_d(e, "pid"), version=_d(e, "version")
     ),
     "daemon-stopped": lambda e, lc: _stopped(e, lc),
+    "audit-key-rotated": lambda e, lc: lc.t(
+        "Audit signing key rotated: {old} hands over to {new}", old=_d(e, "old_key_id"), new=_d(e, "new_key_id")
+    ),
     "config-reloaded": lambda e, lc: lc.t(
         "Configuration {path} reloaded (sha256 {sha256}…)", path=_d(e, "path"), sha256=_d(e, "sha256")[:16]
     ),

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit.files import MANIFEST_KINDS, check_manifests
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.verify import check_head, public_key_for, read_chain
+from gateway.audit.verify import check_head, handovers, public_key_for, read_chain
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
 from gateway.records.messages import MessagePlace
@@ -86,7 +87,7 @@ def _unknown(head_hash: str, why: str) -> ChainBreak:
 
 
 def _continuation(
-    reader: ReadSnapshot, head_hash: str, public_key: Ed25519PublicKey | None, report: VerifyReport
+    reader: ReadSnapshot, head_hash: str, public_key: Sequence[Ed25519PublicKey] | None, report: VerifyReport
 ) -> DbSnapshot | None:
     """The chain from the old head on, the checkpoints after it and the head row, in one snapshot."""
     seqs = reader.seqs_of_hash(head_hash)
@@ -117,7 +118,9 @@ def _continuation(
     report.entries, report.head_hash = checker.count, checker.prev
     report.breaks.extend(checker.breaks)
     check_head(reader, ChainHead(snap.last_seq or old, checker.prev), report)
-    report.checkpoints, sealed, cp_breaks = verify_checkpoints(after, snap.entry_hashes, public_key)
+    report.checkpoints, sealed, cp_breaks = verify_checkpoints(
+        after, snap.entry_hashes, public_key, handovers(reader), proven_up_to=old
+    )
     report.sealed_up_to = max(sealed, old) if not cp_breaks else sealed
     report.breaks.extend(cp_breaks)
     snap.messages = [MessagePlace.of(rec) for rec in reader.get_many(list(snap.placements)).values()]

@@ -16,7 +16,7 @@ after its ledger row is planned, a line is exported after its entry is committed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -28,15 +28,17 @@ from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead, ChainRow, entry_hash, row_entry
 from gateway.records.open import open_store, store_exists, store_name
 from gateway.records.outbox import OutboxRecord
-from gateway.records.signing import key_id, load_public_key, verify_checkpoints
-from gateway.records.store import AuditReader, ReadSnapshot, Store, StoreError
+from gateway.records.signing import KEY_ROTATED, Handover, handover_of, key_id, load_public_keys, verify_checkpoints
+from gateway.records.store import AuditReader, EntryFilter, ReadSnapshot, Store, StoreError
 from gateway.statedir import audit_jsonl_path, audit_public_key_path, cases_dir, quarantine_dir
 
 PLACEMENT_EVENTS = ("stored", "quarantined", "released")
 
 
 # -- the database view ---------------------------------------------------------------------------
-def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport) -> DbSnapshot:
+def snapshot_db(
+    store: Store, public_key: Sequence[Ed25519PublicKey] | None, scan: JsonlScan, report: VerifyReport
+) -> DbSnapshot:
     """One read snapshot: chain, head, checkpoints, placements, ledger rows and the comparison
     with the JSON-lines file all see the same moment."""
     snap = DbSnapshot()
@@ -50,7 +52,7 @@ def snapshot_db(store: Store, public_key: Ed25519PublicKey | None, scan: JsonlSc
         report.breaks.extend(checker.breaks)
         check_head(reader, ChainHead(snap.last_seq, snap.head_hash), report)
         report.checkpoints, report.sealed_up_to, cp_breaks = verify_checkpoints(
-            checkpoints, snap.entry_hashes, public_key
+            checkpoints, snap.entry_hashes, public_key, handovers(reader)
         )
         report.breaks.extend(cp_breaks)
         snap.checkpoints = [(cp.seq, cp.at) for cp in checkpoints]
@@ -201,7 +203,9 @@ def verify_state(
     return report
 
 
-def _read_db(config: Config, public_key: Ed25519PublicKey | None, scan: JsonlScan, report: VerifyReport) -> DbSnapshot:
+def _read_db(
+    config: Config, public_key: Sequence[Ed25519PublicKey] | None, scan: JsonlScan, report: VerifyReport
+) -> DbSnapshot:
     if not store_exists(config):
         report.warnings.append(f"no ledger at {store_name(config)}: nothing recorded yet")
         snap = DbSnapshot()
@@ -224,14 +228,20 @@ def _read_db(config: Config, public_key: Ed25519PublicKey | None, scan: JsonlSca
     return snap
 
 
-def public_key_for(path: Path, report: VerifyReport) -> Ed25519PublicKey | None:
+def public_key_for(path: Path, report: VerifyReport) -> list[Ed25519PublicKey] | None:
+    """The auditor's audit public key(s): the file may list each key the gateway used, oldest first."""
     try:
-        key = load_public_key(path)
+        keys = load_public_keys(path)
     except FileNotFoundError:
         report.warnings.append(f"no audit public key at {path}: checkpoint signatures cannot be checked")
         return None
     except ValueError as exc:
         report.breaks.append(ChainBreak("bad-public-key", None, str(exc), file=str(path)))
         return None
-    report.public_key_id = key_id(key)
-    return key
+    report.public_key_id = ", ".join(key_id(k) for k in keys)
+    return keys
+
+
+def handovers(reader: AuditReader) -> list[Handover]:
+    """The key rotations the trail records (``audit rotate-key``)."""
+    return [handover_of(e.seq, e.details) for e in reader.select(EntryFilter(events=(KEY_ROTATED,)))]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,18 +99,105 @@ def key_id(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+#: The audit event that hands the signing over to a new key (``audit.rotate``).
+KEY_ROTATED = "audit-key-rotated"
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A key rotation recorded in the trail: from entry ``seq`` on, ``new_key`` signs instead of ``old_key_id``."""
+
+    seq: int
+    old_key_id: str
+    new_key: Ed25519PublicKey | None  # None: the entry's public key does not load
+
+    @property
+    def new_key_id(self) -> str | None:
+        return key_id(self.new_key) if self.new_key is not None else None
+
+
+def handover_of(seq: int, details: Mapping[str, object]) -> Handover:
+    """The handover an ``audit-key-rotated`` entry records (its key unusable when malformed)."""
+    pem = details.get("public_key")
+    new: Ed25519PublicKey | None = None
+    if isinstance(pem, str):
+        try:
+            loaded = serialization.load_pem_public_key(pem.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            loaded = None
+        new = loaded if isinstance(loaded, Ed25519PublicKey) else None
+    return Handover(seq, str(details.get("old_key_id", "")), new)
+
+
+def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
+    """Every audit public key in a PEM file, oldest first (the gateway appends each new key)."""
+    data = path.read_bytes()
+    if b"PRIVATE KEY" in data:
+        return [load_public_key(path)]
+    marker = b"-----BEGIN PUBLIC KEY-----"
+    blocks = [marker + part for part in data.split(marker)[1:]]
+    if not blocks:
+        raise ValueError(f"{path}: no PEM public key")
+    keys = []
+    for block in blocks:
+        key = serialization.load_pem_public_key(block)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{path}: not an Ed25519 public key")
+        keys.append(key)
+    return keys
+
+
+class _KeysInForce:
+    """Which keys may sign the next checkpoint: the auditor's, then each one a proven handover names."""
+
+    def __init__(self, keys: Sequence[Ed25519PublicKey], handovers: Sequence[Handover], proven_up_to: int) -> None:
+        self.trusted = {key_id(k): k for k in keys}
+        self.retired: set[str] = set()
+        self.pending = sorted(handovers, key=lambda h: h.seq)
+        self.breaks: list[ChainBreak] = []
+        while self.pending and self.pending[0].seq <= proven_up_to:  # proven by the run that found that head
+            self._switch(self.pending.pop(0))
+
+    def _switch(self, h: Handover) -> None:
+        self.retired.update(self.trusted)
+        self.trusted = {h.new_key_id: h.new_key} if h.new_key is not None and h.new_key_id else {}
+
+    def sealed(self, seq: int, signer: str) -> None:
+        """A checkpoint at ``seq`` signed by ``signer`` held: the handovers it covers take effect."""
+        while self.pending and self.pending[0].seq <= seq:
+            h = self.pending.pop(0)
+            if h.old_key_id != signer:
+                self.breaks.append(
+                    ChainBreak(
+                        "bad-key-handover", h.seq, "a key rotation not sealed by the key it replaces",
+                        h.old_key_id, signer,
+                    )
+                )
+            self._switch(h)
+
+
 def verify_checkpoints(
-    checkpoints: Iterable[Checkpoint], hashes: Mapping[int, str], public_key: Ed25519PublicKey | None
+    checkpoints: Iterable[Checkpoint],
+    hashes: Mapping[int, str],
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+    handovers: Sequence[Handover] = (),
+    proven_up_to: int = 0,
 ) -> tuple[int, int, list[ChainBreak]]:
     """Check every checkpoint's signature and that it matches the chain at its seq.
 
-    ``hashes``: each entry's stored hash by seq. Returns (checkpoints checked, highest
-    sealed seq, breaks).
+    ``hashes``: each entry's stored hash by seq. ``public_key``: the auditor's key(s).
+    ``handovers``: the trail's key rotations; one takes effect once a checkpoint signed by
+    the key it replaces covers it, and from then on only the new key may sign (the old
+    one is retired, so a stolen old key cannot seal later entries). Handovers up to
+    ``proven_up_to`` count as proven (``--since``: by the run that found that head).
+    Returns (checkpoints checked, highest sealed seq, breaks).
     """
     breaks: list[ChainBreak] = []
     last_seq = max(hashes) if hashes else 0
     count = 0
     sealed = 0
+    keys = [] if public_key is None else [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key)
+    in_force = _KeysInForce(keys, handovers, proven_up_to)
     for cp in sorted(checkpoints, key=lambda c: c.seq):
         count += 1
         if public_key is None:
@@ -118,8 +205,13 @@ def verify_checkpoints(
                 ChainBreak("no-public-key", cp.seq, "cannot check checkpoint signatures without the audit public key")
             )
             break
+        key = in_force.trusted.get(cp.key_id)
+        if key is None:
+            why = "signed with a retired audit key" if cp.key_id in in_force.retired else "signed with an unknown key"
+            breaks.append(ChainBreak("bad-checkpoint-signature", cp.seq, f"checkpoint {why} ({cp.key_id})"))
+            continue
         try:
-            public_key.verify(base64.b64decode(cp.signature), checkpoint_payload(cp.seq, cp.hash, cp.at))
+            key.verify(base64.b64decode(cp.signature), checkpoint_payload(cp.seq, cp.hash, cp.at))
         except (InvalidSignature, ValueError):
             breaks.append(
                 ChainBreak("bad-checkpoint-signature", cp.seq, f"checkpoint signature invalid (key {cp.key_id})")
@@ -145,5 +237,8 @@ def verify_checkpoints(
                     hashes.get(cp.seq),
                 )
             )
+        else:
+            in_force.sealed(cp.seq, cp.key_id)
         sealed = max(sealed, cp.seq)
+    breaks.extend(in_force.breaks)
     return count, sealed, breaks

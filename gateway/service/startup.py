@@ -126,6 +126,14 @@ def _check_audit_key(config: Config) -> None:
     problem = exposure_problem(audit_key_path(config))
     if problem is not None:
         raise ConfigError(str(config.path), "audit.key_file", problem)
+    from gateway.audit.rotate import pending_rotation
+
+    pending = pending_rotation(config)
+    if pending is not None:
+        raise ConfigError(
+            str(config.path), "audit.key_file",
+            f"a key rotation did not finish ({pending} exists): run `poststelle audit rotate-key` again",
+        )
 
 
 def check_files(config: Config) -> None:

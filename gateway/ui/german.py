@@ -261,6 +261,9 @@ GERMAN: dict[str, str] = {
     "resent after a crash (same Message-ID)": "nach einem Absturz erneut gesendet (gleiche Message-ID)",
     "sent copy: {path}": "gesendete Fassung: {path}",
     "(Bcc)": "(Bcc)",
+    "Audit signing key rotated: {old} hands over to {new}": (
+        "Signaturschlüssel des Protokolls gewechselt: {old} übergibt an {new}"
+    ),
     "blind copy (Bcc) of {id}": "Blindkopie (Bcc) von {id}",
     "a recipient's key was not used: {reason}": "Schlüssel eines Empfängers nicht verwendet: {reason}",
     "last answer: {reply}": "letzte Antwort: {reply}",
