@@ -30,9 +30,7 @@ from gateway.errors import ConfigError
 from gateway.statedir import default_cases_dir, tenant_state_dir
 
 #: Sections only a tenant may have when the file has tenants.
-TENANT_ONLY = (
-    "mailbox", "route", "routing", "policy", "audit", "smime", "openpgp", "submission", "outbound", "demail"
-)
+TENANT_ONLY = ("mailbox", "route", "routing", "policy", "audit", "smime", "openpgp", "submission", "outbound", "demail")
 #: Sections a tenant takes from the top level unless it gives its own.
 INHERITED = ("limits", "processing", "ui", "deliveries")
 #: Sections of the whole process: top level only.
@@ -50,9 +48,8 @@ def parse_tenants(data: Mapping[str, Any], *, file: str, sha256: str) -> Config:
         raise ConfigError(file, "tenant", "expected [[tenant]] blocks (an array of tables)")
     for section in TENANT_ONLY:
         if section in data:
-            raise ConfigError(
-                file, section, f"with [[tenant]] blocks, [{section}] belongs inside each tenant (nothing of it is shared)"
-            )
+            problem = f"with [[tenant]] blocks, [{section}] belongs inside each tenant (nothing of it is shared)"
+            raise ConfigError(file, section, problem)
     storage = data.get("storage")
     if isinstance(storage, dict) and "cases_dir" in storage:
         raise ConfigError(file, "storage.cases_dir", "with [[tenant]] blocks, each tenant has its own cases_dir")
@@ -103,8 +100,10 @@ def _tenant(
         raise ConfigError(file, f"{prefix}.storage", "expected a table")
     for key in own_storage:
         if key != "cases_dir":
-            problem = "unknown key" if key not in ("state_dir", "backend", "dsn_file", "file_mode", "dir_mode") else (
-                "is shared: set it in the top-level [storage] (a tenant's state is <state_dir>/tenants/<name>)"
+            problem = (
+                "unknown key"
+                if key not in ("state_dir", "backend", "dsn_file", "file_mode", "dir_mode")
+                else ("is shared: set it in the top-level [storage] (a tenant's state is <state_dir>/tenants/<name>)")
             )
             raise ConfigError(file, f"{prefix}.storage.{key}", problem)
     state = tenant_state_dir(top.storage.state_dir, name)
