@@ -402,3 +402,57 @@ def test_two_tenants_in_one_postgresql_database_each_have_their_own_schema_and_c
         assert wrong.returncode == 1 and f"no message with id '{quarantined.id}'" in wrong.stderr
     finally:
         pg.close_all()
+
+
+def test_the_daemon_runs_every_tenant_until_sigterm_and_serves_their_metrics_with_a_tenant_label(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str], pki: TestPKI
+) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from gateway.service.snapshot import read_status
+    from gateway.statedir import daemon_status_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    path, ua, ub = two_tenants(tmp_path, dovecot, new_user, pki)
+    path.write_text(path.read_text().replace("[logging]", f'[metrics]\nlisten = "127.0.0.1:{port}"\n\n[logging]', 1))
+    cfg = load_config(path)
+    dovecot.append(ua, "INBOX", [letter(subject=SAME_CASE, message_id="<d-a@nachbar.example>")])
+    dovecot.append(ub, "INBOX", [letter(subject=SAME_CASE, message_id="<d-b@nachbar.example>")])
+
+    def filed() -> bool:
+        return all(len(case_entries(tmp_path / f"cases-{n}", "63-BV-2026-0147")) == 1 for n in ("a", "b"))
+
+    log = tmp_path / "daemon.log"
+    env = {**os.environ, "POSTSTELLE_CONFIG": str(path)}
+    with log.open("w") as err:
+        proc = subprocess.Popen([*POSTSTELLE, "run"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 120  # bounds a failure only
+        while not filed() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert filed(), log.read_text()[-3000:]
+        for t in cfg.tenants:  # each tenant's daemon keeps its own status file, with this pid
+            assert (read_status(daemon_status_path(t)) or {}).get("pid") == proc.pid
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+            text = reply.read().decode("utf-8")
+        assert 'poststelle_messages{tenant="a",state="stored"} 1' in text
+        assert 'poststelle_messages{tenant="b",state="stored"} 1' in text
+        running = json.loads(ok(path, "status", "--json").stdout)["tenants"]
+        assert running["a"]["daemon"]["running"] and running["b"]["daemon"]["pid"] == proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    for t in cfg.tenants:
+        store = open_store(t, readonly=True)
+        try:
+            stopped = [e.details for e in store.entries() if e.event == "daemon-stopped"]
+        finally:
+            store.close()
+        assert [(d["reason"], d["signal"]) for d in stopped] == [("signal", "SIGTERM")]
