@@ -179,6 +179,14 @@ def test_two_tenants_reading_one_mailbox_are_refused(tmp_path: Path) -> None:
     assert err.key == "tenant[1].mailbox[1].username" and "tenant 'a'" in err.problem
 
 
+def test_two_tenants_signing_their_trails_with_one_key_are_refused(tmp_path: Path) -> None:
+    shared = {"audit": {"key_file": str(tmp_path / "audit.key")}}
+    err = refused(
+        tmp_path, tenant_block("a", sections=shared), tenant_block("b", cases_dir=tmp_path / "b", sections=shared)
+    )
+    assert err.key == "tenant[1].audit.key_file" and "tenant 'a'" in err.problem
+
+
 @pytest.mark.parametrize(
     ("block", "key"),
     [

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from gateway.config.model import Config
@@ -67,7 +66,7 @@ def parse_tenants(data: Mapping[str, Any], *, file: str, sha256: str) -> Config:
         if not isinstance(block, dict):
             raise ConfigError(file, prefix, "expected a table")
         tenant = _tenant(block, data, relay, top, file=file, sha256=sha256, prefix=prefix)
-        _check_apart(tenant, tenants, file=file, prefix=prefix, block=block)
+        _check_apart(tenant, tenants, file=file, prefix=prefix)
         warnings += tenant.warnings
         tenants.append(tenant)
     return dataclasses.replace(top, tenants=tuple(tenants), warnings=tuple(warnings))
@@ -125,20 +124,30 @@ def _tenant(
     )
 
 
-def _check_apart(tenant: Config, before: list[Config], *, file: str, prefix: str, block: Mapping[str, Any]) -> None:
-    """Refuse a name, a case folder tree or a mailbox another tenant already has."""
+def _check_apart(tenant: Config, before: list[Config], *, file: str, prefix: str) -> None:
+    """Refuse a name, a case folder tree, a key, a listener or a mailbox another tenant already has."""
     for other in before:
         if other.tenant == tenant.tenant:
             raise ConfigError(file, f"{prefix}.name", f"duplicate tenant name {tenant.tenant!r}")
     mine = tenant.storage.cases_dir
     for other in before:
         theirs = other.storage.cases_dir
-        if mine == theirs or mine.is_relative_to(theirs) or theirs.is_relative_to(mine) or _inside(mine, other):
+        if (
+            mine == theirs
+            or mine.is_relative_to(theirs)
+            or theirs.is_relative_to(mine)
+            or mine.is_relative_to(other.storage.state_dir)
+        ):
             raise ConfigError(
                 file,
                 f"{prefix}.storage.cases_dir",
                 f"{mine} is (or overlaps) tenant {other.tenant!r}'s case folders or state: each tenant needs its own",
             )
+    for key, value in _own(tenant):
+        for other in before:
+            if value in dict(_own(other)).values():
+                problem = f"{value} is already tenant {other.tenant!r}'s: each tenant needs its own"
+                raise ConfigError(file, f"{prefix}.{key}", problem)
     for j, mb in enumerate(tenant.mailboxes):
         for other in before:
             for theirs_mb in other.mailboxes:
@@ -150,5 +159,14 @@ def _check_apart(tenant: Config, before: list[Config], *, file: str, prefix: str
                     )
 
 
-def _inside(path: Path, other: Config) -> bool:
-    return path.is_relative_to(other.storage.state_dir)
+def _own(cfg: Config) -> list[tuple[str, str]]:
+    """What a tenant must not share with another: its trail's key and copy, its OpenPGP
+    home (it holds the secret keys), and the address its submission listener binds."""
+    from gateway.statedir import audit_jsonl_path, audit_key_path
+
+    out = [("audit.key_file", str(audit_key_path(cfg))), ("audit.jsonl_file", str(audit_jsonl_path(cfg)))]
+    if cfg.openpgp is not None:
+        out.append(("openpgp.gnupg_home", str(cfg.openpgp.gnupg_home)))
+    if cfg.submission is not None:
+        out.append(("submission.listen", f"{cfg.submission.host}:{cfg.submission.port}"))
+    return out
