@@ -176,32 +176,34 @@ def init(config: Path | None = ConfigOption) -> None:
     stop it, not receive the letters on the root disk. Run once, as the gateway's user;
     running it again creates only what is missing.
     """
-    from gateway.records.chain import AuditEvent
-    from gateway.statedir import init_storage, require_roots
-
     whole = get_config(config, all_tenants=True)
-    made: list[Path] = []
-    for cfg in whole.tenants or (whole,):  # each tenant: its state, cases_dir, ledger (or schema) and key
-        try:
-            made_here = init_storage(cfg)
-            require_roots(cfg)
-        except OSError as exc:
-            from gateway.service.startup import describe
-
-            fail(locale().t("cannot create: {reason}", reason=describe(exc)))
-
-        def record(store: Store, actor: Actor, made_here: list[Path] = made_here, cfg: Config = cfg) -> None:
-            details = {"created": [str(p) for p in made_here], "file_mode": f"{cfg.storage.file_mode:04o}",
-                       "dir_mode": f"{cfg.storage.dir_mode:04o}", **actor.fields()}
-            store.record_events([AuditEvent("state-initialised", details=details, actor=actor.name)])
-
-        person_decision(cfg, record)
-        made += made_here
-    cfg = whole
+    made = [p for cfg in whole.tenants or (whole,) for p in _init_state(cfg)]  # with tenants: each its own
     for p in made:
         echo(locale().t("created {path}", path=p))
     if not made:
-        echo(locale().t("nothing to create: {path} is set up", path=cfg.storage.state_dir))
+        echo(locale().t("nothing to create: {path} is set up", path=whole.storage.state_dir))
+
+
+def _init_state(cfg: Config) -> list[Path]:
+    """One configuration's (one tenant's) directories, ledger and key; recorded in its trail."""
+    from gateway.records.chain import AuditEvent
+    from gateway.statedir import init_storage, require_roots
+
+    try:
+        made = init_storage(cfg)
+        require_roots(cfg)
+    except OSError as exc:
+        from gateway.service.startup import describe
+
+        fail(locale().t("cannot create: {reason}", reason=describe(exc)))
+
+    def record(store: Store, actor: Actor) -> None:
+        details = {"created": [str(p) for p in made], "file_mode": f"{cfg.storage.file_mode:04o}",
+                   "dir_mode": f"{cfg.storage.dir_mode:04o}", **actor.fields()}
+        store.record_events([AuditEvent("state-initialised", details=details, actor=actor.name)])
+
+    person_decision(cfg, record)
+    return made
 
 
 @_app.command()
