@@ -26,6 +26,7 @@ from gateway.config import Config, load_config
 from gateway.demo.dovecot import Dovecot
 from gateway.demo.samples import letter
 from gateway.errors import ConfigError
+from gateway.records.chain import AuditEntry
 from gateway.records.messages import MessageRecord
 from gateway.records.open import open_store, store_name
 from gateway.statedir import ledger_path
@@ -92,6 +93,14 @@ def records(cfg: Config) -> list[MessageRecord]:
     store = open_store(cfg, readonly=True)
     try:
         return list(store.all_messages())
+    finally:
+        store.close()
+
+
+def trail(cfg: Config) -> list[AuditEntry]:
+    store = open_store(cfg, readonly=True)
+    try:
+        return list(store.entries())
     finally:
         store.close()
 
@@ -412,7 +421,7 @@ def test_two_tenants_in_one_postgresql_database_each_have_their_own_schema_and_c
         pg.close_all()
 
 
-def test_the_daemon_runs_every_tenant_until_sigterm_and_serves_their_metrics_with_a_tenant_label(
+def test_the_daemon_runs_every_tenant_reloads_each_on_sighup_and_serves_metrics_with_a_tenant_label(
     dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str], pki: TestPKI
 ) -> None:
     import signal
@@ -452,15 +461,23 @@ def test_the_daemon_runs_every_tenant_until_sigterm_and_serves_their_metrics_wit
         assert 'poststelle_messages{tenant="b",state="stored"} 1' in text
         running = json.loads(ok(path, "status", "--json").stdout)["tenants"]
         assert running["a"]["daemon"]["running"] and running["b"]["daemon"]["pid"] == proc.pid
+
+        # SIGHUP: each tenant re-reads its part; a tenant added to the file waits for a restart.
+        path.write_text(path.read_text() + "\n" + tenant_block("c", cases_dir=tmp_path / "cases-c"))
+        proc.send_signal(signal.SIGHUP)
+
+        def reloaded() -> bool:
+            return all(any(e.event == "config-reloaded" for e in trail(t)) for t in cfg.tenants)
+
+        while not (reloaded() and "starts with the next restart" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert reloaded() and '"tenant": "c"' in log.read_text(), log.read_text()[-3000:]
+        assert not (tmp_path / "state" / "tenants" / "c").exists()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     assert proc.returncode == 0, log.read_text()[-3000:]
     for t in cfg.tenants:
-        store = open_store(t, readonly=True)
-        try:
-            stopped = [e.details for e in store.entries() if e.event == "daemon-stopped"]
-        finally:
-            store.close()
+        stopped = [e.details for e in trail(t) if e.event == "daemon-stopped"]
         assert [(d["reason"], d["signal"]) for d in stopped] == [("signal", "SIGTERM")]

@@ -47,6 +47,7 @@ class TenantsDaemon:
                 daemon.analyser.close()
                 daemon.ctx.close()
             raise
+        self._reload_seen = False
         self.metrics: Listener | None = None
         if config.metrics is not None and not once:
             from gateway.service.metrics import MetricsServer
@@ -58,8 +59,25 @@ class TenantsDaemon:
             daemon.request_stop(signum, frame)
 
     def request_reload(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """Each tenant's daemon re-reads its part of the file; the main thread checks the set of tenants."""
+        self._reload_seen = True
         for daemon in self.daemons:
             daemon.request_reload(signum, frame)
+
+    def _check_tenants(self) -> None:
+        """A tenant added to the file is not started by a reload: say so (a removed one's daemon
+        refuses the reload in its own trail)."""
+        from gateway.config import load_config
+        from gateway.errors import PoststelleError
+
+        self._reload_seen = False
+        try:
+            names = {t.tenant for t in load_config(self.config.path).tenants}
+        except (PoststelleError, OSError):
+            return  # each tenant's daemon records why the file does not load
+        running = {d.config.tenant for d in self.daemons}
+        for name in sorted(str(n) for n in names - running):
+            log.error("tenant added to the configuration: it starts with the next restart", tenant=name)
 
     def run(self) -> RunReport:
         """Run every tenant until stopped (or, ``once``, until each has made its pass).
@@ -102,6 +120,8 @@ class TenantsDaemon:
             for t in threads:
                 while t.is_alive():
                     t.join(0.5)  # the main thread stays free for the signal handlers
+                    if self._reload_seen:
+                        self._check_tenants()
         finally:
             if started and self.metrics is not None:
                 self.metrics.stop()
