@@ -481,3 +481,18 @@ def test_the_daemon_runs_every_tenant_reloads_each_on_sighup_and_serves_metrics_
     for t in cfg.tenants:
         stopped = [e.details for e in trail(t) if e.event == "daemon-stopped"]
         assert [(d["reason"], d["signal"]) for d in stopped] == [("signal", "SIGTERM")]
+
+
+def test_the_example_configs_tenant_block_loads_as_written(tmp_path: Path) -> None:
+    """The commented ``[[tenant]]`` in config/poststelle.example.toml, uncommented, is a valid tenant."""
+    text = (REPO / "config" / "poststelle.example.toml").read_text(encoding="utf-8")
+    lines = text[text.index("\n# [[tenant]]\n") :].splitlines()
+    block = "\n".join(line[2:] for line in lines if line.startswith("# "))
+    secret = tmp_path / "imap.secret"
+    secret.write_text("x")
+    secret.chmod(0o600)
+    block = block.replace("/etc/poststelle/hofheim/imap.secret", str(secret))
+    block = block.replace("/srv/poststelle/hofheim", str(tmp_path / "hofheim"))
+    (tenant,) = load_config(write(tmp_path, block)).tenants
+    assert tenant.tenant == "hofheim" and [r.name for r in tenant.routes] == ["Aktenzeichen"]
+    assert tenant.storage.cases_dir == tmp_path / "hofheim"
