@@ -154,6 +154,7 @@ def test_each_tenant_is_a_complete_configuration_with_its_own_state_and_inherits
         ("[smime]\ntrust_anchors = []\n", "smime", "inside each tenant"),
         ("[audit]\ncheckpoint_every = 5\n", "audit", "inside each tenant"),
         ('[smtp]\nhost = "relay.example.org"\nfrom = "x@example.org"\n', "smtp.from", "its own address"),
+        ('[smtp]\nhost = "relay.example.org"\nprot = 25\n', "smtp.prot", "unknown key"),
     ],
 )
 def test_what_decides_trust_or_placement_is_never_shared_from_the_top_level(

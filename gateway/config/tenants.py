@@ -57,6 +57,8 @@ def parse_tenants(data: Mapping[str, Any], *, file: str, sha256: str) -> Config:
         raise ConfigError(file, "smtp", "expected a table")
     if "from" in relay:
         raise ConfigError(file, "smtp.from", "with [[tenant]] blocks, each tenant sends as its own address")
+    if relay:
+        _check_relay(relay, file)
     shared = {k: v for k, v in data.items() if k not in ("tenant", "smtp")}
     top = parse_config(shared, file=file, sha256=sha256)
     warnings = list(top.warnings)
@@ -70,6 +72,14 @@ def parse_tenants(data: Mapping[str, Any], *, file: str, sha256: str) -> Config:
         warnings += tenant.warnings
         tenants.append(tenant)
     return dataclasses.replace(top, tenants=tuple(tenants), warnings=tuple(warnings))
+
+
+def _check_relay(relay: Mapping[str, Any], file: str) -> None:
+    """The relay defaults alone, checked as an ``[smtp]`` (with a stand-in sender): a typo is an
+    error now, even while no tenant sends yet."""
+    from gateway.config.load import _Reader, _smtp
+
+    _smtp(_Reader(file, "smtp", {**relay, "from": "relay-defaults@invalid.example"}), [])
 
 
 def _tenant(
