@@ -364,6 +364,16 @@ def test_two_tenants_on_sqlite_keep_their_mail_their_trust_and_their_chains_apar
     assert status["a"]["messages"] == {"stored": 2} and status["b"]["messages"] == {"stored": 2, "quarantined": 1}
     assert [m["mailbox"] for m in status["b"]["mailboxes"]] == ["post_b"]
 
+    checks = json.loads(ok(path, "check", "--json").stdout)
+    assert {(c["tenant"], c["target"]) for c in checks if c["check"] == "mailbox"} == {("a", "post_a"), ("b", "post_b")}
+
+    # One tenant alone: `run --once --tenant b` reads b's mailbox and leaves a's waiting.
+    dovecot.append(ua, "INBOX", [letter(subject=SAME_CASE, message_id="<a-2@nachbar.example>")])
+    dovecot.append(ub, "INBOX", [letter(subject=SAME_CASE, message_id="<b-2@nachbar.example>")])
+    ok(path, "run", "--once", "--tenant", "b")
+    assert len(case_entries(tmp_path / "cases-b", "63-BV-2026-0147")) == 2
+    assert len(case_entries(tmp_path / "cases-a", "63-BV-2026-0147")) == 1 and dovecot.folder_uids(ua, "INBOX")
+
     from gateway.service.metrics import collect_all, render
     from gateway.service.snapshot import StatusBoard
 
@@ -371,7 +381,7 @@ def test_two_tenants_on_sqlite_keep_their_mail_their_trust_and_their_chains_apar
         collect_all([(t.tenant, t, StatusBoard(None, pid=1, config_sha256="", version="x")) for t in cfg.tenants])
     )
     assert 'poststelle_messages{tenant="a",state="stored"} 2' in text
-    assert 'poststelle_messages{tenant="b",state="quarantined"} 1' in text
+    assert 'poststelle_messages{tenant="b",state="stored"} 3' in text
     assert text.count("poststelle_build_info{") == 1
 
 
