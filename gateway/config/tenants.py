@@ -8,7 +8,8 @@ shared database.
 
 What a tenant shares with the top level is what belongs to the machine, not the authority:
 the state directory and database (``[storage]``), ``[limits]``, ``[processing]``, ``[ui]``
-and ``[deliveries]`` (inherited unless the tenant gives its own), ``[logging]`` and
+and ``[deliveries]`` (inherited unless the tenant gives its own; ``analysis_workers`` is per
+tenant and defaults to 0, in-process, because every tenant's pool is its own), ``[logging]`` and
 ``[metrics]`` (process-wide, top level only), and the relay: a top-level ``[smtp]`` holds
 defaults (host, port, security, credentials) that a tenant's own ``[smtp]`` extends; its
 ``from`` is the authority's address and is only ever the tenant's. Everything that decides
@@ -123,6 +124,11 @@ def _tenant(
         "state_dir": str(state),
         "cases_dir": own_storage.get("cases_dir") or str(default_cases_dir(state)),
     }
+    processing = merged.get("processing", {})
+    if isinstance(processing, dict) and "analysis_workers" not in processing:
+        # Each tenant's pool is its own (its workers hold its keys): the one-per-core default
+        # would multiply by the number of tenants, so tenants analyse in-process unless told.
+        merged["processing"] = {**processing, "analysis_workers": 0}
     if "smtp" in block:
         if not isinstance(block["smtp"], dict):
             raise ConfigError(file, f"{prefix}.smtp", "expected a table")
