@@ -47,7 +47,9 @@ NOT_PER_TENANT = frozenset({"demo"})
 
 
 TenantOption = typer.Option(
-    None, "--tenant", metavar="NAME",
+    None,
+    "--tenant",
+    metavar="NAME",
     help="The tenant to work on (its name in the configuration); required when the configuration has tenants.",
 )
 
