@@ -510,3 +510,40 @@ def test_the_example_configs_tenant_block_loads_as_written(tmp_path: Path) -> No
     (tenant,) = load_config(write(tmp_path, block)).tenants
     assert tenant.tenant == "hofheim" and [r.name for r in tenant.routes] == ["Aktenzeichen"]
     assert tenant.storage.cases_dir == tmp_path / "hofheim"
+
+
+def test_a_tenant_whose_state_is_locked_stops_the_start_and_leaves_no_other_tenant_locked(tmp_path: Path) -> None:
+    import fcntl
+    import sys
+
+    from gateway.service.statelock import AlreadyRunning
+    from gateway.service.tenants import TenantsDaemon
+    from gateway.statedir import init_storage, lock_path
+
+    a = tenant_block("a", mailboxes=[mailbox("in", "a", host="127.0.0.1")])
+    b = tenant_block("b", mailboxes=[mailbox("in", "b", host="127.0.0.1")], cases_dir=tmp_path / "b-cases")
+    cfg = load_config(write(tmp_path, a, b))
+    for t in cfg.tenants:
+        init_storage(t)
+    ta, tb = cfg.tenants
+    hold = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, b'%d\\n' % os.getpid())\nprint('held', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(lock_path(tb))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(AlreadyRunning) as err:
+            TenantsDaemon(cfg, once=True)
+        assert str(tb.storage.state_dir) in str(err.value)
+        fd = os.open(lock_path(ta), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # tenant a's lock was let go again
+        finally:
+            os.close(fd)
+    finally:
+        holder.communicate("", timeout=30)

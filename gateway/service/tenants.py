@@ -42,10 +42,11 @@ class TenantsDaemon:
             for tenant in config.tenants:
                 self.daemons.append(Daemon(tenant, once=once, listeners=listeners_for(tenant)))
         except BaseException:
-            for daemon in self.daemons:  # each holds its tenant's lock and analysis pool
+            for daemon in self.daemons:  # each holds its tenant's lock, analysis pool and wake pipe
                 daemon.state_lock.release()
                 daemon.analyser.close()
                 daemon.ctx.close()
+                daemon._close_pipe()
             raise
         self._reload_seen = False
         self.metrics: Listener | None = None
