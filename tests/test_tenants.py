@@ -547,3 +547,51 @@ def test_a_tenant_whose_state_is_locked_stops_the_start_and_leaves_no_other_tena
             os.close(fd)
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_systemd_hears_one_process_ready_once_every_tenant_serves_and_fed_while_all_live(
+    dovecot: Dovecot, tmp_path: Path, new_user: Callable[[], str], pki: TestPKI
+) -> None:
+    import signal
+    import socket
+
+    from gateway.service.snapshot import read_status
+    from gateway.statedir import daemon_status_path
+
+    path, _ua, _ub = two_tenants(tmp_path, dovecot, new_user, pki)
+    cfg = load_config(path)
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(str(tmp_path / "notify"))
+    manager.settimeout(60)  # bounds a datagram that never comes
+
+    def receive() -> dict[str, str]:
+        data = manager.recv(4096).decode("utf-8")
+        return dict(line.split("=", 1) for line in data.split("\n"))
+
+    env = {**os.environ, "POSTSTELLE_CONFIG": str(path), "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    env["WATCHDOG_USEC"] = "2000000"
+    env.pop("WATCHDOG_PID", None)
+    log = tmp_path / "daemon.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([*POSTSTELLE, "run"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        first = receive()
+        while "READY" not in first:
+            assert "WATCHDOG" in first or "STATUS" in first, first
+            first = receive()
+        assert first["STATUS"] == "2 tenants"
+        for t in cfg.tenants:  # both tenants had started their workers before READY was said
+            assert (read_status(daemon_status_path(t)) or {}).get("pid") == proc.pid
+        seen = [receive() for _ in range(3)]
+        assert any(m.get("WATCHDOG") == "1" for m in seen), seen
+        assert not any("READY" in m for m in seen), "one READY for the process, not one per tenant"
+        proc.send_signal(signal.SIGTERM)
+        message = receive()
+        while "STOPPING" not in message:
+            message = receive()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        manager.close()
+    assert proc.returncode == 0, log.read_text()[-3000:]

@@ -6,7 +6,9 @@ file. Nothing is shared between them but the process, so a tenant's workers cann
 into another tenant's folders or chain, and one tenant that fails to start does not take
 the others' records with it. Each runs in a thread of its own; the main thread owns the
 signals and hands them on, and serves ``[metrics]`` for all tenants with a ``tenant``
-label. ``once`` mode runs every tenant's pass and returns when all are done.
+label. ``once`` mode runs every tenant's pass and returns when all are done. systemd hears
+one process: ``READY=1`` once every tenant is ready, and the watchdog only while every
+tenant's workers live (one tenant's dead thread must not be hidden by the others' pings).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import structlog
 
 from gateway.config import Config
 from gateway.service.daemon import Daemon, Listener, RunReport
+from gateway.service.notify import Notifier
+from gateway.service.supervise import Supervisor
 
 log = structlog.get_logger("poststelle.daemon")
 
@@ -38,9 +42,13 @@ class TenantsDaemon:
         self.config = config
         self.once = once
         self.daemons: list[Daemon] = []
+        self.notifier = Notifier()
+        self._ready: set[str] = set()
         try:
             for tenant in config.tenants:
-                self.daemons.append(Daemon(tenant, once=once, listeners=listeners_for(tenant)))
+                daemon = Daemon(tenant, once=once, listeners=listeners_for(tenant))
+                daemon.notifier = daemon.supervisor.notifier = _TenantNotifier(self, str(tenant.tenant))
+                self.daemons.append(daemon)
         except BaseException:
             for daemon in self.daemons:  # each holds its tenant's lock, analysis pool and wake pipe
                 daemon.state_lock.release()
@@ -49,11 +57,21 @@ class TenantsDaemon:
                 daemon._close_pipe()
             raise
         self._reload_seen = False
+        self.supervisor = Supervisor(self.notifier, self._alive, lambda: f"{len(self.daemons)} tenants")
         self.metrics: Listener | None = None
         if config.metrics is not None and not once:
             from gateway.service.metrics import MetricsServer
 
             self.metrics = MetricsServer(config, [(d.config.tenant, d.config, d.board) for d in self.daemons])
+
+    def _alive(self) -> bool:
+        return all(d.supervisor.alive() for d in self.daemons)
+
+    def tenant_ready(self, tenant: str) -> None:
+        """A tenant's daemon serves (or has reloaded): READY once all of them have said so."""
+        self._ready.add(tenant)
+        if len(self._ready) == len(self.daemons):
+            self.notifier.ready(f"{len(self.daemons)} tenants")
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         for daemon in self.daemons:
@@ -109,6 +127,8 @@ class TenantsDaemon:
         ]
         started = False
         try:
+            if not self.once:
+                self.supervisor.start()
             for t in threads:
                 t.start()
             if self.metrics is not None:
@@ -124,6 +144,7 @@ class TenantsDaemon:
                     if self._reload_seen:
                         self._check_tenants()
         finally:
+            self.supervisor.close()
             if started and self.metrics is not None:
                 self.metrics.stop()
         if errors:
@@ -136,3 +157,23 @@ class TenantsDaemon:
                 where = "outbox" if name == "outbox" else f"mailbox {name}"
                 merged.failures[f"tenant {tenant}, {where}"] = text
         return merged
+
+
+class _TenantNotifier(Notifier):
+    """A tenant daemon's channel: no socket of its own (its supervisor never starts), its
+    ready, reloading and stopping handed to the process's one channel."""
+
+    def __init__(self, owner: TenantsDaemon, tenant: str) -> None:
+        super().__init__({})
+        self.owner = owner
+        self.tenant = tenant
+
+    def ready(self, status: str | None = None) -> bool:
+        self.owner.tenant_ready(self.tenant)
+        return True
+
+    def reloading(self) -> bool:
+        return self.owner.notifier.reloading()
+
+    def stopping(self) -> bool:
+        return self.owner.notifier.stopping()
