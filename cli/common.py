@@ -12,7 +12,11 @@ shown in the configured zone. ``--json`` output is the record's own form (UTC, E
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -37,6 +41,52 @@ JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
 EXIT_CONFIG = 2
 
 _locale: Locale = DEFAULT
+_tenant: str | None = None
+#: Commands that have nothing of a tenant's to read or change.
+NOT_PER_TENANT = frozenset({"demo"})
+
+
+TenantOption = typer.Option(
+    None,
+    "--tenant",
+    metavar="NAME",
+    help="The tenant to work on (its name in the configuration); required when the configuration has tenants.",
+)
+
+
+def add_tenant_option(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its groups) a ``--tenant`` option, in one place.
+
+    ``get_config`` reads what it names, so a command that loads its configuration there
+    works on that tenant's configuration (its state, store and folders) without knowing
+    about tenants. Each command's function is wrapped once: the wrapper takes the option,
+    keeps it for ``get_config`` and calls the command without it.
+    """
+    for info in app.registered_commands:
+        if info.callback is not None and info.name not in NOT_PER_TENANT:
+            info.callback = _tenant_wrapped(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            add_tenant_option(group.typer_instance)
+
+
+def _tenant_wrapped(command: Callable[..., Any]) -> Callable[..., Any]:
+    if getattr(command, "_takes_tenant", False):
+        return command
+
+    @functools.wraps(command)
+    def run(*args: Any, tenant: str | None = None, **kwargs: Any) -> Any:
+        global _tenant
+        _tenant = tenant
+        return command(*args, **kwargs)
+
+    signature = inspect.signature(command, eval_str=True)
+    extra = inspect.Parameter("tenant", inspect.Parameter.KEYWORD_ONLY, default=TenantOption, annotation=str | None)
+    params = list(signature.parameters.values())
+    run.__signature__ = signature.replace(parameters=[*params, extra])  # type: ignore[attr-defined]
+    run.__annotations__ = {**typing.get_type_hints(command), "tenant": str | None}
+    run._takes_tenant = True  # type: ignore[attr-defined]
+    return run
 
 
 def locale() -> Locale:
@@ -55,10 +105,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def get_config(path: Path | None) -> Config:
-    """Load and validate the config; a problem names file, key and what is wrong, exit 2."""
+def get_config(path: Path | None, *, all_tenants: bool = False) -> Config:
+    """Load and validate the config; a problem names file, key and what is wrong, exit 2.
+
+    With ``[[tenant]]`` blocks, the configuration of the tenant ``--tenant`` names; without
+    ``--tenant`` that is an error, unless the command covers every tenant (``all_tenants``:
+    it gets the whole configuration, its tenants in ``config.tenants``).
+    """
     try:
-        config = load_config(resolve_config_path(path))
+        config = select_tenant(load_config(resolve_config_path(path)), _tenant, all_tenants=all_tenants)
     except ConfigError as exc:
         typer.echo(_locale.t("configuration error: {message}", message=safe_text(exc)), err=True)
         raise typer.Exit(EXIT_CONFIG) from None
@@ -67,6 +122,22 @@ def get_config(path: Path | None) -> Config:
     use_locale(Locale(language=config.ui.language, timezone=config.ui.timezone))
     for warning in config.warnings:
         typer.echo(_locale.t("warning: {message}", message=safe_text(warning)), err=True)
+    return config
+
+
+def select_tenant(config: Config, tenant: str | None, *, all_tenants: bool = False) -> Config:
+    """The configuration a command works on: the named tenant's, or the whole file's."""
+    file, known = str(config.path), ", ".join(str(t.tenant) for t in config.tenants)
+    if tenant is not None:
+        if not config.tenants:
+            raise ConfigError(file, "tenant", f"--tenant {tenant}: the configuration has no [[tenant]] blocks")
+        try:
+            chosen = config.tenant_config(tenant)
+        except KeyError:
+            raise ConfigError(file, "tenant", f"unknown tenant {tenant!r} (the tenants are: {known})") from None
+        return dataclasses.replace(chosen, warnings=config.warnings)
+    if config.tenants and not all_tenants:
+        raise ConfigError(file, "tenant", f"the configuration has tenants ({known}): name one with --tenant")
     return config
 
 

@@ -14,6 +14,7 @@ from cli.common import (
     EXIT_CONFIG,
     ConfigOption,
     JsonOption,
+    add_tenant_option,
     echo,
     fail,
     get_config,
@@ -74,6 +75,7 @@ def build_app(argv: list[str] | None = None) -> typer.Typer:
         else:
             module, attr = COMMANDS[name]
             _app.command(name)(getattr(importlib.import_module(module), attr))
+    add_tenant_option(_app)
     # The overview lists these commands first, as it did when they were imported eagerly.
     _app.registered_commands.sort(key=lambda c: (c.name or "") not in COMMANDS)
     return _app
@@ -109,11 +111,16 @@ def run(
     from gateway.service.daemon import Daemon
     from gateway.service.startup import describe
 
-    cfg = get_config(config)
+    cfg = get_config(config, all_tenants=True)
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:
-        daemon = Daemon(cfg, once=once, listeners=_listeners(cfg, once))
-        report = daemon.run()  # a submission port that cannot be bound is a ConfigError too
+        if cfg.tenants:  # every tenant's daemon in this process (service.tenants)
+            from gateway.service.tenants import TenantsDaemon
+
+            report = TenantsDaemon(cfg, once=once, listeners_for=lambda t: _listeners(t, once)).run()
+        else:
+            # a submission port that cannot be bound is a ConfigError too
+            report = Daemon(cfg, once=once, listeners=_listeners(cfg, once)).run()
     except ConfigError as exc:
         echo(locale().t("configuration error: {message}", message=exc), err=True)
         raise typer.Exit(EXIT_CONFIG) from None
@@ -121,7 +128,8 @@ def run(
         fail(locale().t("cannot start: {reason}", reason=describe(exc)))
     if not report.ok:
         for name, error in sorted(report.failures.items()):
-            echo(f"{name if name == 'outbox' else 'mailbox ' + name}: {error}", err=True)
+            where = name if name == "outbox" or cfg.tenants else "mailbox " + name
+            echo(f"{where}: {error}", err=True)
     if not once:
         _leave_now(0 if report.ok else 1)
     if not report.ok:
@@ -179,10 +187,19 @@ def init(config: Path | None = ConfigOption) -> None:
     stop it, not receive the letters on the root disk. Run once, as the gateway's user;
     running it again creates only what is missing.
     """
+    whole = get_config(config, all_tenants=True)
+    made = [p for cfg in whole.tenants or (whole,) for p in _init_state(cfg)]  # with tenants: each its own
+    for p in made:
+        echo(locale().t("created {path}", path=p))
+    if not made:
+        echo(locale().t("nothing to create: {path} is set up", path=whole.storage.state_dir))
+
+
+def _init_state(cfg: Config) -> list[Path]:
+    """One configuration's (one tenant's) directories, ledger and key; recorded in its trail."""
     from gateway.records.chain import AuditEvent
     from gateway.statedir import init_storage, require_roots
 
-    cfg = get_config(config)
     try:
         made = init_storage(cfg)
         require_roots(cfg)
@@ -197,10 +214,7 @@ def init(config: Path | None = ConfigOption) -> None:
         store.record_events([AuditEvent("state-initialised", details=details, actor=actor.name)])
 
     person_decision(cfg, record)
-    for p in made:
-        echo(locale().t("created {path}", path=p))
-    if not made:
-        echo(locale().t("nothing to create: {path} is set up", path=cfg.storage.state_dir))
+    return made
 
 
 @_app.command()
@@ -208,12 +222,16 @@ def check(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> Non
     """Validate the config, key material, state directory, credentials and connectivity."""
     from gateway.service.health import run_checks
 
-    results = run_checks(get_config(config))
-    rows = [r.to_json() for r in results]
+    cfg = get_config(config, all_tenants=True)
+    results, rows = [], []
+    for one in cfg.tenants or (cfg,):
+        found = run_checks(one)
+        results += found
+        rows += [{**r.to_json(), **({"tenant": one.tenant} if one.tenant else {})} for r in found]
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["check", "target", "result", "detail"])
+        print_table(rows, [*(["tenant"] if cfg.tenants else []), "check", "target", "result", "detail"])
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 

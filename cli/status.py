@@ -43,12 +43,30 @@ def daemon_state(cfg: Config) -> dict[str, Any]:
 def status_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Whether the daemon runs; per mailbox: state since when, connected, last poll and success, backlog, last error.
 
-    The counts are the ledger's (messages) and the outbox's (documents).
+    The counts are the ledger's (messages) and the outbox's (documents); with tenants, each
+    tenant's in turn (``--tenant`` names one).
     """
+    whole = get_config(config, all_tenants=True)
+    if whole.tenants:  # every tenant, one after the other (``--tenant`` shows one)
+        if as_json:
+            print_json({"tenants": {t.tenant: _status_json(t) for t in whole.tenants}})
+            return
+        for i, tenant in enumerate(whole.tenants):
+            typer.echo(("\n" if i else "") + locale().t("tenant {name}", name=tenant.tenant))
+            _show(tenant, _status_json(tenant))
+        return
+    data = _status_json(whole)
+    if as_json:
+        print_json(data)
+        return
+    _show(whole, data)
+
+
+def _status_json(cfg: Config) -> dict[str, Any]:
+    """What ``status --json`` prints for one configuration (one tenant)."""
     from gateway.records.open import open_store, store_exists
     from gateway.records.store import StoreError
 
-    cfg = get_config(config)
     daemon = daemon_state(cfg)
     live: dict[str, dict[str, Any]] = daemon.pop("mailboxes")
     statuses: list[dict[str, object]] = []
@@ -67,9 +85,11 @@ def status_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -
         view = live.get(str(row["mailbox"]), {})
         row["connected"] = view.get("connected", False) if daemon["running"] else False
         row["idle"] = view.get("idle", False) if daemon["running"] else False
-    if as_json:
-        print_json({"daemon": daemon, "mailboxes": statuses, "messages": counts, "outbox": outgoing})
-        return
+    return {"daemon": daemon, "mailboxes": statuses, "messages": counts, "outbox": outgoing}
+
+
+def _show(cfg: Config, data: dict[str, Any]) -> None:
+    daemon, statuses, counts, outgoing = data["daemon"], data["mailboxes"], data["messages"], data["outbox"]
     typer.echo(_daemon_line(daemon))
     if daemon.get("config_changed") and daemon["running"]:
         typer.echo(locale().t("the configuration file has changed since; send SIGHUP to reload it"))

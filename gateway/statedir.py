@@ -14,6 +14,7 @@ layout (docs/case-folders.md describes it for people)::
         gnupg/                  the OpenPGP home, unless configured elsewhere
         outbox/<id>.eml         queued outgoing documents, the exact bytes to send
         outbox.wake             FIFO: a queued document rings it, the daemon's outbox thread listens
+        tenants/<name>/         with [[tenant]] blocks: each tenant's own state, laid out as above
     <cases_dir>/<case folder>/<entry>/      cases_dir defaults to <state_dir>/cases
     <cases_dir>/<case folder>/sent/<entry>/ the exact bytes sent, with manifest.json
     <root>/.incoming/[<mailbox>/]<entry>/   staging instead, for a root on another mount than state_dir
@@ -43,6 +44,11 @@ def default_cases_dir(state_dir: Path) -> Path:
 
 def default_gnupg_home(state_dir: Path) -> Path:
     return state_dir / "gnupg"
+
+
+def tenant_state_dir(state_dir: Path, tenant: str) -> Path:
+    """A tenant's own state directory inside the shared one (``config.tenants``)."""
+    return state_dir / "tenants" / tenant
 
 
 # -- the layout ----------------------------------------------------------------------------
@@ -156,6 +162,8 @@ def require_roots(config: Config) -> None:
     """
     from gateway.errors import ConfigError
 
+    if config.tenant is not None:
+        _make_tenant_state(config)
     for key, path in roots(config):
         try:
             if stat.S_ISDIR(path.stat().st_mode):
@@ -166,6 +174,20 @@ def require_roots(config: Config) -> None:
         except OSError as exc:
             problem = f"cannot be reached: {exc.strerror}"
         raise ConfigError(str(config.path), key, f"{path} {problem}")
+
+
+def _make_tenant_state(config: Config) -> None:
+    """A tenant's state directory is the gateway's own, made inside the shared ``state_dir``
+    when that exists (the shared one itself is still never created on start)."""
+    state = config.storage.state_dir
+    shared = state.parent.parent
+    if state.is_dir() or not shared.is_dir():
+        return
+    for d in (state.parent, state):
+        if not d.is_dir():
+            d.mkdir(exist_ok=True, mode=config.storage.dir_mode)
+            if stat.S_IMODE(d.stat().st_mode) & 0o777 != config.storage.dir_mode:
+                d.chmod(config.storage.dir_mode | (d.stat().st_mode & stat.S_ISGID))
 
 
 def prepare_state(config: Config) -> None:

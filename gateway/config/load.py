@@ -382,6 +382,8 @@ def _check_acknowledgements(
     outbound: OutboundConfig | None,
     smime: SmimeConfig | None,
     openpgp: OpenPGPConfig | None,
+    *,
+    prefix: str = "",
 ) -> None:
     """A route that acknowledges needs a relay, the authority's address and a key to sign with.
 
@@ -391,7 +393,7 @@ def _check_acknowledgements(
     for i, route in enumerate(routes):
         if not route.acknowledge:
             continue
-        key = f"route[{i}].acknowledge"
+        key = f"{prefix}route[{i}].acknowledge"
         if smtp is None:
             raise ConfigError(file, key, "acknowledge = true needs [smtp] (the relay and the authority's address)")
         sign = (outbound or OutboundConfig()).sign
@@ -732,10 +734,18 @@ def _mime_parts(lr: _Reader) -> int:
     return value
 
 
-def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Config:
-    """Validate an already-parsed TOML document; raises ConfigError on the first problem."""
+def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "", prefix: str = "") -> Config:
+    """Validate an already-parsed TOML document; raises ConfigError on the first problem.
+
+    A document with ``[[tenant]]`` blocks is one configuration per tenant (``config.tenants``);
+    ``prefix`` (``tenant[1]``) is where a tenant's block sits, for the keys errors name.
+    """
+    if "tenant" in data and not prefix:
+        from gateway.config.tenants import parse_tenants
+
+        return parse_tenants(data, file=file, sha256=sha256)
     warnings: list[str] = []
-    top = _Reader(file, "", data)
+    top = _Reader(file, prefix, data)
     sr = top.sub("storage", top.table_("storage"))
     if "storage" not in data:
         raise top.fail("storage", "is required")
@@ -785,7 +795,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     names = [m.name for m in mailboxes]
     for i, n in enumerate(names):
         if n in names[:i]:
-            raise ConfigError(file, f"mailbox[{i}].name", f"duplicate mailbox name {n!r}")
+            raise ConfigError(file, top.key(f"mailbox[{i}].name"), f"duplicate mailbox name {n!r}")
 
     routes = tuple(_route(r) for r in _tables(top, "route"))
     rr = top.sub("routing", top.table_("routing"))
@@ -826,7 +836,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     metrics = _metrics(top.sub("metrics", top.table_("metrics"))) if "metrics" in data else None
     send_socket = _send_socket(top.sub("send_socket", top.table_("send_socket"))) if "send_socket" in data else None
     top.finish()
-    _check_acknowledgements(file, routes, smtp, outbound, smime, openpgp)
+    _check_acknowledgements(file, routes, smtp, outbound, smime, openpgp, prefix=top.key(""))
     return Config(
         path=Path(file),
         sha256=sha256,

@@ -45,6 +45,9 @@ class StorageConfig:
     #: The PostgreSQL connection string, password included, read from ``dsn_file``.
     dsn: Secret | None = None
     dsn_file: Path | None = None
+    #: A tenant's own PostgreSQL schema (``tenant_<name>``) in the shared database: every
+    #: table, the audit chain's head included, is the tenant's alone. None: the default schema.
+    schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,17 @@ class Config:
     demail: DemailConfig = field(default_factory=DemailConfig)
     metrics: MetricsConfig | None = None
     send_socket: SendSocketConfig | None = None
+    #: ``[[tenant]] name`` when this is one tenant's configuration (docs/hosting.md, "Tenants").
+    tenant: str | None = None
+    #: One complete configuration per ``[[tenant]]`` block; empty for a file without tenants.
+    tenants: tuple[Config, ...] = ()
+
+    def tenant_config(self, name: str) -> Config:
+        """The configuration of tenant ``name``; KeyError when the file has no such tenant."""
+        for t in self.tenants:
+            if t.tenant == name:
+                return t
+        raise KeyError(name)
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mb in self.mailboxes:

@@ -47,7 +47,7 @@ def _backend(config: Config, settings: AuditSettings | None, *, readonly: bool) 
         from gateway.records.postgres.store import PostgresStore
 
         assert storage.dsn is not None, "the loader requires dsn_file with backend = postgresql"
-        return PostgresStore(storage.dsn.reveal(), audit=settings, readonly=readonly)
+        return PostgresStore(storage.dsn.reveal(), audit=settings, readonly=readonly, schema=storage.schema)
     return SQLiteStore(ledger_path(config), audit=settings, readonly=readonly)
 
 
@@ -70,7 +70,8 @@ def store_name(config: Config) -> str:
         from gateway.records.postgres.connect import describe
 
         assert config.storage.dsn is not None
-        return describe(config.storage.dsn.reveal())
+        schema = config.storage.schema
+        return describe(config.storage.dsn.reveal()) + (f" (schema {schema})" if schema else "")
     return str(ledger_path(config))
 
 

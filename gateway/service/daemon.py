@@ -301,7 +301,7 @@ class Daemon:
         """Apply the configuration file as it is now, or keep the running one and say why."""
         path = self.config.path
         try:
-            new = load_config(path)
+            new = same_tenant(load_config(path), self.config.tenant)
             plan = plan_reload(self.config, new)
             check_files(new)
             ctx, analyser = None, None
@@ -657,6 +657,22 @@ class _Halt:
                 os.close(fd)
 
 
+def same_tenant(loaded: Config, tenant: str | None) -> Config:
+    """The part of a reloaded file this daemon runs: its tenant's configuration, or the whole.
+
+    Tenants that appear or go, or a file that gains or loses ``[[tenant]]`` blocks, change
+    which daemons run at all: that takes a restart (``ConfigError``, the reload is refused).
+    """
+    if tenant is None:
+        if loaded.tenants:
+            raise ConfigError(str(loaded.path), "tenant", "[[tenant]] blocks were added, which needs a restart")
+        return loaded
+    try:
+        return loaded.tenant_config(tenant)
+    except KeyError:
+        raise ConfigError(str(loaded.path), "tenant", f"tenant {tenant!r} is gone, which needs a restart") from None
+
+
 def _analyser(config: Config, ctx: UnwrapContext) -> Analyser:
     return Analyser(config, ctx, workers=config.processing.analysis_workers if config.mailboxes else 0)
 
@@ -669,6 +685,7 @@ def _config_details(config: Config, once: bool) -> dict[str, object]:
         "mailboxes": [m.name for m in config.mailboxes],
         "routes": [r.name for r in config.routes],
         "mode": "once" if once else "daemon",
+        **({"tenant": config.tenant} if config.tenant is not None else {}),
     }
 
 

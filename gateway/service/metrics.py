@@ -88,8 +88,25 @@ def _epoch(at: str) -> float:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
 
 
-def collect(config: Config, board: StatusBoard) -> list[Family]:
-    """Everything one scrape shows, read in one snapshot of the ledger."""
+#: What one scrape reads: (tenant or None, its configuration, its daemon's board).
+Part = tuple[str | None, Config, StatusBoard]
+
+
+def collect_all(parts: Sequence[Part]) -> list[Family]:
+    """Every tenant's figures, each series with a ``tenant`` label; without tenants, as ``collect``."""
+    merged: dict[str, Family] = {}
+    for tenant, config, board in parts:
+        for fam in collect(config, board, tenant=tenant):
+            seen = merged.get(fam.name)
+            if seen is None:
+                merged[fam.name] = fam
+            elif fam.name != "poststelle_build_info":
+                merged[fam.name] = Family(fam.name, fam.help, fam.kind, seen.samples + fam.samples)
+    return list(merged.values())
+
+
+def collect(config: Config, board: StatusBoard, *, tenant: str | None = None) -> list[Family]:
+    """Everything one scrape shows, read in one snapshot of the ledger (``tenant``: labelled so)."""
     from importlib.metadata import PackageNotFoundError, version
 
     store = open_store(config, readonly=True)
@@ -117,7 +134,7 @@ def collect(config: Config, board: StatusBoard) -> list[Family]:
         release = version("poststelle")
     except PackageNotFoundError:
         release = "unknown"
-    return [
+    families = [
         Family("poststelle_messages", "Messages in the ledger by state.", "gauge",
                by_label("state", get_args(State), messages)),
         Family("poststelle_verification_total", "Recorded messages by verification outcome.", "counter",
@@ -135,15 +152,23 @@ def collect(config: Config, board: StatusBoard) -> list[Family]:
         Family("poststelle_build_info", "The running version.", "gauge",
                (Sample((("version", release), ("python", platform.python_version())), 1.0),)),
     ]
+    if tenant is None:
+        return families
+    label = ("tenant", tenant)
+    return [
+        fam if fam.name == "poststelle_build_info"
+        else Family(fam.name, fam.help, fam.kind, tuple(Sample((label, *s.labels), s.value) for s in fam.samples))
+        for fam in families
+    ]
 
 
 class MetricsServer:
     """The ``/metrics`` endpoint as a daemon ``Listener``: bound at ``start``, closed at ``stop``."""
 
-    def __init__(self, config: Config, board: StatusBoard) -> None:
+    def __init__(self, config: Config, board: StatusBoard | Sequence[Part]) -> None:
         assert config.metrics is not None
         self.config = config
-        self.board = board
+        self.parts: Sequence[Part] = [(None, config, board)] if isinstance(board, StatusBoard) else board
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -159,7 +184,7 @@ class MetricsServer:
         assert metrics is not None
         server_class = _V6Server if ":" in metrics.host else ThreadingHTTPServer
         try:
-            self._server = server_class((metrics.host, metrics.port), _handler(self.config, self.board))
+            self._server = server_class((metrics.host, metrics.port), _handler(self.parts))
         except OSError as exc:
             where = f"{metrics.host}:{metrics.port}"
             problem = f"cannot listen on {where}: {exc.strerror}"
@@ -183,7 +208,7 @@ class _V6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
-def _handler(config: Config, board: StatusBoard) -> type[BaseHTTPRequestHandler]:
+def _handler(parts: Sequence[Part]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "poststelle"
         sys_version = ""
@@ -193,7 +218,7 @@ def _handler(config: Config, board: StatusBoard) -> type[BaseHTTPRequestHandler]
                 self.send_error(404)
                 return
             try:
-                body = render(collect(config, board)).encode("utf-8")
+                body = render(collect_all(parts)).encode("utf-8")
             except Exception as exc:  # a scrape that fails says so; the daemon runs on
                 log.error("metrics scrape failed", error=f"{type(exc).__name__}: {exc}"[:500], exc_info=exc)
                 self.send_error(500)

@@ -310,6 +310,7 @@ GERMAN: dict[str, str] = {
     "cannot create: {reason}": "Anlegen nicht möglich: {reason}",
     "created {path}": "{path} angelegt",
     "nothing to create: {path} is set up": "nichts anzulegen: {path} ist eingerichtet",
+    "tenant {name}": "Mandant {name}",
     # -- audit verify (cli.audit) -------------------------------------------------------------------
     "FAILED: {n} break": "FEHLGESCHLAGEN: {n} Unstimmigkeit",
     "FAILED: {n} breaks": "FEHLGESCHLAGEN: {n} Unstimmigkeiten",
@@ -380,6 +381,7 @@ GERMAN: dict[str, str] = {
     "ENCRYPTION": "VERSCHLÜSSELUNG",
     "WARNINGS": "WARNUNGEN",
     "CHECK": "PRÜFUNG",
+    "TENANT": "MANDANT",
     "TARGET": "ZIEL",
     "RESULT": "ERGEBNIS",
     "DETAIL": "DETAIL",

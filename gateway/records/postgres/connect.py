@@ -71,8 +71,11 @@ def _reason(exc: psycopg.Error) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def connect(dsn: str, *, readonly: bool = False) -> Conn:
+def connect(dsn: str, *, readonly: bool = False, schema: str | None = None) -> Conn:
     """A connection in autocommit mode with dict rows; ``readonly``: every transaction read-only.
+
+    ``schema`` (a tenant's) is the only one on the ``search_path``, so every table the
+    store names, and the migrations it runs, are that schema's; a writer creates it first.
 
     Statements wait at most ``LOCK_TIMEOUT`` for a lock (another writer's chain head), and
     then fail as a ``StoreError`` instead of hanging a mailbox worker.
@@ -87,12 +90,24 @@ def connect(dsn: str, *, readonly: bool = False) -> Conn:
         row = conn.execute("SELECT current_setting('synchronous_commit') AS s").fetchone()
         if row is not None and row["s"] == "off":
             conn.execute("SET synchronous_commit = on")
+        if schema is not None:
+            _use_schema(conn, schema, create=not readonly)
         if readonly:
             conn.execute("SET default_transaction_read_only = on")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _use_schema(conn: Conn, schema: str, *, create: bool) -> None:
+    from psycopg import sql
+
+    if create:
+        # Two nodes creating it at once: the loser's IF NOT EXISTS can still collide; it exists then.
+        with suppress(pg.UniqueViolation, pg.DuplicateSchema):
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
 
 
 def has_table(conn: Conn, name: str) -> bool:

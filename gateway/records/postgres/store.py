@@ -28,9 +28,12 @@ from gateway.records.store import AuditSettings, ReadSnapshot, StoreError, Store
 class PostgresStore(PostgresReader, StoreOperations):
     """``Store`` on one PostgreSQL database; ``readonly`` opens it without ever writing (no migration)."""
 
-    def __init__(self, dsn: str, *, audit: AuditSettings | None = None, readonly: bool = False) -> None:
-        self.name = describe(dsn)
+    def __init__(
+        self, dsn: str, *, audit: AuditSettings | None = None, readonly: bool = False, schema: str | None = None
+    ) -> None:
+        self.name = describe(dsn) + (f" (schema {schema})" if schema else "")
         self._dsn = dsn
+        self._schema = schema
         self.readonly = readonly
         self.readonly_note: str | None = None
         self.audit_settings = audit or AuditSettings()
@@ -39,7 +42,7 @@ class PostgresStore(PostgresReader, StoreOperations):
         self._lock = threading.RLock()
         self._in_snapshot = False
         with pg_errors(f"cannot open the ledger {self.name}"):
-            conn = connect(dsn, readonly=readonly)
+            conn = connect(dsn, readonly=readonly, schema=schema)
             if not readonly:
                 try:
                     migrate(conn)
@@ -53,7 +56,7 @@ class PostgresStore(PostgresReader, StoreOperations):
         if self._conn.broken and not self._in_snapshot:
             with self._lock, pg_errors(f"cannot reach the ledger {self.name}"):
                 if self._conn.broken:
-                    self._conn = connect(self._dsn, readonly=self.readonly)
+                    self._conn = connect(self._dsn, readonly=self.readonly, schema=self._schema)
         return self._conn
 
     @property
