@@ -198,6 +198,8 @@ def test_a_target_that_holds_records_is_refused_and_left_unchanged(pg: PostgresB
     assert cli(pg_config, "migrate-store", "--from", f"sqlite:{ledger}").returncode == 0
     target = pg.open(readonly=True)
     entries = list(target.entries())
+    shown = cli(pg_config, "audit", "log", "--event", "store-migrated").stdout
+    assert f"Records moved from {ledger} to postgresql://" in shown and "continues after entry 5" in shown
     proc = cli(pg_config, "migrate-store", "--from", f"sqlite:{ledger}")
     assert proc.returncode == 1 and "is not empty (its audit chain already has" in proc.stderr
     assert list(target.entries()) == entries
