@@ -199,7 +199,7 @@ def main() -> None:
 
 
 def run(dirs: WorkDirs, n: int, rounds: int, fs_n: int) -> list[dict[str, Any]]:
-    users = {f"u{i}": "pw" for i in range(2 * rounds + 2)}
+    users = {f"u{i}": "pw" for i in range(2 * rounds + 4)}
     runs: list[Run] = []
     with Dovecot(dirs.server / "dovecot", users) as server, postgres_server(dirs) as pg:
         messages = corpus(n)
@@ -217,7 +217,12 @@ def run(dirs: WorkDirs, n: int, rounds: int, fs_n: int) -> list[dict[str, Any]]:
                 user = f"u{2 * rounds + i}"
                 server.seed_maildir(user, messages[:fs_n])
                 os.sync()
-                calls[backend] = fs_ops(backend, dirs.root / f"fsops-{backend}", server, pg, user, f"f{i}")
+                full = fs_ops(backend, dirs.root / f"fsops-{backend}", server, pg, user, f"f{i}")
+                # The same run over an empty mailbox: start-up (imports, set-up) is not per message.
+                empty = f"u{2 * rounds + 2 + i}"
+                server.seed_maildir(empty, [])
+                idle = fs_ops(backend, dirs.root / f"fsops0-{backend}", server, pg, empty, f"e{i}")
+                calls[backend] = {k: v - idle.get(k, 0) for k, v in full.items()}
     return summary(runs, calls, fs_n)
 
 
@@ -266,14 +271,14 @@ def summary(runs: list[Run], calls: dict[str, dict[str, int]], fs_n: int) -> lis
     )
     print(f"ratio PostgreSQL/SQLite: {ratio:.2f} (target >= {TARGET})   steady: {steady_pg / steady_sq:.2f}")
     for backend, c in calls.items():
-        shown = ", ".join(f"{k} {v / fs_n:.1f}" for k, v in sorted(c.items()) if v)
-        print(f"file-system calls per message ({backend}, N={fs_n}, strace -f -c): {shown}")
+        shown = ", ".join(f"{k} {v / fs_n:.2f}" for k, v in sorted(c.items()) if v)
+        print(f"file-system calls per message ({backend}, N={fs_n} minus an empty run, strace -f -c): {shown}")
     fs_note = ""
     if "postgresql" in calls:
         c = calls["postgresql"]
         syncs = sum(c.get(k, 0) for k in ("fsync", "fdatasync", "syncfs")) / fs_n
         renames = sum(v for k, v in c.items() if "rename" in k) / fs_n
-        fs_note = f"; gateway fsync+syncfs {syncs:.1f}/msg, renames {renames:.1f}/msg"
+        fs_note = f"; gateway fsync+syncfs {syncs:.2f}/msg, renames {renames:.2f}/msg"
     return [
         row(
             "hosting",
