@@ -67,6 +67,8 @@ class Run(NamedTuple):
     steady: float
     gateway_cpu: float
     pg: PgCounters | None  # the difference over the run (PostgreSQL only)
+    disk_bytes: int  # what the run left under its work dir (state_dir, cases_dir, an SQLite ledger)
+    db_bytes: int  # what the run added to its PostgreSQL database (0 on SQLite)
 
 
 def _proc_cpu(pid: int, children: bool) -> float:
@@ -120,8 +122,11 @@ def settled(pg: Postgres, dbname: str) -> PgCounters:
     return last
 
 
+BATCH = 50  # the mailbox's batch_size (``--batch-size``)
+
+
 def gateway_config(work: Path, server: Dovecot, user: str, dsn: str | None) -> Path:
-    text = config_text(work, server, user, 50)
+    text = config_text(work, server, user, BATCH)
     if dsn is not None:
         dsn_file = work / "database.dsn"
         dsn_file.write_text(dsn + "\n")
@@ -140,6 +145,7 @@ def one_run(backend: str, work: Path, server: Dovecot, pg: Postgres, user: str, 
         dsn = pg.create_database(dbname)
     cfg = gateway_config(work, server, user, dsn)
     before = settled(pg, dbname) if dbname else None
+    empty_db = database_size(pg, dbname) if dbname else 0
     g = run_gateway(cfg, server)
     left = len(server.folder_uids(user, "INBOX"))
     if left:
@@ -148,7 +154,17 @@ def one_run(backend: str, work: Path, server: Dovecot, pg: Postgres, user: str, 
     if dbname is not None and before is not None:
         after = settled(pg, dbname)
         diff = PgCounters(*(a - b for a, b in zip(after, before, strict=True)))
-    return Run(backend, n, g.elapsed, g.steady, g.gateway_cores * g.elapsed, diff)
+    db_bytes = database_size(pg, dbname) - empty_db if dbname else 0
+    disk = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
+    return Run(backend, n, g.elapsed, g.steady, g.gateway_cores * g.elapsed, diff, disk, db_bytes)
+
+
+def database_size(pg: Postgres, dbname: str) -> int:
+    import psycopg
+
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        found = conn.execute("SELECT pg_database_size(%s)", (dbname,)).fetchone()
+    return int(found[0]) if found else 0
 
 
 def fs_ops(backend: str, work: Path, server: Dovecot, pg: Postgres, user: str, tag: str) -> dict[str, int]:
@@ -185,6 +201,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="messages per run (default 1000; --quick 300)")
     ap.add_argument("--rounds", type=int, default=None, help="runs per backend, alternating (default 2; --quick 1)")
     ap.add_argument("--fs-ops", type=int, default=None, help="messages of the strace pass (default 200; 0: none)")
+    ap.add_argument("--batch-size", type=int, default=50, help="the mailbox's batch_size (1: mail trickling in)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     add_options(ap, "N = 300, one round, strace pass over 100")
     args = ap.parse_args()
@@ -192,7 +209,9 @@ def main() -> None:
         raise SystemExit(f"PostgreSQL is needed: {reason}")
     n = args.n or (300 if args.quick else 1000)
     rounds = args.rounds or (1 if args.quick else 2)
-    fs_n = args.fs_ops if args.fs_ops is not None else (100 if args.quick else 200)
+    fs_n = min(n, args.fs_ops if args.fs_ops is not None else (100 if args.quick else 200))
+    global BATCH
+    BATCH = args.batch_size
     with work_root("pst-host-", volume=not args.no_volume) as dirs:
         rows = run(dirs, n, rounds, fs_n)
     write_rows(args.json_out, rows)
@@ -229,13 +248,14 @@ def run(dirs: WorkDirs, n: int, rounds: int, fs_n: int) -> list[dict[str, Any]]:
 def _line(r: Run) -> str:
     text = (
         f"{r.backend:10} N={r.n:<6} {r.elapsed:7.1f} s {r.n / r.elapsed:7.0f} msg/s (steady {r.steady:5.0f}) "
-        f"gateway CPU {r.gateway_cpu / r.n * 1000:6.2f} ms/msg"
+        f"gateway CPU {r.gateway_cpu / r.n * 1000:6.2f} ms/msg, files {r.disk_bytes / r.n / 1024:5.0f} KiB/msg"
     )
     if r.pg is not None:
         p = r.pg
         text += (
             f"  | commits {p.commits / r.n:5.2f}/msg, WAL flushes {p.wal_syncs / r.n:5.2f}/msg, "
-            f"WAL {p.wal_bytes / r.n / 1024:5.1f} KiB/msg, server CPU {p.server_cpu / r.n * 1000:5.2f} ms/msg"
+            f"WAL {p.wal_bytes / r.n / 1024:5.1f} KiB/msg, database +{r.db_bytes / r.n / 1024:4.1f} KiB/msg, "
+            f"server CPU {p.server_cpu / r.n * 1000:5.2f} ms/msg"
         )
     return text
 
@@ -257,6 +277,8 @@ def summary(runs: list[Run], calls: dict[str, dict[str, int]], fs_n: int) -> lis
         "server_ms": sum(p.server_cpu for p in pgs) / n_pg * 1000,
         "gw_ms_pg": total("postgresql", "gateway_cpu") / n_pg * 1000,
         "gw_ms_sq": total("sqlite", "gateway_cpu") / n_sq * 1000,
+        "db_kib": total("postgresql", "db_bytes") / n_pg / 1024,
+        "files_kib": total("postgresql", "disk_bytes") / n_pg / 1024,
     }
     ratio = rate_pg / rate_sq
     print()
@@ -267,7 +289,8 @@ def summary(runs: list[Run], calls: dict[str, dict[str, int]], fs_n: int) -> lis
     )
     print(
         f"PostgreSQL per message: {per['commits']:.2f} transactions committed, {per['wal_syncs']:.2f} WAL flushes, "
-        f"{per['wal_records']:.1f} WAL records, {per['wal_kib']:.1f} KiB WAL"
+        f"{per['wal_records']:.1f} WAL records, {per['wal_kib']:.1f} KiB WAL, database +{per['db_kib']:.1f} KiB; "
+        f"files under state_dir/cases_dir {per['files_kib']:.0f} KiB (batch_size {BATCH})"
     )
     print(f"ratio PostgreSQL/SQLite: {ratio:.2f} (target >= {TARGET})   steady: {steady_pg / steady_sq:.2f}")
     for backend, c in calls.items():
