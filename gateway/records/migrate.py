@@ -72,6 +72,8 @@ def migrate_store(config: Config, source: Path, *, actor: Actor) -> MigrationRes
         lock = StateLock.acquire(config)
     except AlreadyRunning as exc:
         raise MigrationRefused(f"{exc}: stop the gateway before migrating its ledger") from None
+    except OSError as exc:
+        raise MigrationRefused(f"cannot lock {config.storage.state_dir}: {exc.strerror}") from None
     try:
         pid = holder_at(source.parent / "poststelle.lock")
         if pid is not None and pid != os.getpid():
