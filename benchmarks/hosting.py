@@ -57,6 +57,7 @@ class PgCounters(NamedTuple):
     wal_bytes: int
     wal_records: int
     wal_syncs: int
+    busy_ms: float  # time the database's sessions spent in transactions (active or idle in one)
     server_cpu: float
 
 
@@ -103,11 +104,13 @@ def counters(pg: Postgres, dbname: str) -> PgCounters:
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         db = conn.execute(
-            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = %s", (dbname,)
+            "SELECT xact_commit, xact_rollback, active_time + idle_in_transaction_time FROM pg_stat_database "
+            "WHERE datname = %s",
+            (dbname,),
         ).fetchone()
         wal = conn.execute("SELECT wal_bytes, wal_records, wal_sync FROM pg_stat_wal").fetchone()
     assert db is not None and wal is not None
-    return PgCounters(int(db[0]), int(db[1]), int(wal[0]), int(wal[1]), int(wal[2]), server_cpu(pg))
+    return PgCounters(int(db[0]), int(db[1]), int(wal[0]), int(wal[1]), int(wal[2]), float(db[2]), server_cpu(pg))
 
 
 def settled(pg: Postgres, dbname: str) -> PgCounters:
@@ -116,7 +119,7 @@ def settled(pg: Postgres, dbname: str) -> PgCounters:
     for _ in range(50):
         time.sleep(0.2)
         now = counters(pg, dbname)
-        if now[:5] == last[:5]:
+        if now[:6] == last[:6]:
             return now
         last = now
     return last
@@ -254,6 +257,7 @@ def _line(r: Run) -> str:
         p = r.pg
         text += (
             f"  | commits {p.commits / r.n:5.2f}/msg, WAL flushes {p.wal_syncs / r.n:5.2f}/msg, "
+            f"in transactions {p.busy_ms / max(p.commits + p.rollbacks, 1):5.2f} ms/transaction, "
             f"WAL {p.wal_bytes / r.n / 1024:5.1f} KiB/msg, database +{r.db_bytes / r.n / 1024:4.1f} KiB/msg, "
             f"server CPU {p.server_cpu / r.n * 1000:5.2f} ms/msg"
         )
