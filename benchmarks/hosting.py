@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -191,6 +192,71 @@ def fs_ops(backend: str, work: Path, server: Dovecot, pg: Postgres, user: str, t
     return calls
 
 
+def migrate_pass(root: Path, pg: Postgres, entries: int) -> None:
+    """Time ``poststelle migrate-store`` (with its ``audit verify``) on a ledger of ``entries`` entries.
+
+    The ledger is made through the store, its JSON-lines copy in step as a running gateway
+    keeps it; its entries are ``fetched`` entries of the size the intake writes.
+    """
+    import psycopg
+
+    from gateway.config import load_config
+    from gateway.records.chain import AuditEvent
+    from gateway.records.open import open_store
+    from gateway.statedir import init_storage, ledger_path
+
+    root.mkdir()
+    cfg_path = root / "poststelle.toml"
+    cfg_path.write_text(f'[storage]\nstate_dir = "{root}/state"\ncases_dir = "{root}/state/cases"\n')
+    cfg = load_config(cfg_path)
+    init_storage(cfg)
+    store = open_store(cfg)
+    details = {"mailbox": "bench", "folder": "INBOX", "uid": 1, "size": 51234, "sha256": "ab" * 32}
+    for i in range(0, entries, 1000):
+        store.record_events(
+            [AuditEvent("fetched", message=f"m{j}", details=details) for j in range(i, min(i + 1000, entries))]
+        )
+    store.seal()
+    store.export_jsonl()
+    store.close()
+    dsn = pg.create_database("migrate")
+    pg_cfg = root / "pg.toml"
+    (root / "database.dsn").write_text(dsn + "\n")
+    (root / "database.dsn").chmod(0o600)
+    pg_cfg.write_text(
+        cfg_path.read_text().replace(
+            "[storage]\n", f'[storage]\nbackend = "postgresql"\ndsn_file = "{root / "database.dsn"}"\n', 1
+        )
+    )
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        found = conn.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()
+        wal0 = int(found[0]) if found else 0
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli",
+        "migrate-store",
+        "--from",
+        f"sqlite:{ledger_path(cfg)}",
+        "--config",
+        str(pg_cfg),
+    ]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        found = conn.execute("SELECT wal_bytes FROM pg_stat_wal").fetchone()
+        wal1 = int(found[0]) if found else 0
+    size = ledger_path(cfg).stat().st_size
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    print(
+        f"migrate-store: {entries} entries ({size / 2**20:.0f} MiB ledger) in {elapsed:.1f} s with its audit verify, "
+        f"command CPU {cpu:.1f} s, WAL {(wal1 - wal0) / 2**20:.0f} MiB"
+    )
+
+
 @contextlib.contextmanager
 def postgres_server(dirs: WorkDirs) -> Iterator[Postgres]:
     root = Path(tempfile.mkdtemp(prefix="pg-", dir=dirs.root))
@@ -201,22 +267,26 @@ def postgres_server(dirs: WorkDirs) -> Iterator[Postgres]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=None, help="messages per run (default 1000; --quick 300)")
+    ap.add_argument("--n", type=int, default=None, help="messages per run (default 1000; --quick 300; 0: none)")
     ap.add_argument("--rounds", type=int, default=None, help="runs per backend, alternating (default 2; --quick 1)")
     ap.add_argument("--fs-ops", type=int, default=None, help="messages of the strace pass (default 200; 0: none)")
     ap.add_argument("--batch-size", type=int, default=50, help="the mailbox's batch_size (1: mail trickling in)")
+    ap.add_argument("--migrate-entries", type=int, default=0, help="also time migrate-store on this many entries")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     add_options(ap, "N = 300, one round, strace pass over 100")
     args = ap.parse_args()
     if (reason := postgres_unavailable()) is not None:
         raise SystemExit(f"PostgreSQL is needed: {reason}")
-    n = args.n or (300 if args.quick else 1000)
+    n = args.n if args.n is not None else (300 if args.quick else 1000)
     rounds = args.rounds or (1 if args.quick else 2)
     fs_n = min(n, args.fs_ops if args.fs_ops is not None else (100 if args.quick else 200))
     global BATCH
     BATCH = args.batch_size
     with work_root("pst-host-", volume=not args.no_volume) as dirs:
-        rows = run(dirs, n, rounds, fs_n)
+        if args.migrate_entries:
+            with postgres_server(dirs) as pg:
+                migrate_pass(dirs.root / "migrate", pg, args.migrate_entries)
+        rows = run(dirs, n, rounds, fs_n) if n else []
     write_rows(args.json_out, rows)
 
 
