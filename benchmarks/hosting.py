@@ -267,19 +267,19 @@ def postgres_server(dirs: WorkDirs) -> Iterator[Postgres]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=None, help="messages per run (default 1000; --quick 300; 0: none)")
+    ap.add_argument("--n", type=int, default=None, help="messages per run (default 1000; --quick 200; 0: none)")
     ap.add_argument("--rounds", type=int, default=None, help="runs per backend, alternating (default 2; --quick 1)")
     ap.add_argument("--fs-ops", type=int, default=None, help="messages of the strace pass (default 200; 0: none)")
     ap.add_argument("--batch-size", type=int, default=50, help="the mailbox's batch_size (1: mail trickling in)")
     ap.add_argument("--migrate-entries", type=int, default=0, help="also time migrate-store on this many entries")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
-    add_options(ap, "N = 300, one round, strace pass over 100")
+    add_options(ap, "N = 200, one round, strace pass over 50")
     args = ap.parse_args()
     if (reason := postgres_unavailable()) is not None:
         raise SystemExit(f"PostgreSQL is needed: {reason}")
-    n = args.n if args.n is not None else (300 if args.quick else 1000)
+    n = args.n if args.n is not None else (200 if args.quick else 1000)
     rounds = args.rounds or (1 if args.quick else 2)
-    fs_n = min(n, args.fs_ops if args.fs_ops is not None else (100 if args.quick else 200))
+    fs_n = min(n, args.fs_ops if args.fs_ops is not None else (50 if args.quick else 200))
     global BATCH
     BATCH = args.batch_size
     with work_root("pst-host-", volume=not args.no_volume) as dirs:
