@@ -1,6 +1,7 @@
 """Hosting benchmark: plain intake through one node on PostgreSQL against the same run on SQLite.
 
-    .venv/bin/python benchmarks/hosting.py [--n 1000] [--rounds 2] [--fs-ops 200] [--quick] [--json-out FILE]
+    .venv/bin/python benchmarks/hosting.py [--n 1000] [--rounds 2] [--fs-ops 200] [--batch-size 50]
+                                           [--migrate-entries N] [--quick] [--json-out FILE]
 
 Both runs use the same ~50 KB letters (``ingest.py``'s corpus), the same throwaway Dovecot,
 the gateway's state on the same fresh ext4 volume, and ``poststelle run --once`` until the
@@ -15,6 +16,8 @@ every statement outside a transaction counts as one), WAL flushes and WAL bytes
 reaped). For both backends: the gateway's CPU time (its processes and analysis workers),
 and, in a separate untimed pass under ``strace -f -c`` (``--fs-ops``), the file-system
 system calls the gateway makes (fsync, rename, open, mkdir …), for docs/scaling.md.
+
+``--migrate-entries N`` also times ``poststelle migrate-store`` on a ledger of N entries.
 
 Target (issue 16, 2 cores): PostgreSQL's rate >= 0.7x SQLite's in the same run.
 """
