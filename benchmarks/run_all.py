@@ -69,6 +69,7 @@ REGISTRY: tuple[Scenario, ...] = (
     Scenario("receipts", "receipts.py"),
     Scenario("idle-latency", "idle_latency.py"),
     Scenario("many-mailboxes", "many_mailboxes.py"),
+    Scenario("hosting", "hosting.py"),
     Scenario("soak", "soak.py", in_quick=False, timeout=3 * 3600.0),
 )
 QUICK_TIMEOUT = 240.0  # a quick scenario longer than this breaks the five-minute promise anyway

@@ -45,7 +45,7 @@ GROUPS = {
     "submission-user": "cli.submission",
 }
 COMMANDS = {"inspect": ("cli.inspect", "inspect_cmd"), "send": ("cli.send", "send_cmd"),
-            "status": ("cli.status", "status_cmd")}
+            "status": ("cli.status", "status_cmd"), "migrate-store": ("cli.migrate", "migrate_store_cmd")}
 
 _app = typer.Typer(
     name="poststelle",

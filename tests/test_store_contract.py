@@ -184,6 +184,25 @@ def test_messages_with_one_message_id_are_listed_oldest_first(store: Store) -> N
     assert store.by_message_id("<other@x>") == []
 
 
+def test_a_batchs_digests_and_message_ids_are_looked_up_at_once_with_the_single_lookups_answers(
+    store: Store,
+) -> None:
+    store.plan([rec("intent", 1, sha="X")], [])
+    filed(store, rec("first", 2, sha="X", message_id="<same@x>"), "quarantined")
+    filed(store, rec("dup", 3, sha="X"), "duplicate")
+    filed(store, rec("later", 4, sha="X", message_id="<same@x>"))
+    filed(store, rec("y", 5, sha="Y", message_id="<y@x>"))
+    shas = ["X", "Y", "Z", "X"]
+    firsts = store.first_by_sha256_many(shas)
+    assert {k: v.id for k, v in firsts.items()} == {
+        s: found.id for s in shas if (found := store.first_by_sha256(s)) is not None
+    } == {"X": "first", "Y": "y"}
+    mids = ["<same@x>", "<y@x>", "<none@x>"]
+    assert store.by_message_ids(mids) == {m: found for m in mids if (found := store.by_message_id(m))}
+    assert [r.id for r in store.by_message_ids(mids)["<same@x>"]] == ["first", "later"]
+    assert store.first_by_sha256_many([]) == {} and store.by_message_ids([]) == {}
+
+
 def test_awaiting_server_lists_finished_messages_until_their_move_is_recorded(store: Store) -> None:
     a, b = filed(store, rec("a", 1)), filed(store, rec("b", 2))
     store.plan([rec("c", 3)], [])

@@ -344,6 +344,10 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "config-reloaded": lambda e, lc: lc.t(
         "Configuration {path} reloaded (sha256 {sha256}…)", path=_d(e, "path"), sha256=_d(e, "sha256")[:16]
     ),
+    "store-migrated": lambda e, lc: lc.t(
+        "Records moved from {source} to {target}; the trail continues after entry {seq}",
+        source=_d(e, "source"), target=_d(e, "target"), seq=_d(e, "source_head_seq"),
+    ),
     "config-reload-rejected": lambda e, lc: lc.t(
         "New configuration rejected, the one in force kept: {key}: {problem}",
         key=_d(e, "key"), problem=_d(e, "problem"),

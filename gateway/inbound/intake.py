@@ -87,6 +87,14 @@ log = structlog.get_logger("poststelle.intake")
 Work = tuple[int, Arrival, EntryJob, PendingPlan]  # uid, arrival (INTERNALDATE and fetch), job, its preparation
 
 
+@dataclass(frozen=True)
+class Known:
+    """The ledger's records for a batch: the first arrival of each digest, the messages of each Message-ID."""
+
+    firsts: dict[str, MessageRecord]
+    by_message_id: dict[str, list[MessageRecord]]
+
+
 def new_message_id() -> str:
     return secrets.token_hex(6)
 
@@ -363,8 +371,9 @@ class Intake:
         planned: list[tuple[MessageRecord, Prepared]] = []
         duplicates: list[MessageRecord] = []
         events: list[AuditEvent] = []
+        known = self._known(work)
         for uid, arrival, job, pending in work:
-            rec, prepared = self._decide(session, uid, arrival, job, seen, pending)
+            rec, prepared = self._decide(session, uid, arrival, job, seen, pending, known)
             events.append(fetched_event(rec))
             if prepared is None:
                 duplicates.append(rec)
@@ -414,6 +423,17 @@ class Intake:
         out.quarantined = sum(1 for r in done if r.state == "quarantined")
         return out, done + duplicates
 
+    def _known(self, work: list[Work]) -> Known:
+        """What the ledger already holds of the batch's digests and Message-IDs, in two reads.
+
+        Asked once per batch, not twice per message: on PostgreSQL every read is a round
+        trip to the server. Nothing of the batch is committed before its plan, so the
+        answers are the same as asking message by message.
+        """
+        firsts = self.ledger.first_by_sha256_many([job.sha256 for _, _, job, _ in work])
+        mids = {mid for *_, pending in work if (mid := pending.result().plan.message_id)}
+        return Known(firsts, self.ledger.by_message_ids(sorted(mids)) if mids else {})
+
     def _decide(
         self,
         session: MailboxSession,
@@ -422,6 +442,7 @@ class Intake:
         job: EntryJob,
         seen: dict[str, MessageRecord],
         pending: PendingPlan,
+        known: Known,
     ) -> tuple[MessageRecord, Prepared | None]:
         """The message's ledger record, and its prepared entry unless it is a duplicate.
 
@@ -429,7 +450,7 @@ class Intake:
         committed yet, and recovery sweeps what was staged.
         """
         sha = job.sha256
-        first = seen.get(sha) or self.ledger.first_by_sha256(sha)
+        first = seen.get(sha) or known.firsts.get(sha)
         base = MessageRecord(
             id=job.msg_id,
             mailbox=self.mb.name,
@@ -464,7 +485,7 @@ class Intake:
         base.reasons = list(plan.reasons)
         base.verdict = plan.verdict.to_json()
         if plan.message_id:
-            earlier = [r for r in self.ledger.by_message_id(plan.message_id) if r.sha256 != sha]
+            earlier = [r for r in known.by_message_id.get(plan.message_id, []) if r.sha256 != sha]
             if earlier:
                 base.reasons.append(f"same-message-id-as:{earlier[0].id}")
         base.path = str(prepared.staged.final)

@@ -27,18 +27,22 @@ def open_store(config: Config, *, actor: str = DAEMON, readonly: bool = False) -
     """
     if readonly:
         return _backend(config, None, readonly=True)
+    return _backend(config, audit_settings(config, actor=actor), readonly=False)
+
+
+def audit_settings(config: Config, *, actor: str = DAEMON) -> AuditSettings:
+    """How a writer chains: the audit key (made on first start, with its public key), the JSON-lines copy."""
     prepare_state(config)
     key = load_or_create_key(audit_key_path(config))
     pub = audit_public_key_path(config)
     if not pub.exists():
         pub.write_bytes(public_key_pem(key))
-    settings = AuditSettings(
+    return AuditSettings(
         actor=actor,
         signer=Signer(key),
         checkpoint_every=config.audit.checkpoint_every,
         export=JsonlExport(audit_jsonl_path(config)),
     )
-    return _backend(config, settings, readonly=False)
 
 
 def _backend(config: Config, settings: AuditSettings | None, *, readonly: bool) -> Store:

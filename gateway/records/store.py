@@ -116,6 +116,14 @@ class MessageReader(Protocol):
 
     def by_message_id(self, message_id: str) -> list[MessageRecord]: ...
 
+    def first_by_sha256_many(self, sha256s: Sequence[str]) -> dict[str, MessageRecord]:
+        """``first_by_sha256`` for a batch's digests in one read: those found, by digest."""
+        ...
+
+    def by_message_ids(self, message_ids: Sequence[str]) -> dict[str, list[MessageRecord]]:
+        """``by_message_id`` for a batch's Message-IDs in one read: those found, each list oldest first."""
+        ...
+
     def in_state(self, state: State, *, mailbox: str | None = None) -> list[MessageRecord]: ...
 
     def awaiting_server(self, mailbox: str, folder: str) -> list[MessageRecord]:

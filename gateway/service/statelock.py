@@ -103,7 +103,11 @@ def holder(config: Config) -> int | None:
     lock, so a pid left in the file by a crash is never taken for a running daemon. A
     holder whose pid cannot be read counts as running, with pid 0.
     """
-    path = lock_path(config)
+    return holder_at(lock_path(config))
+
+
+def holder_at(path: Path) -> int | None:
+    """``holder`` for the lock file at ``path`` (another state directory's, say a ledger's own)."""
     key = path.parent.resolve() / path.name if path.parent.exists() else path
     with _guard:
         if key in _held:  # this process runs the daemon (a test, or ``run`` itself)

@@ -62,6 +62,9 @@ GERMAN: dict[str, str] = {
     "New configuration rejected, the one in force kept: {key}: {problem}": (
         "Neue Konfiguration abgelehnt, die geltende beibehalten: {key}: {problem}"
     ),
+    "Records moved from {source} to {target}; the trail continues after entry {seq}": (
+        "Aufzeichnungen von {source} nach {target} übertragen; das Protokoll setzt nach Eintrag {seq} fort"
+    ),
     "Gateway started with configuration {path} (sha256 {sha256}…)": (
         "Gateway gestartet mit Konfiguration {path} (sha256 {sha256}…)"
     ),

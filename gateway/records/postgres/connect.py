@@ -184,6 +184,22 @@ def rollback(conn: Conn) -> None:
         conn.execute("ROLLBACK")
 
 
+def end_read(conn: Conn) -> None:
+    """End a read-only transaction with COMMIT, which for a reader is the same as a rollback.
+
+    psycopg forgets every prepared statement after a ROLLBACK (and sends DEALLOCATE ALL),
+    so ending each snapshot that way made the server parse and plan the store's statements
+    again after every batch. A transaction that failed is rolled back as usual.
+    """
+    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        rollback(conn)
+        return
+    with suppress(psycopg.Error):
+        conn.execute("COMMIT")
+
+
 def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> None:
     """``CREATE DATABASE name`` (a copy of ``template`` when given), as the user of ``admin_dsn``.
 

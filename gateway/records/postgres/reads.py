@@ -197,6 +197,28 @@ class PostgresReader:
     def by_message_id(self, message_id: str) -> list[MessageRecord]:
         return self._messages("message_id = %s ORDER BY fetched_at, row_no", (message_id,))
 
+    # One query per batch, not one per message: each query is a round trip to the server.
+    def first_by_sha256_many(self, sha256s: Sequence[str]) -> dict[str, MessageRecord]:
+        if not sha256s:
+            return {}
+        found = self._messages(
+            "sha256 = ANY(%s) AND state IN ('stored','quarantined','released') ORDER BY fetched_at, row_no",
+            (sorted(set(sha256s)),),
+        )
+        out: dict[str, MessageRecord] = {}
+        for rec in found:
+            out.setdefault(rec.sha256, rec)
+        return out
+
+    def by_message_ids(self, message_ids: Sequence[str]) -> dict[str, list[MessageRecord]]:
+        if not message_ids:
+            return {}
+        out: dict[str, list[MessageRecord]] = {}
+        for rec in self._messages("message_id = ANY(%s) ORDER BY fetched_at, row_no", (sorted(set(message_ids)),)):
+            assert rec.message_id is not None
+            out.setdefault(rec.message_id, []).append(rec)
+        return out
+
     def in_state(self, state: State, *, mailbox: str | None = None) -> list[MessageRecord]:
         if mailbox is None:
             return self._messages("state = %s ORDER BY fetched_at, row_no", (state,))

@@ -19,7 +19,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from gateway.records.postgres.connect import Conn, connect, describe, migrate, pg_errors, rollback, schema_version
+from gateway.records.postgres.connect import (
+    Conn,
+    connect,
+    describe,
+    end_read,
+    migrate,
+    pg_errors,
+    rollback,
+    schema_version,
+)
 from gateway.records.postgres.reads import PostgresReader
 from gateway.records.postgres.writes import PostgresUnitOfWork, lock_head
 from gateway.records.store import AuditSettings, ReadSnapshot, StoreError, StoreOperations, UnitOfWork
@@ -98,7 +107,7 @@ class PostgresStore(PostgresReader, StoreOperations):
                 yield PostgresReader(conn)
             finally:
                 self._in_snapshot = False
-                rollback(conn)  # read only: nothing to commit
+                end_read(conn)  # read only: nothing to commit
 
     def close(self) -> None:
         self._conn.close()

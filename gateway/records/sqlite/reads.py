@@ -195,6 +195,20 @@ class SQLiteReader:
     def by_message_id(self, message_id: str) -> list[MessageRecord]:
         return self._messages("message_id=? ORDER BY fetched_at", (message_id,))
 
+    def first_by_sha256_many(self, sha256s: Sequence[str]) -> dict[str, MessageRecord]:
+        out: dict[str, MessageRecord] = {}
+        for sha in dict.fromkeys(sha256s):
+            if (found := self.first_by_sha256(sha)) is not None:
+                out[sha] = found
+        return out
+
+    def by_message_ids(self, message_ids: Sequence[str]) -> dict[str, list[MessageRecord]]:
+        out: dict[str, list[MessageRecord]] = {}
+        for mid in dict.fromkeys(message_ids):
+            if found := self.by_message_id(mid):
+                out[mid] = found
+        return out
+
     def in_state(self, state: State, *, mailbox: str | None = None) -> list[MessageRecord]:
         if mailbox is None:
             return self._messages("state=? ORDER BY fetched_at", (state,))
