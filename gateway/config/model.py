@@ -45,6 +45,13 @@ class StorageConfig:
     #: The PostgreSQL connection string, password included, read from ``dsn_file``.
     dsn: Secret | None = None
     dsn_file: Path | None = None
+    #: This gateway's name among the nodes sharing one database: the holder of its mailbox
+    #: leases. Stable across restarts (default: the host name), so a node that comes back
+    #: is recognised as the one that held them.
+    node: str = ""
+    #: How long a mailbox lease lasts without renewal (seconds): the longest another node
+    #: waits before taking over the mailboxes of a node that died.
+    lease_ttl: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ def open_store(config: Config, *, actor: str = DAEMON, readonly: bool = False) -
         signer=Signer(key),
         checkpoint_every=config.audit.checkpoint_every,
         export=JsonlExport(audit_jsonl_path(config)),
+        # Several nodes may share a PostgreSQL trail: each entry names the node that wrote it.
+        node=config.storage.node if config.storage.backend == "postgresql" else None,
     )
     return _backend(config, settings, readonly=False)
 
