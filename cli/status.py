@@ -2,7 +2,8 @@
 
 Three sources, each saying what only it knows: the state directory's lock (is a daemon
 running, which pid), the daemon's status file (connected, idling, why it stopped), and
-the ledger (per mailbox state, backlog and errors; messages and documents by state).
+the ledger (per mailbox state, backlog and errors; messages and documents by state;
+on a shared PostgreSQL store, which node holds which mailbox's lease).
 Reading never takes the lock and never writes.
 """
 
@@ -54,12 +55,15 @@ def status_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -
     statuses: list[dict[str, object]] = []
     counts: dict[str, int] = {}
     outgoing: dict[str, int] = {}
+    leases: list[dict[str, object]] = []
     if store_exists(cfg):
         store = open_store(cfg, readonly=True)
         statuses = [s.to_json() for s in store.statuses()]
         counts = store.counts_by_state()
         with contextlib.suppress(StoreError):  # a ledger from before the outbox, opened read-only
             outgoing = store.outbox_counts()
+        with contextlib.suppress(StoreError):  # a ledger from before the leases, opened read-only
+            leases = [lease.to_json() for lease in store.leases()]
         store.close()
     known = {str(s["mailbox"]) for s in statuses}
     statuses += [{"mailbox": mb.name} for mb in cfg.mailboxes if mb.name not in known]
@@ -68,7 +72,7 @@ def status_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -
         row["connected"] = view.get("connected", False) if daemon["running"] else False
         row["idle"] = view.get("idle", False) if daemon["running"] else False
     if as_json:
-        print_json({"daemon": daemon, "mailboxes": statuses, "messages": counts, "outbox": outgoing})
+        print_json({"daemon": daemon, "mailboxes": statuses, "messages": counts, "outbox": outgoing, "leases": leases})
         return
     typer.echo(_daemon_line(daemon))
     if daemon.get("config_changed") and daemon["running"]:
@@ -80,6 +84,12 @@ def status_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -
         ["mailbox", "state", "state_since", "connected", "idle", "last_poll", "last_success", "backlog",
          "last_error_at", "last_error"],
     )
+    if leases:  # nodes sharing a PostgreSQL store: who works which mailbox
+        typer.echo("")
+        print_table(
+            [{**lease, "expired": t("yes") if lease["expired"] else t("no")} for lease in leases],
+            ["mailbox", "holder", "epoch", "expires_at", "expired"],
+        )
     typer.echo("")
     typer.echo(t("messages: ") + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or t("none yet")))
     if outgoing or cfg.smtp is not None:

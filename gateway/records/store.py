@@ -472,6 +472,10 @@ class LeaseStore(Protocol):
         """Extend ``lease`` by ``ttl`` seconds from now; ``LeaseLost`` once another holder or epoch is in the row."""
         ...
 
+    def lease_renew_many(self, leases: Sequence[Lease], ttl: float) -> dict[str, Lease]:
+        """Renew several leases of one node in one commit; the renewed ones by mailbox (a missing one is lost)."""
+        ...
+
     def lease_release(self, lease: Lease) -> bool:
         """End ``lease`` at a clean stop (``lease-released``), so another node need not wait for its expiry."""
         ...

@@ -19,7 +19,7 @@ cut off failed with a ``StoreError`` and nothing of it committed, so the caller'
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from gateway.records.leases import Lease
@@ -96,6 +96,15 @@ class PostgresStore(PostgresReader, StoreOperations):
                 raise StoreError("a write inside a read snapshot of the same store: finish reading first")
             with pg_errors("renewing a mailbox lease"):
                 return leases_sql.renew(self._live(), lease, ttl)
+
+    def lease_renew_many(self, leases: Sequence[Lease], ttl: float) -> dict[str, Lease]:
+        if self.readonly:
+            raise StoreError(f"{self.name} is opened read-only")
+        with self._lock:
+            if self._in_snapshot:
+                raise StoreError("a write inside a read snapshot of the same store: finish reading first")
+            with pg_errors("renewing mailbox leases"):
+                return leases_sql.renew_many(self._live(), leases, ttl)
 
     @contextmanager
     def snapshot(self) -> Iterator[ReadSnapshot]:

@@ -53,7 +53,8 @@ def take(conn: sqlite3.Connection, mailbox: str, node: str, ttl: float) -> Acqui
 def renew(conn: sqlite3.Connection, lease: Lease, ttl: float) -> Lease:
     """Inside BEGIN IMMEDIATE (the store's), so the row read afterwards is the one written."""
     cur = conn.execute(
-        f"UPDATE mailbox_leases SET expires_at = {_UNTIL} WHERE mailbox = ? AND holder = ? AND epoch = ?",  # noqa: S608
+        f"UPDATE mailbox_leases SET expires_at = {_UNTIL} "  # noqa: S608
+        "WHERE mailbox = ? AND holder = ? AND epoch = ? AND released_at IS NULL",
         (_ttl(ttl), lease.mailbox, lease.holder, lease.epoch),
     )
     now = _row(conn, lease.mailbox)
@@ -65,7 +66,7 @@ def renew(conn: sqlite3.Connection, lease: Lease, ttl: float) -> Lease:
 def give_up(conn: sqlite3.Connection, lease: Lease) -> bool:
     cur = conn.execute(
         f"UPDATE mailbox_leases SET expires_at = min(expires_at, {_NOW}), released_at = {_NOW} "  # noqa: S608
-        "WHERE mailbox = ? AND holder = ? AND epoch = ?",
+        "WHERE mailbox = ? AND holder = ? AND epoch = ? AND released_at IS NULL",
         (lease.mailbox, lease.holder, lease.epoch),
     )
     return cur.rowcount == 1

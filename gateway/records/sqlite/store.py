@@ -10,7 +10,7 @@ A connection belongs to the thread that opened the store.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,6 +78,16 @@ class SQLiteStore(SQLiteReader, StoreOperations):
     def lease_renew(self, lease: Lease, ttl: float) -> Lease:
         with self._transaction() as uow:
             return uow.lease_renew(lease, ttl)
+
+    def lease_renew_many(self, leases: Sequence[Lease], ttl: float) -> dict[str, Lease]:
+        renewed: dict[str, Lease] = {}
+        with self._transaction() as uow:
+            for lease in leases:
+                try:
+                    renewed[lease.mailbox] = uow.lease_renew(lease, ttl)
+                except StoreError:  # LeaseLost: left out, the caller treats it as lost
+                    continue
+        return renewed
 
     @contextmanager
     def _transaction(self) -> Iterator[SQLiteUnitOfWork]:
