@@ -80,7 +80,8 @@ class Cluster:
     envs: list[Env]  # one per mailbox (its Dovecot user), for appending and looking at the server
     nodes: dict[str, Node]
     cases_dir: Path
-    sent: dict[str, list[str]]  # mailbox -> subjects appended
+    sent: dict[str, list[str]]
+    dsn: str  # mailbox -> subjects appended
 
     def store_read(self) -> Any:
         return open_store(next(iter(self.nodes.values())).config, readonly=True)
@@ -197,7 +198,7 @@ def cluster(dovecot: Any, pg_template: Any, tmp_path: Path, new_user: Any) -> It
     audit_key_path(second).chmod(0o600)
     audit_public_key_path(second).write_bytes(public_key_pem(key))
     envs = [Env(dovecot, user, tmp_path / "node-a", nodes["node-a"].config_path) for user in users]
-    c = Cluster(envs, nodes, cases, {})
+    c = Cluster(envs, nodes, cases, {}, pg.dsn)
     try:
         yield c
     finally:
@@ -205,6 +206,20 @@ def cluster(dovecot: Any, pg_template: Any, tmp_path: Path, new_user: Any) -> It
             if node.proc is not None:
                 node.stop()
         pg.close_all()
+
+
+def sessions(dsn: str) -> str:
+    """The database's sessions and the locks they hold: what a failed take-over waited for."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT a.pid, a.state, left(a.query, 60), clock_timestamp() - a.state_change, "
+            "(SELECT string_agg(l.mode || ':' || coalesce(l.relation::regclass::text, l.locktype), ',') "
+            " FROM pg_locks l WHERE l.pid = a.pid AND l.granted) "
+            "FROM pg_stat_activity a WHERE a.datname = current_database()"
+        ).fetchall()
+    return "\n".join(map(str, rows))
 
 
 def holders(c: Cluster) -> dict[str, str]:
@@ -282,7 +297,10 @@ def test_a_node_paused_past_its_lease_is_refused_when_it_wakes_and_rejoins_as_a_
     stopped_at = len(c.trail())
 
     b.start()
-    until(lambda: holders(c) == {f"mb{i}": "node-b" for i in range(MAILBOXES)}, what_for="node-b taking over")
+    try:
+        until(lambda: holders(c) == {f"mb{i}": "node-b" for i in range(MAILBOXES)}, what_for="node-b taking over")
+    except AssertionError:
+        raise AssertionError(f"node-b did not take over; the database's sessions:\n{sessions(c.dsn)}") from None
     until(c.all_filed, what_for="node-b filing what node-a left")
     taken_at = max(e.seq for e in c.trail() if e.event == "lease-taken-over")
 

@@ -457,8 +457,11 @@ class Daemon:
                         if keeper is not None and keeper.lease is not None:
                             store.fence = keeper.lease.fence
                     state.load(store)
-                    if keeper is not None and keeper.lease is None and not self._follow(keeper, store, mb, halt, wlog):
-                        return
+                    if keeper is not None and keeper.lease is None:
+                        if (loss := keeper.pending_loss) is not None:  # found by the heartbeat, after a failed pass
+                            self._lost(keeper, store, loss, wlog)
+                        if not self._follow(keeper, store, mb, halt, wlog):
+                            return
                     if intake is None:
                         intake = self._intake(mb, store, keeper)
                     if not self._connect(session, halt):

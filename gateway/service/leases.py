@@ -41,6 +41,12 @@ class Keeper:
         self._guard = threading.Lock()  # the worker, the heartbeat and, at a stop, the main thread
 
     @property
+    def pending_loss(self) -> LeaseLost | None:
+        """A loss the heartbeat found that the worker has not recorded yet."""
+        with self._guard:
+            return self._lost
+
+    @property
     def interval(self) -> float:
         """Seconds between a follower's attempts to acquire, and the longest IDLE wait while holding."""
         return self.ttl / 3
