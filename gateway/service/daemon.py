@@ -631,7 +631,13 @@ class Daemon:
         return False
 
     def _lost(self, keeper: Keeper, store: Store, exc: LeaseLost, wlog: structlog.typing.FilteringBoundLogger) -> None:
-        """The lease went to another node: record it (unfenced) and let the worker follow."""
+        """The lease went to another node: record it (unfenced) and let the worker follow.
+
+        A failure of the pass that ran into the loss (a late write finding its staged entry
+        removed by the new holder) is no longer this node's to report: the mailbox is worked.
+        """
+        with self._lock:
+            self.report.failures.pop(keeper.mailbox, None)
         now = exc.now
         wlog.warning(
             "mailbox lease lost: following", node=keeper.node, epoch=exc.fence.epoch,
