@@ -174,3 +174,46 @@ def test_leases_of_several_mailboxes_are_independent(backend: Backend) -> None:
     assert a.lease_acquire("amt", "node-a", LONG).granted
     assert b.lease_acquire("bauamt", "node-b", LONG).granted
     assert [(x.mailbox, x.holder, x.epoch) for x in a.leases()] == [("amt", "node-a", 1), ("bauamt", "node-b", 1)]
+
+
+# -- configuration ------------------------------------------------------------------------------
+def _storage(tmp_path: Path, extra: str) -> Path:
+    (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "pw").chmod(0o600)
+    path = tmp_path / "poststelle.toml"
+    path.write_text(
+        f'[storage]\nstate_dir = "{tmp_path}/state"\n{extra}\n\n'
+        f'[[mailbox]]\nname = "amt"\nhost = "imap.example.org"\nusername = "amt"\npassword_file = "{tmp_path}/pw"\n'
+    )
+    return path
+
+
+def test_the_node_defaults_to_the_host_name_and_the_lease_time_to_thirty_seconds(tmp_path: Path) -> None:
+    import socket
+
+    from gateway.config import load_config
+
+    storage = load_config(_storage(tmp_path, "")).storage
+    assert storage.node == socket.gethostname() and storage.lease_ttl == 30.0
+    storage = load_config(_storage(tmp_path, 'node = "gw-1.example"\nlease_ttl = "2m"')).storage
+    assert storage.node == "gw-1.example" and storage.lease_ttl == 120.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "words"),
+    [
+        ('lease_ttl = "0.5s"', "storage.lease_ttl", "at least 1s"),
+        ('lease_ttl = "soon"', "storage.lease_ttl", "duration"),
+        ('node = "gw 1"', "storage.node", "letters, digits"),
+        ('node = ""', "storage.node", "letters, digits"),
+    ],
+)
+def test_a_bad_node_name_or_lease_time_stops_start_up_naming_the_key(
+    tmp_path: Path, extra: str, key: str, words: str
+) -> None:
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(_storage(tmp_path, extra))
+    assert key in str(info.value) and words in str(info.value)

@@ -263,7 +263,8 @@ _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
 
 def _node_name(r: _Reader) -> str:
     """``node``: the name the audit trail and the mailbox leases know this gateway by (default: the host name)."""
-    name = r.str_("node") or socket.gethostname() or "localhost"
+    given = r.str_("node")
+    name = given if given is not None else socket.gethostname() or "localhost"
     if not _NODE.fullmatch(name):
         raise r.fail(
             "node", f"expected letters, digits and . _ : @ - (up to 100, a letter or digit first), got {name!r}"
