@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -163,15 +164,12 @@ def until(what: Callable[[], bool], deadline: float = DEADLINE, what_for: str = 
     return time.monotonic() - start
 
 
-@pytest.fixture
-def cluster(dovecot: Any, pg_template: Any, tmp_path: Path, new_user: Any) -> Iterator[Cluster]:
-    server, template = pg_template
-    pg = PostgresBackend(server, template)
+def make_cluster(dovecot: Any, dsn: str, tmp_path: Path, users: list[str]) -> Cluster:
+    """Two nodes' configurations on one database (``dsn``), one shared cases_dir, one audit key."""
     dsn_file = tmp_path / "dsn"
-    dsn_file.write_text(pg.dsn + "\n")
+    dsn_file.write_text(dsn + "\n")
     dsn_file.chmod(0o600)
     cases = tmp_path / "cases"
-    users = [new_user() for _ in range(MAILBOXES)]
     nodes: dict[str, Node] = {}
     for name in ("node-a", "node-b"):
         root = tmp_path / name
@@ -198,13 +196,24 @@ def cluster(dovecot: Any, pg_template: Any, tmp_path: Path, new_user: Any) -> It
     audit_key_path(second).chmod(0o600)
     audit_public_key_path(second).write_bytes(public_key_pem(key))
     envs = [Env(dovecot, user, tmp_path / "node-a", nodes["node-a"].config_path) for user in users]
-    c = Cluster(envs, nodes, cases, {}, pg.dsn)
+    return Cluster(envs, nodes, cases, {}, dsn)
+
+
+def stop_all(c: Cluster) -> None:
+    for node in c.nodes.values():
+        if node.proc is not None:
+            node.stop()
+
+
+@pytest.fixture
+def cluster(dovecot: Any, pg_template: Any, tmp_path: Path, new_user: Any) -> Iterator[Cluster]:
+    server, template = pg_template
+    pg = PostgresBackend(server, template)
+    c = make_cluster(dovecot, pg.dsn, tmp_path, [new_user() for _ in range(MAILBOXES)])
     try:
         yield c
     finally:
-        for node in nodes.values():
-            if node.proc is not None:
-                node.stop()
+        stop_all(c)
         pg.close_all()
 
 
@@ -325,3 +334,45 @@ def test_a_node_paused_past_its_lease_is_refused_when_it_wakes_and_rejoins_as_a_
     assert stopped_at <= taken_at
     assert lost < DEADLINE
     c.verify_green()
+
+
+def test_nodes_back_off_while_postgresql_restarts_and_resume_without_losing_a_message(
+    dovecot: Any, tmp_path: Path, new_user: Any
+) -> None:
+    from gateway.demo.postgres import Postgres, postgres_unavailable
+
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    pg_root = Path(tempfile.mkdtemp(prefix="pst-pgrestart-"))
+    os.chmod(pg_root, 0o755)  # noqa: S103 - the server's user must reach its dirs
+    try:
+        with Postgres(pg_root) as server:
+            # An empty database: both nodes start at once and migrate it one after the other.
+            c = make_cluster(
+                dovecot, server.create_database("restart"), tmp_path, [new_user() for _ in range(MAILBOXES)]
+            )
+            try:
+                c.send(5, "before")
+                for node in c.nodes.values():
+                    node.start()
+                until(c.all_filed, what_for="the first wave filed")
+                c.send(10, "during")
+                server.crash()  # no shutdown: every session is cut off, mid-batch or not
+                time.sleep(TTL)  # down longer than a renewal interval: the nodes must notice, not just retry once
+                server.start()
+                c.send(5, "after")
+                until(c.all_filed, deadline=240.0, what_for="everything filed after the restart")
+                assert all(node.stop() == 0 for node in c.nodes.values())
+                c.each_message_once()
+                assert sorted(holders_of(c)) == [f"mb{i}" for i in range(MAILBOXES)]
+                c.verify_green()
+            finally:
+                stop_all(c)
+    finally:
+        shutil.rmtree(pg_root, ignore_errors=True)
+
+
+def holders_of(c: Cluster) -> list[str]:
+    """The mailboxes with a lease row (released or not): every one was worked by some node."""
+    return list(c.leases())
