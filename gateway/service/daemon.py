@@ -626,6 +626,8 @@ class Daemon:
             if not following:
                 wlog.info("following: another node holds the mailbox lease", holder=holder, until=until)
                 following = True
+                with self._lock:  # the mailbox is worked: an earlier failure here is not this node's to report
+                    self.report.failures.pop(mb.name, None)
             self.board.mailbox(mb.name, connected=False, idle=False)
             halt.wait(keeper.interval)
         return False

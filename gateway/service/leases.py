@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from gateway.records.leases import Acquisition, Fence, Lease, lost_event
-from gateway.records.store import LeaseLost, Store, lease_lost
+from gateway.records.store import LeaseLost, Store, StoreError, lease_lost
 
 log = structlog.get_logger("poststelle.leases")
 
@@ -99,10 +99,18 @@ class Keeper:
         store.record_events([lost_event(exc.fence, reason)])
 
     def release(self, store: Store) -> None:
-        """Give the lease up (a clean stop); safe to call twice and from another thread."""
+        """Give the lease up (a clean stop); safe to call twice and from another thread.
+
+        Tried twice: a connection the server dropped since its last use (a restart) fails
+        once and is replaced by the store at the next attempt.
+        """
         with self._guard:
             lease, self.lease = self.lease, None
-        if lease is not None:
+        if lease is None:
+            return
+        try:
+            store.lease_release(lease)
+        except StoreError:
             store.lease_release(lease)
 
 
