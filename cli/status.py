@@ -2,7 +2,8 @@
 
 Three sources, each saying what only it knows: the state directory's lock (is a daemon
 running, which pid), the daemon's status file (connected, idling, why it stopped), and
-the ledger (per mailbox state, backlog and errors; messages and documents by state).
+the ledger (per mailbox state, backlog and errors; messages and documents by state;
+on a shared PostgreSQL store, which node holds which mailbox's lease).
 Reading never takes the lock and never writes.
 """
 
@@ -72,12 +73,15 @@ def _status_json(cfg: Config) -> dict[str, Any]:
     statuses: list[dict[str, object]] = []
     counts: dict[str, int] = {}
     outgoing: dict[str, int] = {}
+    leases: list[dict[str, object]] = []
     if store_exists(cfg):
         store = open_store(cfg, readonly=True)
         statuses = [s.to_json() for s in store.statuses()]
         counts = store.counts_by_state()
         with contextlib.suppress(StoreError):  # a ledger from before the outbox, opened read-only
             outgoing = store.outbox_counts()
+        with contextlib.suppress(StoreError):  # a ledger from before the leases, opened read-only
+            leases = [lease.to_json() for lease in store.leases()]
         store.close()
     known = {str(s["mailbox"]) for s in statuses}
     statuses += [{"mailbox": mb.name} for mb in cfg.mailboxes if mb.name not in known]
@@ -85,11 +89,12 @@ def _status_json(cfg: Config) -> dict[str, Any]:
         view = live.get(str(row["mailbox"]), {})
         row["connected"] = view.get("connected", False) if daemon["running"] else False
         row["idle"] = view.get("idle", False) if daemon["running"] else False
-    return {"daemon": daemon, "mailboxes": statuses, "messages": counts, "outbox": outgoing}
+    return {"daemon": daemon, "mailboxes": statuses, "messages": counts, "outbox": outgoing, "leases": leases}
 
 
 def _show(cfg: Config, data: dict[str, Any]) -> None:
     daemon, statuses, counts, outgoing = data["daemon"], data["mailboxes"], data["messages"], data["outbox"]
+    leases: list[dict[str, Any]] = data["leases"]
     typer.echo(_daemon_line(daemon))
     if daemon.get("config_changed") and daemon["running"]:
         typer.echo(locale().t("the configuration file has changed since; send SIGHUP to reload it"))
@@ -100,6 +105,12 @@ def _show(cfg: Config, data: dict[str, Any]) -> None:
         ["mailbox", "state", "state_since", "connected", "idle", "last_poll", "last_success", "backlog",
          "last_error_at", "last_error"],
     )
+    if leases:  # nodes sharing a PostgreSQL store: who works which mailbox
+        typer.echo("")
+        print_table(
+            [{**lease, "expired": t("yes") if lease["expired"] else t("no")} for lease in leases],
+            ["mailbox", "holder", "epoch", "expires_at", "expired"],
+        )
     typer.echo("")
     typer.echo(t("messages: ") + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or t("none yet")))
     if outgoing or cfg.smtp is not None:

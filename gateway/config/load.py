@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import string
 import tomllib
 from collections.abc import Callable, Mapping
@@ -256,6 +257,20 @@ def _read_secret_file(r: _Reader, name: str) -> Secret | None:
     if not secret:
         raise r.fail(name, f"{p} is empty")
     return Secret(secret)
+
+
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
+
+
+def _node_name(r: _Reader) -> str:
+    """``node``: the name the audit trail and the mailbox leases know this gateway by (default: the host name)."""
+    given = r.str_("node")
+    name = given if given is not None else socket.gethostname() or "localhost"
+    if not _NODE.fullmatch(name):
+        raise r.fail(
+            "node", f"expected letters, digits and . _ : @ - (up to 100, a letter or digit first), got {name!r}"
+        )
+    return name
 
 
 def _store_backend(r: _Reader) -> tuple[StoreBackend, Secret | None, Path | None]:
@@ -766,6 +781,10 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "", prefix
     if reason is not None:
         raise sr.fail("file_mode", reason)
     backend, dsn, dsn_file = _store_backend(sr)
+    node = _node_name(sr)
+    lease_ttl = _duration(sr, "lease_ttl", StorageConfig.lease_ttl)
+    if lease_ttl < 1.0:
+        raise sr.fail("lease_ttl", f"must be at least 1s (renewals come every third of it), got {lease_ttl:g}s")
     sr.finish()
     storage = StorageConfig(
         state_dir=state_dir,
@@ -775,6 +794,8 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "", prefix
         backend=backend,
         dsn=dsn,
         dsn_file=dsn_file,
+        node=node,
+        lease_ttl=lease_ttl,
     )
 
     lr = top.sub("limits", top.table_("limits"))

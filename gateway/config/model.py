@@ -48,6 +48,13 @@ class StorageConfig:
     #: A tenant's own PostgreSQL schema (``tenant_<name>``) in the shared database: every
     #: table, the audit chain's head included, is the tenant's alone. None: the default schema.
     schema: str | None = None
+    #: This gateway's name among the nodes sharing one database: the holder of its mailbox
+    #: leases. Stable across restarts (default: the host name), so a node that comes back
+    #: is recognised as the one that held them.
+    node: str = ""
+    #: How long a mailbox lease lasts without renewal (seconds): the longest another node
+    #: waits before taking over the mailboxes of a node that died.
+    lease_ttl: float = 30.0
 
 
 @dataclass(frozen=True)

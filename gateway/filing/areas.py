@@ -10,7 +10,10 @@ is (the default layout, with ``cases_dir`` under ``state_dir``, and any layout w
 one mount): there the clerks who can write to the share cannot see, change or plant
 anything in half-written entries. A root on a mount of its own (the README recommends
 file systems of their own) has its staging in ``<root>/.incoming/`` instead, reached
-without following links and swept only of entry-shaped directories.
+without following links and swept only of entry-shaped directories. So does every root
+when several nodes share the records (the PostgreSQL store): a node that takes a mailbox
+over must find, and remove, what the previous holder staged but never published, and the
+previous holder's late rename must then fail instead of publishing a second entry.
 
 Each process opens its own areas (descriptors do not cross ``spawn``): the intake per
 mailbox, each analysis worker on first use, the release for one call.
@@ -58,7 +61,7 @@ class Area:
             owners = frozenset({os.geteuid(), os.fstat(root_fd).st_uid})
             staging_fd = open_root(private)
             staging = private
-            if not same_mount(root_fd, staging_fd):
+            if config.storage.backend == "postgresql" or not same_mount(root_fd, staging_fd):
                 os.close(staging_fd)
                 staging = share_staging_dir(root)
                 staging_fd = open_dir(STAGING, dir_fd=root_fd, create=True, where=str(root))

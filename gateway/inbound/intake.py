@@ -125,12 +125,15 @@ class Intake:
         *,
         after_commit: Callable[[], None] = lambda: None,
         analyser: Analyser | None = None,
+        before_batch: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.mb = mailbox
         self.ledger = ledger
         self.ctx = ctx
         self.after_commit = after_commit
+        #: Called before a batch's first commit; raises to stop the mailbox (a lease lost to another node).
+        self.before_batch = before_batch
         self.log = log.bind(mailbox=mailbox.name)
         self.analyser = analyser or Analyser(config, ctx, workers=0)
         self.areas = Areas(config)  # the case folders and the quarantine, opened on first use
@@ -367,6 +370,7 @@ class Intake:
         ``moves`` (of earlier batches, already carried out or failed) are recorded in the
         same final commit; a failed one is raised after it.
         """
+        self.before_batch()
         out = BatchOutcome()
         planned: list[tuple[MessageRecord, Prepared]] = []
         duplicates: list[MessageRecord] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -34,6 +34,17 @@ class AuditEvent:
     correspondent: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     actor: str | None = None
+
+
+def with_node(events: Sequence[AuditEvent], node: str | None) -> Sequence[AuditEvent]:
+    """``events`` naming the node that writes them (``details["node"]``), for a trail several nodes share.
+
+    The node goes into the details, which the hash already covers, so the canonical form
+    and every existing chain stay as they are. An event that names a node already keeps it.
+    """
+    if not node:
+        return events
+    return [ev if "node" in ev.details else replace(ev, details={**ev.details, "node": node}) for ev in events]
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ def audit_settings(config: Config, *, actor: str = DAEMON) -> AuditSettings:
         signer=Signer(key),
         checkpoint_every=config.audit.checkpoint_every,
         export=JsonlExport(audit_jsonl_path(config)),
+        # Several nodes may share a PostgreSQL trail: each entry names the node that wrote it.
+        node=config.storage.node if config.storage.backend == "postgresql" else None,
     )
 
 

@@ -17,6 +17,11 @@ compare the chain, the checkpoints and the message rows. ``StoreOperations`` wri
 operations once over any backend's unit of work. The outbox (``OutboxStore``) and the
 delivery records (``DeliveryStore``) sit beside ``MessageStore`` under the same two
 guarantees; a delivery step given with an outbox change commits with it.
+
+Mailbox leases (``LeaseStore``, ``records.leases``) let several nodes share one database:
+a store given a ``fence`` (the lease its mailbox worker holds) checks it inside every
+unit of work, after the head lock, and refuses the whole transaction with ``LeaseLost``
+once another node holds a newer epoch.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from gateway.records.actors import DAEMON
 from gateway.records.chain import AuditEntry, AuditEvent, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord, DeliveryStep, DeliveryTarget, Outcome
 from gateway.records.export import JsonlExport
+from gateway.records.leases import Acquisition, Fence, Lease, acquired_event, released_event
 from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessagePlace, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint, Signer
@@ -49,6 +55,28 @@ class ChangedMeanwhile(StoreError, PermanentError):
 
 class DuplicateKey(StoreError):
     """A message with this id or idempotency key is already recorded; nothing was written."""
+
+
+class LeaseLost(StoreError):
+    """The mailbox's lease row names another holder or a newer epoch than this worker's; nothing was written.
+
+    The worker stops the mailbox before its next batch and follows (tries to acquire again later).
+    """
+
+    def __init__(self, message: str, fence: Fence, now: Lease | None) -> None:
+        super().__init__(message)
+        self.fence = fence
+        self.now = now
+
+
+def lease_lost(fence: Fence, now: Lease | None) -> LeaseLost:
+    """The refusal of a commit or renewal made under ``fence`` when the row shows ``now``."""
+    held = "no lease row" if now is None else f"now held by {now.holder} under epoch {now.epoch}"
+    return LeaseLost(
+        f"mailbox {fence.mailbox}: lease lost by node {fence.node} (epoch {fence.epoch}), {held}; nothing was written",
+        fence,
+        now,
+    )
 
 
 class StaleOutboxState(StoreError):
@@ -96,6 +124,8 @@ class AuditSettings:
     signer: Signer | None = None
     checkpoint_every: int = 1000
     export: JsonlExport | None = None
+    #: The node name put into every entry's details (``node``) when several nodes share the trail.
+    node: str | None = None
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -296,6 +326,18 @@ class UnitOfWork(Protocol):
         """Write the record's state and append its last ``new_entries`` timeline entries."""
         ...
 
+    def check_fence(self, fence: Fence) -> None:
+        """``LeaseLost`` unless the mailbox's lease row still names ``fence``'s holder and epoch."""
+        ...
+
+    def lease_take(self, mailbox: str, node: str, ttl: float) -> Acquisition:
+        """Take the lease if it is free, expired or ``node``'s own (a restart): epoch + 1, ``ttl`` seconds."""
+        ...
+
+    def lease_give_up(self, lease: Lease) -> bool:
+        """End ``lease`` now if the row still names its holder and epoch; whether it did."""
+        ...
+
 
 class MessageStore(MessageReader, Protocol):
     """Message state changes, each committed together with the events that describe it."""
@@ -421,7 +463,37 @@ class AuditStore(AuditReader, Protocol):
         ...
 
 
-class Store(MessageStore, AuditStore, OutboxStore, DeliveryStore, Protocol):
+class LeaseStore(Protocol):
+    """Mailbox leases, judged by the database's clock; see ``records.leases``."""
+
+    #: The lease this store's commits are fenced with (set by ``lease_acquire``); None: unfenced.
+    fence: Fence | None
+
+    def lease_acquire(self, mailbox: str, node: str, ttl: float) -> Acquisition:
+        """Take the mailbox's lease if free, expired or ``node``'s own; on success the store is fenced with it.
+
+        Granted, it commits with a ``lease-acquired`` or ``lease-taken-over`` event; refused, nothing is written.
+        """
+        ...
+
+    def lease_renew(self, lease: Lease, ttl: float) -> Lease:
+        """Extend ``lease`` by ``ttl`` seconds from now; ``LeaseLost`` once another holder or epoch is in the row."""
+        ...
+
+    def lease_renew_many(self, leases: Sequence[Lease], ttl: float) -> dict[str, Lease]:
+        """Renew several leases of one node in one commit; the renewed ones by mailbox (a missing one is lost)."""
+        ...
+
+    def lease_release(self, lease: Lease) -> bool:
+        """End ``lease`` at a clean stop (``lease-released``), so another node need not wait for its expiry."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every mailbox's lease row, by mailbox, ``expired`` judged by the database's clock now."""
+        ...
+
+
+class Store(MessageStore, AuditStore, OutboxStore, DeliveryStore, LeaseStore, Protocol):
     """One open store. Not shared between threads: each thread opens its own."""
 
     readonly_note: str | None  # set when a read-only opening may not see the newest entries
@@ -442,6 +514,7 @@ class StoreOperations:
     backend's ``unit_of_work``."""
 
     audit_settings: AuditSettings
+    fence: Fence | None = None
 
     def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
         raise NotImplementedError
@@ -579,6 +652,24 @@ class StoreOperations:
     def seal(self) -> None:
         with self.unit_of_work() as uow:
             uow.seal()
+
+    def lease_acquire(self, mailbox: str, node: str, ttl: float) -> Acquisition:
+        self.fence = None  # the attempt itself is not fenced; a granted lease fences what follows
+        with self.unit_of_work() as uow:
+            got = uow.lease_take(mailbox, node, ttl)
+            if got.lease is not None:
+                uow.append([acquired_event(got)])
+        if got.lease is not None:
+            self.fence = got.lease.fence
+        return got
+
+    def lease_release(self, lease: Lease) -> bool:
+        self.fence = None
+        with self.unit_of_work() as uow:
+            ended = uow.lease_give_up(lease)
+            if ended:
+                uow.append([released_event(lease)])
+        return ended
 
     def export_jsonl(self) -> int:
         if self.audit_settings.export is None:

@@ -13,6 +13,10 @@ processes what is waiting and returns; the exit status says whether every mailbo
 succeeded. Start-up (``service.startup``) takes the state directory's lock first, so a
 second daemon on the same state refuses before it writes anything.
 
+On a PostgreSQL store several daemons (nodes) may share the mailboxes: each worker works
+its mailbox only while it holds the mailbox's lease (``service.leases``), renewed before
+each batch and during IDLE; without it the worker follows, trying again now and then.
+
 Each worker has its own halt event, so a reloaded configuration (SIGHUP,
 ``service.reload``) restarts only the workers it changes; the main thread owns every
 start and stop, and the signal handlers only raise flags and wake it. What the daemon is
@@ -29,6 +33,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
@@ -48,8 +53,9 @@ from gateway.outbound.drain import DrainReport
 from gateway.records.chain import AuditEvent
 from gateway.records.messages import MailboxState
 from gateway.records.open import open_store, store_name
-from gateway.records.store import Store
+from gateway.records.store import LeaseLost, Store
 from gateway.service import outbox_worker
+from gateway.service.leases import Keeper, heartbeat
 from gateway.service.notify import Notifier
 from gateway.service.reload import ReloadPlan, plan_reload
 from gateway.service.snapshot import StatusBoard
@@ -106,6 +112,8 @@ class Daemon:
         self._stop_signal: int | None = None
         self._logins = threading.BoundedSemaphore(LOGINS_IN_FLIGHT)
         self._in_pass: set[str] = set()  # mailboxes whose worker is processing mail (waited for at a stop)
+        self._keepers: dict[str, Keeper] = {}  # mailbox leases (PostgreSQL only), released at a stop
+        self._beat_stop = threading.Event()  # ends the lease heartbeat once no worker is filing
         # The handlers write a byte here: the main thread's wait ends at once (PEP 475
         # retries a select that a signal interrupted, and then finds the byte).
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -216,6 +224,7 @@ class Daemon:
                 started.append(listener)
             for mb in self.config.mailboxes:
                 self._start_worker(mb)
+            self._start_heartbeat()
             if self.config.smtp is not None:
                 self._start_outbox()
             if not self.once:
@@ -229,6 +238,8 @@ class Daemon:
         finally:
             self.supervisor.close()
             self._halt_all()
+            self._beat_stop.set()
+            self._release_leases(store)
             for listener in reversed(started):
                 listener.stop()
             self.analyser.close(kill=self.stop.is_set())  # nothing is in hand once the workers have left
@@ -242,6 +253,40 @@ class Daemon:
                 if mb.name not in self.report.outcomes and mb.name not in self.report.failures:
                     self.report.failures[mb.name] = "the worker ended without reading the mailbox"
         return self.report
+
+    def _start_heartbeat(self) -> None:
+        """On a shared (PostgreSQL) store: one thread renewing every lease this node holds (``service.leases``)."""
+        storage = self.config.storage
+        if storage.backend != "postgresql":
+            return
+        thread = threading.Thread(
+            target=heartbeat,
+            args=(
+                lambda: open_store(self.config),
+                lambda: list(self._keepers.values()),
+                storage.lease_ttl,
+                self._beat_stop,
+            ),
+            name="lease-heartbeat",
+            daemon=True,
+        )
+        thread.start()
+
+    def _release_leases(self, store: Store) -> None:
+        """Give up the leases of workers out of their passes, so other nodes need not wait for expiry.
+
+        Workers still filing keep theirs (``_serve`` has waited for them unless the run
+        failed); an idle worker, halted, starts no new pass.
+        """
+        for name, keeper in list(self._keepers.items()):
+            with self._lock:
+                busy = name in self._in_pass
+            if busy:
+                continue
+            try:
+                keeper.release(store)
+            except Exception as exc:  # noqa: BLE001 - the lease then expires on its own
+                log.warning("could not release a mailbox lease", mailbox=name, error=describe_error(exc))
 
     def _serve(self, store: Store, listening: bool) -> None:
         """Run until every worker has ended (``once``) or a stop is requested; reload when asked."""
@@ -389,7 +434,10 @@ class Daemon:
         gets a traceback in the log, a ``mailbox-error`` audit entry, and a fresh store and
         intake for the next attempt. Either way the worker lives on, so the mailbox is
         never left unread while the process looks healthy. ``halt`` ends it after the
-        batch in hand (a stop, or a reload that changes this mailbox).
+        batch in hand (a stop, or a reload that changes this mailbox). On a shared
+        (PostgreSQL) store it works the mailbox only while it holds its lease; a lost lease
+        (``LeaseLost``: another node took over) ends the pass at once, without backoff, and
+        the worker follows until it gets the lease again.
         """
         wlog = log.bind(mailbox=mb.name)
         backoff = BACKOFF_MIN
@@ -397,6 +445,7 @@ class Daemon:
         store: Store | None = None
         intake: Intake | None = None
         state = _Condition(mb)
+        keeper = self._keeper(mb)
         try:
             while not halt.is_set():
                 attempts += 1
@@ -405,9 +454,16 @@ class Daemon:
                 try:
                     if store is None:
                         store = open_store(self.config)
+                        if keeper is not None and keeper.lease is not None:
+                            store.fence = keeper.lease.fence
                     state.load(store)
+                    if keeper is not None and keeper.lease is None:
+                        if (loss := keeper.pending_loss) is not None:  # found by the heartbeat, after a failed pass
+                            self._lost(keeper, store, loss, wlog)
+                        if not self._follow(keeper, store, mb, halt, wlog):
+                            return
                     if intake is None:
-                        intake = self._intake(mb, store)
+                        intake = self._intake(mb, store, keeper)
                     if not self._connect(session, halt):
                         return
                     idling = session.idling()
@@ -415,6 +471,8 @@ class Daemon:
                     self.board.mailbox(mb.name, connected=True, idle=idling)
                     while self._enter_pass(mb, halt):
                         try:
+                            if keeper is not None:
+                                keeper.keep(store)
                             session.forget_news()  # what was announced so far, the search below sees
                             outcome = intake.run(session)
                             state.succeeded(store, wlog)
@@ -440,8 +498,14 @@ class Daemon:
                             )
                         if self.once:
                             return
-                        self._wait(session, mb, halt)
+                        self._wait(session, mb, halt, keeper, store)
                     return
+                except LeaseLost as exc:
+                    assert keeper is not None and store is not None
+                    if exc.fence.epoch == 0 and halt.is_set():
+                        return  # released by the main thread at a stop, not lost
+                    self._lost(keeper, store, exc, wlog)
+                    continue  # follow at once: the session closes, nothing more is done on the server
                 except LoginRejected as exc:
                     text = str(exc)
                     retry_in = None if self.once else mb.auth_retry_interval
@@ -490,6 +554,9 @@ class Daemon:
                 halt.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
+            if keeper is not None and store is not None:
+                with contextlib.suppress(Exception):  # else the lease expires on its own
+                    keeper.release(store)
             _close_quietly(wlog, intake, store)
             self.board.mailbox(mb.name, connected=False, idle=False)
 
@@ -516,8 +583,73 @@ class Daemon:
         """Seconds until the next attempt; ``None`` when ``once`` mode has made its last."""
         return None if self.once and attempts >= ONCE_ATTEMPTS else backoff
 
-    def _intake(self, mb: MailboxConfig, store: Store) -> Intake:
-        return Intake(self.config, mb, store, self.ctx, after_commit=lambda: _export(store), analyser=self.analyser)
+    def _intake(self, mb: MailboxConfig, store: Store, keeper: Keeper | None = None) -> Intake:
+        before = (lambda: keeper.keep(store)) if keeper is not None else (lambda: None)
+        return Intake(
+            self.config, mb, store, self.ctx, after_commit=lambda: _export(store), analyser=self.analyser,
+            before_batch=before,
+        )  # fmt: skip
+
+    def _keeper(self, mb: MailboxConfig) -> Keeper | None:
+        """The worker's lease keeper on a shared (PostgreSQL) store; None on SQLite, whose lock admits one daemon."""
+        storage = self.config.storage
+        if storage.backend != "postgresql":
+            return None
+        keeper = Keeper(mb.name, storage.node, storage.lease_ttl)
+        self._keepers[mb.name] = keeper
+        return keeper
+
+    def _follow(
+        self, keeper: Keeper, store: Store, mb: MailboxConfig, halt: _Halt, wlog: structlog.typing.FilteringBoundLogger
+    ) -> bool:
+        """Wait until this node holds the mailbox's lease (True), or a stop (False).
+
+        ``once`` mode tries once: a mailbox another node works is that node's to read.
+        Store errors (the database away) go to the worker's usual backoff.
+        """
+        following = False
+        while not halt.is_set():
+            got = keeper.acquire(store)
+            if got.lease is not None:
+                how = "took over the mailbox lease" if got.taken_over else "acquired the mailbox lease"
+                previous = got.before.holder if got.before is not None else None
+                wlog.info(how, node=keeper.node, epoch=got.lease.epoch, previous=previous)
+                return True
+            assert got.before is not None
+            holder, until = got.before.holder, got.before.expires_at
+            if self.once:
+                text = f"the mailbox's lease is held by node {holder} until {until}: that node reads it"
+                with self._lock:
+                    self.report.failures[mb.name] = text
+                wlog.warning("mailbox worked by another node", holder=holder, until=until)
+                return False
+            if not following:
+                wlog.info("following: another node holds the mailbox lease", holder=holder, until=until)
+                following = True
+                with self._lock:  # the mailbox is worked: an earlier failure here is not this node's to report
+                    self.report.failures.pop(mb.name, None)
+            self.board.mailbox(mb.name, connected=False, idle=False)
+            halt.wait(keeper.interval)
+        return False
+
+    def _lost(self, keeper: Keeper, store: Store, exc: LeaseLost, wlog: structlog.typing.FilteringBoundLogger) -> None:
+        """The lease went to another node: record it (unfenced) and let the worker follow.
+
+        A failure of the pass that ran into the loss (a late write finding its staged entry
+        removed by the new holder) is no longer this node's to report: the mailbox is worked.
+        """
+        with self._lock:
+            self.report.failures.pop(keeper.mailbox, None)
+        now = exc.now
+        wlog.warning(
+            "mailbox lease lost: following", node=keeper.node, epoch=exc.fence.epoch,
+            holder=now.holder if now is not None else None,
+        )  # fmt: skip
+        try:
+            keeper.lost(store, exc)
+            store.export_jsonl()
+        except Exception as err:  # noqa: BLE001 - the log line has it; the worker follows anyway
+            wlog.error("could not record the lost lease", error=describe_error(err))
 
     def _record_failure(
         self,
@@ -606,17 +738,34 @@ class Daemon:
         with self._lock:
             return name not in self._in_pass
 
-    def _wait(self, session: MailboxSession, mb: MailboxConfig, halt: _Halt) -> None:
+    def _wait(
+        self,
+        session: MailboxSession,
+        mb: MailboxConfig,
+        halt: _Halt,
+        keeper: Keeper | None = None,
+        store: Store | None = None,
+    ) -> None:
         """Until news, the IDLE renewal or a stop; without IDLE, the poll interval and a NOOP.
 
         After the wait the worker looks at the whole folder (UID SEARCH against the
         ledger), whatever woke it: a renewal finds what a lost notification did not say.
+        A worker holding a lease waits at most a renewal interval in IDLE (the pass that
+        follows renews), and renews between slices of its poll interval.
         """
         if session.idling():
-            session.wait_for_mail(mb.idle_renewal, wake_fd=halt.wake_fd)
+            renew = mb.idle_renewal if keeper is None else min(mb.idle_renewal, keeper.interval)
+            session.wait_for_mail(renew, wake_fd=halt.wake_fd)
         elif not session.has_news():
-            if halt.wait(mb.poll_interval):
-                return
+            if keeper is None or store is None:
+                if halt.wait(mb.poll_interval):
+                    return
+            else:
+                end = time.monotonic() + mb.poll_interval
+                while (left := end - time.monotonic()) > 0:
+                    if halt.wait(min(left, keeper.interval)):
+                        return
+                    keeper.keep(store)
             session.noop()
 
 

@@ -29,6 +29,13 @@ Conn: TypeAlias = psycopg.Connection[DictRow]
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server before the store reports it unreachable
 LOCK_TIMEOUT = "30s"  # how long a writer waits for the chain head another transaction holds
+#: How long the server keeps a session of ours that sits inside a transaction doing nothing.
+#: A node paused mid-transaction (SIGSTOP, a long GC, a partition) would otherwise hold the
+#: chain head's lock for ever and stop every other node; the server ends its session and
+#: rolls the transaction back instead. Well below ``LOCK_TIMEOUT``, so the writers waiting
+#: for the head get it before they give up. The gateway's transactions never wait on
+#: anything but the database inside them.
+IDLE_IN_TRANSACTION_TIMEOUT = "10s"
 #: The advisory lock migrations take (any constant; all gateways on one database share it).
 MIGRATION_LOCK = 0x506F7374  # "Post"
 
@@ -94,6 +101,8 @@ def connect(dsn: str, *, readonly: bool = False, schema: str | None = None) -> C
             _use_schema(conn, schema, create=not readonly)
         if readonly:
             conn.execute("SET default_transaction_read_only = on")
+        else:  # a reader holds no lock another writer waits for, and an audit may pause between reads
+            conn.execute("SET idle_in_transaction_session_timeout = '" + IDLE_IN_TRANSACTION_TIMEOUT + "'")
     except BaseException:
         conn.close()
         raise

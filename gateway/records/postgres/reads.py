@@ -17,9 +17,11 @@ from psycopg.rows import DictRow, tuple_row
 from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEntry, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord
+from gateway.records.leases import Lease
 from gateway.records.messages import CaseSummary, MailboxStatus, MessagePlace, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.postgres import deliveries as deliveries_sql
+from gateway.records.postgres import leases as leases_sql
 from gateway.records.postgres import outbox as outbox_sql
 from gateway.records.postgres.connect import Conn, has_table, pg_errors
 from gateway.records.signing import Checkpoint
@@ -287,6 +289,10 @@ class PostgresReader:
     def statuses(self) -> list[MailboxStatus]:
         rows = self._all("SELECT * FROM mailbox_status ORDER BY mailbox")
         return [MailboxStatus(**dict(r)) for r in rows]
+
+    def leases(self) -> list[Lease]:
+        with pg_errors("reading the mailbox leases"):
+            return leases_sql.every(self._live())
 
     # -- the audit trail ---------------------------------------------------------------------------
     def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:

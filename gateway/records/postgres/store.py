@@ -7,6 +7,9 @@ made it durable (``synchronous_commit``), and the gateway acts on the mail serve
 after that. A snapshot is one REPEATABLE READ transaction. A store's connection is shared
 by the threads of one store through its lock, like SQLite's.
 
+A store given a ``fence`` (its mailbox worker's lease) checks it in every unit of work
+right after the head lock, so a commit of a node that lost its lease is refused whole.
+
 A connection the server dropped (a restart, a fail-over to the standby) is replaced at
 the start of the next transaction or read, never inside one: the unit of work that was
 cut off failed with a ``StoreError`` and nothing of it committed, so the caller's retry
@@ -16,9 +19,11 @@ cut off failed with a ``StoreError`` and nothing of it committed, so the caller'
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from gateway.records.leases import Lease
+from gateway.records.postgres import leases as leases_sql
 from gateway.records.postgres.connect import (
     Conn,
     connect,
@@ -86,11 +91,32 @@ class PostgresStore(PostgresReader, StoreOperations):
                 conn.execute("BEGIN")
                 try:
                     uow = PostgresUnitOfWork(conn, self.audit_settings, lock_head(conn))
+                    if self.fence is not None:
+                        uow.check_fence(self.fence)
                     yield uow
                 except BaseException:
                     rollback(conn)
                     raise
                 conn.execute("COMMIT")
+
+    def lease_renew(self, lease: Lease, ttl: float) -> Lease:
+        """One statement of its own, outside any unit of work (see ``postgres.leases``)."""
+        if self.readonly:
+            raise StoreError(f"{self.name} is opened read-only")
+        with self._lock:
+            if self._in_snapshot:
+                raise StoreError("a write inside a read snapshot of the same store: finish reading first")
+            with pg_errors("renewing a mailbox lease"):
+                return leases_sql.renew(self._live(), lease, ttl)
+
+    def lease_renew_many(self, leases: Sequence[Lease], ttl: float) -> dict[str, Lease]:
+        if self.readonly:
+            raise StoreError(f"{self.name} is opened read-only")
+        with self._lock:
+            if self._in_snapshot:
+                raise StoreError("a write inside a read snapshot of the same store: finish reading first")
+            with pg_errors("renewing mailbox leases"):
+                return leases_sql.renew_many(self._live(), leases, ttl)
 
     @contextmanager
     def snapshot(self) -> Iterator[ReadSnapshot]:

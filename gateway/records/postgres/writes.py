@@ -14,11 +14,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso
+from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso, with_node
 from gateway.records.deliveries import DeliveryRecord, DeliveryTarget
+from gateway.records.leases import Acquisition, Fence, Lease
 from gateway.records.messages import MailboxStatus, MessageRecord
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.postgres import deliveries as deliveries_sql
+from gateway.records.postgres import leases as leases_sql
 from gateway.records.postgres import outbox as outbox_sql
 from gateway.records.postgres.connect import Conn
 from gateway.records.postgres.reads import MESSAGE_COLUMNS, message_values
@@ -149,6 +151,16 @@ class PostgresUnitOfWork:
     def save_delivery(self, rec: DeliveryRecord, new_entries: int) -> None:
         deliveries_sql.save(self._conn, rec, new_entries)
 
+    # -- mailbox leases ----------------------------------------------------------------------------
+    def check_fence(self, fence: Fence) -> None:
+        leases_sql.check(self._conn, fence)
+
+    def lease_take(self, mailbox: str, node: str, ttl: float) -> Acquisition:
+        return leases_sql.take(self._conn, mailbox, node, ttl)
+
+    def lease_give_up(self, lease: Lease) -> bool:
+        return leases_sql.give_up(self._conn, lease)
+
     # -- the audit trail ---------------------------------------------------------------------------
     def _locked_head(self) -> ChainHead:
         if self._head is None:
@@ -163,6 +175,7 @@ class PostgresUnitOfWork:
         if not events:
             return
         s = self._settings
+        events = with_node(events, s.node)
         new = chain_events(events, after=self._locked_head(), at=now_iso(), default_actor=s.actor)
         self._many(
             _INSERT_ENTRY,

@@ -10,10 +10,12 @@ from typing import Any
 from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEntry, ChainHead, ChainRow
 from gateway.records.deliveries import DeliveryRecord
+from gateway.records.leases import Lease
 from gateway.records.messages import CaseSummary, MailboxStatus, MessagePlace, MessageRecord, State
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint
 from gateway.records.sqlite import deliveries as deliveries_sql
+from gateway.records.sqlite import leases as leases_sql
 from gateway.records.sqlite import outbox as outbox_sql
 from gateway.records.sqlite.connect import sqlite_errors
 from gateway.records.store import EntryFilter
@@ -251,6 +253,10 @@ class SQLiteReader:
 
     def statuses(self) -> list[MailboxStatus]:
         return [MailboxStatus(**dict(r)) for r in self._all("SELECT * FROM mailbox_status ORDER BY mailbox")]
+
+    def leases(self) -> list[Lease]:
+        with sqlite_errors("reading the mailbox leases"):
+            return leases_sql.every(self._conn)
 
     # -- the audit trail ---------------------------------------------------------------------------
     def entries(self, since_seq: int = 0) -> Iterator[AuditEntry]:

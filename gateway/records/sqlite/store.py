@@ -3,16 +3,18 @@
 Keeping the trail in the same database as the state it describes is what lets one
 transaction commit both. Writers serialise on BEGIN IMMEDIATE, across threads and
 processes (the busy timeout makes them wait, not fail); readers never block writers (WAL).
+A store given a ``fence`` (its mailbox worker's lease) checks it in every unit of work.
 A connection belongs to the thread that opened the store.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from gateway.records.leases import Lease
 from gateway.records.sqlite.connect import BUSY_TIMEOUT, connect, connect_readonly, migrate, sqlite_errors, user_version
 from gateway.records.sqlite.reads import SQLiteReader
 from gateway.records.sqlite.writes import SQLiteUnitOfWork
@@ -67,7 +69,28 @@ class SQLiteStore(SQLiteReader, StoreOperations):
 
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
-        """BEGIN IMMEDIATE .. COMMIT; rolled back if the block raises."""
+        """BEGIN IMMEDIATE .. COMMIT; rolled back if the block raises (or the fence no longer holds)."""
+        with self._transaction() as uow:
+            if self.fence is not None:
+                uow.check_fence(self.fence)
+            yield uow
+
+    def lease_renew(self, lease: Lease, ttl: float) -> Lease:
+        with self._transaction() as uow:
+            return uow.lease_renew(lease, ttl)
+
+    def lease_renew_many(self, leases: Sequence[Lease], ttl: float) -> dict[str, Lease]:
+        renewed: dict[str, Lease] = {}
+        with self._transaction() as uow:
+            for lease in leases:
+                try:
+                    renewed[lease.mailbox] = uow.lease_renew(lease, ttl)
+                except StoreError:  # LeaseLost: left out, the caller treats it as lost
+                    continue
+        return renewed
+
+    @contextmanager
+    def _transaction(self) -> Iterator[SQLiteUnitOfWork]:
         if self.readonly:
             raise StoreError(f"{self.path} is opened read-only")
         writers = _writer_lock(self.path)

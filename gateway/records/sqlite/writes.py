@@ -13,11 +13,13 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso
+from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso, with_node
 from gateway.records.deliveries import DeliveryRecord, DeliveryTarget
+from gateway.records.leases import Acquisition, Fence, Lease
 from gateway.records.messages import MailboxStatus, MessageRecord
 from gateway.records.outbox import OutboxRecord, OutboxState
 from gateway.records.sqlite import deliveries as deliveries_sql
+from gateway.records.sqlite import leases as leases_sql
 from gateway.records.sqlite import outbox as outbox_sql
 from gateway.records.sqlite.reads import MESSAGE_COLUMNS, message_values
 from gateway.records.store import AuditSettings, StoreError
@@ -117,6 +119,19 @@ class SQLiteUnitOfWork:
     def save_delivery(self, rec: DeliveryRecord, new_entries: int) -> None:
         deliveries_sql.save(self._conn, rec, new_entries)
 
+    # -- mailbox leases ----------------------------------------------------------------------------
+    def check_fence(self, fence: Fence) -> None:
+        leases_sql.check(self._conn, fence)
+
+    def lease_take(self, mailbox: str, node: str, ttl: float) -> Acquisition:
+        return leases_sql.take(self._conn, mailbox, node, ttl)
+
+    def lease_give_up(self, lease: Lease) -> bool:
+        return leases_sql.give_up(self._conn, lease)
+
+    def lease_renew(self, lease: Lease, ttl: float) -> Lease:
+        return leases_sql.renew(self._conn, lease, ttl)
+
     # -- the audit trail ---------------------------------------------------------------------------
     def _lock_head(self) -> ChainHead:
         """The head row; this transaction holds the database's write lock, so it stays ours."""
@@ -151,7 +166,7 @@ class SQLiteUnitOfWork:
         went_back = self._clock_went_back(head, at)
         if went_back is not None:
             events = [went_back, *events]
-        new = chain_events(events, after=head, at=at, default_actor=s.actor)
+        new = chain_events(with_node(events, s.node), after=head, at=at, default_actor=s.actor)
         self._conn.executemany(
             _INSERT_ENTRY,
             [
