@@ -17,8 +17,8 @@ finished document without its sent copy: the next pass files it. ``hooks`` let t
 stop the pass exactly inside these windows.
 
 Like Postfix's delivery agents, a pass works on up to ``[smtp] connections`` documents at
-once: each lane has its own relay connection, shares the store (whose lock orders the
-commits) and runs the steps above for one document at a time, so at most that many
+once: each lane has its own relay connection, shares the store (commits that meet are
+made as one, ``groupcommit.py``) and runs the steps above for one document at a time, so at most that many
 documents are inside the window when a crash comes. Waiting for the relay's answer and for the disk is most of a
 document's time; lanes overlap those waits.
 """
@@ -41,6 +41,7 @@ from gateway.filing.areas import Area
 from gateway.filing.sent import SentCopy, file_sent_copies
 from gateway.outbound import scheduler
 from gateway.outbound.claim import claimant_alive, this_process
+from gateway.outbound.groupcommit import GroupCommit
 from gateway.outbound.outbox import OutboxError, spool_bytes
 from gateway.outbound.smtp import REPLY_LOST, Attempt, SmtpAgent
 from gateway.receipts.model import DeliveryState
@@ -112,6 +113,7 @@ class Drain:
         self.hooks = hooks or DrainHooks()
         self.copy_to_sent = copy_to_sent
         self._carried: _Carried | None = None
+        self._group = GroupCommit(store.outbox_save_many)  # shared with this pass's lanes
         #: Spool bytes already checked against their sha256 in this pass, kept until filed.
         self._verified: dict[str, bytes] = {}
         self._waiting_copies: list[OutboxRecord] = []
@@ -183,6 +185,7 @@ class Drain:
         try:
             lane = Drain(self.config, self.store, clock=self.clock, hooks=self.hooks, copy_to_sent=self.copy_to_sent)
             lane.file_batch = self.file_batch
+            lane._group = self._group
             try:
                 for rec in work:
                     lane._attempt(rec, report, after_crash=False)
@@ -347,7 +350,7 @@ class Drain:
 
     def _save_many(self, changes: list[OutboxChange]) -> list[bool]:
         carried, self._carried = self._carried, None
-        made = self.store.outbox_save_many(([carried.change] if carried else []) + changes)
+        made = self._group.save_many(([carried.change] if carried else []) + changes)
         carried_made = made.pop(0) if carried is not None else False
         for change, ok in zip(([carried.change] if carried else []) + changes, [carried_made, *made]
                               if carried else made, strict=True):
