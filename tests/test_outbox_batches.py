@@ -235,3 +235,23 @@ def test_a_failed_group_commit_fails_every_lane_whose_changes_were_in_it(config:
         t.join(60)
     assert calls == 2
     assert errors[0] is None and all(isinstance(e, OSError) for e in errors[1:]) and len(errors) == 3
+
+
+def test_the_lanes_last_sent_copies_are_filed_in_one_batch_for_the_pass(
+    config: Config, store: Store, peer: ScriptedPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.outbound.drain as drain_module
+
+    batches: list[int] = []
+    real = drain_module.file_sent_copies
+
+    def counting(area, copies, *, sent_at):  # type: ignore[no-untyped-def]
+        batches.append(len(copies))
+        return real(area, copies, sent_at=sent_at)
+
+    monkeypatch.setattr(drain_module, "file_sent_copies", counting)
+    ids = [outbox.enqueue(config, store, document(case=f"63-BV-2026-{i % 3:04d}")) for i in range(8)]
+    report = Drain(config, store, lanes=4).run_once()  # fewer documents than a lane's batch
+    assert sorted(report.filed) == sorted(ids)
+    assert batches == [8]
+    assert verify_state(config).ok

@@ -160,10 +160,11 @@ class Drain:
         reports: list[DrainReport] = []
         threads: list[threading.Thread] = []
         failures: list[BaseException] = []
+        finished: list[Drain] = []
         try:
             for _ in range(min(self.lanes, len(due)) - 1):
                 reports.append(DrainReport())
-                threads.append(threading.Thread(target=self._lane, args=(take(), reports[-1], failures),
+                threads.append(threading.Thread(target=self._lane, args=(take(), reports[-1], failures, finished),
                                                 name="outbox-lane", daemon=True))
             for t in threads:
                 t.start()
@@ -177,11 +178,20 @@ class Drain:
                 t.join()
             for lane_report in reports:
                 _merge(report, lane_report)
+            for lane in finished:  # their last copies go into this pass's batch: one group commit for all
+                self._waiting_copies += lane._waiting_copies
+                self._verified.update(lane._verified)
         if failures:
             raise failures[0]
 
-    def _lane(self, work: Iterator[OutboxRecord], report: DrainReport, failures: list[BaseException]) -> None:
-        """Another lane, in its own thread, with its own relay connection and its own carried outcome."""
+    def _lane(
+        self, work: Iterator[OutboxRecord], report: DrainReport, failures: list[BaseException], finished: list[Drain]
+    ) -> None:
+        """Another lane, in its own thread, with its own relay connection and its own carried outcome.
+
+        Its last outcome is committed here; the sent copies still waiting then are filed
+        by the pass together with the other lanes' (``finished``).
+        """
         try:
             lane = Drain(self.config, self.store, clock=self.clock, hooks=self.hooks, copy_to_sent=self.copy_to_sent)
             lane.file_batch = self.file_batch
@@ -191,7 +201,9 @@ class Drain:
                     lane._attempt(rec, report, after_crash=False)
             finally:
                 lane.agent.close()
-            lane._flush(report)
+            if lane._carried is not None:
+                lane._save_many([])
+            finished.append(lane)
         except BaseException as exc:  # noqa: BLE001 - handed to the pass, which raises it
             failures.append(exc)
 
