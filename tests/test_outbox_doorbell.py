@@ -85,3 +85,63 @@ def test_the_daemon_sends_a_document_queued_after_its_first_pass_without_waiting
             thread.join(60)
         assert not thread.is_alive()
 
+
+
+def test_passes_that_follow_each_other_share_the_relay_connection_which_is_closed_once_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_worker, "POLL", 3600.0)
+    monkeypatch.setattr(outbox_worker, "KEEP_CONNECTIONS", 3600.0)  # idle only when the test says so
+    with ScriptedPeer(pipelining=True) as peer:
+        config = load_config(smtp_config(tmp_path, port=peer.port))
+        stop = threading.Event()
+        passes: list[object] = []
+        thread = threading.Thread(
+            target=outbox_worker.run_outbox,
+            args=(config, stop),
+            kwargs={"once": False, "on_pass": passes.append, "on_failure": lambda _: None},
+        )
+        thread.start()
+        try:
+            store = open_store(config)
+            docs = [document() for _ in range(3)]
+            for i, doc in enumerate(docs):  # one pass each: the next is queued after the last arrived
+                outbox.enqueue(config, store, doc)
+                assert peer.wait_for(i + 1, timeout=120), "the queued document was not sent"
+            store.close()
+            assert [r.content for r in peer.received] == [d.raw for d in docs]
+            assert peer.handler.sessions == 1 and peer.handler.quits == 0
+        finally:
+            stop.set()
+            thread.join(60)
+        assert not thread.is_alive()
+        with peer.handler.arrived:  # the thread's end closes what it kept
+            assert peer.handler.arrived.wait_for(lambda: peer.handler.quits == 1, 60)
+
+
+def test_a_relay_connection_left_idle_is_closed_before_the_next_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox_worker, "POLL", 3600.0)
+    monkeypatch.setattr(outbox_worker, "KEEP_CONNECTIONS", 0.2)
+    with ScriptedPeer() as peer:
+        config = load_config(smtp_config(tmp_path, port=peer.port))
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=outbox_worker.run_outbox,
+            args=(config, stop),
+            kwargs={"once": False, "on_pass": lambda _: None, "on_failure": lambda _: None},
+        )
+        thread.start()
+        try:
+            store = open_store(config)
+            outbox.enqueue(config, store, document())
+            store.close()
+            assert peer.wait_for(1, timeout=120), "the queued document was not sent"
+            with peer.handler.arrived:
+                assert peer.handler.arrived.wait_for(lambda: peer.handler.quits == 1, 60), "kept open while idle"
+            assert thread.is_alive()
+        finally:
+            stop.set()
+            thread.join(60)
+        assert not thread.is_alive()

@@ -101,14 +101,21 @@ class Drain:
         hooks: DrainHooks | None = None,
         copy_to_sent: Callable[[OutboxRecord, bytes], str] | None = None,
         lanes: int = 1,
+        kept: list[SmtpAgent] | None = None,
     ) -> None:
-        """``lanes``: documents worked on at once (the daemon passes ``[smtp] connections``)."""
+        """``lanes``: documents worked on at once (the daemon passes ``[smtp] connections``).
+
+        ``kept``: relay connections (agents) the caller keeps between passes, taken from and
+        put back there instead of being opened and closed by every pass.
+        """
         if config.smtp is None:
             raise OutboxError("no [smtp] section: the outbox has no relay to drain to")
         self.config = config
         self.smtp = config.smtp
         self.store = store
-        self.agent = agent or SmtpAgent(config.smtp)
+        self.kept = kept
+        self._kept_lock = threading.Lock()
+        self.agent = agent or self._take_agent()
         self.clock = clock
         self.hooks = hooks or DrainHooks()
         self.copy_to_sent = copy_to_sent
@@ -139,7 +146,7 @@ class Drain:
                 while due:  # each record let go once attempted: memory stays flat however many are due
                     self._attempt(due.pop(), report, after_crash=False)
         finally:
-            self.agent.close()
+            self._put_agent(self.agent)
         self._flush(report)
         report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
         return report
@@ -193,19 +200,35 @@ class Drain:
         by the pass together with the other lanes' (``finished``).
         """
         try:
-            lane = Drain(self.config, self.store, clock=self.clock, hooks=self.hooks, copy_to_sent=self.copy_to_sent)
+            lane = Drain(self.config, self.store, self._take_agent(), clock=self.clock, hooks=self.hooks,
+                         copy_to_sent=self.copy_to_sent)
             lane.file_batch = self.file_batch
             lane._group = self._group
             try:
                 for rec in work:
                     lane._attempt(rec, report, after_crash=False)
             finally:
-                lane.agent.close()
+                self._put_agent(lane.agent)
             if lane._carried is not None:
                 lane._save_many([])
             finished.append(lane)
         except BaseException as exc:  # noqa: BLE001 - handed to the pass, which raises it
             failures.append(exc)
+
+    def _take_agent(self) -> SmtpAgent:
+        with self._kept_lock:
+            if self.kept:
+                return self.kept.pop()
+        assert self.smtp is not None
+        return SmtpAgent(self.smtp)
+
+    def _put_agent(self, agent: SmtpAgent) -> None:
+        """Back to the caller's ``kept`` (its connection open, checked at the next use), else closed."""
+        if self.kept is None:
+            agent.close()
+            return
+        with self._kept_lock:
+            self.kept.append(agent)
 
     # -- one document ---------------------------------------------------------------------------
     def _event(self, kind: str, rec: OutboxRecord, **details: Any) -> AuditEvent:

@@ -35,11 +35,20 @@ class _Handler:
     arrived: threading.Condition = field(default_factory=threading.Condition)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads commands in order either way)
+    sessions: int = 0  # EHLOs: the sessions clients opened
+    quits: int = 0
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.arrived:
+            self.quits += 1
+            self.arrived.notify_all()
+        return "221 Bye"
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
+        self.sessions += 1
         if self.pipelining:
             return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
