@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from support.outbox import document, smtp_config
 from support.smtp_peer import ScriptedPeer
 
+from gateway.audit.verify import verify_state
 from gateway.config import load_config
 from gateway.outbound import outbox
 from gateway.outbound.doorbell import Doorbell, ring
@@ -141,6 +143,59 @@ def test_a_relay_connection_left_idle_is_closed_before_the_next_poll(
             with peer.handler.arrived:
                 assert peer.handler.arrived.wait_for(lambda: peer.handler.quits == 1, 60), "kept open while idle"
             assert thread.is_alive()
+        finally:
+            stop.set()
+            thread.join(60)
+        assert not thread.is_alive()
+
+
+def test_passes_that_follow_each_other_leave_the_sent_copies_to_a_whole_batch_or_to_idleness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.outbound.drain as drain_module
+
+    monkeypatch.setattr(outbox_worker, "POLL", 3600.0)
+    monkeypatch.setattr(outbox_worker, "KEEP_CONNECTIONS", 3600.0)  # never idle until the test says so
+    monkeypatch.setattr(drain_module, "FILE_BATCH", 3)
+    with ScriptedPeer() as peer:
+        config = load_config(smtp_config(tmp_path, port=peer.port))
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=outbox_worker.run_outbox,
+            args=(config, stop),
+            kwargs={"once": False, "on_pass": lambda _: None, "on_failure": lambda _: None},
+        )
+        thread.start()
+
+        def copies(ids: list[str]) -> list[bool]:
+            store = open_store(config, readonly=True)
+            try:
+                return [rec is not None and rec.sent_path is not None for rec in map(store.outbox_get, ids)]
+            finally:
+                store.close()
+
+        def wait_until_filed(ids: list[str]) -> None:
+            deadline = time.monotonic() + 120  # bounds a failure only
+            while not all(copies(ids)):
+                assert time.monotonic() < deadline, "the sent copies were not filed"
+                time.sleep(0.05)
+
+        try:
+            store = open_store(config)
+            ids = []
+            for i in range(5):
+                ids.append(outbox.enqueue(config, store, document()))
+                assert peer.wait_for(i + 1, timeout=120), "the queued document was not sent"
+                if i == 1:
+                    assert copies(ids) == [False, False]  # two sent, fewer than a batch: not filed yet
+                if i == 2:
+                    wait_until_filed(ids)  # the third makes a whole batch
+            assert copies(ids)[3:] == [False, False]
+            monkeypatch.setattr(outbox_worker, "KEEP_CONNECTIONS", 0.2)  # from the next wait on: idle
+            outbox.hold(store, outbox.enqueue(config, store, document()), actor="clerk")  # a ring, nothing due
+            store.close()
+            wait_until_filed(ids)
+            assert verify_state(config).ok
         finally:
             stop.set()
             thread.join(60)

@@ -85,6 +85,7 @@ class DrainReport:
     filed: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
     unfiled: list[str] = field(default_factory=list)
+    filing_deferred: list[str] = field(default_factory=list)  # sent, their copies left to a later pass
     next_wakeup: str | None = None
 
 
@@ -126,13 +127,18 @@ class Drain:
         self._waiting_copies: list[OutboxRecord] = []
         self.lanes = max(1, lanes)
         self.file_batch = max(8, FILE_BATCH // self.lanes)  # the bytes kept for filing stay bounded
+        #: Set by the daemon while passes follow each other: a pass files its sent copies only
+        #: once ``FILE_BATCH`` are waiting, and the daemon makes a filing pass when it goes idle,
+        #: so a trickle of documents does not pay two file-system flushes per pass.
+        self.defer_filing = False
 
     def run_once(self) -> DrainReport:
         """Recover crash leftovers, then attempt every due document once (on one relay connection)."""
         report = DrainReport()
-        for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
-            self._copies(rec, report)
-        self._file_waiting(report)
+        if not self.defer_filing:
+            for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
+                self._copies(rec, report)
+            self._file_waiting(report)
         try:
             for rec in self.store.outbox_list(["active"]):
                 if claimant_alive(rec.claimed_by):
@@ -396,9 +402,22 @@ class Drain:
         return made
 
     def _flush(self, report: DrainReport) -> None:
-        """Commit a waiting outcome, then file the sent copies waiting for their batch."""
+        """Commit a waiting outcome, then file the sent copies waiting for their batch.
+
+        With ``defer_filing``, fewer than ``FILE_BATCH`` documents without their copies
+        (this pass's and earlier ones') are left to a later pass: the ledger lists them,
+        exactly as after a crash before filing.
+        """
         if self._carried is not None:
             self._save_many([])
+        if self.defer_filing:
+            self._waiting_copies, self._verified = [], {}
+            lacking = self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None)
+            if len(lacking) < FILE_BATCH:
+                report.filing_deferred = [rec.id for rec in lacking]
+                return
+            for rec in lacking:
+                self._copies(rec, report)
         self._file_waiting(report)
 
     # -- the sent copies --------------------------------------------------------------------------

@@ -6,7 +6,10 @@ at once; the poll is the fallback for a ring that got lost; a deferred one wakes
 thread when its time comes. The relay connections stay open from one pass to the next
 while documents keep coming, and are closed once the outbox has been idle for
 ``KEEP_CONNECTIONS`` seconds (Postfix's own SMTP client caches connections the same way),
-so a steady trickle of documents does not pay a connect, EHLO and QUIT per pass. A fault
+so a steady trickle of documents does not pay a connect, EHLO and QUIT per pass. For the
+same reason the passes of such a trickle leave the sent copies to the pass made when the
+outbox goes idle (or to the one that finds a whole batch waiting, ``Drain.defer_filing``);
+the first pass, and every pass of ``once``, files them at once. A fault
 is logged, recorded in the trail (``outbox-error``) and retried with a capped backoff,
 like a mailbox's; the first pass that completes after one records ``outbox-recovered``
 with the error it ends, so a reader of the trail sees when the outbox stood still.
@@ -67,6 +70,8 @@ def run_outbox(
     bell = None if once else Doorbell(outbox_doorbell(config))
     swept = False
     kept: list[SmtpAgent] = []  # open relay connections between passes
+    file_now = True  # the first pass files whatever an earlier run left unfiled
+    deferred = False
     try:
         while not stop.is_set():
             try:
@@ -76,8 +81,10 @@ def run_outbox(
                     sweep_orphans(config, store)
                     swept = True
                 lanes = config.smtp.connections if config.smtp is not None else 1
-                report = Drain(config, store, copy_to_sent=copier_from_config(config), lanes=lanes,
-                               kept=kept).run_once()
+                drain = Drain(config, store, copy_to_sent=copier_from_config(config), lanes=lanes, kept=kept)
+                drain.defer_filing = not once and not file_now
+                report = drain.run_once()
+                file_now, deferred = False, bool(report.filing_deferred)
                 if failing is not None:
                     log.info("outbox works again", was=failing)
                     store.record_events([AuditEvent("outbox-recovered", details={"last_error": failing})])
@@ -90,6 +97,7 @@ def run_outbox(
                 text = f"{type(exc).__name__}: {exc}"[:500]
                 log.error("outbox pass failed", error=text, exc_info=exc)
                 _close(kept)
+                file_now, deferred = True, False
                 on_failure(text)
                 failing = text
                 if store is not None:
@@ -103,12 +111,14 @@ def run_outbox(
                 backoff = min(backoff * 2, BACKOFF_MAX)
             if bell is None:
                 return
-            if not kept:
-                bell.wait(wait, stop)
-            elif not bell.wait(min(wait, KEEP_CONNECTIONS), stop):
-                _close(kept)  # idle: the relay is not kept waiting on our connections
-                if wait > KEEP_CONNECTIONS:
-                    bell.wait(wait - KEEP_CONNECTIONS, stop)
+            if bell.wait(min(wait, KEEP_CONNECTIONS), stop) or stop.is_set():
+                continue
+            _close(kept)  # idle: the relay is not kept waiting on our connections
+            if deferred:
+                file_now = True  # and the sent copies left by the last passes are filed now
+                continue
+            if wait > KEEP_CONNECTIONS:
+                bell.wait(wait - KEEP_CONNECTIONS, stop)
     finally:
         _close(kept)
         if store is not None:
