@@ -107,8 +107,9 @@ def test_passes_that_follow_each_other_share_the_relay_connection_which_is_close
         try:
             store = open_store(config)
             docs = [document() for _ in range(3)]
+            ids = []
             for i, doc in enumerate(docs):  # one pass each: the next is queued after the last arrived
-                outbox.enqueue(config, store, doc)
+                ids.append(outbox.enqueue(config, store, doc))
                 assert peer.wait_for(i + 1, timeout=120), "the queued document was not sent"
             store.close()
             assert [r.content for r in peer.received] == [d.raw for d in docs]
@@ -119,6 +120,11 @@ def test_passes_that_follow_each_other_share_the_relay_connection_which_is_close
         assert not thread.is_alive()
         with peer.handler.arrived:  # the thread's end closes what it kept
             assert peer.handler.arrived.wait_for(lambda: peer.handler.quits == 1, 60)
+        store = open_store(config, readonly=True)  # and files the sent copies it had left for later
+        try:
+            assert all(store.outbox_get(oid).sent_path for oid in ids)  # type: ignore[union-attr]
+        finally:
+            store.close()
 
 
 def test_a_relay_connection_left_idle_is_closed_before_the_next_poll(

@@ -157,6 +157,14 @@ class Drain:
         report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
         return report
 
+    def file_copies(self) -> DrainReport:
+        """File every sent copy still missing, and send nothing (the daemon's outbox thread as it stops)."""
+        report = DrainReport()
+        for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
+            self._copies(rec, report)
+        self._file_waiting(report)
+        return report
+
     # -- lanes ------------------------------------------------------------------------------------
     def _in_lanes(self, due: list[OutboxRecord], report: DrainReport) -> None:
         """Attempt ``due`` (last first) in up to ``lanes`` lanes; this one is a lane too."""

@@ -9,7 +9,7 @@ while documents keep coming, and are closed once the outbox has been idle for
 so a steady trickle of documents does not pay a connect, EHLO and QUIT per pass. For the
 same reason the passes of such a trickle leave the sent copies to the pass made when the
 outbox goes idle (or to the one that finds a whole batch waiting, ``Drain.defer_filing``);
-the first pass, and every pass of ``once``, files them at once. A fault
+the first pass, every pass of ``once`` and the thread as it stops file them at once. A fault
 is logged, recorded in the trail (``outbox-error``) and retried with a capped backoff,
 like a mailbox's; the first pass that completes after one records ``outbox-recovered``
 with the error it ends, so a reader of the trail sees when the outbox stood still.
@@ -119,6 +119,11 @@ def run_outbox(
                 continue
             if wait > KEEP_CONNECTIONS:
                 bell.wait(wait - KEEP_CONNECTIONS, stop)
+        if deferred and store is not None:  # stopping: the copies left for later are filed now
+            try:
+                Drain(config, store, copy_to_sent=copier_from_config(config)).file_copies()
+            except Exception as exc:  # noqa: BLE001 - the next start files them
+                log.error("filing the sent copies at stop failed; the next start files them", error=str(exc))
     finally:
         _close(kept)
         if store is not None:
