@@ -109,7 +109,11 @@ format = "json"
 
 
 def queue_child(config_path: Path, first: int, n: int, pdf: Path) -> None:
-    """Compose and queue letters ``first`` .. ``first + n - 1`` (one clerk's process)."""
+    """Compose and queue letters ``first`` .. ``first + n - 1`` (one clerk's process).
+
+    Writes its CPU seconds (start-up, compose, enqueue) to ``clerk-<first>.cpu`` beside
+    the configuration, for the breakdown the benchmark prints.
+    """
     from gateway.config import load_config
     from gateway.outbound.outbox import enqueue
     from gateway.outbound.protect import OutboundKeys, compose_document
@@ -118,13 +122,19 @@ def queue_child(config_path: Path, first: int, n: int, pdf: Path) -> None:
     config = load_config(config_path)
     keys = OutboundKeys.from_config(config)
     store = open_store(config)
+    started = time.process_time()
+    composing = queueing = 0.0
     try:
         for i in range(first, first + n):
+            t0 = time.process_time()
             doc = compose_document(letter_for(i, pdf), mail_from=FROM, config=config, keys=keys, at=datetime.now(UTC))
+            t1 = time.process_time()
             enqueue(config, store, doc, actor="bench")
+            composing, queueing = composing + t1 - t0, queueing + time.process_time() - t1
     finally:
         store.close()
         keys.close()
+    (config_path.parent / f"clerk-{first}.cpu").write_text(f"{started} {composing} {queueing}\n")
 
 
 class Inbox:
@@ -160,6 +170,27 @@ class Figures(NamedTuple):
     queue_kib: int
     drain_kib: int
     cpu: float  # CPU seconds of the queueing and draining processes
+    split: dict[str, float]  # CPU seconds: clerks' start-up, compose, enqueue; the daemon's sending
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _clerks_cpu(work: Path) -> dict[str, float]:
+    split = {"clerk start-up": 0.0, "compose": 0.0, "enqueue": 0.0}
+    for f in work.glob("clerk-*.cpu"):
+        started, composing, queueing = (float(x) for x in f.read_text().split())
+        split["clerk start-up"] += started
+        split["compose"] += composing
+        split["enqueue"] += queueing
+    return split
 
 
 def _cpu(who: int) -> float:
@@ -188,6 +219,7 @@ def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox, clerks: int) -> Figur
     daemon = subprocess.Popen([sys.executable, "-m", "cli", "run"], cwd=REPO, env=env)
     try:
         _wait_until_listening(outbox_doorbell(config), daemon)
+        daemon_cpu0 = _proc_cpu(daemon.pid)
         start = time.perf_counter()
         shares = [n // clerks + (1 if k < n % clerks else 0) for k in range(clerks)]
         firsts = [sum(shares[:k]) for k in range(clerks)]
@@ -210,6 +242,7 @@ def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox, clerks: int) -> Figur
             time.sleep(0.02)
         done = time.perf_counter()
         drain_kib = max(drain_kib, _status_kib(daemon.pid, "VmHWM:"))
+        daemon_cpu = _proc_cpu(daemon.pid) - daemon_cpu0
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(120)
@@ -217,7 +250,8 @@ def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox, clerks: int) -> Figur
         p.wait()
     queued_at = queued_at or done
     cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu0
-    return Figures(done - start, queued_at - start, done - start, queue_kib, drain_kib, cpu)
+    split = {**_clerks_cpu(cfg.parent), "daemon": daemon_cpu}
+    return Figures(done - start, queued_at - start, done - start, queue_kib, drain_kib, cpu, split)
 
 
 def naive(pki: DemoPKI, corr: Path, pdf: Path, n: int, relay: Postfix, inbox: Inbox) -> tuple[float, float]:
@@ -295,6 +329,8 @@ def main() -> None:
                       f"{ours.queue_kib / 1024:>12.1f} {ours.drain_kib / 1024:>12.1f} {base_s:>8.1f} "
                       f"{base_rate:>12.0f} {ratio:>6.1f} {ours.cpu / n * 1000:>10.1f}/{base_cpu / n * 1000:<11.1f}",
                       flush=True)
+                split = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in ours.split.items())
+                print(f"       CPU ms/doc of ours: {split}; load average {os.getloadavg()[0]:.1f}", flush=True)
                 rows.append(row(
                     "outbound", "documents/s", rate, base_rate, peak_rss_mb=max(ours.queue_kib, ours.drain_kib) / 1024,
                     target="rate >= 150; ratio >= 5", met=rate >= 150 and ratio >= 5,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import re
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,14 @@ def test_subject_already_naming_the_case_is_not_prefixed_twice() -> None:
     assert full_subject(CASE, f"Ladung zu {CASE}, Termin") == f"Ladung zu {CASE}, Termin"
     assert full_subject("1 K 12", "Ladung 1 K 123") == "[Az. 1 K 12] Ladung 1 K 123"
     assert full_subject("1 K 12/2", "Ladung 1 K 12/25") == "[Az. 1 K 12/2] Ladung 1 K 12/25"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="1K /_-aä٣\u00b2x", max_size=12), st.text(alphabet="1K /_-aä٣\u00b2x", max_size=30))
+def test_a_subject_names_a_case_exactly_when_it_stands_apart_from_words_and_slashes(case: str, subject: str) -> None:
+    # The definition: the reference, with neither a word character nor "/" on either side.
+    names = re.search(rf"(?<![\w/]){re.escape(case)}(?![\w/])", subject) is not None
+    assert (full_subject(case, subject) == subject) == names
 
 
 def test_every_line_is_crlf_and_at_most_998_bytes(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import os
 import smtplib
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from gateway.config import Config, load_config
 from gateway.outbound import outbox
 from gateway.outbound.compose import base64_lines
 from gateway.outbound.drain import Drain
+from gateway.outbound.groupcommit import GroupCommit
 from gateway.outbound.smtp import SmtpAgent, dot_stuff
 from gateway.records.open import open_store
 from gateway.records.store import OutboxChange, Store
@@ -148,4 +151,107 @@ def test_a_case_folder_that_is_a_link_stops_only_its_own_sent_copy(
         assert (Path(rec.sent_path) / "message.eml").read_bytes() == doc.raw
     os.unlink(cases_dir(config) / case_folder_name(cases[1]))
     assert Drain(config, store).run_once().filed == [ids[1]]
+    assert verify_state(config).ok
+
+
+def test_lanes_whose_commits_meet_share_one_transaction_and_each_learns_its_own_outcome(
+    config: Config, store: Store
+) -> None:
+    ids = [outbox.enqueue(config, store, document()) for _ in range(4)]
+    outbox.hold(store, ids[2], actor="clerk")  # this lane's change finds the state moved
+    calls: list[list[str]] = []
+    first_inside, release = threading.Event(), threading.Event()
+
+    def save_many(changes: Sequence[OutboxChange]) -> list[bool]:
+        calls.append([c.rec.id for c in changes])
+        if len(calls) == 1:
+            first_inside.set()
+            release.wait(60)
+        return store.outbox_save_many(changes)
+
+    group = GroupCommit(save_many)
+    results: dict[str, list[bool]] = {}
+
+    def lane(oid: str) -> None:
+        rec = store.outbox_get(oid)
+        assert rec is not None
+        rec.state = "cancelled"
+        results[oid] = group.save_many([OutboxChange(rec, [], ["queued"])])
+
+    threads = [threading.Thread(target=lane, args=(oid,)) for oid in ids]
+    threads[0].start()
+    assert first_inside.wait(60)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 60  # bounds a failure only: the three wait behind the first commit
+    while len(group._waiting) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert calls[0] == [ids[0]] and sorted(calls[1]) == sorted(ids[1:]) and len(calls) == 2
+    assert results == {ids[0]: [True], ids[1]: [True], ids[2]: [False], ids[3]: [True]}
+    states = [r.state for i in ids if (r := store.outbox_get(i)) is not None]
+    assert states == ["cancelled", "cancelled", "hold", "cancelled"]
+
+
+def test_a_failed_group_commit_fails_every_lane_whose_changes_were_in_it(config: Config, store: Store) -> None:
+    first_inside, release = threading.Event(), threading.Event()
+    calls = 0
+
+    def save_many(changes: Sequence[OutboxChange]) -> list[bool]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_inside.set()
+            release.wait(60)
+            return [True] * len(changes)
+        raise OSError(28, "No space left on device")
+
+    group = GroupCommit(save_many)
+    rec = store.outbox_get(outbox.enqueue(config, store, document()))
+    assert rec is not None
+    errors: list[BaseException | None] = []
+
+    def lane() -> None:
+        try:
+            group.save_many([OutboxChange(rec, [], ["queued"])])
+            errors.append(None)
+        except OSError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=lane) for _ in range(3)]
+    threads[0].start()
+    assert first_inside.wait(60)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(group._waiting) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert calls == 2
+    assert errors[0] is None and all(isinstance(e, OSError) for e in errors[1:]) and len(errors) == 3
+
+
+def test_the_lanes_last_sent_copies_are_filed_in_one_batch_for_the_pass(
+    config: Config, store: Store, peer: ScriptedPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.outbound.drain as drain_module
+
+    batches: list[int] = []
+    real = drain_module.file_sent_copies
+
+    def counting(area, copies, *, sent_at):  # type: ignore[no-untyped-def]
+        batches.append(len(copies))
+        return real(area, copies, sent_at=sent_at)
+
+    monkeypatch.setattr(drain_module, "file_sent_copies", counting)
+    ids = [outbox.enqueue(config, store, document(case=f"63-BV-2026-{i % 3:04d}")) for i in range(8)]
+    report = Drain(config, store, lanes=4).run_once()  # fewer documents than a lane's batch
+    assert sorted(report.filed) == sorted(ids)
+    assert batches == [8]
     assert verify_state(config).ok

@@ -195,9 +195,28 @@ def full_subject(case: str, subject: str) -> str:
     Unchanged when the subject already names the reference as a whole (``1 K 12`` is not
     named by ``1 K 123``).
     """
-    if re.search(rf"(?<![\w/]){re.escape(case)}(?![\w/])", subject):
+    if _names_whole(subject, case):
         return subject
     return f"[Az. {case}] {subject}"
+
+
+def _names_whole(text: str, ref: str) -> bool:
+    """Whether ``ref`` occurs in ``text`` with neither a word character nor ``/`` next to it.
+
+    What ``(?<![\\w/])REF(?![\\w/])`` matches, without compiling a pattern for every case
+    reference (the regular-expression cache does not hold one per letter of a busy outbox).
+    """
+
+    def joins(c: str) -> bool:  # \w is str.isalnum() or "_" (the re module's definition)
+        return c.isalnum() or c in "_/"
+
+    start = text.find(ref)
+    while start != -1:
+        end = start + len(ref)
+        if not (start and joins(text[start - 1])) and not (end < len(text) and joins(text[end])):
+            return True
+        start = text.find(ref, start + 1)
+    return False
 
 
 def _encoded_words(text: str, first_line_used: int) -> str:

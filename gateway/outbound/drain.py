@@ -17,8 +17,8 @@ finished document without its sent copy: the next pass files it. ``hooks`` let t
 stop the pass exactly inside these windows.
 
 Like Postfix's delivery agents, a pass works on up to ``[smtp] connections`` documents at
-once: each lane has its own relay connection, shares the store (whose lock orders the
-commits) and runs the steps above for one document at a time, so at most that many
+once: each lane has its own relay connection, shares the store (commits that meet are
+made as one, ``groupcommit.py``) and runs the steps above for one document at a time, so at most that many
 documents are inside the window when a crash comes. Waiting for the relay's answer and for the disk is most of a
 document's time; lanes overlap those waits.
 """
@@ -41,6 +41,7 @@ from gateway.filing.areas import Area
 from gateway.filing.sent import SentCopy, file_sent_copies
 from gateway.outbound import scheduler
 from gateway.outbound.claim import claimant_alive, this_process
+from gateway.outbound.groupcommit import GroupCommit
 from gateway.outbound.outbox import OutboxError, spool_bytes
 from gateway.outbound.smtp import REPLY_LOST, Attempt, SmtpAgent
 from gateway.receipts.model import DeliveryState
@@ -84,6 +85,7 @@ class DrainReport:
     filed: list[str] = field(default_factory=list)
     copied: list[str] = field(default_factory=list)
     unfiled: list[str] = field(default_factory=list)
+    filing_deferred: list[str] = field(default_factory=list)  # sent, their copies left to a later pass
     next_wakeup: str | None = None
 
 
@@ -100,30 +102,43 @@ class Drain:
         hooks: DrainHooks | None = None,
         copy_to_sent: Callable[[OutboxRecord, bytes], str] | None = None,
         lanes: int = 1,
+        kept: list[SmtpAgent] | None = None,
     ) -> None:
-        """``lanes``: documents worked on at once (the daemon passes ``[smtp] connections``)."""
+        """``lanes``: documents worked on at once (the daemon passes ``[smtp] connections``).
+
+        ``kept``: relay connections (agents) the caller keeps between passes, taken from and
+        put back there instead of being opened and closed by every pass.
+        """
         if config.smtp is None:
             raise OutboxError("no [smtp] section: the outbox has no relay to drain to")
         self.config = config
         self.smtp = config.smtp
         self.store = store
-        self.agent = agent or SmtpAgent(config.smtp)
+        self.kept = kept
+        self._kept_lock = threading.Lock()
+        self.agent = agent or self._take_agent()
         self.clock = clock
         self.hooks = hooks or DrainHooks()
         self.copy_to_sent = copy_to_sent
         self._carried: _Carried | None = None
+        self._group = GroupCommit(store.outbox_save_many)  # shared with this pass's lanes
         #: Spool bytes already checked against their sha256 in this pass, kept until filed.
         self._verified: dict[str, bytes] = {}
         self._waiting_copies: list[OutboxRecord] = []
         self.lanes = max(1, lanes)
         self.file_batch = max(8, FILE_BATCH // self.lanes)  # the bytes kept for filing stay bounded
+        #: Set by the daemon while passes follow each other: a pass files its sent copies only
+        #: once ``FILE_BATCH`` are waiting, and the daemon makes a filing pass when it goes idle,
+        #: so a trickle of documents does not pay two file-system flushes per pass.
+        self.defer_filing = False
 
     def run_once(self) -> DrainReport:
         """Recover crash leftovers, then attempt every due document once (on one relay connection)."""
         report = DrainReport()
-        for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
-            self._copies(rec, report)
-        self._file_waiting(report)
+        if not self.defer_filing:
+            for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
+                self._copies(rec, report)
+            self._file_waiting(report)
         try:
             for rec in self.store.outbox_list(["active"]):
                 if claimant_alive(rec.claimed_by):
@@ -137,9 +152,17 @@ class Drain:
                 while due:  # each record let go once attempted: memory stays flat however many are due
                     self._attempt(due.pop(), report, after_crash=False)
         finally:
-            self.agent.close()
+            self._put_agent(self.agent)
         self._flush(report)
         report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
+        return report
+
+    def file_copies(self) -> DrainReport:
+        """File every sent copy still missing, and send nothing (the daemon's outbox thread as it stops)."""
+        report = DrainReport()
+        for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
+            self._copies(rec, report)
+        self._file_waiting(report)
         return report
 
     # -- lanes ------------------------------------------------------------------------------------
@@ -158,10 +181,11 @@ class Drain:
         reports: list[DrainReport] = []
         threads: list[threading.Thread] = []
         failures: list[BaseException] = []
+        finished: list[Drain] = []
         try:
             for _ in range(min(self.lanes, len(due)) - 1):
                 reports.append(DrainReport())
-                threads.append(threading.Thread(target=self._lane, args=(take(), reports[-1], failures),
+                threads.append(threading.Thread(target=self._lane, args=(take(), reports[-1], failures, finished),
                                                 name="outbox-lane", daemon=True))
             for t in threads:
                 t.start()
@@ -175,22 +199,50 @@ class Drain:
                 t.join()
             for lane_report in reports:
                 _merge(report, lane_report)
+            for lane in finished:  # their last copies go into this pass's batch: one group commit for all
+                self._waiting_copies += lane._waiting_copies
+                self._verified.update(lane._verified)
         if failures:
             raise failures[0]
 
-    def _lane(self, work: Iterator[OutboxRecord], report: DrainReport, failures: list[BaseException]) -> None:
-        """Another lane, in its own thread, with its own relay connection and its own carried outcome."""
+    def _lane(
+        self, work: Iterator[OutboxRecord], report: DrainReport, failures: list[BaseException], finished: list[Drain]
+    ) -> None:
+        """Another lane, in its own thread, with its own relay connection and its own carried outcome.
+
+        Its last outcome is committed here; the sent copies still waiting then are filed
+        by the pass together with the other lanes' (``finished``).
+        """
         try:
-            lane = Drain(self.config, self.store, clock=self.clock, hooks=self.hooks, copy_to_sent=self.copy_to_sent)
+            lane = Drain(self.config, self.store, self._take_agent(), clock=self.clock, hooks=self.hooks,
+                         copy_to_sent=self.copy_to_sent)
             lane.file_batch = self.file_batch
+            lane._group = self._group
             try:
                 for rec in work:
                     lane._attempt(rec, report, after_crash=False)
             finally:
-                lane.agent.close()
-            lane._flush(report)
+                self._put_agent(lane.agent)
+            if lane._carried is not None:
+                lane._save_many([])
+            finished.append(lane)
         except BaseException as exc:  # noqa: BLE001 - handed to the pass, which raises it
             failures.append(exc)
+
+    def _take_agent(self) -> SmtpAgent:
+        with self._kept_lock:
+            if self.kept:
+                return self.kept.pop()
+        assert self.smtp is not None
+        return SmtpAgent(self.smtp)
+
+    def _put_agent(self, agent: SmtpAgent) -> None:
+        """Back to the caller's ``kept`` (its connection open, checked at the next use), else closed."""
+        if self.kept is None:
+            agent.close()
+            return
+        with self._kept_lock:
+            self.kept.append(agent)
 
     # -- one document ---------------------------------------------------------------------------
     def _event(self, kind: str, rec: OutboxRecord, **details: Any) -> AuditEvent:
@@ -347,7 +399,7 @@ class Drain:
 
     def _save_many(self, changes: list[OutboxChange]) -> list[bool]:
         carried, self._carried = self._carried, None
-        made = self.store.outbox_save_many(([carried.change] if carried else []) + changes)
+        made = self._group.save_many(([carried.change] if carried else []) + changes)
         carried_made = made.pop(0) if carried is not None else False
         for change, ok in zip(([carried.change] if carried else []) + changes, [carried_made, *made]
                               if carried else made, strict=True):
@@ -358,9 +410,22 @@ class Drain:
         return made
 
     def _flush(self, report: DrainReport) -> None:
-        """Commit a waiting outcome, then file the sent copies waiting for their batch."""
+        """Commit a waiting outcome, then file the sent copies waiting for their batch.
+
+        With ``defer_filing``, fewer than ``FILE_BATCH`` documents without their copies
+        (this pass's and earlier ones') are left to a later pass: the ledger lists them,
+        exactly as after a crash before filing.
+        """
         if self._carried is not None:
             self._save_many([])
+        if self.defer_filing:
+            self._waiting_copies, self._verified = [], {}
+            lacking = self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None)
+            if len(lacking) < FILE_BATCH:
+                report.filing_deferred = [rec.id for rec in lacking]
+                return
+            for rec in lacking:
+                self._copies(rec, report)
         self._file_waiting(report)
 
     # -- the sent copies --------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """The outbox: documents queued durably, and the state changes people ask for.
 
 ``enqueue`` follows Postfix's cleanup: the exact bytes go to a spool file under
-``state_dir`` (temp name, fsync, rename, directory fsync) and the row with its ``queued``
-event commits after that; only then is the id returned. A crash before the commit leaves
-an unreferenced spool file and no promise; after it, the document will be sent.
+``state_dir`` (written under its final name, fdatasync, directory fsync) and the row with
+its ``queued`` event commits after that; only then is the id returned. The row is what
+publishes the file, atomically: nothing reads a spool file no row names, a row is
+committed only once its file is complete on disk, and the file's sha256 is in the row and
+checked before sending. So no temp name and rename are needed, and the directory's fsync
+finds the new name already flushed with the file's data. A crash before the commit leaves
+an unreferenced (perhaps partial) spool file and no promise, which the daemon sets aside
+(``orphans.py``); after it, the document will be sent.
 
 ``hold``, ``release``, ``retry`` and ``cancel`` are a person's decisions: each checks the
 state it found is still the state when it commits (the delivery agent may have taken the
@@ -21,7 +26,7 @@ from pathlib import Path
 from gateway.clock import iso, utcnow
 from gateway.config import Config
 from gateway.errors import PermanentError
-from gateway.filing.durable import atomic_write, makedirs_durable
+from gateway.filing.durable import fsync_dir, makedirs_durable, write_file
 from gateway.outbound.document import ComposedDocument
 from gateway.outbound.doorbell import ring
 from gateway.records.chain import AuditEvent
@@ -93,8 +98,9 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
         for i, (outbox_id, d) in enumerate(zip(ids, docs, strict=True)):
             path = spool / f"{outbox_id}.eml"
             paths.append(path)
-            atomic_write(path, d.raw, mode=0o600)
+            write_file(path, d.raw, mode=0o600)  # O_EXCL: never another document's file
             records.append(_queued(d, outbox_id, path, folder, case_ref, actor, copy_of=ids[0] if i else None))
+        fsync_dir(spool)  # the new names, before any row points to them
         (rec, events, steps), *more = records
         store.outbox_enqueue(rec, events, deliveries=steps, more=more)
     except BaseException:

@@ -99,6 +99,11 @@ def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
     code, reply = smtp.docmd("data")
     if code != 354:
         raise smtplib.SMTPDataError(code, reply)
+    return _content(smtp, raw)
+
+
+def _content(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
+    """The message after the relay's 354, and the relay's answer to it (``ReplyLost`` if none comes)."""
     stuffed = dot_stuff(raw)
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
@@ -107,6 +112,22 @@ def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
         return smtp.getreply()
     except (OSError, smtplib.SMTPServerDisconnected) as exc:
         raise ReplyLost(str(exc) or type(exc).__name__) from exc
+
+
+def _command(cmd: str, args: str = "") -> str:
+    """One command line as smtplib's ``putcmd`` writes it (and refuses it if it would hold a line break)."""
+    line = f"{cmd} {args}".rstrip() + "\r\n"
+    if "\r" in line[:-2] or "\n" in line[:-2]:
+        raise ValueError("prohibited newline characters in an SMTP command")
+    return line
+
+
+def _with(options: Sequence[str]) -> str:
+    return "".join(f" {o}" for o in options)
+
+
+class _Stale(Exception):
+    """A kept connection answered the RSET at the head of a pipelined group badly or not at all."""
 
 
 class SmtpAgent:
@@ -169,21 +190,25 @@ class SmtpAgent:
         """
         att = Attempt()
         smtp = self._reuse()
+        reset = smtp is not None  # a kept pipelining connection: its RSET leads the next group
         if smtp is None:
-            try:
-                smtp = self._connect()
-            except smtplib.SMTPResponseException as exc:
-                return self._all(
-                    att,
-                    recipients,
-                    Reply(451 if exc.smtp_code >= 500 else exc.smtp_code, _reply(exc).text),
-                    f"connecting: {_reply(exc)}",
-                )
-            except (OSError, smtplib.SMTPException) as exc:
-                return self._all(att, recipients, Reply(451, f"4.4.1 {exc}"), f"connecting: {exc}")
+            smtp = self._fresh(att, recipients)
+            if smtp is None:
+                return att
         keep = False
         try:
-            self._transaction(smtp, att, mail_from, recipients, raw, envid)
+            try:
+                self._transaction(smtp, att, mail_from, recipients, raw, envid, reset=reset)
+            except _Stale:
+                # Nothing of this document went out (its bytes follow a 354 only): as when a
+                # kept connection fails its RSET, a fresh one is made before anything is sent.
+                # Closed without QUIT: a relay past the group's DATA would read it as text.
+                smtp.close()
+                fresh = self._fresh(att, recipients)
+                if fresh is None:
+                    return att
+                smtp = fresh
+                self._transaction(smtp, att, mail_from, recipients, raw, envid, reset=False)
             keep = True
         except ReplyLost as exc:
             att.reply_lost = True
@@ -202,11 +227,28 @@ class SmtpAgent:
                 _quit(smtp)
         return att
 
+    def _fresh(self, att: Attempt, recipients: Sequence[str]) -> smtplib.SMTP | None:
+        """A new connection, or None with every recipient deferred (``att``) because none could be made."""
+        try:
+            return self._connect()
+        except smtplib.SMTPResponseException as exc:
+            reply = Reply(451 if exc.smtp_code >= 500 else exc.smtp_code, _reply(exc).text)
+            self._all(att, recipients, reply, f"connecting: {_reply(exc)}")
+        except (OSError, smtplib.SMTPException) as exc:
+            self._all(att, recipients, Reply(451, f"4.4.1 {exc}"), f"connecting: {exc}")
+        return None
+
     def _reuse(self) -> smtplib.SMTP | None:
-        """The connection of the last ``send`` after a successful RSET, or None."""
+        """The connection of the last ``send`` after a successful RSET, or None.
+
+        A relay that offers PIPELINING gets its RSET at the head of the next transaction's
+        command group instead, answered before anything else counts (``_pipelined``).
+        """
         smtp, self._open = self._open, None
         if smtp is None:
             return None
+        if smtp.has_extn("pipelining"):
+            return smtp
         try:
             code, _ = smtp.rset()
         except (OSError, smtplib.SMTPException):
@@ -223,7 +265,15 @@ class SmtpAgent:
             _quit(smtp)
 
     def _transaction(
-        self, smtp: smtplib.SMTP, att: Attempt, mail_from: str, recipients: Sequence[str], raw: bytes, envid: str
+        self,
+        smtp: smtplib.SMTP,
+        att: Attempt,
+        mail_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        envid: str,
+        *,
+        reset: bool = False,
     ) -> None:
         att.dsn = self.cfg.request_dsn and smtp.has_extn("dsn")
         mail_opts: list[str] = []
@@ -231,16 +281,17 @@ class SmtpAgent:
             mail_opts += ["RET=HDRS", f"ENVID={xtext(envid)}"]
         if smtp.has_extn("8bitmime") and not raw.isascii():
             mail_opts.append("BODY=8BITMIME")
+        if smtp.has_extn("pipelining"):
+            self._pipelined(smtp, att, mail_from, mail_opts, recipients, raw, reset=reset)
+            return
         code, msg = smtp.mail(mail_from, mail_opts)
         if code != 250:
             smtp.rset()
             self._all(att, recipients, Reply(code, _decode(msg)), f"MAIL FROM: {code} {_decode(msg)}")
             return
-        rcpt_opts = ["NOTIFY=SUCCESS,FAILURE,DELAY"] if att.dsn else []
         accepted: list[str] = []
         for rcpt in recipients:
-            opts = [*rcpt_opts, f"ORCPT=rfc822;{xtext(rcpt)}"] if att.dsn else []
-            code, msg = smtp.rcpt(rcpt, opts)
+            code, msg = smtp.rcpt(rcpt, self._rcpt_options(att, rcpt))
             reply = Reply(code, _decode(msg))
             if code in (250, 251):
                 accepted.append(rcpt)
@@ -254,12 +305,73 @@ class SmtpAgent:
             code, answer = _data(smtp, raw)
         except smtplib.SMTPDataError as exc:
             code, answer = exc.smtp_code, exc.smtp_error
+        self._answered(att, accepted, code, answer)
+
+    def _rcpt_options(self, att: Attempt, rcpt: str) -> list[str]:
+        return ["NOTIFY=SUCCESS,FAILURE,DELAY", f"ORCPT=rfc822;{xtext(rcpt)}"] if att.dsn else []
+
+    @staticmethod
+    def _answered(att: Attempt, accepted: Sequence[str], code: int, answer: bytes | str) -> None:
+        """The relay's answer to the message, for every recipient it had accepted."""
         reply = Reply(code, _decode(answer))
         m = _QUEUE_ID.search(answer if isinstance(answer, bytes) else answer.encode())
         for rcpt in accepted:
             att.replies[rcpt] = reply
             if m and reply.outcome == "accepted":
                 att.queue_ids[rcpt] = m.group(1).decode()
+
+    def _pipelined(
+        self,
+        smtp: smtplib.SMTP,
+        att: Attempt,
+        mail_from: str,
+        mail_opts: Sequence[str],
+        recipients: Sequence[str],
+        raw: bytes,
+        *,
+        reset: bool,
+    ) -> None:
+        """RFC 2920: (RSET,) MAIL, every RCPT and DATA in one write, their answers read in order.
+
+        Two round trips per document instead of one per command. The message itself goes
+        only after DATA's 354, which a relay gives only when MAIL and a RCPT succeeded, so
+        the answers decide exactly as one command at a time would.
+        """
+        group = [_command("rset")] if reset else []
+        group.append(_command("mail", f"FROM:{smtplib.quoteaddr(mail_from)}{_with(mail_opts)}"))
+        group += [_command("rcpt", f"TO:{smtplib.quoteaddr(r)}{_with(self._rcpt_options(att, r))}") for r in recipients]
+        group.append(_command("data"))
+        if reset:
+            try:
+                smtp.send("".join(group))
+                code, _ = smtp.getreply()
+            except (OSError, smtplib.SMTPServerDisconnected):
+                raise _Stale from None
+            if code != 250:
+                raise _Stale
+        else:
+            smtp.send("".join(group))
+        code, msg = smtp.getreply()
+        answers = [(rcpt, *smtp.getreply()) for rcpt in recipients]
+        data_code, data_msg = smtp.getreply()
+        accepted = [rcpt for rcpt, c, _ in answers if code == 250 and c in (250, 251)]
+        if data_code == 354 and not accepted:
+            # A relay that would take a message nobody accepted: leave without sending one.
+            raise smtplib.SMTPResponseException(data_code, b"DATA accepted without an accepted recipient")
+        if code != 250:
+            self._all(att, recipients, Reply(code, _decode(msg)), f"MAIL FROM: {code} {_decode(msg)}")
+            return
+        for rcpt, c, m in answers:
+            if rcpt not in accepted:
+                att.replies[rcpt] = Reply(c, _decode(m))
+        if not accepted:
+            return
+        answer: bytes | str
+        if data_code == 354:
+            data_code, answer = _content(smtp, raw)
+        else:
+            answer = data_msg
+        self._answered(att, accepted, data_code, answer)
 
     @staticmethod
     def _all(att: Attempt, recipients: Sequence[str], reply: Reply, error: str) -> Attempt:

@@ -34,6 +34,24 @@ class _Handler:
     received: list[Received] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads commands in order either way)
+    sessions: int = 0  # EHLOs: the sessions clients opened
+    quits: int = 0
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.arrived:
+            self.quits += 1
+            self.arrived.notify_all()
+        return "221 Bye"
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        self.sessions += 1
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
         answers = self.script.get(address.lower())
@@ -60,8 +78,10 @@ class _Handler:
 class ScriptedPeer:
     """``script``: recipient -> answers to its RCPT, used up in order (then 250)."""
 
-    def __init__(self, script: dict[str, Iterable[str]] | None = None, *, port: int = 0) -> None:
-        self.handler = _Handler({k.lower(): list(v) for k, v in (script or {}).items()})
+    def __init__(
+        self, script: dict[str, Iterable[str]] | None = None, *, port: int = 0, pipelining: bool = False
+    ) -> None:
+        self.handler = _Handler({k.lower(): list(v) for k, v in (script or {}).items()}, pipelining=pipelining)
         self.port = port or free_port()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
 
