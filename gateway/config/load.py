@@ -257,6 +257,29 @@ def _read_secret_file(r: _Reader, name: str) -> Secret | None:
     return Secret(secret)
 
 
+def _spool_dir(r: _Reader, cases: Path) -> Path | None:
+    """``spool_dir``: absolute, and not on the case-folder share (clerks read there, the spool is the gateway's)."""
+    path = r.path("spool_dir")
+    if path is None:
+        return None
+    if not path.is_absolute():
+        raise r.fail("spool_dir", f"must be an absolute path, got {str(path)!r}")
+    if path.is_relative_to(cases) or cases.is_relative_to(path):
+        raise r.fail("spool_dir", f"must not be inside cases_dir ({cases}) or contain it")
+    return path
+
+
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _node(r: _Reader) -> str | None:
+    """``node``: a name unique among the nodes sharing one database (letters, digits, ``.``, ``_``, ``-``)."""
+    name = r.str_("node")
+    if name is not None and not _NODE.fullmatch(name):
+        raise r.fail("node", f"expected up to 63 letters, digits, '.', '_' or '-', got {name!r}")
+    return name
+
+
 def _store_backend(r: _Reader) -> tuple[StoreBackend, Secret | None, Path | None]:
     """``backend`` and, for PostgreSQL, the DSN from ``dsn_file``.
 
@@ -491,6 +514,7 @@ def _outbound(r: _Reader, smime: SmimeConfig | None, openpgp: OpenPGPConfig | No
         encrypt=next(m for m in ENCRYPT_MODES if m == encrypt),
         copy_to_sent_folder=r.bool_("copy_to_sent_folder", OutboundConfig.copy_to_sent_folder),
         correspondents_dir=corr,
+        claim_ttl=_duration(r, "claim_ttl", OutboundConfig.claim_ttl),
     )
     r.finish()
     return cfg
@@ -736,6 +760,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
     if reason is not None:
         raise sr.fail("file_mode", reason)
     backend, dsn, dsn_file = _store_backend(sr)
+    spool_dir, node = _spool_dir(sr, cases_dir), _node(sr)
     sr.finish()
     storage = StorageConfig(
         state_dir=state_dir,
@@ -745,6 +770,8 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "") -> Con
         backend=backend,
         dsn=dsn,
         dsn_file=dsn_file,
+        spool_dir=spool_dir,
+        node=node,
     )
 
     lr = top.sub("limits", top.table_("limits"))

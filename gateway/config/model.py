@@ -45,6 +45,10 @@ class StorageConfig:
     #: The PostgreSQL connection string, password included, read from ``dsn_file``.
     dsn: Secret | None = None
     dsn_file: Path | None = None
+    #: The outbox's spool files; ``None``: ``<state_dir>/outbox``. Several nodes share one.
+    spool_dir: Path | None = None
+    #: This node's name in outbox claims; ``None``: the host name (``outbound.claim.node_name``).
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ class OutboundConfig:
     encrypt: EncryptMode = "auto"
     copy_to_sent_folder: bool = True
     correspondents_dir: Path | None = None
+    #: Seconds an outbox claim holds unless renewed; another node takes the document over after it.
+    claim_ttl: float = 120.0
 
 
 @dataclass(frozen=True)

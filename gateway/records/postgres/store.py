@@ -16,9 +16,10 @@ cut off failed with a ``StoreError`` and nothing of it committed, so the caller'
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from gateway.records.postgres import outbox as outbox_sql
 from gateway.records.postgres.connect import Conn, connect, describe, migrate, pg_errors, rollback, schema_version
 from gateway.records.postgres.reads import PostgresReader
 from gateway.records.postgres.writes import PostgresUnitOfWork, lock_head
@@ -96,6 +97,26 @@ class PostgresStore(PostgresReader, StoreOperations):
             finally:
                 self._in_snapshot = False
                 rollback(conn)  # read only: nothing to commit
+
+    def outbox_renew(self, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+        """Renewals leave the chain head alone: they record no event and must not wait behind intake."""
+        if not claims:
+            return []
+        if self.readonly:
+            raise StoreError(f"{self.name} is opened read-only")
+        with self._lock:
+            if self._in_snapshot:
+                raise StoreError("a write inside a read snapshot of the same store: finish reading first")
+            conn = self._live()
+            with pg_errors("renewing outbox claims"):
+                conn.execute("BEGIN")
+                try:
+                    renewed = outbox_sql.renew(conn, claims, ttl)
+                except BaseException:
+                    rollback(conn)
+                    raise
+                conn.execute("COMMIT")
+        return renewed
 
     def close(self) -> None:
         self._conn.close()
