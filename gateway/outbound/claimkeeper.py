@@ -70,8 +70,9 @@ class ClaimKeeper:
                     self._held[outbox_id] = (token, started)
                 else:
                     self._lost.add(outbox_id)
-                    log.warning("outbox claim lost: another process took the document over", id=outbox_id,
-                                claim_token=token)
+                    log.warning(
+                        "outbox claim lost: another process took the document over", id=outbox_id, claim_token=token
+                    )
         return renewed
 
     def _run(self) -> None:
