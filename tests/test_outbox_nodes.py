@@ -317,6 +317,7 @@ def test_a_killed_nodes_claims_are_taken_over_after_expiry_by_the_other_and_mark
 ) -> None:
     cluster.ttl = "3s"
     held = _freeze_holding_claims(cluster, signal.SIGKILL)
+    print(f"claims alpha held when killed: {len(held)}")
     cluster.start("beta")
     wait_for(cluster.all_sent, 300, "every document sent")
     recs = {r.id: r for r in cluster.records() or []}
@@ -340,6 +341,7 @@ def test_a_frozen_node_that_wakes_after_the_take_over_has_its_completion_refused
 ) -> None:
     cluster.ttl = "2s"
     held = _freeze_holding_claims(cluster, signal.SIGSTOP)
+    print(f"claims alpha held when frozen: {len(held)}")
     cluster.start("beta")
     wait_for(cluster.all_sent, 300, "every document sent by beta")
     os.kill(cluster.procs["alpha"].pid, signal.SIGCONT)
@@ -360,6 +362,7 @@ def test_a_frozen_node_that_wakes_after_the_take_over_has_its_completion_refused
         assert submitted[oid] == 1, "the document's record is beta's send alone"
     assert set(refused) <= set(held)
     found = delivered(cluster, dovecot, postfix)
+    print(f"completions refused: {sum(refused.values())}, copies arrived twice: {sum(n > 1 for n in found.values())}")
     for mid, n in found.items():
         oid = cluster.message_ids[mid]
         # Alpha's relay may have taken the copy before the freeze: then its completion was refused.
