@@ -258,6 +258,11 @@ def test_two_nodes_draining_one_outbox_at_once_send_each_document_exactly_once(
     assert {mid: n for mid, n in found.items() if n != 1} == {}, "each document arrived exactly once"
     submitted = Counter(e.document for e in cluster.events("submitted"))
     assert set(submitted.values()) == {1} and len(submitted) == len(cluster.message_ids)
+    # Each sent copy is filed once, by the node that sent the document.
+    filed = Counter(e.document for e in cluster.events("filed-sent"))
+    assert set(filed.values()) == {1} and len(filed) == len(cluster.message_ids)
+    entries = Counter(p.name.rsplit("_", 1)[-1] for p in (cluster.root / "shared" / "cases").glob("*/sent/*"))
+    assert entries == Counter(cluster.message_ids.values())
 
 
 def _in_transaction(cluster: Cluster) -> bool:

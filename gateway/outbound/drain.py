@@ -134,8 +134,11 @@ class Drain:
     def run_once(self) -> DrainReport:
         """Recover crash leftovers, then attempt every due document once (on one relay connection)."""
         report = DrainReport()
+        now = iso(utcnow())
         for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
-            self._copies(rec, report)
+            # The process that sent it files it; only if it is gone (or its claim expired) do we.
+            if may_take_over(rec.claimed_by, rec.claim_expires_at, node=self.node, now=now):
+                self._copies(rec, report)
         self._file_waiting(report)
         own_keeper = self.keeper is None
         if self.keeper is None:
