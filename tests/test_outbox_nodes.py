@@ -163,6 +163,10 @@ format = "json"
         recs = self.records()
         return recs is not None and len(recs) == len(self.message_ids) and all(r.state == "sent" for r in recs)
 
+    def all_filed(self) -> bool:
+        recs = self.records()
+        return bool(recs) and all(r.sent_path is not None for r in recs or ())
+
     def events(self, *kinds: str) -> list[Any]:
         store = open_store(self.config("alpha"), readonly=True)
         try:
@@ -258,7 +262,8 @@ def test_two_nodes_draining_one_outbox_at_once_send_each_document_exactly_once(
     assert {mid: n for mid, n in found.items() if n != 1} == {}, "each document arrived exactly once"
     submitted = Counter(e.document for e in cluster.events("submitted"))
     assert set(submitted.values()) == {1} and len(submitted) == len(cluster.message_ids)
-    # Each sent copy is filed once, by the node that sent the document.
+    # Each sent copy is filed once, by the node that sent the document (batched: after the send).
+    wait_for(cluster.all_filed, 120, "every sent copy filed")
     filed = Counter(e.document for e in cluster.events("filed-sent"))
     assert set(filed.values()) == {1} and len(filed) == len(cluster.message_ids)
     entries = Counter(p.name.rsplit("_", 1)[-1] for p in (cluster.root / "shared" / "cases").glob("*/sent/*"))
