@@ -240,7 +240,9 @@ def test_check_reports_whether_the_database_answers_without_showing_the_password
     from gateway.records.open import database_check
 
     good = load_config(config_with(tmp_path, 'backend = "postgresql"\ndsn_file = "{root}/dsn"', dsn=pg.dsn))
-    assert database_check(good) == (True, "reachable, schema version 2")
+    from gateway.records.postgres.connect import migrations
+
+    assert database_check(good) == (True, f"reachable, schema version {len(migrations())}")
     wrong = pg.dsn.replace(pg.server.password, "falsches-passwort")
     bad = load_config(config_with(tmp_path, 'backend = "postgresql"\ndsn_file = "{root}/dsn"', dsn=wrong))
     ok, detail = database_check(bad)
