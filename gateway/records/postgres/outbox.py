@@ -67,6 +67,11 @@ _UPDATE = f"UPDATE outbox SET {', '.join(f'{c} = %s' for c in _MUTABLE)} WHERE i
 _FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
 _NOW = f"to_char(clock_timestamp() AT TIME ZONE 'UTC', {_FORMAT})"
 _LATER = f"to_char((clock_timestamp() + make_interval(secs => %s)) AT TIME ZONE 'UTC', {_FORMAT})"
+#: A claim writes its token (one higher) and expiry in the same statement.
+_UPDATE_CLAIMING = (
+    f"UPDATE outbox SET {', '.join(f'{c} = %s' for c in _MUTABLE)}, claim_token = claim_token + 1, "  # noqa: S608
+    f"claim_expires_at = {_LATER} WHERE id = %s RETURNING claim_token, claim_expires_at"
+)
 _RCPT_UPSERT = (
     "INSERT INTO outbox_recipients (outbox_id, position, address, state, reply, queue_id, updated_at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (outbox_id, position) DO UPDATE SET "
@@ -143,12 +148,12 @@ def save(
                 raise StaleOutboxState(f"outbox {rec.id} is claimed by {row['claimed_by']} until {expires}")
             if claim.ttl is not None:
                 made = conn.execute(
-                    f"UPDATE outbox SET claim_token = claim_token + 1, claim_expires_at = {_LATER} "  # noqa: S608
-                    "WHERE id = %s RETURNING claim_token, claim_expires_at",
-                    (claim.ttl, rec.id),
+                    _UPDATE_CLAIMING, (*(_value(rec, c) for c in _MUTABLE), claim.ttl, rec.id)
                 ).fetchone()
                 assert made is not None
                 rec.claim_token, rec.claim_expires_at = int(made["claim_token"]), made["claim_expires_at"]
+                _save_recipients(conn, rec)
+                return
     conn.execute(_UPDATE, (*(_value(rec, c) for c in _MUTABLE), rec.id))
     _save_recipients(conn, rec)
 

@@ -60,6 +60,8 @@ _MUTABLE = (
 )
 _INSERT = f"INSERT INTO outbox ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
 _UPDATE = f"UPDATE outbox SET {', '.join(f'{c}=?' for c in _MUTABLE)} WHERE id=?"  # noqa: S608
+#: A claim writes its token and expiry in the same statement.
+_UPDATE_CLAIMING = _UPDATE.replace(" WHERE id=?", ", claim_token=?, claim_expires_at=? WHERE id=?")
 _RCPT_UPSERT = (
     "INSERT INTO outbox_recipients (outbox_id, position, address, state, reply, queue_id, updated_at) "
     "VALUES (?,?,?,?,?,?,?) ON CONFLICT(outbox_id, position) DO UPDATE SET "
@@ -117,10 +119,10 @@ def save(
             if claim.ttl is not None:
                 rec.claim_token = int(row[2]) + 1
                 rec.claim_expires_at = iso(utcnow() + timedelta(seconds=claim.ttl))
-                conn.execute(
-                    "UPDATE outbox SET claim_token=?, claim_expires_at=? WHERE id=?",
-                    (rec.claim_token, rec.claim_expires_at, rec.id),
-                )
+                values = (*(_value(rec, c) for c in _MUTABLE), rec.claim_token, rec.claim_expires_at, rec.id)
+                conn.execute(_UPDATE_CLAIMING, values)
+                conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
+                return
     conn.execute(_UPDATE, (*(_value(rec, c) for c in _MUTABLE), rec.id))
     conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
 
