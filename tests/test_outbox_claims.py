@@ -266,6 +266,39 @@ def test_a_node_whose_claim_was_taken_over_while_it_sent_has_its_completion_refu
         other.close()
 
 
+def test_a_long_delivery_keeps_its_claim_by_renewal_and_completes(tmp_path: Path, peer: ScriptedPeer) -> None:
+    config = node_config(tmp_path, peer, "alpha", ttl="3s")
+    store, other = open_store(config), open_store(config)
+    try:
+        oid = outbox.enqueue(config, store, document())
+
+        def slow_relay(rec: OutboxRecord, att: Attempt) -> None:
+            # The relay's answer takes longer than the claim holds: the keeper renews meanwhile.
+            seen: set[str | None] = set()
+            deadline = time.monotonic() + 60  # bounds a failure only
+            while len(seen) < 3:
+                now = other.outbox_get(rec.id)
+                assert now is not None and time.monotonic() < deadline, f"renewed only to {seen}"
+                seen.add(now.claim_expires_at)
+                time.sleep(0.05)
+            assert now.claim_token == rec.claim_token  # renewed, not claimed again
+            now.claimed_by = "beta:1:1"
+            with pytest.raises(StaleOutboxState, match="claimed by"):
+                other.outbox_save(
+                    now,
+                    [],
+                    expect=["active"],
+                    expect_claim=rec.claimed_by,
+                    claim=ClaimTerms(fence=now.claim_token, expired=True, ttl=LONG),
+                )
+
+        report = Drain(config, store, hooks=DrainHooks(after_accept=slow_relay)).run_once()
+        assert report.sent == [oid] and report.lost == [] and len(peer.received) == 1
+    finally:
+        store.close()
+        other.close()
+
+
 def test_a_claim_found_lost_before_sending_sends_nothing(tmp_path: Path, peer: ScriptedPeer, monkeypatch: Any) -> None:
     config = node_config(tmp_path, peer, "alpha", ttl="1s")
     store = open_store(config)
