@@ -4,5 +4,3 @@
 -- the database's clock unless its holder renews it (text, the gateway's time format, UTC).
 ALTER TABLE outbox ADD COLUMN claim_token bigint NOT NULL DEFAULT 0;
 ALTER TABLE outbox ADD COLUMN claim_expires_at text COLLATE "C";
--- The take-over scan: active documents by claim expiry.
-CREATE INDEX outbox_active_claims ON outbox (claim_expires_at) WHERE state = 'active';
