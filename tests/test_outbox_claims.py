@@ -386,3 +386,17 @@ def test_a_claim_ttl_that_is_no_duration_is_refused(tmp_path: Path, peer: Script
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.key == "outbound.claim_ttl"
+
+
+def test_a_configured_spool_dir_that_is_not_there_stops_start_up_like_a_missing_share(
+    tmp_path: Path, peer: ScriptedPeer
+) -> None:
+    from gateway.statedir import require_roots
+
+    path = smtp_config(tmp_path, port=peer.port)
+    missing = tmp_path / "not-mounted" / "spool"
+    path.write_text(path.read_text().replace("[storage]\n", f'[storage]\nspool_dir = "{missing}"\n', 1))
+    with pytest.raises(ConfigError) as err:
+        require_roots(load_config(path))
+    assert err.value.key == "storage.spool_dir" and "does not exist" in err.value.problem
+    assert not missing.exists()
