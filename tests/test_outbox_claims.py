@@ -29,7 +29,7 @@ from gateway.outbound.smtp import Attempt
 from gateway.records.chain import AuditEvent
 from gateway.records.open import open_store
 from gateway.records.outbox import ClaimTerms, OutboxRecord, RecipientStatus
-from gateway.records.store import EntryFilter, OutboxChange, StaleOutboxState, Store
+from gateway.records.store import EntryFilter, OutboxChange, StaleOutboxState, Store, StoreError
 from gateway.statedir import outbox_dir
 
 LONG = 600.0
@@ -183,6 +183,25 @@ def test_a_postgresql_claim_skips_a_row_another_transaction_holds_instead_of_wai
         assert time.monotonic() - started < 10  # not the lock timeout
     stored = store.outbox_get("d1")
     assert stored is not None and stored.state == "queued"
+
+
+def test_a_postgresql_writer_frozen_inside_a_transaction_is_cut_off_and_the_others_write_on(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("SQLite's writers are the processes of one machine")
+    from gateway.records.postgres import connect
+
+    monkeypatch.setattr(connect, "IDLE_IN_TRANSACTION_TIMEOUT", "1s")
+    frozen, other = backend.open(), backend.open()
+    with pytest.raises(StoreError), frozen.unit_of_work() as uow:
+        uow.append([AuditEvent("held-the-head")])  # the chain head is locked from here
+        # Frozen: the other node's write waits for the head until the server ends this session.
+        other.record_events([AuditEvent("written-meanwhile")])
+        # Woken: this transaction is gone, its commit fails and writes nothing.
+    assert [e.event for e in other.entries()] == ["written-meanwhile"]
+    frozen.record_events([AuditEvent("after-waking")])  # a new connection, at the next transaction
+    assert [e.event for e in other.entries()] == ["written-meanwhile", "after-waking"]
 
 
 # -- the drain on two named nodes ------------------------------------------------------------------

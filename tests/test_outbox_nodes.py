@@ -358,7 +358,8 @@ def test_a_frozen_node_that_wakes_after_the_take_over_has_its_completion_refused
 
     def alpha_gave_up() -> set[str] | None:
         """The documents alpha has let go since it woke: claim lost before sending, or completion refused."""
-        messages = ("outbox claim lost", "outbox completion refused")
+        # The lane's own word, not the claim keeper's (which may notice the loss first).
+        messages = ("outbox claim lost before sending", "outbox completion refused")
         given_up = {e.get("id") for e in cluster.log_events("alpha") if str(e.get("event", "")).startswith(messages)}
         return given_up if set(held) <= given_up else None
 

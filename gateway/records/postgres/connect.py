@@ -29,6 +29,10 @@ Conn: TypeAlias = psycopg.Connection[DictRow]
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server before the store reports it unreachable
 LOCK_TIMEOUT = "30s"  # how long a writer waits for the chain head another transaction holds
+#: How long a writer's session may sit idle inside a transaction before the server ends it:
+#: a node frozen (SIGSTOP, a paused VM) while it holds the chain head would otherwise hold
+#: every node's writers until it runs again. A value set for the role or database is kept.
+IDLE_IN_TRANSACTION_TIMEOUT = "60s"
 #: The advisory lock migrations take (any constant; all gateways on one database share it).
 MIGRATION_LOCK = 0x506F7374  # "Post"
 
@@ -89,6 +93,10 @@ def connect(dsn: str, *, readonly: bool = False) -> Conn:
             conn.execute("SET synchronous_commit = on")
         if readonly:
             conn.execute("SET default_transaction_read_only = on")
+        else:
+            row = conn.execute("SELECT current_setting('idle_in_transaction_session_timeout') AS s").fetchone()
+            if row is not None and row["s"] == "0":
+                conn.execute("SET idle_in_transaction_session_timeout = '" + IDLE_IN_TRANSACTION_TIMEOUT + "'")
     except BaseException:
         conn.close()
         raise
