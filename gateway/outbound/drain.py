@@ -424,8 +424,8 @@ class Drain:
             "claim_token": rec.claim_token,
             "replies": {r.address: r.reply for r in rec.recipients if r.reply is not None},
         }
-        log.warning("outbox completion refused: the document was taken over meanwhile", id=rec.id, **details)
         self.store.record_events([self._event("completion-refused", rec, **details)])
+        log.warning("outbox completion refused: the document was taken over meanwhile", id=rec.id, **details)
 
     def _flush(self, report: DrainReport) -> None:
         """Commit a waiting outcome, then file the sent copies waiting for their batch."""
