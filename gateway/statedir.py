@@ -12,7 +12,7 @@ layout (docs/case-folders.md describes it for people)::
         certstore/smime/        signer certificates collected from verified mail
         crls/<url hash>/        CRLs fetched from distribution points ([smime] fetch_crls)
         gnupg/                  the OpenPGP home, unless configured elsewhere
-        outbox/<id>.eml         queued outgoing documents, the exact bytes to send
+        outbox/<id>.eml         queued outgoing documents, the exact bytes to send ([storage] spool_dir)
         outbox.wake             FIFO: a queued document rings it, the daemon's outbox thread listens
         tenants/<name>/         with [[tenant]] blocks: each tenant's own state, laid out as above
     <cases_dir>/<case folder>/<entry>/      cases_dir defaults to <state_dir>/cases
@@ -97,8 +97,13 @@ def area_root(config: Config, area: str) -> Path:
 
 
 def outbox_dir(config: Config) -> Path:
-    """The outbox's spool: one file per queued document, written before its row commits."""
-    return config.storage.state_dir / "outbox"
+    """The outbox's spool: one file per queued document, written before its row commits.
+
+    ``[storage] spool_dir`` when given: with several nodes on one database every node must
+    reach every document's bytes, so the spool is on the shared file system, like the case
+    folders; the row records each file's path, so every node mounts it at the same path.
+    """
+    return config.storage.spool_dir or config.storage.state_dir / "outbox"
 
 
 def outbox_doorbell(config: Config) -> Path:
@@ -137,8 +142,11 @@ def daemon_status_path(config: Config) -> Path:
 
 
 def roots(config: Config) -> list[tuple[str, Path]]:
-    """The two directories the administrator provides, by their setting's name."""
-    return [("storage.state_dir", config.storage.state_dir), ("storage.cases_dir", cases_dir(config))]
+    """The directories the administrator provides, by their setting's name (the spool when it is elsewhere)."""
+    found = [("storage.state_dir", config.storage.state_dir), ("storage.cases_dir", cases_dir(config))]
+    if config.storage.spool_dir is not None:
+        found.append(("storage.spool_dir", config.storage.spool_dir))
+    return found
 
 
 def layout_dirs(config: Config) -> list[Path]:
@@ -205,7 +213,7 @@ def init_storage(config: Config) -> list[Path]:
     bit stay); new ones get exactly ``dir_mode``, whatever the umask.
     """
     made: list[Path] = []
-    for d in [config.storage.state_dir, cases_dir(config), *layout_dirs(config)]:
+    for d in [*(path for _, path in roots(config)), *layout_dirs(config)]:
         missing = []
         probe = d
         while not probe.exists():

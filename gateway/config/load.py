@@ -259,6 +259,18 @@ def _read_secret_file(r: _Reader, name: str) -> Secret | None:
     return Secret(secret)
 
 
+def _spool_dir(r: _Reader, cases: Path) -> Path | None:
+    """``spool_dir``: absolute, and not on the case-folder share (clerks read there, the spool is the gateway's)."""
+    path = r.path("spool_dir")
+    if path is None:
+        return None
+    if not path.is_absolute():
+        raise r.fail("spool_dir", f"must be an absolute path, got {str(path)!r}")
+    if path.is_relative_to(cases) or cases.is_relative_to(path):
+        raise r.fail("spool_dir", f"must not be inside cases_dir ({cases}) or contain it")
+    return path
+
+
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
 
 
@@ -509,6 +521,7 @@ def _outbound(r: _Reader, smime: SmimeConfig | None, openpgp: OpenPGPConfig | No
         encrypt=next(m for m in ENCRYPT_MODES if m == encrypt),
         copy_to_sent_folder=r.bool_("copy_to_sent_folder", OutboundConfig.copy_to_sent_folder),
         correspondents_dir=corr,
+        claim_ttl=_duration(r, "claim_ttl", OutboundConfig.claim_ttl),
     )
     r.finish()
     return cfg
@@ -785,6 +798,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "", prefix
     lease_ttl = _duration(sr, "lease_ttl", StorageConfig.lease_ttl)
     if lease_ttl < 1.0:
         raise sr.fail("lease_ttl", f"must be at least 1s (renewals come every third of it), got {lease_ttl:g}s")
+    spool_dir = _spool_dir(sr, cases_dir)
     sr.finish()
     storage = StorageConfig(
         state_dir=state_dir,
@@ -796,6 +810,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "", prefix
         dsn_file=dsn_file,
         node=node,
         lease_ttl=lease_ttl,
+        spool_dir=spool_dir,
     )
 
     lr = top.sub("limits", top.table_("limits"))

@@ -55,6 +55,8 @@ class StorageConfig:
     #: How long a mailbox lease lasts without renewal (seconds): the longest another node
     #: waits before taking over the mailboxes of a node that died.
     lease_ttl: float = 30.0
+    #: The outbox's spool files; ``None``: ``<state_dir>/outbox``. Several nodes share one.
+    spool_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,8 @@ class OutboundConfig:
     encrypt: EncryptMode = "auto"
     copy_to_sent_folder: bool = True
     correspondents_dir: Path | None = None
+    #: Seconds an outbox claim holds unless renewed; another node takes the document over after it.
+    claim_ttl: float = 120.0
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,11 @@ The order of commits is the whole crash story:
 3. The sent copy is filed in the case folder, then its path is committed.
 
 A crash between 1 and 2 leaves the document ``active``: the next pass resends it (same
-bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``. The network
+bytes, same Message-ID) and records ``resent`` with ``resent-after-crash``; on another
+node, once the claim has expired (``claim.py``). While the relay has a document its claim
+is renewed (``claimkeeper.py``), and the commits of 2 and 3's state are fenced by the
+claim's token: a process that was paused past its claim's expiry, and wakes after another
+node took the document over, has its completion refused (``completion-refused``). The network
 has the same window: a connection that dies after the end of DATA and before the relay's
 answer leaves it unknown whether the relay queued the document (RFC 1047); the attempt is
 deferred like any lost connection, and the next one is recorded as ``resent`` with
@@ -26,6 +30,7 @@ document's time; lanes overlap those waits.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -34,20 +39,21 @@ from typing import Any
 import structlog
 
 from gateway.clock import iso, utcnow
-from gateway.config import Config
+from gateway.config import Config, OutboundConfig
 from gateway.diskfull import disk_full_code, disk_full_text, full_path
 from gateway.errors import TransientError
 from gateway.filing.areas import Area
 from gateway.filing.sent import SentCopy, file_sent_copies
 from gateway.outbound import scheduler
-from gateway.outbound.claim import claimant_alive, this_process
+from gateway.outbound.claim import may_take_over, node_name, this_process
+from gateway.outbound.claimkeeper import ClaimKeeper
 from gateway.outbound.groupcommit import GroupCommit
 from gateway.outbound.outbox import OutboxError, spool_bytes
 from gateway.outbound.smtp import REPLY_LOST, Attempt, SmtpAgent
 from gateway.receipts.model import DeliveryState
 from gateway.records.chain import AuditEvent
 from gateway.records.deliveries import DeliveryStep, Evidence
-from gateway.records.outbox import DONE, WAITING, OutboxRecord
+from gateway.records.outbox import DONE, WAITING, ClaimTerms, OutboxRecord
 from gateway.records.store import OutboxChange, Store
 from gateway.statedir import area_root
 
@@ -73,6 +79,7 @@ class _Carried:
 
     change: OutboxChange
     then: Callable[[], None]
+    refused: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -86,6 +93,8 @@ class DrainReport:
     copied: list[str] = field(default_factory=list)
     unfiled: list[str] = field(default_factory=list)
     filing_deferred: list[str] = field(default_factory=list)  # sent, their copies left to a later pass
+    #: Claims this process lost to another node: given up before sending, or completion refused.
+    lost: list[str] = field(default_factory=list)
     next_wakeup: str | None = None
 
 
@@ -103,6 +112,7 @@ class Drain:
         copy_to_sent: Callable[[OutboxRecord, bytes], str] | None = None,
         lanes: int = 1,
         kept: list[SmtpAgent] | None = None,
+        keeper: ClaimKeeper | None = None,
     ) -> None:
         """``lanes``: documents worked on at once (the daemon passes ``[smtp] connections``).
 
@@ -126,6 +136,9 @@ class Drain:
         self._verified: dict[str, bytes] = {}
         self._waiting_copies: list[OutboxRecord] = []
         self.lanes = max(1, lanes)
+        self.node = node_name(config)
+        self.claim_ttl = (config.outbound or OutboundConfig()).claim_ttl
+        self.keeper = keeper
         self.file_batch = max(8, FILE_BATCH // self.lanes)  # the bytes kept for filing stay bounded
         #: Set by the daemon while passes follow each other: a pass files its sent copies only
         #: once ``FILE_BATCH`` are waiting, and the daemon makes a filing pass when it goes idle,
@@ -136,13 +149,29 @@ class Drain:
         """Recover crash leftovers, then attempt every due document once (on one relay connection)."""
         report = DrainReport()
         if not self.defer_filing:
+            now = iso(utcnow())
             for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
-                self._copies(rec, report)
+                # The process that sent it files it; only if it is gone (or its claim expired) do we.
+                if may_take_over(rec.claimed_by, rec.claim_expires_at, node=self.node, now=now):
+                    self._copies(rec, report)
             self._file_waiting(report)
+        own_keeper = self.keeper is None
+        if self.keeper is None:
+            self.keeper = ClaimKeeper(self.store, self.claim_ttl)
+        try:
+            self._claimed_pass(report)
+        finally:
+            if own_keeper:
+                self.keeper.close()
+                self.keeper = None
+        report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
+        return report
+
+    def _claimed_pass(self, report: DrainReport) -> None:
         try:
             for rec in self.store.outbox_list(["active"]):
-                if claimant_alive(rec.claimed_by):
-                    continue  # another process (the daemon) is sending it right now
+                if not may_take_over(rec.claimed_by, rec.claim_expires_at, node=self.node, now=iso(utcnow())):
+                    continue  # another process (the daemon, another node) is sending it right now
                 self._attempt(rec, report, after_crash=True)
             due = scheduler.due(self.store.outbox_list(WAITING), self.clock(), self.smtp.max_backoff)
             due.reverse()
@@ -154,14 +183,14 @@ class Drain:
         finally:
             self._put_agent(self.agent)
         self._flush(report)
-        report.next_wakeup = scheduler.next_wakeup(self.store.outbox_list(WAITING))
-        return report
 
     def file_copies(self) -> DrainReport:
         """File every sent copy still missing, and send nothing (the daemon's outbox thread as it stops)."""
         report = DrainReport()
+        now = iso(utcnow())
         for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None):
-            self._copies(rec, report)
+            if may_take_over(rec.claimed_by, rec.claim_expires_at, node=self.node, now=now):
+                self._copies(rec, report)
         self._file_waiting(report)
         return report
 
@@ -215,7 +244,7 @@ class Drain:
         """
         try:
             lane = Drain(self.config, self.store, self._take_agent(), clock=self.clock, hooks=self.hooks,
-                         copy_to_sent=self.copy_to_sent)
+                         copy_to_sent=self.copy_to_sent, keeper=self.keeper)
             lane.file_batch = self.file_batch
             lane._group = self._group
             try:
@@ -254,26 +283,42 @@ class Drain:
         if scheduler.expired(rec, now, self.smtp.max_lifetime) and not after_crash:
             self._expire(rec, report)
             return
+        old_claim = rec.claimed_by if after_crash else None
+        # Taking over: the very claim found (its token), and from another node only once it expired.
+        fence = ClaimTerms(fence=rec.claim_token, expired=not self._own(rec)) if after_crash else None
         try:
             raw = spool_bytes(rec)
         except (OSError, OutboxError) as exc:
             rec.state, rec.last_reply = "hold", f"spool file unusable: {exc}"
-            self._save(rec, [self._event("held", rec, reason="spool-unusable", error=str(exc))], [before])
-            report.held.append(rec.id)
+            if self._save(rec, [self._event("held", rec, reason="spool-unusable", error=str(exc))], [before],
+                          claim=old_claim, terms=fence):
+                report.held.append(rec.id)
             return
-        old_claim = rec.claimed_by if after_crash else None
         rec.state = "active"
-        rec.claimed_by = this_process()
+        rec.claimed_by = this_process(self.node)
         rec.attempts += 1
         events = []
         reply_lost = any(r.reply is not None and REPLY_LOST in r.reply for r in rec.pending())
         if after_crash or reply_lost:
             rec.resent = True
             reason = RESENT_AFTER_CRASH if after_crash else RESENT_REPLY_LOST
-            events.append(self._event("resent", rec, reason=reason, attempt=rec.attempts))
+            taken = {"taken_over_from": old_claim} if after_crash else {}
+            events.append(self._event("resent", rec, reason=reason, attempt=rec.attempts, **taken))
             report.resent.append(rec.id)
-        if not self._save(rec, events, [before], claim=old_claim):
-            return  # a person held or cancelled it meanwhile, or another pass took it
+        terms = ClaimTerms(fence=fence.fence if fence else None, expired=bool(fence and fence.expired),
+                           ttl=self.claim_ttl)
+        claimed_at = time.monotonic()
+        if not self._save(rec, events, [before], claim=old_claim, terms=terms):
+            if after_crash or reply_lost:
+                report.resent.remove(rec.id)
+            return  # a person held or cancelled it meanwhile, or another pass (another node) took it
+        assert self.keeper is not None
+        self.keeper.hold(rec, claimed_at)
+        if not self.keeper.still_ours(rec):  # paused past the claim's expiry: someone else has it now
+            self.keeper.let_go(rec.id)
+            log.warning("outbox claim lost before sending; another process has the document", id=rec.id)
+            report.lost.append(rec.id)
+            return
         pending = [r.address for r in rec.pending()]
         att = self.agent.send(rec.mail_from, pending, raw, rec.envid)
         self.hooks.after_accept(rec, att)
@@ -355,7 +400,11 @@ class Drain:
         # document instead of two. Nothing is sent between this relay answer and that commit,
         # so the window in which a crash leads to a resend is still this one document's.
         # (A stale save cannot happen while claims hold; the next pass would resend, marked.)
-        self._carried = _Carried(OutboxChange(rec, events, ["active"], rec.claimed_by, steps), committed)
+        self._carried = _Carried(
+            OutboxChange(rec, events, ["active"], rec.claimed_by, steps, claim=ClaimTerms(fence=rec.claim_token)),
+            committed,
+            lambda: report.lost.append(rec.id),
+        )
 
     def _bounce_pending(self, rec: OutboxRecord, at: str, events: list[AuditEvent]) -> None:
         expired = []
@@ -393,9 +442,14 @@ class Drain:
         *,
         claim: str | None = None,
         deliveries: list[DeliveryStep] | None = None,
+        terms: ClaimTerms | None = None,
     ) -> bool:
         """Commit ``rec``'s change together with the last attempt's outcome, if one waits."""
-        return self._save_many([OutboxChange(rec, events, expect, claim, deliveries or ())])[0]
+        return self._save_many([OutboxChange(rec, events, expect, claim, deliveries or (), claim=terms)])[0]
+
+    def _own(self, rec: OutboxRecord) -> bool:
+        """Whether ``rec``'s claim was made on this node (its claimant can be looked at)."""
+        return rec.claimed_by is None or rec.claimed_by.partition(":")[0] == self.node
 
     def _save_many(self, changes: list[OutboxChange]) -> list[bool]:
         carried, self._carried = self._carried, None
@@ -405,9 +459,26 @@ class Drain:
                               if carried else made, strict=True):
             if not ok:
                 log.info("outbox document changed meanwhile", id=change.rec.id, state=change.rec.state)
-        if carried is not None and carried_made:
-            carried.then()
+        if carried is not None:
+            if self.keeper is not None:
+                self.keeper.let_go(carried.change.rec.id)
+            if carried_made:
+                carried.then()
+            else:
+                self._refused(carried.change)
+                carried.refused()
         return made
+
+    def _refused(self, change: OutboxChange) -> None:
+        """The relay's answer arrived after another process took the document over: recorded, not applied."""
+        rec = change.rec
+        details = {
+            "node": self.node,
+            "claim_token": rec.claim_token,
+            "replies": {r.address: r.reply for r in rec.recipients if r.reply is not None},
+        }
+        self.store.record_events([self._event("completion-refused", rec, **details)])
+        log.warning("outbox completion refused: the document was taken over meanwhile", id=rec.id, **details)
 
     def _flush(self, report: DrainReport) -> None:
         """Commit a waiting outcome, then file the sent copies waiting for their batch.

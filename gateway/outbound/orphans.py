@@ -6,7 +6,8 @@ file no row points to. Nobody was told the document was queued, so sending it wo
 wrong; deleting it would lose what a clerk prepared. Like Postfix's ``postsuper -s``
 finding stray queue files, the daemon moves such files to ``outbox/orphaned/`` when it
 starts its outbox, and the trail records each one. A file younger than ``MIN_AGE`` is
-left alone: its enqueue may be running in another process at this moment.
+left alone: its enqueue may be running in another process at this moment. Nodes sharing
+one spool (``[storage] spool_dir``) each sweep it; the first to move a file records it.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ def sweep_orphans(config: Config, store: Store, *, now: float | None = None) -> 
             continue
         target_dir = spool / ORPHANED
         makedirs_durable(target_dir)
-        data = path.read_bytes()
         target = target_dir / path.name
-        os.replace(path, target)
+        try:
+            data = path.read_bytes()
+            os.replace(path, target)
+        except FileNotFoundError:
+            continue  # another node sharing the spool set it aside first
         fsync_dir(target_dir)
         fsync_dir(spool)
         details = {

@@ -70,7 +70,9 @@ class OutboxRecord:
     sent_path: str | None = None
     sent_manifest_sha256: str | None = None
     sent_folder: str | None = None  # the IMAP folder a copy was appended to
-    claimed_by: str | None = None  # host:pid:start of the process that made it active
+    claimed_by: str | None = None  # node:pid:start of the process that made it active
+    claim_token: int = 0  # one more with every claim: a completion names the claim it ends (fencing)
+    claim_expires_at: str | None = None  # when the claim lapses unless renewed (the database's clock)
     bcc: list[str] = field(default_factory=list)  # Bcc recipients (in no header); see docs/outbound.md
     bcc_copy_of: str | None = None  # a Bcc recipient's own message: the outbox id of the letter
     key_refusals: list[str] = field(default_factory=list)  # "certificate of X refused: expired (…)"
@@ -86,3 +88,19 @@ class OutboxRecord:
         d["recipients"] = [r.to_json() for r in self.recipients]
         d["key_sources"] = [list(k) for k in self.key_sources]
         return d
+
+
+@dataclass(frozen=True)
+class ClaimTerms:
+    """What an outbox change requires of, and does to, the document's claim (``outbound/claim.py``).
+
+    ``fence``: the claim token the row must still carry, else the change is stale (a
+    completion, or a take-over of that very claim). ``expired``: the row's claim must have
+    lapsed by the database's clock (taking over from another node). ``ttl``: the change is a
+    claim: the token grows by one and the claim lapses ``ttl`` seconds after the database's
+    now; the new token and expiry are written back into the record.
+    """
+
+    fence: int | None = None
+    expired: bool = False
+    ttl: float | None = None

@@ -41,7 +41,7 @@ from gateway.records.deliveries import DeliveryRecord, DeliveryStep, DeliveryTar
 from gateway.records.export import JsonlExport
 from gateway.records.leases import Acquisition, Fence, Lease, acquired_event, released_event
 from gateway.records.messages import CaseSummary, MailboxState, MailboxStatus, MessagePlace, MessageRecord, State
-from gateway.records.outbox import OutboxRecord, OutboxState
+from gateway.records.outbox import ClaimTerms, OutboxRecord, OutboxState
 from gateway.records.signing import Checkpoint, Signer
 
 
@@ -93,6 +93,8 @@ class OutboxChange:
     expect_claim: str | None = None
     #: Delivery steps committed with the change (``submitted``, ``delayed``, ``failed``: the relay's answer).
     deliveries: Sequence[DeliveryStep] = ()
+    #: The claim the change requires or makes (a claim, a take-over, a fenced completion).
+    claim: ClaimTerms | None = None
 
 
 @dataclass(frozen=True)
@@ -308,10 +310,19 @@ class UnitOfWork(Protocol):
         ...
 
     def save_outbox(
-        self, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+        self,
+        rec: OutboxRecord,
+        expect: Sequence[OutboxState] | None,
+        expect_claim: str | None = None,
+        claim: ClaimTerms | None = None,
     ) -> None:
         """Write the document's state and recipients; ``StaleOutboxState`` unless its state is in
-        ``expect`` (and its claim is ``expect_claim``, when given)."""
+        ``expect`` (and its claim is ``expect_claim``, when given, and meets ``claim``)."""
+        ...
+
+    def renew_claims(self, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+        """Extend each (document, claim token) still active under that token by ``ttl`` seconds
+        of the database's clock; the documents whose claim was renewed."""
         ...
 
     def load_delivery(self, document_id: str, recipient: str) -> DeliveryRecord | None:
@@ -422,9 +433,18 @@ class OutboxStore(OutboxReader, Protocol):
         *,
         expect: Sequence[OutboxState] | None = None,
         expect_claim: str | None = None,
+        claim: ClaimTerms | None = None,
     ) -> None:
         """Move a document to ``rec``'s state; ``expect``: the states it must be in, ``expect_claim``:
-        the claim it must carry (else ``StaleOutboxState``)."""
+        the claim it must carry, ``claim``: its token, expiry, or a new claim (else ``StaleOutboxState``)."""
+        ...
+
+    def outbox_renew(self, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+        """Extend claims (document, token) that still hold by ``ttl`` seconds of the database's clock.
+
+        Returns the documents renewed; one missing was taken over by another process (or
+        finished) and must not be completed by the caller.
+        """
         ...
 
     def outbox_save_many(self, changes: Sequence[OutboxChange]) -> list[bool]:
@@ -621,11 +641,18 @@ class StoreOperations:
         *,
         expect: Sequence[OutboxState] | None = None,
         expect_claim: str | None = None,
+        claim: ClaimTerms | None = None,
     ) -> None:
         rec.updated_at = iso(utcnow())
         with self.unit_of_work() as uow:
-            uow.save_outbox(rec, expect, expect_claim)
+            uow.save_outbox(rec, expect, expect_claim, claim)
             uow.append(events)
+
+    def outbox_renew(self, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+        if not claims:
+            return []
+        with self.unit_of_work() as uow:
+            return uow.renew_claims(claims, ttl)
 
     def outbox_save_many(self, changes: Sequence[OutboxChange]) -> list[bool]:
         now = iso(utcnow())
@@ -635,7 +662,7 @@ class StoreOperations:
                 c.rec.updated_at = now
                 try:
                     # The expectation is checked before anything of this change is written.
-                    uow.save_outbox(c.rec, c.expect, c.expect_claim)
+                    uow.save_outbox(c.rec, c.expect, c.expect_claim, c.claim)
                 except StaleOutboxState:
                     made.append(False)
                     continue

@@ -34,7 +34,7 @@ LOCK_TIMEOUT = "30s"  # how long a writer waits for the chain head another trans
 #: chain head's lock for ever and stop every other node; the server ends its session and
 #: rolls the transaction back instead. Well below ``LOCK_TIMEOUT``, so the writers waiting
 #: for the head get it before they give up. The gateway's transactions never wait on
-#: anything but the database inside them.
+#: anything but the database inside them. A value set for the role or database is kept.
 IDLE_IN_TRANSACTION_TIMEOUT = "10s"
 #: The advisory lock migrations take (any constant; all gateways on one database share it).
 MIGRATION_LOCK = 0x506F7374  # "Post"
@@ -102,7 +102,9 @@ def connect(dsn: str, *, readonly: bool = False, schema: str | None = None) -> C
         if readonly:
             conn.execute("SET default_transaction_read_only = on")
         else:  # a reader holds no lock another writer waits for, and an audit may pause between reads
-            conn.execute("SET idle_in_transaction_session_timeout = '" + IDLE_IN_TRANSACTION_TIMEOUT + "'")
+            row = conn.execute("SELECT current_setting('idle_in_transaction_session_timeout') AS s").fetchone()
+            if row is not None and row["s"] == "0":
+                conn.execute("SET idle_in_transaction_session_timeout = '" + IDLE_IN_TRANSACTION_TIMEOUT + "'")
     except BaseException:
         conn.close()
         raise

@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg.rows import DictRow
 
-from gateway.records.outbox import OutboxRecord, OutboxState, RecipientStatus
+from gateway.records.outbox import ClaimTerms, OutboxRecord, OutboxState, RecipientStatus
 from gateway.records.postgres.connect import Conn
 from gateway.records.store import StaleOutboxState
 
@@ -45,6 +45,8 @@ _COLUMNS = (
     "bcc",
     "bcc_copy_of",
     "key_refusals",
+    "claim_token",
+    "claim_expires_at",
 )
 _MUTABLE = (
     "state",
@@ -61,6 +63,15 @@ _MUTABLE = (
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM outbox"  # noqa: S608
 _INSERT = f"INSERT INTO outbox ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))})"  # noqa: S608
 _UPDATE = f"UPDATE outbox SET {', '.join(f'{c} = %s' for c in _MUTABLE)} WHERE id = %s"  # noqa: S608
+#: The database's clock in the gateway's time format: every node judges a claim by the same clock.
+_FORMAT = """'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""
+_NOW = f"to_char(clock_timestamp() AT TIME ZONE 'UTC', {_FORMAT})"
+_LATER = f"to_char((clock_timestamp() + make_interval(secs => %s)) AT TIME ZONE 'UTC', {_FORMAT})"
+#: A claim writes its token (one higher) and expiry in the same statement.
+_UPDATE_CLAIMING = (
+    f"UPDATE outbox SET {', '.join(f'{c} = %s' for c in _MUTABLE)}, claim_token = claim_token + 1, "  # noqa: S608
+    f"claim_expires_at = {_LATER} WHERE id = %s RETURNING claim_token, claim_expires_at"
+)
 _RCPT_UPSERT = (
     "INSERT INTO outbox_recipients (outbox_id, position, address, state, reply, queue_id, updated_at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (outbox_id, position) DO UPDATE SET "
@@ -98,18 +109,67 @@ def _save_recipients(conn: Conn, rec: OutboxRecord) -> None:
             cur.executemany(_RCPT_UPSERT, rows)
 
 
-def save(conn: Conn, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None) -> None:
+def save(
+    conn: Conn,
+    rec: OutboxRecord,
+    expect: Sequence[OutboxState] | None,
+    expect_claim: str | None = None,
+    claim: ClaimTerms | None = None,
+) -> None:
     """Write ``rec``'s state and recipients; ``expect``: the states the row may be in now;
-    ``expect_claim``: the claim it must still carry (two passes recovering one crash)."""
-    if expect is not None or expect_claim is not None:
-        row = conn.execute("SELECT state, claimed_by FROM outbox WHERE id = %s FOR UPDATE", (rec.id,)).fetchone()
+    ``expect_claim``: the claim it must still carry (two passes recovering one crash);
+    ``claim``: its token and expiry (``ClaimTerms``), or a new claim to make.
+
+    A new claim reads the row ``FOR UPDATE SKIP LOCKED``: a row another transaction holds
+    (another node claiming it, its holder renewing) is someone else's, and this node moves
+    on instead of queueing behind it. Expiry is judged by the database's clock, the one
+    clock every node shares."""
+    if expect is not None or expect_claim is not None or claim is not None:
+        lock = "FOR UPDATE SKIP LOCKED" if claim is not None and claim.ttl is not None else "FOR UPDATE"
+        row = conn.execute(
+            f"SELECT state, claimed_by, claim_token, claim_expires_at, {_NOW} AS now FROM outbox "  # noqa: S608
+            f"WHERE id = %s {lock}",
+            (rec.id,),
+        ).fetchone()
+        if row is None and lock != "FOR UPDATE":
+            raise StaleOutboxState(f"outbox {rec.id} is being claimed or renewed by another process")
         if row is None or (expect is not None and row["state"] not in expect):
             found = row["state"] if row is not None else "missing"
             raise StaleOutboxState(f"outbox {rec.id} is {found}, not {' or '.join(expect or ())}")
         if expect_claim is not None and row["claimed_by"] != expect_claim:
             raise StaleOutboxState(f"outbox {rec.id} was claimed by {row['claimed_by']} meanwhile")
+        if claim is not None:
+            token, expires = int(row["claim_token"]), row["claim_expires_at"]
+            if claim.fence is not None and token != claim.fence:
+                raise StaleOutboxState(
+                    f"outbox {rec.id} was claimed again meanwhile (claim {token}, not {claim.fence})"
+                )
+            if claim.expired and expires is not None and expires > row["now"]:
+                raise StaleOutboxState(f"outbox {rec.id} is claimed by {row['claimed_by']} until {expires}")
+            if claim.ttl is not None:
+                made = conn.execute(
+                    _UPDATE_CLAIMING, (*(_value(rec, c) for c in _MUTABLE), claim.ttl, rec.id)
+                ).fetchone()
+                assert made is not None
+                rec.claim_token, rec.claim_expires_at = int(made["claim_token"]), made["claim_expires_at"]
+                _save_recipients(conn, rec)
+                return
     conn.execute(_UPDATE, (*(_value(rec, c) for c in _MUTABLE), rec.id))
     _save_recipients(conn, rec)
+
+
+def renew(conn: Conn, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+    """Extend the claims still held (active, same token) to ``ttl`` seconds past the database's now."""
+    renewed = []
+    for outbox_id, token in claims:
+        row = conn.execute(
+            f"UPDATE outbox SET claim_expires_at = {_LATER} "  # noqa: S608
+            "WHERE id = %s AND claim_token = %s AND state = 'active' RETURNING id",
+            (ttl, outbox_id, token),
+        ).fetchone()
+        if row is not None:
+            renewed.append(outbox_id)
+    return renewed
 
 
 def _records(conn: Conn, rows: Sequence[DictRow]) -> list[OutboxRecord]:

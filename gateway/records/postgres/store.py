@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 from gateway.records.leases import Lease
 from gateway.records.postgres import leases as leases_sql
+from gateway.records.postgres import outbox as outbox_sql
 from gateway.records.postgres.connect import (
     Conn,
     connect,
@@ -134,6 +135,26 @@ class PostgresStore(PostgresReader, StoreOperations):
             finally:
                 self._in_snapshot = False
                 end_read(conn)  # read only: nothing to commit
+
+    def outbox_renew(self, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+        """Renewals leave the chain head alone: they record no event and must not wait behind intake."""
+        if not claims:
+            return []
+        if self.readonly:
+            raise StoreError(f"{self.name} is opened read-only")
+        with self._lock:
+            if self._in_snapshot:
+                raise StoreError("a write inside a read snapshot of the same store: finish reading first")
+            conn = self._live()
+            with pg_errors("renewing outbox claims"):
+                conn.execute("BEGIN")
+                try:
+                    renewed = outbox_sql.renew(conn, claims, ttl)
+                except BaseException:
+                    rollback(conn)
+                    raise
+                conn.execute("COMMIT")
+        return renewed
 
     def close(self) -> None:
         self._conn.close()

@@ -18,7 +18,7 @@ from gateway.records.chain import AuditEvent, ChainHead, chain_events, now_iso, 
 from gateway.records.deliveries import DeliveryRecord, DeliveryTarget
 from gateway.records.leases import Acquisition, Fence, Lease
 from gateway.records.messages import MailboxStatus, MessageRecord
-from gateway.records.outbox import OutboxRecord, OutboxState
+from gateway.records.outbox import ClaimTerms, OutboxRecord, OutboxState
 from gateway.records.postgres import deliveries as deliveries_sql
 from gateway.records.postgres import leases as leases_sql
 from gateway.records.postgres import outbox as outbox_sql
@@ -137,9 +137,16 @@ class PostgresUnitOfWork:
         outbox_sql.insert(self._conn, rec)
 
     def save_outbox(
-        self, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+        self,
+        rec: OutboxRecord,
+        expect: Sequence[OutboxState] | None,
+        expect_claim: str | None = None,
+        claim: ClaimTerms | None = None,
     ) -> None:
-        outbox_sql.save(self._conn, rec, expect, expect_claim)
+        outbox_sql.save(self._conn, rec, expect, expect_claim, claim)
+
+    def renew_claims(self, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+        return outbox_sql.renew(self._conn, claims, ttl)
 
     # -- delivery records --------------------------------------------------------------------------
     def load_delivery(self, document_id: str, recipient: str) -> DeliveryRecord | None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
-from gateway.records.outbox import OutboxRecord, OutboxState, RecipientStatus
+from gateway.clock import iso, utcnow
+from gateway.records.outbox import ClaimTerms, OutboxRecord, OutboxState, RecipientStatus
 from gateway.records.store import StaleOutboxState
 
 _COLUMNS = (
@@ -58,6 +60,8 @@ _MUTABLE = (
 )
 _INSERT = f"INSERT INTO outbox ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
 _UPDATE = f"UPDATE outbox SET {', '.join(f'{c}=?' for c in _MUTABLE)} WHERE id=?"  # noqa: S608
+#: A claim writes its token and expiry in the same statement.
+_UPDATE_CLAIMING = _UPDATE.replace(" WHERE id=?", ", claim_token=?, claim_expires_at=? WHERE id=?")
 _RCPT_UPSERT = (
     "INSERT INTO outbox_recipients (outbox_id, position, address, state, reply, queue_id, updated_at) "
     "VALUES (?,?,?,?,?,?,?) ON CONFLICT(outbox_id, position) DO UPDATE SET "
@@ -89,19 +93,60 @@ def insert(conn: sqlite3.Connection, rec: OutboxRecord) -> None:
 
 
 def save(
-    conn: sqlite3.Connection, rec: OutboxRecord, expect: Sequence[OutboxState] | None, expect_claim: str | None = None
+    conn: sqlite3.Connection,
+    rec: OutboxRecord,
+    expect: Sequence[OutboxState] | None,
+    expect_claim: str | None = None,
+    claim: ClaimTerms | None = None,
 ) -> None:
     """Write ``rec``'s state and recipients; ``expect``: the states the row may be in now;
-    ``expect_claim``: the claim it must still carry (two passes recovering one crash)."""
-    if expect is not None or expect_claim is not None:
-        row = conn.execute("SELECT state, claimed_by FROM outbox WHERE id=?", (rec.id,)).fetchone()
+    ``expect_claim``: the claim it must still carry (two passes recovering one crash);
+    ``claim``: its token and expiry (``ClaimTerms``), or a new claim to make.
+
+    One machine's clock is the database's clock here: the write transaction holds the only
+    write lock, so the row read is the row written."""
+    if expect is not None or expect_claim is not None or claim is not None:
+        row = conn.execute(
+            "SELECT state, claimed_by, claim_token, claim_expires_at FROM outbox WHERE id=?", (rec.id,)
+        ).fetchone()
         if row is None or (expect is not None and row[0] not in expect):
             found = row[0] if row is not None else "missing"
             raise StaleOutboxState(f"outbox {rec.id} is {found}, not {' or '.join(expect or ())}")
         if expect_claim is not None and row[1] != expect_claim:
             raise StaleOutboxState(f"outbox {rec.id} was claimed by {row[1]} meanwhile")
+        if claim is not None:
+            _check_claim(rec.id, claim, token=int(row[2]), expires=row[3], holder=row[1], now=iso(utcnow()))
+            if claim.ttl is not None:
+                rec.claim_token = int(row[2]) + 1
+                rec.claim_expires_at = iso(utcnow() + timedelta(seconds=claim.ttl))
+                values = (*(_value(rec, c) for c in _MUTABLE), rec.claim_token, rec.claim_expires_at, rec.id)
+                conn.execute(_UPDATE_CLAIMING, values)
+                conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
+                return
     conn.execute(_UPDATE, (*(_value(rec, c) for c in _MUTABLE), rec.id))
     conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
+
+
+def _check_claim(outbox_id: str, claim: ClaimTerms, *, token: int, expires: str | None, holder: str | None,
+                 now: str) -> None:
+    if claim.fence is not None and token != claim.fence:
+        raise StaleOutboxState(f"outbox {outbox_id} was claimed again meanwhile (claim {token}, not {claim.fence})")
+    if claim.expired and expires is not None and expires > now:
+        raise StaleOutboxState(f"outbox {outbox_id} is claimed by {holder} until {expires}")
+
+
+def renew(conn: sqlite3.Connection, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
+    """Extend the claims still held (active, same token) to ``ttl`` seconds from now; the ids renewed."""
+    until = iso(utcnow() + timedelta(seconds=ttl))
+    renewed = []
+    for outbox_id, token in claims:
+        cur = conn.execute(
+            "UPDATE outbox SET claim_expires_at=? WHERE id=? AND claim_token=? AND state='active'",
+            (until, outbox_id, token),
+        )
+        if cur.rowcount:
+            renewed.append(outbox_id)
+    return renewed
 
 
 def _record(conn: sqlite3.Connection, row: sqlite3.Row) -> OutboxRecord:
@@ -111,6 +156,8 @@ def _record(conn: sqlite3.Connection, row: sqlite3.Row) -> OutboxRecord:
     d["bcc"] = list(json.loads(d.get("bcc") or "[]"))
     d["key_refusals"] = list(json.loads(d.get("key_refusals") or "[]"))
     d.setdefault("bcc_copy_of", None)
+    d.setdefault("claim_token", 0)
+    d.setdefault("claim_expires_at", None)
     d["encrypted"] = bool(d["encrypted"])
     d["resent"] = bool(d["resent"])
     rows = conn.execute(
