@@ -28,9 +28,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit.files import MANIFEST_KINDS, check_manifests
+from gateway.audit.chainview import check_head, public_key_for, read_chain
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.verify import check_head, public_key_for, read_chain
+from gateway.audit.manifests import MANIFEST_KINDS, check_manifests
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
 from gateway.records.messages import MessagePlace
