@@ -33,7 +33,6 @@ from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
 from gateway.audit.manifests import MANIFEST_KINDS, check_manifests
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
-from gateway.records.messages import MessagePlace
 from gateway.records.open import open_store, store_exists, store_name
 from gateway.records.signing import verify_checkpoints
 from gateway.records.store import ReadSnapshot
@@ -120,7 +119,7 @@ def _continuation(
     report.checkpoints, sealed, cp_breaks = verify_checkpoints(after, snap.entry_hashes, public_key)
     report.sealed_up_to = max(sealed, old) if not cp_breaks else sealed
     report.breaks.extend(cp_breaks)
-    snap.messages = [MessagePlace.of(rec) for rec in reader.get_many(list(snap.placements)).values()]
+    snap.messages = list(reader.places_of(list(snap.placements)).values())
     return snap
 
 
