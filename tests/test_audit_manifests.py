@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from gateway.audit import manifests
 from gateway.audit.files import ManifestChecks, check_manifests, list_disk_entries
 from gateway.config import load_config
 from gateway.filing.areas import Area
@@ -62,3 +65,53 @@ def test_worker_processes_find_what_threads_find(filed: tuple[Path, Path], tmp_p
     problems = {p.problem.split(":")[0] for found, _ in on_threads.values() for p in found}
     assert problems == {"altered", "missing", "unlisted file", "symlink", "unreadable manifest"}
     assert sum(1 for found, sha in on_threads.values() if not found and sha) == 1, "one entry is untouched"
+
+
+@pytest.fixture(scope="module")
+def odd_entry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An entry holding every kind of thing a manifest path can meet: files, a nested real
+    directory, links to files and to directories (dangling too), a FIFO, a file where a
+    directory belongs."""
+    entry = tmp_path_factory.mktemp("odd") / "20260101T000000Z_00000000abcd"
+    (entry / "attachments" / "deep").mkdir(parents=True)
+    for rel in ("original.eml", "body.txt", "attachments/Plan.pdf", "attachments/deep/x.txt", "manifest.json"):
+        (entry / rel).write_bytes(rel.encode() * 3)
+    os.symlink("body.txt", entry / "linked.txt")
+    os.symlink("attachments", entry / "linkdir")
+    os.symlink("/nowhere", entry / "attachments" / "dangling")
+    os.mkfifo(entry / "pipe")
+    return entry
+
+
+_COMPONENTS = [
+    "original.eml",
+    "body.txt",
+    "attachments",
+    "Plan.pdf",
+    "deep",
+    "x.txt",
+    "linked.txt",
+    "linkdir",
+    "dangling",
+    "pipe",
+    "manifest.json",
+    "nothing",
+    ".",
+    "..",
+    "",
+]
+
+
+@given(parts=st.lists(st.sampled_from(_COMPONENTS), min_size=1, max_size=4), lead=st.sampled_from(["", "/"]))
+def test_a_listed_path_is_judged_as_read_at_judges_it(odd_entry: Path, parts: list[str], lead: str) -> None:
+    """The manifest check answers listed paths from its walk of the entry (no ``stat`` per
+    file); for any path, odd ones included, the answer is the one ``read_at`` gives."""
+    rel = lead + "/".join(parts)
+    root = os.open(odd_entry, os.O_RDONLY | os.O_DIRECTORY)
+    dirs = {"": root}
+    try:
+        found = manifests._walk(root, "", dirs)
+        assert manifests._read_listed(rel, found, dirs) == manifests.read_at(root, rel)
+    finally:
+        for fd in dirs.values():
+            os.close(fd)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Env, mailbox_entry, write_config
+from conftest import REPO, Env, mailbox_entry, write_config
 from support.audit import breaks, entries, file_correspondence, store_path, verify
 from support.tamper import tamper_sql
 
@@ -147,3 +149,26 @@ def test_entry_altered_before_the_head_is_left_to_the_full_verify(continued: tup
     assert rc == 0, report["breaks"]
     rc_full, full = verify(env)
     assert rc_full == 1 and ("altered-entry", target.seq) in breaks(full)
+
+
+def test_the_continuation_imports_neither_the_full_verify_nor_x509(tmp_path: Path) -> None:
+    """An auditor's daily run starts fast: loading a configuration without De-Mail anchors
+    and the ``--since`` module pull in no disk listing, JSON-lines comparison, filing code
+    or certificate parsing (each is a part of the start-up the command would pay for)."""
+    secret = tmp_path / "password"
+    secret.write_text("unused")
+    secret.chmod(0o600)
+    cfg = tmp_path / "poststelle.toml"
+    cfg.write_text(
+        f'[storage]\nstate_dir = "{tmp_path}/state"\n\n[[mailbox]]\nname = "m"\nhost = "127.0.0.1"\n'
+        f'username = "m"\npassword_file = "{secret}"\n'
+    )
+    probe = (
+        "import sys; from pathlib import Path; from gateway.config import load_config; "
+        f"load_config(Path({str(cfg)!r})); import gateway.audit.since; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(("
+        "'gateway.audit.files', 'gateway.audit.jsonl', 'gateway.audit.verify', 'gateway.filing', "
+        "'cryptography.x509')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == [], out.stdout

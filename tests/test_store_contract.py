@@ -332,12 +332,14 @@ def test_chain_rows_and_hash_lookup_read_the_entries_as_stored(store: Store) -> 
     assert store.seqs_of_hash(entries[3].hash) == [4] and store.seqs_of_hash(GENESIS) == []
 
 
-def test_message_places_and_get_many_read_what_get_reads(store: Store) -> None:
+def test_message_places_get_many_and_places_of_read_what_get_reads(store: Store) -> None:
     store.plan([rec("a", 1), rec("b", 2)], [ev("fetched", "a"), ev("fetched", "b")])
     a, b = store.get("a"), store.get("b")
     assert a is not None and b is not None
     assert store.get_many(["b", "a", "nope"]) == {"a": a, "b": b}
     assert list(store.message_places()) == [MessagePlace.of(r) for r in store.all_messages()]
+    assert store.places_of(["b", "nope", "a"]) == {"a": MessagePlace.of(a), "b": MessagePlace.of(b)}
+    assert store.places_of([]) == {}
 
 
 def test_verification_counts_group_the_verdicts_of_recorded_messages(store: Store) -> None:

@@ -8,37 +8,22 @@ runs ``check_entries`` after the database snapshot.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Mapping
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.manifests import ManifestProblem, check_entry
+from gateway.audit.manifests import MANIFEST_KINDS, BackgroundChecks, Checked, check_manifests
 from gateway.filing.sent import SENT
 from gateway.receipts.placement import RECEIPTS
 from gateway.records.chain import ChainBreak
 from gateway.records.messages import MessagePlace
 from gateway.statedir import STAGING
 
-CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
 #: From this many entries on, the manifests are checked in worker processes (one per core):
 #: reading and hashing pays for starting them, and the parent reads the database meanwhile.
 PROCESS_FROM = 2000
-_CHUNK = 256  # entries handed to a worker at a time
-
-#: An entry's manifest problems and the sha256 of its manifest (None when unreadable).
-Checked = tuple[list[ManifestProblem], str | None]
-MANIFEST_KINDS = {
-    "missing": "file-missing",
-    "altered": "file-altered",
-    "unlisted file": "file-unlisted",
-    "symlink": "file-symlink",
-    "not a regular file": "file-not-regular",
-    "path outside entry": "file-outside-entry",
-}
 
 
 @dataclass(frozen=True)
@@ -103,9 +88,7 @@ def _subdirs(d: Path, *, links_too: bool = False) -> tuple[list[Path], list[Path
     except FileNotFoundError:
         return [], []
     dirs = sorted(Path(e.path) for e in found if e.is_dir(follow_symlinks=False) and not e.name.startswith(STAGING[0]))
-    links = sorted(
-        Path(e.path) for e in found if e.is_symlink() and (links_too or not e.name.startswith(STAGING[0]))
-    )
+    links = sorted(Path(e.path) for e in found if e.is_symlink() and (links_too or not e.name.startswith(STAGING[0])))
     return dirs, links
 
 
@@ -337,56 +320,29 @@ def _checked(paths: list[Path], done: Mapping[Path, Checked]) -> dict[Path, Chec
     return {p: done[p] if p in done else fresh[p] for p in paths}
 
 
-def check_manifests(paths: list[Path]) -> dict[Path, Checked]:
-    """Check entries against their manifests on threads, a few dozen entries per task."""
-    size = max(1, min(64, len(paths) // (CHECK_THREADS * 4)))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-    out: dict[Path, Checked] = {}
-    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
-        for chunk, checked in zip(chunks, pool.map(_check_chunk, chunks), strict=True):
-            out.update(zip(chunk, checked, strict=True))
-    return out
-
-
-def _check_chunk(paths: list[Path]) -> list[Checked]:
-    return [check_entry(p) for p in paths]
-
-
 class ManifestChecks:
     """Manifest checks running in the background while the caller reads the database.
 
     Few entries are checked on threads when ``result`` is called; from ``PROCESS_FROM``
-    entries on, worker processes (one per core, started fresh: ``spawn``, so no lock or
-    connection of the parent is inherited) start checking at once, so the database and
-    the files are read at the same time on two cores.
+    entries on, worker processes (``BackgroundChecks``) start checking at once, so the
+    database and the files are read at the same time on two cores.
     """
 
     def __init__(self, disk: list[DiskEntry], *, processes_from: int = PROCESS_FROM) -> None:
         self.paths = [d.path for d in disk if d.link is None]
-        self._pool: ProcessPoolExecutor | None = None
-        self._futures: list[tuple[list[Path], Future[list[Checked]]]] = []
-        workers = os.cpu_count() or 1
-        if len(self.paths) >= processes_from and workers > 1:
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-            for i in range(0, len(self.paths), _CHUNK):
-                chunk = self.paths[i : i + _CHUNK]
-                self._futures.append((chunk, self._pool.submit(_check_chunk, chunk)))
+        self._background: BackgroundChecks | None = None
+        if len(self.paths) >= processes_from and (os.cpu_count() or 1) > 1:
+            self._background = BackgroundChecks()
+            self._background.extend(self.paths)
 
     def result(self) -> dict[Path, Checked]:
-        if self._pool is None:
+        if self._background is None:
             return check_manifests(self.paths)
-        out: dict[Path, Checked] = {}
-        try:
-            for chunk, future in self._futures:
-                out.update(zip(chunk, future.result(), strict=True))
-        finally:
-            self.close()
-        return out
+        return self._background.result()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        if self._background is not None:
+            self._background.close()
 
 
 def _check_sent(

@@ -29,12 +29,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit.files import MANIFEST_KINDS, check_manifests
+from gateway.audit.chainview import check_head, handovers, public_key_for, read_chain
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.verify import check_head, handovers, public_key_for, read_chain
+from gateway.audit.manifests import MANIFEST_KINDS, check_manifests
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
-from gateway.records.messages import MessagePlace
 from gateway.records.open import open_store, store_exists, store_name
 from gateway.records.signing import verify_checkpoints
 from gateway.records.store import ReadSnapshot
@@ -123,7 +122,7 @@ def _continuation(
     )
     report.sealed_up_to = max(sealed, old) if not cp_breaks else sealed
     report.breaks.extend(cp_breaks)
-    snap.messages = [MessagePlace.of(rec) for rec in reader.get_many(list(snap.placements)).values()]
+    snap.messages = list(reader.places_of(list(snap.placements)).values())
     return snap
 
 

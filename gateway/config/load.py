@@ -730,10 +730,11 @@ def _demail(r: _Reader) -> DemailConfig:
     Enabled without anchors would make every provider signature "untrusted"; that is a
     configuration mistake, said now rather than on every De-Mail.
     """
-    from gateway.demail.anchors import load_provider_anchors  # x509 only when the section is read
-
     anchors = _path_list(r, "provider_trust_anchors")
-    load_provider_anchors(anchors, r.file)
+    if anchors:
+        from gateway.demail.anchors import load_provider_anchors  # x509 only when there are anchors to read
+
+        load_provider_anchors(anchors, r.file)
     cfg = DemailConfig(
         enabled=r.bool_("enabled", DemailConfig.enabled),
         provider_trust_anchors=anchors,

@@ -168,6 +168,10 @@ class MessageReader(Protocol):
         """Every message's place (``all_messages`` in the same order, five fields each)."""
         ...
 
+    def places_of(self, ids: Sequence[str]) -> dict[str, MessagePlace]:
+        """The places of those ``ids`` that exist, by id (``get_many`` with five fields each)."""
+        ...
+
     def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
         """Messages filed (stored or released) in one case folder, oldest first."""
         ...

@@ -189,6 +189,14 @@ class PostgresReader:
             return {}
         return {rec.id: rec for rec in self._messages("id = ANY(%s)", (list(ids),))}
 
+    def places_of(self, ids: Sequence[str]) -> dict[str, MessagePlace]:
+        if not ids:
+            return {}
+        rows = self._tuples(
+            "SELECT id, state, target_state, path, manifest_sha256 FROM messages WHERE id = ANY(%s)", (list(ids),)
+        )
+        return {r[0]: MessagePlace._make(r) for r in rows}
+
     def first_by_sha256(self, sha256: str) -> MessageRecord | None:
         found = self._messages(
             "sha256 = %s AND state IN ('stored','quarantined','released') ORDER BY fetched_at, row_no LIMIT 1",

@@ -231,6 +231,21 @@ class SQLiteReader:
             while rows := cur.fetchmany(2000):
                 yield from map(MessagePlace._make, rows)
 
+    def places_of(self, ids: Sequence[str]) -> dict[str, MessagePlace]:
+        out: dict[str, MessagePlace] = {}
+        with sqlite_errors("reading the ledger"):
+            cur = self._conn.cursor()
+            cur.row_factory = None
+            for i in range(0, len(ids), _CHUNK):
+                chunk = list(ids[i : i + _CHUNK])
+                cur.execute(
+                    "SELECT id, state, target_state, path, manifest_sha256 FROM messages "  # noqa: S608
+                    f"WHERE id IN ({_marks(len(chunk))})",
+                    chunk,
+                )
+                out.update((r[0], MessagePlace._make(r)) for r in cur.fetchall())
+        return out
+
     def messages_of_case(self, case_folder: str) -> list[MessageRecord]:
         return self._messages("case_folder=? AND state IN ('stored','released') ORDER BY fetched_at", (case_folder,))
 
