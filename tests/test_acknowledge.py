@@ -28,6 +28,7 @@ from support.smime_pki import (
     headers,
     mime_text,
     multipart_signed,
+    now,
     openssl,
     openssl_verify,
     sign_detached_der,
@@ -107,7 +108,7 @@ def incoming(pki: TestPKI, *, subject: str = f"Az. {CASE} Bauantrag", extra: str
 def decide(cfg: Config, raw: bytes) -> Plan:
     ctx = UnwrapContext.from_config(cfg, collect_certificates=False, fetch_crls=False)
     try:
-        return analyse(raw, cfg, ctx, at=NOW)
+        return analyse(raw, cfg, ctx, at=now())
     finally:
         ctx.close()
 

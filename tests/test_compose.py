@@ -24,6 +24,7 @@ from support.smime_pki import (
     _leaf,
     _rsa,
     build_pki,
+    now,
     openssl,
     openssl_verify,
 )
@@ -78,7 +79,7 @@ def tmp() -> Iterator[Path]:
 def compose(cfg: Config, letter: Letter) -> ComposedDocument:
     keys = OutboundKeys.from_config(cfg)
     try:
-        return compose_document(letter, mail_from=RECIPIENT, config=cfg, keys=keys, at=NOW)
+        return compose_document(letter, mail_from=RECIPIENT, config=cfg, keys=keys, at=now())
     finally:
         keys.close()
 
@@ -96,7 +97,7 @@ def verdict(cfg: Config, raw: bytes) -> dict[str, object]:
     """What ``poststelle inspect`` would say about the bytes."""
     ctx = UnwrapContext.from_config(cfg, collect_certificates=False, fetch_crls=False)
     try:
-        return analyse(raw, cfg, ctx, at=NOW).verdict.to_json()
+        return analyse(raw, cfg, ctx, at=now()).verdict.to_json()
     finally:
         ctx.close()
 
@@ -227,7 +228,7 @@ def test_a_sender_address_no_identity_names_is_refused(pki: TestPKI, tmp: Path) 
     keys = OutboundKeys.from_config(cfg)
     try:
         with pytest.raises(ComposeError) as exc:
-            compose_document(letter(tmp), mail_from="rathaus@other.example", config=cfg, keys=keys, at=NOW)
+            compose_document(letter(tmp), mail_from="rathaus@other.example", config=cfg, keys=keys, at=now())
     finally:
         keys.close()
     assert exc.value.reason == "signing-failed" and "rathaus@other.example" in exc.value.detail

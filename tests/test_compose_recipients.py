@@ -35,6 +35,7 @@ from support.smime_pki import (
     _rsa,
     body_of,
     build_pki,
+    now,
     openssl,
     openssl_verify,
     pkcs7_mime,
@@ -116,7 +117,7 @@ def cms_decrypt(raw: bytes, cert: Path, key: Path) -> bytes:
 def compose(cfg: Config, letter_: Letter) -> ComposedDocument:
     keys = OutboundKeys.from_config(cfg)
     try:
-        return compose_document(letter_, mail_from=RECIPIENT, config=cfg, keys=keys, at=NOW)
+        return compose_document(letter_, mail_from=RECIPIENT, config=cfg, keys=keys, at=now())
     finally:
         keys.close()
 
@@ -177,7 +178,7 @@ def test_poststelle_itself_opens_a_letter_encrypted_to_its_ec_identity(pki: Test
     bob_cfg = config(tmp / "bob", pki, {}, identity=bob)
     ctx = UnwrapContext.from_config(bob_cfg, collect_certificates=False, fetch_crls=False)
     try:
-        v = analyse(doc.raw, bob_cfg, ctx, at=NOW).verdict.to_json()
+        v = analyse(doc.raw, bob_cfg, ctx, at=now()).verdict.to_json()
     finally:
         ctx.close()
     assert v["verdict"] == "verified", v
@@ -506,7 +507,7 @@ def test_poststelle_opens_mail_openssl_encrypted_to_its_ec_identity(
     bob_cfg = config(tmp, pki, {}, identity=bob)
     ctx = UnwrapContext.from_config(bob_cfg, collect_certificates=False, fetch_crls=False)
     try:
-        v = analyse(raw, bob_cfg, ctx, at=NOW).verdict.to_json()
+        v = analyse(raw, bob_cfg, ctx, at=now()).verdict.to_json()
     finally:
         ctx.close()
     assert v["encryption"]["status"] == "decrypted", v  # type: ignore[index]

@@ -22,13 +22,13 @@ from conftest import ROUTES, Env, mailbox_entry, write_config
 from support.pgp_keys import Keys, gateway_context, keys, pgp_signed, text_part
 from support.pgp_keys import headers as pgp_headers
 from support.smime_pki import (
-    NOW,
     RECIPIENT,
     SENDER,
     TestPKI,
     make_context,
     mime_text,
     multipart_signed,
+    now,
     run_unwrap,
     sign_detached_der,
 )
@@ -74,7 +74,7 @@ CLEAR_FROMS = [
 def smime_message(pki: TestPKI, from_: str, *, extra: str = "", inner: bytes | None = None,
                   signer: str = "sender", subject: str = "Antrag 2024-17") -> bytes:
     inner = inner if inner is not None else mime_text()
-    head = (f"From: {from_}\r\nTo: {RECIPIENT}\r\nSubject: {subject}\r\nDate: {format_datetime(NOW)}\r\n"
+    head = (f"From: {from_}\r\nTo: {RECIPIENT}\r\nSubject: {subject}\r\nDate: {format_datetime(now())}\r\n"
             f"Message-ID: <ident@example.org>\r\nMIME-Version: 1.0\r\n{extra}")
     return multipart_signed(head.encode(), inner, sign_detached_der(pki[signer], inner))
 
@@ -251,18 +251,18 @@ def test_route_requiring_clean_identity_quarantines_verified_message_with_warnin
 ) -> None:
     cfg = load_config(policy_config(pki, tmp_path, strict=True))
     ctx = UnwrapContext.from_config(cfg, collect_certificates=False)
-    plan = analyse(smime_message(pki, f"Alice <{SENDER}>", extra="Reply-To: eve@example.net\r\n"), cfg, ctx, at=NOW)
+    plan = analyse(smime_message(pki, f"Alice <{SENDER}>", extra="Reply-To: eve@example.net\r\n"), cfg, ctx, at=now())
     assert plan.target == "quarantined"
     assert plan.reasons == ["policy-clean-identity-required"]
     assert plan.verdict.warnings == ("reply-to-not-signer",)
-    clean = analyse(smime_message(pki, f"Alice <{SENDER}>"), cfg, ctx, at=NOW)
+    clean = analyse(smime_message(pki, f"Alice <{SENDER}>"), cfg, ctx, at=now())
     assert clean.target == "stored" and clean.verdict.verified
 
 
 def test_route_without_the_option_files_the_verified_message_with_its_warnings(pki: TestPKI, tmp_path: Path) -> None:
     cfg = load_config(policy_config(pki, tmp_path, strict=False))
     ctx = UnwrapContext.from_config(cfg, collect_certificates=False)
-    plan = analyse(smime_message(pki, f"Alice <{SENDER}>", extra="Sender: x@example.org\r\n"), cfg, ctx, at=NOW)
+    plan = analyse(smime_message(pki, f"Alice <{SENDER}>", extra="Sender: x@example.org\r\n"), cfg, ctx, at=now())
     assert plan.target == "stored" and plan.verdict.verified
     assert plan.verdict.warnings == ("sender-not-signer",)
 

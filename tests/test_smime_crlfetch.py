@@ -30,7 +30,7 @@ from support.smime_pki import (
     headers,
     mime_text,
     multipart_signed,
-    sign_detached_der,
+    sign_detached_as_of,
 )
 
 from gateway.service.health import crl_checks
@@ -116,7 +116,7 @@ def context(pki: TestPKI, crls: CrlCache, *, mode: Any = "if-configured") -> Unw
 
 def verify(party: Party, ctx: UnwrapContext, at: dt.datetime = NOW) -> Verdict:
     inner = mime_text()
-    raw = multipart_signed(headers(party.email or ""), inner, sign_detached_der(party, inner))
+    raw = multipart_signed(headers(party.email or "", date=NOW), inner, sign_detached_as_of(party, inner))
     return unwrap(raw, ctx, at=at).verdict
 
 

@@ -24,7 +24,7 @@ from support.smime_pki import (
     headers,
     mime_text,
     multipart_signed,
-    sign_detached_der,
+    sign_detached_as_of,
 )
 
 from gateway.unwrap import UnwrapContext, unwrap
@@ -53,7 +53,7 @@ def verify(party: Party, ctx: UnwrapContext, *, at: dt.datetime = NOW,
            extra: Sequence[x509.Certificate] = ()) -> Verdict:
     inner = mime_text()
     carrier = Party(party.name, party.key, party.cert, party.email, [*party.chain, *extra])
-    raw = multipart_signed(headers(party.email or ""), inner, sign_detached_der(carrier, inner))
+    raw = multipart_signed(headers(party.email or "", date=NOW), inner, sign_detached_as_of(carrier, inner))
     return unwrap(raw, ctx, at=at).verdict
 
 

@@ -15,6 +15,7 @@ from support.smime_pki import (
     make_context,
     mime_text,
     multipart_signed,
+    now,
     openssl,
     openssl_verify,
     pkcs7_mime,
@@ -36,7 +37,7 @@ def ctx(pki: TestPKI) -> Any:
 
 def test_plain_message_is_unverified_with_content_unchanged() -> None:
     raw = b"From: A <a@example.org>\r\nSubject: Hallo\r\n\r\nText\r\n"
-    res = unwrap(raw, UnwrapContext(), at=NOW)
+    res = unwrap(raw, UnwrapContext(), at=now())
     assert res.verdict.verdict == "unverified"
     assert res.verdict.reasons == ("no-signature",)
     assert res.content == raw

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.smime_pki import (
-    NOW,
     body_of,
     build_pki,
     encrypted_message,
     headers,
     make_context,
     mime_text,
+    now,
     pkcs7_mime,
     sign_opaque_der,
     signed_message,
@@ -60,7 +60,7 @@ def check(res: UnwrapResult, raw: bytes) -> None:
 @FAST
 @given(raw=st.binary(max_size=4096))
 def test_arbitrary_bytes_never_raise(ctx: Any, raw: bytes) -> None:
-    check(unwrap(raw, ctx, at=NOW), raw)
+    check(unwrap(raw, ctx, at=now()), raw)
 
 
 _SMIME_HEADERS = st.sampled_from([
@@ -78,7 +78,7 @@ _SMIME_HEADERS = st.sampled_from([
 @given(head=_SMIME_HEADERS, body=st.binary(max_size=2048))
 def test_smime_headers_over_garbage_never_raise(ctx: Any, head: bytes, body: bytes) -> None:
     raw = b"From: a@example.org\r\n" + head + body
-    check(unwrap(raw, ctx, at=NOW), raw)
+    check(unwrap(raw, ctx, at=now()), raw)
 
 
 @FAST
@@ -96,7 +96,7 @@ def test_mutated_smime_messages_never_raise(ctx: Any, seeds: list[bytes], data: 
             raw[pos:pos] = raw[pos: pos + data.draw(st.integers(1, 200))]
         else:
             raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
-    check(unwrap(bytes(raw), ctx, at=NOW), bytes(raw))
+    check(unwrap(bytes(raw), ctx, at=now()), bytes(raw))
 
 
 @FAST

@@ -27,6 +27,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gateway.unwrap import UnwrapContext, UnwrapResult, unwrap
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def now() -> dt.datetime:
+    """The time of this moment, for checking signatures made now.
+
+    ``cryptography`` stamps a signature with the real time, while ``NOW`` is when the test
+    session imported this module; on a slow machine a session outlives the gateway's hour
+    of clock skew, so a signature checked "at NOW" would be from the future. ``NOW`` stays
+    the anchor of the certificates' and CRLs' validity (days and years wide).
+    """
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -251,10 +262,13 @@ def mime_text(
     return (head + "\r\n" + body).encode()
 
 
-def headers(from_: str = SENDER, subject: str = "Antrag 2024-17", extra: str = "") -> bytes:
+def headers(
+    from_: str = SENDER, subject: str = "Antrag 2024-17", extra: str = "", date: dt.datetime | None = None
+) -> bytes:
+    """Outer headers; the Date is this moment's (as the signature's time is), or ``date``."""
     return (
         f"From: Alice Example <{from_}>\r\nTo: {RECIPIENT}\r\nSubject: {subject}\r\n"
-        f"Date: {format_datetime(NOW)}\r\nMessage-ID: <t@example.org>\r\n"
+        f"Date: {format_datetime(date or now())}\r\nMessage-ID: <t@example.org>\r\n"
         f"MIME-Version: 1.0\r\n{extra}"
     ).encode()
 
@@ -480,6 +494,16 @@ def raw_signed_data(
     return ac.ContentInfo({"content_type": "signed_data", "content": sd}).dump()
 
 
+def sign_detached_as_of(party: Party, data: bytes, signed_at: dt.datetime | None = None) -> bytes:
+    """A detached SignedData over ``data`` whose signing time is ``signed_at``, not the real time.
+
+    For tests that model time from ``NOW`` (CRL validity, a clock moved by days): a
+    signature stamped with the real time drifts away from ``NOW`` as a slow session goes on.
+    """
+    signer = raw_signer_info(party, data, signed_at=signed_at or NOW)
+    return raw_signed_data(data, [signer], detached=True, certs=[party.cert, *party.chain])
+
+
 def make_context(
     pki: TestPKI,
     *,
@@ -506,4 +530,4 @@ def make_context(
 
 def run_unwrap(raw: bytes, ctx: UnwrapContext) -> UnwrapResult:
     """Unwrap as of the PKI's reference time (certificates are valid then)."""
-    return unwrap(raw, ctx, at=NOW)
+    return unwrap(raw, ctx, at=now())
