@@ -20,7 +20,7 @@ from support.audit import breaks, entries, file_correspondence, jsonl, records, 
 from support.tamper import tamper_sql
 
 from gateway.records.chain import GENESIS, canonical, entry_hash
-from gateway.records.signing import checkpoint_payload, public_key_pem
+from gateway.records.signing import checkpoint_payload, key_id, public_key_pem
 
 
 @pytest.fixture
@@ -252,11 +252,11 @@ def test_auditor_public_key_detects_a_swapped_key_in_the_state_dir(
     mallory = Ed25519PrivateKey.generate()
     state_pub.write_bytes(public_key_pem(mallory))
     db = store_path(filed)
-    resigned = [
-        (base64.b64encode(mallory.sign(checkpoint_payload(seq, h, at))).decode(), seq)
+    resigned = [  # a careful intruder also names the new key in each checkpoint
+        (base64.b64encode(mallory.sign(checkpoint_payload(seq, h, at))).decode(), key_id(mallory), seq)
         for seq, at, h in tamper_sql(db, "SELECT seq, at, hash FROM audit_checkpoints")
     ]
-    tamper_sql(db, "UPDATE audit_checkpoints SET signature=? WHERE seq=?", *resigned)
+    tamper_sql(db, "UPDATE audit_checkpoints SET signature=?, key_id=? WHERE seq=?", *resigned)
     assert verify(filed)[0] == 0, "with the swapped key the forgery looks fine..."
     rc, report = verify(filed, "--public-key", str(held))
     assert rc == 1 and "bad-checkpoint-signature" in {k for k, _ in breaks(report)}
