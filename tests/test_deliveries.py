@@ -289,7 +289,7 @@ def test_a_bad_deliveries_setting_names_the_key_and_the_problem(
 
 def test_the_example_configs_deliveries_block_is_valid_when_uncommented(tmp_path: Path) -> None:
     text = (Path(__file__).parent.parent / "config" / "poststelle.example.toml").read_text(encoding="utf-8")
-    block = text[text.index("# [deliveries]") :].splitlines()
+    block = text[text.index("# [deliveries]") :].split("\n\n", 1)[0].splitlines()  # up to the next section
     lines = [ln[2:] for ln in block if ln.startswith("# ") and not ln.startswith("#  ")]
     d = load_config(write(tmp_path, "\n".join(lines) + "\n")).deliveries
     assert d.service_fiction_days == 4 and date(2026, 12, 25) in d.public_holidays and d.overdue_after == 2 * 86400.0
