@@ -271,7 +271,8 @@ def _spool_dir(r: _Reader, cases: Path) -> Path | None:
     return path
 
 
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
+#: No ":" (an outbox claim is ``node:pid:start``) and nothing a log line or a metrics label must quote.
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 def _node_name(r: _Reader) -> str:
@@ -280,7 +281,7 @@ def _node_name(r: _Reader) -> str:
     name = given if given is not None else socket.gethostname() or "localhost"
     if not _NODE.fullmatch(name):
         raise r.fail(
-            "node", f"expected letters, digits and . _ : @ - (up to 100, a letter or digit first), got {name!r}"
+            "node", f"expected letters, digits and . _ - (up to 63, a letter or digit first), got {name!r}"
         )
     return name
 
