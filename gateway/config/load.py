@@ -272,7 +272,7 @@ def _spool_dir(r: _Reader, cases: Path) -> Path | None:
 
 
 #: No ":" (an outbox claim is ``node:pid:start``) and nothing a log line or a metrics label must quote.
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")  # a host name (FQDN) fits
 
 
 def _node_name(r: _Reader) -> str:
@@ -281,7 +281,7 @@ def _node_name(r: _Reader) -> str:
     name = given if given is not None else socket.gethostname() or "localhost"
     if not _NODE.fullmatch(name):
         raise r.fail(
-            "node", f"expected letters, digits and . _ - (up to 63, a letter or digit first), got {name!r}"
+            "node", f"expected letters, digits and . _ - (up to 253, a letter or digit first), got {name!r}"
         )
     return name
 
