@@ -79,6 +79,17 @@ def _exactly(read: Read, n: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
+def _json_block(read: Read, limit: int, what: str) -> Any:
+    """A 4-byte length and that many bytes of JSON (``what`` names it in the error)."""
+    (length,) = _LENGTH.unpack(_exactly(read, _LENGTH.size, f"the length of {what}"))
+    if length > limit:
+        raise WireError(f"{what} has {length} bytes, more than {limit}")
+    try:
+        return json.loads(_exactly(read, length, what).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"{what} is not JSON: {exc}") from None
+
+
 def _strings(header: dict[str, Any], name: str, *, required: bool = False) -> tuple[str, ...]:
     value = header.get(name, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -99,13 +110,7 @@ def read_request(read: Read, max_bytes: int) -> SendRequest:
     """Read one request through ``read`` (a socket's ``recv``), at most ``max_bytes`` of files."""
     if _exactly(read, len(MAGIC), "its first line") != MAGIC:
         raise WireError("not a Poststelle send request (wrong first line)")
-    (length,) = _LENGTH.unpack(_exactly(read, _LENGTH.size, "the header length"))
-    if length > HEADER_LIMIT:
-        raise WireError(f"the header has {length} bytes, more than {HEADER_LIMIT}")
-    try:
-        header = json.loads(_exactly(read, length, "the header").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WireError(f"the header is not JSON: {exc}") from None
+    header = _json_block(read, HEADER_LIMIT, "the header")
     if not isinstance(header, dict):
         raise WireError("the header is not a JSON object")
     known = {"case", "to", "cc", "bcc", "subject", "body", "attachments", "demail", "dry_run"}
@@ -157,13 +162,7 @@ def encode_answer(answer: dict[str, Any]) -> bytes:
 
 def read_answer(read: Read) -> dict[str, Any]:
     """The daemon's answer: ``{"ok": true, "summary": {...}}`` or ``{"ok": false, "error": ..., "exit": n}``."""
-    (length,) = _LENGTH.unpack(_exactly(read, _LENGTH.size, "the answer's length"))
-    if length > ANSWER_LIMIT:
-        raise WireError(f"the answer has {length} bytes, more than {ANSWER_LIMIT}")
-    try:
-        answer = json.loads(_exactly(read, length, "the answer").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WireError(f"the answer is not JSON: {exc}") from None
+    answer = _json_block(read, ANSWER_LIMIT, "the answer")
     if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
         raise WireError("the answer is not a Poststelle send answer")
     return answer
