@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import POSTSTELLE, REPO
-from support.outbox import document, smtp_config
+from support.outbox import document, inbox_message_ids, smtp_config
 
 from gateway.config import Config, load_config
 from gateway.demo.dovecot import Dovecot
@@ -40,7 +39,6 @@ MIN_KILLS = 12  # kills that must hit a run with documents left to send
 MAX_RUNS = 100  # bounds a failure only: each run sends at least one document before its kill
 REFILL = 50  # documents queued again when the outbox drained before MIN_KILLS kills hit it
 UNFINISHED = ("queued", "active", "deferred")
-_MESSAGE_ID = re.compile(rb"<([^>\s]+)>")
 
 
 def _counts(config: Config) -> dict[str, int] | None:
@@ -91,22 +89,6 @@ def _enough(config: Config, kills: int) -> bool:
         return False
     finally:
         store.close()
-
-
-def _inbox_message_ids(dovecot: Dovecot, user: str) -> Counter[str]:
-    """How often each Message-ID is in the user's INBOX."""
-    found: Counter[str] = Counter()
-    with dovecot.client(user, tls=False) as conn:
-        conn.select_folder("INBOX", readonly=True)
-        uids = conn.search("ALL")
-        if not uids:
-            return found
-        for data in conn.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).values():
-            header = next(v for k, v in data.items() if k.startswith(b"BODY[HEADER"))
-            match = _MESSAGE_ID.search(header)
-            assert match, f"a delivered message without a Message-ID: {header!r}"
-            found[match.group(1).decode()] += 1
-    return found
 
 
 def _wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -209,7 +191,7 @@ def test_random_kill_9_while_300_documents_are_sent_loses_none_and_marks_every_d
     # Postfix delivers asynchronously; a copy accepted in the crash window is delivered too,
     # so wait until every document has arrived and Postfix's queue is empty.
     def arrived() -> Counter[str] | None:
-        found = _inbox_message_ids(dovecot, recipient)
+        found = inbox_message_ids(dovecot, recipient)
         return found if set(ids) <= set(found) and postfix.queue_is_empty() else None
 
     found = _wait_for(arrived, 120, "every document in the recipient's INBOX")

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import POSTSTELLE, REPO
-from support.outbox import document
+from support.outbox import document, inbox_message_ids
 
 from gateway.config import Config, load_config
 from gateway.demo.dovecot import Dovecot
@@ -37,7 +37,6 @@ from gateway.records.outbox import OutboxRecord
 from gateway.records.store import EntryFilter, StoreError
 from gateway.statedir import init_storage
 
-_MESSAGE_ID = re.compile(rb"<([^>\s]+)>")
 UNFINISHED = ("queued", "active", "deferred")
 
 
@@ -188,22 +187,6 @@ def cluster(
         yield c
     finally:
         c.stop_all()
-
-
-def inbox_message_ids(dovecot: Dovecot, user: str) -> Counter[str]:
-    """How often each Message-ID is in the user's INBOX."""
-    found: Counter[str] = Counter()
-    with dovecot.client(user, tls=False) as conn:
-        conn.select_folder("INBOX", readonly=True)
-        uids = conn.search("ALL")
-        if not uids:
-            return found
-        for data in conn.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).values():
-            header = next(v for k, v in data.items() if k.startswith(b"BODY[HEADER"))
-            match = _MESSAGE_ID.search(header)
-            assert match, f"a delivered message without a Message-ID: {header!r}"
-            found[match.group(1).decode()] += 1
-    return found
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.config import load_config
+from gateway.demo.dovecot import Dovecot
 from gateway.errors import ConfigError
 from gateway.outbound.document import ComposedDocument
 from gateway.statedir import init_storage
@@ -82,3 +85,22 @@ def smtp_config(root: Path, *, port: int, extra: dict[str, Any] | None = None) -
     with contextlib.suppress(ConfigError):
         init_storage(load_config(path))
     return path
+
+
+_MESSAGE_ID = re.compile(rb"<([^>\s]+)>")
+
+
+def inbox_message_ids(dovecot: Dovecot, user: str) -> Counter[str]:
+    """How often each Message-ID is in the user's INBOX (duplicates are what crash tests count)."""
+    found: Counter[str] = Counter()
+    with dovecot.client(user, tls=False) as conn:
+        conn.select_folder("INBOX", readonly=True)
+        uids = conn.search("ALL")
+        if not uids:
+            return found
+        for data in conn.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]).values():
+            header = next(v for k, v in data.items() if k.startswith(b"BODY[HEADER"))
+            match = _MESSAGE_ID.search(header)
+            assert match, f"a delivered message without a Message-ID: {header!r}"
+            found[match.group(1).decode()] += 1
+    return found
