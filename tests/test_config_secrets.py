@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import load_config
+from gateway.config.model import Secret
 from gateway.config.secrets import SecretError, resolve, valid_name
 from gateway.errors import ConfigError
 
@@ -204,3 +205,17 @@ def test_the_audit_key_the_gateway_made_stops_start_up_once_opened_to_others(env
     proc = env.cli("run", "--once")
     assert proc.returncode == 2
     assert "audit.key_file" in proc.stderr and f"{key} is open to others (mode 0644)" in proc.stderr
+
+
+def test_a_long_secret_is_masked_wherever_it_appears_in_an_error_text() -> None:
+    secret = Secret("hunter2-correct-horse")
+    assert secret.mask("LOGIN clerk hunter2-correct-horse refused; xhunter2-correct-horsey") == (
+        "LOGIN clerk *** refused; x***y"
+    )
+
+
+def test_a_short_secret_is_masked_only_as_a_word_so_the_text_stays_readable() -> None:
+    """A one-letter password must not turn every 'e' of a message into '***'."""
+    assert Secret("e").mask("LOGIN clerk e refused: server error") == "LOGIN clerk *** refused: server error"
+    assert Secret("a1b").mask("auth a1b\x00 rejected; ba1bc stays") == "auth ***\x00 rejected; ba1bc stays"
+    assert Secret("").mask("nothing to hide") == "nothing to hide"

@@ -14,6 +14,10 @@ Security = Literal["tls", "starttls", "plain"]
 StoreBackend = Literal["sqlite", "postgresql"]
 
 
+#: Below this length a secret is masked only as a word of its own (``Secret.mask``).
+SHORT_SECRET = 8
+
+
 class Secret:
     """A password that never shows up in reprs, logs or tracebacks."""
 
@@ -24,6 +28,20 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    def mask(self, text: str) -> str:
+        """``text`` with the secret replaced by ``***``, for error texts that may echo it.
+
+        A long secret is masked wherever it appears. A short one only where it stands as a
+        word of its own: masking a one-character password everywhere would garble the text
+        while hiding nothing an attacker could not guess.
+        """
+        value = self._value
+        if not value:
+            return text
+        if len(value) >= SHORT_SECRET:
+            return text.replace(value, "***")
+        return re.sub(r"(?<!\w)" + re.escape(value) + r"(?!\w)", "***", text)
 
     def __repr__(self) -> str:
         return "Secret('***')"

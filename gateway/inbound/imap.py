@@ -146,7 +146,7 @@ class MailboxSession:
         except IMAP_ERRORS as exc:
             self.close()
             failure = explain(exc, cfg, step=step)
-            text = failure.text.replace(cfg.password.reveal(), "***") if cfg.password.reveal() else failure.text
+            text = cfg.password.mask(failure.text)
             if failure.permanent:
                 raise LoginRejected(text) from None
             raise TransientError(text) from None

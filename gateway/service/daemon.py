@@ -889,9 +889,7 @@ def error_text(exc: BaseException, mb: MailboxConfig) -> str:
     else:
         message = str(exc)
         text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    secret = mb.password.reveal()
-    if secret:
-        text = text.replace(secret, "***")
+    text = mb.password.mask(text)
     return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
 
 
