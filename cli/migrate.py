@@ -26,8 +26,8 @@ def migrate_store_cmd(
     """
     from gateway.audit.verify import verify_state
     from gateway.records.actors import cli_actor
-    from gateway.records.migrate import MigrationRefused, SourceChainBroken, migrate_store
     from gateway.records.store import StoreError
+    from gateway.service.migrate_store import MigrationRefused, SourceChainBroken, migrate_store
 
     kind, sep, path = source.partition(":")
     if kind != "sqlite" or not sep or not path:
