@@ -17,7 +17,9 @@ from typing import Protocol
 
 from gateway.records.chain import AuditEntry, NewEntry, canonical
 
-MAX_CACHED_LINES = 50_000
+#: The cache only saves re-encoding; a process that appends but never exports (a clerk's
+#: long session) must not grow with it, so past this many it starts over.
+MAX_CACHED_LINES = 5_000
 
 
 class EntrySource(Protocol):
