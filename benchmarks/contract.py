@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -80,3 +81,29 @@ def write_rows(path: Path | None, rows: Iterable[Mapping[str, Any]]) -> None:
 def self_peak_mb() -> float:
     """This process's peak RSS (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds a server has used so far: every live process under ``root`` with its reaped children.
+
+    A pre-forking server (Postfix's master, Dovecot, the postmaster) runs short-lived
+    workers; an exited one's time is in its parent's cutime/cstime, a live one's in its
+    own utime/stime, so the sum over the live tree counts each once.
+    """
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        todo.extend(parents.get(pid, ()))
+    return total

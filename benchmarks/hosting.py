@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from contract import add_options, row, write_rows  # noqa: E402
+from contract import add_options, row, tree_cpu, write_rows  # noqa: E402
 from ingest import WorkDirs, config_text, corpus, run_gateway, work_root  # noqa: E402
 
 from gateway.demo.dovecot import Dovecot  # noqa: E402
@@ -76,29 +76,9 @@ class Run(NamedTuple):
     db_bytes: int  # what the run added to its PostgreSQL database (0 on SQLite)
 
 
-def _proc_cpu(pid: int, children: bool) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if children:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: the reaped children's
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def server_cpu(pg: Postgres) -> float:
-    """CPU seconds of the PostgreSQL server so far: the postmaster with its reaped children, plus the live ones."""
-    pid = int((pg.cluster / "postmaster.pid").read_text().split()[0])
-    total = _proc_cpu(pid, children=True)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            total += _proc_cpu(int(stat.parent.name), children=False)
-    return total
+    """CPU seconds of the PostgreSQL server so far: the postmaster and its backends."""
+    return tree_cpu(int((pg.cluster / "postmaster.pid").read_text().split()[0]))
 
 
 def counters(pg: Postgres, dbname: str) -> PgCounters:
