@@ -143,7 +143,7 @@ def test_each_tenant_is_a_complete_configuration_with_its_own_state_and_inherits
     assert (ta.limits.max_mime_depth, tb.limits.max_mime_depth) == (7, 3), "inherited unless the tenant has its own"
     assert ta.smtp is not None and (ta.smtp.host, ta.smtp.mail_from) == ("relay.example.org", "post@a.example")
     assert tb.smtp is None, "a tenant without [smtp] sends nothing, whatever the relay defaults say"
-    assert (ta.processing.analysis_workers, tb.processing.analysis_workers) == (0, 0), "no pool per tenant unless set"
+    assert ta.processing == tb.processing == cfg.processing, "one analysis pool for the process (inbound.pool)"
     two = load_config(write(tmp_path, a, b, top=relay + "[processing]\nanalysis_workers = 2\n"))
     assert [t.processing.analysis_workers for t in two.tenants] == [2, 2]
     assert ledger_path(ta) != ledger_path(tb) and ta.metrics is None
