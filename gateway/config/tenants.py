@@ -3,7 +3,8 @@
 Isolation by construction: a tenant is a ``Config`` like any other, so every flow (intake,
 quarantine, outbox, audit) that is handed one cannot reach another tenant's records. Its
 state lives in ``<state_dir>/tenants/<name>/`` (the SQLite ledger, its chain, quarantine,
-staging and outbox spool) and, on PostgreSQL, in the schema ``tenant_<name>`` of the
+staging and outbox spool; a shared ``spool_dir`` or ``quarantine_dir`` likewise has a
+``tenants/<name>/`` of its own) and, on PostgreSQL, in the schema ``tenant_<name>`` of the
 shared database.
 
 What a tenant shares with the top level is what belongs to the machine, not the authority:
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from gateway.config.model import Config
@@ -38,6 +40,9 @@ TENANT_ONLY = (
 INHERITED = ("limits", "ui", "deliveries")
 #: Sections of the whole process: top level only (a tenant's copy is the top level's).
 PROCESS_WIDE = ("logging", "metrics", "processing")
+#: Shared directories of the nodes (``[storage]``) in which each tenant has ``tenants/<name>/``:
+#: one tenant's spool sweep or quarantine must not see another's files.
+SHARED_DIRS = ("spool_dir", "quarantine_dir")
 #: A tenant's name is a directory, a PostgreSQL schema suffix and a metrics label.
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -115,7 +120,7 @@ def _tenant(
         if key != "cases_dir":
             problem = (
                 "unknown key"
-                if key not in ("state_dir", "backend", "dsn_file", "file_mode", "dir_mode")
+                if key not in ("state_dir", "backend", "dsn_file", "file_mode", "dir_mode", *SHARED_DIRS)
                 else ("is shared: set it in the top-level [storage] (a tenant's state is <state_dir>/tenants/<name>)")
             )
             raise ConfigError(file, f"{prefix}.storage.{key}", problem)
@@ -127,6 +132,9 @@ def _tenant(
         "state_dir": str(state),
         "cases_dir": own_storage.get("cases_dir") or str(default_cases_dir(state)),
     }
+    for key in SHARED_DIRS:
+        if isinstance(data["storage"].get(key), str):  # each tenant its own part of the shared directory
+            merged["storage"][key] = str(tenant_state_dir(Path(data["storage"][key]), name))
     if "smtp" in block:
         if not isinstance(block["smtp"], dict):
             raise ConfigError(file, f"{prefix}.smtp", "expected a table")
