@@ -166,3 +166,20 @@ def test_without_workers_every_tenant_analyses_in_its_own_thread(tmp_path: Path,
     finally:
         a.close()
         a.ctx.close()
+
+
+def test_a_worker_that_cannot_load_a_tenants_anchors_gives_the_job_back_to_the_gateway(
+    tmp_path: Path, pki: TestPKI, one_worker: SharedPool
+) -> None:
+    path, root, _rogue = configs(tmp_path, pki)
+    tenant = load_config(path).tenant_config("a")
+    a = analyser(tenant, one_worker)  # the gateway's context holds the anchors already
+    root.rename(root.with_suffix(".gone"))  # the worker, loading them now, cannot
+    try:
+        pending = a.submit(items(pki, 3))
+        assert all(p.future is not None for p in pending)
+        assert [p.result().plan.verdict.verdict for p in pending] == ["verified"] * 3
+        assert one_worker.executor is not None, "the pool stays for the other tenants"
+    finally:
+        a.close()
+        a.ctx.close()

@@ -85,9 +85,18 @@ def _state(key: TenantKey) -> _TenantState:
     return state
 
 
-def tenant_jobs(key: TenantKey, items: list[Item]) -> list[Prepared]:
-    """Prepare a chunk of one tenant's messages with that tenant's configuration and keys only."""
-    state = _state(key)
+def tenant_jobs(key: TenantKey, items: list[Item]) -> list[Prepared] | None:
+    """Prepare a chunk of one tenant's messages with that tenant's configuration and keys only.
+
+    None when this worker cannot build the tenant's state (its key material changed on disk
+    since the daemon loaded it): the gateway then prepares the chunk in-process, with the
+    context it holds, as it would after a tenant's own pool failed to start.
+    """
+    try:
+        state = _state(key)
+    except Exception as exc:  # noqa: BLE001 - answered by in-process analysis, logged here
+        log.error("analysis worker cannot load the tenant's keys", tenant=key.tenant, error=f"{type(exc).__name__}")
+        return None
     return [prepare(raw, arrival, job, state.config, state.ctx, state.areas) for raw, arrival, job in items]
 
 
@@ -108,7 +117,7 @@ class SharedPool:
         workers = config.processing.analysis_workers if reads else 0
         return cls(workers, file_mode=config.storage.file_mode, dir_mode=config.storage.dir_mode)
 
-    def submit(self, key: TenantKey, items: list[Item]) -> Future[list[Prepared]] | None:
+    def submit(self, key: TenantKey, items: list[Item]) -> Future[list[Prepared] | None] | None:
         """Queue a chunk; None when there are no workers (any more): the caller prepares in-process."""
         executor = self.executor
         if executor is None:

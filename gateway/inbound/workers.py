@@ -228,7 +228,7 @@ class PendingPlan:
         item: Item | None,
         *,
         value: Prepared | None = None,
-        future: Future[list[Prepared]] | None = None,
+        future: Future[list[Prepared] | None] | Future[list[Prepared]] | None = None,
         index: int = 0,
         pool: ProcessPoolExecutor | None = None,
     ) -> None:
@@ -243,11 +243,16 @@ class PendingPlan:
         if self.value is None:
             assert self.future is not None
             try:
-                self.value = self.future.result()[self.index]
+                done = self.future.result()
             except BrokenProcessPool:
                 assert self.item is not None
                 self.analyser.give_up_workers(self.pool)
+                done = None
+            if done is None:  # the worker gave the job back (``pool.tenant_jobs``) or died
+                assert self.item is not None
                 self.value = self.analyser.prepare(self.item)
+            else:
+                self.value = done[self.index]
         return self.value
 
 
