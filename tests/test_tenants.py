@@ -271,7 +271,7 @@ def signed_letter(pki: TestPKI, subject: str) -> bytes:
 def two_tenants(
     root: Path, dovecot: Dovecot, new_user: Callable[[], str], pki: TestPKI, *, storage: str = ""
 ) -> tuple[Path, str, str]:
-    """Tenant a trusts the test PKI's root; tenant b trusts only an unrelated root."""
+    """Tenant a trusts the test PKI's root; tenant b trusts only an unrelated root; one shared analysis worker."""
     files = pki.write(root / "pki")
     rogue = root / "pki" / "rogue-root.pem"
     rogue.write_bytes(pki.rogue_root.cert_pem())
@@ -288,7 +288,7 @@ def two_tenants(
         cases_dir=root / "cases-b",
         sections={"smime": {"trust_anchors": [str(rogue)]}},
     )
-    path = write(root, a, b, storage=storage)
+    path = write(root, a, b, storage=storage, top="[processing]\nanalysis_workers = 1\n")
     ok(path, "init")
     return path, ua, ub
 
