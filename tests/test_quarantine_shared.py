@@ -178,3 +178,36 @@ def test_each_tenant_has_its_own_part_of_a_shared_quarantine_and_spool(tmp_path:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.key == "tenant[1].storage.quarantine_dir" and "top-level" in err.value.problem
+
+
+def test_a_tenants_spool_sweep_leaves_another_tenants_queued_documents_in_a_shared_spool(tmp_path: Path) -> None:
+    from support.outbox import document
+
+    from gateway.outbound import outbox
+    from gateway.outbound.orphans import MIN_AGE, sweep_orphans
+
+    shared = tmp_path / "shared"
+    blocks = "".join(
+        f'[[tenant]]\nname = "{name}"\n[tenant.smtp]\nfrom = "post@{name}.example"\n' for name in ("a", "b")
+    )
+    path = tmp_path / "poststelle.toml"
+    path.write_text(
+        f'[storage]\nstate_dir = "{tmp_path / "state"}"\nspool_dir = "{shared / "spool"}"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "plain"\n{blocks}',
+        encoding="utf-8",
+    )
+    cfg = load_config(path)
+    ta, tb = cfg.tenant_config("a"), cfg.tenant_config("b")
+    for t in (ta, tb):
+        init_storage(t)
+    stores = {t.tenant: open_store(t) for t in (ta, tb)}
+    try:
+        queued = outbox.enqueue(tb, stores["b"], document(mail_from="post@b.example"))
+        rec = stores["b"].outbox_get(queued)
+        assert rec is not None and Path(rec.path).parent == shared / "spool" / "tenants" / "b"
+        later = Path(rec.path).stat().st_mtime + MIN_AGE + 60  # b's document has waited past the sweep's age
+        assert sweep_orphans(ta, stores["a"], now=later) == []
+        assert Path(rec.path).is_file(), "a's sweep never sees b's spool"
+    finally:
+        for s in stores.values():
+            s.close()
