@@ -7,7 +7,7 @@ layout (docs/case-folders.md describes it for people)::
         poststelle.lock         held by the one daemon working on this state directory, with its pid
         ledger.sqlite3
         audit/                  audit-signing.key, audit-signing.pub.pem, audit.jsonl
-        quarantine/<entry>/     the case-entry layout, plus reason.json
+        quarantine/<entry>/     the case-entry layout, plus reason.json ([storage] quarantine_dir)
         staging/<area>/[<mailbox>/]<entry>/   entries being built (area: cases or quarantine)
         certstore/smime/        signer certificates collected from verified mail
         crls/<url hash>/        CRLs fetched from distribution points ([smime] fetch_crls)
@@ -57,8 +57,12 @@ def cases_dir(config: Config) -> Path:
 
 
 def quarantine_dir(config: Config) -> Path:
-    """Quarantined entries: the case-entry layout, never routed anywhere."""
-    return config.storage.state_dir / "quarantine"
+    """Quarantined entries: the case-entry layout, never routed anywhere.
+
+    ``[storage] quarantine_dir`` when given: with several nodes on one database a release
+    may run on any node, so the quarantine is on the shared file system, like the spool.
+    """
+    return config.storage.quarantine_dir or config.storage.state_dir / "quarantine"
 
 
 def certstore_dir(config: Config, scheme: str = "smime") -> Path:
@@ -146,6 +150,8 @@ def roots(config: Config) -> list[tuple[str, Path]]:
     found = [("storage.state_dir", config.storage.state_dir), ("storage.cases_dir", cases_dir(config))]
     if config.storage.spool_dir is not None:
         found.append(("storage.spool_dir", config.storage.spool_dir))
+    if config.storage.quarantine_dir is not None:
+        found.append(("storage.quarantine_dir", config.storage.quarantine_dir))
     return found
 
 
@@ -186,16 +192,20 @@ def require_roots(config: Config) -> None:
 
 def _make_tenant_state(config: Config) -> None:
     """A tenant's state directory is the gateway's own, made inside the shared ``state_dir``
-    when that exists (the shared one itself is still never created on start)."""
-    state = config.storage.state_dir
-    shared = state.parent.parent
-    if state.is_dir() or not shared.is_dir():
-        return
-    for d in (state.parent, state):
-        if not d.is_dir():
-            d.mkdir(exist_ok=True, mode=config.storage.dir_mode)
-            if stat.S_IMODE(d.stat().st_mode) & 0o777 != config.storage.dir_mode:
-                d.chmod(config.storage.dir_mode | (d.stat().st_mode & stat.S_ISGID))
+    when that exists (the shared one itself is still never created on start); so are its
+    ``tenants/<name>/`` in a configured spool and quarantine directory."""
+    storage = config.storage
+    for own in (storage.state_dir, storage.spool_dir, storage.quarantine_dir):
+        if own is None:
+            continue
+        shared = own.parent.parent
+        if own.is_dir() or not shared.is_dir():
+            continue
+        for d in (own.parent, own):
+            if not d.is_dir():
+                d.mkdir(exist_ok=True, mode=storage.dir_mode)
+                if stat.S_IMODE(d.stat().st_mode) & 0o777 != storage.dir_mode:
+                    d.chmod(storage.dir_mode | (d.stat().st_mode & stat.S_ISGID))
 
 
 def prepare_state(config: Config) -> None:

@@ -143,7 +143,7 @@ def test_each_tenant_is_a_complete_configuration_with_its_own_state_and_inherits
     assert (ta.limits.max_mime_depth, tb.limits.max_mime_depth) == (7, 3), "inherited unless the tenant has its own"
     assert ta.smtp is not None and (ta.smtp.host, ta.smtp.mail_from) == ("relay.example.org", "post@a.example")
     assert tb.smtp is None, "a tenant without [smtp] sends nothing, whatever the relay defaults say"
-    assert (ta.processing.analysis_workers, tb.processing.analysis_workers) == (0, 0), "no pool per tenant unless set"
+    assert ta.processing == tb.processing == cfg.processing, "one analysis pool for the process (inbound.pool)"
     two = load_config(write(tmp_path, a, b, top=relay + "[processing]\nanalysis_workers = 2\n"))
     assert [t.processing.analysis_workers for t in two.tenants] == [2, 2]
     assert ledger_path(ta) != ledger_path(tb) and ta.metrics is None
@@ -271,7 +271,7 @@ def signed_letter(pki: TestPKI, subject: str) -> bytes:
 def two_tenants(
     root: Path, dovecot: Dovecot, new_user: Callable[[], str], pki: TestPKI, *, storage: str = ""
 ) -> tuple[Path, str, str]:
-    """Tenant a trusts the test PKI's root; tenant b trusts only an unrelated root."""
+    """Tenant a trusts the test PKI's root; tenant b trusts only an unrelated root; one shared analysis worker."""
     files = pki.write(root / "pki")
     rogue = root / "pki" / "rogue-root.pem"
     rogue.write_bytes(pki.rogue_root.cert_pem())
@@ -288,7 +288,7 @@ def two_tenants(
         cases_dir=root / "cases-b",
         sections={"smime": {"trust_anchors": [str(rogue)]}},
     )
-    path = write(root, a, b, storage=storage)
+    path = write(root, a, b, storage=storage, top="[processing]\nanalysis_workers = 1\n")
     ok(path, "init")
     return path, ua, ub
 

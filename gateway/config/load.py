@@ -271,6 +271,19 @@ def _spool_dir(r: _Reader, cases: Path) -> Path | None:
     return path
 
 
+def _quarantine_dir(r: _Reader, cases: Path, spool: Path | None) -> Path | None:
+    """``quarantine_dir``: absolute, apart from the case folders (clerks must not reach unproven mail) and the spool."""
+    path = r.path("quarantine_dir")
+    if path is None:
+        return None
+    if not path.is_absolute():
+        raise r.fail("quarantine_dir", f"must be an absolute path, got {str(path)!r}")
+    for name, other in (("cases_dir", cases), ("spool_dir", spool)):
+        if other is not None and (path.is_relative_to(other) or other.is_relative_to(path)):
+            raise r.fail("quarantine_dir", f"must not be inside {name} ({other}) or contain it")
+    return path
+
+
 #: No ":" (an outbox claim is ``node:pid:start``) and nothing a log line or a metrics label must quote.
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")  # a host name (FQDN) fits
 
@@ -801,6 +814,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "", prefix
     if lease_ttl < 1.0:
         raise sr.fail("lease_ttl", f"must be at least 1s (renewals come every third of it), got {lease_ttl:g}s")
     spool_dir = _spool_dir(sr, cases_dir)
+    quarantine_dir = _quarantine_dir(sr, cases_dir, spool_dir)
     sr.finish()
     storage = StorageConfig(
         state_dir=state_dir,
@@ -813,6 +827,7 @@ def parse_config(data: Mapping[str, Any], *, file: str, sha256: str = "", prefix
         node=node,
         lease_ttl=lease_ttl,
         spool_dir=spool_dir,
+        quarantine_dir=quarantine_dir,
     )
 
     lr = top.sub("limits", top.table_("limits"))

@@ -75,6 +75,9 @@ class StorageConfig:
     lease_ttl: float = 30.0
     #: The outbox's spool files; ``None``: ``<state_dir>/outbox``. Several nodes share one.
     spool_dir: Path | None = None
+    #: Quarantined entries; ``None``: ``<state_dir>/quarantine``. Several nodes share one, so
+    #: that any node can release what another quarantined.
+    quarantine_dir: Path | None = None
 
 
 @dataclass(frozen=True)

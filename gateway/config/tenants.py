@@ -3,14 +3,15 @@
 Isolation by construction: a tenant is a ``Config`` like any other, so every flow (intake,
 quarantine, outbox, audit) that is handed one cannot reach another tenant's records. Its
 state lives in ``<state_dir>/tenants/<name>/`` (the SQLite ledger, its chain, quarantine,
-staging and outbox spool) and, on PostgreSQL, in the schema ``tenant_<name>`` of the
+staging and outbox spool; a shared ``spool_dir`` or ``quarantine_dir`` likewise has a
+``tenants/<name>/`` of its own) and, on PostgreSQL, in the schema ``tenant_<name>`` of the
 shared database.
 
 What a tenant shares with the top level is what belongs to the machine, not the authority:
-the state directory and database (``[storage]``), ``[limits]``, ``[processing]``, ``[ui]``
-and ``[deliveries]`` (inherited unless the tenant gives its own; ``analysis_workers`` is per
-tenant and defaults to 0, in-process, because every tenant's pool is its own), ``[logging]`` and
-``[metrics]`` (process-wide, top level only), and the relay: a top-level ``[smtp]`` holds
+the state directory and database (``[storage]``), ``[limits]``, ``[ui]`` and ``[deliveries]``
+(inherited unless the tenant gives its own), ``[logging]``, ``[metrics]`` and ``[processing]``
+(process-wide, top level only: ``analysis_workers`` sizes the one analysis pool every tenant's
+jobs share, ``inbound.pool``), and the relay: a top-level ``[smtp]`` holds
 defaults (host, port, security, credentials) that a tenant's own ``[smtp]`` extends; its
 ``from`` is the authority's address and is only ever the tenant's. Everything that decides
 what counts as proven or where a letter lands (mailboxes, keys, trust anchors, routes,
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from gateway.config.model import Config
@@ -35,9 +37,12 @@ TENANT_ONLY = (
     "send_socket",
 )
 #: Sections a tenant takes from the top level unless it gives its own.
-INHERITED = ("limits", "processing", "ui", "deliveries")
-#: Sections of the whole process: top level only.
-PROCESS_WIDE = ("logging", "metrics")
+INHERITED = ("limits", "ui", "deliveries")
+#: Sections of the whole process: top level only (a tenant's copy is the top level's).
+PROCESS_WIDE = ("logging", "metrics", "processing")
+#: Shared directories of the nodes (``[storage]``) in which each tenant has ``tenants/<name>/``:
+#: one tenant's spool sweep or quarantine must not see another's files.
+SHARED_DIRS = ("spool_dir", "quarantine_dir")
 #: A tenant's name is a directory, a PostgreSQL schema suffix and a metrics label.
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
@@ -115,23 +120,21 @@ def _tenant(
         if key != "cases_dir":
             problem = (
                 "unknown key"
-                if key not in ("state_dir", "backend", "dsn_file", "file_mode", "dir_mode")
+                if key not in ("state_dir", "backend", "dsn_file", "file_mode", "dir_mode", *SHARED_DIRS)
                 else ("is shared: set it in the top-level [storage] (a tenant's state is <state_dir>/tenants/<name>)")
             )
             raise ConfigError(file, f"{prefix}.storage.{key}", problem)
     state = tenant_state_dir(top.storage.state_dir, name)
-    merged: dict[str, Any] = {k: data[k] for k in INHERITED if k in data}
+    merged: dict[str, Any] = {k: data[k] for k in (*INHERITED, "processing") if k in data}
     merged.update({k: v for k, v in block.items() if k not in ("name", "storage", "smtp")})
     merged["storage"] = {
         **{k: v for k, v in data["storage"].items() if k != "cases_dir"},
         "state_dir": str(state),
         "cases_dir": own_storage.get("cases_dir") or str(default_cases_dir(state)),
     }
-    processing = merged.get("processing", {})
-    if isinstance(processing, dict) and "analysis_workers" not in processing:
-        # Each tenant's pool is its own (its workers hold its keys): the one-per-core default
-        # would multiply by the number of tenants, so tenants analyse in-process unless told.
-        merged["processing"] = {**processing, "analysis_workers": 0}
+    for key in SHARED_DIRS:
+        if isinstance(data["storage"].get(key), str):  # each tenant its own part of the shared directory
+            merged["storage"][key] = str(tenant_state_dir(Path(data["storage"][key]), name))
     if "smtp" in block:
         if not isinstance(block["smtp"], dict):
             raise ConfigError(file, f"{prefix}.smtp", "expected a table")

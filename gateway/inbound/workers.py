@@ -21,11 +21,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -43,6 +43,9 @@ from gateway.receipts.placement import receipts_folder
 from gateway.records.store import StoreError
 from gateway.unwrap import UnwrapContext
 
+if TYPE_CHECKING:
+    from gateway.inbound.pool import SharedPool, TenantKey
+
 log = structlog.get_logger("poststelle.analysis")
 
 _worker_config: Config | None = None
@@ -52,11 +55,16 @@ _worker_areas: Areas | None = None
 
 def _init_worker(config: Config, parent: int) -> None:
     global _worker_config, _worker_ctx, _worker_areas
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    watch_parent(parent)
     apply_modes(config.storage.file_mode, config.storage.dir_mode)  # also a worker's files
     _worker_config = config
     _worker_ctx = UnwrapContext.from_config(config, collect_certificates=False)
     _worker_areas = Areas(config)  # opened on first use, for the life of the worker
+
+
+def watch_parent(parent: int) -> None:
+    """In a worker: exit once the gateway that spawned it is gone."""
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -220,7 +228,7 @@ class PendingPlan:
         item: Item | None,
         *,
         value: Prepared | None = None,
-        future: Future[list[Prepared]] | None = None,
+        future: Future[list[Prepared] | None] | Future[list[Prepared]] | None = None,
         index: int = 0,
         pool: ProcessPoolExecutor | None = None,
     ) -> None:
@@ -235,24 +243,39 @@ class PendingPlan:
         if self.value is None:
             assert self.future is not None
             try:
-                self.value = self.future.result()[self.index]
+                done = self.future.result()
             except BrokenProcessPool:
                 assert self.item is not None
                 self.analyser.give_up_workers(self.pool)
+                done = None
+            if done is None:  # the worker gave the job back (``pool.tenant_jobs``) or died
+                assert self.item is not None
                 self.value = self.analyser.prepare(self.item)
+            else:
+                self.value = done[self.index]
         return self.value
 
 
 class Analyser:
-    """``analyse`` for a batch, in worker processes when there are cores for it."""
+    """``analyse`` for a batch, in worker processes when there are cores for it.
 
-    def __init__(self, config: Config, ctx: UnwrapContext, *, workers: int) -> None:
+    The workers are its own, or, for a tenant, the process's ``shared`` pool (``inbound.pool``),
+    whose jobs carry this tenant's configuration.
+    """
+
+    def __init__(self, config: Config, ctx: UnwrapContext, *, workers: int, shared: SharedPool | None = None) -> None:
         self.config = config
         self.ctx = ctx
         self.workers = workers
         self.areas = Areas(config)  # for in-process preparing
         self.pool: ProcessPoolExecutor | None = None
-        if workers > 0:
+        self.shared = shared if workers > 0 else None
+        self._key: TenantKey | None = None
+        if self.shared is not None:
+            from gateway.inbound.pool import TenantKey
+
+            self._key = TenantKey.of(config)
+        elif workers > 0:
             self._start()
 
     def prepare(self, item: Item) -> Prepared:
@@ -268,15 +291,7 @@ class Analyser:
         before its first job, which would delay the first batch's commit. One empty job
         per worker here makes them start while the gateway logs in and fetches.
         """
-        self.pool = ProcessPoolExecutor(
-            max_workers=self.workers,
-            # spawn: fresh interpreters, safe in a threaded process, children of this one
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.config, os.getpid()),
-        )
-        for _ in range(self.workers):
-            self.pool.submit(_ready)
+        self.pool = start_pool(self.workers, _init_worker, (self.config, os.getpid()))
 
     def submit(self, items: list[Item]) -> list[PendingPlan]:
         """Start preparing messages; in-process mode prepares them right away.
@@ -288,13 +303,21 @@ class Analyser:
         jobs of a backlog another mailbox is draining, and wait seconds for milliseconds
         of work.
         """
-        if self.pool is None or len(items) <= INLINE:
+        pool = self.shared.executor if self.shared is not None else self.pool
+        if pool is None or len(items) <= INLINE:
             return [PendingPlan(self, it, value=self.prepare(it)) for it in items]
         pending: list[PendingPlan] = []
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
-            future = self.pool.submit(_jobs, chunk)
-            pending.extend(PendingPlan(self, it, future=future, index=i, pool=self.pool) for i, it in enumerate(chunk))
+            if self.shared is not None:
+                assert self._key is not None
+                future = self.shared.submit(self._key, chunk)
+                if future is None:  # the shared pool was given up meanwhile
+                    pending.extend(PendingPlan(self, it, value=self.prepare(it)) for it in chunk)
+                    continue
+            else:
+                future = pool.submit(_jobs, chunk)
+            pending.extend(PendingPlan(self, it, future=future, index=i, pool=pool) for i, it in enumerate(chunk))
         return pending
 
     def give_up_workers(self, broken: ProcessPoolExecutor | None) -> None:
@@ -303,7 +326,9 @@ class Analyser:
         Restarting could loop on a message that kills workers; the in-process path is
         always correct, only slower. Logged once per broken pool.
         """
-        if broken is not None and self.pool is broken:
+        if self.shared is not None:
+            self.shared.give_up(broken)
+        elif broken is not None and self.pool is broken:
             log.error("analysis worker died; continuing with in-process analysis")
             broken.shutdown(wait=False, cancel_futures=True)
             self.pool = None
@@ -314,15 +339,34 @@ class Analyser:
         For a daemon that is stopping and has nothing in hand: an idle worker holds no
         state (whatever it staged without an intent is swept by ``recover``), and a polite
         exit of each interpreter took over a second on a busy machine, longer than a stop
-        may take.
+        may take. A shared pool is its owner's to stop (``SharedPool.close``).
         """
         if self.pool is not None:
             pool, self.pool = self.pool, None
-            found = getattr(pool, "_processes", None) if kill else None  # pid -> Process (CPython's pool)
-            processes = list(found.values()) if found else []
-            pool.shutdown(wait=not kill, cancel_futures=True)
-            for process in processes:
-                process.kill()
-            for process in processes:
-                process.join()
+            stop_pool(pool, kill=kill)
         self.areas.close()
+
+
+def start_pool(workers: int, initializer: Callable[..., None], initargs: tuple[Any, ...]) -> ProcessPoolExecutor:
+    """A spawned pool of ``workers`` processes, each started right away (``Analyser._start``)."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        # spawn: fresh interpreters, safe in a threaded process, children of this one
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer,
+        initargs=initargs,
+    )
+    for _ in range(workers):
+        pool.submit(_ready)
+    return pool
+
+
+def stop_pool(pool: ProcessPoolExecutor, *, kill: bool) -> None:
+    """Shut ``pool`` down; ``kill`` ends its processes at once (``Analyser.close``)."""
+    found = getattr(pool, "_processes", None) if kill else None  # pid -> Process (CPython's pool)
+    processes = list(found.values()) if found else []
+    pool.shutdown(wait=not kill, cancel_futures=True)
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join()

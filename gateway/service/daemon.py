@@ -48,6 +48,7 @@ from gateway.errors import ConfigError, DiskFull, LoginRejected, PoststelleError
 from gateway.inbound.failures import explain
 from gateway.inbound.imap import MailboxSession
 from gateway.inbound.intake import BatchOutcome, Intake
+from gateway.inbound.pool import SharedPool
 from gateway.inbound.workers import Analyser
 from gateway.outbound.drain import DrainReport
 from gateway.records.chain import AuditEvent
@@ -94,8 +95,11 @@ class Listener(Protocol):
 
 
 class Daemon:
-    def __init__(self, config: Config, *, once: bool = False, listeners: Sequence[Listener] = ()) -> None:
+    def __init__(
+        self, config: Config, *, once: bool = False, listeners: Sequence[Listener] = (), pool: SharedPool | None = None
+    ) -> None:
         self.config = config
+        self.pool = pool  # a tenant's: the process's one analysis pool (``inbound.pool``), not its own
         self.once = once
         # Listeners wait for clerks, so a batch run (once) has no use for them.
         self.listeners = () if once else tuple(listeners)
@@ -122,7 +126,7 @@ class Daemon:
             self.ctx = UnwrapContext.from_config(config)  # key material problems stop start-up here
             # One pool for all mailboxes, started before any worker thread exists; none
             # without mailboxes (a gateway that only sends has nothing to analyse).
-            self.analyser = _analyser(config, self.ctx)
+            self.analyser = _analyser(config, self.ctx, self.pool)
             self.board = StatusBoard(
                 daemon_status_path(config), pid=os.getpid(), config_sha256=config.sha256, version=_version()
             )
@@ -353,7 +357,7 @@ class Daemon:
             if plan.analysis:  # built before anything stops: unusable key material rejects the reload
                 ctx = UnwrapContext.from_config(new)
                 try:
-                    analyser = _analyser(new, ctx)
+                    analyser = _analyser(new, ctx, self.pool)
                 except BaseException:
                     ctx.close()
                     raise
@@ -822,8 +826,9 @@ def same_tenant(loaded: Config, tenant: str | None) -> Config:
         raise ConfigError(str(loaded.path), "tenant", f"tenant {tenant!r} is gone, which needs a restart") from None
 
 
-def _analyser(config: Config, ctx: UnwrapContext) -> Analyser:
-    return Analyser(config, ctx, workers=config.processing.analysis_workers if config.mailboxes else 0)
+def _analyser(config: Config, ctx: UnwrapContext, pool: SharedPool | None) -> Analyser:
+    workers = (pool.workers if pool is not None else config.processing.analysis_workers) if config.mailboxes else 0
+    return Analyser(config, ctx, workers=workers, shared=pool)
 
 
 def _config_details(config: Config, once: bool) -> dict[str, object]:

@@ -1,14 +1,16 @@
 """Every tenant's daemon in one process: one ``Daemon`` per ``[[tenant]]``, each on its own state.
 
 A tenant's daemon is the single-authority daemon handed that tenant's ``Config``: its own
-state lock, unwrap context (its keys and trust anchors), analysis pool, store and status
-file. Nothing is shared between them but the process, so a tenant's workers cannot file
-into another tenant's folders or chain, and one tenant that fails to start does not take
-the others' records with it. Each runs in a thread of its own; the main thread owns the
-signals and hands them on, and serves ``[metrics]`` for all tenants with a ``tenant``
-label. ``once`` mode runs every tenant's pass and returns when all are done. systemd hears
-one process: ``READY=1`` once every tenant is ready, and the watchdog only while every
-tenant's workers live (one tenant's dead thread must not be hidden by the others' pings).
+state lock, unwrap context (its keys and trust anchors), store and status file. They share
+the process and its one pool of analysis workers (``inbound.pool``: a pool per tenant would
+multiply the interpreters), whose every job carries its tenant's configuration, so a
+tenant's analysis cannot use another tenant's keys or file into another tenant's folders or
+chain, and one tenant that fails to start does not take the others' records with it. Each
+runs in a thread of its own; the main thread owns the signals and hands them on, and serves
+``[metrics]`` for all tenants with a ``tenant`` label. ``once`` mode runs every tenant's pass
+and returns when all are done. systemd hears one process: ``READY=1`` once every tenant is
+ready, and the watchdog only while every tenant's workers live (one tenant's dead thread
+must not be hidden by the others' pings).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from types import FrameType
 import structlog
 
 from gateway.config import Config
+from gateway.inbound.pool import SharedPool
 from gateway.service.daemon import Daemon, Listener, RunReport
 from gateway.service.notify import Notifier
 from gateway.service.supervise import Supervisor
@@ -44,9 +47,10 @@ class TenantsDaemon:
         self.daemons: list[Daemon] = []
         self.notifier = Notifier()
         self._ready: set[str] = set()
+        self.pool = SharedPool.for_tenants(config)
         try:
             for tenant in config.tenants:
-                daemon = Daemon(tenant, once=once, listeners=listeners_for(tenant))
+                daemon = Daemon(tenant, once=once, listeners=listeners_for(tenant), pool=self.pool)
                 daemon.notifier = daemon.supervisor.notifier = _TenantNotifier(self, str(tenant.tenant))
                 self.daemons.append(daemon)
         except BaseException:
@@ -55,6 +59,7 @@ class TenantsDaemon:
                 daemon.analyser.close()
                 daemon.ctx.close()
                 daemon._close_pipe()
+            self.pool.close(kill=True)
             raise
         self._reload_seen = False
         self.supervisor = Supervisor(self.notifier, self._alive, lambda: f"{len(self.daemons)} tenants")
@@ -147,6 +152,8 @@ class TenantsDaemon:
             self.supervisor.close()
             if started and self.metrics is not None:
                 self.metrics.stop()
+            # every tenant's daemon has stopped (or its thread was left, a daemon thread, at a stop)
+            self.pool.close(kill=any(d.stop.is_set() for d in self.daemons))
         if errors:
             raise errors[0]
         merged = RunReport()
