@@ -225,15 +225,19 @@ def cluster(dovecot: Any, pg_template: Any, tmp_path: Path, new_user: Any) -> It
 
 
 def sessions(dsn: str) -> str:
-    """The database's sessions and the locks they hold: what a failed take-over waited for."""
+    """The database's sessions, what they wait for and the locks they hold: what a failed take-over waited for."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT a.pid, a.state, left(a.query, 60), clock_timestamp() - a.state_change, "
+            "SELECT a.pid, a.client_port, a.state, a.wait_event_type, a.wait_event, "
+            "round(extract(epoch FROM clock_timestamp() - a.state_change)::numeric, 1) AS since, "
+            "round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1) AS xact, "
+            "left(a.query, 70) AS query, "
             "(SELECT string_agg(l.mode || ':' || coalesce(l.relation::regclass::text, l.locktype), ',') "
-            " FROM pg_locks l WHERE l.pid = a.pid AND l.granted) "
-            "FROM pg_stat_activity a WHERE a.datname = current_database()"
+            " FROM pg_locks l WHERE l.pid = a.pid AND l.granted AND l.mode <> 'AccessShareLock') AS locks, "
+            "pg_blocking_pids(a.pid) AS blocked_by "
+            "FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
         ).fetchall()
     return "\n".join(map(str, rows))
 
@@ -294,11 +298,6 @@ def test_two_nodes_share_the_mailboxes_and_a_killed_nodes_mailboxes_are_taken_ov
     ]
 
 
-@pytest.mark.skip(
-    reason="open bug: a frozen node's session sometimes stays 'idle in transaction' holding the chain head past "
-    "idle_in_transaction_session_timeout (seen in CI for 120 s), so the other node cannot take over until it "
-    "wakes; docs/hosting.md, 'What is not there yet'"
-)
 def test_a_node_paused_past_its_lease_is_refused_when_it_wakes_and_rejoins_as_a_follower(cluster: Cluster) -> None:
     c = cluster
     a, b = c.nodes["node-a"], c.nodes["node-b"]
