@@ -2,9 +2,9 @@
 
 The server ends a session idle inside a transaction after ``idle_in_transaction_session_timeout``,
 but only where the session waits for a whole next command. A writer frozen half-way through
-a libpq pipeline (what psycopg's ``executemany`` sends) left its session waiting for the
-rest of it, outside that timeout, holding the chain head until the writer woke; every other
-node's intake, outbox and lease take-over waited for it. The writer here is a real store in
+a libpq pipeline (what psycopg's ``executemany`` sends) would leave its session waiting for
+the rest of it, outside that timeout, holding the chain head until the writer wakes; every
+other node's intake, outbox and lease take-over would wait for it. The writer here is a real store in
 another process doing the units of work intake does (many messages, their entries); it is
 frozen at random moments until it has been caught inside a transaction several times, and
 each time another writer must get the head within the timeout and a generous margin.
