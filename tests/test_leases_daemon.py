@@ -31,7 +31,7 @@ from gateway.records.chain import AuditEntry, verify_chain
 from gateway.records.leases import Lease
 from gateway.records.messages import MessageRecord
 from gateway.records.open import open_store
-from gateway.records.signing import load_or_create_key, public_key_pem
+from gateway.records.signing import key_id, load_or_create_key, public_key_pem
 from gateway.records.store import StoreError
 from gateway.statedir import audit_key_path, audit_public_key_path
 
@@ -225,15 +225,19 @@ def cluster(dovecot: Any, pg_template: Any, tmp_path: Path, new_user: Any) -> It
 
 
 def sessions(dsn: str) -> str:
-    """The database's sessions and the locks they hold: what a failed take-over waited for."""
+    """The database's sessions, what they wait for and the locks they hold: what a failed take-over waited for."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT a.pid, a.state, left(a.query, 60), clock_timestamp() - a.state_change, "
+            "SELECT a.pid, a.client_port, a.state, a.wait_event_type, a.wait_event, "
+            "round(extract(epoch FROM clock_timestamp() - a.state_change)::numeric, 1) AS since, "
+            "round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1) AS xact, "
+            "left(a.query, 70) AS query, "
             "(SELECT string_agg(l.mode || ':' || coalesce(l.relation::regclass::text, l.locktype), ',') "
-            " FROM pg_locks l WHERE l.pid = a.pid AND l.granted) "
-            "FROM pg_stat_activity a WHERE a.datname = current_database()"
+            " FROM pg_locks l WHERE l.pid = a.pid AND l.granted AND l.mode <> 'AccessShareLock') AS locks, "
+            "pg_blocking_pids(a.pid) AS blocked_by "
+            "FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()"
         ).fetchall()
     return "\n".join(map(str, rows))
 
@@ -294,11 +298,6 @@ def test_two_nodes_share_the_mailboxes_and_a_killed_nodes_mailboxes_are_taken_ov
     ]
 
 
-@pytest.mark.skip(
-    reason="open bug: a frozen node's session sometimes stays 'idle in transaction' holding the chain head past "
-    "idle_in_transaction_session_timeout (seen in CI for 120 s), so the other node cannot take over until it "
-    "wakes; docs/hosting.md, 'What is not there yet'"
-)
 def test_a_node_paused_past_its_lease_is_refused_when_it_wakes_and_rejoins_as_a_follower(cluster: Cluster) -> None:
     c = cluster
     a, b = c.nodes["node-a"], c.nodes["node-b"]
@@ -388,3 +387,50 @@ def test_nodes_back_off_while_postgresql_restarts_and_resume_without_losing_a_me
 def holders_of(c: Cluster) -> list[str]:
     """The mailboxes with a lease row (released or not): every one was worked by some node."""
     return list(c.leases())
+
+
+def test_a_node_whose_audit_key_is_not_the_one_sealing_the_shared_trail_is_refused_at_start(
+    cluster: Cluster,
+) -> None:
+    c = cluster
+    a, b = c.nodes["node-a"], c.nodes["node-b"]
+    first = a.cli("run", "--once")
+    assert first.returncode == 0, first.stderr
+    sealing = key_id(load_or_create_key(audit_key_path(a.config)))
+
+    def refused(why: str) -> str:
+        before = len(c.trail())
+        proc = b.cli("run", "--once")
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 2, text
+        assert f"{b.config_path}: audit.key_file: " in text and why in text, text
+        assert len(c.trail()) == before, "a refused node writes nothing"
+        return text
+
+    # node-b was given a key of its own: refused, naming both keys.
+    own = audit_key_path(b.config)
+    own.unlink()
+    audit_public_key_path(b.config).unlink()
+    other = key_id(load_or_create_key(own))
+    assert f"holds audit key {other}" in refused(f"is sealed with audit key {sealing}")
+    # Without any key it is refused too, and makes none.
+    own.unlink()
+    refused(f"{own} is missing")
+    assert not own.exists()
+
+    # After a rotation on node-a, node-b with the retired key is refused.
+    retired = audit_key_path(a.config).read_bytes()
+    rotated = a.cli("audit", "rotate-key")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    own.write_bytes(retired)
+    own.chmod(0o600)
+    refused(f"holds audit key {sealing}, retired by the key rotation at audit entry")
+
+    # With the key in force (and the public keys) copied from node-a, node-b starts and the trail verifies.
+    shutil.copyfile(audit_key_path(a.config), own)
+    own.chmod(0o600)
+    shutil.copyfile(audit_public_key_path(a.config), audit_public_key_path(b.config))
+    second = b.cli("run", "--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert any(e.details.get("node") == "node-b" for e in c.trail())
+    c.verify_green()

@@ -69,6 +69,8 @@ def entry_name(received: datetime, msg_id: str) -> str:
 
 #: The shape of every entry name (``entry_name``): the only thing a staging sweep removes.
 ENTRY_NAME = re.compile(r"[0-9]{8,}T[0-9]{6}Z_[0-9a-f]{12}")
+#: The suffix a staged entry is renamed to while it is discarded (``discard_staging``).
+WITHDRAWN = ".withdrawn"
 
 
 @dataclass(frozen=True)
@@ -422,12 +424,18 @@ def _staging_dirs(area: Area) -> Iterator[tuple[str, int]]:
 
 
 def discard_staging(area: Area, name: str, bucket: str = "") -> None:
-    """Remove a half-written entry of an abandoned intent (it was never published).
+    """Remove a half-written entry of an abandoned intent, so that it can never be published.
 
     Only the entry the ledger names, looked for in every staging directory of the area;
-    links are removed as links, never followed.
+    links are removed as links, never followed. It is first renamed, in one step, to a
+    name no publish looks for (``<name>.withdrawn``) and removed from there. On a shared
+    store the node that staged it may have been paused and wake at any moment: its publish
+    (a rename of the staged name) then either happened before, and the entry is in its
+    case folder, or finds nothing and fails; it can never move a half-removed entry into a
+    case folder, nor publish one after the new holder found it unpublished.
     """
     check_component(name)
+    withdrawn = name + WITHDRAWN
     for where, staging_fd in _staging_dirs(area):
         with _fd(staging_fd):
             for b in dict.fromkeys((bucket, "")):
@@ -436,7 +444,12 @@ def discard_staging(area: Area, name: str, bucket: str = "") -> None:
                 except (FileNotFoundError, UnsafeDirectory):
                     continue
                 with _fd(parent):
-                    remove_at(parent, name)
+                    remove_at(parent, withdrawn)  # left by a crash during an earlier withdrawal
+                    try:
+                        os.rename(name, withdrawn, src_dir_fd=parent, dst_dir_fd=parent)
+                    except FileNotFoundError:
+                        continue
+                    remove_at(parent, withdrawn)
 
 
 @dataclass
@@ -473,7 +486,7 @@ def sweep_staging(area: Area, bucket: str) -> Sweep:
                     names = sorted(e.name for e in it)
                 for entry in names:
                     kind = kind_at(bucket_fd, entry)
-                    if kind == "dir" and ENTRY_NAME.fullmatch(entry):
+                    if kind == "dir" and ENTRY_NAME.fullmatch(entry.removesuffix(WITHDRAWN)):
                         remove_at(bucket_fd, entry)
                         out.removed.append(entry)
                     elif kind is not None:

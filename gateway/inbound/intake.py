@@ -175,6 +175,9 @@ class Intake:
             final = Path(rec.path)
             area = self.areas[_area(rec.target_state)]
             folder = _folder_in(area.root, final)
+            # Withdrawn from staging before looking: a previous holder of the mailbox that
+            # wakes from a pause can no longer publish it after "not published" was found.
+            discard_staging(area, final.name, self.mb.name)
             if final_path(area.root, folder, final.name) == final:
                 manifest = published_manifest(area, folder, final.name)
             else:  # planned under a root the configuration has moved since: look where it was planned
@@ -190,7 +193,6 @@ class Intake:
                 )
                 self.log.info("recovered published entry", uid=rec.uid, msg=rec.id, state=rec.state)
             else:
-                discard_staging(area, final.name, self.mb.name)
                 self.ledger.abandon([rec], [abandoned_event(rec)])
                 self.log.info("abandoned incomplete entry", uid=rec.uid, msg=rec.id)
         for name in ("cases", "quarantine"):

@@ -60,7 +60,7 @@ from gateway.service.leases import Keeper, heartbeat
 from gateway.service.notify import Notifier
 from gateway.service.reload import ReloadPlan, plan_reload
 from gateway.service.snapshot import StatusBoard
-from gateway.service.startup import check_files, check_ledger_complete, start
+from gateway.service.startup import check_files, check_ledger_complete, check_shared_audit_key, start
 from gateway.service.supervise import LedgerFigures, Supervisor
 from gateway.statedir import daemon_status_path
 from gateway.unwrap import UnwrapContext
@@ -187,6 +187,7 @@ class Daemon:
         store: Store | None = None
         try:
             check_ledger_complete(self.config)  # before anything writes (or checkpoints) the ledger
+            check_shared_audit_key(self.config)  # several nodes, one trail: one key seals it
             store = open_store(self.config)
             store.record_events(
                 [

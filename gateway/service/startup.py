@@ -89,6 +89,68 @@ def check_ledger_complete(config: Config) -> None:
         )
 
 
+def check_shared_audit_key(config: Config) -> None:
+    """On a PostgreSQL store: ``ConfigError`` unless this node's audit key is the one the trail is sealed with.
+
+    Several nodes extend one chain and each signs its checkpoints. A node with another key
+    (a fresh one made because the file was not copied, or one retired by ``audit
+    rotate-key`` on another node) would seal entries that ``audit verify`` then finds
+    "signed with an unknown key" or "with a retired audit key", long after the fact. The
+    key in force is the new key of the trail's last rotation, else the key of its last
+    checkpoint; a trail with neither accepts any key (the first node's starts it). Read
+    before anything is written, so a refused node leaves no entry and makes no key.
+    """
+    if config.storage.backend != "postgresql":
+        return  # one node per SQLite ledger: its key is the one it sealed with
+    from gateway.records.open import open_store, store_exists, store_name
+    from gateway.records.signing import KEY_ROTATED, handover_of, key_id, load_public_key
+    from gateway.records.store import EntryFilter
+
+    if not store_exists(config):
+        return
+    store = open_store(config, readonly=True)
+    try:
+        rotations = [handover_of(e.seq, e.details) for e in store.select(EntryFilter(events=(KEY_ROTATED,)))]
+        checkpoints = store.checkpoints()
+    finally:
+        store.close()
+    if rotations:
+        in_force, source = rotations[-1].new_key_id, f"the key rotation at audit entry {rotations[-1].seq}"
+    elif checkpoints:
+        in_force, source = checkpoints[-1].key_id, f"its last checkpoint, at audit entry {checkpoints[-1].seq}"
+    else:
+        return
+    path = audit_key_path(config)
+    copy = "copy audit-signing.key (0600) and audit-signing.pub.pem from a node that holds it (docs/hosting.md)"
+    if in_force is None:
+        problem = f"the trail of {store_name(config)} names no readable key at {source}: run `poststelle audit verify`"
+        raise ConfigError(str(config.path), "audit.key_file", problem)
+    if not path.exists():
+        problem = (
+            f"{path} is missing, and the trail this node shares ({store_name(config)}) is sealed with audit key "
+            f"{in_force} ({source}): {copy}"
+        )
+        raise ConfigError(str(config.path), "audit.key_file", problem)
+    try:
+        mine = key_id(load_public_key(path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(config.path), "audit.key_file", f"{path}: not a readable Ed25519 key ({exc})") from None
+    if mine == in_force:
+        return
+    retired = next((h for h in reversed(rotations) if h.old_key_id == mine), None)
+    if retired is not None:
+        problem = (
+            f"{path} holds audit key {mine}, retired by the key rotation at audit entry {retired.seq}; the trail "
+            f"this node shares ({store_name(config)}) is sealed with audit key {in_force} now: {copy}"
+        )
+    else:
+        problem = (
+            f"{path} holds audit key {mine}, but the trail this node shares ({store_name(config)}) is sealed with "
+            f"audit key {in_force} ({source}); every node must sign with the same key: {copy}"
+        )
+    raise ConfigError(str(config.path), "audit.key_file", problem)
+
+
 def configured_files(config: Config) -> Iterator[tuple[str, Path]]:
     """Every file the configuration names that the daemon reads, with its setting's name."""
     for i, mb in enumerate(config.mailboxes):

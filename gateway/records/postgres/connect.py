@@ -12,11 +12,11 @@ the server and database only (``describe``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import errors as pg
@@ -36,6 +36,8 @@ LOCK_TIMEOUT = "30s"  # how long a writer waits for the chain head another trans
 #: for the head get it before they give up. The gateway's transactions never wait on
 #: anything but the database inside them. A value set for the role or database is kept.
 IDLE_IN_TRANSACTION_TIMEOUT = "10s"
+#: The most parameters one statement may carry (the protocol counts them in 16 bits).
+MAX_PARAMETERS = 65535
 #: The advisory lock migrations take (any constant; all gateways on one database share it).
 MIGRATION_LOCK = 0x506F7374  # "Post"
 
@@ -71,6 +73,29 @@ def pg_errors(what: str) -> Iterator[None]:
         raise DuplicateKey(f"{what}: {_reason(exc)}") from exc
     except psycopg.Error as exc:
         raise StoreError(f"{what}: {_reason(exc)}") from exc
+
+
+def write_rows(conn: Conn, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+    """``head VALUES (..), (..) tail``: every row in one statement, never psycopg's ``executemany``.
+
+    ``executemany`` sends its rows as a libpq pipeline that ends in one Sync. A node frozen
+    (SIGSTOP, a long pause) half-way through leaves its session waiting for the rest of
+    the pipeline, shown as "active" or "idle in transaction" but outside the server's
+    ``idle_in_transaction_session_timeout``, which starts only after a Sync: the session
+    then holds the chain head until the node wakes and every other node waits for it. One
+    statement is sent with its own Sync, so a frozen node's session is idle inside its
+    transaction and the server ends it after the timeout. Rows beyond the protocol's
+    parameter limit go in further statements of the same transaction.
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    one = "(" + ", ".join(["%s"] * width) + ")"
+    step = max(1, MAX_PARAMETERS // width)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        values = ", ".join([one] * len(chunk))
+        conn.execute(f"{head} VALUES {values} {tail}".rstrip(), [v for row in chunk for v in row])
 
 
 def _reason(exc: psycopg.Error) -> str:

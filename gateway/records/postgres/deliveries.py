@@ -14,7 +14,7 @@ from typing import Any
 from psycopg.rows import DictRow
 
 from gateway.records.deliveries import DeliveryRecord, DeliveryTarget, Evidence, TimelineEntry
-from gateway.records.postgres.connect import Conn
+from gateway.records.postgres.connect import Conn, write_rows
 
 _TIMELINE_COLUMNS = "step, at, received_at, outcome, before, after, kind, path, sha256, detail"
 _SELECT = (
@@ -25,10 +25,7 @@ _UPSERT = (
     "INSERT INTO deliveries (document_id, recipient, state, created_at, updated_at) VALUES (%s, %s, %s, %s, %s) "
     "ON CONFLICT (document_id, recipient) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
 )
-_INSERT_ENTRY = (
-    f"INSERT INTO delivery_timeline (document_id, recipient, position, {_TIMELINE_COLUMNS}) "  # noqa: S608
-    f"VALUES ({', '.join(['%s'] * 13)})"
-)
+_INSERT_ENTRY = f"INSERT INTO delivery_timeline (document_id, recipient, position, {_TIMELINE_COLUMNS})"
 
 
 def _entry(row: DictRow) -> TimelineEntry:
@@ -135,9 +132,7 @@ def save(conn: Conn, rec: DeliveryRecord, new_entries: int) -> None:
         )
         for i, t in enumerate(rec.timeline[first:])
     ]
-    if rows:
-        with conn.cursor() as cur:
-            cur.executemany(_INSERT_ENTRY, rows)
+    write_rows(conn, _INSERT_ENTRY, rows)
 
 
 def counts(conn: Conn) -> dict[str, int]:

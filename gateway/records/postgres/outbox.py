@@ -15,7 +15,7 @@ from typing import Any
 from psycopg.rows import DictRow
 
 from gateway.records.outbox import ClaimTerms, OutboxRecord, OutboxState, RecipientStatus
-from gateway.records.postgres.connect import Conn
+from gateway.records.postgres.connect import Conn, write_rows
 from gateway.records.store import StaleOutboxState
 
 _COLUMNS = (
@@ -73,9 +73,9 @@ _UPDATE_CLAIMING = (
     f"claim_expires_at = {_LATER} WHERE id = %s RETURNING claim_token, claim_expires_at"
 )
 _RCPT_UPSERT = (
-    "INSERT INTO outbox_recipients (outbox_id, position, address, state, reply, queue_id, updated_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (outbox_id, position) DO UPDATE SET "
-    "state = excluded.state, reply = excluded.reply, queue_id = excluded.queue_id, updated_at = excluded.updated_at"
+    "INSERT INTO outbox_recipients (outbox_id, position, address, state, reply, queue_id, updated_at)",
+    "ON CONFLICT (outbox_id, position) DO UPDATE SET "
+    "state = excluded.state, reply = excluded.reply, queue_id = excluded.queue_id, updated_at = excluded.updated_at",
 )
 
 
@@ -103,10 +103,7 @@ def insert(conn: Conn, rec: OutboxRecord) -> None:
 
 
 def _save_recipients(conn: Conn, rec: OutboxRecord) -> None:
-    rows = _recipient_rows(rec)
-    if rows:
-        with conn.cursor() as cur:
-            cur.executemany(_RCPT_UPSERT, rows)
+    write_rows(conn, _RCPT_UPSERT[0], _recipient_rows(rec), _RCPT_UPSERT[1])
 
 
 def save(

@@ -22,20 +22,20 @@ from gateway.records.outbox import ClaimTerms, OutboxRecord, OutboxState
 from gateway.records.postgres import deliveries as deliveries_sql
 from gateway.records.postgres import leases as leases_sql
 from gateway.records.postgres import outbox as outbox_sql
-from gateway.records.postgres.connect import Conn
+from gateway.records.postgres.connect import Conn, write_rows
 from gateway.records.postgres.reads import MESSAGE_COLUMNS, message_values
 from gateway.records.store import AuditSettings, StoreError
 
-_INSERT_MESSAGE = (
-    f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(MESSAGE_COLUMNS))})"  # noqa: S608
-)
+_INSERT_MESSAGE = f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)})"
+_FINISHED = ("state", "updated_at", "path", "manifest_sha256", "reasons", "case_ref", "case_folder", "route", "verdict")
+# Every column is text: the VALUES list's untyped parameters resolve to text.
 _FINISH_MESSAGE = (
-    "UPDATE messages SET state = %s, updated_at = %s, path = %s, manifest_sha256 = %s, reasons = %s, "
-    "case_ref = %s, case_folder = %s, route = %s, verdict = %s, duplicate_of = %s WHERE id = %s"
+    "UPDATE messages AS m SET " + ", ".join(f"{c} = v.{c}" for c in (*_FINISHED, "duplicate_of")) + " FROM (",  # noqa: S608
+    f") AS v({', '.join((*_FINISHED, 'duplicate_of', 'id'))}) WHERE m.id = v.id",
 )
 _INSERT_ENTRY = (
     "INSERT INTO audit (seq, at, event, actor, message, case_ref, document, correspondent, "
-    "details, prev_hash, hash, routed_case_folder) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "details, prev_hash, hash, routed_case_folder)"
 )
 _STATUS_FIELDS = (
     "last_poll",
@@ -85,14 +85,9 @@ class PostgresUnitOfWork:
         self._settings = settings
         self._head = head
 
-    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            with self._conn.cursor() as cur:
-                cur.executemany(sql, rows)
-
     # -- messages ----------------------------------------------------------------------------------
     def insert_messages(self, records: Sequence[MessageRecord]) -> None:
-        self._many(_INSERT_MESSAGE, [message_values(rec) for rec in records])
+        write_rows(self._conn, _INSERT_MESSAGE, [message_values(rec) for rec in records])
 
     def current_placement(self, msg_id: str) -> tuple[str, str | None] | None:
         row = self._conn.execute(
@@ -101,25 +96,24 @@ class PostgresUnitOfWork:
         return None if row is None else (str(row["state"]), row["manifest_sha256"])
 
     def finish_messages(self, records: Sequence[MessageRecord]) -> None:
-        self._many(
-            _FINISH_MESSAGE,
-            [
-                (
-                    rec.state,
-                    rec.updated_at,
-                    rec.path,
-                    rec.manifest_sha256,
-                    json.dumps(rec.reasons),
-                    rec.case_ref,
-                    rec.case_folder,
-                    rec.route,
-                    json.dumps(rec.verdict, sort_keys=True) if rec.verdict is not None else None,
-                    rec.duplicate_of,
-                    rec.id,
-                )
-                for rec in records
-            ],
-        )
+        # One row per message, the last given winning, as a statement per record would.
+        rows = {
+            rec.id: (
+                rec.state,
+                rec.updated_at,
+                rec.path,
+                rec.manifest_sha256,
+                json.dumps(rec.reasons),
+                rec.case_ref,
+                rec.case_folder,
+                rec.route,
+                json.dumps(rec.verdict, sort_keys=True) if rec.verdict is not None else None,
+                rec.duplicate_of,
+                rec.id,
+            )
+            for rec in records
+        }
+        write_rows(self._conn, _FINISH_MESSAGE[0], list(rows.values()), _FINISH_MESSAGE[1])
 
     def forget_processing(self, ids: Sequence[str]) -> None:
         if ids:
@@ -184,7 +178,8 @@ class PostgresUnitOfWork:
         s = self._settings
         events = with_node(events, s.node)
         new = chain_events(events, after=self._locked_head(), at=now_iso(), default_actor=s.actor)
-        self._many(
+        write_rows(
+            self._conn,
             _INSERT_ENTRY,
             [
                 (
