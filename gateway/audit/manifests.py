@@ -21,14 +21,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import multiprocessing
 import os
 import stat
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -75,26 +77,44 @@ def check_paths(paths: list[Path]) -> list[Checked]:
 class BackgroundChecks:
     """Manifest checks in worker processes, fed with entries while the caller reads the database.
 
-    One worker per core, started fresh (``spawn``: no lock or connection of the parent is
-    inherited); the parent reads the chain on one core while the workers read and hash
-    the files on the other. ``add`` queues an entry, ``result`` waits for every check.
+    One worker per core; the parent reads the chain on one core while the workers read and
+    hash the files on the other. ``add`` queues an entry, ``result`` waits for every check.
+
+    ``method="spawn"`` starts fresh interpreters: no lock or connection of the parent is
+    inherited, at the price of each importing this module. ``"fork"`` copies the parent
+    instead, which costs next to nothing; ``start`` then forks the workers at once, and the
+    caller does so before it opens a store or starts a thread, so a worker holds nothing
+    but this module's code (``fork_is_safe`` says whether that holds now).
     """
 
-    def __init__(self, *, workers: int | None = None) -> None:
+    def __init__(self, *, workers: int | None = None, method: str = "spawn", chunk: int = 256) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context(method)
         )
         self._futures: list[tuple[list[Path], Future[list[Checked]]]] = []
         self._queued: list[Path] = []
+        self._seen: set[Path] = set()
+        self._chunk = chunk
+
+    def start(self) -> None:
+        """Start the workers now rather than at the first chunk (with ``fork``: before anything else is open)."""
+        if self._pool is not None:
+            self._futures.append(([], self._pool.submit(check_paths, [])))
 
     def add(self, path: Path) -> None:
+        if path in self._seen:
+            return
+        self._seen.add(path)
         self._queued.append(path)
-        if len(self._queued) >= _CHUNK:
+        if len(self._queued) >= self._chunk:
             self._submit()
 
     def extend(self, paths: list[Path]) -> None:
-        for i in range(0, len(paths), _CHUNK):
-            self._queued.extend(paths[i : i + _CHUNK])
+        for i in range(0, len(paths), self._chunk):
+            self._queued.extend(paths[i : i + self._chunk])
             self._submit()
 
     def _submit(self) -> None:
@@ -104,6 +124,8 @@ class BackgroundChecks:
 
     def result(self) -> dict[Path, Checked]:
         """Every entry's check; a chunk whose worker failed is checked here instead."""
+        from concurrent.futures.process import BrokenProcessPool
+
         self._submit()
         out: dict[Path, Checked] = {}
         try:
@@ -123,7 +145,13 @@ class BackgroundChecks:
             self._pool = None
 
 
-_CHUNK = 256  # entries handed to a worker at a time
+def fork_is_safe() -> bool:
+    """Forked workers may be used: the platform forks, and no other thread could hold a lock meanwhile."""
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
 
 
 def verify_entry(entry: Path) -> list[ManifestProblem]:

@@ -22,16 +22,17 @@ not compared here either (its comparison reads the whole file).
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit.chainview import check_head, handovers, public_key_for, read_chain
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.manifests import MANIFEST_KINDS, check_manifests
+from gateway.audit.manifests import MANIFEST_KINDS, BackgroundChecks, Checked, check_manifests, fork_is_safe
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
 from gateway.records.open import open_store, store_exists, store_name
@@ -56,21 +57,25 @@ def verify_since(config: Config, head_hash: str, *, public_key_file: Path | None
     if not store_exists(config):
         report.breaks.append(_unknown(head_hash, f"there is no ledger at {store_name(config)}"))
         return report
-    store = open_store(config, readonly=True)
+    files = _FileChecks(config)  # forks its workers first: before the store is opened
     try:
-        if store.readonly_note:
-            report.warnings.append(store.readonly_note)
-        with store.snapshot() as reader:
-            snap = _continuation(reader, head_hash, public_key, report)
+        store = open_store(config, readonly=True)
+        try:
+            if store.readonly_note:
+                report.warnings.append(store.readonly_note)
+            with store.snapshot() as reader:
+                snap = _continuation(reader, head_hash, public_key, report, files.add)
+        finally:
+            store.close()
+        if snap is not None:
+            _check_placed(config, snap, report, files.result(_where(config, snap)))
     finally:
-        store.close()
-    if snap is not None:
-        _check_placed(config, snap, report)
-        if report.unsealed:
-            report.warnings.append(
-                f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
-                "(the gateway seals at the end of each run)"
-            )
+        files.close()
+    if snap is not None and report.unsealed:
+        report.warnings.append(
+            f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
+            "(the gateway seals at the end of each run)"
+        )
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -86,7 +91,11 @@ def _unknown(head_hash: str, why: str) -> ChainBreak:
 
 
 def _continuation(
-    reader: ReadSnapshot, head_hash: str, public_key: Sequence[Ed25519PublicKey] | None, report: VerifyReport
+    reader: ReadSnapshot,
+    head_hash: str,
+    public_key: Sequence[Ed25519PublicKey] | None,
+    report: VerifyReport,
+    placed: Callable[[Placement], None] | None = None,
 ) -> DbSnapshot | None:
     """The chain from the old head on, the checkpoints after it and the head row, in one snapshot."""
     seqs = reader.seqs_of_hash(head_hash)
@@ -112,7 +121,7 @@ def _continuation(
     checker.count = 0
     snap = DbSnapshot()
     after = [cp for cp in reader.checkpoints() if cp.seq > old]
-    read_chain(rows, checker, snap, {cp.seq for cp in after}, lines=False)  # no JSON-lines copy compared
+    read_chain(rows, checker, snap, {cp.seq for cp in after}, lines=False, placed=placed)  # no JSON-lines copy
     snap.entries, snap.head_hash = checker.count, checker.prev
     report.entries, report.head_hash = checker.count, checker.prev
     report.breaks.extend(checker.breaks)
@@ -126,17 +135,61 @@ def _continuation(
     return snap
 
 
-def _check_placed(config: Config, snap: DbSnapshot, report: VerifyReport) -> None:
-    """Each message the new entries placed: its entry against its manifest, the trail and the ledger."""
+class _FileChecks:
+    """The placed entries' manifest checks, started as the chain names them.
+
+    On a machine with more than one core (and where forking is safe) worker processes
+    check the files while this process reads the chain; otherwise ``result`` checks them
+    on threads here, once the chain has been read.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._roots = {"cases": cases_dir(config), "quarantine": quarantine_dir(config)}
+        self._background: BackgroundChecks | None = None
+        if (os.cpu_count() or 1) > 1 and fork_is_safe():
+            self._background = BackgroundChecks(workers=2, method="fork", chunk=_CHUNK)
+            self._background.start()
+
+    def add(self, placement: Placement) -> None:
+        if self._background is not None and placement.rel is not None:
+            self._background.add(_path(self._roots, placement))
+
+    def result(self, where: dict[str, tuple[Path, Placement]]) -> dict[Path, Checked]:
+        """The check of every path in ``where`` (each was added, unless this runs without workers)."""
+        paths = [path for path, _ in where.values()]
+        if self._background is None:
+            return check_manifests(paths)
+        done = self._background.result()
+        missing = [p for p in paths if p not in done]
+        return {**done, **check_manifests(missing)} if missing else done
+
+    def close(self) -> None:
+        if self._background is not None:
+            self._background.close()
+
+
+_CHUNK = 48  # entries per task: small enough that the workers start while the chain is still read
+
+
+def _path(roots: dict[str, Path], placement: Placement) -> Path:
+    area = "quarantine" if placement.event == "quarantined" else "cases"
+    return roots[area] / (placement.rel or "")
+
+
+def _where(config: Config, snap: DbSnapshot) -> dict[str, tuple[Path, Placement]]:
+    """Where each message the new entries placed ended up (a message moved since counts where it is now)."""
     roots = {"cases": cases_dir(config), "quarantine": quarantine_dir(config)}
+    return {msg: (_path(roots, p), p) for msg, p in snap.placements.items() if p.rel is not None}
+
+
+def _check_placed(
+    config: Config, snap: DbSnapshot, report: VerifyReport, checked: dict[Path, Checked] | None = None
+) -> None:
+    """Each message the new entries placed: its entry against its manifest, the trail and the ledger."""
     records = {rec.id: rec for rec in snap.messages}
-    where: dict[str, tuple[Path, Placement]] = {}
-    for msg, placement in snap.placements.items():
-        if placement.rel is None:
-            continue
-        area = "quarantine" if placement.event == "quarantined" else "cases"
-        where[msg] = (roots[area] / placement.rel, placement)
-    checked = check_manifests([path for path, _ in where.values()])
+    where = _where(config, snap)
+    if checked is None:
+        checked = check_manifests([path for path, _ in where.values()])
     for msg, (path, placement) in sorted(where.items(), key=lambda item: item[1][1].seq):
         problems, manifest_sha = checked[path]
         rec = records.get(msg)
