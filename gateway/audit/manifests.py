@@ -18,7 +18,9 @@ heavy: ``audit verify`` runs ``check_entry`` in worker processes on large states
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import hashlib
 import json
 import os
@@ -77,44 +79,29 @@ def check_paths(paths: list[Path]) -> list[Checked]:
 class BackgroundChecks:
     """Manifest checks in worker processes, fed with entries while the caller reads the database.
 
-    One worker per core; the parent reads the chain on one core while the workers read and
-    hash the files on the other. ``add`` queues an entry, ``result`` waits for every check.
-
-    ``method="spawn"`` starts fresh interpreters: no lock or connection of the parent is
-    inherited, at the price of each importing this module. ``"fork"`` copies the parent
-    instead, which costs next to nothing; ``start`` then forks the workers at once, and the
-    caller does so before it opens a store or starts a thread, so a worker holds nothing
-    but this module's code (``fork_is_safe`` says whether that holds now).
+    One worker per core, started fresh (``spawn``: no lock or connection of the parent is
+    inherited); the parent reads the chain on one core while the workers read and hash
+    the files on the other. ``add`` queues an entry, ``result`` waits for every check.
     """
 
-    def __init__(self, *, workers: int | None = None, method: str = "spawn", chunk: int = 256) -> None:
+    def __init__(self, *, workers: int | None = None) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            max_workers=workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context(method)
+            max_workers=workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
         )
         self._futures: list[tuple[list[Path], Future[list[Checked]]]] = []
         self._queued: list[Path] = []
-        self._seen: set[Path] = set()
-        self._chunk = chunk
-
-    def start(self) -> None:
-        """Start the workers now rather than at the first chunk (with ``fork``: before anything else is open)."""
-        if self._pool is not None:
-            self._futures.append(([], self._pool.submit(check_paths, [])))
 
     def add(self, path: Path) -> None:
-        if path in self._seen:
-            return
-        self._seen.add(path)
         self._queued.append(path)
-        if len(self._queued) >= self._chunk:
+        if len(self._queued) >= _CHUNK:
             self._submit()
 
     def extend(self, paths: list[Path]) -> None:
-        for i in range(0, len(paths), self._chunk):
-            self._queued.extend(paths[i : i + self._chunk])
+        for i in range(0, len(paths), _CHUNK):
+            self._queued.extend(paths[i : i + _CHUNK])
             self._submit()
 
     def _submit(self) -> None:
@@ -145,13 +132,137 @@ class BackgroundChecks:
             self._pool = None
 
 
+_CHUNK = 256  # entries handed to a worker at a time
+
+
+class ForkedChecks:
+    """Manifest checks in forked worker processes, fed entry by entry while the caller reads on.
+
+    ``audit verify --since`` learns which entries to check while it reads the chain, and
+    checking them is most of its work: two workers do that on the other core meanwhile.
+    They are forked, not spawned (a fresh interpreter costs more than the checks of a day),
+    and fed through plain pipes with no helper thread, because a thread in this process
+    would contend for the GIL with the chain being read. Fork before opening a store or
+    starting a thread (``fork_is_safe``): a worker then holds nothing but this module's
+    code, and it leaves with ``os._exit``, running none of the parent's clean-up.
+
+    A worker reads NUL-separated paths until its pipe closes, then answers with all its
+    checks at once (it never writes while it may still be sent work, so neither side can
+    block the other for good). Whatever a worker does not answer, because it died or its
+    answer cannot be read, ``result`` checks in this process: nothing is taken as checked
+    that was not.
+    """
+
+    def __init__(self, workers: int = 2, *, chunk: int = 32) -> None:
+        self._workers: list[tuple[int, int, int]] = []  # pid, its task pipe (write end), its answer pipe (read end)
+        self._sent: list[list[str]] = [[] for _ in range(workers)]
+        self._queued: list[str] = []
+        self._seen: set[str] = set()
+        self._chunk = chunk
+        self._turn = 0
+        for _ in range(workers):
+            task_r, task_w = os.pipe()
+            answer_r, answer_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker: only its own ends stay open
+                code = 1
+                try:
+                    gc.disable()  # a collection would touch, and so copy, every page of the parent's objects
+                    for _, w, r in self._workers:
+                        os.close(w)
+                        os.close(r)
+                    os.close(task_w)
+                    os.close(answer_r)
+                    _serve(task_r, answer_w)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(task_r)
+            os.close(answer_w)
+            self._workers.append((pid, task_w, answer_r))
+
+    def add(self, path: str) -> None:
+        """Queue an entry's directory for checking (each path once)."""
+        if path in self._seen:
+            return
+        self._seen.add(path)
+        self._queued.append(path)
+        if len(self._queued) >= self._chunk:
+            self._send()
+
+    def _send(self) -> None:
+        chunk, self._queued = self._queued, []
+        if not chunk or not self._workers:
+            return
+        turn = self._turn
+        self._turn = (turn + 1) % len(self._workers)
+        self._sent[turn] += chunk
+        data = b"".join(os.fsencode(p) + b"\0" for p in chunk)
+        fd = self._workers[turn][1]
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            pass  # the worker is gone: result() checks what it was sent here
+
+    def result(self) -> dict[str, Checked]:
+        """Every queued entry's check, by path; waits for the workers and ends them."""
+        import pickle
+
+        self._send()
+        out: dict[str, Checked] = {}
+        workers, self._workers = self._workers, []
+        for _, task_w, _ in workers:
+            os.close(task_w)  # end of work: the worker answers now
+        for (pid, _, answer_r), sent in zip(workers, self._sent, strict=True):
+            try:
+                with os.fdopen(answer_r, "rb") as answer:
+                    raw = answer.read()
+                answered: dict[str, Checked] = pickle.loads(raw) if raw else {}  # noqa: S301 (our own child)
+            except Exception:  # noqa: BLE001 (a worker that failed in any way: its entries are checked here)
+                answered = {}
+            _reap(pid)
+            for path in sent:
+                out[path] = answered[path] if path in answered else check_entry(Path(path))
+        return out
+
+    def close(self) -> None:
+        """End the workers if ``result`` was not reached (an error on the way)."""
+        import signal
+
+        workers, self._workers = self._workers, []
+        for pid, task_w, answer_r in workers:
+            os.close(task_w)
+            os.close(answer_r)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+
+
+def _serve(task_r: int, answer_w: int) -> None:
+    """A forked worker's life: check each path as it arrives; answer once the pipe is closed."""
+    import pickle
+
+    checked: dict[str, Checked] = {}
+    rest = b""
+    while data := os.read(task_r, 1 << 16):
+        *paths, rest = (rest + data).split(b"\0")
+        for raw in paths:
+            path = os.fsdecode(raw)
+            checked[path] = check_entry(Path(path))
+    answer = pickle.dumps(checked, protocol=pickle.HIGHEST_PROTOCOL)
+    while answer:
+        answer = answer[os.write(answer_w, answer) :]
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
 def fork_is_safe() -> bool:
-    """Forked workers may be used: the platform forks, and no other thread could hold a lock meanwhile."""
-    import multiprocessing
-
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-
-
+    """Whether forked workers may be used: the platform forks, and no other thread could hold a lock."""
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 def verify_entry(entry: Path) -> list[ManifestProblem]:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit.chainview import check_head, handovers, public_key_for, read_chain
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.manifests import MANIFEST_KINDS, BackgroundChecks, Checked, check_manifests, fork_is_safe
+from gateway.audit.manifests import MANIFEST_KINDS, Checked, ForkedChecks, check_manifests, fork_is_safe
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
 from gateway.records.open import open_store, store_exists, store_name
@@ -144,52 +144,43 @@ class _FileChecks:
     """
 
     def __init__(self, config: Config) -> None:
-        self._roots = {"cases": cases_dir(config), "quarantine": quarantine_dir(config)}
-        self._background: BackgroundChecks | None = None
+        self._roots = {"cases": str(cases_dir(config)), "quarantine": str(quarantine_dir(config))}
+        self._workers: ForkedChecks | None = None
         if (os.cpu_count() or 1) > 1 and fork_is_safe():
-            self._background = BackgroundChecks(workers=2, method="fork", chunk=_CHUNK)
-            self._background.start()
+            self._workers = ForkedChecks()
 
     def add(self, placement: Placement) -> None:
-        if self._background is not None and placement.rel is not None:
-            self._background.add(_path(self._roots, placement))
+        if self._workers is not None and placement.rel is not None:
+            self._workers.add(_path(self._roots, placement))
 
-    def result(self, where: dict[str, tuple[Path, Placement]]) -> dict[Path, Checked]:
+    def result(self, where: dict[str, tuple[str, Placement]]) -> dict[str, Checked]:
         """The check of every path in ``where`` (each was added, unless this runs without workers)."""
-        paths = [path for path, _ in where.values()]
-        if self._background is None:
-            return check_manifests(paths)
-        done = self._background.result()
-        missing = [p for p in paths if p not in done]
-        return {**done, **check_manifests(missing)} if missing else done
+        done = self._workers.result() if self._workers is not None else {}
+        missing = [Path(path) for path, _ in where.values() if path not in done]
+        if missing:
+            done.update((str(path), checked) for path, checked in check_manifests(missing).items())
+        return done
 
     def close(self) -> None:
-        if self._background is not None:
-            self._background.close()
+        if self._workers is not None:
+            self._workers.close()
 
 
-_CHUNK = 48  # entries per task: small enough that the workers start while the chain is still read
-
-
-def _path(roots: dict[str, Path], placement: Placement) -> Path:
+def _path(roots: dict[str, str], placement: Placement) -> str:
     area = "quarantine" if placement.event == "quarantined" else "cases"
-    return roots[area] / (placement.rel or "")
+    return f"{roots[area]}/{placement.rel}"
 
 
-def _where(config: Config, snap: DbSnapshot) -> dict[str, tuple[Path, Placement]]:
+def _where(config: Config, snap: DbSnapshot) -> dict[str, tuple[str, Placement]]:
     """Where each message the new entries placed ended up (a message moved since counts where it is now)."""
-    roots = {"cases": cases_dir(config), "quarantine": quarantine_dir(config)}
+    roots = {"cases": str(cases_dir(config)), "quarantine": str(quarantine_dir(config))}
     return {msg: (_path(roots, p), p) for msg, p in snap.placements.items() if p.rel is not None}
 
 
-def _check_placed(
-    config: Config, snap: DbSnapshot, report: VerifyReport, checked: dict[Path, Checked] | None = None
-) -> None:
+def _check_placed(config: Config, snap: DbSnapshot, report: VerifyReport, checked: dict[str, Checked]) -> None:
     """Each message the new entries placed: its entry against its manifest, the trail and the ledger."""
     records = {rec.id: rec for rec in snap.messages}
     where = _where(config, snap)
-    if checked is None:
-        checked = check_manifests([path for path, _ in where.values()])
     for msg, (path, placement) in sorted(where.items(), key=lambda item: item[1][1].seq):
         problems, manifest_sha = checked[path]
         rec = records.get(msg)
@@ -213,7 +204,7 @@ def _check_placed(
                     f"{rec.state!r}",
                     expected=placement.event,
                     found=rec.state,
-                    file=str(path),
+                    file=path,
                 )
             )
         report.case_entries += placement.event != "quarantined"
@@ -244,7 +235,7 @@ def _check_placed(
                         f"manifest of message {msg} is not the one {whose} recorded",
                         expected=recorded,
                         found=manifest_sha,
-                        file=str(path / "manifest.json"),
+                        file=f"{path}/manifest.json",
                     )
                 )
     report.ledger_messages = len(records)
