@@ -8,6 +8,7 @@ auditor's daily run, imports neither the disk listing nor the JSON-lines compari
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterator
+from itertools import islice
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -63,15 +64,14 @@ def read_chain(
     hears of each placement as it is read, so the files can be checked meanwhile (a later
     entry may still move the message: ``snap.placements`` holds where it ended up).
     """
+    if not lines:
+        _read_rows(rows, checker, snap, sealed, placed)
+        return
     add_line, check, hashes = snap.line_digests.add, checker.check, snap.entry_hashes
-    check_entry = checker.check_entry
     row: ChainRow | None = None
     for row in rows:
         seq = row[0]
-        if lines:
-            add_line(seq, check(row))
-        else:
-            check_entry(row)
+        add_line(seq, check(row))
         if seq in sealed:
             hashes[seq] = row[10]
         if row[2] in _PLACING and row[4] is not None:
@@ -79,6 +79,29 @@ def read_chain(
     if row is not None:
         snap.last_seq = row[0]
         hashes[row[0]] = row[10]
+
+
+def _read_rows(
+    rows: Iterator[ChainRow],
+    checker: ChainChecker,
+    snap: DbSnapshot,
+    sealed: Container[int],
+    placed: Callable[[Placement], None] | None,
+) -> None:
+    """``read_chain`` without line digests, a batch of rows at a time (``ChainChecker.check_entries``)."""
+    hashes = snap.entry_hashes
+    while batch := list(islice(rows, _BATCH)):
+        checker.check_entries(batch)
+        for row in batch:
+            if row[0] in sealed:
+                hashes[row[0]] = row[10]
+            if row[2] in _PLACING and row[4] is not None:
+                _place(row, snap, placed)
+        snap.last_seq = batch[-1][0]
+        hashes[snap.last_seq] = batch[-1][10]
+
+
+_BATCH = 2000
 
 
 _PLACING = frozenset((*PLACEMENT_EVENTS, "refiled"))

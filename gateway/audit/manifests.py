@@ -181,6 +181,11 @@ class ForkedChecks:
             os.close(answer_w)
             self._workers.append((pid, task_w, answer_r))
 
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids (until ``result`` or ``close`` has ended them)."""
+        return [pid for pid, _, _ in self._workers]
+
     def add(self, path: str) -> None:
         """Queue an entry's directory for checking (each path once)."""
         if path in self._seen:
