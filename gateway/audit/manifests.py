@@ -348,13 +348,13 @@ def _walk(here: int, prefix: str, dirs: dict[str, int]) -> dict[str, str]:
     subdirs: list[str] = []
     for d in entries:
         rel = prefix + d.name
-        if d.is_symlink():
-            out[rel] = _LINK
+        if d.is_file(follow_symlinks=False):  # the usual kind first: one question for most items
+            out[rel] = _FILE
         elif d.is_dir(follow_symlinks=False):
             out[rel] = _DIR
             subdirs.append(d.name)
-        elif d.is_file(follow_symlinks=False):
-            out[rel] = _FILE
+        elif d.is_symlink():
+            out[rel] = _LINK
         else:
             out[rel] = _OTHER
     for name in subdirs:
@@ -376,7 +376,7 @@ def _read_listed(rel: str, found: dict[str, str], dirs: dict[str, int]) -> bytes
     to ``read_at`` itself.
     """
     parts = rel.split("/")
-    if any(p in _ODD for p in parts):
+    if not _ODD.isdisjoint(parts):
         return read_at(dirs[""], rel)
     prefix = ""
     for part in parts[:-1]:
