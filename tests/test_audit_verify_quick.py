@@ -106,3 +106,20 @@ def test_help_and_typing_errors_come_from_typer() -> None:
     assert "--since" in _cli("audit", "verify", "--help").stdout
     wrong = _cli("audit", "verify", "--sinc", "ab")
     assert wrong.returncode == 2 and "No such option" in wrong.stderr
+
+
+def test_the_quick_path_loads_neither_typer_nor_pydantic(state: tuple[Path, str]) -> None:
+    """What the quick path saves is typer's start-up: a run through it must not import typer after all."""
+    cfg, head = state
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(sorted({m.split('.')[0] for m in sys.modules "
+        "if m.split('.')[0] in ('typer', 'click', 'pydantic', 'rich', 'concurrent')})) + '\\n'))\n"
+        f"sys.argv = ['poststelle', 'audit', 'verify', '--json', '--config', {str(cfg)!r}, '--since', {head!r}]\n"
+        "from cli.__main__ import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["ok"]
+    assert "MODULES \n" in out.stderr, out.stderr

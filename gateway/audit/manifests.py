@@ -26,13 +26,12 @@ import json
 import os
 import stat
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -65,6 +64,8 @@ def check_manifests(paths: list[Path]) -> dict[Path, Checked]:
     size = max(1, min(64, len(paths) // (CHECK_THREADS * 4)))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     out: dict[Path, Checked] = {}
+    from concurrent.futures import ThreadPoolExecutor  # here: --since with workers needs no threads
+
     with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
         for chunk, checked in zip(chunks, pool.map(check_paths, chunks), strict=True):
             out.update(zip(chunk, checked, strict=True))
