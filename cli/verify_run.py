@@ -27,8 +27,14 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2  # as cli.common's: a configuration that cannot be used
 
 #: The typer command's options (cli/audit.py ``verify_cmd`` and the ``--tenant`` every command has).
-_VALUED = {"--public-key": "public_key", "--jsonl": "jsonl", "--since": "since", "--config": "config",
-           "-c": "config", "--tenant": "tenant"}
+_VALUED = {
+    "--public-key": "public_key",
+    "--jsonl": "jsonl",
+    "--since": "since",
+    "--config": "config",
+    "-c": "config",
+    "--tenant": "tenant",
+}
 _FLAGS = {"--json": "as_json"}
 
 
@@ -149,15 +155,19 @@ def print_report(r: VerifyReport, key_file: Path, lc: Locale) -> None:
         ("head", lc.t("{hash} (keep it for `audit verify --since`)", hash=r.head_hash) if found else "-"),
         (
             "checkpoints",
-            lc.t("{n} signed, checked with {key}; sealed up to entry {seq}", n=r.checkpoints, key=key,
-                 seq=r.sealed_up_to),
+            lc.t(
+                "{n} signed, checked with {key}; sealed up to entry {seq}", n=r.checkpoints, key=key, seq=r.sealed_up_to
+            ),
         ),
         (
             "case folders",
             lc.t("{entries} entries placed since checked against their manifests", entries=r.case_entries)
             if since
-            else lc.t("{n} folders, {entries} entries checked against their manifests", n=r.case_folders,
-                      entries=r.case_entries),
+            else lc.t(
+                "{n} folders, {entries} entries checked against their manifests",
+                n=r.case_folders,
+                entries=r.case_entries,
+            ),
         ),
         ("quarantine", lc.t("{n} entries checked against their manifests", n=r.quarantine_entries)),
         ("ledger", lc.t("{n} messages compared with the entries and the trail", n=r.ledger_messages)),

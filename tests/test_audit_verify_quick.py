@@ -59,7 +59,12 @@ def test_anything_else_is_left_to_typer(args: list[str]) -> None:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "POSTSTELLE_CONFIG"}
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=REPO, env=env, check=False,
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        check=False,
         timeout=300,
     )
 
