@@ -19,10 +19,18 @@ def main() -> None:
     administrator never gets a traceback for a full disk or a file they may not read (a bug
     in our code, any other exception, keeps its traceback).
     """
-    from cli.main import build_app
     from gateway.errors import PoststelleError
 
     try:
+        if sys.argv[1:3] == ["audit", "verify"]:  # an auditor's daily check: no typer (cli/verify_run.py)
+            from cli.verify_run import quick_verify
+
+            code = quick_verify(sys.argv[3:])
+            if code is not None:
+                sys.stdout.flush()
+                sys.exit(code)
+        from cli.main import build_app
+
         build_app(sys.argv[1:])(prog_name="poststelle")
     except (PoststelleError, OSError) as exc:
         from gateway.display import safe_text

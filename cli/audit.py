@@ -19,12 +19,10 @@ from cli.common import ConfigOption, JsonOption, echo, fail, get_config, locale,
 from gateway.statedir import audit_key_path, audit_public_key_path
 
 if TYPE_CHECKING:
-    from gateway.audit.findings import VerifyReport
     from gateway.audit.outbound_view import DocumentView
     from gateway.audit.report import AuditQuery
     from gateway.config import Config
     from gateway.receipts.deliveries import ServiceRule
-    from gateway.records.chain import ChainBreak
     from gateway.records.store import Store
 
 # Each command imports what it runs: ``audit verify --since`` is an auditor's daily check,
@@ -144,96 +142,11 @@ def verify_cmd(
     added after it. Exit status 1 names at least one break (an unknown HEAD_HASH is one);
     0 means everything checked holds together.
     """
-    from gateway.records.store import StoreError
+    from cli.verify_run import run_verify
 
-    cfg = get_config(config)
-    if public_key is not None and not public_key.is_file():
-        fail(f"public key file not found: {public_key}")
-    if since is not None and jsonl is not None:
-        fail("--jsonl compares the whole copy: use it without --since")
-    try:
-        if since is not None:
-            from gateway.audit.since import verify_since
-
-            report = verify_since(cfg, since, public_key_file=public_key)
-        else:
-            from gateway.audit.verify import verify_state
-
-            report = verify_state(cfg, public_key_file=public_key, jsonl_file=jsonl)
-    except ValueError as exc:
-        fail(str(exc))
-    except (StoreError, OSError) as exc:
-        fail(f"cannot read the state directory: {exc}")
-    if as_json:
-        print_json(report.to_json())
-    else:
-        _print_report(report, public_key or audit_public_key_path(cfg))
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-def _print_report(r: VerifyReport, key_file: Path) -> None:
-    lc = locale()
-    n = len(r.breaks)
-    status = "OK" if r.ok else lc.t("FAILED: {n} break" if n == 1 else "FAILED: {n} breaks", n=n)
-    typer.echo(lc.t("audit verify: {status}  ({seconds} s)", status=status, seconds=f"{r.seconds:.1f}"))
-    key = lc.t("key {id} from {file}", id=r.public_key_id, file=key_file) if r.public_key_id else lc.t("no public key")
-    since = r.since_hash is not None
-    if not since:
-        entries = str(r.entries)
-    elif r.since_seq is None:
-        entries = lc.t("none checked: the head given is not an entry of this trail")
-    else:
-        entries = lc.t("{n} after entry {seq} (the head given)", n=r.entries, seq=r.since_seq)
-    found = not since or r.since_seq is not None
-    lines = [
-        ("entries", entries),
-        ("head", lc.t("{hash} (keep it for `audit verify --since`)", hash=r.head_hash) if found else "-"),
-        (
-            "checkpoints",
-            lc.t("{n} signed, checked with {key}; sealed up to entry {seq}", n=r.checkpoints, key=key,
-                 seq=r.sealed_up_to),
-        ),
-        (
-            "case folders",
-            lc.t("{entries} entries placed since checked against their manifests", entries=r.case_entries)
-            if since
-            else lc.t("{n} folders, {entries} entries checked against their manifests", n=r.case_folders,
-                      entries=r.case_entries),
-        ),
-        ("quarantine", lc.t("{n} entries checked against their manifests", n=r.quarantine_entries)),
-        ("ledger", lc.t("{n} messages compared with the entries and the trail", n=r.ledger_messages)),
-        ("json-lines", lc.t("not compared (--since)") if since else _jsonl_line(r)),
-    ]
-    for label, text in lines:
-        echo(f"  {lc.t(label):13} {text}")
-    if r.breaks:
-        typer.echo("\n" + lc.t("breaks:"))
-        for b in r.breaks:
-            _print_break(b)
-    if r.warnings:
-        typer.echo("\n" + lc.t("warnings:"))
-        for w in r.warnings:
-            echo(f"  - {w}")
-
-
-def _jsonl_line(r: VerifyReport) -> str:
-    lc = locale()
-    if r.jsonl_file is None:
-        return lc.t("not checked")
-    state = lc.t("lagging {n} entries", n=r.jsonl_lagging) if r.jsonl_lagging else lc.t("in step")
-    return lc.t("{n} lines, {state} ({file})", n=r.jsonl_lines, state=state, file=r.jsonl_file)
-
-
-def _print_break(b: ChainBreak) -> None:
-    lc = locale()
-    where = lc.t("entry {seq}", seq=b.seq) if b.seq is not None else "-"
-    echo(f"  {where:12} {b.kind}: {b.detail}")
-    if b.file:
-        echo(f"  {'':12} {lc.t('file:'):9} {b.file}")
-    if b.expected is not None or b.found is not None:
-        echo(f"  {'':12} {lc.t('expected:'):9} {b.expected if b.expected is not None else '-'}")
-        echo(f"  {'':12} {lc.t('found:'):9} {b.found if b.found is not None else '-'}")
+    code = run_verify(get_config(config), locale(), public_key=public_key, jsonl=jsonl, since=since, as_json=as_json)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("export")

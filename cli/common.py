@@ -12,7 +12,6 @@ shown in the configured zone. ``--json`` output is the record's own form (UTC, E
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import sys
@@ -24,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 
 from gateway.config import Config, load_config, resolve_config_path
+from gateway.config.tenants import select_tenant
 from gateway.display import json_text, safe_text
 from gateway.errors import ConfigError, PermanentError
 from gateway.filemodes import apply as apply_modes
@@ -122,22 +122,6 @@ def get_config(path: Path | None, *, all_tenants: bool = False) -> Config:
     use_locale(Locale(language=config.ui.language, timezone=config.ui.timezone))
     for warning in config.warnings:
         typer.echo(_locale.t("warning: {message}", message=safe_text(warning)), err=True)
-    return config
-
-
-def select_tenant(config: Config, tenant: str | None, *, all_tenants: bool = False) -> Config:
-    """The configuration a command works on: the named tenant's, or the whole file's."""
-    file, known = str(config.path), ", ".join(str(t.tenant) for t in config.tenants)
-    if tenant is not None:
-        if not config.tenants:
-            raise ConfigError(file, "tenant", f"--tenant {tenant}: the configuration has no [[tenant]] blocks")
-        try:
-            chosen = config.tenant_config(tenant)
-        except KeyError:
-            raise ConfigError(file, "tenant", f"unknown tenant {tenant!r} (the tenants are: {known})") from None
-        return dataclasses.replace(chosen, warnings=config.warnings)
-    if config.tenants and not all_tenants:
-        raise ConfigError(file, "tenant", f"the configuration has tenants ({known}): name one with --tenant")
     return config
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import ConfigOption, JsonOption, echo, fail, get_config, print_json
+from cli.common import ConfigOption, JsonOption, echo, fail, get_config, locale, print_json
 
 
 def migrate_store_cmd(
@@ -59,7 +59,7 @@ def migrate_store_cmd(
             }
         )
     else:
-        from cli.audit import _print_report
+        from cli.verify_run import print_report
         from gateway.statedir import audit_public_key_path
 
         echo(f"copied {result.source} -> {result.target}")
@@ -69,6 +69,6 @@ def migrate_store_cmd(
         echo(f"  store-migrated     entry {result.head.seq} {result.head.hash}")
         for m in result.mismatches:
             echo(f"  MISMATCH {m}")
-        _print_report(report, audit_public_key_path(cfg))
+        print_report(report, audit_public_key_path(cfg), locale())
     if not ok:
         raise typer.Exit(1)

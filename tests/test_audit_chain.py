@@ -152,6 +152,29 @@ def test_the_streaming_checker_finds_what_the_entry_check_finds(evs: list[AuditE
     assert lines == [hashlib.sha256(canonical(e.to_json())).digest() for e in entries]
 
 
+#: ``MUTATIONS`` and a column of the wrong type (a hand-edited row): the canonical body cannot be built.
+BATCH_MUTATIONS = {
+    **MUTATIONS,
+    "wrong-type": lambda rows, i: [*rows[:i], (*rows[i][:3], None, *rows[i][4:]), *rows[i + 1 :]],
+}
+
+
+@settings(deadline=None)
+@given(st.lists(events, min_size=2, max_size=6), st.sampled_from(sorted(BATCH_MUTATIONS)), st.integers(0, 4))
+def test_the_batch_check_finds_what_the_row_check_finds(evs: list[AuditEvent], how: str, at: int) -> None:
+    """``check_entries`` (``audit verify --since``'s loop) judges a batch as ``check_entry`` judges each row."""
+    rows = BATCH_MUTATIONS[how](_rows(evs), min(at, len(evs) - 2))
+    one, batch = ChainChecker(), ChainChecker()
+    for r in rows:
+        one.check_entry(r)
+    batch.check_entries(rows[:1])
+    batch.check_entries(rows[1:])
+    assert (batch.count, batch.prev, batch.expected_seq, batch.breaks) == (
+        one.count, one.prev, one.expected_seq, one.breaks
+    )
+    assert bool(batch.breaks) == (how not in ("none", "reformatted")), how
+
+
 def test_the_checker_continues_from_a_proven_head() -> None:
     """Started at entry 3's head, entry 4 must link to it; a foreign head is a broken link."""
     rows = _rows([AuditEvent("fetched", details={"n": n}) for n in range(6)])

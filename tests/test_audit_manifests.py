@@ -8,6 +8,7 @@ tampered with, are checked both ways here.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,50 @@ def test_worker_processes_find_what_threads_find(filed: tuple[Path, Path], tmp_p
     problems = {p.problem.split(":")[0] for found, _ in on_threads.values() for p in found}
     assert problems == {"altered", "missing", "unlisted file", "symlink", "unreadable manifest"}
     assert sum(1 for found, sha in on_threads.values() if not found and sha) == 1, "one entry is untouched"
+
+
+def _tampered(cases: Path, tmp_path: Path) -> list[Path]:
+    entries = sorted(p for folder in cases.iterdir() if not folder.name.startswith(".") for p in folder.iterdir())
+    (entries[0] / "attachments" / "Plan.pdf").write_bytes(b"%PDF- altered")
+    (entries[1] / "original.eml").unlink()
+    (entries[2] / "Thumbs.db").write_bytes(b"x")
+    (tmp_path / "elsewhere.txt").write_bytes(b"outside")
+    os.symlink(tmp_path / "elsewhere.txt", entries[3] / "note.txt")
+    (entries[4] / "manifest.json").write_bytes(b"{not json")
+    return entries
+
+
+def test_forked_workers_find_what_threads_find(filed: tuple[Path, Path], tmp_path: Path) -> None:
+    """``audit verify --since`` feeds forked workers entry by entry; their answers are the threads' answers."""
+    entries = _tampered(filed[0], tmp_path)
+    on_threads = {str(p): found for p, found in check_manifests(entries).items()}
+    checks = manifests.ForkedChecks(chunk=1)
+    for e in [*entries, entries[0]]:  # an entry named twice is checked once
+        checks.add(str(e))
+    assert checks.result() == on_threads
+    assert all(found for found, _ in list(on_threads.values())[:5])
+
+
+def test_entries_of_a_killed_worker_are_checked_here_not_taken_as_checked(
+    filed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    entries = _tampered(filed[0], tmp_path)
+    on_threads = {str(p): found for p, found in check_manifests(entries).items()}
+    checks = manifests.ForkedChecks(chunk=1)
+    for e in entries:
+        checks.add(str(e))
+    os.kill(checks.pids[0], signal.SIGKILL)  # it answers only once its pipe is closed: it never will
+    assert checks.result() == on_threads
+    assert checks.pids == [], "result() reaped both workers"
+
+
+def test_workers_left_on_an_error_are_ended(filed: tuple[Path, Path]) -> None:
+    checks = manifests.ForkedChecks()
+    pids = checks.pids
+    checks.close()
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped: no process and no zombie is left behind
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ auditor's daily run, imports neither the disk listing nor the JSON-lines compari
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
+from itertools import islice
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -47,36 +48,66 @@ def check_head(reader: AuditReader, last: ChainHead, report: VerifyReport) -> No
 
 
 def read_chain(
-    rows: Iterator[ChainRow], checker: ChainChecker, snap: DbSnapshot, sealed: Container[int], *, lines: bool = True
+    rows: Iterator[ChainRow],
+    checker: ChainChecker,
+    snap: DbSnapshot,
+    sealed: Container[int],
+    *,
+    lines: bool = True,
+    placed: Callable[[Placement], None] | None = None,
 ) -> None:
     """Check every row in order and keep what the other views need: line digests, placements,
     and the stored hashes of the entries in ``sealed`` (the checkpoints' seqs) and of the last.
 
     Only placement events are parsed (``row_entry``); the others are hashed as stored.
-    ``lines=False`` (no JSON-lines copy to compare) leaves the line digests out.
+    ``lines=False`` (no JSON-lines copy to compare) leaves the line digests out. ``placed``
+    hears of each placement as it is read, so the files can be checked meanwhile (a later
+    entry may still move the message: ``snap.placements`` holds where it ended up).
     """
+    if not lines:
+        _read_rows(rows, checker, snap, sealed, placed)
+        return
     add_line, check, hashes = snap.line_digests.add, checker.check, snap.entry_hashes
-    check_entry = checker.check_entry
     row: ChainRow | None = None
     for row in rows:
         seq = row[0]
-        if lines:
-            add_line(seq, check(row))
-        else:
-            check_entry(row)
+        add_line(seq, check(row))
         if seq in sealed:
             hashes[seq] = row[10]
         if row[2] in _PLACING and row[4] is not None:
-            _place(row, snap)
+            _place(row, snap, placed)
     if row is not None:
         snap.last_seq = row[0]
         hashes[row[0]] = row[10]
 
 
+def _read_rows(
+    rows: Iterator[ChainRow],
+    checker: ChainChecker,
+    snap: DbSnapshot,
+    sealed: Container[int],
+    placed: Callable[[Placement], None] | None,
+) -> None:
+    """``read_chain`` without line digests, a batch of rows at a time (``ChainChecker.check_entries``)."""
+    hashes = snap.entry_hashes
+    while batch := list(islice(rows, _BATCH)):
+        checker.check_entries(batch)
+        for row in batch:
+            if row[0] in sealed:
+                hashes[row[0]] = row[10]
+            if row[2] in _PLACING and row[4] is not None:
+                _place(row, snap, placed)
+        snap.last_seq = batch[-1][0]
+        hashes[snap.last_seq] = batch[-1][10]
+
+
+_BATCH = 2000
+
+
 _PLACING = frozenset((*PLACEMENT_EVENTS, "refiled"))
 
 
-def _place(row: ChainRow, snap: DbSnapshot) -> None:
+def _place(row: ChainRow, snap: DbSnapshot, placed: Callable[[Placement], None] | None = None) -> None:
     try:
         e = row_entry(row)
     except ValueError:
@@ -97,6 +128,10 @@ def _place(row: ChainRow, snap: DbSnapshot) -> None:
         source, left = e.details.get("from"), e.details.get("from_manifest_sha256")
         if isinstance(source, str) and isinstance(left, str):
             snap.refiled_from[source] = left
+    else:
+        return
+    if placed is not None:
+        placed(snap.placements[e.message])
 
 
 def public_key_for(path: Path, report: VerifyReport) -> list[Ed25519PublicKey] | None:

@@ -18,17 +18,20 @@ heavy: ``audit verify`` runs ``check_entry`` in worker processes on large states
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import hashlib
 import json
-import multiprocessing
 import os
 import stat
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 CHECK_THREADS = 4  # hashing releases the GIL; more threads than cores hides file-open latency
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -61,6 +64,8 @@ def check_manifests(paths: list[Path]) -> dict[Path, Checked]:
     size = max(1, min(64, len(paths) // (CHECK_THREADS * 4)))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     out: dict[Path, Checked] = {}
+    from concurrent.futures import ThreadPoolExecutor  # here: --since with workers needs no threads
+
     with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
         for chunk, checked in zip(chunks, pool.map(check_paths, chunks), strict=True):
             out.update(zip(chunk, checked, strict=True))
@@ -81,6 +86,9 @@ class BackgroundChecks:
     """
 
     def __init__(self, *, workers: int | None = None) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         self._pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
             max_workers=workers or os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
         )
@@ -104,6 +112,8 @@ class BackgroundChecks:
 
     def result(self) -> dict[Path, Checked]:
         """Every entry's check; a chunk whose worker failed is checked here instead."""
+        from concurrent.futures.process import BrokenProcessPool
+
         self._submit()
         out: dict[Path, Checked] = {}
         try:
@@ -124,6 +134,141 @@ class BackgroundChecks:
 
 
 _CHUNK = 256  # entries handed to a worker at a time
+
+
+class ForkedChecks:
+    """Manifest checks in forked worker processes, fed entry by entry while the caller reads on.
+
+    ``audit verify --since`` learns which entries to check while it reads the chain, and
+    checking them is most of its work: two workers do that on the other core meanwhile.
+    They are forked, not spawned (a fresh interpreter costs more than the checks of a day),
+    and fed through plain pipes with no helper thread, because a thread in this process
+    would contend for the GIL with the chain being read. Fork before opening a store or
+    starting a thread (``fork_is_safe``): a worker then holds nothing but this module's
+    code, and it leaves with ``os._exit``, running none of the parent's clean-up.
+
+    A worker reads NUL-separated paths until its pipe closes, then answers with all its
+    checks at once (it never writes while it may still be sent work, so neither side can
+    block the other for good). Whatever a worker does not answer, because it died or its
+    answer cannot be read, ``result`` checks in this process: nothing is taken as checked
+    that was not.
+    """
+
+    def __init__(self, workers: int = 2, *, chunk: int = 32) -> None:
+        self._workers: list[tuple[int, int, int]] = []  # pid, its task pipe (write end), its answer pipe (read end)
+        self._sent: list[list[str]] = [[] for _ in range(workers)]
+        self._queued: list[str] = []
+        self._seen: set[str] = set()
+        self._chunk = chunk
+        self._turn = 0
+        for _ in range(workers):
+            task_r, task_w = os.pipe()
+            answer_r, answer_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the worker: only its own ends stay open
+                code = 1
+                try:
+                    gc.disable()  # a collection would touch, and so copy, every page of the parent's objects
+                    for _, w, r in self._workers:
+                        os.close(w)
+                        os.close(r)
+                    os.close(task_w)
+                    os.close(answer_r)
+                    _serve(task_r, answer_w)
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(task_r)
+            os.close(answer_w)
+            self._workers.append((pid, task_w, answer_r))
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids (until ``result`` or ``close`` has ended them)."""
+        return [pid for pid, _, _ in self._workers]
+
+    def add(self, path: str) -> None:
+        """Queue an entry's directory for checking (each path once)."""
+        if path in self._seen:
+            return
+        self._seen.add(path)
+        self._queued.append(path)
+        if len(self._queued) >= self._chunk:
+            self._send()
+
+    def _send(self) -> None:
+        chunk, self._queued = self._queued, []
+        if not chunk or not self._workers:
+            return
+        turn = self._turn
+        self._turn = (turn + 1) % len(self._workers)
+        self._sent[turn] += chunk
+        data = b"".join(os.fsencode(p) + b"\0" for p in chunk)
+        fd = self._workers[turn][1]
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            pass  # the worker is gone: result() checks what it was sent here
+
+    def result(self) -> dict[str, Checked]:
+        """Every queued entry's check, by path; waits for the workers and ends them."""
+        import pickle
+
+        self._send()
+        out: dict[str, Checked] = {}
+        workers, self._workers = self._workers, []
+        for _, task_w, _ in workers:
+            os.close(task_w)  # end of work: the worker answers now
+        for (pid, _, answer_r), sent in zip(workers, self._sent, strict=True):
+            try:
+                with os.fdopen(answer_r, "rb") as answer:
+                    raw = answer.read()
+                answered: dict[str, Checked] = pickle.loads(raw) if raw else {}  # noqa: S301 (our own child)
+            except Exception:  # noqa: BLE001 (a worker that failed in any way: its entries are checked here)
+                answered = {}
+            _reap(pid)
+            for path in sent:
+                out[path] = answered[path] if path in answered else check_entry(Path(path))
+        return out
+
+    def close(self) -> None:
+        """End the workers if ``result`` was not reached (an error on the way)."""
+        import signal
+
+        workers, self._workers = self._workers, []
+        for pid, task_w, answer_r in workers:
+            os.close(task_w)
+            os.close(answer_r)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+
+
+def _serve(task_r: int, answer_w: int) -> None:
+    """A forked worker's life: check each path as it arrives; answer once the pipe is closed."""
+    import pickle
+
+    checked: dict[str, Checked] = {}
+    rest = b""
+    while data := os.read(task_r, 1 << 16):
+        *paths, rest = (rest + data).split(b"\0")
+        for raw in paths:
+            path = os.fsdecode(raw)
+            checked[path] = check_entry(Path(path))
+    answer = pickle.dumps(checked, protocol=pickle.HIGHEST_PROTOCOL)
+    while answer:
+        answer = answer[os.write(answer_w, answer) :]
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def fork_is_safe() -> bool:
+    """Whether forked workers may be used: the platform forks, and no other thread could hold a lock."""
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 def verify_entry(entry: Path) -> list[ManifestProblem]:
@@ -204,13 +349,13 @@ def _walk(here: int, prefix: str, dirs: dict[str, int]) -> dict[str, str]:
     subdirs: list[str] = []
     for d in entries:
         rel = prefix + d.name
-        if d.is_symlink():
-            out[rel] = _LINK
+        if d.is_file(follow_symlinks=False):  # the usual kind first: one question for most items
+            out[rel] = _FILE
         elif d.is_dir(follow_symlinks=False):
             out[rel] = _DIR
             subdirs.append(d.name)
-        elif d.is_file(follow_symlinks=False):
-            out[rel] = _FILE
+        elif d.is_symlink():
+            out[rel] = _LINK
         else:
             out[rel] = _OTHER
     for name in subdirs:
@@ -232,7 +377,7 @@ def _read_listed(rel: str, found: dict[str, str], dirs: dict[str, int]) -> bytes
     to ``read_at`` itself.
     """
     parts = rel.split("/")
-    if any(p in _ODD for p in parts):
+    if not _ODD.isdisjoint(parts):
         return read_at(dirs[""], rel)
     prefix = ""
     for part in parts[:-1]:

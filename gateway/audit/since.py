@@ -22,16 +22,17 @@ not compared here either (its comparison reads the whole file).
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit.chainview import check_head, handovers, public_key_for, read_chain
 from gateway.audit.findings import DbSnapshot, Placement, VerifyReport
-from gateway.audit.manifests import MANIFEST_KINDS, check_manifests
+from gateway.audit.manifests import MANIFEST_KINDS, Checked, ForkedChecks, check_manifests, fork_is_safe
 from gateway.config import Config
 from gateway.records.chain import ChainBreak, ChainChecker, ChainHead
 from gateway.records.open import open_store, store_exists, store_name
@@ -56,21 +57,25 @@ def verify_since(config: Config, head_hash: str, *, public_key_file: Path | None
     if not store_exists(config):
         report.breaks.append(_unknown(head_hash, f"there is no ledger at {store_name(config)}"))
         return report
-    store = open_store(config, readonly=True)
+    files = _FileChecks(config)  # forks its workers first: before the store is opened
     try:
-        if store.readonly_note:
-            report.warnings.append(store.readonly_note)
-        with store.snapshot() as reader:
-            snap = _continuation(reader, head_hash, public_key, report)
+        store = open_store(config, readonly=True)
+        try:
+            if store.readonly_note:
+                report.warnings.append(store.readonly_note)
+            with store.snapshot() as reader:
+                snap = _continuation(reader, head_hash, public_key, report, files.add)
+        finally:
+            store.close()
+        if snap is not None:
+            _check_placed(config, snap, report, files.result(_where(config, snap)))
     finally:
-        store.close()
-    if snap is not None:
-        _check_placed(config, snap, report)
-        if report.unsealed:
-            report.warnings.append(
-                f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
-                "(the gateway seals at the end of each run)"
-            )
+        files.close()
+    if snap is not None and report.unsealed:
+        report.warnings.append(
+            f"{report.unsealed} entries after entry {report.sealed_up_to} are not sealed by a checkpoint yet "
+            "(the gateway seals at the end of each run)"
+        )
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -86,7 +91,11 @@ def _unknown(head_hash: str, why: str) -> ChainBreak:
 
 
 def _continuation(
-    reader: ReadSnapshot, head_hash: str, public_key: Sequence[Ed25519PublicKey] | None, report: VerifyReport
+    reader: ReadSnapshot,
+    head_hash: str,
+    public_key: Sequence[Ed25519PublicKey] | None,
+    report: VerifyReport,
+    placed: Callable[[Placement], None] | None = None,
 ) -> DbSnapshot | None:
     """The chain from the old head on, the checkpoints after it and the head row, in one snapshot."""
     seqs = reader.seqs_of_hash(head_hash)
@@ -112,7 +121,7 @@ def _continuation(
     checker.count = 0
     snap = DbSnapshot()
     after = [cp for cp in reader.checkpoints() if cp.seq > old]
-    read_chain(rows, checker, snap, {cp.seq for cp in after}, lines=False)  # no JSON-lines copy compared
+    read_chain(rows, checker, snap, {cp.seq for cp in after}, lines=False, placed=placed)  # no JSON-lines copy
     snap.entries, snap.head_hash = checker.count, checker.prev
     report.entries, report.head_hash = checker.count, checker.prev
     report.breaks.extend(checker.breaks)
@@ -126,17 +135,52 @@ def _continuation(
     return snap
 
 
-def _check_placed(config: Config, snap: DbSnapshot, report: VerifyReport) -> None:
+class _FileChecks:
+    """The placed entries' manifest checks, started as the chain names them.
+
+    On a machine with more than one core (and where forking is safe) worker processes
+    check the files while this process reads the chain; otherwise ``result`` checks them
+    on threads here, once the chain has been read.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._roots = {"cases": str(cases_dir(config)), "quarantine": str(quarantine_dir(config))}
+        self._workers: ForkedChecks | None = None
+        if (os.cpu_count() or 1) > 1 and fork_is_safe():
+            self._workers = ForkedChecks()
+
+    def add(self, placement: Placement) -> None:
+        if self._workers is not None and placement.rel is not None:
+            self._workers.add(_path(self._roots, placement))
+
+    def result(self, where: dict[str, tuple[str, Placement]]) -> dict[str, Checked]:
+        """The check of every path in ``where`` (each was added, unless this runs without workers)."""
+        done = self._workers.result() if self._workers is not None else {}
+        missing = [Path(path) for path, _ in where.values() if path not in done]
+        if missing:
+            done.update((str(path), checked) for path, checked in check_manifests(missing).items())
+        return done
+
+    def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
+
+
+def _path(roots: dict[str, str], placement: Placement) -> str:
+    area = "quarantine" if placement.event == "quarantined" else "cases"
+    return f"{roots[area]}/{placement.rel}"
+
+
+def _where(config: Config, snap: DbSnapshot) -> dict[str, tuple[str, Placement]]:
+    """Where each message the new entries placed ended up (a message moved since counts where it is now)."""
+    roots = {"cases": str(cases_dir(config)), "quarantine": str(quarantine_dir(config))}
+    return {msg: (_path(roots, p), p) for msg, p in snap.placements.items() if p.rel is not None}
+
+
+def _check_placed(config: Config, snap: DbSnapshot, report: VerifyReport, checked: dict[str, Checked]) -> None:
     """Each message the new entries placed: its entry against its manifest, the trail and the ledger."""
-    roots = {"cases": cases_dir(config), "quarantine": quarantine_dir(config)}
     records = {rec.id: rec for rec in snap.messages}
-    where: dict[str, tuple[Path, Placement]] = {}
-    for msg, placement in snap.placements.items():
-        if placement.rel is None:
-            continue
-        area = "quarantine" if placement.event == "quarantined" else "cases"
-        where[msg] = (roots[area] / placement.rel, placement)
-    checked = check_manifests([path for path, _ in where.values()])
+    where = _where(config, snap)
     for msg, (path, placement) in sorted(where.items(), key=lambda item: item[1][1].seq):
         problems, manifest_sha = checked[path]
         rec = records.get(msg)
@@ -160,7 +204,7 @@ def _check_placed(config: Config, snap: DbSnapshot, report: VerifyReport) -> Non
                     f"{rec.state!r}",
                     expected=placement.event,
                     found=rec.state,
-                    file=str(path),
+                    file=path,
                 )
             )
         report.case_entries += placement.event != "quarantined"
@@ -191,7 +235,7 @@ def _check_placed(config: Config, snap: DbSnapshot, report: VerifyReport) -> Non
                         f"manifest of message {msg} is not the one {whose} recorded",
                         expected=recorded,
                         found=manifest_sha,
-                        file=str(path / "manifest.json"),
+                        file=f"{path}/manifest.json",
                     )
                 )
     report.ledger_messages = len(records)

@@ -194,3 +194,19 @@ def _own(cfg: Config) -> list[tuple[str, str]]:
     if cfg.send_socket is not None:
         out.append(("send_socket.path", str(cfg.send_socket.path)))
     return out
+
+
+def select_tenant(config: Config, tenant: str | None, *, all_tenants: bool = False) -> Config:
+    """The configuration a command works on: the named tenant's, or the whole file's."""
+    file, known = str(config.path), ", ".join(str(t.tenant) for t in config.tenants)
+    if tenant is not None:
+        if not config.tenants:
+            raise ConfigError(file, "tenant", f"--tenant {tenant}: the configuration has no [[tenant]] blocks")
+        try:
+            chosen = config.tenant_config(tenant)
+        except KeyError:
+            raise ConfigError(file, "tenant", f"unknown tenant {tenant!r} (the tenants are: {known})") from None
+        return dataclasses.replace(chosen, warnings=config.warnings)
+    if config.tenants and not all_tenants:
+        raise ConfigError(file, "tenant", f"the configuration has tenants ({known}): name one with --tenant")
+    return config

@@ -346,6 +346,45 @@ class ChainChecker:
         if hashlib.sha256(body).hexdigest() != h:
             self._slow(row)
 
+    def check_entries(self, rows: Sequence[ChainRow]) -> None:
+        """``check_entry`` for each row in order, written out as one loop: an auditor's daily
+        ``audit verify --since`` spends most of its database time here.
+
+        The canonical body is built as ``_row_parts`` builds it; a row it cannot be built
+        from (a column of the wrong type) or whose hash differs goes to ``_slow``, as there.
+        """
+        enc, sha256, breaks = encode_basestring, hashlib.sha256, self.breaks
+        prev, expected = self.prev, self.expected_seq
+        for row in rows:
+            seq, at, event, actor, message, case, document, corr, details, prev_hash, h = row
+            if seq != expected:
+                breaks.append(
+                    ChainBreak("sequence-gap", seq, "entry numbers are not consecutive", str(expected), str(seq))
+                )
+            if prev_hash != prev:
+                breaks.append(
+                    ChainBreak("broken-link", seq, "prev_hash does not match the previous entry", prev, prev_hash)
+                )
+            prev = h
+            expected = seq + 1
+            if type(seq) is int and type(details) is str:
+                try:
+                    body = (
+                        f'{{"actor":{enc(actor)},"at":{enc(at)},"case":{"null" if case is None else enc(case)},'
+                        f'"correspondent":{"null" if corr is None else enc(corr)},"details":{details},'
+                        f'"document":{"null" if document is None else enc(document)},"event":{enc(event)},'
+                        f'"message":{"null" if message is None else enc(message)},"prev_hash":{enc(prev_hash)},'
+                        f'"seq":{seq}}}'
+                    )
+                except TypeError:
+                    pass
+                else:
+                    if sha256(body.encode("utf-8")).hexdigest() == h:
+                        continue
+            self._slow(row)
+        self.prev, self.expected_seq = prev, expected
+        self.count += len(rows)
+
     def _link(self, row: ChainRow) -> str:
         """Numbering and link to the entry before; returns the row's stored hash."""
         self.count += 1
