@@ -128,3 +128,17 @@ def test_the_quick_path_loads_neither_typer_nor_pydantic(state: tuple[Path, str]
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["ok"]
     assert "MODULES \n" in out.stderr, out.stderr
+
+
+def test_the_quick_path_knows_exactly_the_options_the_typer_command_declares() -> None:
+    """An option added to ``audit verify`` must be added to the quick path too, or lines using it
+    would still go to typer (safe) while plain ones silently ignored it (not): this keeps them equal."""
+    import typer.main
+
+    from cli.main import build_app
+    from cli.verify_run import _FLAGS, _VALUED
+
+    group = typer.main.get_command(build_app(["audit", "verify"]))
+    verify = group.commands["audit"].commands["verify"]  # type: ignore[attr-defined]
+    declared = {opt for p in verify.params for opt in p.opts if opt != "--help"}
+    assert declared == set(_VALUED) | set(_FLAGS)
