@@ -185,9 +185,15 @@ def require_roots(config: Config) -> None:
 
 
 def _make_tenant_state(config: Config) -> None:
-    """A tenant's state directory is the gateway's own, made inside the shared ``state_dir``
-    when that exists (the shared one itself is still never created on start)."""
+    """A tenant's state directory (and its part of a shared spool) is the gateway's own, made
+    inside the shared ``state_dir`` (``spool_dir``) when that exists (the shared ones
+    themselves are still never created on start)."""
     state = config.storage.state_dir
+    spool = config.storage.spool_dir
+    if spool is not None and not spool.is_dir() and spool.parent.is_dir():
+        spool.mkdir(exist_ok=True, mode=config.storage.dir_mode)
+        if stat.S_IMODE(spool.stat().st_mode) & 0o777 != config.storage.dir_mode:
+            spool.chmod(config.storage.dir_mode | (spool.stat().st_mode & stat.S_ISGID))
     shared = state.parent.parent
     if state.is_dir() or not shared.is_dir():
         return

@@ -3,8 +3,8 @@
 Isolation by construction: a tenant is a ``Config`` like any other, so every flow (intake,
 quarantine, outbox, audit) that is handed one cannot reach another tenant's records. Its
 state lives in ``<state_dir>/tenants/<name>/`` (the SQLite ledger, its chain, quarantine,
-staging and outbox spool) and, on PostgreSQL, in the schema ``tenant_<name>`` of the
-shared database.
+staging and outbox spool, or ``<spool_dir>/<name>/`` when a shared ``spool_dir`` is set)
+and, on PostgreSQL, in the schema ``tenant_<name>`` of the shared database.
 
 What a tenant shares with the top level is what belongs to the machine, not the authority:
 the state directory and database (``[storage]``), ``[limits]``, ``[processing]``, ``[ui]``
@@ -138,8 +138,15 @@ def _tenant(
         merged["smtp"] = {**relay, **block["smtp"]}
     cfg = parse_config(merged, file=file, sha256=sha256, prefix=prefix)
     schema = f"tenant_{name}" if cfg.storage.backend == "postgresql" else None
+    # A shared spool_dir holds a directory per tenant: each tenant's orphan sweep judges the
+    # files it finds by its own rows, so another tenant's documents must not be among them.
+    spool = cfg.storage.spool_dir / name if cfg.storage.spool_dir is not None else None
     return dataclasses.replace(
-        cfg, tenant=name, storage=dataclasses.replace(cfg.storage, schema=schema), logging=top.logging, metrics=None
+        cfg,
+        tenant=name,
+        storage=dataclasses.replace(cfg.storage, schema=schema, spool_dir=spool),
+        logging=top.logging,
+        metrics=None,
     )
 
 
