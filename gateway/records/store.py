@@ -546,6 +546,9 @@ class StoreOperations:
     def snapshot(self) -> AbstractContextManager[ReadSnapshot]:
         raise NotImplementedError
 
+    def leases(self) -> list[Lease]:
+        raise NotImplementedError
+
     def plan(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
         now = iso(utcnow())
         for rec in records:
