@@ -240,6 +240,9 @@ def test_three_nodes_serving_three_tenants_lose_nothing_while_nodes_are_killed_a
         assert len(kills) < MAX_KILLS, f"only {landed()} of {len(kills)} kills found work in hand"
         if not feeder.is_alive():
             load.append_wave(per_wave)
+        # Every node up before the next kill: a take-over is then the survivors' doing, and its
+        # delay measures the lease, not how long a restarted node takes to start.
+        until(lambda: all(n.up() for n in p.nodes.values()), DEADLINE, "every node up", poll=0.1)
         time.sleep(rng.uniform(1.0, 3.0))
         victim = p.nodes[rng.choice(NODES)]
         victim.kill()
@@ -317,7 +320,11 @@ def test_three_nodes_serving_three_tenants_lose_nothing_while_nodes_are_killed_a
         assert {e.details["mailbox"] for e in trail if "mailbox" in e.details} <= own
         for e in trail:
             if e.event == "lease-taken-over":
-                gaps.append((parse(e.at) - parse(e.details["from_expired_at"])).total_seconds())
+                gap = (parse(e.at) - parse(e.details["from_expired_at"])).total_seconds()
+                what = f"{tenant}/{e.details['mailbox']} {e.details['from_node']}->{e.details['node']} at {e.at}"
+                gaps.append((gap, what))
     assert gaps, "no lease was ever taken over"
-    print(f"take-overs: {len(gaps)}, seconds after the expiry: max {max(gaps):.2f}, mean {sum(gaps) / len(gaps):.2f}")
-    assert max(gaps) <= LEASE_TTL + POLL, sorted(gaps)[-5:]
+    seconds = sorted(g for g, _ in gaps)
+    median = seconds[len(seconds) // 2]
+    print(f"take-overs: {len(gaps)}; seconds after the expiry: median {median:.2f}, max {seconds[-1]:.2f}")
+    assert seconds[-1] <= LEASE_TTL + POLL, sorted(gaps, reverse=True)[:10]

@@ -29,6 +29,8 @@ from gateway.records.messages import MessageRecord
 from gateway.records.open import open_store
 from gateway.records.outbox import OutboxRecord
 from gateway.records.store import StoreError
+from gateway.service.snapshot import read_status
+from gateway.statedir import daemon_status_path
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,14 @@ class Node:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def up(self) -> bool:
+        """Whether the running process has started every tenant's daemon (each wrote its status with its pid)."""
+        if not self.running:
+            return False
+        assert self.proc is not None
+        tenants = load_config(self.config_path).tenants
+        return all((read_status(daemon_status_path(t)) or {}).get("pid") == self.proc.pid for t in tenants)
 
     def kill(self) -> None:
         assert self.proc is not None
