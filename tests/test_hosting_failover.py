@@ -257,6 +257,7 @@ def test_three_nodes_serving_three_tenants_lose_nothing_while_nodes_are_killed_a
     until(load.all_filed, DEADLINE, "every message filed")
     until(load.all_sent, DEADLINE, "every document sent")
     drained = time.monotonic() - began
+    until(lambda: all(n.up() for n in p.nodes.values()), DEADLINE, "every node up", poll=0.1)  # handlers in place
     codes = p.stop_all()
     assert codes == dict.fromkeys(NODES, 0), codes
     print(f"all filed and sent after {drained:.0f} s; starts per node: {[n.starts for n in p.nodes.values()]}")
