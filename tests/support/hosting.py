@@ -62,6 +62,7 @@ class Node:
     config_path: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    status_files: list[Path] = field(default_factory=list)  # each tenant's daemon status file on this node
 
     @property
     def log(self) -> Path:
@@ -82,8 +83,9 @@ class Node:
         if not self.running:
             return False
         assert self.proc is not None
-        tenants = load_config(self.config_path).tenants
-        return all((read_status(daemon_status_path(t)) or {}).get("pid") == self.proc.pid for t in tenants)
+        if not self.status_files:
+            self.status_files = [daemon_status_path(t) for t in load_config(self.config_path).tenants]
+        return all((read_status(path) or {}).get("pid") == self.proc.pid for path in self.status_files)
 
     def kill(self) -> None:
         assert self.proc is not None
