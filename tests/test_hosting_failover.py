@@ -238,12 +238,14 @@ def test_three_nodes_serving_three_tenants_lose_nothing_while_nodes_are_killed_a
     feeder.start()
     while feeder.is_alive() or landed() < KILLS_IN_HAND:
         assert len(kills) < MAX_KILLS, f"only {landed()} of {len(kills)} kills found work in hand"
-        if not feeder.is_alive():
-            load.append_wave(per_wave)
         # Every node up before the next kill: a take-over is then the survivors' doing, and its
         # delay measures the lease, not how long a restarted node takes to start.
         until(lambda: all(n.up() for n in p.nodes.values()), DEADLINE, "every node up", poll=0.1)
-        time.sleep(rng.uniform(1.0, 3.0))
+        if feeder.is_alive():
+            time.sleep(rng.uniform(1.0, 3.0))
+        else:
+            load.append_wave(per_wave)  # more work, and the kill right behind it
+            time.sleep(rng.uniform(0.0, 0.5))
         victim = p.nodes[rng.choice(NODES)]
         victim.kill()
         held = in_hand(p, load, victim.name)  # read after the kill: what the dead node left behind
@@ -287,6 +289,7 @@ def test_three_nodes_serving_three_tenants_lose_nothing_while_nodes_are_killed_a
     duplicates = 0
     for tenant in TENANTS:
         recs = {r.id: r for r in p.outbox(tenant) or []}
+        assert {Path(r.path).parent for r in recs.values()} == {p.shared / "spool" / tenant}, "its own spool"
         trail = p.trail(tenant)
         resent = Counter(
             e.document for e in trail if e.event == "resent" and e.details.get("reason") == RESENT_AFTER_CRASH
