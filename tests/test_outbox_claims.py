@@ -419,3 +419,27 @@ def test_a_configured_spool_dir_that_is_not_there_stops_start_up_like_a_missing_
         require_roots(load_config(path))
     assert err.value.key == "storage.spool_dir" and "does not exist" in err.value.problem
     assert not missing.exists()
+
+
+def test_a_deferred_filing_pass_leaves_the_sent_copies_of_another_nodes_live_claims_to_that_node(
+    tmp_path: Path, peer: ScriptedPeer
+) -> None:
+    """Two nodes filing one document's copy at once race in the shared staging directory (one
+    removes the other's staged entry, or both publish one); the sender files its own."""
+    from gateway.outbound.drain import FILE_BATCH
+
+    config = node_config(tmp_path, peer, "alpha")
+    store = open_store(config)
+    try:
+        ids = [outbox.enqueue(config, store, document()) for _ in range(FILE_BATCH)]
+        for oid in ids:  # sent by beta, which is alive (its claim has not expired) and files them itself
+            rec = store.outbox_get(oid)
+            assert rec is not None
+            complete(store, claim(store, rec, "beta:4242:17", LONG))
+        drain = Drain(config, store)
+        drain.defer_filing = True
+        report = drain.run_once()
+        assert report.filed == [] and report.filing_deferred == []
+        assert all((r.sent_path is None) for r in store.outbox_list())
+    finally:
+        store.close()

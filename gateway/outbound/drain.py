@@ -491,7 +491,12 @@ class Drain:
             self._save_many([])
         if self.defer_filing:
             self._waiting_copies, self._verified = [], {}
-            lacking = self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None)
+            now = iso(utcnow())
+            lacking = [  # as in run_once: another live process's (node's) copies are its own to file
+                rec
+                for rec in self.store.outbox_lacking_copies(sent_folder=self.copy_to_sent is not None)
+                if may_take_over(rec.claimed_by, rec.claim_expires_at, node=self.node, now=now)
+            ]
             if len(lacking) < FILE_BATCH:
                 report.filing_deferred = [rec.id for rec in lacking]
                 return

@@ -546,6 +546,9 @@ class StoreOperations:
     def snapshot(self) -> AbstractContextManager[ReadSnapshot]:
         raise NotImplementedError
 
+    def leases(self) -> list[Lease]:
+        raise NotImplementedError
+
     def plan(self, records: Sequence[MessageRecord], events: Sequence[AuditEvent]) -> None:
         now = iso(utcnow())
         for rec in records:
@@ -686,6 +689,12 @@ class StoreOperations:
 
     def lease_acquire(self, mailbox: str, node: str, ttl: float) -> Acquisition:
         self.fence = None  # the attempt itself is not fenced; a granted lease fences what follows
+        # Followers ask every third of the lease time: a lease another node holds and has not
+        # let expire is answered by a read, so they do not queue for the chain head the
+        # holders' commits (and the take-overs of dead nodes' mailboxes) wait for.
+        held = next((lease for lease in self.leases() if lease.mailbox == mailbox), None)
+        if held is not None and held.holder != node and not held.expired:
+            return Acquisition(None, held)
         with self.unit_of_work() as uow:
             got = uow.lease_take(mailbox, node, ttl)
             if got.lease is not None:
