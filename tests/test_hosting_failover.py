@@ -289,7 +289,8 @@ def test_three_nodes_serving_three_tenants_lose_nothing_while_nodes_are_killed_a
     duplicates = 0
     for tenant in TENANTS:
         recs = {r.id: r for r in p.outbox(tenant) or []}
-        assert {Path(r.path).parent for r in recs.values()} == {p.shared / "spool" / "tenants" / tenant}, "its own spool"
+        own_spool = p.shared / "spool" / "tenants" / tenant
+        assert {Path(r.path).parent for r in recs.values()} == {own_spool}, "its own spool"
         trail = p.trail(tenant)
         resent = Counter(
             e.document for e in trail if e.event == "resent" and e.details.get("reason") == RESENT_AFTER_CRASH

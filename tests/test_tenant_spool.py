@@ -44,7 +44,8 @@ def _config(root: Path) -> Path:
 def test_each_tenant_has_its_own_directory_in_a_shared_spool(tmp_path: Path) -> None:
     cfg = load_config(_config(tmp_path))
     ta, tb = cfg.tenant_config("a"), cfg.tenant_config("b")
-    assert outbox_dir(ta) == tmp_path / "spool" / "tenants" / "a" and outbox_dir(tb) == tmp_path / "spool" / "tenants" / "b"
+    assert outbox_dir(ta) == tmp_path / "spool" / "tenants" / "a"
+    assert outbox_dir(tb) == tmp_path / "spool" / "tenants" / "b"
 
 
 def test_a_tenants_orphan_sweep_leaves_another_tenants_waiting_document_alone(tmp_path: Path) -> None:
