@@ -219,8 +219,9 @@ def run_verify(cfg: Path, *args: str, code: Path = REPO) -> tuple[float, float, 
 
 def byte_compile(code: Path) -> None:
     """Write the ``.pyc`` files of ``code`` (``PYTHONDONTWRITEBYTECODE`` would make every run compile)."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "gateway", "cli"], cwd=code, capture_output=True,
-                   check=False)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "gateway", "cli"], cwd=code, capture_output=True, check=False
+    )
 
 
 def baseline_tree(rev: str, into: Path) -> Path | None:
@@ -236,8 +237,15 @@ def baseline_tree(rev: str, into: Path) -> Path | None:
 
 
 def row(
-    scenario: str, unit: str, rate: float, baseline: float | None, ratio: float | None, rss: float, target: float,
-    met: bool, notes: str,
+    scenario: str,
+    unit: str,
+    rate: float,
+    baseline: float | None,
+    ratio: float | None,
+    rss: float,
+    target: float,
+    met: bool,
+    notes: str,
 ) -> dict[str, Any]:
     return {
         "scenario": scenario,
@@ -294,8 +302,14 @@ def main() -> None:
         print(f"target <= {target_s:.1f} s ({target_rate:.0f} entries/s): {'met' if met else 'MISSED'}")
         rows.append(
             row(
-                "audit verify (full)", "entries/s", rate, None if base is None else report["entries"] / base,
-                None if base is None else base / elapsed, rss, round(target_rate), met,
+                "audit verify (full)",
+                "entries/s",
+                rate,
+                None if base is None else report["entries"] / base,
+                None if base is None else base / elapsed,
+                rss,
+                round(target_rate),
+                met,
                 f"{report['entries']} entries, {report['case_folders']} case folders, {report['case_entries']} case "
                 f"entries in {elapsed:.1f} s, {report['cpu_seconds']} s CPU (target {target_s:.1f} s); "
                 "baseline: the code at "
@@ -313,7 +327,13 @@ def main() -> None:
         )
         rows.append(
             row(
-                "audit verify --since (a day)", "s", s_elapsed, elapsed, elapsed / s_elapsed, s_rss, SINCE_TARGET_S,
+                "audit verify --since (a day)",
+                "s",
+                s_elapsed,
+                elapsed,
+                elapsed / s_elapsed,
+                s_rss,
+                SINCE_TARGET_S,
                 s_met,
                 f"{s_report['entries']} entries after the kept head, {s_report['case_entries']} case entries; "
                 f"{s_report['seconds']} s inside the command (the rest is starting Python), "

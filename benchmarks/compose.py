@@ -49,18 +49,29 @@ def main() -> None:
         corr = tmp / "corr"
         corr.mkdir()
         (corr / "sender.pem").write_bytes(pki.sender.cert.public_bytes(PEM))
-        cfg = parse_config({
-            "storage": {"state_dir": str(tmp / "state")},
-            "limits": {"max_message_bytes": 10_000_000},
-            "smime": {"identities": [{"key_file": str(pki.recipient_key_file),
-                                      "cert_file": str(pki.recipient_cert_file)}],
-                      "trust_anchors": [str(pki.root_file)]},
-            "outbound": {"sign": "smime", "encrypt": "always", "correspondents_dir": str(corr)},
-        }, file=str(tmp / "bench.toml"))
+        cfg = parse_config(
+            {
+                "storage": {"state_dir": str(tmp / "state")},
+                "limits": {"max_message_bytes": 10_000_000},
+                "smime": {
+                    "identities": [
+                        {"key_file": str(pki.recipient_key_file), "cert_file": str(pki.recipient_cert_file)}
+                    ],
+                    "trust_anchors": [str(pki.root_file)],
+                },
+                "outbound": {"sign": "smime", "encrypt": "always", "correspondents_dir": str(corr)},
+            },
+            file=str(tmp / "bench.toml"),
+        )
         pdf = tmp / "Bescheid.pdf"
         pdf.write_bytes(fake_pdf(100_000))
-        letter = Letter("1 K 1234/25", (SENDER,), "Bescheid über Ihren Antrag", "Guten Tag,\nanbei der Bescheid.\n",
-                        attachments=(Attachment(pdf),))
+        letter = Letter(
+            "1 K 1234/25",
+            (SENDER,),
+            "Bescheid über Ihren Antrag",
+            "Guten Tag,\nanbei der Bescheid.\n",
+            attachments=(Attachment(pdf),),
+        )
         keys = OutboundKeys.from_config(cfg)
         compose_document(letter, mail_from=RECIPIENT, config=cfg, keys=keys, at=datetime.now(UTC))  # warm-up
         start = time.perf_counter()
@@ -77,11 +88,28 @@ def main() -> None:
         for _ in range(n):
             d = draft(letter, mail_from=RECIPIENT, now=datetime.now(UTC), max_bytes=10_000_000)
             signed = subprocess.run(
-                ["openssl", "cms", "-sign", "-signer", str(pki.recipient_cert_file), "-inkey",
-                 str(pki.recipient_key_file), "-md", "sha256", "-binary"],
-                input=d.entity, capture_output=True, check=True).stdout
-            subprocess.run(["openssl", "cms", "-encrypt", "-aes256", str(sender_cert), str(pki.recipient_cert_file)],
-                           input=signed, capture_output=True, check=True)
+                [
+                    "openssl",
+                    "cms",
+                    "-sign",
+                    "-signer",
+                    str(pki.recipient_cert_file),
+                    "-inkey",
+                    str(pki.recipient_key_file),
+                    "-md",
+                    "sha256",
+                    "-binary",
+                ],
+                input=d.entity,
+                capture_output=True,
+                check=True,
+            ).stdout
+            subprocess.run(
+                ["openssl", "cms", "-encrypt", "-aes256", str(sender_cert), str(pki.recipient_cert_file)],
+                input=signed,
+                capture_output=True,
+                check=True,
+            )
         naive = time.perf_counter() - start
         rss_child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -92,10 +120,21 @@ def main() -> None:
     print(f"ratio: {naive / ours:.1f}x")
     # A child's peak counts the copy of this process it was forked from, before exec.
     print(f"peak RSS: this process {rss_self:.0f} MB; largest child {rss_child:.0f} MB (includes the fork before exec)")
-    write_rows(args.json_out, [row(
-        "compose", "documents/s", n / ours, n / naive, peak_rss_mb=rss_self,
-        target="faster than openssl cms (ratio > 1)", met=naive > ours,
-        notes=f"N={n}, ~{size // max(n, 1) // 1024} KB signed+encrypted; baseline: openssl cms sign+encrypt")])
+    write_rows(
+        args.json_out,
+        [
+            row(
+                "compose",
+                "documents/s",
+                n / ours,
+                n / naive,
+                peak_rss_mb=rss_self,
+                target="faster than openssl cms (ratio > 1)",
+                met=naive > ours,
+                notes=f"N={n}, ~{size // max(n, 1) // 1024} KB signed+encrypted; baseline: openssl cms sign+encrypt",
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -285,7 +285,12 @@ def run_bare_fleet(server: Dovecot, names: list[str]) -> dict[str, Any]:
         f"{names!r}, {[password(n) for n in names]!r})))"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     if proc.returncode != 0:

@@ -110,8 +110,15 @@ class Appender:
             client.logout()
 
 
-def series(appender: Appender, watch: Watch, names: list[str], first: int, count: int | None, interval: float,
-           until: threading.Event | None = None) -> list[int]:
+def series(
+    appender: Appender,
+    watch: Watch,
+    names: list[str],
+    first: int,
+    count: int | None,
+    interval: float,
+    until: threading.Event | None = None,
+) -> list[int]:
     """Append messages one by one (mailboxes in turn); stops after ``count`` or when ``until`` is set."""
     sent: list[int] = []
     i = first
@@ -184,8 +191,10 @@ def measure(n: int, messages: int, backlog: int, work: Path) -> list[dict[str, o
             quiet = [watch.latencies[i] for i in sent if i in watch.latencies] + [float("inf")] * lost
 
             pdf = fake_pdf(36_000, seed=7)  # ~50 KB letters, as in benchmarks/ingest.py
-            load = [letter(subject=f"Az. {fleet.case_of(99999)} Akte {k}", attachment=(f"a{k}.pdf", pdf))
-                    for k in range(backlog)]
+            load = [
+                letter(subject=f"Az. {fleet.case_of(99999)} Akte {k}", attachment=(f"a{k}.pdf", pdf))
+                for k in range(backlog)
+            ]
             drained = threading.Event()
             server.seed_maildir(drain_box, load)
             appender.append(drain_box, letter(subject=f"Az. {fleet.case_of(99999)} Anstoß"))  # IDLE wakes up
@@ -215,13 +224,23 @@ def measure(n: int, messages: int, backlog: int, work: Path) -> list[dict[str, o
     )
     return [
         fleet.row(
-            "IDLE latency p99, one by one", "s", p(quiet, 99), p(bare, 99), peak, "p99 <= 1.0 s",
+            "IDLE latency p99, one by one",
+            "s",
+            p(quiet, 99),
+            p(bare, 99),
+            peak,
+            "p99 <= 1.0 s",
             p(quiet, 99) <= 1.0,
             f"{n} mailboxes, {len(quiet)} messages (every 0.25 s), p50 {p(quiet, 50):.3f} s; baseline: bare "
             f"imapclient IDLE, APPEND -> EXISTS (Dovecot's delay), p50 {p(bare, 50):.3f} s",
         ),
         fleet.row(
-            f"IDLE latency p99, {backlog} backlog draining", "s", p(busy, 99), p(bare, 99), peak, "p99 <= 2.0 s",
+            f"IDLE latency p99, {backlog} backlog draining",
+            "s",
+            p(busy, 99),
+            p(bare, 99),
+            peak,
+            "p99 <= 2.0 s",
             p(busy, 99) <= 2.0,
             f"{len(busy)} messages (every 0.1 s) while {backlog} x 50 KB drained in {drain_s:.1f} s, "
             f"p50 {p(busy, 50):.3f} s",

@@ -345,12 +345,19 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
                 f"{gw_cores:>4.2f}/{all_cores:<4.2f} {server_cpu / n * 1000:>11.2f} {brate:>15.0f} {rate / brate:>6.2f}"
                 f"   (avg message {mb:.0f} KB)"
             )
-            rows.append(row(
-                "ingest-plain", "messages/s", rate, brate, peak_rss_mb=rss_kib / 1024,
-                target="rate >= 400; peak RSS <= 150 MB", met=rate >= 400 and rss_kib / 1024 <= 150,
-                notes=f"N={n}, ~{mb:.0f} KB; steady {steady:.0f}/s; +workers PSS {tree_kib / 1024:.0f} MB; "
-                      "baseline: IMAP fetch + fsync per message",
-            ))
+            rows.append(
+                row(
+                    "ingest-plain",
+                    "messages/s",
+                    rate,
+                    brate,
+                    peak_rss_mb=rss_kib / 1024,
+                    target="rate >= 400; peak RSS <= 150 MB",
+                    met=rate >= 400 and rss_kib / 1024 <= 150,
+                    notes=f"N={n}, ~{mb:.0f} KB; steady {steady:.0f}/s; +workers PSS {tree_kib / 1024:.0f} MB; "
+                    "baseline: IMAP fetch + fsync per message",
+                )
+            )
     return rows
 
 

@@ -126,25 +126,46 @@ def measure(n: int, window: float, work: Path) -> list[dict[str, object]]:
     notes = f"{n} mailboxes, IMAPS; {inotify}"
     return [
         fleet.row(
-            "many mailboxes: RSS per idle mailbox", "MB/mailbox", per_mailbox, bare_per, peak,
-            "<= 0.5 MB", per_mailbox <= 0.5,
+            "many mailboxes: RSS per idle mailbox",
+            "MB/mailbox",
+            per_mailbox,
+            bare_per,
+            peak,
+            "<= 0.5 MB",
+            per_mailbox <= 0.5,
             f"{notes}; baseline: bare imapclient IDLE session (a thread each); RSS {after['VmRSS'] / 1024:.0f} MB"
             f" with {n}, {rss_one / 1024:.0f} MB with one; threads {status['Threads']}",
         ),
         fleet.row(
-            "many mailboxes: disk writes while idle", "B/s", idle_writes, None, peak,
-            "0 B/s (no writes on IDLE renewals)", idle_writes == 0,
+            "many mailboxes: disk writes while idle",
+            "B/s",
+            idle_writes,
+            None,
+            peak,
+            "0 B/s (no writes on IDLE renewals)",
+            idle_writes == 0,
             f"{notes}; /proc/PID/io write_bytes over {window:.0f} s, idle_renewal {RENEWAL:.0f} s "
             f"(~{renewals} renewals)",
         ),
         fleet.row(
-            "many mailboxes: time to all connected", "s", connect_s, bare["connect_s"], peak,
-            "all connect, 20 logins in flight", True,
+            "many mailboxes: time to all connected",
+            "s",
+            connect_s,
+            bare["connect_s"],
+            peak,
+            "all connect, 20 logins in flight",
+            True,
             f"{notes}; baseline: bare client, same ramp; 20 mailboxes beside a stalled and a dead server: "
             f"{broken_connect:.1f} s",
         ),
         fleet.row(
-            "many mailboxes: SIGTERM to exit while idle", "s", stop_s, None, peak, "<= 1.0 s", stop_s <= 1.0,
+            "many mailboxes: SIGTERM to exit while idle",
+            "s",
+            stop_s,
+            None,
+            peak,
+            "<= 1.0 s",
+            stop_s <= 1.0,
             f"{notes}; beside a login hanging on a stalled server: {broken_stop:.2f} s",
         ),
     ]

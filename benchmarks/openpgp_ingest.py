@@ -57,12 +57,11 @@ def plaintext(i: int) -> bytes:
     att = base64.b64encode(os.urandom(75_000)).decode()
     lines = "\r\n".join(att[j : j + 76] for j in range(0, len(att), 76))
     return (
-        b"Content-Type: multipart/mixed; boundary=\"inner\"\r\n\r\n--inner\r\n"
+        b'Content-Type: multipart/mixed; boundary="inner"\r\n\r\n--inner\r\n'
         b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
         + f"Sehr geehrte Damen und Herren,\r\nanbei Antrag Nr. {i}.\r\n".encode()
-        + b"--inner\r\nContent-Type: text/plain; name=\"anlage.txt\"\r\n"
-        b"Content-Disposition: attachment; filename=\"anlage.txt\"\r\n\r\n"
-        + lines.encode() + b"\r\n--inner--\r\n"
+        + b'--inner\r\nContent-Type: text/plain; name="anlage.txt"\r\n'
+        b'Content-Disposition: attachment; filename="anlage.txt"\r\n\r\n' + lines.encode() + b"\r\n--inner--\r\n"
     )
 
 
@@ -76,10 +75,11 @@ def corpus(world: World, us: Key, bob: Key, n: int) -> list[bytes]:
         return list(pool.map(one, range(n)))
 
 
-def config_text(root: Path, server: Dovecot, user: str, batch: int, secret: Path, fpr: str,
-                workers: int | None) -> str:
+def config_text(root: Path, server: Dovecot, user: str, batch: int, secret: Path, fpr: str, workers: int | None) -> str:
     processing = "" if workers is None else f"[processing]\nanalysis_workers = {workers}\n"
-    return processing + f"""
+    return (
+        processing
+        + f"""
 [storage]
 state_dir = "{root}/state"
 
@@ -99,13 +99,14 @@ case = "{{case}}"
 
 [openpgp]
 secret_keys = ["{secret}"]
-correspondents = "{secret.parent / 'correspondents'}"
+correspondents = "{secret.parent / "correspondents"}"
 pinned = [ {{ email = "{SENDER}", fingerprint = "{fpr}" }} ]
 
 [logging]
 level = "info"
 format = "json"
 """
+    )
 
 
 def run_gateway(config: Path) -> tuple[float, int, int | None]:
@@ -114,8 +115,12 @@ def run_gateway(config: Path) -> tuple[float, int, int | None]:
     log_file = log_path.open("wb")
     init_storage(load_config(config))  # what `poststelle init` makes; not part of the timed run
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "run", "--once", "--config", str(config)],
-                            cwd=REPO, stderr=log_file, stdout=log_file)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", "--once", "--config", str(config)],
+        cwd=REPO,
+        stderr=log_file,
+        stdout=log_file,
+    )
     peak = 0
     while proc.poll() is None:
         try:
@@ -136,7 +141,7 @@ def run_gateway(config: Path) -> tuple[float, int, int | None]:
     for line in text.splitlines():
         if "openpgp closed" in line:
             with contextlib.suppress(ValueError, KeyError):
-                spawns = int(json.loads(line[line.index("{"):])["gpg_processes"])
+                spawns = int(json.loads(line[line.index("{") :])["gpg_processes"])
     return elapsed, peak, spawns
 
 
@@ -150,8 +155,18 @@ def verified_count(root: Path) -> int:
 
 def baseline(server: Dovecot, user: str, out: Path, world: World) -> float:
     """FETCH, ``gpg --decrypt`` of the armored part (GOODSIG required), one durable file per message."""
-    cmd = [GPG, "--homedir", str(world.home), "--batch", "--no-tty", "--trust-model", "always",
-           "--status-fd", "2", "--decrypt"]
+    cmd = [
+        GPG,
+        "--homedir",
+        str(world.home),
+        "--batch",
+        "--no-tty",
+        "--trust-model",
+        "always",
+        "--status-fd",
+        "2",
+        "--decrypt",
+    ]
 
     def open_and_check(raw: bytes) -> bytes:
         start = raw.index(b"-----BEGIN PGP MESSAGE-----")
@@ -168,9 +183,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, action="append", help="messages (repeatable; default 1000 and 3000)")
     ap.add_argument("--batch-size", type=int, default=50)
-    ap.add_argument("--workers", type=int, default=None,
-                    help="analysis worker processes (default: the gateway's); gpg processes are counted "
-                         "in the main process only, so gpg/msg is exact with --workers 0")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="analysis worker processes (default: the gateway's); gpg processes are counted "
+        "in the main process only, so gpg/msg is exact with --workers 0",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (implies --no-volume)")
     ap.add_argument("--no-volume", action="store_true", help="run on the disk as it is, not on a fresh volume")
     ap.add_argument("--no-baseline", action="store_true", help="skip the gpg-per-message baseline")
@@ -183,8 +202,9 @@ def main() -> None:
     write_rows(args.json_out, rows)
 
 
-def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None, *,
-            with_baseline: bool = True) -> list[dict[str, Any]]:
+def run_all(
+    dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | None, *, with_baseline: bool = True
+) -> list[dict[str, Any]]:
     """Run each size and print its line; the contract's rows (benchmarks/contract.py) for them."""
     rows: list[dict[str, Any]] = []
     root = dirs.root
@@ -197,8 +217,10 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
     (root / "correspondents").mkdir()
     (root / "correspondents" / "buergeramt.asc").write_bytes(world.public(bob))
     users = {f"u{i}": "pw" for i in range(2 * len(sizes))}
-    print(f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'gpg/msg':>8} {'peak RSS MB':>12} {'verified':>9} "
-          f"{'baseline msg/s':>15} {'ratio':>6}")
+    print(
+        f"{'N':>6} {'gateway s':>10} {'msg/s':>8} {'gpg/msg':>8} {'peak RSS MB':>12} {'verified':>9} "
+        f"{'baseline msg/s':>15} {'ratio':>6}"
+    )
     try:
         with Dovecot(dirs.server / "dovecot", users) as server:
             for i, n in enumerate(sizes):
@@ -213,8 +235,7 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
                 work = root / f"run{i}"
                 work.mkdir()
                 cfg = work / "poststelle.toml"
-                cfg.write_text(config_text(work, server, gw_user, batch_size, secret, bob.fingerprint,
-                                           workers))
+                cfg.write_text(config_text(work, server, gw_user, batch_size, secret, bob.fingerprint, workers))
                 elapsed, rss_kib, spawns = run_gateway(cfg)
                 left = len(server.folder_uids(gw_user, "INBOX"))
                 if left:
@@ -224,14 +245,24 @@ def run_all(dirs: WorkDirs, sizes: list[int], batch_size: int, workers: int | No
                 per = f"{spawns / n:.2f}" if spawns is not None else "?"
                 rate = n / elapsed
                 shown = f"{brate:>15.0f} {rate / brate:>6.2f}" if brate else f"{'-':>15} {'-':>6}"
-                print(f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {per:>8} {rss_kib / 1024:>12.1f} "
-                      f"{verified:>9} {shown}   (avg message {kb:.0f} KB; gpg total {spawns})", flush=True)
-                rows.append(row(
-                    "ingest-openpgp", "messages/s", rate, brate, peak_rss_mb=rss_kib / 1024,
-                    target="rate >= 80; all verified", met=rate >= 80 and verified == n,
-                    notes=f"N={n}, ~{kb:.0f} KB signed+encrypted; verified {verified}; gpg/msg {per}; "
-                          "baseline: fetch + gpg --decrypt per message",
-                ))
+                print(
+                    f"{n:>6} {elapsed:>10.1f} {rate:>8.0f} {per:>8} {rss_kib / 1024:>12.1f} "
+                    f"{verified:>9} {shown}   (avg message {kb:.0f} KB; gpg total {spawns})",
+                    flush=True,
+                )
+                rows.append(
+                    row(
+                        "ingest-openpgp",
+                        "messages/s",
+                        rate,
+                        brate,
+                        peak_rss_mb=rss_kib / 1024,
+                        target="rate >= 80; all verified",
+                        met=rate >= 80 and verified == n,
+                        notes=f"N={n}, ~{kb:.0f} KB signed+encrypted; verified {verified}; gpg/msg {per}; "
+                        "baseline: fetch + gpg --decrypt per message",
+                    )
+                )
     finally:
         world.close()
     return rows

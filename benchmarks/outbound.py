@@ -233,9 +233,13 @@ def poststelle(cfg: Path, pdf: Path, n: int, inbox: Inbox, clerks: int) -> Figur
         start = time.perf_counter()
         shares = [n // clerks + (1 if k < n % clerks else 0) for k in range(clerks)]
         firsts = [sum(shares[:k]) for k in range(clerks)]
-        procs = [subprocess.Popen([sys.executable, __file__, "--queue-child", str(cfg), str(first), str(share),
-                                   str(pdf)], cwd=REPO)
-                 for first, share in zip(firsts, shares, strict=True) if share]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--queue-child", str(cfg), str(first), str(share), str(pdf)], cwd=REPO
+            )
+            for first, share in zip(firsts, shares, strict=True)
+            if share
+        ]
         queue_kib = drain_kib = 0
         queued_at = None
         deadline = time.monotonic() + 60 + n
@@ -271,12 +275,28 @@ def naive(pki: DemoPKI, corr: Path, pdf: Path, n: int, relay: Postfix, inbox: In
     for i in range(n):
         d = draft(letter_for(i, pdf), mail_from=FROM, now=datetime.now(UTC), max_bytes=MAX_BYTES)
         signed = subprocess.run(
-            ["openssl", "cms", "-sign", "-signer", str(pki.recipient_cert_file), "-inkey",
-             str(pki.recipient_key_file), "-md", "sha256", "-binary"],
-            input=d.entity, capture_output=True, check=True).stdout
+            [
+                "openssl",
+                "cms",
+                "-sign",
+                "-signer",
+                str(pki.recipient_cert_file),
+                "-inkey",
+                str(pki.recipient_key_file),
+                "-md",
+                "sha256",
+                "-binary",
+            ],
+            input=d.entity,
+            capture_output=True,
+            check=True,
+        ).stdout
         enveloped = subprocess.run(
             ["openssl", "cms", "-encrypt", "-aes256", str(corr / "correspondent.pem"), str(pki.recipient_cert_file)],
-            input=signed, capture_output=True, check=True).stdout
+            input=signed,
+            capture_output=True,
+            check=True,
+        ).stdout
         headers = d.headers.replace(b"MIME-Version: 1.0\r\n", b"")
         with smtplib.SMTP(relay.host, relay.port) as smtp:
             smtp.sendmail(FROM, [TO], headers + enveloped)
@@ -308,22 +328,33 @@ def main() -> None:
         pdf.write_bytes(fake_pdf(PDF_BYTES))
         with (
             Dovecot(dirs.server / "dovecot", {TO_USER: "pw", FROM_USER: "pw"}) as server,
-            Postfix(dirs.server / "postfix", lmtp_port=server.lmtp_port,
-                    mailbox_domain=f"{TO.split('@')[1]} {FROM.split('@')[1]}") as relay,
+            Postfix(
+                dirs.server / "postfix",
+                lmtp_port=server.lmtp_port,
+                mailbox_domain=f"{TO.split('@')[1]} {FROM.split('@')[1]}",
+            ) as relay,
         ):
             inbox = Inbox(server, TO_USER)
-            print(f"documents: ~{PDF_BYTES // 1000} KB PDF each, S/MIME signed + encrypted (RSA-2048, AES-256), "
-                  f"DSN {'off' if args.no_dsn else 'requested'}; {args.clerks} processes queueing")
-            print(f"{'N':>6} {'queue s':>8} {'drain s':>8} {'total s':>8} {'docs/s':>7} {'queue RSS MB':>12} "
-                  f"{'drain RSS MB':>12} {'naive s':>8} {'naive docs/s':>12} {'ratio':>6} "
-                  f"{'CPU ms/doc ours/naive':>22}")
+            print(
+                f"documents: ~{PDF_BYTES // 1000} KB PDF each, S/MIME signed + encrypted (RSA-2048, AES-256), "
+                f"DSN {'off' if args.no_dsn else 'requested'}; {args.clerks} processes queueing"
+            )
+            print(
+                f"{'N':>6} {'queue s':>8} {'drain s':>8} {'total s':>8} {'docs/s':>7} {'queue RSS MB':>12} "
+                f"{'drain RSS MB':>12} {'naive s':>8} {'naive docs/s':>12} {'ratio':>6} "
+                f"{'CPU ms/doc ours/naive':>22}"
+            )
             for i, n in enumerate(sizes):
                 work = dirs.root / f"run{i}"
                 work.mkdir()
                 cfg = work / "poststelle.toml"
                 cfg.write_text(config_text(work, pki, corr, relay, dsn=not args.no_dsn, connections=args.connections))
-                subprocess.run([sys.executable, "-m", "cli", "init", "--config", str(cfg)], cwd=REPO,
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [sys.executable, "-m", "cli", "init", "--config", str(cfg)],
+                    cwd=REPO,
+                    check=True,
+                    capture_output=True,
+                )
                 os.sync()
                 servers0 = servers_cpu(relay, server)
                 ours = poststelle(cfg, pdf, n, inbox, args.clerks)
@@ -340,28 +371,40 @@ def main() -> None:
                     base_rate = n / base_s
                     ratio = rate / base_rate
                     inbox.clear()
-                print(f"{n:>6} {ours.queue:>8.1f} {ours.drain:>8.1f} {ours.total:>8.1f} {rate:>7.0f} "
-                      f"{ours.queue_kib / 1024:>12.1f} {ours.drain_kib / 1024:>12.1f} {base_s:>8.1f} "
-                      f"{base_rate:>12.0f} {ratio:>6.1f} {ours.cpu / n * 1000:>10.1f}/{base_cpu / n * 1000:<11.1f}",
-                      flush=True)
+                print(
+                    f"{n:>6} {ours.queue:>8.1f} {ours.drain:>8.1f} {ours.total:>8.1f} {rate:>7.0f} "
+                    f"{ours.queue_kib / 1024:>12.1f} {ours.drain_kib / 1024:>12.1f} {base_s:>8.1f} "
+                    f"{base_rate:>12.0f} {ratio:>6.1f} {ours.cpu / n * 1000:>10.1f}/{base_cpu / n * 1000:<11.1f}",
+                    flush=True,
+                )
                 split = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in ours.split.items())
                 print(f"       CPU ms/doc of ours: {split}; load average {os.getloadavg()[0]:.1f}", flush=True)
                 # What the machine could do at best: every core busy with our work plus the relay's and Dovecot's.
                 per_doc = (ours.cpu + servers_ours) / n
                 ceiling = (os.cpu_count() or 1) / per_doc
-                print(f"       CPU ms/doc of Postfix + Dovecot: {servers_ours / n * 1000:.1f} with ours (DSN "
-                      f"{'off' if args.no_dsn else 'requested'}), {servers_naive / n * 1000:.1f} with the naive run; "
-                      f"ceiling with every core busy: {ceiling:.0f} docs/s "
-                      f"(relay and mailbox alone: {(os.cpu_count() or 1) * n / servers_ours:.0f})", flush=True)
-                rows.append(row(
-                    "outbound", "documents/s", rate, base_rate, peak_rss_mb=max(ours.queue_kib, ours.drain_kib) / 1024,
-                    target="rate >= 150; ratio >= 5", met=rate >= 150 and ratio >= 5,
-                    notes=f"N={n}, DSN {'off' if args.no_dsn else 'requested'}; queue RSS "
-                          f"{ours.queue_kib / 1024:.0f} MB, daemon {ours.drain_kib / 1024:.0f} MB; CPU ms/doc "
-                          f"{ours.cpu / n * 1000:.1f} vs {base_cpu / n * 1000:.1f}; Postfix+Dovecot CPU ms/doc "
-                          f"{servers_ours / n * 1000:.1f}, ceiling {ceiling:.0f} docs/s; "
-                          "baseline: openssl cms sign+encrypt + smtplib per document",
-                ))
+                print(
+                    f"       CPU ms/doc of Postfix + Dovecot: {servers_ours / n * 1000:.1f} with ours (DSN "
+                    f"{'off' if args.no_dsn else 'requested'}), {servers_naive / n * 1000:.1f} with the naive run; "
+                    f"ceiling with every core busy: {ceiling:.0f} docs/s "
+                    f"(relay and mailbox alone: {(os.cpu_count() or 1) * n / servers_ours:.0f})",
+                    flush=True,
+                )
+                rows.append(
+                    row(
+                        "outbound",
+                        "documents/s",
+                        rate,
+                        base_rate,
+                        peak_rss_mb=max(ours.queue_kib, ours.drain_kib) / 1024,
+                        target="rate >= 150; ratio >= 5",
+                        met=rate >= 150 and ratio >= 5,
+                        notes=f"N={n}, DSN {'off' if args.no_dsn else 'requested'}; queue RSS "
+                        f"{ours.queue_kib / 1024:.0f} MB, daemon {ours.drain_kib / 1024:.0f} MB; CPU ms/doc "
+                        f"{ours.cpu / n * 1000:.1f} vs {base_cpu / n * 1000:.1f}; Postfix+Dovecot CPU ms/doc "
+                        f"{servers_ours / n * 1000:.1f}, ceiling {ceiling:.0f} docs/s; "
+                        "baseline: openssl cms sign+encrypt + smtplib per document",
+                    )
+                )
     print("targets: >= 150 documents/s end to end, >= 5x the naive baseline, peak RSS flat in N")
     write_rows(args.json_out, rows)
 

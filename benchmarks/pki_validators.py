@@ -45,47 +45,48 @@ MODE = "require"
 def _eku_ok(_policy: v.Policy, _cert: x509.Certificate, ext: x509.ExtendedKeyUsage | None) -> None:
     if ext is None:
         return
-    if (ExtendedKeyUsageOID.EMAIL_PROTECTION not in ext
-            and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ext):
+    if ExtendedKeyUsageOID.EMAIL_PROTECTION not in ext and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in ext:
         raise ValueError("EKU without emailProtection")
 
 
-def crypto_validate(root: x509.Certificate, leaf: x509.Certificate,
-                    inters: list[x509.Certificate]) -> str:
-    ee = v.ExtensionPolicy.permit_all().may_be_present(
-        x509.ExtendedKeyUsage, v.Criticality.AGNOSTIC, _eku_ok
-    )
+def crypto_validate(root: x509.Certificate, leaf: x509.Certificate, inters: list[x509.Certificate]) -> str:
+    ee = v.ExtensionPolicy.permit_all().may_be_present(x509.ExtendedKeyUsage, v.Criticality.AGNOSTIC, _eku_ok)
     ca = v.ExtensionPolicy.webpki_defaults_ca()
     verifier = (
-        v.PolicyBuilder().store(v.Store([root])).time(NOW)
-        .extension_policies(ca_policy=ca, ee_policy=ee).build_client_verifier()
+        v.PolicyBuilder()
+        .store(v.Store([root]))
+        .time(NOW)
+        .extension_policies(ca_policy=ca, ee_policy=ee)
+        .build_client_verifier()
     )
     try:
         verifier.verify(leaf, inters)
     except v.VerificationError as exc:
-        return f"rejected ({str(exc)[:int(VERBOSE)]})"
+        return f"rejected ({str(exc)[: int(VERBOSE)]})"
     return "ok"
 
 
-def hanko_validate(root: x509.Certificate, leaf: x509.Certificate,
-                   inters: list[x509.Certificate], crls: list[bytes]) -> str:
+def hanko_validate(
+    root: x509.Certificate, leaf: x509.Certificate, inters: list[x509.Certificate], crls: list[bytes]
+) -> str:
     ctx = ValidationContext(
         trust_roots=[a_x509.Certificate.load(root.public_bytes(DER))],
         other_certs=[a_x509.Certificate.load(c.public_bytes(DER)) for c in inters],
         crls=[a_crl.CertificateList.load(c) for c in crls],
-        moment=NOW, allow_fetching=False,
+        moment=NOW,
+        allow_fetching=False,
         revocation_mode="soft-fail" if not crls else MODE,
         weak_hash_algos={"md2", "md5", "sha1"},
     )
     validator = CertificateValidator(
-        a_x509.Certificate.load(leaf.public_bytes(DER)), validation_context=ctx,
+        a_x509.Certificate.load(leaf.public_bytes(DER)),
+        validation_context=ctx,
         pkix_params=PKIXValidationParams(user_initial_policy_set=frozenset(["any_policy"])),
     )
     try:
-        asyncio.run(validator.async_validate_usage(
-            {"digital_signature"}, {"email_protection"}, extended_optional=True))
+        asyncio.run(validator.async_validate_usage({"digital_signature"}, {"email_protection"}, extended_optional=True))
     except Exception as exc:  # noqa: BLE001 - report any rejection
-        return f"rejected ({type(exc).__name__}: {str(exc)[:int(VERBOSE)]})"
+        return f"rejected ({type(exc).__name__}: {str(exc)[: int(VERBOSE)]})"
     return "ok"
 
 
@@ -109,14 +110,12 @@ def main() -> None:
     pki = build_pki()
     crls = [pki.crl.public_bytes(DER), pki.root_crl.public_bytes(DER)]
     inters = [pki.inter.cert]
-    cases = ["sender", "expired", "wrong_eku", "any_eku", "no_sign", "revoked", "pss", "ec",
-             "weak", "rogue"]
+    cases = ["sender", "expired", "wrong_eku", "any_eku", "no_sign", "revoked", "pss", "ec", "weak", "rogue"]
     print(f"{'case':12} {'cryptography':46} {'ms':>6}   {'pyhanko (+CRLs)':52} {'ms':>6}")
     for case in cases:
         leaf = pki[case].cert
         c_res, c_ms = timed(lambda leaf=leaf: crypto_validate(pki.root.cert, leaf, inters), n)
-        h_res, h_ms = timed(lambda leaf=leaf: hanko_validate(pki.root.cert, leaf, inters, crls),
-                            max(n // 4, 5))
+        h_res, h_ms = timed(lambda leaf=leaf: hanko_validate(pki.root.cert, leaf, inters, crls), max(n // 4, 5))
         print(f"{case:12} {c_res:46} {c_ms:6.3f}   {h_res:52} {h_ms:6.3f}")
         if case == "sender":
             sender_hanko_ms = h_ms
@@ -125,22 +124,34 @@ def main() -> None:
     crl_objs = [pki.crl, pki.root_crl]
     leaf = pki["sender"].cert
     cold_res, cold_ms = timed(
-        lambda: str(Validator([pki.root.cert], crl_objs).validate(leaf, inters, NOW).reasons),
-        max(n // 4, 5))
+        lambda: str(Validator([pki.root.cert], crl_objs).validate(leaf, inters, NOW).reasons), max(n // 4, 5)
+    )
     warm = Validator([pki.root.cert], crl_objs)
     _warm_res, warm_ms = timed(lambda: str(warm.validate(leaf, inters, NOW).reasons), n)
-    print(f"gateway.unwrap.smime.pki.Validator (pyhanko path + own CRL/EKU/KU/key checks): "
-          f"cold {cold_ms:.3f} ms, cached {warm_ms:.3f} ms, result {cold_res}")
+    print(
+        f"gateway.unwrap.smime.pki.Validator (pyhanko path + own CRL/EKU/KU/key checks): "
+        f"cold {cold_ms:.3f} ms, cached {warm_ms:.3f} ms, result {cold_res}"
+    )
     revoked = Validator([pki.root.cert], crl_objs).validate(pki["revoked"].cert, inters, NOW)
     print(f"  revoked -> {revoked.reasons}")
     good = not warm.validate(leaf, inters, NOW).reasons
-    write_rows(args.json_out, [row(
-        "pki-validators", "validations/s", 1000 / cold_ms if cold_ms else None,
-        1000 / sender_hanko_ms if sender_hanko_ms else None, peak_rss_mb=self_peak_mb(),
-        target="good signer valid, revoked rejected", met=good and bool(revoked.reasons),
-        notes=f"N={n}; rate: a new gateway Validator per validation ({cold_ms:.3f} ms; cached {warm_ms:.3f} ms); "
-              "baseline: pyhanko-certvalidator with CRLs",
-    )])
+    write_rows(
+        args.json_out,
+        [
+            row(
+                "pki-validators",
+                "validations/s",
+                1000 / cold_ms if cold_ms else None,
+                1000 / sender_hanko_ms if sender_hanko_ms else None,
+                peak_rss_mb=self_peak_mb(),
+                target="good signer valid, revoked rejected",
+                met=good and bool(revoked.reasons),
+                notes=f"N={n}; rate: a new gateway Validator per validation "
+                f"({cold_ms:.3f} ms; cached {warm_ms:.3f} ms); "
+                "baseline: pyhanko-certvalidator with CRLs",
+            )
+        ],
+    )
     interop = Path(__file__).resolve().parents[2] / "shared/interop/thunderbird"
     corpus = interop / "mailnews/test/data/smime"
     if corpus.is_dir():
@@ -151,8 +162,7 @@ def main() -> None:
         assert bundle.key is not None
         spki = bundle.key.public_key().public_numbers()  # type: ignore[union-attr]
         every = [*bundle.additional_certs, *([bundle.cert] if bundle.cert else [])]
-        leaf = next(c.certificate for c in every
-                    if c.certificate.public_key().public_numbers() == spki)  # type: ignore[union-attr]
+        leaf = next(c.certificate for c in every if c.certificate.public_key().public_numbers() == spki)  # type: ignore[union-attr]
         c_res, c_ms = timed(lambda: crypto_validate(root, leaf, []), n)
         h_res, h_ms = timed(lambda: hanko_validate(root, leaf, [], []), max(n // 4, 5))
         print(f"{'nss-alice':12} {c_res:46} {c_ms:6.3f}   {h_res:52} {h_ms:6.3f}")

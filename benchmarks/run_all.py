@@ -111,8 +111,15 @@ def run_scenario(sc: Scenario, *, quick: bool, log_dir: Path, extra: Sequence[st
     start = time.perf_counter()
     with log.open("wb") as log_file:
         # A session of its own: a timeout ends the scenario's whole tree (its Dovecot, its daemon).
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         timed_out = threading.Event()
 
         def stop() -> None:
@@ -186,25 +193,28 @@ def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
     head = ("scenario", "unit", "rate", "baseline", "ratio", "peak RSS MB", "target", "met")
     lines = []
     for r in rows:
-        lines.append((
+        lines.append(
             (
-                str(r.get("scenario", "")),
-                str(r.get("unit", "")),
-                _num(r.get("rate")),
-                _num(r.get("baseline")),
-                _num(r.get("ratio")),
-                _num(r.get("peak_rss_mb")),
-                str(r.get("target", "")),
-                _met(r),
-            ),
-            str(r.get("notes", "")),
-        ))
+                (
+                    str(r.get("scenario", "")),
+                    str(r.get("unit", "")),
+                    _num(r.get("rate")),
+                    _num(r.get("baseline")),
+                    _num(r.get("ratio")),
+                    _num(r.get("peak_rss_mb")),
+                    str(r.get("target", "")),
+                    _met(r),
+                ),
+                str(r.get("notes", "")),
+            )
+        )
     widths = [max([len(h)] + [len(cells[i]) for cells, _ in lines]) for i, h in enumerate(head)]
     right = {2, 3, 4, 5}
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths,
-                                                                                            strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     out = [fmt(head), "  ".join("-" * w for w in widths)]
     for cells, notes in lines:
@@ -214,8 +224,9 @@ def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def results_document(rows: Sequence[Mapping[str, Any]], *, quick: bool, started: datetime, seconds: float) -> dict[
-        str, Any]:
+def results_document(
+    rows: Sequence[Mapping[str, Any]], *, quick: bool, started: datetime, seconds: float
+) -> dict[str, Any]:
     """What the JSON file holds: the rows and the circumstances a reader needs to compare runs."""
     return {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -256,8 +267,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, no soak: under five minutes")
     ap.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this scenario (repeatable)")
     ap.add_argument("--skip", action="append", default=[], metavar="NAME", help="leave this scenario out (repeatable)")
-    ap.add_argument("--json-out", type=Path, default=None, metavar="FILE",
-                    help="where the results go (default benchmarks/results/run_all-<timestamp>.json)")
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="where the results go (default benchmarks/results/run_all-<timestamp>.json)",
+    )
     ap.add_argument("--soak-minutes", type=float, default=None, help="the soak's --minutes (default: its own, 30)")
     ap.add_argument("--strict", action="store_true", help="exit 1 also when a target is not met")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")

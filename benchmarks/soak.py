@@ -96,11 +96,15 @@ class Letters:
         case = f"63-BV-2026-{i % 40:04d}"
         self.sent[kind] += 1
         if kind == "plain":
-            raw = letter(subject=f"Bauantrag Az.: {case}", message_id=f"<{message_id}>",
-                         attachment=(f"Anlage-{i}.pdf", self.pdf))
+            raw = letter(
+                subject=f"Bauantrag Az.: {case}", message_id=f"<{message_id}>", attachment=(f"Anlage-{i}.pdf", self.pdf)
+            )
         elif kind == "smime":
-            inner = _inner(f"Beschluss Az. {i % 9 + 1} K {i}/25", "Sehr geehrte Damen und Herren,\n",
-                           (f"Beschluss-{i}.pdf", self.pdf))
+            inner = _inner(
+                f"Beschluss Az. {i % 9 + 1} K {i}/25",
+                "Sehr geehrte Damen und Herren,\n",
+                (f"Beschluss-{i}.pdf", self.pdf),
+            )
             envelope = (
                 f"From: {SENDER_NAME} <{COURT}>\r\nTo: {AUTHORITY}\r\nSubject: Vertrauliche Nachricht\r\n"
                 f"Date: {format_datetime(datetime.now(UTC))}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n"
@@ -114,8 +118,13 @@ class Letters:
 
 
 def document_letter(i: int, pdf: Path) -> Letter:
-    return Letter(f"1 K {i % 40 + 1}/25", (COURT,), f"Bescheid Nr. {i}", "Guten Tag,\nanbei der Bescheid.\n",
-                  attachments=(Attachment(pdf, f"Bescheid-{i}.pdf"),))
+    return Letter(
+        f"1 K {i % 40 + 1}/25",
+        (COURT,),
+        f"Bescheid Nr. {i}",
+        "Guten Tag,\nanbei der Bescheid.\n",
+        attachments=(Attachment(pdf, f"Bescheid-{i}.pdf"),),
+    )
 
 
 # -- the set-up ----------------------------------------------------------------------------------
@@ -156,7 +165,7 @@ trust_anchors = ["{pki.root_file}"]
 
 [openpgp]
 secret_keys = ["{pgp}"]
-correspondents = "{pgp.parent / 'correspondents'}"
+correspondents = "{pgp.parent / "correspondents"}"
 pinned = [ {{ email = "{PGP_SENDER}", fingerprint = "{fpr}" }} ]
 
 [smtp]
@@ -207,8 +216,14 @@ class Daemon:
     def start(self) -> None:
         env = {**os.environ, "POSTSTELLE_CONFIG": str(self.config_path), "PYTHONPATH": str(REPO)}
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "cli", "run"], cwd=REPO, env=env,
-                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli", "run"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
         self.started = time.monotonic()
         self.life += 1
 
@@ -348,8 +363,18 @@ def soak(opts: Options, volume: bool) -> tuple[list[soak_checks.Check], dict[str
     return checks, figures
 
 
-def _run(opts: Options, rng: random.Random, config: Config, cfg: Path, server: Dovecot, relay: Postfix,
-         letters: Letters, pdf: Path, root: Path, figures: dict[str, Any]) -> list[soak_checks.Check]:
+def _run(
+    opts: Options,
+    rng: random.Random,
+    config: Config,
+    cfg: Path,
+    server: Dovecot,
+    relay: Postfix,
+    letters: Letters,
+    pdf: Path,
+    root: Path,
+    figures: dict[str, Any],
+) -> list[soak_checks.Check]:
     daemon = Daemon(cfg, root / "daemon.log")
     keys = OutboundKeys.from_config(config)
     appended: list[str] = []
@@ -392,8 +417,11 @@ def _run(opts: Options, rng: random.Random, config: Config, cfg: Path, server: D
                 next_sample = now + opts.sample_every
             if now - last_report >= 60:
                 last_report = now
-                print(f"  {minutes:5.1f} min: {len(appended)} letters in, {len(queued)} documents queued, "
-                      f"{daemon.kills} kills, daemon RSS {samples[-1].rss_mb if samples else 0:.0f} MB", flush=True)
+                print(
+                    f"  {minutes:5.1f} min: {len(appended)} letters in, {len(queued)} documents queued, "
+                    f"{daemon.kills} kills, daemon RSS {samples[-1].rss_mb if samples else 0:.0f} MB",
+                    flush=True,
+                )
             time.sleep(0.2)  # the traffic's pace: a tick, not a synchronisation
         figures["traffic_seconds"] = round(time.monotonic() - t0, 1)
         drain_start = time.monotonic()
@@ -417,22 +445,36 @@ def _run(opts: Options, rng: random.Random, config: Config, cfg: Path, server: D
             daemon.proc.wait()
         gnupg = Path(config.openpgp.gnupg_home) if config.openpgp else None
         if gnupg is not None:
-            subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"], capture_output=True,
-                           check=False, timeout=30)
+            subprocess.run(
+                ["gpgconf", "--homedir", str(gnupg), "--kill", "gpg-agent"],
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
     figures.update(_figures(config, daemon, letters, appended, queued, samples, opts))
     checks = soak_checks.incoming(config, server, AUTHORITY_USER, appended)
     out_checks, out_figures = soak_checks.outgoing(config, server, COURT_USER, queued)
     figures.update(out_figures)
     checks += out_checks
-    checks.append(soak_checks.Check("daemon: never ended by itself", not daemon.self_exits,
-                                    f"exit codes {daemon.self_exits}"))
-    checks.append(soak_checks.Check("daemon: drained after the traffic", str(figures.get("drain", "")).startswith(
-        "drained"), str(figures.get("drain"))))
+    checks.append(
+        soak_checks.Check("daemon: never ended by itself", not daemon.self_exits, f"exit codes {daemon.self_exits}")
+    )
+    checks.append(
+        soak_checks.Check(
+            "daemon: drained after the traffic",
+            str(figures.get("drain", "")).startswith("drained"),
+            str(figures.get("drain")),
+        )
+    )
     slope = figures.get("rss_slope_mb_per_min")
-    checks.append(soak_checks.Check(
-        "RSS not growing", slope is not None and slope <= opts.max_rss_slope,
-        f"slope {slope} MB/min (limit {opts.max_rss_slope}) over {figures.get('rss_samples')} samples after warm-up",
-    ))
+    checks.append(
+        soak_checks.Check(
+            "RSS not growing",
+            slope is not None and slope <= opts.max_rss_slope,
+            f"slope {slope} MB/min (limit {opts.max_rss_slope}) "
+            f"over {figures.get('rss_samples')} samples after warm-up",
+        )
+    )
     checks.append(soak_checks.audit_verify(cfg, REPO))
     return checks
 
@@ -442,15 +484,23 @@ def _queue(config: Config, keys: OutboundKeys, pdf: Path, first: int, n: int, qu
     store = open_store(config, actor="soak")
     try:
         for i in range(first, first + n):
-            doc = compose_document(document_letter(i, pdf), mail_from=AUTHORITY, config=config, keys=keys,
-                                   at=datetime.now(UTC))
+            doc = compose_document(
+                document_letter(i, pdf), mail_from=AUTHORITY, config=config, keys=keys, at=datetime.now(UTC)
+            )
             queued.append(enqueue(config, store, doc, actor="soak"))
     finally:
         store.close()
 
 
-def _figures(config: Config, daemon: Daemon, letters: Letters, appended: list[str], queued: list[str],
-             samples: list[Sample], opts: Options) -> dict[str, Any]:
+def _figures(
+    config: Config,
+    daemon: Daemon,
+    letters: Letters,
+    appended: list[str],
+    queued: list[str],
+    samples: list[Sample],
+    opts: Options,
+) -> dict[str, Any]:
     warm = [s for s in samples if s.age >= opts.warmup]
     slope = soak_checks.within_slope([(s.life, s.age, s.rss_mb) for s in warm])
     tree_slope = soak_checks.within_slope([(s.life, s.age, s.tree_mb) for s in warm])
@@ -497,10 +547,23 @@ def main() -> None:
     if args.quick:
         args.minutes, args.kill_every, args.warmup = 2.0, 40.0, 15.0
     seed = args.seed if args.seed is not None else int(time.time())
-    opts = Options(args.minutes, args.kill_every, args.incoming, args.outgoing, args.warmup, args.sample_every,
-                   args.drain_timeout, args.max_rss_slope, seed, args.burst)
-    print(f"soak: {opts.minutes:g} min, kill every ~{opts.kill_every:g} s, {opts.incoming:g} letters and "
-          f"{opts.outgoing:g} documents per minute, seed {seed}", flush=True)
+    opts = Options(
+        args.minutes,
+        args.kill_every,
+        args.incoming,
+        args.outgoing,
+        args.warmup,
+        args.sample_every,
+        args.drain_timeout,
+        args.max_rss_slope,
+        seed,
+        args.burst,
+    )
+    print(
+        f"soak: {opts.minutes:g} min, kill every ~{opts.kill_every:g} s, {opts.incoming:g} letters and "
+        f"{opts.outgoing:g} documents per minute, seed {seed}",
+        flush=True,
+    )
     checks, figures = soak(opts, volume=not args.no_volume)
     print("figures:")
     for key, value in figures.items():
@@ -512,16 +575,27 @@ def main() -> None:
     print(f"soak {'passed' if met else 'FAILED'}")
     minutes = figures.get("traffic_seconds", opts.minutes * 60) / 60
     failed = [c.name for c in checks if not c.ok]
-    write_rows(args.json_out, [row(
-        "soak", "letters/min", figures["letters_in"] / minutes if minutes else None, None,
-        peak_rss_mb=figures.get("rss_max_mb"),
-        target=f"nothing lost/doubled, all sent, audit OK, RSS slope <= {opts.max_rss_slope} MB/min", met=met,
-        notes=(f"{minutes:.1f} min, {figures['letters_in']} letters, {figures['documents_queued']} documents, "
-               f"{figures['kills']} kills (seed {seed}); RSS first/last/max {figures.get('rss_first_mb')}/"
-               f"{figures.get('rss_last_mb')}/{figures.get('rss_max_mb')} MB, slope "
-               f"{figures.get('rss_slope_mb_per_min')} MB/min; resent {figures.get('resent')}"
-               + (f"; FAILED: {', '.join(failed)}" if failed else "")),
-    )])
+    write_rows(
+        args.json_out,
+        [
+            row(
+                "soak",
+                "letters/min",
+                figures["letters_in"] / minutes if minutes else None,
+                None,
+                peak_rss_mb=figures.get("rss_max_mb"),
+                target=f"nothing lost/doubled, all sent, audit OK, RSS slope <= {opts.max_rss_slope} MB/min",
+                met=met,
+                notes=(
+                    f"{minutes:.1f} min, {figures['letters_in']} letters, {figures['documents_queued']} documents, "
+                    f"{figures['kills']} kills (seed {seed}); RSS first/last/max {figures.get('rss_first_mb')}/"
+                    f"{figures.get('rss_last_mb')}/{figures.get('rss_max_mb')} MB, slope "
+                    f"{figures.get('rss_slope_mb_per_min')} MB/min; resent {figures.get('resent')}"
+                    + (f"; FAILED: {', '.join(failed)}" if failed else "")
+                ),
+            )
+        ],
+    )
     # Under run_all a failed check is a row with met=false, not a crash; alone, the status says it.
     sys.exit(0 if met or args.json_out else 1)
 

@@ -71,12 +71,14 @@ def incoming(config: Config, server: Dovecot, user: str, appended: Iterable[str]
     checks = [Check("server: INBOX empty", not inbox, f"{sum(inbox.values())} left")]
     missing = sorted(want - set(done))
     twice = sorted(m for m in want if done[m] > 1)
-    checks.append(Check(
-        "server: every appended message once in Processed/Quarantine",
-        not missing and not twice,
-        f"{len(want)} appended, {len(missing)} missing, {len(twice)} twice; "
-        f"{sum(done.values())} messages there in all (with DSNs)",
-    ))
+    checks.append(
+        Check(
+            "server: every appended message once in Processed/Quarantine",
+            not missing and not twice,
+            f"{len(want)} appended, {len(missing)} missing, {len(twice)} twice; "
+            f"{sum(done.values())} messages there in all (with DSNs)",
+        )
+    )
 
     store = open_store(config, readonly=True)
     try:
@@ -86,24 +88,28 @@ def incoming(config: Config, server: Dovecot, user: str, appended: Iterable[str]
     unfinished = [r.id for r in records if r.state == "processing"]
     checks.append(Check("ledger: nothing left processing", not unfinished, f"{len(unfinished)} processing"))
     counted = Counter(mid(r.message_id) for r in records if r.state != "duplicate")
-    checks.append(Check(
-        "ledger: one row per message on the server",
-        counted == done,
-        f"{sum(counted.values())} rows, {sum(done.values())} on the server; "
-        f"differing ids: {sorted((counted - done) + (done - counted))[:5]}",
-    ))
+    checks.append(
+        Check(
+            "ledger: one row per message on the server",
+            counted == done,
+            f"{sum(counted.values())} rows, {sum(done.values())} on the server; "
+            f"differing ids: {sorted((counted - done) + (done - counted))[:5]}",
+        )
+    )
 
     filed = {r.id: r for r in records if r.state in ("stored", "quarantined")}
     manifests = _manifest_ids(config)
     extra = sorted(set(manifests) - set(filed))
     absent = sorted(set(filed) - set(manifests))
     doubled = sorted(i for i, n in manifests.items() if n > 1)
-    checks.append(Check(
-        "files: every stored/quarantined row has exactly one entry",
-        not extra and not absent and not doubled,
-        f"{len(filed)} rows, {sum(manifests.values())} entries; {len(absent)} without an entry, "
-        f"{len(extra)} entries without a row, {len(doubled)} in two places",
-    ))
+    checks.append(
+        Check(
+            "files: every stored/quarantined row has exactly one entry",
+            not extra and not absent and not doubled,
+            f"{len(filed)} rows, {sum(manifests.values())} entries; {len(absent)} without an entry, "
+            f"{len(extra)} entries without a row, {len(doubled)} in two places",
+        )
+    )
     left = [p for area in ("cases", "quarantine") for p in staging_dir(config, area).glob("*/*")]
     checks.append(Check("files: nothing left staged", not left, f"{len(left)} staged"))
     return checks
@@ -137,45 +143,67 @@ def outgoing(
     resent = Counter(e.document for e in resent_events)
     reasons = {e.details.get("reason") for e in resent_events}
     not_sent = [i for i in queued if i not in records or records[i].state != "sent"]
-    checks = [Check("outbox: every queued document sent", not not_sent,
-                    f"{len(queued)} queued, {len(not_sent)} not sent")]
-    checks.append(Check("outbox: resends only after a crash", reasons <= {RESENT_AFTER_CRASH},
-                        f"reasons {sorted(str(r) for r in reasons)}"))
+    checks = [
+        Check("outbox: every queued document sent", not not_sent, f"{len(queued)} queued, {len(not_sent)} not sent")
+    ]
+    checks.append(
+        Check(
+            "outbox: resends only after a crash",
+            reasons <= {RESENT_AFTER_CRASH},
+            f"reasons {sorted(str(r) for r in reasons)}",
+        )
+    )
     found = message_ids(server, recipient, "INBOX")
     by_mid = {mid(r.message_id): r for r in records.values()}
     lost = [m for m in by_mid if m not in found]
     strangers = [m for m in found if m not in by_mid]
-    unexplained = [m for m, n in found.items() if n > 1 and m in by_mid
-                   and (resent[by_mid[m].id] < n - 1 or not by_mid[m].resent)]
+    unexplained = [
+        m for m, n in found.items() if n > 1 and m in by_mid and (resent[by_mid[m].id] < n - 1 or not by_mid[m].resent)
+    ]
     duplicates = sum(n - 1 for n in found.values() if n > 1)
-    checks.append(Check(
-        "relay: every document arrived, extra copies only as resent-after-crash",
-        not lost and not strangers and not unexplained,
-        f"{len(found)} arrived ({duplicates} extra copies), {len(lost)} lost, {len(strangers)} unknown, "
-        f"{len(unexplained)} duplicates without a resend",
-    ))
+    checks.append(
+        Check(
+            "relay: every document arrived, extra copies only as resent-after-crash",
+            not lost and not strangers and not unexplained,
+            f"{len(found)} arrived ({duplicates} extra copies), {len(lost)} lost, {len(strangers)} unknown, "
+            f"{len(unexplained)} duplicates without a resend",
+        )
+    )
     advanced = [d for d in deliveries if d.state not in ("queued", "submitted")]
-    checks.append(Check(
-        "receipts: every delivery record advanced by its DSN",
-        len(advanced) == len(queued) == len(deliveries),
-        f"{len(advanced)} of {len(deliveries)} records advanced; states "
-        f"{dict(Counter(d.state for d in deliveries))}",
-    ))
+    checks.append(
+        Check(
+            "receipts: every delivery record advanced by its DSN",
+            len(advanced) == len(queued) == len(deliveries),
+            f"{len(advanced)} of {len(deliveries)} records advanced; states "
+            f"{dict(Counter(d.state for d in deliveries))}",
+        )
+    )
     return checks, {"resent": sum(resent.values()), "duplicates_delivered": duplicates}
 
 
 def audit_verify(config_path: Path, repo: Path) -> Check:
     """``poststelle audit verify`` over the whole state: the chain, checkpoints, every entry's manifest."""
     env = {**os.environ, "POSTSTELLE_CONFIG": str(config_path), "PYTHONPATH": str(repo)}
-    proc = subprocess.run([sys.executable, "-m", "cli", "audit", "verify", "--json"], cwd=repo, env=env,
-                          capture_output=True, text=True, check=False, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "audit", "verify", "--json"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
     try:
         report: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
         return Check("audit verify", False, f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
     ok = bool(report.get("ok")) and proc.returncode == 0
-    return Check("audit verify", ok, f"{report.get('entries')} entries, {report.get('case_entries')} case entries; "
-                                     f"breaks {report.get('breaks', [])[:3]}")
+    return Check(
+        "audit verify",
+        ok,
+        f"{report.get('entries')} entries, {report.get('case_entries')} case entries; "
+        f"breaks {report.get('breaks', [])[:3]}",
+    )
 
 
 def within_slope(samples: Sequence[tuple[int, float, float]]) -> float | None:

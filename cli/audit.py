@@ -180,8 +180,12 @@ def export_cmd(
             text = export_csv(entries)
         elif fmt == "json":
             text = export_json(
-                entries, q, generated_at=generated,
-                outbox=None if store is None else lambda cases: [
+                entries,
+                q,
+                generated_at=generated,
+                outbox=None
+                if store is None
+                else lambda cases: [
                     d.to_json() for v in _documents(store, cases, service_rule(cfg)).values() for d in v
                 ],
             )
@@ -193,7 +197,12 @@ def export_cmd(
             outbound = {} if store is None else _documents(store, entry_cases(chosen), service_rule(cfg))
             verification = None if no_verify else verify_state(cfg)
             text = render_html(
-                chosen, records=records, query=q, generated_at=generated, verification=verification, locale=locale(),
+                chosen,
+                records=records,
+                query=q,
+                generated_at=generated,
+                verification=verification,
+                locale=locale(),
                 outbound=outbound,
             )
     finally:
@@ -271,6 +280,8 @@ def rotate_key_cmd(config: Path | None = ConfigOption) -> None:
         done = rotate_audit_key(cfg, cli_actor().name)
     except (PoststelleError, OSError, ValueError) as exc:
         fail(f"audit key not rotated: {exc if isinstance(exc, ValueError) else describe(exc)}")
-    echo(f"audit key {done.old_key_id} -> {done.new_key_id} (handover entry {done.seq}); "
-         f"the old key file is kept as {audit_key_path(cfg).name}.retired-{done.old_key_id}: archive it offline or "
-         "destroy it")
+    echo(
+        f"audit key {done.old_key_id} -> {done.new_key_id} (handover entry {done.seq}); "
+        f"the old key file is kept as {audit_key_path(cfg).name}.retired-{done.old_key_id}: archive it offline or "
+        "destroy it"
+    )

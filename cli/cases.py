@@ -90,8 +90,12 @@ def show_case(
     echo(f"Case {msgs[0].case_ref}  (folder {folder})")
     print_table(
         [
-            {**r, "received": _arrival_cell(r), "signature": signature_words(r["signature"]),
-             "warnings": ", ".join(r["warnings"]) or None}
+            {
+                **r,
+                "received": _arrival_cell(r),
+                "signature": signature_words(r["signature"]),
+                "warnings": ", ".join(r["warnings"]) or None,
+            }
             for r in rows
         ],
         ["id", "received", "from", "verdict", "signature", "warnings", "subject"],

@@ -44,8 +44,12 @@ GROUPS = {
     "route": "cli.route",
     "submission-user": "cli.submission",
 }
-COMMANDS = {"inspect": ("cli.inspect", "inspect_cmd"), "send": ("cli.send", "send_cmd"),
-            "status": ("cli.status", "status_cmd"), "migrate-store": ("cli.migrate", "migrate_store_cmd")}
+COMMANDS = {
+    "inspect": ("cli.inspect", "inspect_cmd"),
+    "send": ("cli.send", "send_cmd"),
+    "status": ("cli.status", "status_cmd"),
+    "migrate-store": ("cli.migrate", "migrate_store_cmd"),
+}
 
 _app = typer.Typer(
     name="poststelle",
@@ -209,8 +213,12 @@ def _init_state(cfg: Config) -> list[Path]:
         fail(locale().t("cannot create: {reason}", reason=describe(exc)))
 
     def record(store: Store, actor: Actor) -> None:
-        details = {"created": [str(p) for p in made], "file_mode": f"{cfg.storage.file_mode:04o}",
-                   "dir_mode": f"{cfg.storage.dir_mode:04o}", **actor.fields()}
+        details = {
+            "created": [str(p) for p in made],
+            "file_mode": f"{cfg.storage.file_mode:04o}",
+            "dir_mode": f"{cfg.storage.dir_mode:04o}",
+            **actor.fields(),
+        }
         store.record_events([AuditEvent("state-initialised", details=details, actor=actor.name)])
 
     person_decision(cfg, record)

@@ -68,8 +68,18 @@ def show_cmd(msg_id: str, config: Path | None = ConfigOption, as_json: bool = Js
         return
     info["reasons"] = [f"{r} ({reason_words(r, locale())})" for r in info["reasons"]]
     info["signature"] = signature_words(info["signature"])
-    for key in ("id", "received", "mailbox", "from", "subject", "signature", "reasons", "case_reference", "path",
-                "files"):
+    for key in (
+        "id",
+        "received",
+        "mailbox",
+        "from",
+        "subject",
+        "signature",
+        "reasons",
+        "case_reference",
+        "path",
+        "files",
+    ):
         value = info[key]
         shown = ", ".join(str(v) for v in value) if isinstance(value, list) else value
         if key == "received" and isinstance(shown, str):

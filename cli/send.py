@@ -108,7 +108,10 @@ def send_cmd(
     as_json: bool = JsonOption,
     config: Path | None = ConfigOption,
     send_socket: Path | None = typer.Option(
-        None, "--socket", envvar="POSTSTELLE_SEND_SOCKET", readable=False,  # a socket: connect() decides
+        None,
+        "--socket",
+        envvar="POSTSTELLE_SEND_SOCKET",
+        readable=False,  # a socket: connect() decides
         help="Hand the letter to the running daemon through its send socket (how clerks send: "
         "the daemon signs with keys they may not read).",
     ),
@@ -130,8 +133,14 @@ def send_cmd(
             fail("the De-Mail options need --demail; nothing was queued")
         names = ("dispatch_confirmation", "receipt_confirmation", "retrieval_confirmation", "private", "authoritative")
         request = SendRequest(
-            case=case, to=tuple(to), cc=tuple(cc), bcc=tuple(bcc), subject=subject, body=_body(body),
-            attachments=_read_files(files or []), demail=dict(zip(names, flags, strict=True)) if demail else None,
+            case=case,
+            to=tuple(to),
+            cc=tuple(cc),
+            bcc=tuple(bcc),
+            subject=subject,
+            body=_body(body),
+            attachments=_read_files(files or []),
+            demail=dict(zip(names, flags, strict=True)) if demail else None,
             dry_run=dry_run,
         )
         _send_through(through, request, as_json)
@@ -143,14 +152,26 @@ def send_cmd(
     options = None
     if demail:
         if not cfg.demail.enabled:
-            fail("--demail: De-Mail is not configured: set [demail] enabled = true (the relay is the De-Mail "
-                 "gateway)", EXIT_CONFIG)
+            fail(
+                "--demail: De-Mail is not configured: set [demail] enabled = true (the relay is the De-Mail gateway)",
+                EXIT_CONFIG,
+            )
         options = DemailOptions(dispatch, receipt, retrieval, private, authoritative)
     elif any((dispatch, receipt, retrieval, private, authoritative)):
-        fail("the De-Mail options (--dispatch-confirmation, --receipt-confirmation, --retrieval-confirmation, "
-             "--private, --authoritative) need --demail; nothing was queued")
-    letter = Letter(case=case, to=tuple(to), cc=tuple(cc), subject=subject, body=_body(body),
-                    attachments=tuple(Attachment(f) for f in files or ()), demail=options, bcc=tuple(bcc))
+        fail(
+            "the De-Mail options (--dispatch-confirmation, --receipt-confirmation, --retrieval-confirmation, "
+            "--private, --authoritative) need --demail; nothing was queued"
+        )
+    letter = Letter(
+        case=case,
+        to=tuple(to),
+        cc=tuple(cc),
+        subject=subject,
+        body=_body(body),
+        attachments=tuple(Attachment(f) for f in files or ()),
+        demail=options,
+        bcc=tuple(bcc),
+    )
     enqueue = None if dry_run else ENQUEUE
     try:
         doc, outbound_id = send_letter(cfg, letter, sender, enqueue)
@@ -170,8 +191,10 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
     for line in refusals:
         echo(line, err=True)  # why a letter goes out unencrypted
     if not summary["queued"]:
-        echo(f"composed (not queued): <{summary['message_id']}> signed={summary['signed']} "
-             f"encrypted={summary['encrypted']} {summary['bytes']} bytes")
+        echo(
+            f"composed (not queued): <{summary['message_id']}> signed={summary['signed']} "
+            f"encrypted={summary['encrypted']} {summary['bytes']} bytes"
+        )
     else:
         echo(summary["outbound_id"])
 
@@ -206,8 +229,10 @@ def _send_through(path: Path, request: SendRequest, as_json: bool) -> None:
         except FileNotFoundError:
             fail(f"--socket {path}: no such socket: is the gateway's daemon running? nothing was queued")
         except PermissionError:
-            fail(f"--socket {path}: permission denied: the records office adds clerks to the socket's group; "
-                 "nothing was queued")
+            fail(
+                f"--socket {path}: permission denied: the records office adds clerks to the socket's group; "
+                "nothing was queued"
+            )
         except OSError as exc:
             fail(f"--socket {path}: {exc.strerror or exc}: nothing was queued")
         try:
@@ -215,8 +240,10 @@ def _send_through(path: Path, request: SendRequest, as_json: bool) -> None:
             conn.shutdown(socket.SHUT_WR)
             answer = read_answer(conn.recv)
         except (OSError, WireError) as exc:
-            fail(f"--socket {path}: the daemon did not answer ({exc}); check `poststelle outbox list` before "
-                 "sending again")
+            fail(
+                f"--socket {path}: the daemon did not answer ({exc}); check `poststelle outbox list` before "
+                "sending again"
+            )
     finally:
         conn.close()
     if not answer["ok"]:

@@ -100,10 +100,22 @@ def _show(cfg: Config, data: dict[str, Any]) -> None:
         typer.echo(locale().t("the configuration file has changed since; send SIGHUP to reload it"))
     t = locale().t
     print_table(
-        [{**r, "connected": t("yes") if r["connected"] else t("no"), "idle": t("yes") if r["idle"] else t("no")}
-         for r in statuses],
-        ["mailbox", "state", "state_since", "connected", "idle", "last_poll", "last_success", "backlog",
-         "last_error_at", "last_error"],
+        [
+            {**r, "connected": t("yes") if r["connected"] else t("no"), "idle": t("yes") if r["idle"] else t("no")}
+            for r in statuses
+        ],
+        [
+            "mailbox",
+            "state",
+            "state_since",
+            "connected",
+            "idle",
+            "last_poll",
+            "last_success",
+            "backlog",
+            "last_error_at",
+            "last_error",
+        ],
     )
     if leases:  # nodes sharing a PostgreSQL store: who works which mailbox
         typer.echo("")
@@ -117,8 +129,12 @@ def _show(cfg: Config, data: dict[str, Any]) -> None:
         typer.echo(t("outbox: ") + (", ".join(f"{k} {v}" for k, v in sorted(outgoing.items())) or t("empty")))
     thread = daemon.get("outbox")
     if daemon["running"] and isinstance(thread, dict):
-        typer.echo(t("outbox thread: {state}, since start sent {sent}, deferred {deferred}, bounced {bounced}",
-                     **{k: thread.get(k) for k in ("state", "sent", "deferred", "bounced")}))
+        typer.echo(
+            t(
+                "outbox thread: {state}, since start sent {sent}, deferred {deferred}, bounced {bounced}",
+                **{k: thread.get(k) for k in ("state", "sent", "deferred", "bounced")},
+            )
+        )
 
 
 def _daemon_line(daemon: dict[str, Any]) -> str:

@@ -101,10 +101,7 @@ def remove(name: str = typer.Argument(...), config: Path | None = ConfigOption) 
 def list_cmd(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """The users and how their passwords are hashed (never the hashes)."""
     cfg = get_config(config)
-    rows = [
-        {"user": name, "hash": f"scrypt ln={h.ln},r={h.r},p={h.p}"}
-        for name, h in _load(_users_file(cfg)).items()
-    ]
+    rows = [{"user": name, "hash": f"scrypt ln={h.ln},r={h.r},p={h.p}"} for name, h in _load(_users_file(cfg)).items()]
     if as_json:
         print_json(rows)
     else:

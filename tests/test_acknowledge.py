@@ -86,8 +86,12 @@ def config_data(tmp: Path, pki: TestPKI, *, encrypt: str = "never", acknowledge:
         "outbound": {"sign": "smime", "encrypt": encrypt, "correspondents_dir": str(corr)},
         "smtp": {"host": "127.0.0.1", "port": 2525, "security": "plain", "from": RECIPIENT},
         "route": [
-            {"name": "building permits", "subject": r"Az\.? (?P<case>\d{2}-BV-\d{4}-\d{4})", "case": "{case}",
-             "acknowledge": acknowledge},
+            {
+                "name": "building permits",
+                "subject": r"Az\.? (?P<case>\d{2}-BV-\d{4}-\d{4})",
+                "case": "{case}",
+                "acknowledge": acknowledge,
+            },
             {"name": "court", "subject": r"Az\.? (?P<case>\d+ K \d+/\d+)", "case": "VG {case}"},
         ],
         "ui": {"timezone": "Europe/Berlin"},
@@ -117,11 +121,24 @@ def stored(plan: Plan, *, state: str = "stored") -> MessageRecord:
     """The ledger's record of a filed message, as the intake writes it."""
     assert plan.route is not None
     return MessageRecord(
-        id="0a1b2c3d4e5f", mailbox="rathaus", folder="INBOX", uidvalidity=1, uid=7, sha256="0" * 64,
-        message_id=plan.message_id, size=4096, internaldate="2026-12-02T09:30:00+01:00", state=state,  # type: ignore[arg-type]
-        target_state="stored", fetched_at="2026-12-02T08:31:00.000000Z", case_ref=plan.route.case_ref,
-        case_folder=plan.route.case_folder, route=plan.route.rule, verdict=plan.verdict.to_json(),
-        subject=plan.subject, from_addr=SENDER,
+        id="0a1b2c3d4e5f",
+        mailbox="rathaus",
+        folder="INBOX",
+        uidvalidity=1,
+        uid=7,
+        sha256="0" * 64,
+        message_id=plan.message_id,
+        size=4096,
+        internaldate="2026-12-02T09:30:00+01:00",
+        state=state,  # type: ignore[arg-type]
+        target_state="stored",
+        fetched_at="2026-12-02T08:31:00.000000Z",
+        case_ref=plan.route.case_ref,
+        case_folder=plan.route.case_folder,
+        route=plan.route.rule,
+        verdict=plan.verdict.to_json(),
+        subject=plan.subject,
+        from_addr=SENDER,
     )
 
 
@@ -143,8 +160,13 @@ def report_of(raw: bytes) -> Message:
 
 
 def receipt(**kw: Any) -> Receipt:
-    args: dict[str, Any] = {"message_id": "<t@example.org>", "signer": SENDER, "case": CASE, "arrived_at": ARRIVED,
-                            "subject": f"Az. {CASE} Bauantrag"}
+    args: dict[str, Any] = {
+        "message_id": "<t@example.org>",
+        "signer": SENDER,
+        "case": CASE,
+        "arrived_at": ARRIVED,
+        "subject": f"Az. {CASE} Bauantrag",
+    }
     args.update(kw)
     return Receipt(**args)
 
@@ -188,8 +210,9 @@ def test_acknowledgement_encrypted_to_a_known_signer_decrypts_and_verifies(pki: 
     doc = acknowledge(cfg, receipt())
     assert doc.encrypted and doc.key_sources[0][0] == SENDER
     files = pki.write(tmp / "alice")
-    res = openssl("cms", "-decrypt", "-recip", str(files["sender.pem"]), "-inkey", str(files["sender.key"]),
-                  stdin=doc.raw)
+    res = openssl(
+        "cms", "-decrypt", "-recip", str(files["sender.pem"]), "-inkey", str(files["sender.key"]), stdin=doc.raw
+    )
     assert res.returncode == 0, res.stderr.decode()
     assert openssl_verify(pki, res.stdout)
     assert b"message/disposition-notification" in res.stdout
@@ -199,8 +222,10 @@ def test_acknowledgement_of_a_verified_letter_goes_only_to_the_signer_never_to_r
     pki: TestPKI, tmp: Path
 ) -> None:
     cfg = make_config(tmp, pki)
-    extra = (f"Reply-To: {ATTACKER}\r\nDisposition-Notification-To: {ATTACKER}\r\n"
-             f"Return-Receipt-To: {ATTACKER}\r\nCc: other@attacker.example\r\n")
+    extra = (
+        f"Reply-To: {ATTACKER}\r\nDisposition-Notification-To: {ATTACKER}\r\n"
+        f"Return-Receipt-To: {ATTACKER}\r\nCc: other@attacker.example\r\n"
+    )
     plan = decide(cfg, incoming(pki, extra=extra))
     assert plan.verdict.verdict == "verified", plan.verdict
     record = stored(plan)
@@ -274,8 +299,11 @@ def test_only_a_stored_verified_message_with_a_signer_is_acknowledged(pki: TestP
     assert err.value.reason == "not-stored"
     untrusted = stored(plan)
     assert untrusted.verdict is not None
-    untrusted.verdict = {**untrusted.verdict, "verdict": "unverified",
-                         "signature": {**untrusted.verdict["signature"], "status": "untrusted"}}
+    untrusted.verdict = {
+        **untrusted.verdict,
+        "verdict": "unverified",
+        "signature": {**untrusted.verdict["signature"], "status": "untrusted"},
+    }
     with pytest.raises(AcknowledgementError) as err:
         receipt_of(untrusted)
     assert err.value.reason == "not-verified"
@@ -317,4 +345,3 @@ def test_any_subject_gives_one_line_within_the_limit(subject: str) -> None:
     line = acknowledgement_subject(subject, CASE)
     assert line.startswith(SUBJECT_PREFIX) and len(line) <= MAX_SUBJECT_CHARS
     assert line == line.strip() and line.isprintable()
-

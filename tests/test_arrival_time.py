@@ -276,8 +276,14 @@ def report_of(details: dict[str, object], language: str = "en") -> str:
         AuditEntry(1, monday, "fetched", "daemon", "m1", None, None, None, {**key, **details}, "0" * 64, "f" * 64),
         AuditEntry(2, monday, "verdict", "daemon", "m1", None, None, None, {"verdict": "no"}, "f" * 64, "e" * 64),
     ]
-    page = render_html(entries, records={}, query=AuditQuery(), generated_at=monday, verification=None,
-                       locale=Locale(language=language))
+    page = render_html(
+        entries,
+        records={},
+        query=AuditQuery(),
+        generated_at=monday,
+        verification=None,
+        locale=Locale(language=language),
+    )
     return " ".join(re.sub(r"<style>.*?</style>|<[^>]+>", " ", page, flags=re.S).split())
 
 

@@ -112,8 +112,19 @@ def test_a_rolled_back_entry_is_never_shipped(tmp_path: Path) -> None:
 def _rows(evs: list[AuditEvent]) -> list[ChainRow]:
     new = chain_events(evs, after=EMPTY_HEAD, at="2026-12-01T00:00:00.000000Z", default_actor="daemon")
     return [
-        (e.seq, e.at, e.event, e.actor, e.message, e.case, e.document, e.correspondent, e.details_json, e.prev_hash,
-         e.hash)
+        (
+            e.seq,
+            e.at,
+            e.event,
+            e.actor,
+            e.message,
+            e.case,
+            e.document,
+            e.correspondent,
+            e.details_json,
+            e.prev_hash,
+            e.hash,
+        )
         for e in new
     ]
 
@@ -170,7 +181,10 @@ def test_the_batch_check_finds_what_the_row_check_finds(evs: list[AuditEvent], h
     batch.check_entries(rows[:1])
     batch.check_entries(rows[1:])
     assert (batch.count, batch.prev, batch.expected_seq, batch.breaks) == (
-        one.count, one.prev, one.expected_seq, one.breaks
+        one.count,
+        one.prev,
+        one.expected_seq,
+        one.breaks,
     )
     assert bool(batch.breaks) == (how not in ("none", "reformatted")), how
 

@@ -36,8 +36,9 @@ def config(tmp_path: Path) -> Config:
 def record(config: Config, n: int, what: str = "note") -> None:
     store = open_store(config)
     try:
-        store.record_events([AuditEvent("config-loaded", details={"path": f"{what}-{i}", "sha256": "0" * 64})
-                             for i in range(n)])
+        store.record_events(
+            [AuditEvent("config-loaded", details={"path": f"{what}-{i}", "sha256": "0" * 64}) for i in range(n)]
+        )
         store.seal()
         store.export_jsonl()
     finally:
@@ -132,11 +133,16 @@ def test_verify_since_a_head_before_the_rotation_follows_the_handover(config: Co
 def test_rotation_is_refused_while_a_daemon_holds_the_state_directory(config: Config) -> None:
     record(config, 1)
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
-         "os.write(fd, b'4242\\n'); print('locked', flush=True); sys.stdin.read()",
-         str(lock_path(config))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl,os,sys; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+            "os.write(fd, b'4242\\n'); print('locked', flush=True); sys.stdin.read()",
+            str(lock_path(config)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

@@ -28,8 +28,16 @@ def back_up(env: Env, backup: Path) -> None:
     state, cases = env.state_dir, env.cases_dir
     sh("sqlite3", str(state / "ledger.sqlite3"), f".backup '{backup}/ledger.sqlite3'")
     sh(
-        "tar", "-C", str(state), "--exclude=./ledger.sqlite3*", "--exclude=./staging",
-        "--exclude=./poststelle.lock", "--exclude=./cases", "-cpf", str(backup / "state.tar"), ".",
+        "tar",
+        "-C",
+        str(state),
+        "--exclude=./ledger.sqlite3*",
+        "--exclude=./staging",
+        "--exclude=./poststelle.lock",
+        "--exclude=./cases",
+        "-cpf",
+        str(backup / "state.tar"),
+        ".",
     )
     sh("tar", "-C", str(cases), "-cpf", str(backup / "cases.tar"), ".")
 

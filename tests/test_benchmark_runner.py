@@ -23,8 +23,9 @@ import soak_checks  # noqa: E402
 
 
 def synthetic_rows() -> list[dict[str, Any]]:
-    good = contract.row("ingest-plain", "messages/s", 420.0, 900.0, peak_rss_mb=80.5, target="rate >= 400",
-                        met=True, notes="N=500")
+    good = contract.row(
+        "ingest-plain", "messages/s", 420.0, 900.0, peak_rss_mb=80.5, target="rate >= 400", met=True, notes="N=500"
+    )
     bad = contract.row("outbound", "documents/s", 70.0, 30.0, peak_rss_mb=None, target="rate >= 150", met=False)
     for r in (good, bad):
         r.update(status="ok", seconds=1.0)
@@ -97,8 +98,7 @@ def test_quick_leaves_out_the_soak_unless_named() -> None:
     quick = [sc.name for sc in run_all.select(run_all.REGISTRY, quick=True, only=[], skip=[])]
     assert "soak" not in quick and "compose" in quick and "idle-latency" in quick
     assert [sc.name for sc in run_all.select(run_all.REGISTRY, quick=True, only=["soak"], skip=[])] == ["soak"]
-    assert "compose" not in [sc.name for sc in run_all.select(run_all.REGISTRY, quick=False, only=[],
-                                                              skip=["compose"])]
+    assert "compose" not in [sc.name for sc in run_all.select(run_all.REGISTRY, quick=False, only=[], skip=["compose"])]
 
 
 def test_an_unknown_scenario_name_is_refused() -> None:

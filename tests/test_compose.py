@@ -87,8 +87,13 @@ def compose(cfg: Config, letter: Letter) -> ComposedDocument:
 def letter(tmp: Path, to: tuple[str, ...] = (SENDER,), **kw: object) -> Letter:
     pdf = tmp / "Bescheid.pdf"
     pdf.write_bytes(PDF)
-    args: dict[str, object] = {"case": CASE, "to": to, "subject": "Ihr Bauantrag", "body": "Guten Tag,\nanbei.\n",
-                               "attachments": (Attachment(pdf),)}
+    args: dict[str, object] = {
+        "case": CASE,
+        "to": to,
+        "subject": "Ihr Bauantrag",
+        "body": "Guten Tag,\nanbei.\n",
+        "attachments": (Attachment(pdf),),
+    }
     args.update(kw)
     return Letter(**args)  # type: ignore[arg-type]
 
@@ -116,8 +121,17 @@ def test_signed_letter_verifies_with_openssl_cms_and_smime(pki: TestPKI, tmp: Pa
     assert openssl_verify(pki, doc.raw)
     with tempfile.TemporaryDirectory() as d:
         files = pki.write(Path(d))
-        res = openssl("smime", "-verify", "-purpose", "smimesign", "-CAfile", str(files["root"]),
-                      "-out", "/dev/null", stdin=doc.raw)
+        res = openssl(
+            "smime",
+            "-verify",
+            "-purpose",
+            "smimesign",
+            "-CAfile",
+            str(files["root"]),
+            "-out",
+            "/dev/null",
+            stdin=doc.raw,
+        )
     assert res.returncode == 0, res.stderr.decode()
 
 
@@ -188,10 +202,23 @@ def test_expired_or_revoked_certificate_is_never_used(pki: TestPKI, tmp: Path, w
 
 def test_certificate_store_is_a_source_and_the_newest_valid_certificate_wins(pki: TestPKI, tmp: Path) -> None:
     cfg = make_config(tmp, pki, encrypt="always")
-    newer = _leaf("Alice neu", SENDER, _rsa(2048, "alice-new"), pki.inter, not_before=NOW - DAY,
-                  eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION])
-    future = _leaf("Alice future", SENDER, _rsa(2048, "alice-new"), pki.inter, not_before=NOW + 5 * DAY,
-                   not_after=NOW + 400 * DAY, eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION])
+    newer = _leaf(
+        "Alice neu",
+        SENDER,
+        _rsa(2048, "alice-new"),
+        pki.inter,
+        not_before=NOW - DAY,
+        eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION],
+    )
+    future = _leaf(
+        "Alice future",
+        SENDER,
+        _rsa(2048, "alice-new"),
+        pki.inter,
+        not_before=NOW + 5 * DAY,
+        not_after=NOW + 400 * DAY,
+        eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION],
+    )
     store = CertStore(certstore_dir(cfg, "smime"))
     digest = store.add(newer.cert.public_bytes(Encoding.DER))
     store.add(future.cert.public_bytes(Encoding.DER))
@@ -241,5 +268,6 @@ def test_unsigned_letter_is_still_encrypted_to_recipient_and_authority(pki: Test
     files = pki.write(tmp / "pki")
     for who in ("sender", "recipient"):
         assert cms_decrypt(doc.raw, files[f"{who}.pem"], files[f"{who}.key"]).startswith(
-            b"Content-Type: multipart/mixed")
+            b"Content-Type: multipart/mixed"
+        )
     assert verdict(cfg, doc.raw)["verdict"] != "verified"

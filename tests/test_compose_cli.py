@@ -58,9 +58,23 @@ correspondents_dir = "{corr}"
 
 
 def args(config: Path, *extra: str, to: str = SENDER) -> list[str]:
-    return ["send", "--config", str(config), "--from", RECIPIENT, "--case", "1 K 1234/25", "--to", to,
-            "--subject", "Bescheid", "--body", str(config.parent / "body.txt"),
-            str(config.parent / "Bescheid.pdf"), *extra]
+    return [
+        "send",
+        "--config",
+        str(config),
+        "--from",
+        RECIPIENT,
+        "--case",
+        "1 K 1234/25",
+        "--to",
+        to,
+        "--subject",
+        "Bescheid",
+        "--body",
+        str(config.parent / "body.txt"),
+        str(config.parent / "Bescheid.pdf"),
+        *extra,
+    ]
 
 
 def test_dry_run_composes_signed_and_encrypted_and_queues_nothing(config: Path) -> None:
@@ -115,8 +129,9 @@ def test_without_a_recipient_certificate_auto_sends_signed_only(config: Path, pk
     from gateway.outbound.compose import Letter
 
     config.write_text(config.read_text().replace('encrypt = "always"', 'encrypt = "auto"'))
-    doc, queued_id = cli.send.send_letter(load_config(config), Letter("1 K 1/25", ("fremd@example.org",), "Hinweis"),
-                                          RECIPIENT, None)
+    doc, queued_id = cli.send.send_letter(
+        load_config(config), Letter("1 K 1/25", ("fremd@example.org",), "Hinweis"), RECIPIENT, None
+    )
     assert queued_id == "" and not doc.encrypted and openssl_verify(pki, doc.raw, crl=False)
 
 

@@ -72,8 +72,15 @@ def test_a_subject_names_a_case_exactly_when_it_stands_apart_from_words_and_slas
 
 
 def test_every_line_is_crlf_and_at_most_998_bytes(tmp_path: Path) -> None:
-    raw = build(Letter(CASE, ("bob@example.org",), "ä" * 300, "x" * 5000 + "\nFrom here\n",
-                       attachments=(attach(tmp_path, "ü" * 80 + ".pdf"),)))
+    raw = build(
+        Letter(
+            CASE,
+            ("bob@example.org",),
+            "ä" * 300,
+            "x" * 5000 + "\nFrom here\n",
+            attachments=(attach(tmp_path, "ü" * 80 + ".pdf"),),
+        )
+    )
     assert b"\n" not in raw.replace(b"\r\n", b"")
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     assert b"\r\nFrom " not in raw  # escaped: mail stores add ">" to such lines
@@ -89,14 +96,17 @@ def test_umlaut_filename_round_trips_with_rfc2231(tmp_path: Path) -> None:
     assert part.get_content() == b"%PDF-1.4\n%%EOF\n"
 
 
-@pytest.mark.parametrize("name", [
-    '../../etc/passwd"; filename="evil.exe',
-    "a\\b;c=d\"e'f.pdf",
-    "=?utf-8?b?ZXZpbC5leGU=?=",
-    "CON.txt",
-    "‮fdp.exe",  # a right-to-left override: shown escaped by the receiver, sent as it is
-    "名前" * 40 + ".pdf",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        '../../etc/passwd"; filename="evil.exe',
+        "a\\b;c=d\"e'f.pdf",
+        "=?utf-8?b?ZXZpbC5leGU=?=",
+        "CON.txt",
+        "‮fdp.exe",  # a right-to-left override: shown escaped by the receiver, sent as it is
+        "名前" * 40 + ".pdf",
+    ],
+)
 def test_hostile_filename_round_trips_exactly(tmp_path: Path, name: str) -> None:
     raw = build(Letter(CASE, ("bob@example.org",), "Anlage", attachments=(attach(tmp_path, name),)))
     parts = list(parse(raw).iter_attachments())
@@ -135,12 +145,14 @@ def test_any_subject_is_refused_with_a_reason_or_round_trips(subject: str) -> No
     assert parse(raw)["subject"] == expected
     line = next(h for h in email.message_from_bytes(raw).items() if h[0] == "Subject")[1]
     assert decode_header_text(line) == unicodedata.normalize("NFC", expected) or any(
-        unicodedata.category(c) in ("Cf", "Co", "Cn") for c in expected)
+        unicodedata.category(c) in ("Cf", "Co", "Cn") for c in expected
+    )
     assert max(len(x) for x in head.split(b"\r\n")) <= 78
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.text(max_size=120))
 def test_any_filename_is_refused_with_a_reason_or_round_trips(tmp_path: Path, name: str) -> None:
     try:
@@ -169,9 +181,22 @@ def test_cr_lf_in_an_address_is_refused(address: str) -> None:
     assert exc.value.reason == "control-character" and "to" in exc.value.detail
 
 
-@pytest.mark.parametrize("address", ["bob", "bob@", "@example.org", "bob@localhost", "Bob <bob@example.org>",
-                                     "bob@exa mple.org", "böb@example.org", "bob@@example.org", "a..b@example.org",
-                                     "bob@-example.org", ""])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "bob",
+        "bob@",
+        "@example.org",
+        "bob@localhost",
+        "Bob <bob@example.org>",
+        "bob@exa mple.org",
+        "böb@example.org",
+        "bob@@example.org",
+        "a..b@example.org",
+        "bob@-example.org",
+        "",
+    ],
+)
 def test_invalid_addresses_are_refused(address: str) -> None:
     with pytest.raises(ComposeError) as exc:
         check_address(address, field="to")
@@ -237,8 +262,10 @@ def test_oversize_attachment_is_refused_before_reading_it(tmp_path: Path) -> Non
 
 def test_oversize_after_encoding_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ComposeError) as exc:
-        build(Letter(CASE, ("bob@example.org",), "Anlage", attachments=(attach(tmp_path, "a.pdf", b"x" * 900_000),)),
-              max_bytes=1_000_000)
+        build(
+            Letter(CASE, ("bob@example.org",), "Anlage", attachments=(attach(tmp_path, "a.pdf", b"x" * 900_000),)),
+            max_bytes=1_000_000,
+        )
     assert exc.value.reason == "too-large"
 
 

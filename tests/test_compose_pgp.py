@@ -87,8 +87,13 @@ def letter(tmp: Path, to: tuple[str, ...] = (BOB,)) -> Letter:
 
 def world_gpg(k: Keys, *args: str, data: bytes = b"") -> tuple[bytes, str]:
     """gpg in the correspondents' world (it has Bob's and our keys): stdout and status lines."""
-    proc = subprocess.run([GPG, "--homedir", str(k.world.home), "--batch", "--status-fd", "2", "--trust-model",
-                           "always", *args], input=data, capture_output=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [GPG, "--homedir", str(k.world.home), "--batch", "--status-fd", "2", "--trust-model", "always", *args],
+        input=data,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
     return proc.stdout, proc.stderr.decode(errors="replace")
 
 
@@ -150,8 +155,9 @@ def test_archived_pgp_copy_is_verified_by_poststelle(k: Keys, rita: tuple[World,
     assert v["encryption"]["scheme"] == "openpgp"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("address", ["erwin@nachbar.test", "rita@nachbar.test", "dave@nachbar.test",
-                                     "carol@nachbar.test"])
+@pytest.mark.parametrize(
+    "address", ["erwin@nachbar.test", "rita@nachbar.test", "dave@nachbar.test", "carol@nachbar.test"]
+)
 def test_expired_revoked_unpinned_or_unknown_keys_are_not_used(
     k: Keys, rita: tuple[World, Key], tmp: Path, address: str
 ) -> None:

@@ -63,8 +63,10 @@ CASE = "1 K 1234/25"
 EMAIL_EKU = [ExtendedKeyUsageOID.EMAIL_PROTECTION]
 #: Keys for the property tests, made once: the properties are about the envelope, not the keys.
 _CURVES = {"secp256r1": ec.SECP256R1(), "secp384r1": ec.SECP384R1(), "secp521r1": ec.SECP521R1()}
-EC_KEYS = {name: _leaf(name, f"{name}@example.org", ec.generate_private_key(c), build_pki().inter, eku=EMAIL_EKU)
-           for name, c in _CURVES.items()}
+EC_KEYS = {
+    name: _leaf(name, f"{name}@example.org", ec.generate_private_key(c), build_pki().inter, eku=EMAIL_EKU)
+    for name, c in _CURVES.items()
+}
 RSA_KEY = build_pki()["sender"]
 
 
@@ -79,8 +81,16 @@ def tmp() -> Iterator[Path]:
         yield Path(d)
 
 
-def config(tmp: Path, pki: TestPKI, parties: dict[str, Party], *, identity: Party | None = None,
-           anchors: bool = True, chain: bool = True, **outbound: str) -> Config:
+def config(
+    tmp: Path,
+    pki: TestPKI,
+    parties: dict[str, Party],
+    *,
+    identity: Party | None = None,
+    anchors: bool = True,
+    chain: bool = True,
+    **outbound: str,
+) -> Config:
     """The authority (the PKI's ``recipient``) sending; ``parties`` are the correspondents directory."""
     files = pki.write(tmp / "pki")
     me = identity or pki["recipient"]
@@ -189,9 +199,13 @@ def test_poststelle_itself_opens_a_letter_encrypted_to_its_ec_identity(pki: Test
 def test_ec_certificate_without_key_agreement_usage_is_refused(pki: TestPKI, tmp: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sign only")]))
-        .issuer_name(pki.inter.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY).not_valid_after(NOW + 30 * DAY)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sign only")]))
+        .issuer_name(pki.inter.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 30 * DAY)
         .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("bob@example.org")]), critical=False)
         .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
         .sign(pki.inter.key, pki.inter.cert.signature_hash_algorithm)  # type: ignore[arg-type]
@@ -199,8 +213,10 @@ def test_ec_certificate_without_key_agreement_usage_is_refused(pki: TestPKI, tmp
     cfg = config(tmp, pki, {"bob": Party("Sign only", key, cert, "bob@example.org")})
     doc = compose(cfg, letter(tmp, to=("bob@example.org",)))
     assert not doc.encrypted
-    assert doc.key_refusals == (f"certificate of bob@example.org refused: its key usage allows neither key "
-                                f"encipherment nor key agreement ({_source('bob', cert)})",)
+    assert doc.key_refusals == (
+        f"certificate of bob@example.org refused: its key usage allows neither key "
+        f"encipherment nor key agreement ({_source('bob', cert)})",
+    )
 
 
 # --- path validation: which certificate is refused, and why ------------------------------------
@@ -219,10 +235,19 @@ def _wrong_email(pki: TestPKI) -> Party:
     key = _rsa(2048, "bob-wrong")
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bob"),
-                                 x509.NameAttribute(NameOID.EMAIL_ADDRESS, "bob@example.org")]))
-        .issuer_name(pki.inter.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY).not_valid_after(NOW + 30 * DAY)
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, "Bob"),
+                    x509.NameAttribute(NameOID.EMAIL_ADDRESS, "bob@example.org"),
+                ]
+            )
+        )
+        .issuer_name(pki.inter.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 30 * DAY)
         .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("eve@example.org")]), critical=False)
         .add_extension(x509.ExtendedKeyUsage(EMAIL_EKU), critical=False)
         .sign(pki.inter.key, pki.inter.cert.signature_hash_algorithm)  # type: ignore[arg-type]
@@ -279,8 +304,9 @@ def test_without_trust_anchors_no_certificate_is_used(pki: TestPKI, tmp: Path) -
 def test_an_intermediate_ca_in_the_correspondents_directory_completes_the_path(pki: TestPKI, tmp: Path) -> None:
     without = compose(config(tmp / "a", pki, {"sender": pki["sender"]}, chain=False), letter(tmp, to=(SENDER,)))
     assert not without.encrypted and "does not chain" in without.key_refusals[0]
-    with_ca = compose(config(tmp / "b", pki, {"sender": pki["sender"], "ca": pki.inter}, chain=False),
-                      letter(tmp, to=(SENDER,)))
+    with_ca = compose(
+        config(tmp / "b", pki, {"sender": pki["sender"], "ca": pki.inter}, chain=False), letter(tmp, to=(SENDER,))
+    )
     assert with_ca.encrypted and with_ca.key_refusals == ()
 
 
@@ -309,8 +335,10 @@ def test_bcc_is_in_no_header_and_gets_its_own_message_encrypted_to_it_and_the_au
 
 
 def test_bcc_without_certificates_rides_in_the_envelope_of_the_signed_letter(pki: TestPKI, tmp: Path) -> None:
-    doc = compose(config(tmp, pki, {}), letter(tmp, to=("a@example.org",), cc=("b@example.org",),
-                                               bcc=("c@example.org", "a@example.org")))
+    doc = compose(
+        config(tmp, pki, {}),
+        letter(tmp, to=("a@example.org",), cc=("b@example.org",), bcc=("c@example.org", "a@example.org")),
+    )
     assert doc.recipients == ("a@example.org", "b@example.org", "c@example.org")
     assert doc.bcc == ("c@example.org",) and doc.bcc_copies == () and not doc.encrypted
     assert b"c@example.org" not in doc.raw and b"bcc:" not in headers(doc.raw).lower()
@@ -319,8 +347,10 @@ def test_bcc_without_certificates_rides_in_the_envelope_of_the_signed_letter(pki
 def test_a_bcc_recipient_with_a_certificate_gets_an_encrypted_copy_of_a_letter_sent_signed_only(
     pki: TestPKI, tmp: Path
 ) -> None:
-    doc = compose(config(tmp, pki, {"sender": pki["sender"]}),
-                  letter(tmp, to=("nocert@example.org",), bcc=(SENDER, "other@example.org")))
+    doc = compose(
+        config(tmp, pki, {"sender": pki["sender"]}),
+        letter(tmp, to=("nocert@example.org",), bcc=(SENDER, "other@example.org")),
+    )
     assert not doc.encrypted and doc.recipients == ("nocert@example.org", "other@example.org")
     (copy,) = doc.bcc_copies
     assert copy.recipients == (SENDER,) and copy.encrypted
@@ -329,8 +359,10 @@ def test_a_bcc_recipient_with_a_certificate_gets_an_encrypted_copy_of_a_letter_s
 
 def test_bcc_without_certificate_under_encrypt_always_names_the_bcc_recipient(pki: TestPKI, tmp: Path) -> None:
     with pytest.raises(ComposeError) as exc:
-        compose(config(tmp, pki, {"sender": pki["sender"]}, encrypt="always"),
-                letter(tmp, to=(SENDER,), bcc=("hidden@example.org",)))
+        compose(
+            config(tmp, pki, {"sender": pki["sender"]}, encrypt="always"),
+            letter(tmp, to=(SENDER,), bcc=("hidden@example.org",)),
+        )
     assert exc.value.reason == "recipient-key-unknown" and "hidden@example.org" in exc.value.detail
 
 
@@ -422,8 +454,20 @@ from = "{RECIPIENT}"
 
 
 def send_args(path: Path, *extra: str) -> list[str]:
-    return ["send", "--config", str(path), "--case", CASE, "--to", "expired@example.org", "--bcc", SENDER,
-            "--subject", "Bescheid", *extra]
+    return [
+        "send",
+        "--config",
+        str(path),
+        "--case",
+        CASE,
+        "--to",
+        "expired@example.org",
+        "--bcc",
+        SENDER,
+        "--subject",
+        "Bescheid",
+        *extra,
+    ]
 
 
 def test_send_cli_takes_bcc_and_reports_its_copies_and_the_refusals(cli_config: Path) -> None:
@@ -445,16 +489,19 @@ def test_outbox_show_names_the_bcc_recipients_and_the_refused_certificate(cli_co
     assert shown.exit_code == 0, shown.output
     lines = shown.stdout.splitlines()
     assert any(line.startswith("bcc ") and line.endswith(SENDER) for line in lines)
-    assert any(line.startswith("key_refusals ") and "certificate of expired@example.org refused: expired" in line
-               for line in lines)
+    assert any(
+        line.startswith("key_refusals ") and "certificate of expired@example.org refused: expired" in line
+        for line in lines
+    )
 
 
 # --- properties --------------------------------------------------------------------------------
 
 _FIELD = st.tuples(
     st.sampled_from(["To", "Cc", "Subject", "Message-ID", "Message-Id", "X-Note", "Date"]),
-    st.lists(st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20), min_size=1,
-             max_size=3),
+    st.lists(
+        st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=20), min_size=1, max_size=3
+    ),
 )
 
 
@@ -500,8 +547,9 @@ def test_poststelle_opens_mail_openssl_encrypted_to_its_ec_identity(
     (tmp / "bob.pem").write_bytes(bob.cert_pem())
     inner = body_of(signed_message(pki["sender"]))
     cipher, *keyopt = options  # -keyopt applies to the -recip before it
-    res = openssl("cms", "-encrypt", "-binary", "-outform", "DER", cipher, "-recip", str(tmp / "bob.pem"), *keyopt,
-                  stdin=inner)
+    res = openssl(
+        "cms", "-encrypt", "-binary", "-outform", "DER", cipher, "-recip", str(tmp / "bob.pem"), *keyopt, stdin=inner
+    )
     assert res.returncode == 0, res.stderr.decode()
     raw = pkcs7_mime(smime_headers(SENDER), res.stdout, "enveloped-data")
     bob_cfg = config(tmp, pki, {}, identity=bob)

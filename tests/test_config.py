@@ -113,16 +113,25 @@ def test_smime_revocation_mode_must_be_one_of_the_three(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("line", "key"),
-    [("crl_fetch_timeout = 0", "smime.crl_fetch_timeout"), ("crl_grace = -1", "smime.crl_grace"),
-     ("crl_max_bytes = 10", "smime.crl_max_bytes"), ('fetch_crls = "yes"', "smime.fetch_crls")],
+    [
+        ("crl_fetch_timeout = 0", "smime.crl_fetch_timeout"),
+        ("crl_grace = -1", "smime.crl_grace"),
+        ("crl_max_bytes = 10", "smime.crl_max_bytes"),
+        ('fetch_crls = "yes"', "smime.fetch_crls"),
+    ],
 )
 def test_bad_crl_settings_are_named(tmp_path: Path, line: str, key: str) -> None:
     assert problem(tmp_path, f"[smime]\n{line}\n").key == key
 
 
 def test_smime_revocation_settings_are_read(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, '[smime]\nrevocation = "require"\nfetch_crls = true\n'
-                                      "crl_grace = 3600\ncrl_fetch_timeout = 5\ncrl_max_bytes = 65536\n"))
+    cfg = load_config(
+        write(
+            tmp_path,
+            '[smime]\nrevocation = "require"\nfetch_crls = true\n'
+            "crl_grace = 3600\ncrl_fetch_timeout = 5\ncrl_max_bytes = 65536\n",
+        )
+    )
     assert cfg.smime is not None
     smime = cfg.smime
     assert (smime.revocation, smime.fetch_crls, smime.crl_grace) == ("require", True, 3600.0)
@@ -151,25 +160,36 @@ def test_run_with_a_bad_config_exits_non_zero_naming_file_and_key(tmp_path: Path
 
 def test_outbound_settings_are_read(tmp_path: Path) -> None:
     (tmp_path / "corr").mkdir()
-    cfg = load_config(write(tmp_path, f'[openpgp]\nsecret_keys = []\n[outbound]\nsign = "none"\nencrypt = "never"\n'
-                                      f'copy_to_sent_folder = false\ncorrespondents_dir = "{tmp_path}/corr"\n'))
+    cfg = load_config(
+        write(
+            tmp_path,
+            f'[openpgp]\nsecret_keys = []\n[outbound]\nsign = "none"\nencrypt = "never"\n'
+            f'copy_to_sent_folder = false\ncorrespondents_dir = "{tmp_path}/corr"\n',
+        )
+    )
     assert cfg.outbound is not None
     assert (cfg.outbound.sign, cfg.outbound.encrypt, cfg.outbound.copy_to_sent_folder) == ("none", "never", False)
     assert cfg.outbound.correspondents_dir == tmp_path / "corr"
     assert load_config(write(tmp_path)).outbound is None
 
 
-@pytest.mark.parametrize(("extra", "key", "words"), [
-    ('[outbound]\nsign = "pgp"\n', "outbound.sign", "one of smime, openpgp, none"),
-    ('[outbound]\nencrypt = "sometimes"\n', "outbound.encrypt", "one of auto, always, never"),
-    ('[outbound]\nsign = "smime"\n', "outbound.sign", "[smime] identities"),
-    ('[outbound]\nsign = "openpgp"\n', "outbound.sign", "[openpgp] secret_keys"),
-    ('[outbound]\nsign = "none"\nencrypt = "always"\n', "outbound.encrypt", "[smime] or [openpgp]"),
-    ('[outbound]\nsign = "none"\ncorrespondents_dir = "/nonexistent/corr"\n', "outbound.correspondents_dir",
-     "directory not found"),
-    ('[outbound]\nsign = "none"\ncopy_to_sent_folder = "yes"\n', "outbound.copy_to_sent_folder", "true or false"),
-    ('[outbound]\nsign = "none"\nrelay = "x"\n', "outbound.relay", "unknown key"),
-])
+@pytest.mark.parametrize(
+    ("extra", "key", "words"),
+    [
+        ('[outbound]\nsign = "pgp"\n', "outbound.sign", "one of smime, openpgp, none"),
+        ('[outbound]\nencrypt = "sometimes"\n', "outbound.encrypt", "one of auto, always, never"),
+        ('[outbound]\nsign = "smime"\n', "outbound.sign", "[smime] identities"),
+        ('[outbound]\nsign = "openpgp"\n', "outbound.sign", "[openpgp] secret_keys"),
+        ('[outbound]\nsign = "none"\nencrypt = "always"\n', "outbound.encrypt", "[smime] or [openpgp]"),
+        (
+            '[outbound]\nsign = "none"\ncorrespondents_dir = "/nonexistent/corr"\n',
+            "outbound.correspondents_dir",
+            "directory not found",
+        ),
+        ('[outbound]\nsign = "none"\ncopy_to_sent_folder = "yes"\n', "outbound.copy_to_sent_folder", "true or false"),
+        ('[outbound]\nsign = "none"\nrelay = "x"\n', "outbound.relay", "unknown key"),
+    ],
+)
 def test_bad_outbound_settings_are_named(tmp_path: Path, extra: str, key: str, words: str) -> None:
     err = problem(tmp_path, extra)
     assert err.key == key and words in err.problem and str(tmp_path) in err.file

@@ -74,14 +74,20 @@ def daemon(config_path: Path, log: Path, *args: str) -> Iterator[subprocess.Pope
     cmd = list(args) or [*POSTSTELLE, "run"]
     with log.open("w") as err:
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env={**os.environ, "POSTSTELLE_CONFIG": str(config_path), "PYTHONPATH": path},
-            stdout=subprocess.DEVNULL, stderr=err, text=True,
+            cmd,
+            cwd=REPO,
+            env={**os.environ, "POSTSTELLE_CONFIG": str(config_path), "PYTHONPATH": path},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
         )
         try:
             # The status file appears once the signal handlers are in place and the workers start.
             config = load_config(config_path)
-            wait_for("the daemon's status file", lambda: (read_status(daemon_status_path(config)) or {}).get("pid")
-                     == proc.pid)
+            wait_for(
+                "the daemon's status file",
+                lambda: (read_status(daemon_status_path(config)) or {}).get("pid") == proc.pid,
+            )
             yield proc
         finally:
             if proc.poll() is None:
@@ -144,15 +150,23 @@ def test_sighup_rejects_a_bad_configuration_keeping_the_old_one_and_applies_a_go
 
 def test_status_and_metrics_show_the_running_daemon_and_the_trail_its_start_and_stop(env: Env) -> None:
     port = free_port()
-    path = write_config(env.root, [mailbox_entry(env.dovecot, env.user, env.root)],
-                        extra=QUIET + f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    path = write_config(
+        env.root,
+        [mailbox_entry(env.dovecot, env.user, env.root)],
+        extra=QUIET + f'[metrics]\nlisten = "127.0.0.1:{port}"\n',
+    )
     cfg = load_config(path)
     env.append(letter(subject="Az. 63-BV-2026-0500 Bauantrag"))
     log = env.root / "daemon.log"
     with daemon(path, log) as proc:
         # The first pass files the waiting letter; the status file says "ok" once it is recorded.
-        wait_for("the first pass", lambda: (read_status(daemon_status_path(cfg)) or {}).get("mailboxes", {})
-                 .get("rathaus", {}).get("state") == "ok")
+        wait_for(
+            "the first pass",
+            lambda: (
+                (read_status(daemon_status_path(cfg)) or {}).get("mailboxes", {}).get("rathaus", {}).get("state")
+                == "ok"
+            ),
+        )
         assert len(env.entries()) == 1
         status = json.loads(env.cli("status", "--json", check=True).stdout)
         assert status["daemon"]["running"] and status["daemon"]["pid"] == proc.pid
@@ -171,8 +185,10 @@ def test_status_and_metrics_show_the_running_daemon_and_the_trail_its_start_and_
         assert metrics["poststelle_verification_total"].type == "counter"
         assert metrics["poststelle_verification_total"].value(outcome="unverified") == 1
         assert metrics["poststelle_mailbox_up"].value(mailbox="rathaus") == 1
-        assert abs(metrics["poststelle_mailbox_last_success_timestamp_seconds"].value(mailbox="rathaus")
-                   - time.time()) < 600
+        assert (
+            abs(metrics["poststelle_mailbox_last_success_timestamp_seconds"].value(mailbox="rathaus") - time.time())
+            < 600
+        )
         assert metrics["poststelle_outbox"].value(state="queued") == 0
         assert metrics["poststelle_outbox_oldest_queued_age_seconds"].value() == 0
         assert metrics["poststelle_deliveries"].value(state="delivered") == 0
@@ -215,8 +231,18 @@ def test_status_of_a_daemon_that_was_killed_says_it_ended_without_stopping_clean
     """The file says running, but nobody holds the lock: the pid in it is not taken for a live daemon."""
     path = daemon_status_path(env.config)
     (env.state_dir / "poststelle.lock").write_text("999999\n")
-    path.write_text(json.dumps({"pid": 999999, "started_at": "2026-12-01T08:00:00.000000Z", "config_sha256": "x",
-                                "version": "0.1.0", "running": True, "mailboxes": {}}))
+    path.write_text(
+        json.dumps(
+            {
+                "pid": 999999,
+                "started_at": "2026-12-01T08:00:00.000000Z",
+                "config_sha256": "x",
+                "version": "0.1.0",
+                "running": True,
+                "mailboxes": {},
+            }
+        )
+    )
     status = json.loads(env.cli("status", "--json", check=True).stdout)["daemon"]
     assert (status["running"], status["pid"]) == (False, None)
     assert status["stopped_because"] == "ended without stopping cleanly (killed or crashed)"

@@ -53,11 +53,15 @@ def run(*steps: DeliveryStep) -> tuple[DeliveryRecord, list[str]]:
 
 
 def test_relay_and_receipts_move_a_record_forward_and_keep_every_step() -> None:
-    rec, kinds = run(step("queued", kind="outbox"), step("submitted", kind="relay"), step("delivered"),
-                     step("displayed", kind="mdn"))
+    rec, kinds = run(
+        step("queued", kind="outbox"), step("submitted", kind="relay"), step("delivered"), step("displayed", kind="mdn")
+    )
     assert rec.state == "displayed" and kinds == ["advanced"] * 4
     assert [(t.before, t.after) for t in rec.timeline] == [
-        (None, "queued"), ("queued", "submitted"), ("submitted", "delivered"), ("delivered", "displayed")
+        (None, "queued"),
+        ("queued", "submitted"),
+        ("submitted", "delivered"),
+        ("delivered", "displayed"),
     ]
 
 
@@ -110,11 +114,17 @@ def test_the_delivery_state_event_names_document_recipient_states_and_evidence()
     rec = new_record(DOC, RCPT, "63-BV-2026-0412", "2026-12-02T08:00:00Z")
     event = state_event(advance(rec, step("delivered", detail="2.0.0")))
     assert (event.type, event.document, event.correspondent, event.case) == (
-        "delivery-state", DOC, RCPT, "63-BV-2026-0412"
+        "delivery-state",
+        DOC,
+        RCPT,
+        "63-BV-2026-0412",
     )
     assert event.details["from"] is None and event.details["to"] == "delivered"
     assert event.details["evidence"] == {
-        "kind": "dsn", "path": "63-BV-2026-0412/receipts/delivered.eml", "sha256": "ab" * 32, "detail": "2.0.0"
+        "kind": "dsn",
+        "path": "63-BV-2026-0412/receipts/delivered.eml",
+        "sha256": "ab" * 32,
+        "detail": "2.0.0",
     }
 
 
@@ -238,8 +248,11 @@ def test_a_failed_de_mail_is_not_served_and_smtp_only_records_have_no_service() 
 
 # -- overdue -------------------------------------------------------------------------------------------
 def test_a_record_without_delivery_evidence_is_overdue_after_the_configured_time() -> None:
-    rec, _ = run(step("queued", "2026-12-01T09:00:00Z", "outbox"), step("submitted", "2026-12-01T09:01:00Z", "relay"),
-                 step("delayed", "2026-12-02T09:00:00Z"))
+    rec, _ = run(
+        step("queued", "2026-12-01T09:00:00Z", "outbox"),
+        step("submitted", "2026-12-01T09:01:00Z", "relay"),
+        step("delayed", "2026-12-02T09:00:00Z"),
+    )
     two_days = timedelta(days=2)
     assert not is_overdue(rec, datetime(2026, 12, 3, 8, 59, tzinfo=UTC), two_days)
     assert is_overdue(rec, datetime(2026, 12, 3, 9, 0, tzinfo=UTC), two_days)

@@ -30,9 +30,19 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def doc(oid: str, *recipients: str, case: str = CASE) -> OutboxRecord:
     return OutboxRecord(
-        id=oid, message_id=f"{oid}@rathaus.test", case_ref=case, case_folder=case, mail_from="rathaus@mailbox.test",
-        sha256="cd" * 32, size=10, path=f"/nowhere/{oid}.eml", signed="none", encrypted=False, envid=f"{oid}.e",
-        state="sent", recipients=[RecipientStatus(r, "sent") for r in recipients],
+        id=oid,
+        message_id=f"{oid}@rathaus.test",
+        case_ref=case,
+        case_folder=case,
+        mail_from="rathaus@mailbox.test",
+        sha256="cd" * 32,
+        size=10,
+        path=f"/nowhere/{oid}.eml",
+        signed="none",
+        encrypted=False,
+        envid=f"{oid}.e",
+        state="sent",
+        recipients=[RecipientStatus(r, "sent") for r in recipients],
         created_at="2018-12-20T09:00:00.000000Z",
     )
 
@@ -51,18 +61,32 @@ def ledger(tmp_path: Path, extra: str = "") -> Path:
     with path.open("a", encoding="utf-8") as f:
         f.write(DELIVERIES + extra)
     store = open_store(load_config(path))
-    for rec in (doc("demail01", "buerger@de-mail.test"), doc("smtp0002", "a@remote.test", "b@remote.test",
-                                                            case="OTHER-7")):
+    for rec in (
+        doc("demail01", "buerger@de-mail.test"),
+        doc("smtp0002", "a@remote.test", "b@remote.test", case="OTHER-7"),
+    ):
         queued = [step(rec.id, r.address, "queued", "2018-12-20T09:00:00.000000Z", "outbox") for r in rec.recipients]
         store.outbox_enqueue(rec, [AuditEvent("queued", case=rec.case_ref, document=rec.id)], deliveries=queued)
     store.delivery_apply(
         [
-            step("demail01", "buerger@de-mail.test", "dispatched", "2018-12-21T10:30:00.000000Z", "demail",
-                 f"{CASE}/receipts/versand.eml"),
+            step(
+                "demail01",
+                "buerger@de-mail.test",
+                "dispatched",
+                "2018-12-21T10:30:00.000000Z",
+                "demail",
+                f"{CASE}/receipts/versand.eml",
+            ),
             step("smtp0002", "a@remote.test", "submitted", "2018-12-20T09:01:00.000000Z", "relay"),
             step("smtp0002", "b@remote.test", "submitted", "2018-12-20T09:01:00.000000Z", "relay"),
-            step("smtp0002", "a@remote.test", "delivered", "2018-12-20T09:02:00.000000Z", "dsn",
-                 "OTHER-7/receipts/dsn.eml"),
+            step(
+                "smtp0002",
+                "a@remote.test",
+                "delivered",
+                "2018-12-20T09:02:00.000000Z",
+                "dsn",
+                "OTHER-7/receipts/dsn.eml",
+            ),
         ],
         [],
     )
@@ -82,7 +106,8 @@ def test_list_shows_each_recipient_with_state_served_date_and_overdue_flag(tmp_p
     overdue = json.loads(cli(path, "list", "--overdue", "--json").stdout)
     assert [v["recipient"] for v in overdue] == ["b@remote.test"]
     assert [v["recipient"] for v in json.loads(cli(path, "list", "--case", "OTHER-7", "--json").stdout)] == [
-        "a@remote.test", "b@remote.test"
+        "a@remote.test",
+        "b@remote.test",
     ]
     assert [v["recipient"] for v in json.loads(cli(path, "list", "--state", "delivered", "--json").stdout)] == [
         "a@remote.test"

@@ -65,8 +65,10 @@ def test_accepted_and_refused_recipients_become_submitted_and_failed_with_the_re
     assert ok.timeline[0].evidence.sha256 == (store.outbox_get(oid) or pytest.fail()).sha256
     entries = list(store.select(EntryFilter(document=oid, events=("delivery-state",))))
     assert [(e.correspondent, e.details["to"]) for e in entries] == [
-        ("gone@remote.test", "queued"), ("ok@remote.test", "queued"),
-        ("gone@remote.test", "failed"), ("ok@remote.test", "submitted"),
+        ("gone@remote.test", "queued"),
+        ("ok@remote.test", "queued"),
+        ("gone@remote.test", "failed"),
+        ("ok@remote.test", "submitted"),
     ]
     assert describe(entries[2]) == (
         "Delivery to gone@remote.test: failed (evidence: the relay's reply, 550 5.1.1 no such user)"

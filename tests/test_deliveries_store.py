@@ -79,7 +79,8 @@ def test_an_enqueued_document_has_a_queued_record_per_recipient_committed_with_i
     enqueue(store, doc("d1", "a@x.test", "b@x.test"))
     records = store.delivery_get("d1")
     assert [(r.recipient, r.state, r.case_ref) for r in records] == [
-        ("a@x.test", "queued", CASE), ("b@x.test", "queued", CASE)
+        ("a@x.test", "queued", CASE),
+        ("b@x.test", "queued", CASE),
     ]
     assert records[0].timeline[0].evidence.kind == "outbox" and records[0].timeline[0].before is None
     assert trail(store, "d1") == [("queued", None), ("delivery-state", "queued"), ("delivery-state", "queued")]
@@ -90,14 +91,18 @@ def test_applied_steps_commit_with_the_callers_events_and_one_state_event_each(s
     matched = AuditEvent("receipt-matched", case=CASE, document="d1", details={"kind": "dsn"})
     outcomes = store.delivery_apply([step("d1", "a@x.test", "delivered"), step("d1", "a@x.test", "relayed")], [matched])
     assert [(o.kind, o.before, o.after) for o in outcomes] == [
-        ("advanced", "queued", "delivered"), ("ignored-backwards", "delivered", "delivered")
+        ("advanced", "queued", "delivered"),
+        ("ignored-backwards", "delivered", "delivered"),
     ]
     (rec,) = store.delivery_get("d1")
     assert rec.state == "delivered" and [t.state for t in rec.timeline] == ["queued", "delivered", "relayed"]
     assert rec.timeline[-1].outcome == "ignored-backwards"
     assert rec.timeline[1].evidence == Evidence("dsn", f"{CASE}/receipts/d1-delivered.eml", "ef" * 32, "delivered")
-    assert trail(store, "d1")[-3:] == [("receipt-matched", None), ("delivery-state", "delivered"),
-                                       ("delivery-state", "delivered")]
+    assert trail(store, "d1")[-3:] == [
+        ("receipt-matched", None),
+        ("delivery-state", "delivered"),
+        ("delivery-state", "delivered"),
+    ]
     assert verify_chain(store.entries())[2] == []
 
 
@@ -135,13 +140,18 @@ def test_a_receipt_for_a_document_never_handed_over_is_kept_as_contradictory(sto
     for oid, state in (("cancel", "cancelled"), ("waits", "deferred"), ("active", "active")):
         enqueue(store, doc(oid, "a@x.test", state=state))
     outcomes = store.delivery_apply(
-        [step("cancel", "a@x.test", "delivered"), step("waits", "a@x.test", "failed"),
-         step("active", "a@x.test", "delivered")],
+        [
+            step("cancel", "a@x.test", "delivered"),
+            step("waits", "a@x.test", "failed"),
+            step("active", "a@x.test", "delivered"),
+        ],
         [],
     )
     assert [o.kind for o in outcomes] == ["contradictory", "contradictory", "advanced"], "active: the relay has it"
     assert {r.document_id: r.state for r in store.deliveries_list()} == {
-        "cancel": "queued", "waits": "queued", "active": "delivered"
+        "cancel": "queued",
+        "waits": "queued",
+        "active": "delivered",
     }
     assert store.delivery_get("cancel")[0].timeline[-1].evidence.path == f"{CASE}/receipts/cancel-delivered.eml"
 
@@ -151,7 +161,9 @@ def test_deliveries_are_listed_by_case_and_state_oldest_document_first(store: St
     enqueue(store, doc("d22", "c@x.test", case="OTHER-1"))
     store.delivery_apply([step("d1", "b@x.test", "failed"), step("d22", "c@x.test", "delivered")], [])
     assert [(r.document_id, r.recipient) for r in store.deliveries_list()] == [
-        ("d1", "a@x.test"), ("d1", "b@x.test"), ("d22", "c@x.test")
+        ("d1", "a@x.test"),
+        ("d1", "b@x.test"),
+        ("d22", "c@x.test"),
     ]
     assert [r.recipient for r in store.deliveries_list(case_ref="OTHER-1")] == ["c@x.test"]
     assert [r.recipient for r in store.deliveries_list(["failed", "delivered"], case_ref=CASE)] == ["b@x.test"]
@@ -196,12 +208,22 @@ def test_steps_given_with_an_outbox_change_commit_only_when_the_change_is_made(s
     one, two = store.outbox_get("d1"), store.outbox_get("d2")
     assert one is not None and two is not None
     one.state = two.state = "sent"
-    made = store.outbox_save_many([
-        OutboxChange(one, [AuditEvent("submitted", document="d1")], ["queued"],
-                     deliveries=[step("d1", "a@x.test", "submitted", "relay")]),
-        OutboxChange(two, [AuditEvent("submitted", document="d2")], ["active"],
-                     deliveries=[step("d2", "b@x.test", "submitted", "relay")]),
-    ])
+    made = store.outbox_save_many(
+        [
+            OutboxChange(
+                one,
+                [AuditEvent("submitted", document="d1")],
+                ["queued"],
+                deliveries=[step("d1", "a@x.test", "submitted", "relay")],
+            ),
+            OutboxChange(
+                two,
+                [AuditEvent("submitted", document="d2")],
+                ["active"],
+                deliveries=[step("d2", "b@x.test", "submitted", "relay")],
+            ),
+        ]
+    )
     assert made == [True, False]
     assert [r.state for r in store.delivery_get("d1")] == ["submitted"]
     assert [r.state for r in store.delivery_get("d2")] == ["queued"], "a stale change takes its steps with it"

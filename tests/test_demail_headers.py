@@ -19,7 +19,10 @@ def test_a_provider_message_is_read_into_its_fields() -> None:
     assert meta.present and meta.flags == ()
     assert (meta.authoritative, meta.private) == (True, True)
     assert (meta.confirmation_of_dispatch, meta.confirmation_of_receipt, meta.confirmation_of_retrieve) == (
-        False, True, False)
+        False,
+        True,
+        False,
+    )
     assert (meta.message_type, meta.auth_level, meta.version) == ("normal", "high", "1.8")
     assert meta.sender == SENDER and meta.from_ == f"Buerger <{SENDER}>"
     assert meta.chosen_recipients == (("to", RECIPIENT), ("cc", "akte@stadt.de-mail.example"))
@@ -37,7 +40,8 @@ def test_a_message_without_demail_fields_is_not_a_demail() -> None:
 
 def test_header_names_are_case_insensitive() -> None:
     meta = parse_demail_headers(
-        b"x-DE-MAIL-Authoritative: YES\r\nX-De-Mail-Message-Type: Confirmation  of receipt\r\n\r\n")
+        b"x-DE-MAIL-Authoritative: YES\r\nX-De-Mail-Message-Type: Confirmation  of receipt\r\n\r\n"
+    )
     assert meta.authoritative is True
     assert meta.message_type == "confirmation of receipt"
 
@@ -50,8 +54,9 @@ def test_the_first_occurrence_wins_and_the_second_is_flagged() -> None:
 
 
 def test_a_forged_first_occurrence_is_what_is_read_and_flagged() -> None:
-    message = add_header(build_message(fields=demail_fields(authoritative=False)), "X-de-mail-authoritative",
-                         "yes", first=True)
+    message = add_header(
+        build_message(fields=demail_fields(authoritative=False)), "X-de-mail-authoritative", "yes", first=True
+    )
     meta = parse_demail_headers(message)
     assert meta.authoritative is True  # read as the TR says; the integrity check refutes it
     assert "duplicate-header:x-de-mail-authoritative" in meta.flags
@@ -118,10 +123,17 @@ def test_arbitrary_header_bytes_never_raise_and_values_are_clean(raw: bytes) -> 
 
 
 @FAST
-@given(st.lists(st.tuples(
-    st.sampled_from(["X-de-mail-authoritative", "x-de-mail-private", "From", "X-DE-MAIL-PRIVATE-ID", "Subject"]),
-    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=20),
-), max_size=8))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["X-de-mail-authoritative", "x-de-mail-private", "From", "X-DE-MAIL-PRIVATE-ID", "Subject"]
+            ),
+            st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20),
+        ),
+        max_size=8,
+    )
+)
 def test_the_first_occurrence_is_always_the_one_read(fields: list[tuple[str, str]]) -> None:
     raw = b"".join(f"{n}: {v}\r\n".encode() for n, v in fields) + b"\r\n"
     meta = parse_demail_headers(raw)

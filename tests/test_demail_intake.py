@@ -86,11 +86,17 @@ def test_a_route_that_takes_only_authoritative_demails_quarantines_a_plain_lette
     routes = ROUTES.replace(name, f"{name}\nrequire_demail_authoritative = true")
     user = new_user()
     extra = f'\n[demail]\nenabled = true\nprovider_trust_anchors = ["{anchor}"]\n'
-    env = Env(dovecot, user, tmp_path, write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)], extra=extra,
-                                                     routes=routes))
+    env = Env(
+        dovecot,
+        user,
+        tmp_path,
+        write_config(tmp_path, [mailbox_entry(dovecot, user, tmp_path)], extra=extra, routes=routes),
+    )
     init_storage(env.config)
-    plain = (f"From: a@example.org\r\nTo: b@example.org\r\nSubject: {SUBJECT}\r\nMessage-ID: <p1@example.org>\r\n"
-             "Date: Wed, 02 Dec 2026 09:00:00 +0100\r\n\r\nHallo\r\n").encode()
+    plain = (
+        f"From: a@example.org\r\nTo: b@example.org\r\nSubject: {SUBJECT}\r\nMessage-ID: <p1@example.org>\r\n"
+        "Date: Wed, 02 Dec 2026 09:00:00 +0100\r\n\r\nHallo\r\n"
+    ).encode()
     env.append(plain, demail())
     env.cli("run", "--once", check=True)
     assert [e.parent.name for e in env.entries()] == ["63-BV-2026-0412"]

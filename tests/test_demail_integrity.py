@@ -54,8 +54,9 @@ def test_a_provider_signature_is_valid_for_each_algorithm(validator: Validator, 
     assert (result.status, result.reasons) == ("valid", ())
     assert (result.hash_algorithm, result.signature_algorithm) == (hash_name, sig)
     signer = provider_pki().ec if sig == "ec-dsa" else provider_pki().rsa
-    assert result.provider_certificate_sha256 == sha256(
-        signer.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert (
+        result.provider_certificate_sha256 == sha256(signer.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    )
     assert result.covered_headers[0] == "from" and "x-de-mail-authoritative" in result.covered_headers
     assert result.steps[-1] == "result: valid"
 
@@ -66,12 +67,15 @@ def test_a_valid_result_names_what_the_provider_does_not_vouch_for(validator: Va
     assert "x-de-mail-actual-recipient" not in result.covered_headers
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("X-de-mail-authoritative", "no"),
-    ("From", "Chef <chef@stadt.de-mail.example>"),
-    ("Subject", "Widerspruch AZ 2024-18"),
-    ("X-de-mail-private-id", "AZ-2024-17-2"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-de-mail-authoritative", "no"),
+        ("From", "Chef <chef@stadt.de-mail.example>"),
+        ("Subject", "Widerspruch AZ 2024-18"),
+        ("X-de-mail-private-id", "AZ-2024-17-2"),
+    ],
+)
 def test_a_tampered_covered_header_makes_the_signature_invalid(validator: Validator, name: str, value: str) -> None:
     result = check(tamper_header(build_message(), name, value), validator)
     assert result.status == "invalid"
@@ -235,19 +239,22 @@ def test_messages_stored_with_lf_line_ends_verify(validator: Validator) -> None:
     assert any("bare LF converted" in s for s in result.steps)
 
 
-@pytest.mark.parametrize(("value", "reason"), [
-    (b" v=1; a=sha256/rsa; a=sha256/rsa; h=from; bh=AA==; b=AA==", "malformed-tag-list"),
-    (b" v=1; a=sha256/rsa; h=from; bh=AA==; b=AA==; =x", "malformed-tag-list"),
-    (b" v=1; a=sha256/rsa; h=from; bh=AA==; b=A\xffA=", "malformed-tag-list"),
-    (b" v=1; a=md5/rsa; h=from; bh=AA==; b=AA==", "unsupported-algorithm"),
-    (b" v=1; a=sha256/dsa; h=from; bh=AA==; b=AA==", "unsupported-algorithm"),
-    (b" v=1; a=sha256/rsa; c=relaxed/relaxed; h=from; bh=AA==; b=AA==", "unsupported-canonicalization"),
-    (b" v=2; a=sha256/rsa; h=from; bh=AA==; b=AA==", "unsupported-version"),
-    (b" v=1; a=sha256/rsa; h=from; b=AA==", "missing-tag:bh"),
-    (b" v=1; a=sha256/rsa; h=from; bh=AA==", "missing-tag:b"),
-    (b" v=1; a=sha256/rsa; h=from::date; bh=AA==; b=AA==", "malformed-tag-list"),
-    (b" v=1; a=sha256/rsa; h=from; bh=!!; b=AA==", "bad-base64:bh"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b" v=1; a=sha256/rsa; a=sha256/rsa; h=from; bh=AA==; b=AA==", "malformed-tag-list"),
+        (b" v=1; a=sha256/rsa; h=from; bh=AA==; b=AA==; =x", "malformed-tag-list"),
+        (b" v=1; a=sha256/rsa; h=from; bh=AA==; b=A\xffA=", "malformed-tag-list"),
+        (b" v=1; a=md5/rsa; h=from; bh=AA==; b=AA==", "unsupported-algorithm"),
+        (b" v=1; a=sha256/dsa; h=from; bh=AA==; b=AA==", "unsupported-algorithm"),
+        (b" v=1; a=sha256/rsa; c=relaxed/relaxed; h=from; bh=AA==; b=AA==", "unsupported-canonicalization"),
+        (b" v=2; a=sha256/rsa; h=from; bh=AA==; b=AA==", "unsupported-version"),
+        (b" v=1; a=sha256/rsa; h=from; b=AA==", "missing-tag:bh"),
+        (b" v=1; a=sha256/rsa; h=from; bh=AA==", "missing-tag:b"),
+        (b" v=1; a=sha256/rsa; h=from::date; bh=AA==; b=AA==", "malformed-tag-list"),
+        (b" v=1; a=sha256/rsa; h=from; bh=!!; b=AA==", "bad-base64:bh"),
+    ],
+)
 def test_malformed_tags_are_invalid_with_a_reason(validator: Validator, value: bytes, reason: str) -> None:
     result = check(replace_integrity_value(build_message(), value), validator)
     assert result.status == "invalid"
@@ -277,19 +284,40 @@ def test_the_printed_canonical_bytes_verify_with_openssl(validator: Validator, t
     tags = parse_tag_list(integrity_value(message))
     (tmp_path / "data").write_bytes(data)
     (tmp_path / "sig").write_bytes(base64.b64decode("".join(tags["b"].split())))
-    (tmp_path / "pub.pem").write_bytes(provider_pki().rsa.cert.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "pub.pem").write_bytes(
+        provider_pki()
+        .rsa.cert.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     run = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-verify", str(tmp_path / "pub.pem"),
-         "-signature", str(tmp_path / "sig"), str(tmp_path / "data")],
-        capture_output=True, check=False,
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            str(tmp_path / "pub.pem"),
+            "-signature",
+            str(tmp_path / "sig"),
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     (tmp_path / "data").write_bytes(data.replace(b"Widerspruch", b"Zustimmung!"))
     run = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-verify", str(tmp_path / "pub.pem"),
-         "-signature", str(tmp_path / "sig"), str(tmp_path / "data")],
-        capture_output=True, check=False,
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            str(tmp_path / "pub.pem"),
+            "-signature",
+            str(tmp_path / "sig"),
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        check=False,
     )
     assert run.returncode != 0
 

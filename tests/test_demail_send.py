@@ -34,17 +34,29 @@ def signed_confirmation(message_type: str, private_id: str) -> bytes:
     """A provider's confirmation (XML and PDF, support.receipts) with the provider's integrity value."""
     unsigned = demail_confirmation(message_type, private_id=private_id)
     head, body = unsigned.split(b"\r\n\r\n", 1)
-    content_type = next(line for line in head.decode().replace("\r\n\t", " ").replace("\r\n ", " ").split("\r\n")
-                        if line.lower().startswith("content-type:")).split(":", 1)[1].strip()
-    fields = [*demail_fields(authoritative=False, private_id=private_id, message_type=message_type),
-              ("MIME-Version", "1.0"), ("Content-Type", content_type)]
+    content_type = (
+        next(
+            line
+            for line in head.decode().replace("\r\n\t", " ").replace("\r\n ", " ").split("\r\n")
+            if line.lower().startswith("content-type:")
+        )
+        .split(":", 1)[1]
+        .strip()
+    )
+    fields = [
+        *demail_fields(authoritative=False, private_id=private_id, message_type=message_type),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", content_type),
+    ]
     return build_message(fields=fields, body=body)
 
 
 def demail_gateway(dovecot: Dovecot, root: Path, user: str, relay_port: int) -> Env:
     anchor = provider_pki().write_anchor(root)
-    extra = (f'[smtp]\nhost = "127.0.0.1"\nport = {relay_port}\nsecurity = "plain"\nfrom = "{user}@mailbox.test"\n'
-             f'\n[demail]\nenabled = true\nprovider_trust_anchors = ["{anchor}"]\n')
+    extra = (
+        f'[smtp]\nhost = "127.0.0.1"\nport = {relay_port}\nsecurity = "plain"\nfrom = "{user}@mailbox.test"\n'
+        f'\n[demail]\nenabled = true\nprovider_trust_anchors = ["{anchor}"]\n'
+    )
     env = Env(dovecot, user, root, write_config(root, [mailbox_entry(dovecot, user, root)], extra=extra))
     init_storage(env.config)
     return env
@@ -80,8 +92,22 @@ correspondents_dir = "{corr}"
 
 
 def send(path: Path, *extra: str) -> list[str]:
-    return ["send", "--config", str(path), "--from", RECIPIENT, "--case", "1 K 1234/25", "--to", SENDER,
-            "--subject", "Bescheid", "--body", str(path.parent / "body.txt"), *extra]
+    return [
+        "send",
+        "--config",
+        str(path),
+        "--from",
+        RECIPIENT,
+        "--case",
+        "1 K 1234/25",
+        "--to",
+        SENDER,
+        "--subject",
+        "Bescheid",
+        "--body",
+        str(path.parent / "body.txt"),
+        *extra,
+    ]
 
 
 def sent_demail(dovecot: Dovecot, root: Path, user: str) -> tuple[Env, str, str]:
@@ -115,13 +141,16 @@ def test_demail_options_set_the_fields_and_a_private_id_that_becomes_the_envid(
     assert "X-de-mail-confirmation-of-retrieve: yes" in head and "X-de-mail-private: yes" in head
     assert "X-de-mail-authoritative: yes" in head and "X-de-mail-confirmation-of-dispatch: no" in head
     assert doc.envid is not None and f"X-de-mail-private-id: {doc.envid}\r\n" in head + "\r\n"
-    assert doc.demail == {"dispatch_confirmation": False, "receipt_confirmation": False,
-                          "retrieval_confirmation": True, "private": True, "authoritative": True}
+    assert doc.demail == {
+        "dispatch_confirmation": False,
+        "receipt_confirmation": False,
+        "retrieval_confirmation": True,
+        "private": True,
+        "authoritative": True,
+    }
 
 
-def test_an_abholbestaetigung_without_persoenlich_is_refused_and_nothing_queued(
-    pki: TestPKI, tmp_path: Path
-) -> None:
+def test_an_abholbestaetigung_without_persoenlich_is_refused_and_nothing_queued(pki: TestPKI, tmp_path: Path) -> None:
     result = runner.invoke(app, send(config_file(pki, tmp_path, demail=True), "--demail", "--retrieval-confirmation"))
     assert result.exit_code == 1
     assert "--private" in result.output and "Abholbestätigung" in result.output

@@ -72,8 +72,7 @@ def test_a_second_from_blocks_the_sender_verification(validator: Validator) -> N
 
 
 def test_a_covered_sender_that_differs_from_from_blocks_it(validator: Validator) -> None:
-    fields = [(n, "other@test-provider.de-mail.example" if n == "X-de-mail-sender" else v)
-              for n, v in demail_fields()]
+    fields = [(n, "other@test-provider.de-mail.example" if n == "X-de-mail-sender" else v) for n, v in demail_fields()]
     verdict = judge(build_message(fields=fields), validator)
     assert verdict.reasons == ("demail-sender-mismatch",)
 

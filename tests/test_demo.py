@@ -146,7 +146,10 @@ def test_one_run_takes_both_receipts_in_and_the_record_goes_submitted_relayed_di
         store.close()
     assert delivery.recipient == CORRESPONDENT and delivery.state == "displayed"
     assert [(t.state, t.outcome) for t in delivery.timeline] == [
-        ("queued", "advanced"), ("submitted", "advanced"), ("relayed", "advanced"), ("displayed", "advanced")
+        ("queued", "advanced"),
+        ("submitted", "advanced"),
+        ("relayed", "advanced"),
+        ("displayed", "advanced"),
     ]
     receipts_run = demo.out.split("== poststelle run --once (the intake takes the receipts in)", 1)[1]
     assert receipts_run.lstrip().startswith("mailbox rathaus: stored 2, quarantined 0")
@@ -203,8 +206,12 @@ def test_the_demos_return_receipt_is_read_as_an_mdn_for_the_sent_message_whateve
 
     letter = f"From: {AUTHORITY}\r\nMessage-ID: <abc123@stadt.example>\r\n\r\nbody\r\n".encode()
     raw = thunderbird_mdn(
-        original=letter, original_message_id="abc123@stadt.example", reader=CORRESPONDENT, sender=AUTHORITY,
-        subject=subject, at=datetime(2026, 12, 2, 9, 15, tzinfo=UTC),
+        original=letter,
+        original_message_id="abc123@stadt.example",
+        reader=CORRESPONDENT,
+        sender=AUTHORITY,
+        subject=subject,
+        at=datetime(2026, 12, 2, 9, 15, tzinfo=UTC),
     )
     mdn = recognise(raw, raw)
     assert isinstance(mdn, Mdn) and mdn.disposition_type == "displayed"
@@ -224,8 +231,12 @@ def test_the_demos_return_receipt_is_read_as_an_mdn_for_the_sent_message_by_the_
         "Message-ID: <abc123@stadt.example>\r\n\r\nbody\r\n"
     ).encode()
     raw = thunderbird_mdn(
-        original=letter, original_message_id="abc123@stadt.example", reader=CORRESPONDENT, sender=AUTHORITY,
-        subject=f"[Az. {CASE}] Stellungnahme – Grüße", at=datetime(2026, 12, 2, 9, 15, tzinfo=UTC),
+        original=letter,
+        original_message_id="abc123@stadt.example",
+        reader=CORRESPONDENT,
+        sender=AUTHORITY,
+        subject=f"[Az. {CASE}] Stellungnahme – Grüße",
+        at=datetime(2026, 12, 2, 9, 15, tzinfo=UTC),
     )
     mdn = recognise(raw, raw)
     assert isinstance(mdn, Mdn)

@@ -37,8 +37,12 @@ def run_with_clock(env: Env, seconds: int) -> subprocess.CompletedProcess[str]:
     path = os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, "-m", "support.faults", f"clock:{seconds}", "--", "run", "--once"],
-        cwd=REPO, env={**os.environ, "POSTSTELLE_CONFIG": str(env.config_path), "PYTHONPATH": path},
-        capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        env={**os.environ, "POSTSTELLE_CONFIG": str(env.config_path), "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -79,8 +83,19 @@ def test_intake_across_a_clock_jump_back_files_every_message_once(env: Env) -> N
 
 def _deferred(next_attempt_at: datetime) -> OutboxRecord:
     return OutboxRecord(
-        id="d1", message_id="m@x", case_ref="c", case_folder="c", mail_from="a@x", sha256="", size=0, path="",
-        signed="none", encrypted=False, envid="e", state="deferred", next_attempt_at=clock.iso(next_attempt_at),
+        id="d1",
+        message_id="m@x",
+        case_ref="c",
+        case_folder="c",
+        mail_from="a@x",
+        sha256="",
+        size=0,
+        path="",
+        signed="none",
+        encrypted=False,
+        envid="e",
+        state="deferred",
+        next_attempt_at=clock.iso(next_attempt_at),
         created_at=clock.iso(next_attempt_at - timedelta(minutes=5)),
     )
 

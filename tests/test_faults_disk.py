@@ -122,7 +122,7 @@ def test_full_state_directory_acknowledges_nothing_and_resumes_once_space_is_bac
     with full_state(dovecot, tmp_path, new_user(), leave) as (env, filler):
         run = env.cli("run", "--once")
         assert run.returncode == 1
-        assert "Traceback" not in run.stderr, run.stderr[run.stderr.find("Traceback") - 300:][:4000]
+        assert "Traceback" not in run.stderr, run.stderr[run.stderr.find("Traceback") - 300 :][:4000]
         assert "disk full" in run.stderr
         assert "ENOSPC" in run.stderr or "SQLITE_FULL" in run.stderr
         assert len(env.uids("INBOX")) == len(SUBJECTS)  # nothing acknowledged to the server
@@ -157,6 +157,13 @@ def test_full_case_folders_delay_the_sent_copy_not_the_sending_and_it_is_filed_o
         finally:
             store.close()
         assert len(wait_for(lambda: fetch_by_message_id(dovecot, recipient, doc.message_id))) == 1
-        proc = subprocess.run([*POSTSTELLE, "audit", "verify"], cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "POSTSTELLE_CONFIG": str(config.path)}, timeout=120, check=False)
+        proc = subprocess.run(
+            [*POSTSTELLE, "audit", "verify"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "POSTSTELLE_CONFIG": str(config.path)},
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -23,10 +23,7 @@ from gateway.statedir import ledger_path
 
 def digests(path: Path) -> dict[str, str]:
     """The ledger file and its WAL/shared-memory companions, by name, as they are on disk."""
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.parent.glob(path.name + "*"))
-    }
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.parent.glob(path.name + "*"))}
 
 
 def filed_ledger(env: Env) -> Path:

@@ -55,15 +55,20 @@ def events_of(store: Store, oid: str) -> list[Any]:
 
 def audit_verify_is_green(config: Config) -> None:
     env = {**os.environ, "POSTSTELLE_CONFIG": str(config.path)}
-    proc = subprocess.run([*POSTSTELLE, "audit", "verify", "--json"], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=120, check=False)
+    proc = subprocess.run(
+        [*POSTSTELLE, "audit", "verify", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not json.loads(proc.stdout).get("breaks")
 
 
-def test_cut_inside_data_is_discarded_by_postfix_and_the_retry_delivers_once(
-    relay: Relay, dovecot: Dovecot
-) -> None:
+def test_cut_inside_data_is_discarded_by_postfix_and_the_retry_delivers_once(relay: Relay, dovecot: Dovecot) -> None:
     config, store, proxy, sender, recipient = relay
     clock = Clock()
     doc = document(to=(f"{recipient}@mailbox.test",), mail_from=f"{sender}@mailbox.test")
@@ -85,9 +90,7 @@ def test_cut_inside_data_is_discarded_by_postfix_and_the_retry_delivers_once(
     audit_verify_is_green(config)
 
 
-def test_answer_lost_after_the_whole_message_is_resent_and_marked(
-    relay: Relay, dovecot: Dovecot
-) -> None:
+def test_answer_lost_after_the_whole_message_is_resent_and_marked(relay: Relay, dovecot: Dovecot) -> None:
     config, store, proxy, sender, recipient = relay
     clock = Clock()
     doc = document(to=(f"{recipient}@mailbox.test",), mail_from=f"{sender}@mailbox.test")
@@ -106,8 +109,17 @@ def test_answer_lost_after_the_whole_message_is_resent_and_marked(
     resent = next(e for e in events_of(store, oid) if e.event == "resent")
     assert resent.details["reason"] == "reply-lost"
     # Both transactions were queued by Postfix: the recipient has it twice, and the record says why.
-    assert len(wait_for(lambda: len(fetch_by_message_id(dovecot, recipient, doc.message_id)) >= 2
-                        and fetch_by_message_id(dovecot, recipient, doc.message_id))) == 2
+    assert (
+        len(
+            wait_for(
+                lambda: (
+                    len(fetch_by_message_id(dovecot, recipient, doc.message_id)) >= 2
+                    and fetch_by_message_id(dovecot, recipient, doc.message_id)
+                )
+            )
+        )
+        == 2
+    )
     audit_verify_is_green(config)
 
 

@@ -34,8 +34,13 @@ def nobodys_python() -> list[str] | None:
     minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for exe in dict.fromkeys([sys.executable, f"/usr/bin/{minor}", f"/usr/local/bin/{minor}"]):
         cmd = ["env", f"PYTHONPATH={path}", "PYTHONDONTWRITEBYTECODE=1", exe]
-        probe = subprocess.run(["runuser", "-u", "nobody", "--", *cmd, "-c", "import cryptography, structlog, cli"],
-                               cwd="/", capture_output=True, timeout=60, check=False)
+        probe = subprocess.run(
+            ["runuser", "-u", "nobody", "--", *cmd, "-c", "import cryptography, structlog, cli"],
+            cwd="/",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
         if probe.returncode == 0:
             return cmd
     return None
@@ -59,9 +64,23 @@ def as_nobody(dovecot: Dovecot, new_user: Callable[[], str]) -> Iterator[tuple[E
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                ["runuser", "-u", "nobody", "--", "env", f"POSTSTELLE_CONFIG={env.config_path}", *python, "-m", "cli",
-                 *args],
-                cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+                [
+                    "runuser",
+                    "-u",
+                    "nobody",
+                    "--",
+                    "env",
+                    f"POSTSTELLE_CONFIG={env.config_path}",
+                    *python,
+                    "-m",
+                    "cli",
+                    *args,
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
             )
 
         yield env, run

@@ -23,13 +23,17 @@ from gateway.mime.headers import decode_header_text, is_clean_header_text
 from gateway.mime.message import headers_only, parse_message
 from gateway.unwrap import UnwrapContext
 
-_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-                     max_examples=300)
+_SETTINGS = settings(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], max_examples=300
+)
 
 # Every character a stored value must never contain: C0, DEL, C1, bidi embeddings, overrides
 # and isolates, line and paragraph separators.
-_FORBIDDEN = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]} | set("\u202a\u202b\u202c\u202d\u202e") | set(
-    "\u2066\u2067\u2068\u2069\u2028\u2029")
+_FORBIDDEN = (
+    {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]}
+    | set("\u202a\u202b\u202c\u202d\u202e")
+    | set("\u2066\u2067\u2068\u2069\u2028\u2029")
+)
 
 
 def assert_clean(text: str) -> None:
@@ -52,8 +56,12 @@ def encoded_words(draw: st.DrawFn) -> str:
 
 
 HOSTILE = st.lists(
-    st.one_of(encoded_words(), st.text(_HOSTILE_CHARS, max_size=8), st.text(max_size=8),
-              st.sampled_from([" ", "\r\n ", "\n", "\r", "\t"])),
+    st.one_of(
+        encoded_words(),
+        st.text(_HOSTILE_CHARS, max_size=8),
+        st.text(max_size=8),
+        st.sampled_from([" ", "\r\n ", "\n", "\r", "\t"]),
+    ),
     max_size=8,
 ).map("".join)
 
@@ -64,16 +72,19 @@ def test_decoded_header_text_never_contains_a_control_character(raw: str | bytes
     assert_clean(decode_header_text(raw, encoded_words=words))
 
 
-@pytest.mark.parametrize(("raw", "text"), [
-    ("=?utf-8?q?Az_4711=1B[2J?=", "Az 4711\ufffd[2J"),  # terminal escape
-    ("=?utf-8?q?Az=004711?=", "Az\ufffd4711"),  # NUL
-    ("=?utf-8?q?Az=7F=C2=9B4711?=", "Az\ufffd\ufffd4711"),  # DEL and C1 CSI
-    ("=?utf-8?q?Az=094711?=", "Az 4711"),  # TAB reads as a space
-    ("=?utf-8?q?Az=C2=854711?=", "Az 4711"),  # NEL is a line break too
-    ("=?utf-8?q?Az=E2=80=A84711?=", "Az 4711"),  # LINE SEPARATOR
-    ("=?utf-8?q?Az_=E2=80=AE52/4321?=", "Az \ufffd52/4321"),  # RIGHT-TO-LEFT OVERRIDE
-    ("Az\x1b[31m 4711", "Az\ufffd[31m 4711"),  # written raw, not encoded
-])
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        ("=?utf-8?q?Az_4711=1B[2J?=", "Az 4711\ufffd[2J"),  # terminal escape
+        ("=?utf-8?q?Az=004711?=", "Az\ufffd4711"),  # NUL
+        ("=?utf-8?q?Az=7F=C2=9B4711?=", "Az\ufffd\ufffd4711"),  # DEL and C1 CSI
+        ("=?utf-8?q?Az=094711?=", "Az 4711"),  # TAB reads as a space
+        ("=?utf-8?q?Az=C2=854711?=", "Az 4711"),  # NEL is a line break too
+        ("=?utf-8?q?Az=E2=80=A84711?=", "Az 4711"),  # LINE SEPARATOR
+        ("=?utf-8?q?Az_=E2=80=AE52/4321?=", "Az \ufffd52/4321"),  # RIGHT-TO-LEFT OVERRIDE
+        ("Az\x1b[31m 4711", "Az\ufffd[31m 4711"),  # written raw, not encoded
+    ],
+)
 def test_control_characters_are_replaced_visibly_or_by_a_space(raw: str, text: str) -> None:
     assert decode_header_text(raw) == text
 
@@ -95,11 +106,15 @@ def plain_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 def hostile_message(value: str) -> bytes:
-    head = (f"From: \"a{value}\"@example.org, Someone <b{value}@example.org>\r\nSubject: Antrag {value}\r\n"
-            f"Message-ID: <{value}@example.org>\r\nDate: {value}\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n")
-    part = ("--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
-            f"Content-Disposition: attachment; filename=\"{value}.pdf\"\r\n\r\nJVBERg==\r\n--b--\r\n")
+    head = (
+        f'From: "a{value}"@example.org, Someone <b{value}@example.org>\r\nSubject: Antrag {value}\r\n'
+        f"Message-ID: <{value}@example.org>\r\nDate: {value}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    )
+    part = (
+        "--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        f'Content-Disposition: attachment; filename="{value}.pdf"\r\n\r\nJVBERg==\r\n--b--\r\n'
+    )
     return (head + part).encode("utf-8", "surrogateescape")
 
 
@@ -113,8 +128,13 @@ _HEADER_VALUE = st.lists(st.one_of(encoded_words(), st.text(_IN_A_LINE, max_size
 def test_no_recorded_header_value_contains_a_control_character(plain_config: Config, value: str) -> None:
     """Subject, From addresses, Message-ID, Date and attachment names, as the plan records them."""
     plan = analyse(hostile_message(value), plain_config, UnwrapContext(), at=datetime.now(UTC))
-    for text in (plan.subject, plan.message_id or "", plan.date or "", *plan.from_addrs,
-                 *(p.filename or "" for p in plan.parts)):
+    for text in (
+        plan.subject,
+        plan.message_id or "",
+        plan.date or "",
+        *plan.from_addrs,
+        *(p.filename or "" for p in plan.parts),
+    ):
         assert_clean(text)
 
 

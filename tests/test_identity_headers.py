@@ -71,11 +71,20 @@ CLEAR_FROMS = [
 ]
 
 
-def smime_message(pki: TestPKI, from_: str, *, extra: str = "", inner: bytes | None = None,
-                  signer: str = "sender", subject: str = "Antrag 2024-17") -> bytes:
+def smime_message(
+    pki: TestPKI,
+    from_: str,
+    *,
+    extra: str = "",
+    inner: bytes | None = None,
+    signer: str = "sender",
+    subject: str = "Antrag 2024-17",
+) -> bytes:
     inner = inner if inner is not None else mime_text()
-    head = (f"From: {from_}\r\nTo: {RECIPIENT}\r\nSubject: {subject}\r\nDate: {format_datetime(now())}\r\n"
-            f"Message-ID: <ident@example.org>\r\nMIME-Version: 1.0\r\n{extra}")
+    head = (
+        f"From: {from_}\r\nTo: {RECIPIENT}\r\nSubject: {subject}\r\nDate: {format_datetime(now())}\r\n"
+        f"Message-ID: <ident@example.org>\r\nMIME-Version: 1.0\r\n{extra}"
+    )
     return multipart_signed(head.encode(), inner, sign_detached_der(pki[signer], inner))
 
 
@@ -146,14 +155,20 @@ def test_clear_protected_from_that_is_the_signer_stays_verified(pki: TestPKI, sm
 # --- Sender and Reply-To: warnings on a verified message ------------------------------------
 
 
-@pytest.mark.parametrize(("extra", "warnings"), [
-    ("Sender: sekretariat@example.org\r\n", ("sender-not-signer",)),
-    ("Reply-To: eve@example.net\r\n", ("reply-to-not-signer",)),
-    (f"Reply-To: {SENDER}, eve@example.net\r\n", ("reply-to-not-signer",)),
-    (f'Reply-To: "eve@example.net" <{SENDER}>\r\n', ("reply-to-not-signer",)),  # shows another address
-    ("Reply-To: eve@example.net\r\nSender: sekretariat@example.org\r\n", ("sender-not-signer", "reply-to-not-signer")),
-    (f"Sender: {SENDER}\r\nReply-To: Alice <alice@EXAMPLE.org>\r\n", ()),
-])
+@pytest.mark.parametrize(
+    ("extra", "warnings"),
+    [
+        ("Sender: sekretariat@example.org\r\n", ("sender-not-signer",)),
+        ("Reply-To: eve@example.net\r\n", ("reply-to-not-signer",)),
+        (f"Reply-To: {SENDER}, eve@example.net\r\n", ("reply-to-not-signer",)),
+        (f'Reply-To: "eve@example.net" <{SENDER}>\r\n', ("reply-to-not-signer",)),  # shows another address
+        (
+            "Reply-To: eve@example.net\r\nSender: sekretariat@example.org\r\n",
+            ("sender-not-signer", "reply-to-not-signer"),
+        ),
+        (f"Sender: {SENDER}\r\nReply-To: Alice <alice@EXAMPLE.org>\r\n", ()),
+    ],
+)
 def test_sender_or_reply_to_other_than_the_signer_is_a_warning_not_a_reason(
     pki: TestPKI, smime_ctx: Any, extra: str, warnings: tuple[str, ...]
 ) -> None:
@@ -187,8 +202,12 @@ def test_verdict_json_always_has_a_warnings_list() -> None:
 def pgp() -> Iterator[tuple[Keys, UnwrapContext]]:
     k = keys()
     root = Path(tempfile.mkdtemp(prefix="pid-", dir="/tmp"))
-    ctx, handler = gateway_context(root, secrets=[k.world.secret(k.us)], correspondents=[k.world.public(k.bob)],
-                                   pinned=[(k.bob.email, k.bob.fingerprint)])
+    ctx, handler = gateway_context(
+        root,
+        secrets=[k.world.secret(k.us)],
+        correspondents=[k.world.public(k.bob)],
+        pinned=[(k.bob.email, k.bob.fingerprint)],
+    )
     yield k, ctx
     handler.close()
 
@@ -199,8 +218,9 @@ def pgp_run(pgp: tuple[Keys, UnwrapContext], frm: str, *, extra: str = "", inner
     return unwrap(raw, ctx, at=datetime.now(UTC))
 
 
-@pytest.mark.parametrize("frm", [f"{BOB} <manager@nachbar.test>", f'"manager@nachbar.test" <{BOB}>',
-                                 f"manager@nachbar.test via <{BOB}>"])
+@pytest.mark.parametrize(
+    "frm", [f"{BOB} <manager@nachbar.test>", f'"manager@nachbar.test" <{BOB}>', f"manager@nachbar.test via <{BOB}>"]
+)
 def test_openpgp_signed_message_whose_from_shows_another_address_is_not_verified(
     pgp: tuple[Keys, UnwrapContext], frm: str
 ) -> None:
@@ -229,7 +249,8 @@ def policy_config(pki: TestPKI, root: Path, strict: bool | str) -> Path:
     files = pki.write(root / "pki")
     value = strict if isinstance(strict, str) else ("true" if strict else "false")
     path = root / "poststelle.toml"
-    path.write_text(f"""[storage]
+    path.write_text(
+        f"""[storage]
 state_dir = "{root}/state"
 
 [[route]]
@@ -242,7 +263,9 @@ require_clean_identity = {value}
 identities = [{{ key_file = "{files["recipient.key"]}", cert_file = "{files["recipient.pem"]}" }}]
 trust_anchors = ["{files["root"]}"]
 crl_files = ["{files["crl"]}"]
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 

@@ -42,8 +42,16 @@ def _default_locale() -> Iterator[None]:
     use_locale(DEFAULT)
 
 
-def entry(seq: int, at: str, event: str, details: dict[str, object], *, case: str | None = CASE,
-          message: str | None = "msg-1", actor: str = "daemon") -> AuditEntry:
+def entry(
+    seq: int,
+    at: str,
+    event: str,
+    details: dict[str, object],
+    *,
+    case: str | None = CASE,
+    message: str | None = "msg-1",
+    actor: str = "daemon",
+) -> AuditEntry:
     return AuditEntry(seq, at, event, actor, message, case, None, "buerger@example.org", details, "0" * 64, "f" * 64)
 
 
@@ -51,22 +59,33 @@ def story() -> list[AuditEntry]:
     """A letter received in winter, checked, filed in summer; quarantined and released; a gateway start."""
     return [
         entry(1, WINTER, "fetched", {"mailbox": "rathaus", "folder": "INBOX", "uid": 7, "size": 2048}, case=None),
-        entry(2, SUMMER, "verdict", {"verdict": "unverified", "reasons": ["no-signature"],
-                                     "warnings": ["sender-not-signer"]}),
+        entry(
+            2,
+            SUMMER,
+            "verdict",
+            {"verdict": "unverified", "reasons": ["no-signature"], "warnings": ["sender-not-signer"]},
+        ),
         entry(3, SUMMER, "routed", {"case_reference": CASE, "rule": "Bauanträge", "subject": "Bauantrag"}),
         entry(4, SUMMER, "quarantined", {"reasons": ["malformed-mime"]}),
         entry(5, SUMMER, "released", {"path": f"{CASE}/x", "note": "Absender bestätigt"}, actor="cli:alice"),
         entry(6, SUMMER, "stored", {"path": f"{CASE}/x"}),
         entry(7, SUMMER, "moved", {"to": "Poststelle/Processed"}),
-        entry(8, SUMMER, "config-loaded", {"path": "/etc/poststelle.toml", "sha256": "ab" * 32},
-              case=None, message=None),
+        entry(
+            8, SUMMER, "config-loaded", {"path": "/etc/poststelle.toml", "sha256": "ab" * 32}, case=None, message=None
+        ),
     ]
 
 
 def render(language: str) -> str:
     verification = VerifyReport(entries=8, checkpoints=1, sealed_up_to=6, case_entries=1, head_hash="f" * 64)
-    return render_html(story(), records={}, query=AuditQuery(case=CASE), generated_at=SUMMER,
-                       verification=verification, locale=Locale(language=language))
+    return render_html(
+        story(),
+        records={},
+        query=AuditQuery(case=CASE),
+        generated_at=SUMMER,
+        verification=verification,
+        locale=Locale(language=language),
+    )
 
 
 def text_of(page: str) -> str:
@@ -74,24 +93,53 @@ def text_of(page: str) -> str:
 
 
 ENGLISH_LABELS = [
-    "Poststelle audit report", "Contents", "Case ", "Gateway events", "Integrity check passed",
-    "Letter received", "Subject:", "Warning:", "signature check:", "Received in mailbox", "Checked: not verified",
-    "not signed", "Assigned to case", "Held in quarantine", "Released from quarantine by", "(command line)",
-    "Filed in case folder", "Moved on the mail server", "Gateway started with configuration", "Times in",
-    "All times are UTC", "entry 1", "in order of arrival", "Last entry checksum",
+    "Poststelle audit report",
+    "Contents",
+    "Case ",
+    "Gateway events",
+    "Integrity check passed",
+    "Letter received",
+    "Subject:",
+    "Warning:",
+    "signature check:",
+    "Received in mailbox",
+    "Checked: not verified",
+    "not signed",
+    "Assigned to case",
+    "Held in quarantine",
+    "Released from quarantine by",
+    "(command line)",
+    "Filed in case folder",
+    "Moved on the mail server",
+    "Gateway started with configuration",
+    "Times in",
+    "All times are UTC",
+    "entry 1",
+    "in order of arrival",
+    "Last entry checksum",
 ]
 
 
 def test_html_report_in_german_has_german_labels_and_no_english_ones() -> None:
     de = text_of(render("de"))
     for german in (
-        "Poststelle – Prüfbericht", "Inhalt", f"Aktenzeichen {CASE}", "Ereignisse des Gateways",
-        "Prüfung der Unversehrtheit bestanden", "Betreff:", "Warnung:", "Signaturprüfung: nicht verifiziert",
-        "Eingegangen im Postfach rathaus/INBOX (UID 7, 2048 Bytes)", "Geprüft: nicht verifiziert (nicht signiert)",
-        f"Dem Aktenzeichen {CASE} zugeordnet nach Regel „Bauanträge“", "In Quarantäne genommen (der Aufbau",
+        "Poststelle – Prüfbericht",
+        "Inhalt",
+        f"Aktenzeichen {CASE}",
+        "Ereignisse des Gateways",
+        "Prüfung der Unversehrtheit bestanden",
+        "Betreff:",
+        "Warnung:",
+        "Signaturprüfung: nicht verifiziert",
+        "Eingegangen im Postfach rathaus/INBOX (UID 7, 2048 Bytes)",
+        "Geprüft: nicht verifiziert (nicht signiert)",
+        f"Dem Aktenzeichen {CASE} zugeordnet nach Regel „Bauanträge“",
+        "In Quarantäne genommen (der Aufbau",
         f"Aus der Quarantäne freigegeben von alice (Kommandozeile) nach {CASE}/x; Vermerk: Absender bestätigt",
-        f"In der Akte abgelegt: {CASE}/x", "Auf dem Mailserver verschoben nach Poststelle/Processed",
-        "Zeiten in Europe/Berlin (MEZ/MESZ)", "Eintrag 1",
+        f"In der Akte abgelegt: {CASE}/x",
+        "Auf dem Mailserver verschoben nach Poststelle/Processed",
+        "Zeiten in Europe/Berlin (MEZ/MESZ)",
+        "Eintrag 1",
     ):
         assert german in de, german
     for english in ENGLISH_LABELS:
@@ -117,8 +165,14 @@ def test_report_shows_berlin_time_in_winter_and_summer_and_keeps_the_utc_instant
 
 
 def test_report_in_another_zone_names_that_zone() -> None:
-    page = render_html(story(), records={}, query=AuditQuery(), generated_at=WINTER, verification=None,
-                       locale=Locale(language="en", timezone="America/New_York"))
+    page = render_html(
+        story(),
+        records={},
+        query=AuditQuery(),
+        generated_at=WINTER,
+        verification=None,
+        locale=Locale(language="en", timezone="America/New_York"),
+    )
     assert "Times in America/New_York (EST/EDT)" in page
     assert "2026-01-15 07:00:00 EST" in page and "2026-07-15 08:00:00 EDT" in page
 
@@ -216,8 +270,13 @@ def trail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(writes, "now_iso", lambda: next(times))
     init_storage(load_config(config))  # as `poststelle init` does
     store = open_store(load_config(config))
-    store.record_events([AuditEvent("fetched", message="msg-1", details={"mailbox": "rathaus", "folder": "INBOX",
-                                                                   "uid": 7, "size": 2048})])
+    store.record_events(
+        [
+            AuditEvent(
+                "fetched", message="msg-1", details={"mailbox": "rathaus", "folder": "INBOX", "uid": 7, "size": 2048}
+            )
+        ]
+    )
     store.record_events([AuditEvent("quarantined", message="msg-1", details={"reasons": ["no-signature"]})])
     store.close()
     return config
@@ -274,8 +333,15 @@ def test_audit_verify_speaks_german(trail: Path) -> None:
     result = CliRunner().invoke(app, ["audit", "verify", "--config", str(config)])
     assert result.exit_code == 1, "the trail names a message the ledger does not know"
     for german in (
-        "audit verify: FEHLGESCHLAGEN: 1 Unstimmigkeit", "Unstimmigkeiten:", "Eintrag 2", "Einträge", "Prüfpunkte",
-        "Aktenordner", "Quarantäne", "Eingangsbuch", "mit ihren Manifesten verglichen",
+        "audit verify: FEHLGESCHLAGEN: 1 Unstimmigkeit",
+        "Unstimmigkeiten:",
+        "Eintrag 2",
+        "Einträge",
+        "Prüfpunkte",
+        "Aktenordner",
+        "Quarantäne",
+        "Eingangsbuch",
+        "mit ihren Manifesten verglichen",
     ):
         assert german in result.stdout, german
     labels = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and line.strip()}
@@ -284,8 +350,9 @@ def test_audit_verify_speaks_german(trail: Path) -> None:
 
 def test_report_shows_time_filters_in_the_configured_zone() -> None:
     query = AuditQuery(since="2026-01-14T23:00:00.000000Z", events=("stored", "moved"))
-    page = render_html(story(), records={}, query=query, generated_at=SUMMER, verification=None,
-                       locale=Locale(language="de"))
+    page = render_html(
+        story(), records={}, query=query, generated_at=SUMMER, verification=None, locale=Locale(language="de")
+    )
     assert "since = 15.01.2026 00:00:00 MEZ, events = stored / moved" in text_of(page)
 
 

@@ -38,8 +38,12 @@ def test_any_label_value_and_help_text_come_back_from_the_rendered_text(value: s
 
 def test_rendered_families_parse_strictly_with_every_known_state_present() -> None:
     fams = [
-        Family("poststelle_messages", "Messages by state.", "gauge", by_label("state", ("stored", "quarantined"),
-                                                                               {"stored": 3, "odd\"one": 1})),
+        Family(
+            "poststelle_messages",
+            "Messages by state.",
+            "gauge",
+            by_label("state", ("stored", "quarantined"), {"stored": 3, 'odd"one': 1}),
+        ),
         Family("poststelle_outbox_oldest_queued_age_seconds", "Age.", "gauge", (Sample((), 12.5),)),
     ]
     parsed = parse(render(fams))
@@ -53,7 +57,7 @@ def test_rendered_families_parse_strictly_with_every_known_state_present() -> No
         'x{a="1"} 1\n',  # no HELP/TYPE
         '# HELP x h\n# TYPE x gauge\nx{a="\\q"} 1\n',  # undefined escape
         '# HELP x h\n# TYPE x gauge\nx{a="1"} 1\nx{a="1"} 2\n',  # repeated label set
-        '# HELP x h\n# TYPE x gauge\nx 1',  # no final line feed
+        "# HELP x h\n# TYPE x gauge\nx 1",  # no final line feed
     ],
 )
 def test_the_test_parser_refuses_what_the_format_does_not_allow(bad: str) -> None:

@@ -14,9 +14,7 @@ from gateway.mime.cut import base64_decode, canonical_bytes, children, parse_ent
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 NOISE = b"=\r\n \t!-_.\x00\xff"
 # Mostly base64 alphabet, with the characters where lenient decoders disagree mixed in.
-b64ish = st.lists(
-    st.one_of(st.sampled_from(ALPHABET), st.sampled_from(NOISE)), max_size=80
-).map(bytes)
+b64ish = st.lists(st.one_of(st.sampled_from(ALPHABET), st.sampled_from(NOISE)), max_size=80).map(bytes)
 
 
 def stdlib(data: bytes) -> bytes | None:

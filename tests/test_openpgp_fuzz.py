@@ -30,16 +30,20 @@ from gateway.unwrap.openpgp.gpg import leading_packet_tags, parse_signatures
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
-FAST = settings(max_examples=120, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FAST = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Any:
     k = keys()
-    context, handler = gateway_context(tmp_path_factory.mktemp("fuzz"), secrets=[k.world.secret(k.us)],
-                                       correspondents=[k.world.public(k.bob)],
-                                       pinned=[(k.bob.email, k.bob.fingerprint)])
+    context, handler = gateway_context(
+        tmp_path_factory.mktemp("fuzz"),
+        secrets=[k.world.secret(k.us)],
+        correspondents=[k.world.public(k.bob)],
+        pinned=[(k.bob.email, k.bob.fingerprint)],
+    )
     yield context
     handler.close()
 
@@ -85,14 +89,26 @@ def test_mutated_pgp_messages_never_break_unwrap(ctx: Any, seeds: list[bytes], d
     check(run(ctx, bytes(raw)), bytes(raw))
 
 
-_ARMOR = st.sampled_from([b"-----BEGIN PGP MESSAGE-----", b"-----BEGIN PGP SIGNED MESSAGE-----",
-                          b"-----END PGP MESSAGE-----", b"-----BEGIN PGP SIGNATURE-----",
-                          b"-----END PGP SIGNATURE-----", b"Hash: SHA256", b"Version: 1", b"", b"=AbCd"])
+_ARMOR = st.sampled_from(
+    [
+        b"-----BEGIN PGP MESSAGE-----",
+        b"-----BEGIN PGP SIGNED MESSAGE-----",
+        b"-----END PGP MESSAGE-----",
+        b"-----BEGIN PGP SIGNATURE-----",
+        b"-----END PGP SIGNATURE-----",
+        b"Hash: SHA256",
+        b"Version: 1",
+        b"",
+        b"=AbCd",
+    ]
+)
 
 
 @FAST
-@given(lines=st.lists(st.one_of(_ARMOR, st.binary(max_size=80).map(lambda b: base64.b64encode(b))), max_size=30),
-       cte=st.sampled_from(["8bit", "quoted-printable", "base64"]))
+@given(
+    lines=st.lists(st.one_of(_ARMOR, st.binary(max_size=80).map(lambda b: base64.b64encode(b))), max_size=30),
+    cte=st.sampled_from(["8bit", "quoted-printable", "base64"]),
+)
 def test_armor_shaped_garbage_in_text_parts_never_breaks_unwrap(ctx: Any, lines: list[bytes], cte: str) -> None:
     body = b"\n".join(lines)
     if cte == "base64":
@@ -124,9 +140,17 @@ def test_random_detached_signatures_never_verify(ctx: Any, payload: bytes) -> No
 
 
 @settings(max_examples=300, deadline=None)
-@given(statuses=st.lists(st.tuples(
-    st.sampled_from(["NEWSIG", "GOODSIG", "BADSIG", "ERRSIG", "VALIDSIG", "EXPKEYSIG", "REVKEYSIG", "TRUST_UNDEFINED"]),
-    st.text(max_size=60)), max_size=12))
+@given(
+    statuses=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["NEWSIG", "GOODSIG", "BADSIG", "ERRSIG", "VALIDSIG", "EXPKEYSIG", "REVKEYSIG", "TRUST_UNDEFINED"]
+            ),
+            st.text(max_size=60),
+        ),
+        max_size=12,
+    )
+)
 def test_status_parser_accepts_any_status_sequence(statuses: list[tuple[str, str]]) -> None:
     for sig in parse_signatures(statuses):
         assert isinstance(sig.cryptographically_good, bool)

@@ -39,8 +39,12 @@ EXPECTED: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "signed-by-0xfbfcc82a015e7330-to-0xf231550c4f47e38e-unencrypted.eml": BOB_SIGNED_OK,
     # the attached sender key changes nothing: Bob's key is pinned anyway
     "signed-by-0xfbfcc82a015e7330-to-0xf231550c4f47e38e-unencrypted-with-key.eml": BOB_SIGNED_OK,
-    "signed-by-0xfbfcc82a015e7330-to-0xf231550c4f47e38e-unencrypted-in-mixed.eml":
-        (U, "valid", "none", ("partially-signed",)),
+    "signed-by-0xfbfcc82a015e7330-to-0xf231550c4f47e38e-unencrypted-in-mixed.eml": (
+        U,
+        "valid",
+        "none",
+        ("partially-signed",),
+    ),
     "signed-mismatch-email-date.eml": (U, "valid", "none", ("signing-time-mismatch",)),
     "signed-with-mailman-footer.eml": (U, "error", "none", ("partially-signed", "openpgp-unknown-key")),
     "unsigned-encrypted-to-0xf231550c4f47e38e-from-0xfbfcc82a015e7330.eml": DECRYPTED_UNSIGNED,
@@ -53,16 +57,23 @@ EXPECTED: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "forwarded-eml-signed-by-alice.eml": NOT_SIGNED,
     "signed-by-0xfbfcc82a015e7330-encrypted-to-0xf231550c4f47e38e.eml": (V, "valid", "decrypted", ()),
     "signed-by-0xfbfcc82a015e7330-encrypted-to-0xf231550c4f47e38e-with-key.eml": (V, "valid", "decrypted", ()),
-    "signed-by-0xfbfcc82a015e7330-encrypted-to-0xf231550c4f47e38e-multi-from.eml":
-        (U, "valid", "decrypted", ("multiple-from",)),
+    "signed-by-0xfbfcc82a015e7330-encrypted-to-0xf231550c4f47e38e-multi-from.eml": (
+        U,
+        "valid",
+        "decrypted",
+        ("multiple-from",),
+    ),
     "signed-by-0x3099ff1238852b9f-to-0xf231550c4f47e38e-unencrypted.eml": (U, "error", "none", CAROL_UNKNOWN),
     # Carol's key attached to the same mail must not create trust (and is never imported)
-    "signed-by-0x3099ff1238852b9f-to-0xf231550c4f47e38e-unencrypted-with-key.eml":
-        (U, "error", "none", CAROL_UNKNOWN),
+    "signed-by-0x3099ff1238852b9f-to-0xf231550c4f47e38e-unencrypted-with-key.eml": (U, "error", "none", CAROL_UNKNOWN),
     "unob-signed-by-0x3099ff1238852b9f-to-0xf231550c4f47e38e.eml": NOT_SIGNED,
     "signed-by-0x3099ff1238852b9f-encrypted-to-0xf231550c4f47e38e.eml": (U, "error", "decrypted", CAROL_UNKNOWN),
-    "signed-by-0x3099ff1238852b9f-encrypted-to-0xf231550c4f47e38e-with-key.eml":
-        (U, "error", "decrypted", CAROL_UNKNOWN),
+    "signed-by-0x3099ff1238852b9f-encrypted-to-0xf231550c4f47e38e-with-key.eml": (
+        U,
+        "error",
+        "decrypted",
+        CAROL_UNKNOWN,
+    ),
     "bob-to-alice-signed-damaged-signature.eml": (U, "invalid", "none", ("malformed-signature",)),
     "dual-signed-uncommon-content-type.eml": (U, "invalid", "none", ()),
     "multiple-signatures.eml": NOT_SIGNED,  # a digest: the signed messages are attachments
@@ -99,15 +110,15 @@ EXPECTED: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
 # Where we show less than Thunderbird (allowed: stricter where Thunderbird repairs or only warns).
 STRICTER = {
     "bob-enc-html-nbsp.eml": "armor inside HTML is never decrypted: HTML can surround or hide text, "
-                             "so it is reported partially-encrypted (Thunderbird decrypts it)",
+    "so it is reported partially-encrypted (Thunderbird decrypts it)",
     "alice-broken-exchange.eml": "Exchange turned multipart/encrypted into multipart/mixed; Thunderbird "
-                                 "repairs the structure, we report the encrypted part as partial",
+    "repairs the structure, we report the encrypted part as partial",
     "sigspoof-git-commit.eml": "multipart/encrypted whose 'ciphertext' is a clearsigned text: not an "
-                               "encryption layer, quarantined as decryption-failed-corrupt",
+    "encryption layer, quarantined as decryption-failed-corrupt",
     "alice-signed.eml": "Alice's own key is not pinned: untrusted (Thunderbird shows 'signed by Alice')",
     "enc-to-carol@pgp.icu-revoked.eml": "that secret key is not in the assumed keyring (TSV: NO_SECKEY)",
     "inner-smime-sig-in-pgp-encrypted.eml": "the inner S/MIME signature sits in a nested part and S/MIME "
-                                            "is not configured in this test: partially-signed, invalid",
+    "is not configured in this test: partially-signed, invalid",
 }
 
 

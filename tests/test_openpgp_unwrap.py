@@ -32,7 +32,8 @@ BOB = "Bob <bob@nachbar.test>"
 
 def _pins(k: Keys) -> list[tuple[str, str]]:
     return [(key.email, key.fingerprint) for key in (k.bob, k.bob2, k.rsa, k.expired, k.revoked, k.sub)] + [
-        ("someone-else@nachbar.test", k.other.fingerprint)]
+        ("someone-else@nachbar.test", k.other.fingerprint)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,13 @@ def gw(k: Keys, tmp_path_factory: pytest.TempPathFactory) -> Any:
     # the tests, so sign what needs the live key here first.
     w = k.world
     pre = {
-        "expired": pgp_signed(w, k.expired, text_part(), headers("Erwin <erwin@nachbar.test>"),
-                              sig=w.sign_detached(k.expired, text_part(), faked="20200101T010000!")),
+        "expired": pgp_signed(
+            w,
+            k.expired,
+            text_part(),
+            headers("Erwin <erwin@nachbar.test>"),
+            sig=w.sign_detached(k.expired, text_part(), faked="20200101T010000!"),
+        ),
         "revoked": pgp_signed(w, k.revoked, text_part(), headers("Rudi <rudi@nachbar.test>")),
     }
     w.revoke(k.revoked)
@@ -114,9 +120,14 @@ def test_unknown_signer_key_is_not_verified(k: Keys, gw: Any) -> None:
 
 
 def test_key_attached_to_the_message_creates_no_trust(k: Keys, gw: Any) -> None:
-    key_part = (b"Content-Type: application/pgp-keys; name=\"carol.asc\"\r\n\r\n" + k.world.public(k.carol))
-    inner = (b"Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n--in\r\n" + text_part()
-             + b"\r\n--in\r\n" + key_part + b"\r\n--in--\r\n")
+    key_part = b'Content-Type: application/pgp-keys; name="carol.asc"\r\n\r\n' + k.world.public(k.carol)
+    inner = (
+        b'Content-Type: multipart/mixed; boundary="in"\r\n\r\n--in\r\n'
+        + text_part()
+        + b"\r\n--in\r\n"
+        + key_part
+        + b"\r\n--in--\r\n"
+    )
     ctx, handler, _ = gw
     v = run(ctx, pgp_signed(k.world, k.carol, inner, headers("Carol <carol@nachbar.test>"))).verdict
     assert v.verdict == "unverified"
@@ -131,8 +142,12 @@ def test_correspondent_key_without_pin_is_untrusted(k: Keys, gw: Any) -> None:
 
 
 def test_correspondent_key_verifies_when_correspondents_are_trusted(k: Keys, tmp_path: Path) -> None:
-    ctx, handler = gateway_context(tmp_path / "g", secrets=[k.world.secret(k.us)],
-                                   correspondents=[k.world.public(k.dave)], correspondents_trusted=True)
+    ctx, handler = gateway_context(
+        tmp_path / "g",
+        secrets=[k.world.secret(k.us)],
+        correspondents=[k.world.public(k.dave)],
+        correspondents_trusted=True,
+    )
     try:
         raw = pgp_signed(k.world, k.dave, text_part(), headers("Dave <dave@nachbar.test>"))
         assert run(ctx, raw).verdict.verdict == "verified"
@@ -236,8 +251,9 @@ def test_signed_then_encrypted_pgp_mime_verifies(k: Keys, gw: Any) -> None:
 
 
 def test_sign_and_encrypt_by_someone_else_than_from_is_not_verified(k: Keys, gw: Any) -> None:
-    v = run(gw[0], pgp_encrypted(k.world, [k.us], text_part(), headers("Renate <renate@nachbar.test>"),
-                                 signer=k.bob)).verdict
+    v = run(
+        gw[0], pgp_encrypted(k.world, [k.us], text_part(), headers("Renate <renate@nachbar.test>"), signer=k.bob)
+    ).verdict
     assert "signer-not-from" in v.reasons
 
 
@@ -277,8 +293,7 @@ def test_damaged_ciphertext_is_quarantined(k: Keys, gw: Any) -> None:
 
 
 def test_password_encrypted_message_is_not_opened(k: Keys, gw: Any) -> None:
-    armored = k.world.gpg("--armor", "--symmetric", "--s2k-count", "1024", "--passphrase", "x",
-                             data=text_part())
+    armored = k.world.gpg("--armor", "--symmetric", "--s2k-count", "1024", "--passphrase", "x", data=text_part())
     res = run(gw[0], pgp_encrypted(k.world, [], b"", headers(BOB), armored=armored))
     assert res.quarantine_reason == "decryption-failed-no-key"
 
@@ -381,8 +396,9 @@ def test_quoted_armor_in_a_reply_is_not_a_pgp_layer(k: Keys, gw: Any) -> None:
 
 
 def test_without_openpgp_config_pgp_fails_closed(k: Keys) -> None:
-    ctx = UnwrapContext([SmimeHandler.from_config(None, config_file="t"), OpenPGPHandler.from_config(None,
-                                                                                                     config_file="t")])
+    ctx = UnwrapContext(
+        [SmimeHandler.from_config(None, config_file="t"), OpenPGPHandler.from_config(None, config_file="t")]
+    )
     res = run(ctx, pgp_encrypted(k.world, [k.us], text_part(), headers(BOB)))
     assert res.quarantine_reason == "decryption-failed-no-key"
     v = run(ctx, pgp_signed(k.world, k.bob, text_part(), headers(BOB))).verdict
@@ -436,8 +452,13 @@ def test_close_stops_the_agent(k: Keys, tmp_path: Path) -> None:
     import subprocess
 
     def agent_running() -> bool:
-        proc = subprocess.run(["gpgconf", "--homedir", str(home.home), "--list-dirs", "agent-socket"],
-                              capture_output=True, text=True, timeout=10, check=True)
+        proc = subprocess.run(
+            ["gpgconf", "--homedir", str(home.home), "--list-dirs", "agent-socket"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return Path(proc.stdout.strip()).exists()
 
     assert agent_running()  # started by the secret key import

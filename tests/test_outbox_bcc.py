@@ -65,6 +65,7 @@ def inbox(dovecot: Dovecot, user: str) -> list[bytes]:
 
 def arrived(dovecot: Dovecot, user: str, message_id: str) -> bytes:
     """The one message with ``message_id`` in ``user``'s INBOX, once Postfix delivered it."""
+
     def find() -> list[bytes]:
         return [m for m in inbox(dovecot, user) if f"<{message_id}>".encode() in head(m)]
 
@@ -91,8 +92,12 @@ def serials(raw: bytes) -> set[int]:
 def decrypt(raw: bytes, party: Party, tmp: Path) -> bytes:
     (tmp / "k.pem").write_bytes(party.key_pem())
     (tmp / "c.pem").write_bytes(party.cert_pem())
-    return subprocess.run(["openssl", "cms", "-decrypt", "-inkey", str(tmp / "k.pem"), "-recip", str(tmp / "c.pem")],
-                          input=raw, capture_output=True, check=True).stdout
+    return subprocess.run(
+        ["openssl", "cms", "-decrypt", "-inkey", str(tmp / "k.pem"), "-recip", str(tmp / "c.pem")],
+        input=raw,
+        capture_output=True,
+        check=True,
+    ).stdout
 
 
 @dataclass
@@ -112,14 +117,19 @@ class World:
 def world(postfix: Any, tmp_path: Path, new_user: Callable[[], str]) -> Iterator[World]:
     pki = build_pki()
     users = {role: new_user() for role in ("authority", "to", "bcc_ec", "bcc_plain", "bcc_rsa")}
-    authority = _leaf("Rathaus", f"{users['authority']}@mailbox.test", _rsa(2048, "authority"), pki.inter,
-                      eku=EMAIL_EKU)
+    authority = _leaf(
+        "Rathaus", f"{users['authority']}@mailbox.test", _rsa(2048, "authority"), pki.inter, eku=EMAIL_EKU
+    )
     parties = {
         "to": _leaf("To", f"{users['to']}@mailbox.test", _rsa(2048, "to"), pki.inter, eku=EMAIL_EKU),
-        "bcc_ec": _leaf("Bcc EC", f"{users['bcc_ec']}@mailbox.test", ec.generate_private_key(ec.SECP256R1()),
-                        pki.inter, eku=EMAIL_EKU),
-        "bcc_rsa": _leaf("Bcc RSA", f"{users['bcc_rsa']}@mailbox.test", _rsa(2048, "bcc"), pki.inter,
-                         eku=EMAIL_EKU),
+        "bcc_ec": _leaf(
+            "Bcc EC",
+            f"{users['bcc_ec']}@mailbox.test",
+            ec.generate_private_key(ec.SECP256R1()),
+            pki.inter,
+            eku=EMAIL_EKU,
+        ),
+        "bcc_rsa": _leaf("Bcc RSA", f"{users['bcc_rsa']}@mailbox.test", _rsa(2048, "bcc"), pki.inter, eku=EMAIL_EKU),
     }
     files = pki.write(tmp_path / "pki")
     (tmp_path / "me.key").write_bytes(authority.key_pem())
@@ -131,11 +141,13 @@ def world(postfix: Any, tmp_path: Path, new_user: Callable[[], str]) -> Iterator
         (corr / f"{role}.pem").write_bytes(party.cert_pem())
     write_users(tmp_path / "submission.users", {"clerk": hash_password(PASSWORD.encode(), ln=10)})
     path = smtp_config(tmp_path, port=postfix.port, extra={"from": f"{users['authority']}@mailbox.test"})
-    path.write_text(path.read_text() + f"""
+    path.write_text(
+        path.read_text()
+        + f"""
 [smime]
-identities = [{{ key_file = "{tmp_path / 'me.key'}", cert_file = "{tmp_path / 'me.pem'}" }}]
-trust_anchors = ["{files['root']}"]
-crl_files = ["{files['crl']}"]
+identities = [{{ key_file = "{tmp_path / "me.key"}", cert_file = "{tmp_path / "me.pem"}" }}]
+trust_anchors = ["{files["root"]}"]
+crl_files = ["{files["crl"]}"]
 
 [outbound]
 sign = "smime"
@@ -149,9 +161,10 @@ case = "{{case}}"
 
 [submission]
 listen = "127.0.0.1:10587"
-users_file = "{tmp_path / 'submission.users'}"
-sender = "{users['authority']}@mailbox.test"
-""")
+users_file = "{tmp_path / "submission.users"}"
+sender = "{users["authority"]}@mailbox.test"
+"""
+    )
     config = load_config(path)
     store = open_store(config)
     yield World(config, store, pki, authority, users, parties)
@@ -162,8 +175,13 @@ def send(w: World, **kw: tuple[str, ...]) -> tuple[str, list[OutboxRecord]]:
     """Compose and queue a letter as ``poststelle send`` does; its outbox id and every record queued."""
     keys = OutboundKeys.from_config(w.config)
     try:
-        doc = compose_document(Letter(case=CASE, subject="Bescheid", body="Guten Tag,\nanbei.\n", **kw),
-                               mail_from=w.addr("authority"), config=w.config, keys=keys, at=utcnow())
+        doc = compose_document(
+            Letter(case=CASE, subject="Bescheid", body="Guten Tag,\nanbei.\n", **kw),
+            mail_from=w.addr("authority"),
+            config=w.config,
+            keys=keys,
+            at=utcnow(),
+        )
     finally:
         keys.close()
     oid = outbox.enqueue(w.config, w.store, doc)
@@ -217,13 +235,10 @@ def test_encrypted_letter_with_bcc_reaches_each_mailbox_and_no_copy_names_a_bcc_
         assert m["recipients"][0]["state"] == "sent"
         assert [d.recipient for d in w.store.delivery_get(r.id)] == [r.recipients[0].address]
     queued = list(w.store.select(EntryFilter(events=("queued",))))
-    assert {e.document: e.details.get("bcc_copy_of") for e in queued} == {
-        oid: None, ec_rec.id: oid, plain_rec.id: oid}
+    assert {e.document: e.details.get("bcc_copy_of") for e in queued} == {oid: None, ec_rec.id: oid, plain_rec.id: oid}
 
 
-def test_unencrypted_bcc_rides_in_one_envelope_through_postfix_without_a_header(
-    world: World, dovecot: Dovecot
-) -> None:
+def test_unencrypted_bcc_rides_in_one_envelope_through_postfix_without_a_header(world: World, dovecot: Dovecot) -> None:
     w = world
     oid, recs = send(w, to=(w.addr("bcc_plain"),), bcc=(w.addr("authority"),))  # nobody here has a certificate
     (rec,) = recs
@@ -244,9 +259,11 @@ def test_a_mail_program_s_bcc_through_the_submission_listener_gets_its_own_encry
     listener = SubmissionListener(w.config, OutboxSpool(w.config), listen=("127.0.0.1", 0))
     listener.start()
     try:
-        letter = (f"From: Rathaus <{w.addr('authority')}>\r\nTo: {w.addr('to')}\r\n"
-                  f"Subject: Bescheid Az. {CASE}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-                  "Guten Tag,\r\nanbei der Bescheid.\r\n").encode()
+        letter = (
+            f"From: Rathaus <{w.addr('authority')}>\r\nTo: {w.addr('to')}\r\n"
+            f"Subject: Bescheid Az. {CASE}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            "Guten Tag,\r\nanbei der Bescheid.\r\n"
+        ).encode()
         host, port = listener.address
         with smtplib.SMTP(host, port, timeout=30) as smtp:
             smtp.login("clerk", PASSWORD)

@@ -88,7 +88,6 @@ def test_the_daemon_sends_a_document_queued_after_its_first_pass_without_waiting
         assert not thread.is_alive()
 
 
-
 def test_passes_that_follow_each_other_share_the_relay_connection_which_is_closed_once_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

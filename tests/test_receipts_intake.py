@@ -31,8 +31,7 @@ from gateway.records.store import EntryFilter
 
 def smtp_section(port: int, sender: str) -> str:
     return (
-        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "plain"\nfrom = "{sender}@mailbox.test"\n'
-        "timeout = 10\n"
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "plain"\nfrom = "{sender}@mailbox.test"\ntimeout = 10\n'
     )
 
 
@@ -88,8 +87,12 @@ def test_real_postfix_dsns_say_relayed_and_failed_after_one_run(
     user, recipient = new_user(), new_user()
     with (
         ScriptedPeer({"gone@remote.test": ["550 5.1.1 no such user"]}) as peer,
-        Postfix(pf_root, lmtp_port=dovecot.lmtp_port, remote_routes={"remote.test": peer.port},
-                refuse={"refused@mailbox.test": "550 5.1.1 no such mailbox here"}) as relay,
+        Postfix(
+            pf_root,
+            lmtp_port=dovecot.lmtp_port,
+            remote_routes={"remote.test": peer.port},
+            refuse={"refused@mailbox.test": "550 5.1.1 no such mailbox here"},
+        ) as relay,
     ):
         env = gateway(dovecot, tmp_path, user, relay.port)
         store = open_store(env.config)
@@ -103,8 +106,12 @@ def test_real_postfix_dsns_say_relayed_and_failed_after_one_run(
         store.close()
         assert sorted(report.sent) == sorted([local, remote]) and report.bounced == [refused]
         # Dovecot's LMTP offers no DSN, so Postfix reports the local delivery "relayed" too.
-        wait_for(lambda: sum(m.count(b"Action: relayed") for m in reports_in(dovecot, user)) >= 2
-                 and any(b"Action: failed" in m for m in reports_in(dovecot, user)))
+        wait_for(
+            lambda: (
+                sum(m.count(b"Action: relayed") for m in reports_in(dovecot, user)) >= 2
+                and any(b"Action: failed" in m for m in reports_in(dovecot, user))
+            )
+        )
         env.cli("run", "--once", check=True)
 
     assert states(env, local) == {f"{recipient}@mailbox.test": "relayed"}
@@ -167,8 +174,12 @@ def test_receipts_that_belong_to_nothing_are_quarantined_and_move_no_record(sent
     assert rec is not None
     env.append(
         # someone else's DSN (an ENVID that is not ours), though it quotes our Message-ID
-        postfix_dsn(envid="0badc0ffee00.1111222233334444", original_message_id=rec.message_id,
-                    recipients=[Rcpt("bob@example.org", "failed", "5.1.1")], queue_id="A1"),
+        postfix_dsn(
+            envid="0badc0ffee00.1111222233334444",
+            original_message_id=rec.message_id,
+            recipients=[Rcpt("bob@example.org", "failed", "5.1.1")],
+            queue_id="A1",
+        ),
         # our ENVID, but a recipient the document never went to
         postfix_dsn(envid=envid, recipients=[Rcpt("mallory@example.org", "delivered", "2.0.0")], queue_id="A2"),
         # an MDN from somebody who was not a recipient

@@ -20,8 +20,14 @@ password_file = "{root}/{secret}"
 """
 
 
-def config(tmp_path: Path, *, state: str = "state", mailboxes: tuple[str, ...] = ("rathaus", "bauamt"),
-           bauamt_file: str = "pw", extra: str = "") -> Config:
+def config(
+    tmp_path: Path,
+    *,
+    state: str = "state",
+    mailboxes: tuple[str, ...] = ("rathaus", "bauamt"),
+    bauamt_file: str = "pw",
+    extra: str = "",
+) -> Config:
     for name, text in (("pw", "secret\n"), ("pw2", "other\n")):
         (tmp_path / name).write_text(text)
         (tmp_path / name).chmod(0o600)
@@ -59,8 +65,11 @@ def test_changed_route_restarts_every_mailbox_with_a_new_analysis(tmp_path: Path
 
 @pytest.mark.parametrize(
     ("change", "section"),
-    [({"state": "elsewhere"}, "storage"), ({"extra": "[audit]\ncheckpoint_every = 5\n"}, "audit"),
-     ({"extra": "[metrics]\n"}, "metrics")],
+    [
+        ({"state": "elsewhere"}, "storage"),
+        ({"extra": "[audit]\ncheckpoint_every = 5\n"}, "audit"),
+        ({"extra": "[metrics]\n"}, "metrics"),
+    ],
 )
 def test_change_only_a_restart_applies_is_refused_naming_the_section(
     tmp_path: Path, change: dict[str, str], section: str

@@ -95,8 +95,13 @@ def send_one_bounced_one_accepted(config: Config, store: Store, peer: ScriptedPe
 def render(store: Store, language: str = "en") -> str:
     entries = list(store.select(EntryFilter(case_names=(CASE,))))
     return render_html(
-        entries, records={}, query=AuditQuery(case=CASE), generated_at=GENERATED, verification=None,
-        locale=Locale(language=language), outbound={CASE: case_documents(store, CASE)},
+        entries,
+        records={},
+        query=AuditQuery(case=CASE),
+        generated_at=GENERATED,
+        verification=None,
+        locale=Locale(language=language),
+        outbound={CASE: case_documents(store, CASE)},
     )
 
 
@@ -118,8 +123,11 @@ def test_html_report_shows_each_sent_document_with_recipients_replies_queue_ids_
     assert "gone@remote.test refused 550 5.1.1 no such user" in timeline
     assert "ok@remote.test accepted by the relay 250 2.0.0 Ok: queued as PEER0001 PEER0001" in timeline
     assert f"sent copy: {CASE}/sent/" in timeline and timeline.count("no delivery confirmation") == 2
-    for sentence in ("Queued for sending to gone@remote.test, ok@remote.test", "Not delivered to gone@remote.test",
-                     f"The sent copy was filed in {CASE}/sent/"):
+    for sentence in (
+        "Queued for sending to gone@remote.test, ok@remote.test",
+        "Not delivered to gone@remote.test",
+        f"The sent copy was filed in {CASE}/sent/",
+    ):
         assert sentence in timeline, sentence
     assert "resent after a crash" not in timeline
 
@@ -129,9 +137,18 @@ def test_html_report_in_german_labels_the_sent_documents_in_german(
 ) -> None:
     send_one_bounced_one_accepted(config, store, peer)
     text, _ = page_text(render(store, "de"))
-    for words in ("Gesendete Dokumente", "Ausgangsdokument", "Antwort des Mailservers", "Warteschlangen-ID",
-                  "vom Mailserver angenommen", "abgelehnt", "nicht zugestellt", "keine Zustellbestätigung",
-                  "1 Versuch", "gesendete Fassung:"):
+    for words in (
+        "Gesendete Dokumente",
+        "Ausgangsdokument",
+        "Antwort des Mailservers",
+        "Warteschlangen-ID",
+        "vom Mailserver angenommen",
+        "abgelehnt",
+        "nicht zugestellt",
+        "keine Zustellbestätigung",
+        "1 Versuch",
+        "gesendete Fassung:",
+    ):
         assert words in text, words
     for english in ("Sent documents", "Relay's reply", "accepted by the relay", "no delivery confirmation"):
         assert english not in text, english
@@ -144,8 +161,13 @@ def test_a_strangers_reply_and_subject_stay_text_with_controls_shown(
     doc = document(to=("x@remote.test",))
     hostile = f"Az. {CASE} <script>alert(1)</script> \u202egnp.exe".encode()
     raw = doc.raw.replace(f"Az. {CASE} Bescheid".encode(), hostile)
-    oid = outbox.enqueue(config, store, type(doc)(doc.message_id, doc.case, doc.mail_from, doc.recipients, raw,
-                                                  doc.signed, doc.encrypted, doc.key_sources))
+    oid = outbox.enqueue(
+        config,
+        store,
+        type(doc)(
+            doc.message_id, doc.case, doc.mail_from, doc.recipients, raw, doc.signed, doc.encrypted, doc.key_sources
+        ),
+    )
     Drain(config, store).run_once()
     page = render(store)
     text, tags = page_text(page)
@@ -181,8 +203,9 @@ def test_a_document_resent_after_a_crash_is_marked_and_receipts_show_per_recipie
     delivered = DeliveryInfo("delivered", "2026-12-02T09:30:00.000000Z", f"{CASE}/receipts/dsn-1.eml")
     view = document_view(rec, subject="Bescheid", deliveries={(oid, "a@remote.test"): delivered})
     entries = list(store.select(EntryFilter(document=oid)))
-    page = render_html(entries, records={}, query=AuditQuery(), generated_at=GENERATED, verification=None,
-                       outbound={CASE: [view]})
+    page = render_html(
+        entries, records={}, query=AuditQuery(), generated_at=GENERATED, verification=None, outbound={CASE: [view]}
+    )
     text, _ = page_text(page)
     assert "resent after a crash (same Message-ID)" in text
     row_a = text.split("a@remote.test accepted by the relay", 1)[1].split("b@remote.test")[0]
@@ -216,8 +239,9 @@ def test_bcc_recipients_and_refused_certificates_are_shown_as_such_not_as_to_or_
     refusal = "certificate of a@remote.test refused: expired (correspondents directory)"
     copy = replace(document(to=("blind@remote.test",)), bcc=("blind@remote.test",))
     oid = outbox.enqueue(
-        config, store, replace(letter, bcc=("hidden@remote.test", "blind@remote.test"), key_refusals=(refusal,),
-                               bcc_copies=(copy,))
+        config,
+        store,
+        replace(letter, bcc=("hidden@remote.test", "blind@remote.test"), key_refusals=(refusal,), bcc_copies=(copy,)),
     )
     Drain(config, store).run_once()
     views = {v.id: v for v in case_documents(store, CASE)}
@@ -253,9 +277,19 @@ def test_subject_reading_never_raises_on_odd_files(tmp_path: Path) -> None:
 
 
 def test_every_outbound_word_of_the_reports_has_a_german_entry() -> None:
-    words = {*outbound_view.DELIVERY_STATES.values(), *outbound_view.RECIPIENT_STATES.values(),
-             *outbound_view.DOCUMENT_STATES.values(), "Queued", "Document", "State", "Recipients", "Recipient",
-             "Relay's reply", "Queue id", "Delivery"}
+    words = {
+        *outbound_view.DELIVERY_STATES.values(),
+        *outbound_view.RECIPIENT_STATES.values(),
+        *outbound_view.DOCUMENT_STATES.values(),
+        "Queued",
+        "Document",
+        "State",
+        "Recipients",
+        "Recipient",
+        "Relay's reply",
+        "Queue id",
+        "Delivery",
+    }
     assert sorted(w for w in words if w not in GERMAN) == []
     assert delivery_text(None, Locale(language="de")) == "keine Zustellbestätigung"
     assert delivery_text(DeliveryInfo("retrieved"), Locale(language="de")) == "abgeholt (De-Mail, Abholbestätigung)"

@@ -50,10 +50,12 @@ def delivered(env: Env) -> Iterator[tuple[Env, str]]:
         store.close()
     assert rec is not None
     env.append(
-        postfix_dsn(envid=rec.envid, original_message_id=rec.message_id,
-                    recipients=[Rcpt(BOB, "delivered", "2.0.0", diagnostic="smtp; 250 2.0.0 Ok: delivered")]),
-        postfix_dsn(envid="0badc0ffee00.1111222233334444", recipients=[Rcpt(CAROL, "failed", "5.1.1")],
-                    queue_id="B2"),
+        postfix_dsn(
+            envid=rec.envid,
+            original_message_id=rec.message_id,
+            recipients=[Rcpt(BOB, "delivered", "2.0.0", diagnostic="smtp; 250 2.0.0 Ok: delivered")],
+        ),
+        postfix_dsn(envid="0badc0ffee00.1111222233334444", recipients=[Rcpt(CAROL, "failed", "5.1.1")], queue_id="B2"),
     )
     env.cli("run", "--once", check=True)
     yield env, oid
@@ -101,8 +103,10 @@ def test_the_receipt_is_on_the_case_timeline_in_words_and_the_unmatched_one_says
     ) in case_part
     assert f"Assigned to case {CASE}, the case of the sent document it is about" in case_part
     unassigned = text.split("Not assigned to a case", 2)[2]
-    assert "Delivery status notification that changes no delivery record: a receipt for none of our sent documents" \
+    assert (
+        "Delivery status notification that changes no delivery record: a receipt for none of our sent documents"
         in unassigned
+    )
 
 
 def test_the_json_export_gives_each_recipients_delivery_state_time_and_evidence(delivered: tuple[Env, str]) -> None:
@@ -111,8 +115,11 @@ def test_the_json_export_gives_each_recipients_delivery_state_time_and_evidence(
     done = env.cli("audit", "export", "--format", "json", "-o", "-", check=True)
     [sent] = json.loads(done.stdout)["outbox"]
     by_address = {r["address"]: r for r in sent["recipients"]}
-    assert by_address[BOB]["delivery"] == {"state": "delivered", "at": "2026-12-02T08:00:05.000000Z",
-                                           "evidence": evidence}
+    assert by_address[BOB]["delivery"] == {
+        "state": "delivered",
+        "at": "2026-12-02T08:00:05.000000Z",
+        "evidence": evidence,
+    }
     assert by_address[CAROL]["delivery"] is None  # only the relay's 250: no confirmation yet
 
 
@@ -128,18 +135,31 @@ def test_an_mdn_after_the_dsn_shows_displayed_and_the_report_speaks_german(deliv
     try:
         entries = list(store.select(EntryFilter(case_names=(CASE,))))
         views = case_documents(store, CASE, deliveries=case_deliveries(store, CASE))
-        page = render_html(entries, records={r.id: r for r in store.all_messages()}, query=AuditQuery(case=CASE),
-                           generated_at="2026-12-02T10:00:00.000000Z", verification=None,
-                           locale=Locale(language="de"), outbound={CASE: views})
+        page = render_html(
+            entries,
+            records={r.id: r for r in store.all_messages()},
+            query=AuditQuery(case=CASE),
+            generated_at="2026-12-02T10:00:00.000000Z",
+            verification=None,
+            locale=Locale(language="de"),
+            outbound={CASE: views},
+        )
     finally:
         store.close()
     [view] = views
     assert {r.address: r.delivery.state if r.delivery else None for r in view.recipients} == {
-        BOB: "displayed", CAROL: None}
+        BOB: "displayed",
+        CAROL: None,
+    }
     text, _ = page_text(page)
-    for words in ("vom Empfänger angezeigt seit", "Nachweis eingegangen", "Lesebestätigung zum gesendeten Dokument",
-                  "zugeordnet über die Message-ID des Dokuments", f"Zustellung an {BOB}: zugestellt (Nachweis: "
-                  "Zustellbenachrichtigung", "keine Zustellbestätigung"):
+    for words in (
+        "vom Empfänger angezeigt seit",
+        "Nachweis eingegangen",
+        "Lesebestätigung zum gesendeten Dokument",
+        "zugeordnet über die Message-ID des Dokuments",
+        f"Zustellung an {BOB}: zugestellt (Nachweis: Zustellbenachrichtigung",
+        "keine Zustellbestätigung",
+    ):
         assert words in text, words
     for english in ("Receipt received", "Return receipt", "delivery status notification"):
         assert english not in text, english

@@ -111,7 +111,7 @@ def test_route_test_command_json_for_a_court_reference_with_sender(tmp_path: Pat
 
 
 def test_check_warns_about_a_rule_no_sample_subject_reaches_without_failing(env: Env) -> None:
-    typo = "\n[[route]]\nname = \"typo\"\nsubject = 'Aktenzeichne (?P<case>\\d+)'\ncase = \"{case}\"\n"
+    typo = '\n[[route]]\nname = "typo"\nsubject = \'Aktenzeichne (?P<case>\\d+)\'\ncase = "{case}"\n'
     write_config(env.root, [mailbox_entry(env.dovecot, env.user, env.root)], routes=ROUTES + typo)
     proc = env.cli("check", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr

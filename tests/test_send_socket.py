@@ -113,7 +113,12 @@ def clerk_send(sock: Path, *args: str, groups: str = "") -> subprocess.Completed
     env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "LANG": "C.UTF-8"}
     return subprocess.run(
         ["setpriv", *ids, *POSTSTELLE, "send", "--socket", str(sock), *args],
-        cwd="/", env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -147,8 +152,20 @@ def test_a_letter_handed_to_the_socket_is_signed_encrypted_and_queued_in_the_cal
 
 def test_json_answer_is_the_same_summary_a_local_send_prints(listener: SendSocketListener) -> None:
     result = CliRunner().invoke(
-        app, ["send", "--socket", str(listener.path), "--case", CASE, "--to", SENDER, "--subject", "x", "--json",
-              "--dry-run"],
+        app,
+        [
+            "send",
+            "--socket",
+            str(listener.path),
+            "--case",
+            CASE,
+            "--to",
+            SENDER,
+            "--subject",
+            "x",
+            "--json",
+            "--dry-run",
+        ],
     )
     assert result.exit_code == 0, result.output
     import json
@@ -246,8 +263,9 @@ def test_the_daemon_serves_the_socket_while_it_runs_and_removes_it_at_sigterm(co
     assert config.send_socket is not None
     sock = config.send_socket.path
     env = {**os.environ, "POSTSTELLE_CONFIG": str(config.path)}
-    proc = subprocess.Popen([*POSTSTELLE, "run"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*POSTSTELLE, "run"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -255,7 +273,11 @@ def test_the_daemon_serves_the_socket_while_it_runs_and_removes_it_at_sigterm(co
         assert sock.exists(), proc.stderr.read() if proc.poll() is not None and proc.stderr else "no socket"
         sent = subprocess.run(
             [*POSTSTELLE, "send", "--socket", str(sock), "--case", CASE, "--to", SENDER, "--subject", "Bescheid"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert sent.returncode == 0, sent.stderr
         assert [q[0] for q in queued(config)] == [sent.stdout.strip()]

@@ -242,9 +242,7 @@ def test_publishing_refuses_a_case_folder_that_is_a_link_not_a_directory_or_not_
     assert (root / "63-BV-2026-0200" / "20260101T000000Z_00000000000d" / "manifest.json").is_file()
 
 
-def test_cases_dir_on_a_mount_of_its_own_is_staged_inside_it_and_everything_is_filed(
-    env: Env, tmp_path: Path
-) -> None:
+def test_cases_dir_on_a_mount_of_its_own_is_staged_inside_it_and_everything_is_filed(env: Env, tmp_path: Path) -> None:
     """``rename(2)`` cannot cross mounts (a bind mount of one file system included): staging moves into the share."""
     unshare = shutil.which("unshare")
     real = tmp_path / "share-on-its-own-mount"

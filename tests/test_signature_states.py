@@ -199,8 +199,13 @@ def test_quarantine_show_says_signature_invalid_in_the_configured_language(
 
 
 def _old_verified_entry() -> AuditEntry:
-    details = {"scheme": "smime", "verdict": "unverified", "status": "invalid", "reasons": ["digest-mismatch"],
-               "signer": None}
+    details = {
+        "scheme": "smime",
+        "verdict": "unverified",
+        "status": "invalid",
+        "reasons": ["digest-mismatch"],
+        "signer": None,
+    }
     return AuditEntry(7, "2026-01-01T00:00:00.000000Z", "verified", "daemon", "m", None, None, None, details, "0", "1")
 
 

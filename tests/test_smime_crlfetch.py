@@ -109,8 +109,9 @@ def cache(tmp_path: Path, clock: Clock | None = None, **kwargs: Any) -> CrlCache
 
 
 def context(pki: TestPKI, crls: CrlCache, *, mode: Any = "if-configured") -> UnwrapContext:
-    material = SmimeMaterial(anchors=(pki.root.cert,), crls=(pki.root_crl,), revocation=mode,
-                             configured=True, crl_cache=crls)
+    material = SmimeMaterial(
+        anchors=(pki.root.cert,), crls=(pki.root_crl,), revocation=mode, configured=True, crl_cache=crls
+    )
     return UnwrapContext([SmimeHandler(material)])
 
 
@@ -213,8 +214,18 @@ def test_refetched_crl_that_revokes_reaches_a_signer_validated_before(
     ctx = context(pki, cache(tmp_path, clock))
     server.serve("/inter.crl", der(crl(pki.inter, this_update=NOW - DAY, next_update=NOW + DAY)))
     assert verify(fritz, ctx).verdict == "verified"  # the validated path is cached now
-    server.serve("/inter.crl", der(crl(pki.inter, [revoked(fritz.cert, when=NOW + HOUR)], number=2,
-                                       this_update=NOW + 2 * HOUR, next_update=NOW + 3 * DAY)))
+    server.serve(
+        "/inter.crl",
+        der(
+            crl(
+                pki.inter,
+                [revoked(fritz.cert, when=NOW + HOUR)],
+                number=2,
+                this_update=NOW + 2 * HOUR,
+                next_update=NOW + 3 * DAY,
+            )
+        ),
+    )
     clock.now = NOW + 13 * HOUR
     v = verify(fritz, ctx, at=clock.now)
     assert "cert-revoked" in v.reasons
@@ -228,8 +239,18 @@ def test_server_sending_an_older_crl_does_not_replace_the_cached_one(
     ctx = context(pki, cache(tmp_path, clock))
     server.serve("/inter.crl", der(crl(pki.inter, number=5, this_update=NOW - DAY, next_update=NOW + DAY)))
     assert verify(fritz, ctx).verdict == "verified"
-    server.serve("/inter.crl", der(crl(pki.inter, [revoked(fritz.cert, when=NOW - 3 * DAY)], number=4,
-                                       this_update=NOW - 2 * DAY, next_update=NOW + DAY)))
+    server.serve(
+        "/inter.crl",
+        der(
+            crl(
+                pki.inter,
+                [revoked(fritz.cert, when=NOW - 3 * DAY)],
+                number=4,
+                this_update=NOW - 2 * DAY,
+                next_update=NOW + DAY,
+            )
+        ),
+    )
     clock.now = NOW + 13 * HOUR
     v = verify(fritz, ctx, at=clock.now)
     assert server.hits["/inter.crl"] == 2
@@ -239,9 +260,7 @@ def test_server_sending_an_older_crl_does_not_replace_the_cached_one(
     assert "older CRL" in status["last_error"]
 
 
-def test_crl_larger_than_the_limit_is_refused(
-    pki: TestPKI, server: CrlServer, fritz: Party, tmp_path: Path
-) -> None:
+def test_crl_larger_than_the_limit_is_refused(pki: TestPKI, server: CrlServer, fritz: Party, tmp_path: Path) -> None:
     many = [revoked(pki[name].cert) for name in ("expired", "wrong_eku", "any_eku", "no_sign", "pss", "ec")]
     big = der(crl(pki.inter, many))
     server.serve("/inter.crl", big)
@@ -274,22 +293,25 @@ def test_check_reports_each_anchors_crl_and_each_fetched_point(
     assert root.detail.startswith("CRL #1 from crl_files")
     point = results[server.url("/inter.crl")]
     assert point.ok and point.detail.startswith("CRL #3 from " + server.url("/inter.crl"))
-    stale = SmimeMaterial(anchors=(pki.root.cert,), configured=True,
-                          crls=(crl(pki.root, this_update=NOW - 3 * DAY, next_update=NOW - DAY),))
+    stale = SmimeMaterial(
+        anchors=(pki.root.cert,),
+        configured=True,
+        crls=(crl(pki.root, this_update=NOW - 3 * DAY, next_update=NOW - DAY),),
+    )
     [line] = crl_checks(UnwrapContext([SmimeHandler(stale)]))
     assert not line.ok and "expired" in line.detail
 
 
-def test_config_puts_the_cache_under_the_state_dir_and_inspect_never_fetches(
-    pki: TestPKI, tmp_path: Path
-) -> None:
+def test_config_puts_the_cache_under_the_state_dir_and_inspect_never_fetches(pki: TestPKI, tmp_path: Path) -> None:
     from gateway.config import load_config
     from gateway.statedir import crl_cache_dir
 
     files = pki.write(tmp_path / "pki")
     path = tmp_path / "poststelle.toml"
-    path.write_text(f'[storage]\nstate_dir = "{tmp_path}/state"\n\n[smime]\n'
-                    f'trust_anchors = ["{files["root"]}"]\nfetch_crls = true\n')
+    path.write_text(
+        f'[storage]\nstate_dir = "{tmp_path}/state"\n\n[smime]\n'
+        f'trust_anchors = ["{files["root"]}"]\nfetch_crls = true\n'
+    )
     cfg = load_config(path)
 
     def crl_cache(ctx: UnwrapContext) -> CrlCache:

@@ -57,16 +57,34 @@ def sha1_message(old: OldHierarchy, tmp_path_factory: pytest.TempPathFactory) ->
     (tmp / "leaf.key").write_bytes(old.leaf.key_pem())
     (tmp / "inter.pem").write_bytes(old.inter.cert.public_bytes(PEM))
     (tmp / "in.txt").write_bytes(mime_text())
-    res = openssl("cms", "-sign", "-md", "sha1", "-signer", str(tmp / "leaf.pem"),
-                  "-inkey", str(tmp / "leaf.key"), "-certfile", str(tmp / "inter.pem"),
-                  "-in", str(tmp / "in.txt"), "-binary")
+    res = openssl(
+        "cms",
+        "-sign",
+        "-md",
+        "sha1",
+        "-signer",
+        str(tmp / "leaf.pem"),
+        "-inkey",
+        str(tmp / "leaf.key"),
+        "-certfile",
+        str(tmp / "inter.pem"),
+        "-in",
+        str(tmp / "in.txt"),
+        "-binary",
+    )
     assert res.returncode == 0, res.stderr
     return headers(OTTO) + res.stdout.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def verdict(old: OldHierarchy, raw: bytes, *, allow_sha1: bool, min_rsa_bits: int) -> Verdict:
-    material = SmimeMaterial(anchors=(old.root.cert,), crls=old.crls, allow_sha1=allow_sha1,
-                             min_rsa_bits=min_rsa_bits, revocation="require", configured=True)
+    material = SmimeMaterial(
+        anchors=(old.root.cert,),
+        crls=old.crls,
+        allow_sha1=allow_sha1,
+        min_rsa_bits=min_rsa_bits,
+        revocation="require",
+        configured=True,
+    )
     return unwrap(raw, UnwrapContext([SmimeHandler(material)]), at=dt.datetime.now(dt.UTC)).verdict
 
 

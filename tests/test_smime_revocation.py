@@ -44,13 +44,20 @@ def context(
     grace: dt.timedelta = dt.timedelta(0),
     allow_sha1: bool = False,
 ) -> UnwrapContext:
-    material = SmimeMaterial(anchors=(pki.root.cert,), crls=tuple(crls), revocation=mode,
-                             crl_grace=grace, allow_sha1=allow_sha1, configured=True)
+    material = SmimeMaterial(
+        anchors=(pki.root.cert,),
+        crls=tuple(crls),
+        revocation=mode,
+        crl_grace=grace,
+        allow_sha1=allow_sha1,
+        configured=True,
+    )
     return UnwrapContext([SmimeHandler(material)])
 
 
-def verify(party: Party, ctx: UnwrapContext, *, at: dt.datetime = NOW,
-           extra: Sequence[x509.Certificate] = ()) -> Verdict:
+def verify(
+    party: Party, ctx: UnwrapContext, *, at: dt.datetime = NOW, extra: Sequence[x509.Certificate] = ()
+) -> Verdict:
     inner = mime_text()
     carrier = Party(party.name, party.key, party.cert, party.email, [*party.chain, *extra])
     raw = multipart_signed(headers(party.email or "", date=NOW), inner, sign_detached_as_of(carrier, inner))
@@ -100,11 +107,16 @@ def test_good_path_records_the_crl_that_was_checked_for_each_certificate(pki: Te
     leaf, inter = rev["certificates"]
     assert leaf["subject"] == pki["sender"].cert.subject.rfc4514_string()
     assert leaf["status"] == "good"
-    assert leaf["crls"] == [{
-        "issuer": pki.inter.cert.subject.rfc4514_string(), "number": 1,
-        "this_update": (NOW - DAY).isoformat(), "next_update": (NOW + 30 * DAY).isoformat(),
-        "source": "crl_files", "delta": False,
-    }]
+    assert leaf["crls"] == [
+        {
+            "issuer": pki.inter.cert.subject.rfc4514_string(),
+            "number": 1,
+            "this_update": (NOW - DAY).isoformat(),
+            "next_update": (NOW + 30 * DAY).isoformat(),
+            "source": "crl_files",
+            "delta": False,
+        }
+    ]
     assert inter["status"] == "good"
     assert inter["crls"][0]["issuer"] == pki.root.cert.subject.rfc4514_string()
 
@@ -147,8 +159,7 @@ def test_crl_in_another_issuers_name_is_not_used(pki: TestPKI) -> None:
 
 
 def test_crl_signed_by_a_ca_without_crl_sign_is_not_used(pki: TestPKI) -> None:
-    ca = certificate("No CRL Sign CA", _rsa(2048, "crl-no-crlsign"), pki.root, ca=True,
-                     usage=key_usage(cert_sign=True))
+    ca = certificate("No CRL Sign CA", _rsa(2048, "crl-no-crlsign"), pki.root, ca=True, usage=key_usage(cert_sign=True))
     leaf = signer("Nele", "nele@example.org", ca)
     v = verify(leaf, context(pki, [crl(ca), pki.root_crl]))
     assert "revocation-unknown" in v.reasons
@@ -200,8 +211,14 @@ def test_crls_whose_scope_covers_the_certificates_are_used(pki: TestPKI, dora: P
     half = frozenset({R.key_compromise, R.ca_compromise})
     crls = [
         crl(pki.inter, idp=idp("http://crl.example.org/inter.crl", user=True, reasons=half)),
-        crl(pki.inter, idp=idp("http://crl.example.org/inter.crl", reasons=frozenset(
-            set(R) - half - {R.unspecified, R.remove_from_crl})), number=2),
+        crl(
+            pki.inter,
+            idp=idp(
+                "http://crl.example.org/inter.crl",
+                reasons=frozenset(set(R) - half - {R.unspecified, R.remove_from_crl}),
+            ),
+            number=2,
+        ),
         crl(pki.root, idp=idp(ca=True)),
     ]
     v = verify(dora, context(pki, crls))
@@ -213,23 +230,20 @@ def test_crls_whose_scope_covers_the_certificates_are_used(pki: TestPKI, dora: P
 
 
 def test_indirect_crl_revokes_through_the_crl_issuer_named_by_the_certificate(pki: TestPKI) -> None:
-    crl_signer = certificate("CRL Signer", _rsa(2048, "crl-signer"), pki.inter,
-                             usage=key_usage(crl_sign=True))
+    crl_signer = certificate("CRL Signer", _rsa(2048, "crl-signer"), pki.inter, usage=key_usage(crl_sign=True))
     ida = signer("Ida", "ida@example.org", pki.inter, dps=[dp(crl_issuer=crl_signer.cert.subject)])
     indirect = idp(indirect=True)
     listing = crl(crl_signer, [revoked(ida.cert, cert_issuer=pki.inter.cert.subject)], idp=indirect)
     v = verify(ida, context(pki, [listing, pki.root_crl]), extra=[crl_signer.cert])
     assert "cert-revoked" in v.reasons
     assert status_of(v, ida.cert)["crls"][0]["issuer"] == crl_signer.cert.subject.rfc4514_string()
-    clean = crl(crl_signer, [revoked(pki["sender"].cert, cert_issuer=pki.inter.cert.subject)],
-                idp=indirect, number=2)
+    clean = crl(crl_signer, [revoked(pki["sender"].cert, cert_issuer=pki.inter.cert.subject)], idp=indirect, number=2)
     v = verify(ida, context(pki, [clean, pki.root_crl]), extra=[crl_signer.cert])
     assert v.verdict == "verified", v.reasons
 
 
 def test_indirect_crl_from_a_certificate_without_crl_sign_is_not_used(pki: TestPKI) -> None:
-    crl_signer = certificate("Not A CRL Signer", _rsa(2048, "crl-signer"), pki.inter,
-                             usage=key_usage(sign=True))
+    crl_signer = certificate("Not A CRL Signer", _rsa(2048, "crl-signer"), pki.inter, usage=key_usage(sign=True))
     ivo = signer("Ivo", "ivo@example.org", pki.inter, dps=[dp(crl_issuer=crl_signer.cert.subject)])
     listing = crl(crl_signer, [], idp=idp(indirect=True))
     v = verify(ivo, context(pki, [listing, pki.root_crl]), extra=[crl_signer.cert])

@@ -24,8 +24,7 @@ INTEROP = Path(__file__).resolve().parents[2] / "shared" / "interop" / "thunderb
 DATA = INTEROP / "mailnews" / "test" / "data" / "smime"
 TSV = INTEROP / "EXPECTED_smime_decrypt.tsv"
 AT = datetime(2026, 1, 26, 15, 0, tzinfo=UTC)  # shortly after the corpus was signed
-TEXTS = {"gTextAliceBob": b"This is a test message from Alice to Bob.",
-         "gTextFran": b"This is a test message to Fran."}
+TEXTS = {"gTextAliceBob": b"This is a test message from Alice to Bob.", "gTextFran": b"This is a test message to Fran."}
 
 pytestmark = pytest.mark.skipif(not TSV.is_file(), reason="interop corpus not available")
 
@@ -65,11 +64,9 @@ def _rows() -> list[dict[str, str]]:
 def ctx(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("tb")
     (tmp / "pass").write_text("nss\n")
-    p12s = [DATA / "Bob.p12", DATA.parent / "smime-interop" / "Fran.p12",
-            DATA.parent / "smime-interop" / "Fran-ec.p12"]
+    p12s = [DATA / "Bob.p12", DATA.parent / "smime-interop" / "Fran.p12", DATA.parent / "smime-interop" / "Fran-ec.p12"]
     cfg = SmimeConfig(
-        identities=tuple(SmimeIdentityConfig(pkcs12_file=p, password_file=tmp / "pass")
-                         for p in p12s),
+        identities=tuple(SmimeIdentityConfig(pkcs12_file=p, password_file=tmp / "pass") for p in p12s),
         trust_anchors=(DATA / "TestCA.pem",),
     )
     with _nowarn():
@@ -113,8 +110,7 @@ def test_corpus_message_gets_the_expected_verdict(ctx: Any, row: dict[str, str])
     if base in STRICTER:
         assert STRICTER[base] in v.reasons
     if row["check_text"]:
-        assert TEXTS[row["check_text"]] in res.content.replace(b"\r\n", b"\n").replace(
-            b"=\n", b""), res.content[:200]
+        assert TEXTS[row["check_text"]] in res.content.replace(b"\r\n", b"\n").replace(b"=\n", b""), res.content[:200]
 
 
 def test_sha1_corpus_signatures_are_rejected_by_policy(ctx: Any) -> None:

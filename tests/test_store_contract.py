@@ -194,9 +194,11 @@ def test_a_batchs_digests_and_message_ids_are_looked_up_at_once_with_the_single_
     filed(store, rec("y", 5, sha="Y", message_id="<y@x>"))
     shas = ["X", "Y", "Z", "X"]
     firsts = store.first_by_sha256_many(shas)
-    assert {k: v.id for k, v in firsts.items()} == {
-        s: found.id for s in shas if (found := store.first_by_sha256(s)) is not None
-    } == {"X": "first", "Y": "y"}
+    assert (
+        {k: v.id for k, v in firsts.items()}
+        == {s: found.id for s in shas if (found := store.first_by_sha256(s)) is not None}
+        == {"X": "first", "Y": "y"}
+    )
     mids = ["<same@x>", "<y@x>", "<none@x>"]
     assert store.by_message_ids(mids) == {m: found for m in mids if (found := store.by_message_id(m))}
     assert [r.id for r in store.by_message_ids(mids)["<same@x>"]] == ["first", "later"]

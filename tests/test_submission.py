@@ -78,9 +78,7 @@ class RecordingSpool:
     calls: list[dict[str, object]] = field(default_factory=list)
     fail: Exception | None = None
 
-    def submit(
-        self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str
-    ) -> str:
+    def submit(self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str) -> str:
         if self.fail is not None:
             raise self.fail
         self.calls.append(
@@ -463,9 +461,7 @@ class BlockingSpool(RecordingSpool):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def submit(
-        self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str
-    ) -> str:
+    def submit(self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str) -> str:
         self.entered.set()
         assert self.release.wait(60)
         return super().submit(raw, mail_from=mail_from, recipients=recipients, case=case, submitted_by=submitted_by)
@@ -581,7 +577,12 @@ def test_the_users_file_is_written_with_mode_0640(tmp_path: Path) -> None:
 def cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*POSTSTELLE, *args, "--config", str(config)],
-        cwd=REPO, input=stdin, capture_output=True, text=True, check=False, timeout=120,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
 
 

@@ -113,7 +113,9 @@ def test_a_handed_in_letter_is_queued_signed_and_encrypted_and_names_the_clerk(
     for party in ("sender", "recipient"):  # the correspondent, and the authority's archived copy
         opened = subprocess.run(
             ["openssl", "cms", "-decrypt", "-inkey", str(files[f"{party}.key"]), "-recip", str(files[f"{party}.pem"])],
-            input=sent, capture_output=True, check=True,
+            input=sent,
+            capture_output=True,
+            check=True,
         ).stdout
         assert openssl_verify(pki, opened)
         assert b"anbei der Bescheid" in opened

@@ -69,9 +69,7 @@ def test_imaps_login_verifies_server_against_ca_file(dovecot: Dovecot) -> None:
 
 def test_imaps_rejects_clients_that_do_not_trust_the_test_ca(dovecot: Dovecot) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
-        imapclient.IMAPClient(
-            dovecot.host, port=dovecot.imaps_port, ssl_context=ssl.create_default_context()
-        )
+        imapclient.IMAPClient(dovecot.host, port=dovecot.imaps_port, ssl_context=ssl.create_default_context())
 
 
 def test_starttls_upgrades_the_plain_port(dovecot: Dovecot) -> None:
@@ -161,9 +159,7 @@ def test_start_names_a_root_that_nobody_cannot_traverse() -> None:
 
 def test_proxy_passes_imaps_traffic(dovecot: Dovecot) -> None:
     with TcpProxy(dovecot.host, dovecot.imaps_port) as p:
-        conn = imapclient.IMAPClient(
-            p.host, port=p.port, ssl=True, ssl_context=dovecot.ssl_context(), timeout=5
-        )
+        conn = imapclient.IMAPClient(p.host, port=p.port, ssl=True, ssl_context=dovecot.ssl_context(), timeout=5)
         conn.login("alice", USERS["alice"])
         conn.select_folder("INBOX")
         conn.logout()
@@ -195,9 +191,7 @@ def test_proxy_drop_after_delivers_exactly_the_budget(proxy: TcpProxy) -> None:
     assert received == b"* OK [CAPA"
 
 
-def test_proxy_drop_after_cuts_mid_fetch_of_a_large_message(
-    dovecot: Dovecot, proxy: TcpProxy
-) -> None:
+def test_proxy_drop_after_cuts_mid_fetch_of_a_large_message(dovecot: Dovecot, proxy: TcpProxy) -> None:
     big = message("big", (b"y" * 998 + b"\r\n") * 1000)  # ~1 MB
     dovecot.append("alice", "Big", [big])
     conn = plain_client(proxy.host, proxy.port)
@@ -246,9 +240,7 @@ def test_seeded_maildir_files_report_their_exact_sizes(dovecot: Dovecot) -> None
         conn.select_folder("Sizes", readonly=True)
         fetched = conn.fetch(conn.search("ALL"), ["RFC822.SIZE", "BODY.PEEK[]"])
     as_crlf = [m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for m in (crlf, lf)]
-    assert sorted((d[b"RFC822.SIZE"], d[b"BODY[]"]) for d in fetched.values()) == sorted(
-        (len(m), m) for m in as_crlf
-    )
+    assert sorted((d[b"RFC822.SIZE"], d[b"BODY[]"]) for d in fetched.values()) == sorted((len(m), m) for m in as_crlf)
 
 
 # ---------------------------------------------------------------- proxy triggers

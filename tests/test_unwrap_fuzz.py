@@ -25,9 +25,9 @@ from gateway.mime.cut import MimeError, canonical_crlf, parse_entity, split_mult
 from gateway.unwrap import UnwrapResult, unwrap
 from gateway.unwrap.smime.cms import CmsError, decrypt, verify_signed_data
 
-FAST = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FAST = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +63,15 @@ def test_arbitrary_bytes_never_raise(ctx: Any, raw: bytes) -> None:
     check(unwrap(raw, ctx, at=now()), raw)
 
 
-_SMIME_HEADERS = st.sampled_from([
-    b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n"
-    b"Content-Transfer-Encoding: base64\r\n\r\n",
-    b"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\n"
-    b"Content-Transfer-Encoding: base64\r\n\r\n",
-    b"Content-Type: application/x-pkcs7-mime\r\nContent-Transfer-Encoding: binary\r\n\r\n",
-    b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; boundary=b\r\n\r\n',
-    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n',
-])
+_SMIME_HEADERS = st.sampled_from(
+    [
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        b"Content-Type: application/pkcs7-mime; smime-type=signed-data\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        b"Content-Type: application/x-pkcs7-mime\r\nContent-Transfer-Encoding: binary\r\n\r\n",
+        b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; boundary=b\r\n\r\n',
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n',
+    ]
+)
 
 
 @FAST
@@ -91,9 +91,9 @@ def test_mutated_smime_messages_never_raise(ctx: Any, seeds: list[bytes], data: 
         if op == "flip" and raw:
             raw[pos] ^= data.draw(st.integers(1, 255))
         elif op == "cut":
-            del raw[pos: pos + data.draw(st.integers(1, 200))]
+            del raw[pos : pos + data.draw(st.integers(1, 200))]
         elif op == "dup":
-            raw[pos:pos] = raw[pos: pos + data.draw(st.integers(1, 200))]
+            raw[pos:pos] = raw[pos : pos + data.draw(st.integers(1, 200))]
         else:
             raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
     check(unwrap(bytes(raw), ctx, at=now()), bytes(raw))
@@ -105,15 +105,22 @@ def test_cms_functions_raise_only_cms_error(der: bytes, detached: bytes | None) 
     pki = build_pki()
     from gateway.unwrap.smime.cms import RecipientKey
 
-    for fn in (lambda: verify_signed_data(der, detached),
-               lambda: decrypt(der, [RecipientKey(pki["recipient"].key, pki["recipient"].cert)])):
+    for fn in (
+        lambda: verify_signed_data(der, detached),
+        lambda: decrypt(der, [RecipientKey(pki["recipient"].key, pki["recipient"].cert)]),
+    ):
         with contextlib.suppress(CmsError):
             fn()
 
 
 @FAST
-@given(parts=st.lists(st.binary(max_size=64).filter(lambda b: b"--b" not in b and b"\r" not in b
-                                                     and b"\n" not in b), min_size=1, max_size=5))
+@given(
+    parts=st.lists(
+        st.binary(max_size=64).filter(lambda b: b"--b" not in b and b"\r" not in b and b"\n" not in b),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_split_multipart_returns_exact_part_bytes(parts: list[bytes]) -> None:
     body = b"preamble\r\n" + b"".join(b"--b\r\n" + p + b"\r\n" for p in parts) + b"--b--\r\n"
     assert split_multipart(body, "b") == parts

@@ -29,17 +29,23 @@ def valid(emails: tuple[str, ...] = (ALICE,), signing_time: dt.datetime | None =
 
 def proven(**changes: Any) -> Facts:
     """A message verified as from Alice; ``changes`` break one fact."""
-    facts: dict[str, Any] = {"at": AT, "coverage": "whole", "scheme": "smime", "finding": valid(),
-                             "from_addr": ALICE}
+    facts: dict[str, Any] = {"at": AT, "coverage": "whole", "scheme": "smime", "finding": valid(), "from_addr": ALICE}
     return Facts(**{**facts, **changes})
 
 
 # --- generated facts -------------------------------------------------------------------
 
 _ADDRESSES = (ALICE, "alice@EXAMPLE.org", "Alice@example.org", "bob@example.org")
-_FROM_VALUES = ("Alice <alice@example.org>", "alice@example.ORG", "bob@example.org",
-                "a@example.org, b@example.org", "not an address", "",
-                "bob@example.org <alice@example.org>", '"bob@example.org" <alice@example.org>')
+_FROM_VALUES = (
+    "Alice <alice@example.org>",
+    "alice@example.ORG",
+    "bob@example.org",
+    "a@example.org, b@example.org",
+    "not an address",
+    "",
+    "bob@example.org <alice@example.org>",
+    '"bob@example.org" <alice@example.org>',
+)
 _NAMED = st.lists(st.none() | st.sampled_from(_ADDRESSES), max_size=2).map(tuple)
 _NOT_VALID_REASONS = ("bad-signature", "untrusted-chain", "cert-expired", "signer-certificate-missing")
 
@@ -48,8 +54,9 @@ _NOT_VALID_REASONS = ("bad-signature", "untrusted-chain", "cert-expired", "signe
 def findings(draw: st.DrawFn) -> SignatureFinding:
     """Findings as handlers make them: a status other than valid always comes with a reason."""
     status: SignatureStatus = draw(st.sampled_from(get_args(SignatureStatus)))
-    reasons = () if status == "valid" else tuple(draw(st.lists(st.sampled_from(_NOT_VALID_REASONS),
-                                                               min_size=1, max_size=2)))
+    reasons = (
+        () if status == "valid" else tuple(draw(st.lists(st.sampled_from(_NOT_VALID_REASONS), min_size=1, max_size=2)))
+    )
     emails = tuple(draw(st.lists(st.sampled_from(_ADDRESSES), max_size=2)))
     offset = draw(st.none() | st.integers(-3 * 3600, 3 * 3600))
     signing_time = None if offset is None else AT + dt.timedelta(seconds=offset)
@@ -62,11 +69,20 @@ def facts(draw: st.DrawFn) -> Facts:
     finding = None if coverage == "none" else draw(st.none() | findings())
     inner = draw(st.lists(st.none() | findings(), max_size=2)) if coverage == "whole" else []
     from_addr = draw(st.none() | st.sampled_from(_ADDRESSES))
-    from_reasons = () if from_addr else (draw(st.sampled_from(("no-from", "multiple-from", "from-unparseable",
-                                                               "from-ambiguous"))),)
-    protected = draw(st.none() | st.builds(identity_of, st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
-                                           st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
-                                           st.lists(st.sampled_from(_FROM_VALUES), max_size=2)))
+    from_reasons = (
+        ()
+        if from_addr
+        else (draw(st.sampled_from(("no-from", "multiple-from", "from-unparseable", "from-ambiguous"))),)
+    )
+    protected = draw(
+        st.none()
+        | st.builds(
+            identity_of,
+            st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
+            st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
+            st.lists(st.sampled_from(_FROM_VALUES), max_size=2),
+        )
+    )
     date_offset = draw(st.none() | st.integers(-3 * 3600, 3 * 3600))
     return Facts(
         at=AT,
@@ -133,8 +149,9 @@ def test_only_a_verified_message_carries_warnings(f: Facts) -> None:
 @given(facts())
 def test_warnings_never_change_whether_a_message_is_verified(f: Facts) -> None:
     """Sender and Reply-To are what warnings read; without them the verdict is the same."""
-    quiet = dataclasses.replace(f, sender=(), reply_to=(), protected=f.protected and dataclasses.replace(
-        f.protected, sender=(), reply_to=()))
+    quiet = dataclasses.replace(
+        f, sender=(), reply_to=(), protected=f.protected and dataclasses.replace(f.protected, sender=(), reply_to=())
+    )
     assert decide(quiet).verified == decide(f).verified
     assert decide(quiet).reasons == decide(f).reasons
     assert decide(quiet).warnings == ()
@@ -166,11 +183,14 @@ def test_signature_layer_without_result_is_an_error() -> None:
     assert f.status == "error" and not decide(f).verified
 
 
-@pytest.mark.parametrize(("coverage", "reasons"), [
-    ("part", ("partially-signed",)),
-    ("ciphertext", ("signature-over-ciphertext",)),
-    ("whole", ()),
-])
+@pytest.mark.parametrize(
+    ("coverage", "reasons"),
+    [
+        ("part", ("partially-signed",)),
+        ("ciphertext", ("signature-over-ciphertext",)),
+        ("whole", ()),
+    ],
+)
 def test_signature_must_cover_the_whole_content(coverage: Coverage, reasons: tuple[str, ...]) -> None:
     f = proven(coverage=coverage)
     assert RULE["covers-whole-content"](f) == reasons
@@ -206,12 +226,15 @@ def test_second_signer_who_is_not_from_spoils_the_verdict() -> None:
     assert decide(f).reasons == ("inner-signer-not-from",)
 
 
-@pytest.mark.parametrize(("values", "reasons"), [
-    (("Alice Example <alice@example.org>",), ()),
-    (("bob@example.org",), ("protected-from-mismatch",)),
-    (("alice@example.org", "alice@example.org"), ("protected-from-mismatch",)),
-    ((), ()),
-])
+@pytest.mark.parametrize(
+    ("values", "reasons"),
+    [
+        (("Alice Example <alice@example.org>",), ()),
+        (("bob@example.org",), ("protected-from-mismatch",)),
+        (("alice@example.org", "alice@example.org"), ("protected-from-mismatch",)),
+        ((), ()),
+    ],
+)
 def test_protected_from_must_be_the_outer_from(values: tuple[str, ...], reasons: tuple[str, ...]) -> None:
     assert RULE["protected-from-matches"](proven(protected=identity_of(values))) == reasons
 
@@ -221,13 +244,16 @@ def test_ambiguous_protected_from_is_named_once_not_also_as_mismatch() -> None:
     assert decide(f).reasons == ("protected-from-ambiguous",)
 
 
-@pytest.mark.parametrize(("sender", "reply_to", "warnings"), [
-    ((), (), ()),
-    ((ALICE,), ("alice@EXAMPLE.org",), ()),
-    (("bob@example.org",), (), ("sender-not-signer",)),
-    ((), (ALICE, None), ("reply-to-not-signer",)),  # None: a value naming no clear address
-    (("bob@example.org",), ("bob@example.org",), ("sender-not-signer", "reply-to-not-signer")),
-])
+@pytest.mark.parametrize(
+    ("sender", "reply_to", "warnings"),
+    [
+        ((), (), ()),
+        ((ALICE,), ("alice@EXAMPLE.org",), ()),
+        (("bob@example.org",), (), ("sender-not-signer",)),
+        ((), (ALICE, None), ("reply-to-not-signer",)),  # None: a value naming no clear address
+        (("bob@example.org",), ("bob@example.org",), ("sender-not-signer", "reply-to-not-signer")),
+    ],
+)
 def test_sender_and_reply_to_other_than_the_signer_are_warnings(
     sender: tuple[str | None, ...], reply_to: tuple[str | None, ...], warnings: tuple[str, ...]
 ) -> None:
@@ -242,7 +268,8 @@ def test_protected_sender_and_reply_to_are_read_like_the_outer_ones() -> None:
 
 def test_signing_time_after_arrival_is_refused_beyond_the_skew() -> None:
     assert RULE["signing-time-not-in-future"](proven(finding=valid(signing_time=AT + dt.timedelta(hours=2)))) == (
-        "signing-time-in-future",)
+        "signing-time-in-future",
+    )
     assert RULE["signing-time-not-in-future"](proven(finding=valid(signing_time=AT + dt.timedelta(minutes=30)))) == ()
 
 

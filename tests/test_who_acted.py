@@ -107,15 +107,17 @@ def test_an_unprivileged_account_is_recorded_by_its_name_whatever_it_claims(shar
     subprocess.run(["chown", "-R", f"{nobody.pw_uid}:{nobody.pw_gid}", str(env.root)], check=True)
 
     claims = {"USER": "root", "LOGNAME": "root", "SUDO_USER": "root", "HOME": str(env.root)}
-    run_cli(env, "quarantine", "release", quarantined_id(env), "--case", "63-BV-2026-0147", extra_env=claims,
-            prefix=prefix)
+    run_cli(
+        env, "quarantine", "release", quarantined_id(env), "--case", "63-BV-2026-0147", extra_env=claims, prefix=prefix
+    )
 
     released = last_person_entry(env, "released")
     assert released.actor == "cli:nobody"
     assert (released.details["os_user"], released.details["uid"], released.details["sudo_user"]) == (
-        "nobody", nobody.pw_uid, None,
+        "nobody",
+        nobody.pw_uid,
+        None,
     )
-
 
 
 _names = st.from_regex(r"[A-Za-z0-9._@$+-]{1,32}", fullmatch=True)

@@ -334,6 +334,9 @@ def delivery_text(delivery: DeliveryInfo | None, lc: Locale = DEFAULT) -> str:
         text += " " + lc.t("(evidence: {evidence})", evidence=delivery.evidence)
     if delivery.served is not None:
         basis, day = delivery.served
-        text += "; " + (lc.t("served on {date} (Abholbestätigung)", date=day) if basis == "retrieval"
-                        else lc.t("deemed served on {date} (§5a VwZG)", date=day))
+        text += "; " + (
+            lc.t("served on {date} (Abholbestätigung)", date=day)
+            if basis == "retrieval"
+            else lc.t("deemed served on {date} (§5a VwZG)", date=day)
+        )
     return text

@@ -202,7 +202,9 @@ def _signature_checked(e: AuditEntry, lc: Locale) -> str:
     state = signature_state({"signature": {"status": _d(e, "status", "none")}, "reasons": e.details.get("reasons")})
     return lc.t(
         "Signature checked ({scheme}): {state}, signer {signer}",
-        scheme=_d(e, "scheme"), state=state.text(lc) if state else "?", signer=_d(e, "signer"),
+        scheme=_d(e, "scheme"),
+        state=state.text(lc) if state else "?",
+        signer=_d(e, "signer"),
     )
 
 
@@ -216,7 +218,8 @@ def _demail_checked(e: AuditEntry, lc: Locale) -> str:
         authoritative = yes_no[None if e.details.get("authoritative") is None else False]
     text = lc.t(
         "De-Mail checked: provider signature {integrity}; absenderbestätigt: {authoritative}; persönlich: {private}",
-        integrity=lc.t(_d(e, "integrity")), authoritative=authoritative,
+        integrity=lc.t(_d(e, "integrity")),
+        authoritative=authoritative,
         private=yes_no.get(meta.get("private") if meta else None, "-"),
     )
     return _with_reasons(text, e.details.get("reasons"), lc)
@@ -304,9 +307,12 @@ def _failing(e: AuditEntry, lc: Locale) -> str:
         return lc.t(
             "Mailbox {mailbox}: the server rejected the login; not tried again until a restart or "
             "auth_retry_interval ({error})",
-            mailbox=_d(e, "mailbox"), error=_d(e, "error"),
+            mailbox=_d(e, "mailbox"),
+            error=_d(e, "error"),
         )
     return lc.t("Mailbox {mailbox} cannot be read; retrying ({error})", mailbox=_d(e, "mailbox"), error=_d(e, "error"))
+
+
 def _stopped(e: AuditEntry, lc: Locale) -> str:
     reason = e.details.get("reason")
     if reason == "signal":
@@ -320,7 +326,10 @@ def _fetched(e: AuditEntry, lc: Locale) -> str:
     """The fetch, and when the message had arrived in the mailbox (the entry's own time is the fetch)."""
     text = lc.t(
         "Received in mailbox {mailbox}/{folder} (UID {uid}, {size} bytes)",
-        mailbox=_d(e, "mailbox"), folder=_d(e, "folder"), uid=_d(e, "uid"), size=_d(e, "size"),
+        mailbox=_d(e, "mailbox"),
+        folder=_d(e, "folder"),
+        uid=_d(e, "uid"),
+        size=_d(e, "size"),
     )
     if "received" not in e.details:  # recorded before arrival and fetch were told apart
         return text
@@ -346,11 +355,14 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     ),
     "store-migrated": lambda e, lc: lc.t(
         "Records moved from {source} to {target}; the trail continues after entry {seq}",
-        source=_d(e, "source"), target=_d(e, "target"), seq=_d(e, "source_head_seq"),
+        source=_d(e, "source"),
+        target=_d(e, "target"),
+        seq=_d(e, "source_head_seq"),
     ),
     "config-reload-rejected": lambda e, lc: lc.t(
         "New configuration rejected, the one in force kept: {key}: {problem}",
-        key=_d(e, "key"), problem=_d(e, "problem"),
+        key=_d(e, "key"),
+        problem=_d(e, "problem"),
     ),
     "fetched": lambda e, lc: _fetched(e, lc),
     "duplicate": lambda e, lc: lc.t(
@@ -375,7 +387,10 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "released": _released,
     "refiled": lambda e, lc: lc.t(
         "Moved by {actor} from {old} to {path}: {note}",
-        actor=actor_text(e.actor, lc), old=_d(e, "from"), path=_d(e, "path"), note=_d(e, "note"),
+        actor=actor_text(e.actor, lc),
+        old=_d(e, "from"),
+        path=_d(e, "path"),
+        note=_d(e, "note"),
     ),
     "moved": _moved,
     "receipt-matched": _receipt_matched,
@@ -387,16 +402,21 @@ DESCRIBE: dict[str, Callable[[AuditEntry, Locale], str]] = {
     "mailbox-failing": _failing,
     "disk-full": lambda e, lc: lc.t(
         "Mailbox {mailbox}: the disk is full at {path}; nothing was acknowledged, retrying ({error})",
-        mailbox=_d(e, "mailbox"), path=_d(e, "path"), error=_d(e, "error"),
+        mailbox=_d(e, "mailbox"),
+        path=_d(e, "path"),
+        error=_d(e, "error"),
     ),
     "clock-went-back": lambda e, lc: lc.t(
         "The system clock went back {seconds} s (last entry at {last}); entries are ordered by number",
-        seconds=_d(e, "seconds_back"), last=_d(e, "last_entry_at"),
+        seconds=_d(e, "seconds_back"),
+        last=_d(e, "last_entry_at"),
     ),
     "outbox-recovered": lambda e, lc: lc.t("The outbox works again (last error: {error})", error=_d(e, "last_error")),
     "mailbox-recovered": lambda e, lc: lc.t(
         "Mailbox {mailbox} works again (failing since {since}; last error: {error})",
-        mailbox=_d(e, "mailbox"), since=lc.time(_d(e, "since")) if _d(e, "since") else "?", error=_d(e, "last_error"),
+        mailbox=_d(e, "mailbox"),
+        since=lc.time(_d(e, "since")) if _d(e, "since") else "?",
+        error=_d(e, "last_error"),
     ),
 }
 
@@ -447,7 +467,7 @@ FORMULA_STARTS = "=+-@"
 CELL_BREAKS = ";,\t\r\n"
 # Blanks and quotes may stand between a break and the formula: a spreadsheet drops the
 # blanks, and a reader whose idea of quoting is out of step takes a quote for syntax.
-_FORMULA_PIECE = re.compile(f"(^|[{re.escape(CELL_BREAKS)}])(?=[ \t\r\n\"]*[{re.escape(FORMULA_STARTS)}])")
+_FORMULA_PIECE = re.compile(f'(^|[{re.escape(CELL_BREAKS)}])(?=[ \t\r\n"]*[{re.escape(FORMULA_STARTS)}])')
 
 
 def csv_safe(value: Any) -> str:

@@ -91,17 +91,19 @@ def rotate_audit_key(config: Config, actor: str) -> Rotation:
             if new is None or recorded is None or recorded[1] != key_id(new) or recorded[2] != old_id:
                 new = Ed25519PrivateKey.generate()
                 _write_private(nxt, new)
-                store.record_events([
-                    AuditEvent(
-                        KEY_ROTATED,
-                        details={
-                            "old_key_id": old_id,
-                            "new_key_id": key_id(new),
-                            "public_key": public_key_pem(new).decode("ascii"),
-                        },
-                        actor=actor,
-                    )
-                ])
+                store.record_events(
+                    [
+                        AuditEvent(
+                            KEY_ROTATED,
+                            details={
+                                "old_key_id": old_id,
+                                "new_key_id": key_id(new),
+                                "public_key": public_key_pem(new).decode("ascii"),
+                            },
+                            actor=actor,
+                        )
+                    ]
+                )
                 recorded = _last_handover(store)
             store.seal()  # the old key signs the handover (again a no-op when it already did)
             store.export_jsonl()

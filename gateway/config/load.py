@@ -293,9 +293,7 @@ def _node_name(r: _Reader) -> str:
     given = r.str_("node")
     name = given if given is not None else socket.gethostname() or "localhost"
     if not _NODE.fullmatch(name):
-        raise r.fail(
-            "node", f"expected letters, digits and . _ - (up to 253, a letter or digit first), got {name!r}"
-        )
+        raise r.fail("node", f"expected letters, digits and . _ - (up to 253, a letter or digit first), got {name!r}")
     return name
 
 
@@ -411,9 +409,16 @@ def _route(r: _Reader) -> RouteConfig:
     require_demail_authoritative = r.bool_("require_demail_authoritative", False)
     acknowledge = r.bool_("acknowledge", False)
     r.finish()
-    return RouteConfig(name=name, subject=subject, case=case, from_=from_, policy=policy,
-                       require_clean_identity=require_clean_identity, acknowledge=acknowledge,
-                       require_demail_authoritative=require_demail_authoritative)
+    return RouteConfig(
+        name=name,
+        subject=subject,
+        case=case,
+        from_=from_,
+        policy=policy,
+        require_clean_identity=require_clean_identity,
+        acknowledge=acknowledge,
+        require_demail_authoritative=require_demail_authoritative,
+    )
 
 
 def _check_acknowledgements(
@@ -522,11 +527,11 @@ def _outbound(r: _Reader, smime: SmimeConfig | None, openpgp: OpenPGPConfig | No
     sign = r.choice("sign", SIGN_MODES, OutboundConfig.sign)
     encrypt = r.choice("encrypt", ENCRYPT_MODES, OutboundConfig.encrypt)
     if sign == "smime" and (smime is None or not smime.identities):
-        raise r.fail("sign", "sign = \"smime\" needs [smime] identities (the authority's key and certificate)")
+        raise r.fail("sign", 'sign = "smime" needs [smime] identities (the authority\'s key and certificate)')
     if sign == "openpgp" and (openpgp is None or not openpgp.secret_keys):
-        raise r.fail("sign", "sign = \"openpgp\" needs [openpgp] secret_keys (the authority's key)")
+        raise r.fail("sign", 'sign = "openpgp" needs [openpgp] secret_keys (the authority\'s key)')
     if encrypt == "always" and smime is None and openpgp is None:
-        raise r.fail("encrypt", "encrypt = \"always\" needs [smime] or [openpgp] to encrypt with")
+        raise r.fail("encrypt", 'encrypt = "always" needs [smime] or [openpgp] to encrypt with')
     corr = r.path("correspondents_dir")
     if corr is not None and not corr.is_dir():
         raise r.fail("correspondents_dir", f"directory not found: {corr}")
@@ -609,6 +614,8 @@ def _submission(r: _Reader) -> SubmissionConfig:
         )
     r.finish()
     return SubmissionConfig(host=host, port=port, users_file=users_file, sender=sender, tls_cert=cert, tls_key=key)
+
+
 def _metrics(r: _Reader) -> MetricsConfig:
     """``[metrics]``: loopback only, unless ``allow_remote`` is set as a deliberate choice."""
     host, port = _listen(r, "listen", "127.0.0.1:9465")
@@ -653,11 +660,11 @@ def _duration(r: _Reader, name: str, default: float) -> float:
         return default
     value = r.table[name]
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise r.fail(name, f"expected a duration such as \"5m\", got {type(value).__name__}")
+        raise r.fail(name, f'expected a duration such as "5m", got {type(value).__name__}')
     if isinstance(value, str):
         m = _DURATION.fullmatch(value)
         if m is None:
-            raise r.fail(name, f"expected a duration such as \"30s\", \"5m\", \"1h\" or \"5d\", got {value!r}")
+            raise r.fail(name, f'expected a duration such as "30s", "5m", "1h" or "5d", got {value!r}')
         seconds = float(m.group(1)) * _UNIT[m.group(2)]
     else:
         seconds = float(value)

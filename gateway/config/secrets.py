@@ -41,9 +41,7 @@ def valid_name(name: str) -> bool:
     return _NAME.fullmatch(name) is not None and name not in (".", "..")
 
 
-def resolve(
-    value: str, *, environ: Mapping[str, str] | None = None, credstore: tuple[Path, ...] = CREDSTORE
-) -> Path:
+def resolve(value: str, *, environ: Mapping[str, str] | None = None, credstore: tuple[Path, ...] = CREDSTORE) -> Path:
     """The file a secret's setting names: a path as written, or a credential's file."""
     if not is_credential(value):
         return Path(value)

@@ -33,7 +33,16 @@ from gateway.statedir import default_cases_dir, tenant_state_dir
 
 #: Sections only a tenant may have when the file has tenants.
 TENANT_ONLY = (
-    "mailbox", "route", "routing", "policy", "audit", "smime", "openpgp", "submission", "outbound", "demail",
+    "mailbox",
+    "route",
+    "routing",
+    "policy",
+    "audit",
+    "smime",
+    "openpgp",
+    "submission",
+    "outbound",
+    "demail",
     "send_socket",
 )
 #: Sections a tenant takes from the top level unless it gives its own.

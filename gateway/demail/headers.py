@@ -109,14 +109,14 @@ def split_fields(raw: bytes) -> tuple[tuple[RawField, ...], bytes | None, tuple[
     """
     end = _HEADER_END.search(raw)
     if raw.startswith((b"\r\n", b"\n")):
-        block, body = b"", raw[2 if raw.startswith(b"\r\n") else 1:]
+        block, body = b"", raw[2 if raw.startswith(b"\r\n") else 1 :]
     elif end is None:
         block, body = raw, None
     else:
         # The header block keeps the line end of its last field; the body starts after the
         # empty line.
         first_nl = raw.index(b"\n", end.start())
-        block, body = raw[: first_nl + 1], raw[end.end():]
+        block, body = raw[: first_nl + 1], raw[end.end() :]
     fields: list[tuple[str, bytearray]] = []
     problems: list[str] = []
     for match in _LINE.finditer(block):

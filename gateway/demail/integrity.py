@@ -79,8 +79,7 @@ _TRAILING_EMPTY_LINES = re.compile(rb"(?:\r\n)+\Z")
 class PathValidator(Protocol):
     """What ``gateway.unwrap.smime.pki.Validator`` offers: path validation at a time."""
 
-    def validate(self, leaf: x509.Certificate, candidates: Sequence[x509.Certificate],
-                 at: datetime) -> PathResult: ...
+    def validate(self, leaf: x509.Certificate, candidates: Sequence[x509.Certificate], at: datetime) -> PathResult: ...
 
 
 @dataclass(frozen=True)
@@ -199,8 +198,7 @@ def _without_b(f: RawField) -> bytes:
     return name + colon + _B_TAG.sub(lambda m: m.group(1), value, count=1)
 
 
-def _header_data(fields: tuple[RawField, ...], covered: tuple[str, ...], own: RawField,
-                 steps: list[str]) -> bytes:
+def _header_data(fields: tuple[RawField, ...], covered: tuple[str, ...], own: RawField, steps: list[str]) -> bytes:
     used: dict[str, int] = {}
     parts: list[bytes] = []
     for name in covered:
@@ -229,13 +227,16 @@ def _certificate(first: dict[str, RawField], steps: list[str]) -> tuple[x509.Cer
     except (UnicodeDecodeError, binascii.Error, ValueError, UnsupportedAlgorithm):
         raise _Invalid("certificate-unreadable") from None
     fingerprint = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-    steps.append(f"provider certificate: {cert.subject.rfc4514_string()}, "
-                 f"issuer {cert.issuer.rfc4514_string()}, sha256 {fingerprint}")
+    steps.append(
+        f"provider certificate: {cert.subject.rfc4514_string()}, "
+        f"issuer {cert.issuer.rfc4514_string()}, sha256 {fingerprint}"
+    )
     return cert, fingerprint
 
 
-def _verify_signature(cert: x509.Certificate, sig_name: str, hash_name: str, signature: bytes,
-                      data: bytes, steps: list[str]) -> None:
+def _verify_signature(
+    cert: x509.Certificate, sig_name: str, hash_name: str, signature: bytes, data: bytes, steps: list[str]
+) -> None:
     algorithm = HASHES[hash_name]()
     key = cert.public_key()
     try:
@@ -243,7 +244,8 @@ def _verify_signature(cert: x509.Certificate, sig_name: str, hash_name: str, sig
             if not isinstance(key, rsa.RSAPublicKey):
                 raise _Invalid("key-type-mismatch")
             pad: padding.AsymmetricPadding = (
-                padding.PKCS1v15() if sig_name == "rsa"
+                padding.PKCS1v15()
+                if sig_name == "rsa"
                 else padding.PSS(mgf=padding.MGF1(HASHES[hash_name]()), salt_length=padding.PSS.AUTO)
             )
             scheme = "RSASSA-PKCS1-v1_5" if sig_name == "rsa" else "RSASSA-PSS (MGF1 with the same hash)"
@@ -274,8 +276,10 @@ def _verify_signature(cert: x509.Certificate, sig_name: str, hash_name: str, sig
 
 def _uncovered(first: dict[str, RawField], covered: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(
-        name for name in first
-        if name not in covered and name not in (INTEGRITY_FIELD, CERTIFICATE_FIELD)
+        name
+        for name in first
+        if name not in covered
+        and name not in (INTEGRITY_FIELD, CERTIFICATE_FIELD)
         and (name.startswith("x-de-mail-") or name in _RELIED_ON)
     )
 
@@ -296,10 +300,15 @@ class _State:
         else:
             self.steps.append(f"result: {status}")
         return IntegrityResult(
-            status=status, reasons=tuple(reasons), provider_certificate_sha256=self.fingerprint,
-            covered_headers=self.covered, uncovered_headers=self.uncovered,
-            hash_algorithm=self.hash_name, signature_algorithm=self.sig_name,
-            flags=tuple(dict.fromkeys(self.flags)), steps=tuple(self.steps),
+            status=status,
+            reasons=tuple(reasons),
+            provider_certificate_sha256=self.fingerprint,
+            covered_headers=self.covered,
+            uncovered_headers=self.uncovered,
+            hash_algorithm=self.hash_name,
+            signature_algorithm=self.sig_name,
+            flags=tuple(dict.fromkeys(self.flags)),
+            steps=tuple(self.steps),
         )
 
 
@@ -364,11 +373,14 @@ def _verify(raw: bytes, validator: PathValidator | None, at: datetime, state: _S
     digest.update(body_c)
     computed_bh = digest.finalize()
     given_bh = _b64(tags["bh"], "bh")
-    steps.append(f"body: {len(body_c)} bytes after simple canonicalisation (trailing empty lines "
-                 f"removed, one CRLF at the end)")
+    steps.append(
+        f"body: {len(body_c)} bytes after simple canonicalisation (trailing empty lines removed, one CRLF at the end)"
+    )
     match = computed_bh == given_bh
-    steps.append(f"body hash {state.hash_name}: computed {base64.b64encode(computed_bh).decode()}, "
-                 f"given {base64.b64encode(given_bh).decode()}: {'match' if match else 'MISMATCH'}")
+    steps.append(
+        f"body hash {state.hash_name}: computed {base64.b64encode(computed_bh).decode()}, "
+        f"given {base64.b64encode(given_bh).decode()}: {'match' if match else 'MISMATCH'}"
+    )
     if not match:
         reasons.append("body-hash-mismatch")
 
@@ -381,8 +393,10 @@ def _verify(raw: bytes, validator: PathValidator | None, at: datetime, state: _S
 
     if state.sig_name is None:
         ok = signature == header_hash
-        steps.append(f"hash only: b= {signature.hex()} {'equals' if ok else 'DIFFERS FROM'} the header hash "
-                     f"(proves no sender: anyone can compute it)")
+        steps.append(
+            f"hash only: b= {signature.hex()} {'equals' if ok else 'DIFFERS FROM'} the header hash "
+            f"(proves no sender: anyone can compute it)"
+        )
         if not ok:
             reasons.append("header-hash-mismatch")
         return state.result("invalid" if reasons else "hash-only", reasons)

@@ -67,8 +67,9 @@ def _single_address(text: str | None) -> str | None:
     return pairs[0].lower() if len(pairs) == 1 else None
 
 
-def assess(raw: bytes, *, validator: PathValidator | None, at: datetime,
-           treat_authoritative_as_verified: bool = True) -> DemailVerdict:
+def assess(
+    raw: bytes, *, validator: PathValidator | None, at: datetime, treat_authoritative_as_verified: bool = True
+) -> DemailVerdict:
     """Read, check and judge one message's De-Mail part; never raises."""
     meta = parse_demail_headers(raw)
     result = verify_integrity(raw, validator=validator, at=at)
@@ -83,8 +84,11 @@ def assess(raw: bytes, *, validator: PathValidator | None, at: datetime,
     address = _single_address(meta.from_)
     if address is None or "duplicate-header:from" in meta.flags:
         reasons.append(FROM_NOT_SINGLE)
-    if (meta.sender is not None and "x-de-mail-sender" in result.covered_headers
-            and _single_address(meta.sender) != address):
+    if (
+        meta.sender is not None
+        and "x-de-mail-sender" in result.covered_headers
+        and _single_address(meta.sender) != address
+    ):
         reasons.append(SENDER_MISMATCH)
     proven = not reasons
     sender = address if proven and treat_authoritative_as_verified else None

@@ -262,15 +262,14 @@ def seal_staging(area: Area, staged: StagedFiles, metadata: dict[str, Any], *, s
     """Add ``manifest.json`` (metadata and the sha256 of every file) to staged files."""
     manifest = {"schema": MANIFEST_SCHEMA, **metadata, "files": staged.files}
     manifest_bytes = _json_bytes(manifest)
-    with _fd(_bucket_fd(area, staged.bucket, create=False)) as bucket_fd, _fd(
-        open_dir(staged.name, dir_fd=bucket_fd)
-    ) as entry_fd:
+    with (
+        _fd(_bucket_fd(area, staged.bucket, create=False)) as bucket_fd,
+        _fd(open_dir(staged.name, dir_fd=bucket_fd)) as entry_fd,
+    ):
         write_at(entry_fd, "manifest.json", manifest_bytes, sync=sync)
         if sync:
             os.fsync(entry_fd)
-    return StagedEntry(
-        staged.area, staged.bucket, staged.name, staged.folder, staged.final, sha256_hex(manifest_bytes)
-    )
+    return StagedEntry(staged.area, staged.bucket, staged.name, staged.folder, staged.final, sha256_hex(manifest_bytes))
 
 
 def stage_entry(

@@ -84,7 +84,11 @@ def release(
     old_manifest.pop("files", None)
     old_manifest.pop("schema", None)
     released = {
-        "by": actor.name, **actor.fields(), "at": iso(utcnow()), "quarantine_reasons": rec.reasons, "note": note
+        "by": actor.name,
+        **actor.fields(),
+        "at": iso(utcnow()),
+        "quarantine_reasons": rec.reasons,
+        "note": note,
     }
     metadata = {
         **old_manifest,
@@ -147,9 +151,7 @@ def _entry_files(entry: Path) -> list[EntryFile]:
     return sorted(files, key=lambda f: f.relpath)
 
 
-def _publish(
-    area: Area, folder: str, name: str, files: list[EntryFile], metadata: dict[str, Any]
-) -> tuple[Path, str]:
+def _publish(area: Area, folder: str, name: str, files: list[EntryFile], metadata: dict[str, Any]) -> tuple[Path, str]:
     """Publish the released entry through the cases root's descriptor, never through a link.
 
     An entry already in place is a crash after publishing but before the commit: it is

@@ -551,12 +551,24 @@ class Intake:
                 outbox_id = enqueue(self.config, self.ledger, doc, actor="poststelle:acknowledgement")
             except (AcknowledgementError, PermanentError) as exc:
                 self.log.warning("no acknowledgement", msg=rec.id, error=str(exc))
-                events.append(AuditEvent("acknowledgement-refused", message=rec.id, case=rec.case_ref,
-                                         details={"reason": getattr(exc, "reason", type(exc).__name__),
-                                                  "error": str(exc)[:300]}))
+                events.append(
+                    AuditEvent(
+                        "acknowledgement-refused",
+                        message=rec.id,
+                        case=rec.case_ref,
+                        details={"reason": getattr(exc, "reason", type(exc).__name__), "error": str(exc)[:300]},
+                    )
+                )
                 continue
-            events.append(AuditEvent("acknowledgement-queued", message=rec.id, case=rec.case_ref,
-                                     document=outbox_id, details={"to": doc.recipients[0]}))
+            events.append(
+                AuditEvent(
+                    "acknowledgement-queued",
+                    message=rec.id,
+                    case=rec.case_ref,
+                    document=outbox_id,
+                    details={"to": doc.recipients[0]},
+                )
+            )
         if events:
             self.ledger.record_events(events)
 
@@ -686,4 +698,3 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
-

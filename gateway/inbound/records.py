@@ -56,9 +56,7 @@ def abandoned_event(rec: MessageRecord) -> AuditEvent:
 
 def server_moved_events(recs: Sequence[MessageRecord], details: dict[str, Any]) -> list[AuditEvent]:
     """One ``moved`` event per message; ``details`` says where to and how."""
-    return [
-        AuditEvent("moved", message=r.id, case=r.case_ref, details={**details, **message_key(r)}) for r in recs
-    ]
+    return [AuditEvent("moved", message=r.id, case=r.case_ref, details={**details, **message_key(r)}) for r in recs]
 
 
 def reconciled_events(recs: Sequence[MessageRecord]) -> list[AuditEvent]:

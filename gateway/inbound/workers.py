@@ -104,9 +104,7 @@ def placement(plan: Plan) -> tuple[str, str | None]:
     return "cases", plan.route.case_folder
 
 
-def prepare(
-    raw: bytes, arrival: Arrival, job: EntryJob, config: Config, ctx: UnwrapContext, areas: Areas
-) -> Prepared:
+def prepare(raw: bytes, arrival: Arrival, job: EntryJob, config: Config, ctx: UnwrapContext, areas: Areas) -> Prepared:
     """Analyse a message as of its arrival and stage its entry's files; never raises.
 
     A case folder that is a link, not a directory or not ours right now quarantines this
@@ -119,8 +117,11 @@ def prepare(
     try:
         if plan.receipt is not None:
             problem = unproven(plan.receipt, plan.verdict.demail)
-            found = (ReceiptMatch(kind_of(plan.receipt), problem=problem) if problem is not None
-                     else match_receipt(plan.receipt, outbox_lookup(config)))
+            found = (
+                ReceiptMatch(kind_of(plan.receipt), problem=problem)
+                if problem is not None
+                else match_receipt(plan.receipt, outbox_lookup(config))
+            )
             plan = receipt_plan(plan, found)
         area, folder = placement(plan)
         if folder is not None:

@@ -272,9 +272,7 @@ def children(entity: Entity) -> list[Entity]:
     return [parse_entity(p, crlf=entity.crlf) for p in split_multipart(entity.body, boundary)]
 
 
-def walk(
-    entity: Entity, *, max_depth: int = MAX_DEPTH, max_parts: int = MAX_PARTS
-) -> Iterator[Entity]:
+def walk(entity: Entity, *, max_depth: int = MAX_DEPTH, max_parts: int = MAX_PARTS) -> Iterator[Entity]:
     """Every nested part below ``entity`` (not itself), depth first; message/rfc822 is a leaf.
 
     An attached message is a separate message whose signatures speak for its own author,

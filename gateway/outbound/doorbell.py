@@ -58,8 +58,9 @@ class Doorbell:
             # endless end-of-file once a queueing process has closed its end.
             self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            log.warning("no outbox doorbell; new documents are noticed at the next poll", path=str(path),
-                        error=str(exc))
+            log.warning(
+                "no outbox doorbell; new documents are noticed at the next poll", path=str(path), error=str(exc)
+            )
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         """Wait up to ``timeout`` seconds for a ring or ``stop``; whether it rang (rings are consumed)."""

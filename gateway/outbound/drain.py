@@ -214,8 +214,14 @@ class Drain:
         try:
             for _ in range(min(self.lanes, len(due)) - 1):
                 reports.append(DrainReport())
-                threads.append(threading.Thread(target=self._lane, args=(take(), reports[-1], failures, finished),
-                                                name="outbox-lane", daemon=True))
+                threads.append(
+                    threading.Thread(
+                        target=self._lane,
+                        args=(take(), reports[-1], failures, finished),
+                        name="outbox-lane",
+                        daemon=True,
+                    )
+                )
             for t in threads:
                 t.start()
             for rec in take():
@@ -243,8 +249,15 @@ class Drain:
         by the pass together with the other lanes' (``finished``).
         """
         try:
-            lane = Drain(self.config, self.store, self._take_agent(), clock=self.clock, hooks=self.hooks,
-                         copy_to_sent=self.copy_to_sent, keeper=self.keeper)
+            lane = Drain(
+                self.config,
+                self.store,
+                self._take_agent(),
+                clock=self.clock,
+                hooks=self.hooks,
+                copy_to_sent=self.copy_to_sent,
+                keeper=self.keeper,
+            )
             lane.file_batch = self.file_batch
             lane._group = self._group
             try:
@@ -290,8 +303,13 @@ class Drain:
             raw = spool_bytes(rec)
         except (OSError, OutboxError) as exc:
             rec.state, rec.last_reply = "hold", f"spool file unusable: {exc}"
-            if self._save(rec, [self._event("held", rec, reason="spool-unusable", error=str(exc))], [before],
-                          claim=old_claim, terms=fence):
+            if self._save(
+                rec,
+                [self._event("held", rec, reason="spool-unusable", error=str(exc))],
+                [before],
+                claim=old_claim,
+                terms=fence,
+            ):
                 report.held.append(rec.id)
             return
         rec.state = "active"
@@ -305,8 +323,9 @@ class Drain:
             taken = {"taken_over_from": old_claim} if after_crash else {}
             events.append(self._event("resent", rec, reason=reason, attempt=rec.attempts, **taken))
             report.resent.append(rec.id)
-        terms = ClaimTerms(fence=fence.fence if fence else None, expired=bool(fence and fence.expired),
-                           ttl=self.claim_ttl)
+        terms = ClaimTerms(
+            fence=fence.fence if fence else None, expired=bool(fence and fence.expired), ttl=self.claim_ttl
+        )
         claimed_at = time.monotonic()
         if not self._save(rec, events, [before], claim=old_claim, terms=terms):
             if after_crash or reply_lost:
@@ -455,8 +474,9 @@ class Drain:
         carried, self._carried = self._carried, None
         made = self._group.save_many(([carried.change] if carried else []) + changes)
         carried_made = made.pop(0) if carried is not None else False
-        for change, ok in zip(([carried.change] if carried else []) + changes, [carried_made, *made]
-                              if carried else made, strict=True):
+        for change, ok in zip(
+            ([carried.change] if carried else []) + changes, [carried_made, *made] if carried else made, strict=True
+        ):
             if not ok:
                 log.info("outbox document changed meanwhile", id=change.rec.id, state=change.rec.state)
         if carried is not None:
@@ -562,8 +582,18 @@ class Drain:
         for rec in recs:
             try:
                 raw = verified.get(rec.id)
-                copies.append((rec, SentCopy(rec.case_folder, rec.id, raw if raw is not None else spool_bytes(rec),
-                                             self._manifest(rec), rec.sha256)))
+                copies.append(
+                    (
+                        rec,
+                        SentCopy(
+                            rec.case_folder,
+                            rec.id,
+                            raw if raw is not None else spool_bytes(rec),
+                            self._manifest(rec),
+                            rec.sha256,
+                        ),
+                    )
+                )
             except (OSError, OutboxError) as exc:
                 self._file_failed(rec, report, exc)
         if not copies:
@@ -582,8 +612,9 @@ class Drain:
             _FULL_REPORTED.pop(rec.id, None)
             rec.sent_path, rec.sent_manifest_sha256 = str(path), manifest_sha
             rel = f"{rec.case_folder}/{path.parent.name}/{path.name}"
-            changes.append(OutboxChange(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)],
-                                        [rec.state]))
+            changes.append(
+                OutboxChange(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)], [rec.state])
+            )
         for change, ok in zip(changes, self._save_many(changes), strict=True):
             if ok:
                 report.filed.append(change.rec.id)

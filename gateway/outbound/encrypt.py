@@ -56,9 +56,14 @@ def encrypt_openpgp(entity: bytes, gpg: GpgHome, recipients: Sequence[str], *, s
     armored = armored.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     b = boundary()
     return (
-        f'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";\r\n boundary="{b}"\r\n\r\n'
-        f"This is an OpenPGP/MIME encrypted message (RFC 3156).\r\n"
-        f"--{b}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n"
-        f'--{b}\r\nContent-Type: application/octet-stream; name="encrypted.asc"\r\n'
-        f'Content-Disposition: inline; filename="encrypted.asc"\r\n\r\n'
-    ).encode("ascii") + armored + (b"" if armored.endswith(b"\r\n") else b"\r\n") + f"--{b}--\r\n".encode("ascii")
+        (
+            f'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";\r\n boundary="{b}"\r\n\r\n'
+            f"This is an OpenPGP/MIME encrypted message (RFC 3156).\r\n"
+            f"--{b}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n"
+            f'--{b}\r\nContent-Type: application/octet-stream; name="encrypted.asc"\r\n'
+            f'Content-Disposition: inline; filename="encrypted.asc"\r\n\r\n'
+        ).encode("ascii")
+        + armored
+        + (b"" if armored.endswith(b"\r\n") else b"\r\n")
+        + f"--{b}--\r\n".encode("ascii")
+    )

@@ -58,12 +58,14 @@ def _issuer_serial(cert: x509.Certificate) -> a_cms.IssuerAndSerialNumber:
 def _key_transport(cert: x509.Certificate, key: rsa.RSAPublicKey, cek: bytes) -> a_cms.RecipientInfo:
     return a_cms.RecipientInfo(
         name="ktri",
-        value=a_cms.KeyTransRecipientInfo({
-            "version": "v0",
-            "rid": a_cms.RecipientIdentifier(name="issuer_and_serial_number", value=_issuer_serial(cert)),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": key.encrypt(cek, padding.PKCS1v15()),
-        }),
+        value=a_cms.KeyTransRecipientInfo(
+            {
+                "version": "v0",
+                "rid": a_cms.RecipientIdentifier(name="issuer_and_serial_number", value=_issuer_serial(cert)),
+                "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
+                "encrypted_key": key.encrypt(cek, padding.PKCS1v15()),
+            }
+        ),
     )
 
 
@@ -82,21 +84,28 @@ def _key_agreement(cert: x509.Certificate, key: ec.EllipticCurvePublicKey, cek: 
     originator = a_keys.PublicKeyInfo({"algorithm": {"algorithm": "ec"}, "public_key": a_keys.ECPointBitString(point)})
     return a_cms.RecipientInfo(
         name="kari",
-        value=a_cms.KeyAgreeRecipientInfo({
-            "version": "v3",
-            "originator": a_cms.OriginatorIdentifierOrKey(name="originator_key", value=originator),
-            "key_encryption_algorithm": a_cms.KeyEncryptionAlgorithm({
-                "algorithm": scheme_oid,
-                "parameters": a_core.Any.load(wrap.dump()),
-            }),
-            "recipient_encrypted_keys": [
-                a_cms.RecipientEncryptedKey({
-                    "rid": a_cms.KeyAgreementRecipientIdentifier(
-                        name="issuer_and_serial_number", value=_issuer_serial(cert)),
-                    "encrypted_key": keywrap.aes_key_wrap(kek, cek),
-                })
-            ],
-        }),
+        value=a_cms.KeyAgreeRecipientInfo(
+            {
+                "version": "v3",
+                "originator": a_cms.OriginatorIdentifierOrKey(name="originator_key", value=originator),
+                "key_encryption_algorithm": a_cms.KeyEncryptionAlgorithm(
+                    {
+                        "algorithm": scheme_oid,
+                        "parameters": a_core.Any.load(wrap.dump()),
+                    }
+                ),
+                "recipient_encrypted_keys": [
+                    a_cms.RecipientEncryptedKey(
+                        {
+                            "rid": a_cms.KeyAgreementRecipientIdentifier(
+                                name="issuer_and_serial_number", value=_issuer_serial(cert)
+                            ),
+                            "encrypted_key": keywrap.aes_key_wrap(kek, cek),
+                        }
+                    )
+                ],
+            }
+        ),
     )
 
 
@@ -121,13 +130,15 @@ def enveloped_data(content: bytes, recipients: Sequence[x509.Certificate]) -> by
     infos = [recipient_info(c, cek) for c in dict.fromkeys(recipients)]
     # RFC 5652 §6.1: version 2 once any RecipientInfo is not a version 0 KeyTransRecipientInfo.
     version = "v0" if all(i.name == "ktri" for i in infos) else "v2"
-    env = a_cms.EnvelopedData({
-        "version": version,
-        "recipient_infos": infos,
-        "encrypted_content_info": {
-            "content_type": "data",
-            "content_encryption_algorithm": {"algorithm": "aes256_cbc", "parameters": a_core.OctetString(iv)},
-            "encrypted_content": ciphertext,
-        },
-    })
+    env = a_cms.EnvelopedData(
+        {
+            "version": version,
+            "recipient_infos": infos,
+            "encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": {"algorithm": "aes256_cbc", "parameters": a_core.OctetString(iv)},
+                "encrypted_content": ciphertext,
+            },
+        }
+    )
     return bytes(a_cms.ContentInfo({"content_type": "enveloped_data", "content": env}).dump())

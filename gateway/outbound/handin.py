@@ -96,9 +96,7 @@ class OutboxSpool:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def submit(
-        self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str
-    ) -> str:
+    def submit(self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str) -> str:
         d = submitted_draft(raw, mail_from=mail_from, recipients=recipients, case=case)
         keys = OutboundKeys.from_config(self.config)
         try:

@@ -79,8 +79,11 @@ def load_certificates(directory: Path) -> list[tuple[x509.Certificate, Path]]:
     for path in sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
             data = path.read_bytes()
-            certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data else [
-                x509.load_der_x509_certificate(data)]
+            certs = (
+                x509.load_pem_x509_certificates(data)
+                if b"-----BEGIN" in data
+                else [x509.load_der_x509_certificate(data)]
+            )
         except (OSError, ValueError):
             continue
         out.extend((c, path) for c in certs)
@@ -170,8 +173,9 @@ class KeyFinder:
         self.certstore = certstore
         self.correspondents = tuple(correspondents)
         self.validator = validator
-        self.intermediates = tuple(dict.fromkeys(
-            c for c in (*intermediates, *(c for c, _ in self.correspondents)) if _is_ca(c)))
+        self.intermediates = tuple(
+            dict.fromkeys(c for c in (*intermediates, *(c for c, _ in self.correspondents)) if _is_ca(c))
+        )
         self.gpg = gpg
         self.pinned = {f.upper(): tuple(a.lower() for a in v) for f, v in (pinned or {}).items()}
         self.trusted_folder_keys = trusted_folder_keys
@@ -183,8 +187,10 @@ class KeyFinder:
         if not _has_address(cert, address):
             return ("wrong-address",)
         key = cert.public_key()
-        if not (isinstance(key, rsa.RSAPublicKey)
-                or (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in EC_CURVES)):
+        if not (
+            isinstance(key, rsa.RSAPublicKey)
+            or (isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in EC_CURVES)
+        ):
             return ("unsupported-key",)
         if self.validator is None or not self.validator.anchors:
             return ("no-trust-anchors",)
@@ -199,8 +205,9 @@ class KeyFinder:
                 found.append(SmimeRecipient(address, cert, f"smime certstore sha256={_sha256(cert)}"))
         for cert, path in self.correspondents:
             if _names(cert, address):
-                found.append(SmimeRecipient(address, cert, f"smime correspondents_dir {path.name} "
-                                                           f"sha256={_sha256(cert)}"))
+                found.append(
+                    SmimeRecipient(address, cert, f"smime correspondents_dir {path.name} sha256={_sha256(cert)}")
+                )
         usable: list[SmimeRecipient] = []
         refused: list[Refusal] = []
         for r in dict.fromkeys(found):
@@ -223,8 +230,7 @@ class KeyFinder:
     def _key_usable(self, key: KeyInfo, at: datetime) -> bool:
         if key.revoked or (key.expires is not None and key.expires <= at):
             return False
-        subkeys_ok = [fpr for fpr, (exp, rev) in key.subkeys.items()
-                      if not rev and (exp is None or exp > at)]
+        subkeys_ok = [fpr for fpr, (exp, rev) in key.subkeys.items() if not rev and (exp is None or exp > at)]
         return bool(subkeys_ok)
 
     def openpgp(self, address: str, at: datetime) -> PgpRecipient | None:

@@ -112,8 +112,14 @@ def enqueue(config: Config, store: Store, doc: ComposedDocument, *, actor: str |
 
 
 def _queued(
-    doc: ComposedDocument, outbox_id: str, path: Path, folder: str, case_ref: str, actor: str | None,
-    *, copy_of: str | None,
+    doc: ComposedDocument,
+    outbox_id: str,
+    path: Path,
+    folder: str,
+    case_ref: str,
+    actor: str | None,
+    *,
+    copy_of: str | None,
 ) -> tuple[OutboxRecord, list[AuditEvent], list[DeliveryStep]]:
     """The row, its ``queued`` event and its recipients' first delivery steps."""
     now = iso(utcnow())

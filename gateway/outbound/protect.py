@@ -80,11 +80,18 @@ class OutboundKeys:
                     pool = _load_certs_from(ident.cert_file, file, f"smime.identities[{i}].cert_file")
                 signers.append(SmimeSigner(rk.private_key, rk.certificate, chain_for(rk.certificate, pool)))
                 intermediates.extend(pool)
-            validator = Validator(material.anchors, material.crls, min_rsa_bits=material.min_rsa_bits,
-                                  allow_sha1=material.allow_sha1, revocation=material.revocation,
-                                  crl_grace=material.crl_grace, crl_cache=material.crl_cache)
-        handler = OpenPGPHandler.from_config(config.openpgp, config_file=file,
-                                             max_output=config.limits.max_message_bytes)
+            validator = Validator(
+                material.anchors,
+                material.crls,
+                min_rsa_bits=material.min_rsa_bits,
+                allow_sha1=material.allow_sha1,
+                revocation=material.revocation,
+                crl_grace=material.crl_grace,
+                crl_cache=material.crl_cache,
+            )
+        handler = OpenPGPHandler.from_config(
+            config.openpgp, config_file=file, max_output=config.limits.max_message_bytes
+        )
         outbound = config.outbound or OutboundConfig()
         folder_keys: frozenset[str] = frozenset()
         if config.openpgp is not None and config.openpgp.correspondents_trusted:
@@ -232,10 +239,11 @@ def protect_draft(d: Draft, *, config: Config, keys: OutboundKeys, at: datetime)
         if outbound.encrypt == "always" and (found.missing or scheme is None):
             names = ", ".join(found.missing) or ", ".join(d.recipients)
             refusals = [t for a in found.missing for t in found.refused.get(a, ())]
-            raise ComposeError("recipient-key-unknown",
-                               f"no usable {scheme or 'S/MIME or OpenPGP'} certificate or key for {names}; "
-                               "encrypt = \"always\" sends nothing unencrypted"
-                               + "".join(f"; {t}" for t in refusals))
+            raise ComposeError(
+                "recipient-key-unknown",
+                f"no usable {scheme or 'S/MIME or OpenPGP'} certificate or key for {names}; "
+                'encrypt = "always" sends nothing unencrypted' + "".join(f"; {t}" for t in refusals),
+            )
 
     def can_encrypt(group: tuple[str, ...]) -> bool:
         return outbound.encrypt != "never" and scheme is not None and all(found.has(a) for a in group)
@@ -246,14 +254,40 @@ def protect_draft(d: Draft, *, config: Config, keys: OutboundKeys, at: datetime)
     signed_entity = _sign(d, outbound.sign, keys) if not (main_encrypted and scheme == "openpgp") else b""
     parts: list[ComposedDocument] = []
     if envelope:
-        parts.append(_finish(d, d.message_id, d.headers, envelope, main_encrypted, signed_entity, scheme,
-                             found, keys, config, bcc=bcc))
+        parts.append(
+            _finish(
+                d,
+                d.message_id,
+                d.headers,
+                envelope,
+                main_encrypted,
+                signed_entity,
+                scheme,
+                found,
+                keys,
+                config,
+                bcc=bcc,
+            )
+        )
     domain = d.mail_from.rpartition("@")[2]
     for addr in separate:
         mid = f"{secrets.token_hex(16)}@{domain}"
         entity = signed_entity or (_sign(d, outbound.sign, keys) if not can_encrypt((addr,)) else b"")
-        parts.append(_finish(d, mid, _with_message_id(d.headers, mid), (addr,), can_encrypt((addr,)), entity,
-                             scheme, found, keys, config, bcc=(addr,)))
+        parts.append(
+            _finish(
+                d,
+                mid,
+                _with_message_id(d.headers, mid),
+                (addr,),
+                can_encrypt((addr,)),
+                entity,
+                scheme,
+                found,
+                keys,
+                config,
+                bcc=(addr,),
+            )
+        )
     main, *copies = parts
     if not envelope:
         main = dataclasses.replace(main, bcc=bcc)
@@ -296,16 +330,18 @@ def _finish(
     if encrypt and scheme == "openpgp":
         own = keys.pgp_signer(d.mail_from)
         if own is None or keys.gpg is None:
-            raise ComposeError("encryption-failed",
-                               f"no own OpenPGP key for {d.mail_from} to encrypt the archived copy to")
+            raise ComposeError(
+                "encryption-failed", f"no own OpenPGP key for {d.mail_from} to encrypt the archived copy to"
+            )
         fprs = [found.pgp[a].fingerprint for a in envelope]
         entity = encrypt_openpgp(d.entity, keys.gpg, [*fprs, own], signer=own if signed == "openpgp" else None)
         sources = [(a, found.pgp[a].source) for a in envelope]
     elif encrypt:
         me = keys.smime_signer(d.mail_from)
         if me is None:
-            raise ComposeError("encryption-failed",
-                               f"no own S/MIME certificate for {d.mail_from} to encrypt the archived copy to")
+            raise ComposeError(
+                "encryption-failed", f"no own S/MIME certificate for {d.mail_from} to encrypt the archived copy to"
+            )
         entity = encrypt_smime(entity, [*(found.smime[a].cert for a in envelope), me.cert])
         sources = [(a, found.smime[a].source) for a in envelope]
     raw = headers + entity

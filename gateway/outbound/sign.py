@@ -33,11 +33,15 @@ class SmimeSigner:
 def _signed(entity: bytes, protocol: str, micalg: str, signature_part: bytes) -> bytes:
     b = boundary()
     return (
-        f'Content-Type: multipart/signed; protocol="{protocol}"; micalg={micalg};\r\n'
-        f' boundary="{b}"\r\n\r\n'
-        f"This is a digitally signed message.\r\n--{b}\r\n"
-    ).encode("ascii") + entity.removesuffix(b"\r\n") + f"\r\n--{b}\r\n".encode("ascii") + signature_part + (
-        f"--{b}--\r\n".encode("ascii")
+        (
+            f'Content-Type: multipart/signed; protocol="{protocol}"; micalg={micalg};\r\n'
+            f' boundary="{b}"\r\n\r\n'
+            f"This is a digitally signed message.\r\n--{b}\r\n"
+        ).encode("ascii")
+        + entity.removesuffix(b"\r\n")
+        + f"\r\n--{b}\r\n".encode("ascii")
+        + signature_part
+        + (f"--{b}--\r\n".encode("ascii"))
     )
 
 
@@ -71,7 +75,8 @@ def sign_openpgp(entity: bytes, gpg: GpgHome, signer: str) -> bytes:
     part = (
         b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'
         b'Content-Disposition: attachment; filename="signature.asc"\r\n\r\n'
-        + signature + (b"" if signature.endswith(b"\r\n") else b"\r\n")
+        + signature
+        + (b"" if signature.endswith(b"\r\n") else b"\r\n")
     )
     return _signed(entity, "application/pgp-signature", f"pgp-{algo}", part)
 

@@ -10,9 +10,7 @@ from typing import Protocol
 
 
 class Spool(Protocol):
-    def submit(
-        self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str
-    ) -> str:
+    def submit(self, raw: bytes, *, mail_from: str, recipients: tuple[str, ...], case: str, submitted_by: str) -> str:
         """Sign/encrypt as configured, queue durably, return the outbound id.
 
         ``raw`` is the message exactly as the clerk's mail program sent it; ``case`` the

@@ -405,9 +405,7 @@ class ChainChecker:
         try:
             entry = row_entry(row)
         except ValueError as exc:
-            self.breaks.append(
-                ChainBreak("altered-entry", row[0], f"entry details are not JSON: {exc}", row[10], None)
-            )
+            self.breaks.append(ChainBreak("altered-entry", row[0], f"entry details are not JSON: {exc}", row[10], None))
             return hashlib.sha256(repr(row).encode("utf-8", "replace")).digest()
         actual = entry_hash(entry.body())
         if actual != entry.hash:

@@ -190,8 +190,11 @@ class _KeysInForce:
             if h.old_key_id != signer:
                 self.breaks.append(
                     ChainBreak(
-                        "bad-key-handover", h.seq, "a key rotation not sealed by the key it replaces",
-                        h.old_key_id, signer,
+                        "bad-key-handover",
+                        h.seq,
+                        "a key rotation not sealed by the key it replaces",
+                        h.old_key_id,
+                        signer,
                     )
                 )
             self._switch(h)

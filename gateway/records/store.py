@@ -386,9 +386,7 @@ class MessageStore(MessageReader, Protocol):
         """A quarantined message was placed into a case folder by a person."""
         ...
 
-    def decide(
-        self, rec: MessageRecord, events: Sequence[AuditEvent], *, was: tuple[str, str | None]
-    ) -> None:
+    def decide(self, rec: MessageRecord, events: Sequence[AuditEvent], *, was: tuple[str, str | None]) -> None:
         """A person's decision about a filed or quarantined message, written only if the message
         is still where the person saw it (``was``: state, manifest sha256); else ``ChangedMeanwhile``."""
         ...
@@ -588,9 +586,7 @@ class StoreOperations:
     def release(self, rec: MessageRecord, events: Sequence[AuditEvent]) -> None:
         self.finish([rec], events)
 
-    def decide(
-        self, rec: MessageRecord, events: Sequence[AuditEvent], *, was: tuple[str, str | None]
-    ) -> None:
+    def decide(self, rec: MessageRecord, events: Sequence[AuditEvent], *, was: tuple[str, str | None]) -> None:
         rec.updated_at = iso(utcnow())
         with self.unit_of_work() as uow:
             now = uow.current_placement(rec.id)

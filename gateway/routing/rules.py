@@ -64,6 +64,13 @@ def route(
             folder = case_folder_name(reference, slash=slash)
         except InvalidCaseReference as exc:
             return RouteDecision(None, unassigned, rule.name, (f"invalid-case-reference:{exc.reason}",))
-        return RouteDecision(reference, folder, rule.name, (), rule.policy, rule.require_clean_identity,
-                             rule.require_demail_authoritative)
+        return RouteDecision(
+            reference,
+            folder,
+            rule.name,
+            (),
+            rule.policy,
+            rule.require_clean_identity,
+            rule.require_demail_authoritative,
+        )
     return RouteDecision(None, unassigned, None, ("no-rule-matched",))

@@ -85,6 +85,8 @@ def outbound_checks(config: Config) -> list[CheckResult]:
         return [CheckResult("outbound", "sign/encrypt", True, detail)]
     finally:
         keys.close()
+
+
 def smtp_check(config: Config) -> CheckResult:
     """The relay: reachable, TLS as configured, the login accepted; and whether it offers DSN."""
     import smtplib

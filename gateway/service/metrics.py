@@ -135,28 +135,53 @@ def collect(config: Config, board: StatusBoard, *, tenant: str | None = None) ->
     except PackageNotFoundError:
         release = "unknown"
     families = [
-        Family("poststelle_messages", "Messages in the ledger by state.", "gauge",
-               by_label("state", get_args(State), messages)),
-        Family("poststelle_verification_total", "Recorded messages by verification outcome.", "counter",
-               by_label("outcome", get_args(VerdictName), verdicts)),
+        Family(
+            "poststelle_messages",
+            "Messages in the ledger by state.",
+            "gauge",
+            by_label("state", get_args(State), messages),
+        ),
+        Family(
+            "poststelle_verification_total",
+            "Recorded messages by verification outcome.",
+            "counter",
+            by_label("outcome", get_args(VerdictName), verdicts),
+        ),
         Family("poststelle_outbox", "Outgoing documents by state.", "gauge", by_label("state", OUTBOX_STATES, outbox)),
-        Family("poststelle_outbox_oldest_queued_age_seconds",
-               "Age of the oldest document waiting to be sent (queued or deferred); 0 when none waits.", "gauge",
-               (Sample((), age),)),
-        Family("poststelle_deliveries", "Delivery records (document, recipient) by state.", "gauge",
-               by_label("state", get_args(DeliveryState), deliveries)),
-        Family("poststelle_mailbox_last_success_timestamp_seconds",
-               "When the last pass over the mailbox succeeded (Unix time).", "gauge", tuple(last_success)),
-        Family("poststelle_mailbox_up", "1 when the mailbox is connected and its last pass succeeded.", "gauge",
-               tuple(up)),
-        Family("poststelle_build_info", "The running version.", "gauge",
-               (Sample((("version", release), ("python", platform.python_version())), 1.0),)),
+        Family(
+            "poststelle_outbox_oldest_queued_age_seconds",
+            "Age of the oldest document waiting to be sent (queued or deferred); 0 when none waits.",
+            "gauge",
+            (Sample((), age),),
+        ),
+        Family(
+            "poststelle_deliveries",
+            "Delivery records (document, recipient) by state.",
+            "gauge",
+            by_label("state", get_args(DeliveryState), deliveries),
+        ),
+        Family(
+            "poststelle_mailbox_last_success_timestamp_seconds",
+            "When the last pass over the mailbox succeeded (Unix time).",
+            "gauge",
+            tuple(last_success),
+        ),
+        Family(
+            "poststelle_mailbox_up", "1 when the mailbox is connected and its last pass succeeded.", "gauge", tuple(up)
+        ),
+        Family(
+            "poststelle_build_info",
+            "The running version.",
+            "gauge",
+            (Sample((("version", release), ("python", platform.python_version())), 1.0),),
+        ),
     ]
     if tenant is None:
         return families
     label = ("tenant", tenant)
     return [
-        fam if fam.name == "poststelle_build_info"
+        fam
+        if fam.name == "poststelle_build_info"
         else Family(fam.name, fam.help, fam.kind, tuple(Sample((label, *s.labels), s.value) for s in fam.samples))
         for fam in families
     ]

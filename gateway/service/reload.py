@@ -32,7 +32,16 @@ FIXED: dict[str, str] = {
 }
 #: What the analysis (the unwrap context and the worker processes) is built from.
 ANALYSIS: tuple[str, ...] = (
-    "limits", "processing", "routes", "routing", "policy", "smime", "openpgp", "demail", "deliveries", "ui",
+    "limits",
+    "processing",
+    "routes",
+    "routing",
+    "policy",
+    "smime",
+    "openpgp",
+    "demail",
+    "deliveries",
+    "ui",
 )
 #: What the outbox thread reads (besides the first mailbox, for the Sent-folder copy).
 OUTBOX: tuple[str, ...] = ("smtp", "outbound", "smime", "openpgp", "deliveries", "demail")

@@ -123,8 +123,15 @@ class StatusBoard:
             self._doc.mailboxes.pop(name, None)
             self._save(force=False)
 
-    def outbox(self, *, sent: int = 0, deferred: int = 0, bounced: int = 0, next_attempt_at: str | None = None,
-               error: str | None = None) -> None:
+    def outbox(
+        self,
+        *,
+        sent: int = 0,
+        deferred: int = 0,
+        bounced: int = 0,
+        next_attempt_at: str | None = None,
+        error: str | None = None,
+    ) -> None:
         """One outbox pass: its figures are added; ``error`` marks a failed pass."""
         with self._lock:
             view = self._doc.outbox or OutboxView()

@@ -193,7 +193,8 @@ def _check_audit_key(config: Config) -> None:
     pending = pending_rotation(config)
     if pending is not None:
         raise ConfigError(
-            str(config.path), "audit.key_file",
+            str(config.path),
+            "audit.key_file",
             f"a key rotation did not finish ({pending} exists): run `poststelle audit rotate-key` again",
         )
 

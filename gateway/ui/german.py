@@ -49,9 +49,7 @@ GERMAN: dict[str, str] = {
         "Verschieben auf dem Mailserver bestätigt (nach einem Neustart)"
     ),
     "Moved on the mail server to {folder}": "Auf dem Mailserver verschoben nach {folder}",
-    "Moved by {actor} from {old} to {path}: {note}": (
-        "Von {actor} umgelegt von {old} nach {path}: {note}"
-    ),
+    "Moved by {actor} from {old} to {path}: {note}": ("Von {actor} umgelegt von {old} nach {path}: {note}"),
     "Filed in case folder {path}": "In der Akte abgelegt: {path}",
     " (completed after a restart)": " (nach einem Neustart abgeschlossen)",
     "Daemon started (pid {pid}, version {version})": "Dienst gestartet (PID {pid}, Version {version})",
@@ -296,8 +294,7 @@ GERMAN: dict[str, str] = {
     "De-Mail integrity of {file}: {status}": "De-Mail-Integrität von {file}: {status}",
     "reasons: {reasons}": "Gründe: {reasons}",
     "De-Mail checked: provider signature {integrity}; absenderbestätigt: {authoritative}; persönlich: {private}": (
-        "De-Mail geprüft: Signatur des Anbieters {integrity}; absenderbestätigt: {authoritative}; "
-        "persönlich: {private}"
+        "De-Mail geprüft: Signatur des Anbieters {integrity}; absenderbestätigt: {authoritative}; persönlich: {private}"
     ),
     "claimed, not proven": "behauptet, nicht belegt",
     "served on {date} (Abholbestätigung)": "zugestellt am {date} (Abholbestätigung)",

@@ -82,7 +82,7 @@ class Locale:
         return f"{day} {dt.strftime('%H:%M:%S')} {self.abbreviation(dt)}"
 
     def zone_note(self) -> str:
-        """"Times in Europe/Berlin (CET/CEST)": the zone and its abbreviations (winter/summer)."""
+        """ "Times in Europe/Berlin (CET/CEST)": the zone and its abbreviations (winter/summer)."""
         names: list[str] = []
         year = datetime.now(UTC).year  # the zone's current rules, not those of a fixed year
         for month in (1, 7):

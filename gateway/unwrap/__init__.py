@@ -104,14 +104,27 @@ def _with_demail(result: UnwrapResult, raw: bytes, ctx: UnwrapContext, at: datet
     from gateway.demail.verdict import assess
 
     assert ctx.demail is not None
-    judged = assess(raw, validator=ctx.demail.validator, at=at,
-                    treat_authoritative_as_verified=ctx.demail.treat_authoritative_as_verified)
+    judged = assess(
+        raw,
+        validator=ctx.demail.validator,
+        at=at,
+        treat_authoritative_as_verified=ctx.demail.treat_authoritative_as_verified,
+    )
     verdict = replace(result.verdict, demail=judged.to_json())
     if verdict.verdict != "quarantined" and judged.reasons:
-        verdict = replace(verdict, verdict="unverified", warnings=(),
-                          reasons=tuple(dict.fromkeys([*verdict.reasons, *judged.reasons])))
-    elif (judged.verified_sender is not None and verdict.verdict == "unverified" and verdict.reasons == _UNSIGNED
-          and verdict.from_addr is not None and verdict.from_addr.lower() == judged.verified_sender.lower()):
+        verdict = replace(
+            verdict,
+            verdict="unverified",
+            warnings=(),
+            reasons=tuple(dict.fromkeys([*verdict.reasons, *judged.reasons])),
+        )
+    elif (
+        judged.verified_sender is not None
+        and verdict.verdict == "unverified"
+        and verdict.reasons == _UNSIGNED
+        and verdict.from_addr is not None
+        and verdict.from_addr.lower() == judged.verified_sender.lower()
+    ):
         verdict = replace(verdict, verdict="verified", reasons=())
     event = UnwrapEvent("demail-checked", {k: v for k, v in judged.to_json().items() if k != "steps"})
     return replace(result, verdict=verdict, events=(*result.events, event))
@@ -124,8 +137,15 @@ def _unwrap(raw: bytes, ctx: UnwrapContext, at: datetime) -> UnwrapResult:
         return _quarantine(raw, at, "malformed-mime", None, ())
     peeled = peel(top, ctx, at)
     if isinstance(peeled, Refused):
-        return _quarantine(raw, at, peeled.reason, single_from(top)[0], peeled.events,
-                           encryption=peeled.encryption, scheme=peeled.scheme)
+        return _quarantine(
+            raw,
+            at,
+            peeled.reason,
+            single_from(top)[0],
+            peeled.events,
+            encryption=peeled.encryption,
+            scheme=peeled.scheme,
+        )
     facts = derive_facts(peeled, at)
     return _result(raw, peeled, facts, decide(facts))
 
@@ -206,14 +226,17 @@ def _shown(text: str) -> str:
 
 def _signature_checked_event(facts: Facts, verdict: Verdict) -> UnwrapEvent:
     signature = verdict.signature
-    return UnwrapEvent("signature-checked", {
-        "scheme": facts.scheme,
-        "verdict": verdict.verdict,
-        "status": signature.status,
-        "reasons": list(verdict.reasons),
-        "signer": signature.signer,
-        "signer_certificate_sha256": signature.signer_certificate_sha256,
-        **({"signer_fingerprint": signature.signer_fingerprint} if signature.signer_fingerprint else {}),
-        "covers_whole_message": signature.covers_whole_message,
-        "warnings": list(verdict.warnings),
-    })
+    return UnwrapEvent(
+        "signature-checked",
+        {
+            "scheme": facts.scheme,
+            "verdict": verdict.verdict,
+            "status": signature.status,
+            "reasons": list(verdict.reasons),
+            "signer": signature.signer,
+            "signer_certificate_sha256": signature.signer_certificate_sha256,
+            **({"signer_fingerprint": signature.signer_fingerprint} if signature.signer_fingerprint else {}),
+            "covers_whole_message": signature.covers_whole_message,
+            "warnings": list(verdict.warnings),
+        },
+    )

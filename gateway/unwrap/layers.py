@@ -159,11 +159,17 @@ class UnwrapContext:
                 config.demail.treat_authoritative_as_verified,
             )
         return cls(
-            [SmimeHandler.from_config(config.smime, config_file=str(config.path),
-                                      crl_cache_dir=crl_cache_dir(config),
-                                      fetch_crls=fetch_crls),
-             OpenPGPHandler.from_config(config.openpgp, config_file=str(config.path),
-                                        max_output=config.limits.max_message_bytes)],
+            [
+                SmimeHandler.from_config(
+                    config.smime,
+                    config_file=str(config.path),
+                    crl_cache_dir=crl_cache_dir(config),
+                    fetch_crls=fetch_crls,
+                ),
+                OpenPGPHandler.from_config(
+                    config.openpgp, config_file=str(config.path), max_output=config.limits.max_message_bytes
+                ),
+            ],
             certstore=store,
             max_depth=config.limits.max_mime_depth,
             max_parts=config.limits.max_mime_parts,
@@ -218,8 +224,11 @@ def ciphertext_signatures(layers: Sequence[LayerOutcome]) -> tuple[LayerOutcome,
     who sent the ciphertext, not who wrote the plaintext.
     """
     last = _innermost_encryption(layers)
-    return tuple(lay for i, lay in enumerate(layers[: last + 1])
-                 if lay.kind == "signed" or (lay.signature is not None and i != last))
+    return tuple(
+        lay
+        for i, lay in enumerate(layers[: last + 1])
+        if lay.kind == "signed" or (lay.signature is not None and i != last)
+    )
 
 
 # --- the peeling loop ----------------------------------------------------------------
@@ -308,8 +317,9 @@ def _open_layers(top: Entity, ctx: UnwrapContext, at: datetime) -> _Stack | Refu
         layers.append(outcome)
         if outcome.kind == "encrypted" and outcome.inner is None:
             # Never pass partially decrypted content on: quarantine the original bytes.
-            return Refused(outcome.failure or "decryption-failed", tuple(events),
-                           encryption="failed", scheme=outcome.scheme)
+            return Refused(
+                outcome.failure or "decryption-failed", tuple(events), encryption="failed", scheme=outcome.scheme
+            )
         if outcome.inner is None:
             break
         try:

@@ -206,8 +206,11 @@ def _every_covering_signer_is_from(facts: Facts) -> tuple[str, ...]:
     """A message signed by two parties is not "from" either of them alone."""
     if not facts.proven or facts.signer is None:
         return ()  # the reported signer is not From: signer-not-from says so
-    strangers = [inner for inner in facts.inner_findings
-                 if inner is None or matching_signer(inner.signer_emails, facts.from_addr) is None]
+    strangers = [
+        inner
+        for inner in facts.inner_findings
+        if inner is None or matching_signer(inner.signer_emails, facts.from_addr) is None
+    ]
     return ("inner-signer-not-from",) if strangers else ()
 
 

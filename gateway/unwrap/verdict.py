@@ -24,7 +24,11 @@ TimeSource = Literal["arrival", "fetch", "given", "now"]
 #: SignerInfos, several OpenPGP signatures, several layers over the content), the worst wins:
 #: a message is no better proven than its weakest signature.
 STATUS_RANK: Mapping[SignatureStatus, int] = {
-    "valid": 0, "untrusted": 1, "none": 2, "error": 3, "invalid": 4,
+    "valid": 0,
+    "untrusted": 1,
+    "none": 2,
+    "error": 3,
+    "invalid": 4,
 }
 
 

@@ -27,14 +27,21 @@ UNKNOWN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.99999.7")
 
 def key_usage(*, sign: bool = False, cert_sign: bool = False, crl_sign: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=sign, content_commitment=sign, key_encipherment=sign,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
-        crl_sign=crl_sign, encipher_only=False, decipher_only=False,
+        digital_signature=sign,
+        content_commitment=sign,
+        key_encipherment=sign,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
-def dp(url: str | None = None, *, crl_issuer: x509.Name | None = None,
-       reasons: frozenset[x509.ReasonFlags] | None = None) -> x509.DistributionPoint:
+def dp(
+    url: str | None = None, *, crl_issuer: x509.Name | None = None, reasons: frozenset[x509.ReasonFlags] | None = None
+) -> x509.DistributionPoint:
     return x509.DistributionPoint(
         full_name=[x509.UniformResourceIdentifier(url)] if url else None,
         relative_name=None,
@@ -67,18 +74,19 @@ def certificate(
         .not_valid_before(not_before or NOW - 20 * DAY)
         .not_valid_after(not_after or NOW + 365 * DAY)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(usage or (key_usage(cert_sign=True, crl_sign=True) if ca else key_usage(sign=True)),
-                       critical=True)
+        .add_extension(
+            usage or (key_usage(cert_sign=True, crl_sign=True) if ca else key_usage(sign=True)), critical=True
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if issuer is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),  # type: ignore[arg-type]
-            critical=False)
+            critical=False,
+        )
     if email is not None:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
-                                        critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
     if dps:
         builder = builder.add_extension(x509.CRLDistributionPoints(list(dps)), critical=False)
     cert = builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
@@ -87,21 +95,25 @@ def certificate(
     return Party(name, key, cert, email, [c for c in chain if c.issuer != c.subject])  # type: ignore[arg-type]
 
 
-def signer(name: str, email: str, issuer: Party, *, dps: Sequence[x509.DistributionPoint] = (),
-           key: Key | None = None) -> Party:
+def signer(
+    name: str, email: str, issuer: Party, *, dps: Sequence[x509.DistributionPoint] = (), key: Key | None = None
+) -> Party:
     return certificate(name, key or _rsa(2048, "crl-tests-leaf"), issuer, email=email, dps=dps)
 
 
-def revoked(cert: x509.Certificate, *, reason: x509.ReasonFlags | None = None,
-            when: dt.datetime | None = None, cert_issuer: x509.Name | None = None,
-            critical_unknown: bool = False) -> x509.RevokedCertificate:
-    builder = (x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-               .revocation_date(when or NOW - 2 * DAY))
+def revoked(
+    cert: x509.Certificate,
+    *,
+    reason: x509.ReasonFlags | None = None,
+    when: dt.datetime | None = None,
+    cert_issuer: x509.Name | None = None,
+    critical_unknown: bool = False,
+) -> x509.RevokedCertificate:
+    builder = x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(when or NOW - 2 * DAY)
     if reason is not None:
         builder = builder.add_extension(x509.CRLReason(reason), critical=False)
     if cert_issuer is not None:
-        builder = builder.add_extension(
-            x509.CertificateIssuer([x509.DirectoryName(cert_issuer)]), critical=True)
+        builder = builder.add_extension(x509.CertificateIssuer([x509.DirectoryName(cert_issuer)]), critical=True)
     if critical_unknown:
         builder = builder.add_extension(x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00"), critical=True)
     return builder.build()
@@ -128,8 +140,10 @@ def crl(
         .last_update(this_update or NOW - DAY)
         .next_update(next_update or NOW + 30 * DAY)
         .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(sign_key.public_key()),  # type: ignore[arg-type]
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(sign_key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
     )
     if idp is not None:
         builder = builder.add_extension(idp, critical=True)
@@ -142,8 +156,15 @@ def crl(
     return builder.sign(sign_key, hashes.SHA256())  # type: ignore[arg-type]
 
 
-def idp(url: str | None = None, *, user: bool = False, ca: bool = False, attributes: bool = False,
-        reasons: frozenset[x509.ReasonFlags] | None = None, indirect: bool = False) -> x509.IssuingDistributionPoint:
+def idp(
+    url: str | None = None,
+    *,
+    user: bool = False,
+    ca: bool = False,
+    attributes: bool = False,
+    reasons: frozenset[x509.ReasonFlags] | None = None,
+    indirect: bool = False,
+) -> x509.IssuingDistributionPoint:
     return x509.IssuingDistributionPoint(
         full_name=[x509.UniformResourceIdentifier(url)] if url else None,
         relative_name=None,
@@ -169,9 +190,13 @@ def sha1_certificate(cert: x509.Certificate, issuer_key: rsa.RSAPrivateKey) -> x
     tbs = a_x509.TbsCertificate.load(parsed["tbs_certificate"].dump())
     tbs["signature"] = alg
     tbs_der = tbs.dump(force=True)
-    new = a_x509.Certificate({"tbs_certificate": a_x509.TbsCertificate.load(tbs_der),
-                              "signature_algorithm": alg,
-                              "signature_value": _sha1_sign(issuer_key, tbs_der)})
+    new = a_x509.Certificate(
+        {
+            "tbs_certificate": a_x509.TbsCertificate.load(tbs_der),
+            "signature_algorithm": alg,
+            "signature_value": _sha1_sign(issuer_key, tbs_der),
+        }
+    )
     return x509.load_der_x509_certificate(new.dump())
 
 
@@ -181,7 +206,11 @@ def sha1_crl(crl_: x509.CertificateRevocationList, issuer_key: rsa.RSAPrivateKey
     tbs = a_crl.TbsCertList.load(parsed["tbs_cert_list"].dump())
     tbs["signature"] = alg
     tbs_der = tbs.dump(force=True)
-    new = a_crl.CertificateList({"tbs_cert_list": a_crl.TbsCertList.load(tbs_der),
-                                 "signature_algorithm": alg,
-                                 "signature": _sha1_sign(issuer_key, tbs_der)})
+    new = a_crl.CertificateList(
+        {
+            "tbs_cert_list": a_crl.TbsCertList.load(tbs_der),
+            "signature_algorithm": alg,
+            "signature": _sha1_sign(issuer_key, tbs_der),
+        }
+    )
     return x509.load_der_x509_crl(new.dump())

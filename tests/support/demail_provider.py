@@ -31,16 +31,31 @@ RECIPIENT = "poststelle@stadt.de-mail.example"
 
 #: The covered fields in the order TR 01201 lists them (only those present are listed in h=).
 TR_ORDER = (
-    "From", "Date", "Message-ID", "Subject", "Reply-To",
-    "X-de-mail-confirmation-of-dispatch", "X-de-mail-confirmation-of-receipt",
-    "X-de-mail-confirmation-of-retrieve", "X-de-mail-authoritative", "X-de-mail-private",
-    "X-de-mail-sender", "X-de-mail-chosen-recipient", "X-de-mail-auth-mechanism",
-    "X-de-mail-auth-level", "X-de-mail-originator-provider", "X-de-mail-message-type",
-    "X-de-mail-version", "X-de-mail-private-id", "X-de-mail-message-id",
+    "From",
+    "Date",
+    "Message-ID",
+    "Subject",
+    "Reply-To",
+    "X-de-mail-confirmation-of-dispatch",
+    "X-de-mail-confirmation-of-receipt",
+    "X-de-mail-confirmation-of-retrieve",
+    "X-de-mail-authoritative",
+    "X-de-mail-private",
+    "X-de-mail-sender",
+    "X-de-mail-chosen-recipient",
+    "X-de-mail-auth-mechanism",
+    "X-de-mail-auth-level",
+    "X-de-mail-originator-provider",
+    "X-de-mail-message-type",
+    "X-de-mail-version",
+    "X-de-mail-private-id",
+    "X-de-mail-message-id",
     "X-de-mail-account-holder",
 )
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
 }
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -67,12 +82,23 @@ class ProviderPKI:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test De-Mail Provider"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Test De-Mail Provider"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
-def _cert(cn: str, key: Key, issuer: Signer | None, *, ca: bool,
-          not_before: dt.datetime = NOW - DAY, not_after: dt.datetime = NOW + 365 * DAY) -> Signer:
+def _cert(
+    cn: str,
+    key: Key,
+    issuer: Signer | None,
+    *,
+    ca: bool,
+    not_before: dt.datetime = NOW - DAY,
+    not_after: dt.datetime = NOW + 365 * DAY,
+) -> Signer:
     issuer_key = issuer.key if issuer else key
     builder = (
         x509.CertificateBuilder()
@@ -83,15 +109,26 @@ def _cert(cn: str, key: Key, issuer: Signer | None, *, ca: bool,
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=not ca, content_commitment=not ca, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=not ca,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if issuer is not None:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
     return Signer(key, builder.sign(issuer_key, hashes.SHA256()))
 
 
@@ -104,15 +141,26 @@ def provider_pki() -> ProviderPKI:
         ca=ca,
         rsa=_cert("integrity rsa", rsa.generate_private_key(65537, 2048), ca, ca=False),
         ec=_cert("integrity ec", ec.generate_private_key(ec.SECP256R1()), ca, ca=False),
-        expired=_cert("integrity expired", rsa.generate_private_key(65537, 2048), ca, ca=False,
-                      not_before=NOW - 400 * DAY, not_after=NOW - 30 * DAY),
+        expired=_cert(
+            "integrity expired",
+            rsa.generate_private_key(65537, 2048),
+            ca,
+            ca=False,
+            not_before=NOW - 400 * DAY,
+            not_after=NOW - 30 * DAY,
+        ),
         rogue_ca=rogue_ca,
         rogue=_cert("integrity rogue", rsa.generate_private_key(65537, 2048), rogue_ca, ca=False),
     )
 
 
-def demail_fields(*, authoritative: bool = True, private: bool = False, private_id: str | None = "AZ-2024-17-1",
-                  message_type: str = "normal") -> list[tuple[str, str]]:
+def demail_fields(
+    *,
+    authoritative: bool = True,
+    private: bool = False,
+    private_id: str | None = "AZ-2024-17-1",
+    message_type: str = "normal",
+) -> list[tuple[str, str]]:
     """The header fields a provider delivers with a De-Mail, in a plausible order."""
     yn = {True: "yes", False: "no"}
     fields = [
@@ -151,7 +199,7 @@ def _canonical_body(body: bytes) -> bytes:
 
 
 def _fold(data: str) -> str:
-    return "\r\n ".join(data[i:i + 64] for i in range(0, len(data), 64))
+    return "\r\n ".join(data[i : i + 64] for i in range(0, len(data), 64))
 
 
 def _sign(signer: Signer, sig: str, hash_name: str, data: bytes) -> bytes:
@@ -168,10 +216,15 @@ def _sign(signer: Signer, sig: str, hash_name: str, data: bytes) -> bytes:
 
 
 def build_message(
-    *, sig: str | None = "rsa", hash_name: str = "sha256", signer: Signer | None = None,
-    certificate: x509.Certificate | None = None, fields: list[tuple[str, str]] | None = None,
+    *,
+    sig: str | None = "rsa",
+    hash_name: str = "sha256",
+    signer: Signer | None = None,
+    certificate: x509.Certificate | None = None,
+    fields: list[tuple[str, str]] | None = None,
     body: bytes = b"Sehr geehrte Damen und Herren,\r\nhiermit lege ich Widerspruch ein.\r\n",
-    covered: tuple[str, ...] | None = None, extra_tags: str = "",
+    covered: tuple[str, ...] | None = None,
+    extra_tags: str = "",
 ) -> bytes:
     """A De-Mail as the provider delivers it; ``sig=None`` makes a hash-only value.
 
@@ -200,8 +253,10 @@ def build_message(
     bh = base64.b64encode(hashlib.new(hash_name, _canonical_body(body)).digest()).decode()
     a = f"{hash_name}/{sig}" if sig else hash_name
     q = "q=x-header/x-de-mail-signature-certificate; " if sig else ""
-    tags = (f"v=1; a={a}; c=simple/simple; d={PROVIDER}; {q}{extra_tags}"
-            f"h={':'.join(n.lower() for n in names)};\r\n bh={bh};\r\n b=")
+    tags = (
+        f"v=1; a={a}; c=simple/simple; d={PROVIDER}; {q}{extra_tags}"
+        f"h={':'.join(n.lower() for n in names)};\r\n bh={bh};\r\n b="
+    )
     own = f"X-de-mail-integrity: {tags}".encode()
     header_data = b"".join(covered_bytes) + own
     value = hashlib.new(hash_name, header_data).digest() if sig is None else _sign(signer, sig, hash_name, header_data)
@@ -256,7 +311,7 @@ def integrity_value(message: bytes) -> bytes:
     while True:
         nl = head.index(b"\r\n", end)
         end = nl + 2
-        if head[end:end + 1] not in (b" ", b"\t"):
+        if head[end : end + 1] not in (b" ", b"\t"):
             return head[start:nl]
 
 

@@ -45,8 +45,20 @@ class World:
         (self.home / "gpg-agent.conf").write_text("s2k-count 65536\n")
 
     def gpg(self, *args: str, data: bytes = b"", faked: str | None = None) -> bytes:
-        cmd = [GPG, "--homedir", str(self.home), "--batch", "--yes", "--no-tty", "--trust-model", "always",
-               "--pinentry-mode", "loopback", "--passphrase", self.passphrase]
+        cmd = [
+            GPG,
+            "--homedir",
+            str(self.home),
+            "--batch",
+            "--yes",
+            "--no-tty",
+            "--trust-model",
+            "always",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            self.passphrase,
+        ]
         if faked:
             cmd += ["--faked-system-time", faked]
         proc = subprocess.run([*cmd, *args], input=data, capture_output=True, check=False, timeout=60)
@@ -58,8 +70,16 @@ class World:
         out = self.gpg("--with-colons", "--list-keys", f"<{email}>").decode()
         return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
 
-    def gen(self, name: str, email: str, algo: str = "ed25519", *, expire: str = "never",
-            faked: str | None = None, signing_subkey: bool = False) -> Key:
+    def gen(
+        self,
+        name: str,
+        email: str,
+        algo: str = "ed25519",
+        *,
+        expire: str = "never",
+        faked: str | None = None,
+        signing_subkey: bool = False,
+    ) -> Key:
         """A primary key (sign, or cert-only with a signing subkey) plus an encryption subkey."""
         uid = f"{name} <{email}>"
         primary_usage = "cert" if signing_subkey else "sign"
@@ -85,8 +105,9 @@ class World:
     def secret(self, key: Key) -> bytes:
         return self.gpg("--armor", "--export-secret-keys", key.fingerprint)
 
-    def sign_detached(self, signer: Key, data: bytes, *, faked: str | None = None,
-                      extra: tuple[str, ...] = ()) -> bytes:
+    def sign_detached(
+        self, signer: Key, data: bytes, *, faked: str | None = None, extra: tuple[str, ...] = ()
+    ) -> bytes:
         return self.gpg("--armor", "--detach-sign", "--local-user", signer.fingerprint, *extra, data=data, faked=faked)
 
     def sign_detached_multi(self, signers: list[Key], data: bytes) -> bytes:
@@ -98,8 +119,9 @@ class World:
     def clearsign(self, signer: Key, text: bytes) -> bytes:
         return self.gpg("--clearsign", "--local-user", signer.fingerprint, data=text)
 
-    def encrypt(self, recipients: list[Key], data: bytes, *, signer: Key | None = None,
-                extra: tuple[str, ...] = ()) -> bytes:
+    def encrypt(
+        self, recipients: list[Key], data: bytes, *, signer: Key | None = None, extra: tuple[str, ...] = ()
+    ) -> bytes:
         args = ["--armor", "--encrypt"]
         for r in recipients:
             args += ["--recipient", r.fingerprint]
@@ -108,48 +130,71 @@ class World:
         return self.gpg(*args, *extra, data=data)
 
     def close(self) -> None:
-        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
-                       capture_output=True, check=False, timeout=10)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
         shutil.rmtree(self.home, ignore_errors=True)
 
 
 # --- messages ------------------------------------------------------------------------
 
 
-def headers(frm: str = "Bob <bob@nachbar.test>", subject: str = "Bauantrag", date: datetime | None = None,
-            extra: str = "") -> str:
+def headers(
+    frm: str = "Bob <bob@nachbar.test>", subject: str = "Bauantrag", date: datetime | None = None, extra: str = ""
+) -> str:
     date = date or datetime.now(UTC)
-    return (f"From: {frm}\r\nTo: poststelle@rathaus.test\r\nSubject: {subject}\r\n"
-            f"Date: {format_datetime(date)}\r\nMessage-ID: <t-{id(date)}@nachbar.test>\r\nMIME-Version: 1.0\r\n{extra}")
+    return (
+        f"From: {frm}\r\nTo: poststelle@rathaus.test\r\nSubject: {subject}\r\n"
+        f"Date: {format_datetime(date)}\r\nMessage-ID: <t-{id(date)}@nachbar.test>\r\nMIME-Version: 1.0\r\n{extra}"
+    )
 
 
 def text_part(text: str = "Sehr geehrte Damen und Herren,\r\nanbei der Antrag.\r\n") -> bytes:
-    return (b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-            + text.encode())
+    return b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + text.encode()
 
 
-def pgp_signed(world: World, signer: Key, inner: bytes, hdrs: str | None = None, *,
-               sig: bytes | None = None) -> bytes:
+def pgp_signed(world: World, signer: Key, inner: bytes, hdrs: str | None = None, *, sig: bytes | None = None) -> bytes:
     """RFC 3156 §5 multipart/signed over the exact bytes of ``inner``."""
     sig = sig if sig is not None else world.sign_detached(signer, inner)
     b = "sig-boundary-42"
-    return (f"{hdrs if hdrs is not None else headers()}Content-Type: multipart/signed; micalg=pgp-sha256; "
-            f"protocol=\"application/pgp-signature\"; boundary=\"{b}\"\r\n\r\n").encode() + (
-        f"--{b}\r\n".encode() + inner + f"\r\n--{b}\r\nContent-Type: application/pgp-signature; "
-        f"name=\"signature.asc\"\r\n\r\n".encode() + sig + f"\r\n--{b}--\r\n".encode())
+    return (
+        f"{hdrs if hdrs is not None else headers()}Content-Type: multipart/signed; micalg=pgp-sha256; "
+        f'protocol="application/pgp-signature"; boundary="{b}"\r\n\r\n'
+    ).encode() + (
+        f"--{b}\r\n".encode()
+        + inner
+        + f'\r\n--{b}\r\nContent-Type: application/pgp-signature; name="signature.asc"\r\n\r\n'.encode()
+        + sig
+        + f"\r\n--{b}--\r\n".encode()
+    )
 
 
 def pgp_encrypted_body(armored: bytes) -> tuple[str, bytes]:
     b = "enc-boundary-7"
-    ctype = f"multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"{b}\""
-    body = (f"--{b}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n"
-            f"--{b}\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n").encode() + \
-        armored + f"\r\n--{b}--\r\n".encode()
+    ctype = f'multipart/encrypted; protocol="application/pgp-encrypted"; boundary="{b}"'
+    body = (
+        (
+            f"--{b}\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n"
+            f'--{b}\r\nContent-Type: application/octet-stream; name="encrypted.asc"\r\n\r\n'
+        ).encode()
+        + armored
+        + f"\r\n--{b}--\r\n".encode()
+    )
     return ctype, body
 
 
-def pgp_encrypted(world: World, recipients: list[Key], inner: bytes, hdrs: str | None = None, *,
-                  signer: Key | None = None, armored: bytes | None = None) -> bytes:
+def pgp_encrypted(
+    world: World,
+    recipients: list[Key],
+    inner: bytes,
+    hdrs: str | None = None,
+    *,
+    signer: Key | None = None,
+    armored: bytes | None = None,
+) -> bytes:
     """RFC 3156 §6 multipart/encrypted; with ``signer``, signed and encrypted in one (§6.2)."""
     armored = armored if armored is not None else world.encrypt(recipients, inner, signer=signer)
     ctype, body = pgp_encrypted_body(armored)
@@ -157,13 +202,15 @@ def pgp_encrypted(world: World, recipients: list[Key], inner: bytes, hdrs: str |
 
 
 def inline(body: bytes, hdrs: str | None = None, *, cte: str = "8bit", charset: str = "utf-8") -> bytes:
-    return (f"{hdrs if hdrs is not None else headers()}Content-Type: text/plain; charset={charset}\r\n"
-            f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode() + body
+    return (
+        f"{hdrs if hdrs is not None else headers()}Content-Type: text/plain; charset={charset}\r\n"
+        f"Content-Transfer-Encoding: {cte}\r\n\r\n"
+    ).encode() + body
 
 
 def mixed(hdrs: str, *parts: bytes) -> bytes:
     b = "mixed-boundary-3"
-    out = f"{hdrs}Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n".encode()
+    out = f'{hdrs}Content-Type: multipart/mixed; boundary="{b}"\r\n\r\n'.encode()
     for p in parts:
         out += f"--{b}\r\n".encode() + p + b"\r\n"
     return out + f"--{b}--\r\n".encode()
@@ -172,9 +219,15 @@ def mixed(hdrs: str, *parts: bytes) -> bytes:
 # --- the gateway side ------------------------------------------------------------------
 
 
-def gateway_context(root: Path, *, secrets: list[bytes], correspondents: list[bytes] = (),  # type: ignore[assignment]
-                    pinned: list[tuple[str, str]] = (), correspondents_trusted: bool = False,  # type: ignore[assignment]
-                    passphrase: str | None = None) -> tuple[UnwrapContext, OpenPGPHandler]:
+def gateway_context(
+    root: Path,
+    *,
+    secrets: list[bytes],
+    correspondents: list[bytes] = (),  # type: ignore[assignment]
+    pinned: list[tuple[str, str]] = (),
+    correspondents_trusted: bool = False,  # type: ignore[assignment]
+    passphrase: str | None = None,
+) -> tuple[UnwrapContext, OpenPGPHandler]:
     """An UnwrapContext with S/MIME unconfigured and OpenPGP configured from exported key files."""
     root.mkdir(parents=True, exist_ok=True)
     secret_files = []

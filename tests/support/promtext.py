@@ -52,10 +52,10 @@ def _labels(text: str, line: str) -> tuple[tuple[tuple[str, str], ...], str]:
     out: dict[str, str] = {}
     i = 0
     while True:
-        if text[i:i + 1] == "}":
-            return tuple(sorted(out.items())), text[i + 1:]
+        if text[i : i + 1] == "}":
+            return tuple(sorted(out.items())), text[i + 1 :]
         m = LABEL.match(text, i)
-        if m is None or text[m.end():m.end() + 2] != '="':
+        if m is None or text[m.end() : m.end() + 2] != '="':
             raise FormatError(f"bad label in {line!r}")
         name = m.group()
         i = m.end() + 2
@@ -65,7 +65,7 @@ def _labels(text: str, line: str) -> tuple[tuple[tuple[str, str], ...], str]:
                 raise FormatError(f"unterminated label value in {line!r}")
             c = text[i]
             if c == "\\":
-                nxt = text[i + 1:i + 2]
+                nxt = text[i + 1 : i + 2]
                 if nxt not in ("\\", '"', "n"):
                     raise FormatError(f"undefined escape \\{nxt} in {line!r}")
                 value.append("\n" if nxt == "n" else nxt)
@@ -79,9 +79,9 @@ def _labels(text: str, line: str) -> tuple[tuple[tuple[str, str], ...], str]:
         if name in out:
             raise FormatError(f"label {name} twice in {line!r}")
         out[name] = "".join(value)
-        if text[i:i + 1] == ",":
+        if text[i : i + 1] == ",":
             i += 1
-        elif text[i:i + 1] != "}":
+        elif text[i : i + 1] != "}":
             raise FormatError(f"expected , or }} in {line!r}")
 
 
@@ -118,7 +118,7 @@ def parse(text: str) -> dict[str, Family]:
         m = NAME.match(line)
         if m is None:
             raise FormatError(f"bad sample line {line!r}")
-        name, rest = m.group(), line[m.end():]
+        name, rest = m.group(), line[m.end() :]
         labels: tuple[tuple[str, str], ...] = ()
         if rest.startswith("{"):
             labels, rest = _labels(rest[1:], line)

@@ -38,6 +38,8 @@ def now() -> dt.datetime:
     the anchor of the certificates' and CRLs' validity (days and years wide).
     """
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
 DAY = dt.timedelta(days=1)
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER

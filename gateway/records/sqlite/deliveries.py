@@ -143,6 +143,5 @@ def save(conn: sqlite3.Connection, rec: DeliveryRecord, new_entries: int) -> Non
     )
 
 
-
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state")}

@@ -127,8 +127,9 @@ def save(
     conn.executemany(_RCPT_UPSERT, _recipient_rows(rec))
 
 
-def _check_claim(outbox_id: str, claim: ClaimTerms, *, token: int, expires: str | None, holder: str | None,
-                 now: str) -> None:
+def _check_claim(
+    outbox_id: str, claim: ClaimTerms, *, token: int, expires: str | None, holder: str | None, now: str
+) -> None:
     if claim.fence is not None and token != claim.fence:
         raise StaleOutboxState(f"outbox {outbox_id} was claimed again meanwhile (claim {token}, not {claim.fence})")
     if claim.expired and expires is not None and expires > now:

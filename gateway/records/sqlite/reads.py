@@ -261,8 +261,7 @@ class SQLiteReader:
 
     def verification_counts(self) -> dict[str, int]:
         rows = self._all(
-            "SELECT json_extract(verdict, '$.verdict'), COUNT(*) FROM messages "
-            "WHERE verdict IS NOT NULL GROUP BY 1"
+            "SELECT json_extract(verdict, '$.verdict'), COUNT(*) FROM messages WHERE verdict IS NOT NULL GROUP BY 1"
         )
         return {str(r[0]): int(r[1]) for r in rows if r[0] is not None}
 

@@ -34,7 +34,14 @@ _INSERT_ENTRY = (
     "details, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 _STATUS_FIELDS = (
-    "last_poll", "last_success", "last_error", "last_error_at", "backlog", "uidvalidity", "state", "state_since"
+    "last_poll",
+    "last_success",
+    "last_error",
+    "last_error_at",
+    "backlog",
+    "uidvalidity",
+    "state",
+    "state_since",
 )
 # A status written with state 'ok' (the mailbox works again) clears the error it had.
 _UPSERT_STATUS = """

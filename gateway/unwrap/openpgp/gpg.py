@@ -77,8 +77,10 @@ BASE_OPTIONS = (
     "--no-auto-key-import",
     "--no-auto-key-locate",
     "--no-symkey-cache",
-    "--trust-model", "always",  # trust is decided by pinning, never by GnuPG's web of trust
-    "--display-charset", "utf-8",
+    "--trust-model",
+    "always",  # trust is decided by pinning, never by GnuPG's web of trust
+    "--display-charset",
+    "utf-8",
     "--utf8-strings",
 )
 #: OpenPGP hash algorithm ids (RFC 4880 §9.4) as PGP/MIME micalg names.
@@ -248,8 +250,10 @@ def parse_signatures(statuses: Sequence[tuple[str, str]]) -> tuple[SignatureStat
 
 def _decrypt_outcome(statuses: list[tuple[str, str]], data: bytes, overflow: bool) -> DecryptOutcome:
     keys = [k for k, _ in statuses]
-    encrypted = any(k in ("ENC_TO", "BEGIN_DECRYPTION", "DECRYPTION_FAILED", "NO_SECKEY",
-                          "NEED_PASSPHRASE_SYM", "DECRYPTION_INFO") for k in keys)
+    encrypted = any(
+        k in ("ENC_TO", "BEGIN_DECRYPTION", "DECRYPTION_FAILED", "NO_SECKEY", "NEED_PASSPHRASE_SYM", "DECRYPTION_INFO")
+        for k in keys
+    )
     sigs = parse_signatures(statuses)
     info = next((v.split() for k, v in statuses if k == "DECRYPTION_INFO"), [])
     mdc = int(info[0]) if info and info[0].isdigit() else None
@@ -257,10 +261,14 @@ def _decrypt_outcome(statuses: list[tuple[str, str]], data: bytes, overflow: boo
     aead = int(info[2]) if len(info) > 2 and info[2].isdigit() else 0
     dkey = next((v.split() for k, v in statuses if k == "DECRYPTION_KEY"), [])
     common: dict[str, Any] = {
-        "encrypted": encrypted, "signatures": sigs, "statuses": tuple(statuses),
+        "encrypted": encrypted,
+        "signatures": sigs,
+        "statuses": tuple(statuses),
         "decryption_key": dkey[0].upper() if dkey else None,
         "decryption_primary": dkey[1].upper() if len(dkey) > 1 else None,
-        "cipher_algo": cipher, "mdc_method": mdc, "aead_algo": aead,
+        "cipher_algo": cipher,
+        "mdc_method": mdc,
+        "aead_algo": aead,
     }
 
     def fail(reason: str) -> DecryptOutcome:
@@ -387,8 +395,14 @@ def _prepare_home(home: Path) -> None:
 class GpgHome:
     """The gateway's GnuPG home: keys imported once, then decrypt/verify under a lock."""
 
-    def __init__(self, home: Path, *, passphrase: str | None = None, max_output: int = 50 * 1024 * 1024,
-                 gpg_binary: str | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        passphrase: str | None = None,
+        max_output: int = 50 * 1024 * 1024,
+        gpg_binary: str | None = None,
+    ) -> None:
         binary = gpg_binary or shutil.which("gpg") or "/usr/bin/gpg"
         _prepare_home(home)
         self.real_home = home.resolve()
@@ -406,8 +420,7 @@ class GpgHome:
             # latin-1 decodes any byte: with utf-8, a non-UTF-8 byte in gpg's stderr (a file
             # name from the literal packet, say) kills python-gnupg's reader thread and the
             # status lines after it would be lost. UIDs are re-decoded as UTF-8 below.
-            self._gpg = _CountingGPG(gpgbinary=binary, gnupghome=str(self.home), options=options,
-                                     encoding="latin-1")
+            self._gpg = _CountingGPG(gpgbinary=binary, gnupghome=str(self.home), options=options, encoding="latin-1")
         except (OSError, ValueError) as exc:
             raise GpgError(f"cannot run gpg: {exc}") from None
         self._gpg.buffer_size = 64 * 1024
@@ -453,8 +466,12 @@ class GpgHome:
                     by_subkey[sfpr] = fpr
             by_subkey[fpr] = fpr
             keys[fpr] = KeyInfo(
-                fingerprint=fpr, emails=emails, revoked=k.get("trust") == "r",
-                expires=_ts(str(k.get("expires") or "")), subkeys=subkeys, secret=fpr in secret_fprs,
+                fingerprint=fpr,
+                emails=emails,
+                revoked=k.get("trust") == "r",
+                expires=_ts(str(k.get("expires") or "")),
+                subkeys=subkeys,
+                secret=fpr in secret_fprs,
                 created=_ts(str(k.get("date") or "")),
             )
         self._keys, self._by_subkey = keys, by_subkey
@@ -518,8 +535,13 @@ class GpgHome:
         For outgoing mail; the result counts only when gpg reported SIG_CREATED for that key.
         """
         with self._lock:
-            result = self._gpg.sign(data, keyid=signer, detach=True, passphrase=self.passphrase,
-                                    extra_args=["--local-user", signer, "--digest-algo", "SHA256"])
+            result = self._gpg.sign(
+                data,
+                keyid=signer,
+                detach=True,
+                passphrase=self.passphrase,
+                extra_args=["--local-user", signer, "--digest-algo", "SHA256"],
+            )
         made = str(getattr(result, "fingerprint", "") or "").upper()
         if not result.data or self._by_subkey.get(made) != self._by_subkey.get(signer.upper(), signer.upper()):
             raise GpgError(f"gpg did not sign with {signer}: {getattr(result, 'status', '')}")
@@ -529,9 +551,15 @@ class GpgHome:
     def encrypt(self, data: bytes, recipients: Sequence[str], *, signer: str | None = None) -> bytes:
         """Armored ``gpg --encrypt`` to ``recipients`` (fingerprints), signed in the same call when asked."""
         with self._lock:
-            result = self._gpg.encrypt(data, list(recipients), sign=signer, passphrase=self.passphrase,
-                                       always_trust=True, armor=True,
-                                       extra_args=["--local-user", signer] if signer else None)
+            result = self._gpg.encrypt(
+                data,
+                list(recipients),
+                sign=signer,
+                passphrase=self.passphrase,
+                always_trust=True,
+                armor=True,
+                extra_args=["--local-user", signer] if signer else None,
+            )
         statuses = [k for k, _ in getattr(result, "statuses", [])]
         if not result.ok or not result.data or "END_ENCRYPTION" not in statuses:
             raise GpgError(f"gpg did not encrypt: {getattr(result, 'status', '')}")
@@ -547,8 +575,12 @@ class GpgHome:
         atexit.unregister(self.close)
         gpgconf = shutil.which("gpgconf") or "/usr/bin/gpgconf"
         try:
-            subprocess.run([gpgconf, "--homedir", str(self.home), "--kill", "gpg-agent"],
-                           capture_output=True, timeout=10, check=False)
+            subprocess.run(
+                [gpgconf, "--homedir", str(self.home), "--kill", "gpg-agent"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             log.warning("could not stop gpg-agent", home=str(self.real_home))
         log.info("openpgp closed", gpg_processes=self.spawns)

@@ -88,8 +88,9 @@ class OpenPGPHandler:
         self.trust = trust or PgpTrust({})
 
     @classmethod
-    def from_config(cls, config: OpenPGPConfig | None, *, config_file: str,
-                    max_output: int = 50 * 1024 * 1024) -> OpenPGPHandler:
+    def from_config(
+        cls, config: OpenPGPConfig | None, *, config_file: str, max_output: int = 50 * 1024 * 1024
+    ) -> OpenPGPHandler:
         """Create the home, import our secret keys and the correspondents' public keys.
 
         Raises ConfigError when gpg cannot run or a configured file has no usable key.
@@ -124,8 +125,11 @@ class OpenPGPHandler:
             if home.key(pin.fingerprint) is None:
                 # Pinning names a fingerprint; the key itself comes from the correspondents'
                 # folder. Without it every signature by that key is "unknown".
-                log.warning("pinned OpenPGP key not in the keyring: put it into the correspondents folder",
-                            fingerprint=pin.fingerprint, email=pin.email)
+                log.warning(
+                    "pinned OpenPGP key not in the keyring: put it into the correspondents folder",
+                    fingerprint=pin.fingerprint,
+                    email=pin.email,
+                )
         trust = PgpTrust({k: tuple(v) for k, v in pinned.items()}, frozenset(corr), config.correspondents_trusted)
         return cls(home, trust)
 
@@ -178,16 +182,22 @@ class OpenPGPHandler:
             kind = self.claims(entity) or "encrypted"
             if kind == "encrypted":
                 return self._failed("malformed-openpgp")
-            return LayerOutcome("signed", "openpgp", None,
-                                signature=SignatureFinding("invalid", ("malformed-signature",)))
+            return LayerOutcome(
+                "signed", "openpgp", None, signature=SignatureFinding("invalid", ("malformed-signature",))
+            )
 
     def _failed(self, reason: str, extra: dict[str, object] | None = None) -> LayerOutcome:
         if reason == "malformed-openpgp":
             reason = "decryption-failed-corrupt"
-        event = UnwrapEvent("decryption-failed", {
-            "scheme": "openpgp", "reason": reason,
-            "configured_keys": len(self.home.secret_fingerprints) if self.home else 0, **(extra or {}),
-        })
+        event = UnwrapEvent(
+            "decryption-failed",
+            {
+                "scheme": "openpgp",
+                "reason": reason,
+                "configured_keys": len(self.home.secret_fingerprints) if self.home else 0,
+                **(extra or {}),
+            },
+        )
         return LayerOutcome("encrypted", "openpgp", None, failure=reason, events=(event,))
 
     def _detached(self, entity: Entity, at: datetime) -> LayerOutcome:
@@ -200,8 +210,9 @@ class OpenPGPHandler:
             signed = canonical_bytes(parts[0])
             sig = decode_body(parts[1])
         except MimeError:
-            return LayerOutcome("signed", "openpgp", None,
-                                signature=SignatureFinding("invalid", ("malformed-signature",)))
+            return LayerOutcome(
+                "signed", "openpgp", None, signature=SignatureFinding("invalid", ("malformed-signature",))
+            )
         if self.home is None:
             return LayerOutcome("signed", "openpgp", signed, signature=_not_configured())
         result = self.home.verify_detached(sig, signed)
@@ -224,15 +235,27 @@ class OpenPGPHandler:
 
     def _decrypted(self, result: DecryptOutcome, inner: bytes, at: datetime) -> LayerOutcome:
         events = (
-            UnwrapEvent("key-used", {
-                "scheme": "openpgp", "purpose": "decrypt",
-                "fingerprint": result.decryption_primary, "subkey_fingerprint": result.decryption_key,
-            }),
-            UnwrapEvent("decrypted", {
-                "scheme": "openpgp", "cipher_algo": result.cipher_algo, "mdc_method": result.mdc_method,
-                "aead_algo": result.aead_algo, "recipient_fingerprint": result.decryption_primary,
-                "signed_inside": bool(result.signatures), "content_bytes": len(inner),
-            }),
+            UnwrapEvent(
+                "key-used",
+                {
+                    "scheme": "openpgp",
+                    "purpose": "decrypt",
+                    "fingerprint": result.decryption_primary,
+                    "subkey_fingerprint": result.decryption_key,
+                },
+            ),
+            UnwrapEvent(
+                "decrypted",
+                {
+                    "scheme": "openpgp",
+                    "cipher_algo": result.cipher_algo,
+                    "mdc_method": result.mdc_method,
+                    "aead_algo": result.aead_algo,
+                    "recipient_fingerprint": result.decryption_primary,
+                    "signed_inside": bool(result.signatures),
+                    "content_bytes": len(inner),
+                },
+            ),
         )
         signature = self._evaluate(result.signatures, at) if result.signatures else None
         return LayerOutcome("encrypted", "openpgp", inner, signature=signature, events=events)
@@ -245,20 +268,22 @@ class OpenPGPHandler:
             return self._attachment(entity, text, at)
         blocks = list(_ARMOR_START.finditer(text))
         if not blocks:
-            return LayerOutcome("signed", "openpgp", None,
-                                signature=SignatureFinding("invalid", ("malformed-signature",)))
+            return LayerOutcome(
+                "signed", "openpgp", None, signature=SignatureFinding("invalid", ("malformed-signature",))
+            )
         first = blocks[0]
         is_signed = first.group(1) == b"SIGNED MESSAGE"
         end_marker = _END_SIGNATURE if is_signed else _END_MESSAGE
         end = text.find(end_marker, first.start())
         block_end = len(text) if end < 0 else end + len(end_marker)
-        whole = (len(blocks) == 1 and not text[: first.start()].strip(_WS)
-                 and not text[block_end:].strip(_WS) and end >= 0)
+        whole = (
+            len(blocks) == 1 and not text[: first.start()].strip(_WS) and not text[block_end:].strip(_WS) and end >= 0
+        )
         if not is_signed and not whole:
             # Never decrypt an armored block that sits next to plaintext (or several
             # blocks): the result could only be shown merged with attacker text.
             return LayerOutcome("encrypted", "openpgp", None, failure="partially-encrypted", partial=True)
-        block = text[first.start():block_end]
+        block = text[first.start() : block_end]
         if self.home is None:
             if is_signed:
                 return LayerOutcome("signed", "openpgp", None, signature=_not_configured(), partial=not whole)
@@ -271,15 +296,19 @@ class OpenPGPHandler:
                 return self._failed(result.failure or "decryption-failed-corrupt")
             # A signed (not encrypted) message gpg could not check, e.g. by an unknown key:
             # a signature finding without content, never a decryption failure.
-            finding = self._evaluate(result.signatures, at) if result.signatures else \
-                SignatureFinding("invalid", ("malformed-signature",))
+            finding = (
+                self._evaluate(result.signatures, at)
+                if result.signatures
+                else SignatureFinding("invalid", ("malformed-signature",))
+            )
             return LayerOutcome("signed", "openpgp", None, signature=finding, partial=not whole)
         inner = _text_entity(result.plaintext, charset)
         if result.encrypted:
             return self._decrypted(result, inner, at)
         # Clearsigned text, or an armored message that was only signed (gpg --sign --armor).
-        finding = (self._evaluate(result.signatures, at) if result.signatures
-                   else SignatureFinding("none", ("no-signature",)))
+        finding = (
+            self._evaluate(result.signatures, at) if result.signatures else SignatureFinding("none", ("no-signature",))
+        )
         if not whole:
             return LayerOutcome("signed", "openpgp", None, signature=finding, partial=True)
         return LayerOutcome("signed", "openpgp", inner, signature=finding)
@@ -292,8 +321,10 @@ class OpenPGPHandler:
         result = self.home.decrypt(_clean_armor(data.strip(_WS)) if armored else data)
         if result.plaintext is None or not result.encrypted:
             return self._failed(result.failure or "decryption-failed-corrupt")
-        inner = (b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-                 + binascii.b2a_base64(result.plaintext))
+        inner = (
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + binascii.b2a_base64(result.plaintext)
+        )
         return self._decrypted(result, canonical_crlf(inner), at)
 
     # --- policy ------------------------------------------------------------------------

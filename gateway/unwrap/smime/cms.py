@@ -71,7 +71,9 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 _CBC = {"aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32, "tripledes_3key": 24}
 _GCM = {"aes128_gcm": 16, "aes192_gcm": 24, "aes256_gcm": 32}
 _OID_GCM = {
-    "2.16.840.1.101.3.4.1.6": 16, "2.16.840.1.101.3.4.1.26": 24, "2.16.840.1.101.3.4.1.46": 32,
+    "2.16.840.1.101.3.4.1.6": 16,
+    "2.16.840.1.101.3.4.1.26": 24,
+    "2.16.840.1.101.3.4.1.46": 32,
 }
 _WRAP = {"aes128_wrap": 16, "aes192_wrap": 24, "aes256_wrap": 32}
 #: RFC 5753 / SEC 1 ECDH key-agreement schemes -> KDF hash (cofactor = standard on P-curves).
@@ -261,8 +263,9 @@ def _check_signer(
     sig_name = str(sig_alg["algorithm"].native)
     cert = _find_cert(si["sid"], facts)
 
-    def result(status: Literal["ok", "invalid", "error"], reason: str | None,
-               when: datetime | None = None) -> SignerCheck:
+    def result(
+        status: Literal["ok", "invalid", "error"], reason: str | None, when: datetime | None = None
+    ) -> SignerCheck:
         return SignerCheck(status, reason, cert, digest_name, sig_name, when)
 
     if digest_name not in _HASHLIB:
@@ -307,8 +310,7 @@ def _check_signer(
     except InvalidSignature:
         return result("invalid", "bad-signature", when)
     except CmsError as exc:
-        return result("error" if exc.reason == "unsupported-algorithm" else "invalid",
-                      exc.reason, when)
+        return result("error" if exc.reason == "unsupported-algorithm" else "invalid", exc.reason, when)
     return result("ok", None, when)
 
 
@@ -398,12 +400,13 @@ class RecipientKey:
                 and _same_name(rid.chosen["issuer"], self.asn1.issuer)
             )
         if rid.name in ("subject_key_identifier", "r_key_id"):
-            ski = rid.chosen.native if rid.name == "subject_key_identifier" else (
-                rid.chosen["subject_key_identifier"].native)
+            ski = (
+                rid.chosen.native
+                if rid.name == "subject_key_identifier"
+                else (rid.chosen["subject_key_identifier"].native)
+            )
             return bool(ski is not None and ski == self.asn1.key_identifier)
         return False
-
-
 
 
 @dataclass(frozen=True)
@@ -434,8 +437,7 @@ def decrypt(der: bytes, keys: Sequence[RecipientKey]) -> Decrypted:
 
 
 def _decrypt(env: Any, ctype: str, keys: Sequence[RecipientKey]) -> Decrypted:
-    eci = env["auth_encrypted_content_info" if ctype == "authenticated_enveloped_data"
-              else "encrypted_content_info"]
+    eci = env["auth_encrypted_content_info" if ctype == "authenticated_enveloped_data" else "encrypted_content_info"]
     alg = eci["content_encryption_algorithm"]
     alg_name = str(alg["algorithm"].native)
     alg_oid = alg["algorithm"].dotted
@@ -549,18 +551,14 @@ def _key_transport(kt: Any, key: RecipientKey) -> tuple[str, RecipientKey, bytes
             label = params["p_source_algorithm"]["parameters"].native or None
             if h not in _HASHES or mgf_h not in _HASHES or mgf["algorithm"].native != "mgf1":
                 return ("rsaes-oaep", key, f"oaep-{h}-{mgf_h}")
-            oaep = padding.OAEP(
-                mgf=padding.MGF1(_HASHES[mgf_h]()), algorithm=_HASHES[h](), label=label
-            )
+            oaep = padding.OAEP(mgf=padding.MGF1(_HASHES[mgf_h]()), algorithm=_HASHES[h](), label=label)
             return ("rsaes-oaep", key, priv.decrypt(ek, oaep))
     except ValueError:
         return (name, key, None)
     return (name, key, name)
 
 
-def _key_agreement(
-    kari: Any, rek: Any, key: RecipientKey
-) -> tuple[str, RecipientKey, bytes | str | None]:
+def _key_agreement(kari: Any, rek: Any, key: RecipientKey) -> tuple[str, RecipientKey, bytes | str | None]:
     kea = kari["key_encryption_algorithm"]
     oid = kea["algorithm"].dotted
     kdf_hash = _ECDH_KDF.get(oid)
@@ -582,11 +580,13 @@ def _key_agreement(
         peer = ec.EllipticCurvePublicKey.from_encoded_point(priv.curve, point)
         shared = priv.exchange(ec.ECDH(), peer)
         ukm = kari["ukm"].native
-        info = _EccCmsSharedInfo({
-            "key_info": a_algos.AlgorithmIdentifier.load(wrap.dump()),
-            "entity_u_info": ukm,
-            "supp_pub_info": (kek_len * 8).to_bytes(4, "big"),
-        })
+        info = _EccCmsSharedInfo(
+            {
+                "key_info": a_algos.AlgorithmIdentifier.load(wrap.dump()),
+                "entity_u_info": ukm,
+                "supp_pub_info": (kek_len * 8).to_bytes(4, "big"),
+            }
+        )
         kek = X963KDF(_HASHES[kdf_hash](), kek_len, info.dump()).derive(shared)
         cek = keywrap.aes_key_unwrap(kek, rek["encrypted_key"].native)
     except (ValueError, keywrap.InvalidUnwrap):

@@ -72,8 +72,9 @@ class FetchError(Exception):
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     max_redirections = 5
 
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> urllib.request.Request | None:
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
         if not newurl.lower().startswith("http://"):
             raise FetchError(f"redirect to a non-http URL refused: {newurl}")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -359,8 +360,7 @@ class CrlCache:
         status = {
             "url": url,
             "last_attempt": iso(now),
-            "last_success": iso(now) if error is None else (
-                iso(state.last_success) if state.last_success else None),
+            "last_success": iso(now) if error is None else (iso(state.last_success) if state.last_success else None),
             "last_error": error,
         }
         atomic_write(sub / "status.json", json.dumps(status).encode(), overwrite=True)
@@ -384,21 +384,18 @@ class CrlCache:
             state = self._states.setdefault(url, UrlState(url))
         state.last_attempt = now
         try:
-            info = CrlInfo(parse_crl(download(url, timeout=self.timeout,
-                                              max_bytes=self.max_bytes)), url)
+            info = CrlInfo(parse_crl(download(url, timeout=self.timeout, max_bytes=self.max_bytes)), url)
         except FetchError as exc:
             state.last_error = str(exc)
             return
         state.last_error, state.last_success = None, now
         with self._lock:
-            state.infos = sorted([info, *state.infos], key=lambda i: i.this_update,
-                                 reverse=True)[:KEEP]
+            state.infos = sorted([info, *state.infos], key=lambda i: i.this_update, reverse=True)[:KEEP]
             self._infos = tuple(i for st in self._states.values() for i in st.infos)
 
     def _bump_generation(self) -> None:
         with self._gen_lock:
-            atomic_write(self.directory / _GENERATION, str(time.time_ns()).encode(),
-                         overwrite=True)
+            atomic_write(self.directory / _GENERATION, str(time.time_ns()).encode(), overwrite=True)
 
 
 def _when(value: object) -> datetime | None:

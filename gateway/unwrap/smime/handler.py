@@ -115,9 +115,12 @@ class SmimeHandler:
     def __init__(self, material: SmimeMaterial) -> None:
         self.material = material
         self.validator = Validator(
-            material.anchors, material.crls,
-            min_rsa_bits=material.min_rsa_bits, allow_sha1=material.allow_sha1,
-            revocation=material.revocation, crl_grace=material.crl_grace,
+            material.anchors,
+            material.crls,
+            min_rsa_bits=material.min_rsa_bits,
+            allow_sha1=material.allow_sha1,
+            revocation=material.revocation,
+            crl_grace=material.crl_grace,
             crl_cache=material.crl_cache,
         )
 
@@ -135,8 +138,7 @@ class SmimeHandler:
         """
         if config is None:
             return cls(SmimeMaterial())
-        return cls(load_material(config, config_file, crl_cache_dir=crl_cache_dir,
-                                 fetch=fetch_crls))
+        return cls(load_material(config, config_file, crl_cache_dir=crl_cache_dir, fetch=fetch_crls))
 
     # --- recognising --------------------------------------------------------------------
 
@@ -181,26 +183,38 @@ class SmimeHandler:
                 reason = "decryption-failed-corrupt"
             if not self.material.keys and reason == "decryption-failed-no-key":
                 reason = "decryption-failed-no-key"
-            event = UnwrapEvent("decryption-failed", {
-                "scheme": "smime", "reason": reason,
-                "configured_keys": len(self.material.keys),
-            })
+            event = UnwrapEvent(
+                "decryption-failed",
+                {
+                    "scheme": "smime",
+                    "reason": reason,
+                    "configured_keys": len(self.material.keys),
+                },
+            )
             return LayerOutcome("encrypted", "smime", None, failure=reason, events=(event,))
         cert = result.key.certificate
         events = (
-            UnwrapEvent("key-used", {
-                "scheme": "smime", "purpose": "decrypt",
-                "certificate_sha256": cert_sha256(cert),
-                "public_key_sha256": cmslib.public_key_sha256(cert),
-                "certificate_serial": format(cert.serial_number, "x"),
-            }),
-            UnwrapEvent("decrypted", {
-                "scheme": "smime", "cms_type": result.cms_type,
-                "content_encryption": result.content_encryption,
-                "key_transport": result.key_transport,
-                "recipient_certificate_sha256": cert_sha256(cert),
-                "content_bytes": len(result.content),
-            }),
+            UnwrapEvent(
+                "key-used",
+                {
+                    "scheme": "smime",
+                    "purpose": "decrypt",
+                    "certificate_sha256": cert_sha256(cert),
+                    "public_key_sha256": cmslib.public_key_sha256(cert),
+                    "certificate_serial": format(cert.serial_number, "x"),
+                },
+            ),
+            UnwrapEvent(
+                "decrypted",
+                {
+                    "scheme": "smime",
+                    "cms_type": result.cms_type,
+                    "content_encryption": result.content_encryption,
+                    "key_transport": result.key_transport,
+                    "recipient_certificate_sha256": cert_sha256(cert),
+                    "content_bytes": len(result.content),
+                },
+            ),
         )
         return LayerOutcome("encrypted", "smime", canonical_crlf(result.content), events=events)
 
@@ -231,12 +245,10 @@ class SmimeHandler:
         except (MimeError, cmslib.CmsError) as exc:
             reason = exc.reason if isinstance(exc, cmslib.CmsError) else "malformed-mime"
             reason = "malformed-signature" if reason == "malformed-cms" else reason
-            return LayerOutcome("signed", "smime", None,
-                                signature=SignatureFinding("invalid", (reason,)))
+            return LayerOutcome("signed", "smime", None, signature=SignatureFinding("invalid", (reason,)))
         if content.econtent is None:
             # RFC 5652 allows SignedData without content; as a message it signs nothing.
-            return LayerOutcome("signed", "smime", None,
-                                signature=SignatureFinding("none", ("no-econtent",)))
+            return LayerOutcome("signed", "smime", None, signature=SignatureFinding("none", ("no-econtent",)))
         inner = canonical_crlf(content.econtent)
         return LayerOutcome("signed", "smime", inner, signature=self._evaluate(content, at))
 
@@ -269,15 +281,13 @@ class SmimeHandler:
             signer_emails=tuple(emails),
             signer_certificate_sha256=cert_sha256(cert) if cert is not None else None,
             signing_time=first.signing_time,
-            signer_certificate=cert.public_bytes(_DER) if cert is not None and status == "valid"
-            else None,
+            signer_certificate=cert.public_bytes(_DER) if cert is not None and status == "valid" else None,
             revocation=self._revocation_json(evidence.values()) if evidence else None,
         )
 
     def _revocation_json(self, evidence: Iterable[CertRevocation]) -> dict[str, Any]:
         """``signature.revocation`` of the verdict: the mode and each certificate's status."""
-        return {"mode": self.validator.revocation,
-                "certificates": [item.to_json() for item in evidence]}
+        return {"mode": self.validator.revocation, "certificates": [item.to_json() for item in evidence]}
 
     def _signer_status(
         self, check: cmslib.SignerCheck, certs: Sequence[x509.Certificate], at: datetime
@@ -305,26 +315,31 @@ def load_material(
     The CRL cache is used only with ``fetch_crls`` and a ``crl_cache_dir``; ``fetch=False``
     reads it without fetching.
     """
-    keys = tuple(
-        _load_identity(ident, file, f"smime.identities[{i}]")
-        for i, ident in enumerate(config.identities)
-    )
+    keys = tuple(_load_identity(ident, file, f"smime.identities[{i}]") for i, ident in enumerate(config.identities))
     anchors: list[x509.Certificate] = []
     for i, path in enumerate(config.trust_anchors):
         anchors.extend(_load_certs_from(path, file, f"smime.trust_anchors[{i}]"))
     crls = tuple(
-        CrlInfo(_load_crl(path, file, f"smime.crl_files[{i}]"), str(path))
-        for i, path in enumerate(config.crl_files)
+        CrlInfo(_load_crl(path, file, f"smime.crl_files[{i}]"), str(path)) for i, path in enumerate(config.crl_files)
     )
     grace = timedelta(seconds=config.crl_grace)
     cache = None
     if config.fetch_crls and crl_cache_dir is not None:
-        cache = CrlCache(crl_cache_dir, fetch=fetch, timeout=config.crl_fetch_timeout,
-                         max_bytes=config.crl_max_bytes, grace=grace)
+        cache = CrlCache(
+            crl_cache_dir, fetch=fetch, timeout=config.crl_fetch_timeout, max_bytes=config.crl_max_bytes, grace=grace
+        )
         cache.refresh_in_background()
-    return SmimeMaterial(keys, tuple(anchors), crls, config.min_rsa_bits, config.allow_sha1,
-                         configured=True, revocation=config.revocation, crl_grace=grace,
-                         crl_cache=cache)
+    return SmimeMaterial(
+        keys,
+        tuple(anchors),
+        crls,
+        config.min_rsa_bits,
+        config.allow_sha1,
+        configured=True,
+        revocation=config.revocation,
+        crl_grace=grace,
+        crl_cache=cache,
+    )
 
 
 def _read(path: Path, file: str, key: str) -> bytes:
@@ -343,8 +358,7 @@ def _load_identity(ident: SmimeIdentityConfig, file: str, key: str) -> cmslib.Re
         try:
             bundle = pkcs12.load_pkcs12(data, password)
         except ValueError as exc:
-            raise ConfigError(file, f"{key}.pkcs12_file",
-                              f"{ident.pkcs12_file}: cannot open PKCS#12 ({exc})") from None
+            raise ConfigError(file, f"{key}.pkcs12_file", f"{ident.pkcs12_file}: cannot open PKCS#12 ({exc})") from None
         priv = bundle.key
         candidates = [c.certificate for c in bundle.additional_certs]
         if bundle.cert is not None:
@@ -358,8 +372,7 @@ def _load_identity(ident: SmimeIdentityConfig, file: str, key: str) -> cmslib.Re
             loader = load_pem_private_key if b"-----BEGIN" in data else load_der_private_key
             priv = loader(data, password)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(file, f"{key}.key_file",
-                              f"{ident.key_file}: cannot load private key ({exc})") from None
+            raise ConfigError(file, f"{key}.key_file", f"{ident.key_file}: cannot load private key ({exc})") from None
         candidates = _load_certs_from(ident.cert_file, file, f"{key}.cert_file")
         where = f"{key}.cert_file"
     if not isinstance(priv, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):

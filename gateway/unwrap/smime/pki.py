@@ -98,8 +98,7 @@ def usage_problems(cert: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         eku = None
     if eku is not None and not (
-        ExtendedKeyUsageOID.EMAIL_PROTECTION in eku
-        or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
+        ExtendedKeyUsageOID.EMAIL_PROTECTION in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku
     ):
         problems.append("wrong-eku")
     try:
@@ -174,8 +173,7 @@ class Validator:
         self.revocation: RevocationMode = revocation
         self.crl_grace = crl_grace
         self.crl_cache = crl_cache
-        self._static = tuple(c if isinstance(c, CrlInfo) else CrlInfo(c, "crl_files")
-                             for c in crls)
+        self._static = tuple(c if isinstance(c, CrlInfo) else CrlInfo(c, "crl_files") for c in crls)
         self._anchor_asn1 = [a_x509.Certificate.load(c.public_bytes(_DER)) for c in self.anchors]
         self._cache: OrderedDict[tuple[bytes, ...], _Path] = OrderedDict()
         self._lock = threading.Lock()
@@ -191,8 +189,12 @@ class Validator:
         return self.policy.allow_sha1
 
     def validate(
-        self, leaf: x509.Certificate, candidates: Sequence[x509.Certificate], at: datetime,
-        *, purpose: Literal["signing", "encryption"] = "signing",
+        self,
+        leaf: x509.Certificate,
+        candidates: Sequence[x509.Certificate],
+        at: datetime,
+        *,
+        purpose: Literal["signing", "encryption"] = "signing",
     ) -> PathResult:
         """Is ``leaf`` a usable S/MIME signer (or, ``purpose="encryption"``, recipient) certificate at ``at``?
 
@@ -238,9 +240,7 @@ class Validator:
             revocation_mode="soft-fail",
             algorithm_usage_policy=algorithms,
         )
-        validator = CertificateValidator(
-            a_x509.Certificate.load(leaf.public_bytes(_DER)), validation_context=context
-        )
+        validator = CertificateValidator(a_x509.Certificate.load(leaf.public_bytes(_DER)), validation_context=context)
         try:
             validated = _drive(validator.async_validate_path)
         except hv_errors.ExpiredError:
@@ -251,22 +251,27 @@ class Validator:
             return PathResult(False, ("cert-revoked",))
         except hv_errors.DisallowedAlgorithmError:
             return PathResult(False, tuple(dict.fromkeys(algorithms.refusals)) or ("weak-algorithm",))
-        except (hv_errors.PathBuildingError, hv_errors.PathValidationError,
-                hv_errors.ValidationError):
+        except (hv_errors.PathBuildingError, hv_errors.PathValidationError, hv_errors.ValidationError):
             return PathResult(False, ("untrusted-chain",))
-        certs = [
-            x509.load_der_x509_certificate(c.dump()) for c in validated.iter_certs(include_root=True)
-        ]
+        certs = [x509.load_der_x509_certificate(c.dump()) for c in validated.iter_certs(include_root=True)]
         # iter_certs yields anchor first, leaf last.
         chain = tuple(reversed(certs))
-        return _Path(chain, max(c.not_valid_before_utc for c in chain),
-                     min(c.not_valid_after_utc for c in chain), tuple(_sha256(c) for c in chain))
+        return _Path(
+            chain,
+            max(c.not_valid_before_utc for c in chain),
+            min(c.not_valid_after_utc for c in chain),
+            tuple(_sha256(c) for c in chain),
+        )
 
     # --- revocation ----------------------------------------------------------------------
 
     def check_revocation(
-        self, chain: tuple[x509.Certificate, ...], candidates: Sequence[x509.Certificate],
-        at: datetime, *, ids: tuple[bytes, ...] | None = None,
+        self,
+        chain: tuple[x509.Certificate, ...],
+        candidates: Sequence[x509.Certificate],
+        at: datetime,
+        *,
+        ids: tuple[bytes, ...] | None = None,
     ) -> tuple[CertRevocation, ...]:
         """The revocation status of every non-anchor certificate of ``chain`` at ``at``.
 
@@ -350,13 +355,15 @@ class Validator:
         own = [i for i in crls.for_issuer(anchor.subject) if i.delta_base is None]
         if not own:
             required = self.revocation == "require"
-            detail = ("no CRL: certificates it issues are revocation-unknown" if required
-                      else "no CRL: certificates it issues are not checked")
+            detail = (
+                "no CRL: certificates it issues are revocation-unknown"
+                if required
+                else "no CRL: certificates it issues are not checked"
+            )
             return CrlReport(name, not required, detail)
         usable = [i for i in own if not i.problem and not i.signer_problems(anchor, self.policy)]
         if not usable:
-            problems = {p for i in own for p in (i.problem, *i.signer_problems(anchor, self.policy))
-                        if p}
+            problems = {p for i in own for p in (i.problem, *i.signer_problems(anchor, self.policy)) if p}
             return CrlReport(name, False, "no usable CRL: " + ", ".join(sorted(problems)))
         newest = max(usable, key=lambda i: (i.this_update, i.number or -1))
         if _current(newest, now, self.crl_grace):
@@ -374,12 +381,10 @@ class CrlReport:
 
 
 def _current(info: CrlInfo, now: datetime, grace: timedelta) -> bool:
-    return (info.this_update <= now and info.next_update is not None
-            and now <= info.next_update + grace)
+    return info.this_update <= now and info.next_update is not None and now <= info.next_update + grace
 
 
 def _describe(info: CrlInfo) -> str:
     number = f"CRL #{info.number}" if info.number is not None else "CRL"
     nxt = info.next_update.isoformat() if info.next_update else "none"
-    return (f"{number} from {info.source}, thisUpdate {info.this_update.isoformat()}, "
-            f"nextUpdate {nxt}")
+    return f"{number} from {info.source}, thisUpdate {info.this_update.isoformat()}, nextUpdate {nxt}"

@@ -29,11 +29,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pyhanko_certvalidator.policy_decl import AlgorithmUsageConstraint, AlgorithmUsagePolicy
 
-_SIGNING_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1, ec.BrainpoolP256R1,
-                   ec.BrainpoolP384R1, ec.BrainpoolP512R1)
+_SIGNING_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1, ec.BrainpoolP256R1, ec.BrainpoolP384R1, ec.BrainpoolP512R1)
 _BROKEN_DIGESTS = frozenset({"md2", "md4", "md5"})
-_GOOD_DIGESTS = frozenset({"sha224", "sha256", "sha384", "sha512", "sha512_224", "sha512_256",
-                           "sha3_224", "sha3_256", "sha3_384", "sha3_512", "shake256"})
+_GOOD_DIGESTS = frozenset(
+    {
+        "sha224",
+        "sha256",
+        "sha384",
+        "sha512",
+        "sha512_224",
+        "sha512_256",
+        "sha3_224",
+        "sha3_256",
+        "sha3_384",
+        "sha3_512",
+        "shake256",
+    }
+)
 #: Signature mechanisms (asn1crypto names) the gateway can verify.
 _SIGNATURE_ALGOS = frozenset({"rsassa_pkcs1v15", "rsassa_pss", "ecdsa", "ed25519", "ed448"})
 

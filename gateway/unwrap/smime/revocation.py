@@ -59,20 +59,36 @@ CertStatus = Literal["good", "revoked", "unknown", "not-checked"]
 
 R = x509.ReasonFlags
 #: The reasons a set of CRLs must cover between them (RFC 5280 §6.3.3 reasons_mask).
-ALL_REASONS: frozenset[x509.ReasonFlags] = frozenset({
-    R.key_compromise, R.ca_compromise, R.affiliation_changed, R.superseded,
-    R.cessation_of_operation, R.certificate_hold, R.privilege_withdrawn, R.aa_compromise,
-})
-_KNOWN_CRL_EXTENSIONS = frozenset({
-    ExtensionOID.AUTHORITY_KEY_IDENTIFIER, ExtensionOID.CRL_NUMBER,
-    ExtensionOID.DELTA_CRL_INDICATOR, ExtensionOID.ISSUING_DISTRIBUTION_POINT,
-    ExtensionOID.FRESHEST_CRL, ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
-    ExtensionOID.ISSUER_ALTERNATIVE_NAME,
-})
-_KNOWN_ENTRY_EXTENSIONS = frozenset({
-    CRLEntryExtensionOID.CRL_REASON, CRLEntryExtensionOID.INVALIDITY_DATE,
-    CRLEntryExtensionOID.CERTIFICATE_ISSUER,
-})
+ALL_REASONS: frozenset[x509.ReasonFlags] = frozenset(
+    {
+        R.key_compromise,
+        R.ca_compromise,
+        R.affiliation_changed,
+        R.superseded,
+        R.cessation_of_operation,
+        R.certificate_hold,
+        R.privilege_withdrawn,
+        R.aa_compromise,
+    }
+)
+_KNOWN_CRL_EXTENSIONS = frozenset(
+    {
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.CRL_NUMBER,
+        ExtensionOID.DELTA_CRL_INDICATOR,
+        ExtensionOID.ISSUING_DISTRIBUTION_POINT,
+        ExtensionOID.FRESHEST_CRL,
+        ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+        ExtensionOID.ISSUER_ALTERNATIVE_NAME,
+    }
+)
+_KNOWN_ENTRY_EXTENSIONS = frozenset(
+    {
+        CRLEntryExtensionOID.CRL_REASON,
+        CRLEntryExtensionOID.INVALIDITY_DATE,
+        CRLEntryExtensionOID.CERTIFICATE_ISSUER,
+    }
+)
 _DER = Encoding.DER
 
 
@@ -111,8 +127,7 @@ class CrlInfo:
         try:
             self._read_extensions()
             self._read_entries()
-        except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension,
-                x509.UnsupportedGeneralNameType):
+        except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
             self.problem = "crl-malformed"
 
     def _read_extensions(self) -> None:
@@ -277,11 +292,13 @@ def distribution_points(cert: x509.Certificate) -> tuple[DistributionPoint, ...]
     for dp in ext or ():
         crl_issuers = tuple(n.value for n in dp.crl_issuer or () if isinstance(n, x509.DirectoryName))
         base = crl_issuers[0] if crl_issuers else cert.issuer
-        out.append(DistributionPoint(
-            _full_names(dp.full_name, dp.relative_name, base),
-            frozenset(dp.reasons) if dp.reasons else None,
-            crl_issuers,
-        ))
+        out.append(
+            DistributionPoint(
+                _full_names(dp.full_name, dp.relative_name, base),
+                frozenset(dp.reasons) if dp.reasons else None,
+                crl_issuers,
+            )
+        )
     out.append(DistributionPoint((x509.DirectoryName(cert.issuer),), None))
     return tuple(out)
 
@@ -309,8 +326,7 @@ def http_urls(cert: x509.Certificate) -> tuple[str, ...]:
             continue
         for dp in ext:
             for name in dp.full_name or ():
-                if isinstance(name, x509.UniformResourceIdentifier) and (
-                        name.value.lower().startswith("http://")):
+                if isinstance(name, x509.UniformResourceIdentifier) and (name.value.lower().startswith("http://")):
                     urls.append(name.value)
     return tuple(dict.fromkeys(urls))
 
@@ -393,8 +409,13 @@ class CertRevocation:
         return out
 
 
-def _result(cert: x509.Certificate, status: CertStatus, views: Iterable[_View] = (),
-            problems: Iterable[str] = (), entry: CrlEntry | None = None) -> CertRevocation:
+def _result(
+    cert: x509.Certificate,
+    status: CertStatus,
+    views: Iterable[_View] = (),
+    problems: Iterable[str] = (),
+    entry: CrlEntry | None = None,
+) -> CertRevocation:
     uses = tuple(dict.fromkeys(info.evidence() for view in views for info in view.members))
     return CertRevocation(
         subject=cert.subject.rfc4514_string(),
@@ -404,8 +425,7 @@ def _result(cert: x509.Certificate, status: CertStatus, views: Iterable[_View] =
         crls=uses,
         problems=tuple(dict.fromkeys(problems)),
         revoked_at=entry.revocation_date if entry is not None else None,
-        revocation_reason=(entry.reason.value if entry.reason else "unspecified")
-        if entry is not None else None,
+        revocation_reason=(entry.reason.value if entry.reason else "unspecified") if entry is not None else None,
     )
 
 
@@ -448,8 +468,7 @@ def _scope_rule(info: CrlInfo, cert: x509.Certificate, dp: DistributionPoint) ->
         return "crl-scope-mismatch"
     idp_names = _full_names(idp.full_name, idp.relative_name, info.issuer)
     if idp_names is not None:
-        dp_names = dp.names if dp.names is not None else tuple(
-            x509.DirectoryName(n) for n in dp.crl_issuers)
+        dp_names = dp.names if dp.names is not None else tuple(x509.DirectoryName(n) for n in dp.crl_issuers)
         if not set(idp_names) & set(dp_names):
             return "crl-scope-mismatch"
     return None
@@ -465,8 +484,7 @@ def _reasons_rule(info: CrlInfo, dp: DistributionPoint) -> frozenset[x509.Reason
     return reasons
 
 
-def _signer_rule(info: CrlInfo, cert: x509.Certificate, issuer: x509.Certificate,
-                 ctx: Context) -> tuple[str, ...]:
+def _signer_rule(info: CrlInfo, cert: x509.Certificate, issuer: x509.Certificate, ctx: Context) -> tuple[str, ...]:
     """Signed by a key certified for cRLSign: the CA's own, or an indirect CRL issuer's."""
     if info.issuer == issuer.subject:
         return info.signer_problems(issuer, ctx.policy)
@@ -504,8 +522,9 @@ def _indirect_signer(info: CrlInfo, ctx: Context) -> tuple[x509.Certificate | No
     return None, tuple(problems)
 
 
-def _usable(info: CrlInfo, cert: x509.Certificate, issuer: x509.Certificate,
-            dp: DistributionPoint, ctx: Context) -> tuple[str, ...]:
+def _usable(
+    info: CrlInfo, cert: x509.Certificate, issuer: x509.Certificate, dp: DistributionPoint, ctx: Context
+) -> tuple[str, ...]:
     """Every rule but time; empty when the CRL may speak for ``cert`` through ``dp``."""
     for rule in (_structure_rule(info), _issuer_rule(info, cert, dp), _scope_rule(info, cert, dp)):
         if rule is not None:
@@ -549,8 +568,11 @@ class _View:
 def _applies(delta: CrlInfo, complete: CrlInfo) -> bool:
     """RFC 5280 §5.2.4: same issuer and scope, base number <= complete number < delta number."""
     return (
-        delta.delta_base is not None and complete.number is not None and delta.number is not None
-        and delta.issuer == complete.issuer and delta.scope == complete.scope
+        delta.delta_base is not None
+        and complete.number is not None
+        and delta.number is not None
+        and delta.issuer == complete.issuer
+        and delta.scope == complete.scope
         and delta.delta_base <= complete.number < delta.number
     )
 
@@ -563,8 +585,7 @@ def _views(
     views = [_View(info, None, reasons) for info, reasons in completes]
     problems: list[str] = []
     for delta, d_reasons in deltas:
-        bases = [_View(c, delta, c_reasons & d_reasons)
-                 for c, c_reasons in completes if _applies(delta, c)]
+        bases = [_View(c, delta, c_reasons & d_reasons) for c, c_reasons in completes if _applies(delta, c)]
         if not bases:
             problems.append("crl-delta-without-base")
         views += bases
@@ -584,8 +605,7 @@ def check_certificate(
     """Status of ``cert`` (issued by ``issuer``) at ``ctx.at`` from the CRLs in ``crls``."""
     related = crls.related(cert, issuer)
     if not related:
-        return _result(cert, "unknown", problems=["no-crl"]) if required else _result(
-            cert, "not-checked")
+        return _result(cert, "unknown", problems=["no-crl"]) if required else _result(cert, "not-checked")
     problems: list[str] = []
     usable: list[tuple[CrlInfo, frozenset[x509.ReasonFlags]]] = []
     for info in related:
@@ -606,8 +626,7 @@ def check_certificate(
     for view in views:
         entry = view.entry(cert)
         timing = view.timing(at, grace)
-        if _permanent(entry, at) or (timing == "later" and entry is not None
-                                     and entry.revocation_date <= at):
+        if _permanent(entry, at) or (timing == "later" and entry is not None and entry.revocation_date <= at):
             return _result(cert, "revoked", (view,), entry=entry)
 
     current = [v for v in views if v.timing(at, grace) == "current"]
@@ -642,6 +661,7 @@ def check_certificate(
 def _newer(a: _View, b: _View) -> bool:
     def rank(v: _View) -> tuple[datetime, int, int]:
         return (v.newest.this_update, v.newest.number or -1, len(v.members))
+
     return rank(a) > rank(b)
 
 
