@@ -165,10 +165,11 @@ def test_passes_that_follow_each_other_leave_the_sent_copies_to_a_whole_batch_or
     with ScriptedPeer() as peer:
         config = load_config(smtp_config(tmp_path, port=peer.port))
         stop = threading.Event()
+        first_pass = threading.Event()  # the first pass files whatever it finds at once: let it find nothing
         thread = threading.Thread(
             target=outbox_worker.run_outbox,
             args=(config, stop),
-            kwargs={"once": False, "on_pass": lambda _: None, "on_failure": lambda _: None},
+            kwargs={"once": False, "on_pass": lambda _: first_pass.set(), "on_failure": lambda _: None},
         )
         store = open_store(config)  # first: a fresh state's first opening makes its audit key
         thread.start()
@@ -187,6 +188,7 @@ def test_passes_that_follow_each_other_leave_the_sent_copies_to_a_whole_batch_or
                 time.sleep(0.05)
 
         try:
+            assert first_pass.wait(120), "the outbox worker made no first pass"
             ids = []
             for i in range(5):
                 ids.append(outbox.enqueue(config, store, document()))
