@@ -590,6 +590,7 @@ class Drain:
                             rec.id,
                             raw if raw is not None else spool_bytes(rec),
                             self._manifest(rec),
+                            sent_time(rec),
                             rec.sha256,
                         ),
                     )
@@ -600,7 +601,7 @@ class Drain:
             return
         area = Area.open(self.config, "cases")
         try:
-            results = file_sent_copies(area, [c for _, c in copies], sent_at=self.clock())
+            results = file_sent_copies(area, [c for _, c in copies])
         finally:
             area.close()
         changes: list[OutboxChange] = []
@@ -612,12 +613,15 @@ class Drain:
             _FULL_REPORTED.pop(rec.id, None)
             rec.sent_path, rec.sent_manifest_sha256 = str(path), manifest_sha
             rel = f"{rec.case_folder}/{path.parent.name}/{path.name}"
-            changes.append(
-                OutboxChange(rec, [self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)], [rec.state])
-            )
+            event = self._event("filed-sent", rec, path=rel, manifest_sha256=manifest_sha)
+            # Only if no other process (the sender, a node that took over) recorded the copy first.
+            changes.append(OutboxChange(rec, [event], [rec.state], claim=ClaimTerms(unfiled=True)))
         for change, ok in zip(changes, self._save_many(changes), strict=True):
             if ok:
                 report.filed.append(change.rec.id)
+            else:  # the same entry, recorded by the other: its Sent-folder copy is the other's too
+                change.rec.sent_path = change.rec.sent_manifest_sha256 = None
+                log.info("sent copy recorded by another process meanwhile", id=change.rec.id)
 
     @staticmethod
     def _manifest(rec: OutboxRecord) -> dict[str, Any]:
@@ -639,6 +643,16 @@ class Drain:
             "resent_after_crash": rec.resent,
             "queued_at": rec.created_at,
         }
+
+
+def sent_time(rec: OutboxRecord) -> datetime:
+    """When the relay took ``rec``: its last recipient's acceptance, as the ledger records it.
+
+    Read from the row, so the sender and a node taking its filing over name the sent copy
+    alike (``filing/sent.py``); a record without one (none before) falls back to its last change.
+    """
+    accepted = [r.updated_at for r in rec.recipients if r.state == "sent" and r.updated_at]
+    return datetime.fromisoformat(max(accepted) if accepted else rec.updated_at or iso(utcnow()))
 
 
 def _merge(into: DrainReport, other: DrainReport) -> None:

@@ -98,9 +98,12 @@ class ClaimTerms:
     completion, or a take-over of that very claim). ``expired``: the row's claim must have
     lapsed by the database's clock (taking over from another node). ``ttl``: the change is a
     claim: the token grows by one and the claim lapses ``ttl`` seconds after the database's
-    now; the new token and expiry are written back into the record.
+    now; the new token and expiry are written back into the record. ``unfiled``: the row
+    must record no sent copy yet (``sent_path``): of two processes filing one document's
+    copy (its sender, and a node that found the claim expired), only the first records it.
     """
 
     fence: int | None = None
     expired: bool = False
     ttl: float | None = None
+    unfiled: bool = False

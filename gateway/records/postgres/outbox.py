@@ -124,7 +124,7 @@ def save(
     if expect is not None or expect_claim is not None or claim is not None:
         lock = "FOR UPDATE SKIP LOCKED" if claim is not None and claim.ttl is not None else "FOR UPDATE"
         row = conn.execute(
-            f"SELECT state, claimed_by, claim_token, claim_expires_at, {_NOW} AS now FROM outbox "  # noqa: S608
+            f"SELECT state, claimed_by, claim_token, claim_expires_at, sent_path, {_NOW} AS now FROM outbox "  # noqa: S608
             f"WHERE id = %s {lock}",
             (rec.id,),
         ).fetchone()
@@ -143,6 +143,8 @@ def save(
                 )
             if claim.expired and expires is not None and expires > row["now"]:
                 raise StaleOutboxState(f"outbox {rec.id} is claimed by {row['claimed_by']} until {expires}")
+            if claim.unfiled and row["sent_path"] is not None:
+                raise StaleOutboxState(f"outbox {rec.id}'s sent copy was recorded meanwhile ({row['sent_path']})")
             if claim.ttl is not None:
                 made = conn.execute(
                     _UPDATE_CLAIMING, (*(_value(rec, c) for c in _MUTABLE), claim.ttl, rec.id)

@@ -107,7 +107,7 @@ def save(
     write lock, so the row read is the row written."""
     if expect is not None or expect_claim is not None or claim is not None:
         row = conn.execute(
-            "SELECT state, claimed_by, claim_token, claim_expires_at FROM outbox WHERE id=?", (rec.id,)
+            "SELECT state, claimed_by, claim_token, claim_expires_at, sent_path FROM outbox WHERE id=?", (rec.id,)
         ).fetchone()
         if row is None or (expect is not None and row[0] not in expect):
             found = row[0] if row is not None else "missing"
@@ -115,7 +115,9 @@ def save(
         if expect_claim is not None and row[1] != expect_claim:
             raise StaleOutboxState(f"outbox {rec.id} was claimed by {row[1]} meanwhile")
         if claim is not None:
-            _check_claim(rec.id, claim, token=int(row[2]), expires=row[3], holder=row[1], now=iso(utcnow()))
+            _check_claim(
+                rec.id, claim, token=int(row[2]), expires=row[3], holder=row[1], now=iso(utcnow()), filed=row[4]
+            )
             if claim.ttl is not None:
                 rec.claim_token = int(row[2]) + 1
                 rec.claim_expires_at = iso(utcnow() + timedelta(seconds=claim.ttl))
@@ -128,12 +130,21 @@ def save(
 
 
 def _check_claim(
-    outbox_id: str, claim: ClaimTerms, *, token: int, expires: str | None, holder: str | None, now: str
+    outbox_id: str,
+    claim: ClaimTerms,
+    *,
+    token: int,
+    expires: str | None,
+    holder: str | None,
+    now: str,
+    filed: str | None,
 ) -> None:
     if claim.fence is not None and token != claim.fence:
         raise StaleOutboxState(f"outbox {outbox_id} was claimed again meanwhile (claim {token}, not {claim.fence})")
     if claim.expired and expires is not None and expires > now:
         raise StaleOutboxState(f"outbox {outbox_id} is claimed by {holder} until {expires}")
+    if claim.unfiled and filed is not None:
+        raise StaleOutboxState(f"outbox {outbox_id}'s sent copy was recorded meanwhile ({filed})")
 
 
 def renew(conn: sqlite3.Connection, claims: Sequence[tuple[str, int]], ttl: float) -> list[str]:
