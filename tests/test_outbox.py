@@ -247,8 +247,8 @@ def test_a_crash_before_the_sent_copy_is_published_leaves_nothing_staged_after_t
         with pytest.raises(SimulatedCrash):
             Drain(config, store, clock=clock).run_once()
     staging = staging_dir(config, "cases")
-    assert [p.name.endswith(oid) for p in staging.iterdir()] == [True]
-    clock.advance(5)  # the next pass stages under another name
+    assert [f"_{oid}." in p.name for p in staging.iterdir()] == [True]
+    clock.advance(5)  # the next pass stages under another name (each attempt its own)
     report = Drain(config, store, clock=clock).run_once()
     assert report.filed == [oid] and report.resent == [] and len(peer.received) == 1
     assert list(staging.iterdir()) == []

@@ -245,9 +245,9 @@ def test_the_lanes_last_sent_copies_are_filed_in_one_batch_for_the_pass(
     batches: list[int] = []
     real = drain_module.file_sent_copies
 
-    def counting(area, copies, *, sent_at):  # type: ignore[no-untyped-def]
+    def counting(area, copies, **kw):  # type: ignore[no-untyped-def]
         batches.append(len(copies))
-        return real(area, copies, sent_at=sent_at)
+        return real(area, copies, **kw)
 
     monkeypatch.setattr(drain_module, "file_sent_copies", counting)
     ids = [outbox.enqueue(config, store, document(case=f"63-BV-2026-{i % 3:04d}")) for i in range(8)]
