@@ -42,19 +42,15 @@ def _fd(fd: int) -> Iterator[int]:
         os.close(fd)
 
 
-def _sent_dir(area: Area, folder: str, *, sync: bool = True) -> int:
+def _sent_dir(area: Area, folder: str) -> int:
     """``<case folder>/sent``, made if missing, opened without following links and owner-checked.
 
-    ``sync=False``: the caller flushes the whole file system afterwards (group commit).
+    Not flushed here: the caller flushes the whole file system afterwards (group commit).
     """
     with _fd(open_case_folder(area, folder, create=True)) as folder_fd:
-        if sync:
-            os.fsync(area.root_fd)  # the case folder, if it is new
         fd = open_dir(SENT, dir_fd=folder_fd, create=True, where=str(area.root / folder))
         try:
             check_owner(fd, area.owners, str(area.root / folder / SENT))
-            if sync:
-                os.fsync(folder_fd)
         except BaseException:
             os.close(fd)
             raise
@@ -124,11 +120,8 @@ class SentCopy:
     sha256: str | None = None  # of ``raw``, when the caller has checked it already
 
 
-def file_sent_copies(
-    area: Area, copies: Sequence[SentCopy], *, sync: bool = False
-) -> list[tuple[Path, str] | OSError | ValueError]:
-    """Publish the sent copies of many documents with two file-system flushes in all (group commit);
-    ``sync``: each with its own fsyncs instead.
+def file_sent_copies(area: Area, copies: Sequence[SentCopy]) -> list[tuple[Path, str] | OSError | ValueError]:
+    """Publish the sent copies of many documents with two file-system flushes in all (group commit).
 
     Every entry is staged without its own fsyncs, one ``syncfs`` makes all of them
     durable before any is renamed into its case folder (an entry is never visible
@@ -148,29 +141,25 @@ def file_sent_copies(
     for i, c in enumerate(copies):
         name = entry_name(c.sent_at, c.outbox_id)
         try:
-            with _fd(_sent_dir(area, c.folder, sync=sync)) as sent_fd:
+            with _fd(_sent_dir(area, c.folder)) as sent_fd:
                 results[i] = _take(sent_fd, c.outbox_id, c.folder, area)
             if results[i] is not None:
                 _discard_staged(area, c.outbox_id)  # a crash's leftover, the copy being published
                 continue
             stage = _staged_name(name)
             files = [EntryFile(SENT_FILE, c.raw, c.sha256)]
-            entry = stage_entry(area, None, stage, files, {"kind": "sent", **c.metadata}, sync=sync)
+            entry = stage_entry(area, None, stage, files, {"kind": "sent", **c.metadata}, sync=False)
             staged.append((i, stage, name, entry.manifest_sha256))
         except (OSError, ValueError) as exc:
             results[i] = _taken_instead(area, c, exc)
     if staged:
-        if not sync:
-            sync_fd(area.root_fd, str(area.root))
+        sync_fd(area.root_fd, str(area.root))
         with _fd(os.dup(area.staging_fd)) as staging_fd:
             for i, stage, name, manifest_sha in staged:
                 c = copies[i]
                 try:
-                    with _fd(_sent_dir(area, c.folder, sync=False)) as sent_fd:
+                    with _fd(_sent_dir(area, c.folder)) as sent_fd:
                         rename_noreplace(stage, name, src_dir_fd=staging_fd, dst_dir_fd=sent_fd)
-                        if sync:
-                            os.fsync(sent_fd)
-                            os.fsync(staging_fd)
                     results[i] = area.root / c.folder / SENT / name, manifest_sha
                 except (OSError, ValueError) as exc:
                     with contextlib.suppress(OSError):
@@ -178,8 +167,9 @@ def file_sent_copies(
                     results[i] = _taken_instead(area, c, exc)
                     continue
                 _discard_staged(area, c.outbox_id)
-        if not sync:
-            sync_fd(area.root_fd, str(area.root))
+    if any(isinstance(r, tuple) for r in results):
+        # Also for an entry taken: another process's rename may not be durable yet.
+        sync_fd(area.root_fd, str(area.root))
     return [r if r is not None else OSError("not filed") for r in results]
 
 
@@ -190,7 +180,7 @@ def _taken_instead(area: Area, copy: SentCopy, exc: OSError | ValueError) -> tup
     leftover after publishing) both mean the copy is there; any other error is this copy's.
     """
     try:
-        with _fd(_sent_dir(area, copy.folder, sync=False)) as sent_fd:
+        with _fd(_sent_dir(area, copy.folder)) as sent_fd:
             taken = _take(sent_fd, copy.outbox_id, copy.folder, area)
     except (OSError, ValueError):
         return exc
