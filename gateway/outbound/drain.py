@@ -649,7 +649,7 @@ def sent_time(rec: OutboxRecord) -> datetime:
     """When the relay took ``rec``: its last recipient's acceptance, as the ledger records it.
 
     Read from the row, so the sender and a node taking its filing over name the sent copy
-    alike (``filing/sent.py``); a record without one (none before) falls back to its last change.
+    alike (``filing/sent.py``); a row without that time falls back to its last change.
     """
     accepted = [r.updated_at for r in rec.recipients if r.state == "sent" and r.updated_at]
     return datetime.fromisoformat(max(accepted) if accepted else rec.updated_at or iso(utcnow()))
