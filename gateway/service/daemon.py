@@ -292,6 +292,31 @@ class Daemon:
                 keeper.release(store)
             except Exception as exc:  # noqa: BLE001 - the lease then expires on its own
                 log.warning("could not release a mailbox lease", mailbox=name, error=describe_error(exc))
+        self._drop_followed_failures(store)
+
+    def _drop_followed_failures(self, store: Store) -> None:
+        """Forget the failures of mailboxes another node works now: a database outage, say, that this
+        node's worker was still backing off from when the other node took the mailbox over is not this
+        node's to report in its exit status.
+
+        Tried twice: the main thread's connection may be one the server dropped since its last use.
+        """
+        if not self._keepers:
+            return
+        for attempt in (1, 2):
+            try:
+                leases = store.leases()
+            except Exception as exc:  # noqa: BLE001 - the failures are then reported as they stand
+                if attempt == 2:
+                    log.warning("could not read the mailbox leases", error=describe_error(exc))
+                continue
+            with self._lock:
+                for row in leases:
+                    keeper = self._keepers.get(row.mailbox)
+                    held_elsewhere = not row.expired and not row.released
+                    if keeper is not None and keeper.lease is None and held_elsewhere and row.holder != keeper.node:
+                        self.report.failures.pop(row.mailbox, None)
+            return
 
     def _serve(self, store: Store, listening: bool) -> None:
         """Run until every worker has ended (``once``) or a stop is requested; reload when asked."""
